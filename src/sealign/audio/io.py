@@ -1,0 +1,109 @@
+"""Load audio files as mono float32 at a target rate, and validate them with errors that name the file."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
+
+
+class AudioError(ValueError):
+    """Raised for audio that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """Bounds a signal must satisfy. Durations in seconds."""
+
+    min_duration: float = 0.1
+    max_duration: float = 600.0
+    clip_threshold: float = 0.999
+    max_clip_fraction: float = 0.01  # above this, a warning (not an error)
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a mono signal with soxr (high quality)."""
+    if orig_sr == target_sr:
+        return np.asarray(wav, dtype=np.float32)
+    return soxr.resample(np.asarray(wav, dtype=np.float32), orig_sr, target_sr, quality="HQ").astype(
+        np.float32
+    )
+
+
+def _read_any(path: Path) -> tuple[np.ndarray, int]:
+    # libsndfile >= 1.1 (bundled with soundfile) reads wav, flac, ogg/vorbis/opus and mp3.
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable"
+        raise AudioError(f"{path}: unreadable audio ({err})") from err
+    return data, int(sr)
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = 16000,
+    limits: AudioLimits | None = AudioLimits(),
+) -> tuple[np.ndarray, int]:
+    """Read a file, mix down to mono, resample to ``sample_rate`` (None keeps the file's rate).
+
+    Returns ``(wav, sr)`` with ``wav`` float32 in [-1, 1]. Validates with ``limits`` unless None.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    data, sr = _read_any(path)
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if limits is not None:
+        validate_audio(wav, sr, name=str(path), limits=limits)
+    if sample_rate is not None and sr != sample_rate:
+        wav = resample(wav, sr, sample_rate)
+        sr = sample_rate
+    return np.clip(wav, -1.0, 1.0).astype(np.float32), sr
+
+
+def validate_audio(
+    wav: np.ndarray, sr: int, name: str = "<array>", limits: AudioLimits = AudioLimits()
+) -> None:
+    """Raise :class:`AudioError` for empty, non-finite, all-zero, too short or too long audio.
+
+    Heavy clipping is logged as a warning only.
+    """
+    wav = np.asarray(wav)
+    if wav.ndim != 1:
+        raise AudioError(f"{name}: expected mono 1-D audio, got shape {wav.shape}")
+    if wav.size == 0:
+        raise AudioError(f"{name}: empty audio (0 samples)")
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(f"{name}: audio contains NaN or inf samples")
+    if not np.any(wav):
+        raise AudioError(f"{name}: audio is all zeros (silent)")
+    dur = wav.size / sr
+    if dur < limits.min_duration:
+        raise AudioError(f"{name}: too short ({dur:.3f} s < min_duration {limits.min_duration} s)")
+    if dur > limits.max_duration:
+        raise AudioError(f"{name}: too long ({dur:.1f} s > max_duration {limits.max_duration} s)")
+    clip_frac = float(np.mean(np.abs(wav) >= limits.clip_threshold))
+    if clip_frac > limits.max_clip_fraction:
+        log.warning("%s: heavy clipping (%.1f%% of samples at full scale)", name, 100 * clip_frac)
+
+
+def write_audio(path: str | Path, wav: np.ndarray, sr: int) -> None:
+    """Write a 16-bit PCM wav atomically (temp file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    sf.write(str(tmp), np.clip(np.asarray(wav, dtype=np.float32), -1, 1), sr, subtype="PCM_16", format="WAV")
+    tmp.replace(path)
+

@@ -1,0 +1,53 @@
+"""The ``sealign`` command line: one sub-command per module under :mod:`sealign.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sealign import __version__
+from sealign.commands import demo, metrics_cmd, score
+from sealign.config import ConfigError
+from sealign.data.manifest import ManifestError
+from sealign.metrics.base import MetricUnavailable
+from sealign.utils.logging import setup_console_logging
+
+COMMANDS = {"score": score, "metrics": metrics_cmd, "demo": demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sealign",
+        description="Post-train generative speech-enhancement models on perceptual metrics.",
+    )
+    p.add_argument("--version", action="version", version=f"sealign {__version__}")
+    p.add_argument("--log-level", default="INFO", help="console log level (default INFO)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, mod in COMMANDS.items():
+        sp = sub.add_parser(name, help=mod.HELP, description=mod.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    setup_console_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ManifestError, MetricUnavailable, FileNotFoundError) as err:
+        logging.getLogger("sealign").error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger("sealign").error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

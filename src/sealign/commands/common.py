@@ -1,0 +1,37 @@
+"""Argument and run-directory helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sealign.config import dump_config, load_config, save_config
+
+T = TypeVar("T")
+log = logging.getLogger("sealign")
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (fields of the command's config dataclass)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. threads=1 metric_options.wer.asr=pocketsphinx",
+    )
+
+
+def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] | None = None) -> T:
+    """Defaults ← --config ← explicit flags (``extra``) ← positional overrides; printed to the log."""
+    cfg = load_config(cls, args.config, [*(extra or []), *args.overrides])
+    log.info("resolved config:\n%s", dump_config(cfg).rstrip())
+    return cfg
+
+
+def prepare_run_dir(path: str | Path, cfg: Any) -> Path:
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    return out

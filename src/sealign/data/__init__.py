@@ -1,0 +1,1 @@
+"""Speech data: synthesis, degradation and manifests."""

@@ -1,0 +1,190 @@
+"""JSONL manifests: one utterance per line.
+
+Fields: ``id`` (unique), ``audio`` (the signal to judge or enhance), optional ``reference``
+(clean speech), ``text`` (transcript), ``speaker_ref`` (audio of the target voice), ``noisy``
+(the input a system enhanced, when ``audio`` is an output) and any extra keys, kept as they are.
+Relative paths are resolved against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sealign.audio.io import AUDIO_EXTENSIONS
+
+PATH_FIELDS = ("audio", "reference", "speaker_ref", "noisy")
+KNOWN_FIELDS = ("id", *PATH_FIELDS, "text")
+
+
+class ManifestError(ValueError):
+    """A manifest or import source is malformed; the message names the file and line."""
+
+
+@dataclass
+class Entry:
+    id: str
+    audio: str
+    reference: str | None = None
+    text: str | None = None
+    speaker_ref: str | None = None
+    noisy: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "audio": self.audio}
+        for k in ("reference", "text", "speaker_ref", "noisy"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v
+        d.update(self.extra)
+        return d
+
+
+def _parse_line(line: str, where: str, base: Path) -> Entry:
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{where}: invalid JSON ({err.msg})") from err
+    if not isinstance(d, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    for key in ("id", "audio"):
+        if not isinstance(d.get(key), str) or not d[key]:
+            raise ManifestError(f"{where}: missing or empty field {key!r}")
+    for key in PATH_FIELDS:
+        v = d.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ManifestError(f"{where}: field {key!r} must be a path string")
+        if v:
+            d[key] = str(v if os.path.isabs(v) else base / v)
+    if d.get("text") is not None and not isinstance(d["text"], str):
+        raise ManifestError(f"{where}: field 'text' must be a string")
+    return Entry(
+        id=d["id"],
+        audio=d["audio"],
+        reference=d.get("reference") or None,
+        text=d.get("text"),
+        speaker_ref=d.get("speaker_ref") or None,
+        noisy=d.get("noisy") or None,
+        extra={k: v for k, v in d.items() if k not in KNOWN_FIELDS},
+    )
+
+
+def read_manifest(path: str | Path, check_files: bool = False) -> list[Entry]:
+    """Read a JSONL manifest; errors carry ``file:line``. Duplicate ids are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    entries: list[Entry] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            e = _parse_line(line, where, path.parent)
+            if e.id in seen:
+                raise ManifestError(f"{where}: duplicate id {e.id!r} (first on line {seen[e.id]})")
+            seen[e.id] = n
+            if check_files:
+                for key in PATH_FIELDS:
+                    p = getattr(e, key)
+                    if p and not Path(p).is_file():
+                        raise ManifestError(f"{where}: {key} file not found: {p}")
+            entries.append(e)
+    if not entries:
+        raise ManifestError(f"{path}: manifest has no entries")
+    return entries
+
+
+def write_manifest(path: str | Path, entries: Iterable[Entry | dict[str, Any]]) -> Path:
+    """Write entries as JSONL atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for e in entries:
+            f.write(json.dumps(e.to_json() if isinstance(e, Entry) else e, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _audio_files(folder: Path) -> Iterator[Path]:
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS:
+            yield p
+
+
+def from_directory(
+    audio_dir: str | Path,
+    reference_dir: str | Path | None = None,
+    strict: bool = False,
+) -> tuple[list[Entry], list[str]]:
+    """Build entries from a folder of audio, optionally paired with a parallel reference folder.
+
+    Files pair by relative path (extension may differ). Returns ``(entries, problems)``; an
+    audio file without a partner is listed in ``problems`` (and raises when ``strict``).
+    """
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise ManifestError(f"{audio_dir}: not a directory")
+    files = list(_audio_files(audio_dir))
+    if not files:
+        raise ManifestError(f"{audio_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    refs: dict[str, Path] = {}
+    if reference_dir is not None:
+        reference_dir = Path(reference_dir)
+        if not reference_dir.is_dir():
+            raise ManifestError(f"{reference_dir}: not a directory")
+        refs = {str(p.relative_to(reference_dir).with_suffix("")): p for p in _audio_files(reference_dir)}
+    entries, problems = [], []
+    for p in files:
+        rel = str(p.relative_to(audio_dir).with_suffix(""))
+        ref = refs.get(rel)
+        if reference_dir is not None and ref is None:
+            problems.append(f"{p}: no reference file {rel}.* in {reference_dir}")
+            continue
+        entries.append(Entry(id=rel.replace(os.sep, "/"), audio=str(p), reference=str(ref) if ref else None))
+    if problems and strict:
+        raise ManifestError("; ".join(problems))
+    return entries, problems
+
+
+def from_kaldi(wav_scp: str | Path, text: str | Path | None = None) -> list[Entry]:
+    """Entries from a Kaldi-style ``uid path`` list (and optional ``uid transcript`` file).
+
+    Piped commands (``uid cmd |``) are not supported and are reported with their line number.
+    """
+    wav_scp = Path(wav_scp)
+    if not wav_scp.is_file():
+        raise ManifestError(f"{wav_scp}: file not found")
+    texts: dict[str, str] = {}
+    if text is not None:
+        for n, line in enumerate(Path(text).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.strip().split(maxsplit=1)
+            texts[parts[0]] = parts[1] if len(parts) > 1 else ""
+    entries, seen = [], set()
+    for n, line in enumerate(wav_scp.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        where = f"{wav_scp}:{n}"
+        if len(parts) != 2:
+            raise ManifestError(f"{where}: expected 'uid path'")
+        uid, p = parts
+        if p.endswith("|"):
+            raise ManifestError(f"{where}: piped commands are not supported; give a file path")
+        if uid in seen:
+            raise ManifestError(f"{where}: duplicate uid {uid!r}")
+        seen.add(uid)
+        p = p if os.path.isabs(p) else str(wav_scp.parent / p)
+        entries.append(Entry(id=uid, audio=p, text=texts.get(uid)))
+    if not entries:
+        raise ManifestError(f"{wav_scp}: no entries")
+    return entries

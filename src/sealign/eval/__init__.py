@@ -1,0 +1,1 @@
+"""Scoring, statistics and evaluation tables."""

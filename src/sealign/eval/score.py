@@ -1,0 +1,245 @@
+"""Score a manifest with a set of metrics: per-utterance JSONL (resumable) and a summary table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sealign.audio.io import AudioError, AudioLimits, load_audio
+from sealign.data.manifest import Entry
+from sealign.eval.stats import mean_ci
+from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
+from sealign.metrics.cache import ScoreCache, score_with_cache
+from sealign.metrics.registry import build_metric, metric_info
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ["dnsmos", "distillmos", "wer", "spk_sim", "speechbertscore", "pesq_wb", "estoi", "si_sdr"]
+
+
+@dataclass
+class ScoreConfig:
+    """Settings of ``sealign score``."""
+
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threads: int = 2
+    batch_size: int = 8
+    cache: str | None = "~/.cache/sealign/scores.sqlite"
+    min_duration: float = 0.1
+    max_duration: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError("threads must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        for name in self.metrics:
+            metric_info(name)  # raises KeyError naming the unknown metric
+        unused = set(self.metric_options) - set(self.metrics)
+        if unused:
+            raise ValueError(f"metric_options given for metrics not selected: {sorted(unused)}")
+
+
+def column_name(metric: str, output: str) -> str:
+    """Flat column name of a metric output: ``dnsmos_ovrl``, ``wer``, ``nisqa_mos``."""
+    return output if output.startswith(metric) else f"{metric}_{output}"
+
+
+def build_metrics(cfg: ScoreConfig) -> dict[str, Metric]:
+    return {
+        name: build_metric(name, num_threads=cfg.threads, **cfg.metric_options.get(name, {}))
+        for name in cfg.metrics
+    }
+
+
+def entry_to_utterance(e: Entry, limits: AudioLimits, sr: int = 16000) -> Utterance:
+    """Load an entry's audio. The speaker reference defaults to the clean reference, else the noisy input."""
+    audio, _ = load_audio(e.audio, sr, limits)
+    ref = load_audio(e.reference, sr, limits)[0] if e.reference else None
+    spk_path = e.speaker_ref or (None if e.reference else e.noisy)
+    spk = load_audio(spk_path, sr, limits)[0] if spk_path else None
+    return Utterance(e.id, audio, sr, reference=ref, text=e.text, speaker_ref=spk)
+
+
+def _done_ids(path: Path) -> set[str]:
+    """Ids already in a scores file; a truncated last line (killed run) is dropped and rewritten."""
+    if not path.exists():
+        return set()
+    good, ids = [], set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+            ids.add(rec["id"])
+            good.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("%s: dropping a truncated line from an interrupted run", path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(g + "\n" for g in good), encoding="utf-8")
+    tmp.replace(path)
+    return ids
+
+
+def score_entries(
+    entries: list[Entry],
+    cfg: ScoreConfig,
+    out_path: str | Path | None = None,
+    resume: bool = False,
+    metrics: dict[str, Metric] | None = None,
+    progress: bool = True,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Score entries; returns one record per entry.
+
+    A record is ``{"id", "scores": {column: value}, "skipped": {metric: reason},
+    "errors": {metric: message}}``. With ``out_path`` every record is appended and flushed as soon
+    as its batch is scored; ``resume`` skips ids already present.
+    """
+    metrics = metrics if metrics is not None else build_metrics(cfg)
+    limits = AudioLimits(min_duration=cfg.min_duration, max_duration=cfg.max_duration)
+    cache = ScoreCache(Path(cfg.cache).expanduser()) if cfg.cache else None
+    out_file = None
+    done: set[str] = set()
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            done = _done_ids(out_path)
+            if done:
+                log.info("resuming: %d of %d utterances already scored", len(done), len(entries))
+        out_file = out_path.open("a" if resume else "w", encoding="utf-8")
+    todo = [e for e in entries if e.id not in done]
+    records: list[dict[str, Any]] = []
+    try:
+        bar = tqdm(total=len(todo), desc="scoring", unit="utt", disable=not progress)
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start : start + cfg.batch_size]
+            recs = _score_batch(batch, metrics, limits, cache)
+            for rec in recs:
+                if out_file is not None:
+                    out_file.write(json.dumps(rec) + "\n")
+                    out_file.flush()
+                if on_record is not None:
+                    on_record(rec)
+            records.extend(recs)
+            bar.update(len(batch))
+        bar.close()
+    finally:
+        if out_file is not None:
+            out_file.close()
+        if cache is not None:
+            log.info("score cache: %d hits, %d misses", cache.hits, cache.misses)
+            cache.close()
+    return records
+
+
+def _score_batch(
+    batch: list[Entry], metrics: dict[str, Metric], limits: AudioLimits, cache: ScoreCache | None
+) -> list[dict[str, Any]]:
+    recs = [{"id": e.id, "scores": {}, "skipped": {}, "errors": {}} for e in batch]
+    utts: list[Utterance] = []
+    where: list[int] = []
+    for k, e in enumerate(batch):
+        try:
+            utts.append(entry_to_utterance(e, limits))
+            where.append(k)
+        except AudioError as err:
+            log.warning("skipping %s: %s", e.id, err)
+            recs[k]["errors"]["audio"] = str(err)
+    if not utts:
+        return recs
+    for name, metric in metrics.items():
+        try:
+            results = score_with_cache(metric, utts, cache)
+        except MetricUnavailable:
+            raise
+        for k, res in zip(where, results, strict=True):
+            _record(recs[k], name, res)
+    return recs
+
+
+def _record(rec: dict[str, Any], name: str, res: MetricResult) -> None:
+    if res.skipped is not None:
+        rec["skipped"][name] = res.skipped
+    elif res.error is not None:
+        rec["errors"][name] = res.error
+    else:
+        for out, v in res.values.items():
+            rec["scores"][column_name(name, out)] = v
+
+
+@dataclass
+class SummaryRow:
+    column: str
+    mean: float
+    low: float
+    high: float
+    n: int
+    skipped: dict[str, int]
+    errors: int
+    higher_is_better: bool
+
+
+def summarize(records: list[dict[str, Any]], infos: dict[str, MetricInfo]) -> list[SummaryRow]:
+    """Mean, 95% CI, counts of scored / skipped (by reason) / failed per output column.
+
+    ``infos`` maps metric name to the info of the instance used (outputs may depend on options).
+    """
+    values: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        for c, v in r["scores"].items():
+            values[c].append(v)
+    rows = []
+    for name, info in infos.items():
+        skipped = Counter(r["skipped"][name] for r in records if name in r["skipped"])
+        skipped.update("unusable audio" for r in records if "audio" in r["errors"])
+        errors = sum(1 for r in records if name in r["errors"])
+        for out, hib in zip(info.outputs, info.higher_is_better, strict=True):
+            c = column_name(name, out)
+            ci = mean_ci(values.get(c, []))
+            rows.append(SummaryRow(c, ci.mean, ci.low, ci.high, ci.n, dict(skipped), errors, hib))
+    return rows
+
+
+def format_table(rows: list[SummaryRow]) -> str:
+    """Markdown table of a summary (also readable on the console)."""
+    lines = [
+        "| metric | mean | 95% CI | n | skipped | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        arrow = " ↑" if r.higher_is_better else " ↓"
+        ci = "—" if not np.isfinite(r.low) else f"[{r.low:.3f}, {r.high:.3f}]"
+        mean = "—" if not np.isfinite(r.mean) else f"{r.mean:.3f}"
+        sk = ", ".join(f"{n} {why}" for why, n in r.skipped.items()) or "0"
+        lines.append(f"| {r.column}{arrow} | {mean} | {ci} | {r.n} | {sk} | {r.errors} |")
+    return "\n".join(lines)
+
+
+def write_summary(rows: list[SummaryRow], out_dir: str | Path) -> None:
+    """``summary.csv`` and ``summary.md`` in ``out_dir``, each written atomically."""
+    out_dir = Path(out_dir)
+    tmp = out_dir / "summary.csv.tmp"
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["metric", "mean", "ci_low", "ci_high", "n", "skipped", "errors", "higher_is_better"])
+        for r in rows:
+            sk = "; ".join(f"{n} {why}" for why, n in r.skipped.items())
+            w.writerow([r.column, r.mean, r.low, r.high, r.n, sk, r.errors, r.higher_is_better])
+    tmp.replace(out_dir / "summary.csv")
+    tmp = out_dir / "summary.md.tmp"
+    tmp.write_text(format_table(rows) + "\n", encoding="utf-8")
+    tmp.replace(out_dir / "summary.md")
+
+
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,59 @@
+"""Confidence intervals for metric means and paired differences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def mean_ci(values: np.ndarray | list[float], confidence: float = 0.95) -> MeanCI:
+    """Mean with a Student-t confidence interval (NaN bounds for n < 2)."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    if n == 0:
+        return MeanCI(float("nan"), float("nan"), float("nan"), 0)
+    m = float(x.mean())
+    if n < 2:
+        return MeanCI(m, float("nan"), float("nan"), n)
+    se = float(x.std(ddof=1) / np.sqrt(n))
+    h = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * se)
+    return MeanCI(m, m - h, m + h, n)
+
+
+def paired_bootstrap_diff(
+    a: np.ndarray | list[float],
+    b: np.ndarray | list[float],
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> MeanCI:
+    """Mean of ``b - a`` over paired items with a percentile bootstrap CI (items resampled jointly)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in shape: {a.shape} vs {b.shape}")
+    d = b - a
+    d = d[np.isfinite(d)]
+    n = int(d.size)
+    if n == 0:
+        return MeanCI(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots = d[idx].mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return MeanCI(float(d.mean()), float(lo), float(hi), n)

@@ -1,0 +1,174 @@
+"""The metric contract: what a metric declares, what it receives, and what it returns.
+
+A backend implements :meth:`Metric._score` on utterances that already satisfy its declared
+requirements and are resampled to its rate. :meth:`Metric.score_batch` does the rest: it records a
+skip reason for utterances missing a requirement, and isolates failures so one bad utterance never
+stops a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sealign.audio.io import resample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """Static description of a metric (VERSA-style)."""
+
+    name: str
+    outputs: tuple[str, ...]
+    higher_is_better: tuple[bool, ...]
+    ranges: tuple[tuple[float, float], ...]
+    sample_rate: int = 16000
+    needs_reference: bool = False
+    needs_text: bool = False
+    needs_speaker_ref: bool = False
+    version: str = "1"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.outputs)
+        if len(self.higher_is_better) != n or len(self.ranges) != n:
+            raise ValueError(f"metric {self.name}: outputs, higher_is_better and ranges differ in length")
+
+
+@dataclass
+class Utterance:
+    """One signal to judge, with optional side information. Arrays are mono float32."""
+
+    id: str
+    audio: np.ndarray
+    sample_rate: int
+    reference: np.ndarray | None = None
+    text: str | None = None
+    speaker_ref: np.ndarray | None = None
+
+    def at_rate(self, sr: int) -> Utterance:
+        """A copy with every signal resampled to ``sr``."""
+        if sr == self.sample_rate:
+            return self
+
+        def rs(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None else resample(x, self.sample_rate, sr)
+
+        return Utterance(self.id, rs(self.audio), sr, rs(self.reference), self.text, rs(self.speaker_ref))
+
+
+@dataclass
+class MetricResult:
+    """Outcome of one metric on one utterance: values, or a skip reason, or an error."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped is None and self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
+        if self.error is not None:
+            return {"error": self.error}
+        return dict(self.values)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MetricResult:
+        if "skipped" in d:
+            return cls(skipped=d["skipped"])
+        if "error" in d:
+            return cls(error=d["error"])
+        return cls(values={k: float(v) for k, v in d.items()})
+
+
+class MetricUnavailable(RuntimeError):
+    """The metric's model or package cannot be loaded; the message says what is missing and how
+    to provide it."""
+
+
+class Metric:
+    """Base class of all metrics. Subclasses set ``info`` and implement ``_score``."""
+
+    info: MetricInfo
+
+    def __init__(self, num_threads: int = 2) -> None:
+        self.num_threads = num_threads
+
+    def settings(self) -> dict[str, Any]:
+        """Settings that change the numbers (part of the cache key)."""
+        return {}
+
+    def inputs_used(self) -> set[str]:
+        """Which optional inputs (``reference``, ``text``, ``speaker_ref``) can change the output.
+
+        Defaults to the declared requirements; metrics with fallbacks override it.
+        """
+        i = self.info
+        used = {"reference"} if i.needs_reference else set()
+        if i.needs_text:
+            used.add("text")
+        if i.needs_speaker_ref:
+            used.add("speaker_ref")
+        return used
+
+    def load(self) -> None:
+        """Load models now (otherwise they load lazily on first use)."""
+
+    def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
+        raise NotImplementedError
+
+    def missing_requirement(self, utt: Utterance) -> str | None:
+        i = self.info
+        if i.needs_reference and utt.reference is None:
+            return "no reference"
+        if i.needs_text and not (utt.text and utt.text.strip()):
+            return "no text"
+        if i.needs_speaker_ref and utt.speaker_ref is None:
+            return "no speaker reference"
+        return None
+
+    def score_batch(self, utts: list[Utterance]) -> list[MetricResult]:
+        """Score a batch; one :class:`MetricResult` per utterance, in order."""
+        results: list[MetricResult | None] = [None] * len(utts)
+        todo: list[int] = []
+        for k, u in enumerate(utts):
+            reason = self.missing_requirement(u)
+            if reason is not None:
+                results[k] = MetricResult(skipped=reason)
+            else:
+                todo.append(k)
+        if todo:
+            ready = [utts[k].at_rate(self.info.sample_rate) for k in todo]
+            try:
+                outs = self._score(ready)
+                for k, o in zip(todo, outs, strict=True):
+                    results[k] = self._checked(o)
+            except MetricUnavailable:
+                raise
+            except Exception as err:  # noqa: BLE001 - isolate the failing utterance(s)
+                if len(todo) == 1:
+                    log.warning("%s failed on %s: %s", self.info.name, utts[todo[0]].id, err)
+                    results[todo[0]] = MetricResult(error=f"{type(err).__name__}: {err}")
+                else:
+                    for k, u in zip(todo, ready, strict=True):
+                        results[k] = self.score_batch([u])[0]
+        return [r if r is not None else MetricResult(error="no result") for r in results]
+
+    def _checked(self, out: dict[str, float]) -> MetricResult:
+        vals = {k: float(v) for k, v in out.items()}
+        bad = [k for k, v in vals.items() if not np.isfinite(v)]
+        if bad:
+            return MetricResult(error=f"non-finite output for {', '.join(bad)}")
+        return MetricResult(values=vals)
+
+    def __call__(self, utts: list[Utterance]) -> list[MetricResult]:
+        return self.score_batch(utts)

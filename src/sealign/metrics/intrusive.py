@@ -1,0 +1,90 @@
+"""Intrusive metrics against the clean reference: wideband PESQ, ESTOI and SI-SDR."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sealign.metrics.base import Metric, MetricInfo, Utterance
+
+
+def _aligned(u: Utterance) -> tuple[np.ndarray, np.ndarray]:
+    """Output and reference trimmed to a common length (SE outputs may differ by a few samples)."""
+    n = min(u.audio.size, u.reference.size)
+    return u.audio[:n].astype(np.float64), u.reference[:n].astype(np.float64)
+
+
+def si_sdr(estimate: np.ndarray, reference: np.ndarray, eps: float = 1e-12) -> float:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), both signals zero-meaned."""
+    est = estimate - estimate.mean()
+    ref = reference - reference.mean()
+    alpha = np.dot(est, ref) / (np.dot(ref, ref) + eps)
+    target = alpha * ref
+    noise = est - target
+    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+
+
+class PESQWideband(Metric):
+    """ITU-T P.862.2 wideband PESQ (MOS-LQO, ≈1–4.64) via the ``pesq`` package."""
+
+    info = MetricInfo(
+        name="pesq_wb",
+        outputs=("pesq_wb",),
+        higher_is_better=(True,),
+        ranges=((1.0, 4.64),),
+        sample_rate=16000,
+        needs_reference=True,
+        description="wideband PESQ (P.862.2)",
+    )
+
+    def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
+        from pesq import pesq
+
+        out = []
+        for u in utts:
+            deg, ref = _aligned(u)
+            out.append({"pesq_wb": float(pesq(16000, ref, deg, "wb"))})
+        return out
+
+
+class ESTOI(Metric):
+    """Extended short-time objective intelligibility (Jensen & Taal 2016) via ``pystoi``."""
+
+    info = MetricInfo(
+        name="estoi",
+        outputs=("estoi",),
+        higher_is_better=(True,),
+        ranges=((-1.0, 1.0),),
+        sample_rate=16000,
+        needs_reference=True,
+        description="extended STOI",
+    )
+
+    def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
+        from pystoi import stoi
+
+        out = []
+        for u in utts:
+            deg, ref = _aligned(u)
+            out.append({"estoi": float(stoi(ref, deg, 16000, extended=True))})
+        return out
+
+
+class SISDR(Metric):
+    """Scale-invariant signal-to-distortion ratio in dB."""
+
+    info = MetricInfo(
+        name="si_sdr",
+        outputs=("si_sdr",),
+        higher_is_better=(True,),
+        ranges=((-50.0, 120.0),),
+        sample_rate=16000,
+        needs_reference=True,
+        description="scale-invariant SDR (dB)",
+    )
+
+    def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
+        out = []
+        for u in utts:
+            deg, ref = _aligned(u)
+            out.append({"si_sdr": si_sdr(deg, ref)})
+        return out

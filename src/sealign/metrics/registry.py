@@ -1,0 +1,59 @@
+"""Name → metric class. Built-in backends are imported lazily so that listing metrics is cheap
+and a backend whose package is missing only fails when it is used."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from sealign.metrics.base import Metric, MetricInfo
+
+_BUILTIN: dict[str, str] = {
+    "dnsmos": "sealign.metrics.dnsmos:DNSMOS",
+    "distillmos": "sealign.metrics.distillmos:DistillMOS",
+    "utmos": "sealign.metrics.utmos:UTMOS",
+    "nisqa": "sealign.metrics.nisqa:NISQA",
+    "nisqa_tts": "sealign.metrics.nisqa:NISQATTS",
+    "wer": "sealign.metrics.wer:WER",
+    "cer": "sealign.metrics.wer:CER",
+    "spk_sim": "sealign.metrics.spk_sim:SpeakerSimilarity",
+    "speechbertscore": "sealign.metrics.speechbertscore:SpeechBERTScore",
+    "pesq_wb": "sealign.metrics.intrusive:PESQWideband",
+    "estoi": "sealign.metrics.intrusive:ESTOI",
+    "si_sdr": "sealign.metrics.intrusive:SISDR",
+}
+_USER: dict[str, Callable[..., Metric]] = {}
+
+
+def register(name: str, factory: Callable[..., Metric]) -> None:
+    """Register a user metric (a :class:`Metric` subclass or any callable returning one)."""
+    if name in _BUILTIN or name in _USER:
+        raise ValueError(f"metric {name!r} is already registered")
+    _USER[name] = factory
+
+
+def metric_names() -> list[str]:
+    return sorted([*_BUILTIN, *_USER])
+
+
+def metric_class(name: str) -> Callable[..., Metric]:
+    if name in _USER:
+        return _USER[name]
+    if name not in _BUILTIN:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(metric_names())}")
+    module, cls = _BUILTIN[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_metric(name: str, **options: Any) -> Metric:
+    """Instantiate metric ``name`` with backend-specific ``options`` (e.g. ``num_threads``)."""
+    factory = metric_class(name)
+    try:
+        return factory(**options)
+    except TypeError as err:
+        raise ValueError(f"metric {name!r}: bad options {sorted(options)}: {err}") from err
+
+
+def metric_info(name: str) -> MetricInfo:
+    return metric_class(name).info  # type: ignore[attr-defined]

@@ -1,0 +1,54 @@
+"""Run logging to three sinks: the console, a JSONL file and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def setup_console_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("numba", "matplotlib", "urllib3", "faster_whisper", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class RunLogger:
+    """Scalars to ``<dir>/log.jsonl`` (one JSON object per call) and TensorBoard ``<dir>/tb``."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (self.dir / "log.jsonl").open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.dir / "tb"))
+            except ImportError:
+                logging.getLogger(__name__).warning("tensorboard not installed; TensorBoard logging off")
+
+    def log(self, scalars: dict[str, float], step: int = 0, **extra: Any) -> None:
+        rec = {"time": time.time(), "step": step, **extra, **scalars}
+        self._jsonl.write(json.dumps(rec, default=float) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in scalars.items():
+                if isinstance(v, int | float):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,71 @@
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sealign.audio.io import AudioError, AudioLimits, load_audio, resample, validate_audio, write_audio
+
+
+def test_load_resample_and_mixdown(tmp_path, speech):
+    wav = speech(0)
+    stereo = np.stack([wav, 0.5 * wav], axis=1)
+    p = tmp_path / "s.flac"
+    sf.write(p, stereo, 16000)
+    out, sr = load_audio(p, sample_rate=8000)
+    assert sr == 8000 and out.dtype == np.float32 and out.ndim == 1
+    assert abs(out.size - wav.size // 2) <= 2
+    assert np.abs(out).max() <= 1.0
+
+
+def test_resample_roundtrip_preserves_tone():
+    t = np.arange(16000) / 16000
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    y = resample(resample(x, 16000, 48000), 48000, 16000)
+    assert np.max(np.abs(x[100:-100] - y[100:-100])) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "content,msg",
+    [
+        (np.zeros(16000, np.float32), "all zeros"),
+        (np.full(16000, np.nan, np.float32), "NaN"),
+        (np.ones(10, np.float32) * 0.1, "too short"),
+    ],
+)
+def test_validation_errors_name_the_problem(content, msg):
+    with pytest.raises(AudioError, match=msg):
+        validate_audio(content, 16000, name="x.wav")
+
+
+def test_too_long_and_clipping_warning(caplog):
+    with pytest.raises(AudioError, match="too long"):
+        validate_audio(np.ones(16000 * 3, np.float32) * 0.1, 16000, limits=AudioLimits(max_duration=2))
+    with caplog.at_level(logging.WARNING):
+        validate_audio(np.sign(np.sin(np.arange(16000))).astype(np.float32), 16000, name="clip.wav")
+    assert "clipping" in caplog.text
+
+
+def test_corrupt_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(AudioError, match="empty.wav: empty file"):
+        load_audio(empty)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00garbage" * 10)
+    with pytest.raises(AudioError, match="corrupt.wav: unreadable"):
+        load_audio(corrupt)
+    with pytest.raises(AudioError, match="not found"):
+        load_audio(tmp_path / "nope.wav")
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="nan.wav: audio contains NaN"):
+        load_audio(nan)
+
+
+def test_write_audio_is_atomic_and_readable(tmp_path, speech):
+    p = tmp_path / "a" / "b.wav"
+    write_audio(p, speech(1), 16000)
+    assert p.exists() and not list(p.parent.glob("*.tmp"))
+    y, sr = load_audio(p)
+    assert sr == 16000 and y.size == speech(1).size

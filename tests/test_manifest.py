@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sealign.data.manifest import ManifestError, from_directory, from_kaldi, read_manifest, write_manifest
+
+
+def _wav(p, n=1600):
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(p, 0.1 * np.random.default_rng(0).standard_normal(n).astype(np.float32), 16000)
+
+
+def test_roundtrip_and_relative_paths(tmp_path):
+    _wav(tmp_path / "a.wav")
+    m = tmp_path / "m.jsonl"
+    write_manifest(m, [{"id": "a", "audio": "a.wav", "text": "hi", "snr": 5}])
+    (e,) = read_manifest(m, check_files=True)
+    assert e.audio == str(tmp_path / "a.wav") and e.text == "hi" and e.extra == {"snr": 5}
+
+
+@pytest.mark.parametrize(
+    "lines,msg",
+    [
+        (['{"id": "a", "audio": "x.wav"}', "{not json"], r"m.jsonl:2: invalid JSON"),
+        (['{"audio": "x.wav"}'], r"m.jsonl:1: missing or empty field 'id'"),
+        (['{"id": "a", "audio": "x.wav"}', '{"id": "a", "audio": "y.wav"}'], r"m.jsonl:2: duplicate id"),
+        (['{"id": "a", "audio": 3}'], r"m.jsonl:1: missing or empty field 'audio'"),
+    ],
+)
+def test_errors_carry_line_numbers(tmp_path, lines, msg):
+    m = tmp_path / "m.jsonl"
+    m.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError, match=msg):
+        read_manifest(m)
+
+
+def test_missing_file_check(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "a", "audio": "gone.wav"}) + "\n")
+    with pytest.raises(ManifestError, match="m.jsonl:1: audio file not found"):
+        read_manifest(m, check_files=True)
+
+
+def test_from_directory_pairs_and_reports(tmp_path):
+    for n in ("x", "sub/y", "z"):
+        _wav(tmp_path / "noisy" / f"{n}.wav")
+    for n in ("x", "sub/y"):
+        _wav(tmp_path / "clean" / f"{n}.flac")
+    entries, problems = from_directory(tmp_path / "noisy", tmp_path / "clean")
+    assert sorted(e.id for e in entries) == ["sub/y", "x"]
+    assert len(problems) == 1 and "z.wav" in problems[0]
+    with pytest.raises(ManifestError):
+        from_directory(tmp_path / "noisy", tmp_path / "clean", strict=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match="no audio files"):
+        from_directory(tmp_path / "empty")
+
+
+def test_from_kaldi(tmp_path):
+    (tmp_path / "wav.scp").write_text("u1 a.wav\nu2 /abs/b.wav\n")
+    (tmp_path / "text").write_text("u1 hello there\n")
+    es = from_kaldi(tmp_path / "wav.scp", tmp_path / "text")
+    assert es[0].audio == str(tmp_path / "a.wav") and es[0].text == "hello there"
+    assert es[1].audio == "/abs/b.wav" and es[1].text is None
+    (tmp_path / "bad.scp").write_text("u1 a.wav\nu2\n")
+    with pytest.raises(ManifestError, match="bad.scp:2"):
+        from_kaldi(tmp_path / "bad.scp")

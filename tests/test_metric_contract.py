@@ -1,0 +1,73 @@
+"""The Metric contract: skip reasons, error isolation, registry, cache."""
+
+import numpy as np
+import pytest
+
+from sealign.metrics import Metric, MetricInfo, Utterance, build_metric, metric_names, register
+from sealign.metrics.cache import ScoreCache, cache_key, score_with_cache
+
+
+class Energy(Metric):
+    info = MetricInfo("energy", ("energy",), (True,), ((0.0, 1.0),), sample_rate=8000, needs_text=True)
+    calls = 0
+
+    def _score(self, utts):
+        Energy.calls += len(utts)
+        out = []
+        for u in utts:
+            if u.text == "boom":
+                raise RuntimeError("kaboom")
+            assert u.sample_rate == 8000
+            out.append({"energy": float(np.mean(u.audio**2))})
+        return out
+
+
+def _utt(i, text="hi", n=1600):
+    x = np.random.default_rng(i).standard_normal(n).astype(np.float32) * 0.1
+    return Utterance(f"u{i}", x, 16000, text=text)
+
+
+def test_skip_and_isolated_failure():
+    res = Energy().score_batch([_utt(0), _utt(1, text=None), _utt(2, text="boom"), _utt(3)])
+    assert res[0].ok and res[3].ok
+    assert res[1].skipped == "no text"
+    assert "kaboom" in res[2].error
+    # white noise resampled 16 kHz -> 8 kHz keeps half its power
+    assert res[0].values["energy"] == pytest.approx(0.005, rel=0.2)
+
+
+def test_non_finite_output_is_an_error():
+    class Bad(Energy):
+        def _score(self, utts):
+            return [{"energy": float("nan")} for _ in utts]
+
+    (r,) = Bad().score_batch([_utt(0)])
+    assert r.error and "non-finite" in r.error
+
+
+def test_registry_lists_builtins_and_user_metrics():
+    names = metric_names()
+    for n in ("dnsmos", "distillmos", "wer", "spk_sim", "speechbertscore", "pesq_wb", "nisqa", "utmos"):
+        assert n in names
+    register("energy_test", Energy)
+    assert isinstance(build_metric("energy_test"), Energy)
+    with pytest.raises(ValueError, match="already registered"):
+        register("energy_test", Energy)
+    with pytest.raises(KeyError, match="unknown metric"):
+        build_metric("nope")
+
+
+def test_cache_hit_returns_identical_values(tmp_path):
+    cache = ScoreCache(tmp_path / "c.sqlite")
+    m = Energy()
+    utts = [_utt(0), _utt(1), _utt(2, text="boom")]
+    Energy.calls = 0
+    first = score_with_cache(m, utts, cache)
+    n_calls = Energy.calls
+    second = score_with_cache(m, utts, cache)
+    assert [r.to_json() for r in first[:2]] == [r.to_json() for r in second[:2]]
+    assert Energy.calls == n_calls + 1  # only the failed one is retried: errors are not cached
+    assert cache.hits == 2
+    # text is read by this metric, so it is part of the key; a different signal is a miss
+    assert cache_key(m, _utt(0)) != cache_key(m, _utt(0, text="other"))
+    assert cache_key(m, _utt(0)) != cache_key(m, _utt(5))
