@@ -19,7 +19,7 @@ from sealign.data.manifest import Entry
 from sealign.eval.stats import mean_ci
 from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
 from sealign.metrics.cache import ScoreCache, score_with_cache
-from sealign.metrics.registry import build_metric, metric_info
+from sealign.metrics.registry import build_metric, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ class ScoreConfig:
             raise ValueError("threads must be >= 1")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        for name in self.metrics:
-            metric_info(name)  # raises KeyError naming the unknown metric
+        unknown = [m for m in self.metrics if m not in metric_names()]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(metric_names())}")
         unused = set(self.metric_options) - set(self.metrics)
         if unused:
             raise ValueError(f"metric_options given for metrics not selected: {sorted(unused)}")
