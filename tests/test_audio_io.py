@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sealign.audio.io import AudioError, AudioLimits, load_audio, resample, validate_audio, write_audio
+from sealign.audio.io import (
+    AudioError,
+    AudioLimits,
+    load_audio,
+    resample,
+    validate_audio,
+    write_audio,
+)
 
 
 def test_load_resample_and_mixdown(tmp_path, speech):
@@ -40,7 +47,9 @@ def test_validation_errors_name_the_problem(content, msg):
 
 def test_too_long_and_clipping_warning(caplog):
     with pytest.raises(AudioError, match="too long"):
-        validate_audio(np.ones(16000 * 3, np.float32) * 0.1, 16000, limits=AudioLimits(max_duration=2))
+        validate_audio(
+            np.ones(16000 * 3, np.float32) * 0.1, 16000, limits=AudioLimits(max_duration=2)
+        )
     with caplog.at_level(logging.WARNING):
         validate_audio(np.sign(np.sin(np.arange(16000))).astype(np.float32), 16000, name="clip.wav")
     assert "clipping" in caplog.text

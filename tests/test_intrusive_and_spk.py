@@ -8,7 +8,9 @@ from sealign.metrics.intrusive import si_sdr
 def test_pesq_identity_and_noise(speech, noisy):
     x = speech(0)
     m = build_metric("pesq_wb")
-    same, deg = m.score_batch([Utterance("a", x, 16000, reference=x), Utterance("b", noisy(x, 0), 16000, reference=x)])
+    same, deg = m.score_batch(
+        [Utterance("a", x, 16000, reference=x), Utterance("b", noisy(x, 0), 16000, reference=x)]
+    )
     assert same.values["pesq_wb"] == pytest.approx(4.64, abs=0.01)
     assert deg.values["pesq_wb"] < 2.0
 
@@ -33,7 +35,12 @@ def test_spk_sim_same_voice_beats_other_voice(speech):
     ref = speech(0, "en-us+m3")
     same = speech(1, "en-us+m3")
     other = speech(1, "en-gb-x-rp+f4")
-    a, b = m.score_batch([Utterance("s", same, 16000, speaker_ref=ref), Utterance("o", other, 16000, speaker_ref=ref)])
+    a, b = m.score_batch(
+        [
+            Utterance("s", same, 16000, speaker_ref=ref),
+            Utterance("o", other, 16000, speaker_ref=ref),
+        ]
+    )
     assert a.values["spk_sim"] > b.values["spk_sim"]
     # falls back to the clean reference; skipped without either
     (c,) = m.score_batch([Utterance("r", same, 16000, reference=ref)])

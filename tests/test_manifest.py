@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sealign.data.manifest import ManifestError, from_directory, from_kaldi, read_manifest, write_manifest
+from sealign.data.manifest import (
+    ManifestError,
+    from_directory,
+    from_kaldi,
+    read_manifest,
+    write_manifest,
+)
 
 
 def _wav(p, n=1600):
@@ -25,7 +31,10 @@ def test_roundtrip_and_relative_paths(tmp_path):
     [
         (['{"id": "a", "audio": "x.wav"}', "{not json"], r"m.jsonl:2: invalid JSON"),
         (['{"audio": "x.wav"}'], r"m.jsonl:1: missing or empty field 'id'"),
-        (['{"id": "a", "audio": "x.wav"}', '{"id": "a", "audio": "y.wav"}'], r"m.jsonl:2: duplicate id"),
+        (
+            ['{"id": "a", "audio": "x.wav"}', '{"id": "a", "audio": "y.wav"}'],
+            r"m.jsonl:2: duplicate id",
+        ),
         (['{"id": "a", "audio": 3}'], r"m.jsonl:1: missing or empty field 'audio'"),
     ],
 )

@@ -8,7 +8,9 @@ from sealign.metrics.cache import ScoreCache, cache_key, score_with_cache
 
 
 class Energy(Metric):
-    info = MetricInfo("energy", ("energy",), (True,), ((0.0, 1.0),), sample_rate=8000, needs_text=True)
+    info = MetricInfo(
+        "energy", ("energy",), (True,), ((0.0, 1.0),), sample_rate=8000, needs_text=True
+    )
     calls = 0
 
     def _score(self, utts):
@@ -47,7 +49,16 @@ def test_non_finite_output_is_an_error():
 
 def test_registry_lists_builtins_and_user_metrics():
     names = metric_names()
-    for n in ("dnsmos", "distillmos", "wer", "spk_sim", "speechbertscore", "pesq_wb", "nisqa", "utmos"):
+    for n in (
+        "dnsmos",
+        "distillmos",
+        "wer",
+        "spk_sim",
+        "speechbertscore",
+        "pesq_wb",
+        "nisqa",
+        "utmos",
+    ):
         assert n in names
     register("energy_test", Energy)
     assert isinstance(build_metric("energy_test"), Energy)

@@ -26,8 +26,16 @@ def _make(tmp_path, speech, noisy):
 def test_score_manifest_then_resume(tmp_path, speech, noisy):
     m = _make(tmp_path, speech, noisy)
     out = tmp_path / "out"
-    args = ["score", "--manifest", str(m), "--output", str(out), "--metrics", "si_sdr,estoi",
-            f"cache={tmp_path / 'cache.sqlite'}"]
+    args = [
+        "score",
+        "--manifest",
+        str(m),
+        "--output",
+        str(out),
+        "--metrics",
+        "si_sdr,estoi",
+        f"cache={tmp_path / 'cache.sqlite'}",
+    ]
     assert main(args) == 0
     recs = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     by_id = {r["id"]: r for r in recs}
@@ -37,7 +45,11 @@ def test_score_manifest_then_resume(tmp_path, speech, noisy):
     assert "unreadable" in by_id["bad"]["errors"]["audio"]
     summary = (out / "summary.md").read_text()
     assert "si_sdr" in summary and "1 no reference" in summary
-    assert (out / "summary.csv").exists() and (out / "config.yaml").exists() and (out / "log.jsonl").exists()
+    assert (
+        (out / "summary.csv").exists()
+        and (out / "config.yaml").exists()
+        and (out / "log.jsonl").exists()
+    )
 
     # simulate a run killed mid-write: keep two lines and a truncated third, then resume
     lines = (out / "scores.jsonl").read_text().splitlines()
@@ -56,13 +68,31 @@ def test_score_directory_pairs_and_bad_config(tmp_path, speech, noisy):
     sf.write(tmp_path / "enh" / "a.wav", noisy(x, 20), 16000)
     sf.write(tmp_path / "enh" / "lonely.wav", x, 16000)
     out = tmp_path / "o"
-    assert main(["score", "--input", str(tmp_path / "enh"), "--reference", str(tmp_path / "clean"),
-                 "--output", str(out), "--metrics", "pesq_wb", "--no-cache"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--input",
+                str(tmp_path / "enh"),
+                "--reference",
+                str(tmp_path / "clean"),
+                "--output",
+                str(out),
+                "--metrics",
+                "pesq_wb",
+                "--no-cache",
+            ]
+        )
+        == 0
+    )
     (rec,) = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert 1.0 < rec["scores"]["pesq_wb"] < 4.0
     # invalid configuration fails before any work, naming the key
     assert main(["score", "--input", str(tmp_path / "enh"), "--output", str(out), "thredas=2"]) == 2
-    assert main(["score", "--input", str(tmp_path / "enh"), "--output", str(out), "--metrics", "nope"]) == 2
+    assert (
+        main(["score", "--input", str(tmp_path / "enh"), "--output", str(out), "--metrics", "nope"])
+        == 2
+    )
 
 
 def test_sine_is_not_speech_but_scores(tmp_path):
@@ -70,4 +100,18 @@ def test_sine_is_not_speech_but_scores(tmp_path):
     t = np.arange(16000) / 16000
     sf.write(tmp_path / "s.wav", 0.3 * np.sin(2 * np.pi * 300 * t), 16000)
     out = tmp_path / "o"
-    assert main(["score", "--input", str(tmp_path), "--output", str(out), "--metrics", "si_sdr", "--no-cache"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(out),
+                "--metrics",
+                "si_sdr",
+                "--no-cache",
+            ]
+        )
+        == 0
+    )

@@ -33,9 +33,9 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample a mono signal with soxr (high quality)."""
     if orig_sr == target_sr:
         return np.asarray(wav, dtype=np.float32)
-    return soxr.resample(np.asarray(wav, dtype=np.float32), orig_sr, target_sr, quality="HQ").astype(
-        np.float32
-    )
+    return soxr.resample(
+        np.asarray(wav, dtype=np.float32), orig_sr, target_sr, quality="HQ"
+    ).astype(np.float32)
 
 
 def _read_any(path: Path) -> tuple[np.ndarray, int]:
@@ -104,6 +104,11 @@ def write_audio(path: str | Path, wav: np.ndarray, sr: int) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    sf.write(str(tmp), np.clip(np.asarray(wav, dtype=np.float32), -1, 1), sr, subtype="PCM_16", format="WAV")
+    sf.write(
+        str(tmp),
+        np.clip(np.asarray(wav, dtype=np.float32), -1, 1),
+        sr,
+        subtype="PCM_16",
+        format="WAV",
+    )
     tmp.replace(path)
-

@@ -62,26 +62,36 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(DemoConfig, args, [f"output={args.output}"] if args.output else [])
     out = prepare_run_dir(cfg.output, cfg)
     rng = np.random.default_rng(cfg.seed)
-    conditions: dict[str, list[Entry]] = {"clean": []} | {f"noisy {s:g} dB": [] for s in cfg.snrs_db}
+    conditions: dict[str, list[Entry]] = {"clean": []} | {
+        f"noisy {s:g} dB": [] for s in cfg.snrs_db
+    }
     log.info("synthesizing %d utterances with eSpeak NG", cfg.n_utterances)
     for i in range(cfg.n_utterances):
         text = DEMO_SENTENCES[i % len(DEMO_SENTENCES)]
-        clean, sr = synthesize_espeak(text, voice=DEMO_VOICES[i % len(DEMO_VOICES)], rate=int(rng.integers(150, 180)))
+        clean, sr = synthesize_espeak(
+            text, voice=DEMO_VOICES[i % len(DEMO_VOICES)], rate=int(rng.integers(150, 180))
+        )
         clean = 0.5 * clean / np.abs(clean).max()
         cpath = out / "audio" / f"utt{i:02d}_clean.wav"
         write_audio(cpath, clean, sr)
-        conditions["clean"].append(Entry(f"utt{i:02d}", str(cpath), reference=str(cpath), text=text))
+        conditions["clean"].append(
+            Entry(f"utt{i:02d}", str(cpath), reference=str(cpath), text=text)
+        )
         for s in cfg.snrs_db:
             npath = out / "audio" / f"utt{i:02d}_snr{s:g}.wav"
             write_audio(npath, _mix(clean, s, rng), sr)
-            conditions[f"noisy {s:g} dB"].append(Entry(f"utt{i:02d}", str(npath), reference=str(cpath), text=text))
+            conditions[f"noisy {s:g} dB"].append(
+                Entry(f"utt{i:02d}", str(npath), reference=str(cpath), text=text)
+            )
     metrics = build_metrics(cfg.score)
     systems = {}
     for name, entries in conditions.items():
         tag = name.replace(" ", "_")
         write_manifest(out / f"{tag}.jsonl", entries)
         log.info("scoring %s", name)
-        systems[name] = score_entries(entries, cfg.score, out / f"scores_{tag}.jsonl", metrics=metrics)
+        systems[name] = score_entries(
+            entries, cfg.score, out / f"scores_{tag}.jsonl", metrics=metrics
+        )
     table = compare_table(systems, {n: m.info for n, m in metrics.items()})
     (out / "table.md").write_text(table + "\n")
     print(table)

@@ -23,8 +23,17 @@ def run(args: argparse.Namespace) -> int:
         except Exception as err:  # noqa: BLE001 - a backend whose package is missing still lists
             print(f"| {name} | ? | ? | ? | ? | unavailable: {err} |")
             continue
-        needs = [k for k, v in (("reference", i.needs_reference), ("text", i.needs_text),
-                                ("speaker_ref", i.needs_speaker_ref)) if v] or ["-"]
+        needs = [
+            k
+            for k, v in (
+                ("reference", i.needs_reference),
+                ("text", i.needs_text),
+                ("speaker_ref", i.needs_speaker_ref),
+            )
+            if v
+        ] or ["-"]
         better = ",".join("↑" if h else "↓" for h in i.higher_is_better)
-        print(f"| {name} | {', '.join(i.outputs)} | {better} | {', '.join(needs)} | {i.sample_rate} | {i.description} |")
+        print(
+            f"| {name} | {', '.join(i.outputs)} | {better} | {', '.join(needs)} | {i.sample_rate} | {i.description} |"
+        )
     return 0

@@ -16,7 +16,14 @@ import argparse
 
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
 from sealign.data.manifest import ManifestError, from_directory, from_kaldi, read_manifest
-from sealign.eval.score import ScoreConfig, build_metrics, format_table, score_entries, summarize, write_summary
+from sealign.eval.score import (
+    ScoreConfig,
+    build_metrics,
+    format_table,
+    score_entries,
+    summarize,
+    write_summary,
+)
 from sealign.utils.logging import RunLogger
 
 HELP = "score audio with metrics (table + per-utterance JSONL)"
@@ -31,9 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", help="with --kaldi: 'uid transcript' file")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--metrics", help="comma-separated metric names (see `sealign metrics`)")
-    p.add_argument("--threads", type=int, help="threads per backend (torch / onnxruntime / ctranslate2)")
+    p.add_argument(
+        "--threads", type=int, help="threads per backend (torch / onnxruntime / ctranslate2)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
-    p.add_argument("--no-cache", action="store_true", help="do not use the content-hash score cache")
+    p.add_argument(
+        "--no-cache", action="store_true", help="do not use the content-hash score cache"
+    )
     add_config_arguments(p)
 
 
@@ -53,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         for prob in problems:
             log.warning("unpaired: %s", prob)
         if not entries:
-            raise ManifestError(f"{args.input}: no file has a reference partner in {args.reference}")
+            raise ManifestError(
+                f"{args.input}: no file has a reference partner in {args.reference}"
+            )
     else:
         entries = from_kaldi(args.kaldi, args.text)
     out = prepare_run_dir(args.output, cfg)

@@ -18,7 +18,9 @@ _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _PARAM_RANGE = 4
 
-_SYNTH_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_SYNTH_CB = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
 
 
 class _Engine:
@@ -26,11 +28,15 @@ class _Engine:
         try:
             import espeakng_loader
         except ImportError as err:  # pragma: no cover - dependency of the package
-            raise RuntimeError("espeak-ng needs the 'espeakng-loader' package: pip install espeakng-loader") from err
+            raise RuntimeError(
+                "espeak-ng needs the 'espeakng-loader' package: pip install espeakng-loader"
+            ) from err
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         data = espeakng_loader.get_data_path().encode()
         self.lib.espeak_Initialize.restype = ctypes.c_int
-        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, ctypes.c_char_p(data), 0)
+        self.sample_rate = self.lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, ctypes.c_char_p(data), 0
+        )
         if self.sample_rate <= 0:
             raise RuntimeError(f"espeak-ng failed to initialize (data path {data.decode()})")
         self._chunks: list[np.ndarray] = []
@@ -44,8 +50,14 @@ class _Engine:
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
 
     def synth(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
@@ -62,7 +74,7 @@ class _Engine:
         self.lib.espeak_Synchronize()
         if not self._chunks:
             return np.zeros(0, dtype=np.float32)
-        return (np.concatenate(self._chunks).astype(np.float32) / 32768.0)
+        return np.concatenate(self._chunks).astype(np.float32) / 32768.0
 
 
 _engine: _Engine | None = None

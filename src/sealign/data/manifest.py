@@ -108,7 +108,9 @@ def write_manifest(path: str | Path, entries: Iterable[Entry | dict[str, Any]]) 
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for e in entries:
-            f.write(json.dumps(e.to_json() if isinstance(e, Entry) else e, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(e.to_json() if isinstance(e, Entry) else e, ensure_ascii=False) + "\n"
+            )
     tmp.replace(path)
     return path
 
@@ -140,7 +142,10 @@ def from_directory(
         reference_dir = Path(reference_dir)
         if not reference_dir.is_dir():
             raise ManifestError(f"{reference_dir}: not a directory")
-        refs = {str(p.relative_to(reference_dir).with_suffix("")): p for p in _audio_files(reference_dir)}
+        refs = {
+            str(p.relative_to(reference_dir).with_suffix("")): p
+            for p in _audio_files(reference_dir)
+        }
     entries, problems = [], []
     for p in files:
         rel = str(p.relative_to(audio_dir).with_suffix(""))
@@ -148,7 +153,9 @@ def from_directory(
         if reference_dir is not None and ref is None:
             problems.append(f"{p}: no reference file {rel}.* in {reference_dir}")
             continue
-        entries.append(Entry(id=rel.replace(os.sep, "/"), audio=str(p), reference=str(ref) if ref else None))
+        entries.append(
+            Entry(id=rel.replace(os.sep, "/"), audio=str(p), reference=str(ref) if ref else None)
+        )
     if problems and strict:
         raise ManifestError("; ".join(problems))
     return entries, problems
@@ -164,7 +171,7 @@ def from_kaldi(wav_scp: str | Path, text: str | Path | None = None) -> list[Entr
         raise ManifestError(f"{wav_scp}: file not found")
     texts: dict[str, str] = {}
     if text is not None:
-        for n, line in enumerate(Path(text).read_text(encoding="utf-8").splitlines(), 1):
+        for line in Path(text).read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
             parts = line.strip().split(maxsplit=1)

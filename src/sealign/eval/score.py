@@ -23,7 +23,16 @@ from sealign.metrics.registry import build_metric, metric_names
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS = ["dnsmos", "distillmos", "wer", "spk_sim", "speechbertscore", "pesq_wb", "estoi", "si_sdr"]
+DEFAULT_METRICS = [
+    "dnsmos",
+    "distillmos",
+    "wer",
+    "spk_sim",
+    "speechbertscore",
+    "pesq_wb",
+    "estoi",
+    "si_sdr",
+]
 
 
 @dataclass
@@ -232,7 +241,9 @@ def write_summary(rows: list[SummaryRow], out_dir: str | Path) -> None:
     tmp = out_dir / "summary.csv.tmp"
     with tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["metric", "mean", "ci_low", "ci_high", "n", "skipped", "errors", "higher_is_better"])
+        w.writerow(
+            ["metric", "mean", "ci_low", "ci_high", "n", "skipped", "errors", "higher_is_better"]
+        )
         for r in rows:
             sk = "; ".join(f"{n} {why}" for why, n in r.skipped.items())
             w.writerow([r.column, r.mean, r.low, r.high, r.n, sk, r.errors, r.higher_is_better])
@@ -243,4 +254,8 @@ def write_summary(rows: list[SummaryRow], out_dir: str | Path) -> None:
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in Path(path).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]

@@ -37,7 +37,9 @@ class MetricInfo:
     def __post_init__(self) -> None:
         n = len(self.outputs)
         if len(self.higher_is_better) != n or len(self.ranges) != n:
-            raise ValueError(f"metric {self.name}: outputs, higher_is_better and ranges differ in length")
+            raise ValueError(
+                f"metric {self.name}: outputs, higher_is_better and ranges differ in length"
+            )
 
 
 @dataclass
@@ -59,7 +61,9 @@ class Utterance:
         def rs(x: np.ndarray | None) -> np.ndarray | None:
             return None if x is None else resample(x, self.sample_rate, sr)
 
-        return Utterance(self.id, rs(self.audio), sr, rs(self.reference), self.text, rs(self.speaker_ref))
+        return Utterance(
+            self.id, rs(self.audio), sr, rs(self.reference), self.text, rs(self.speaker_ref)
+        )
 
 
 @dataclass

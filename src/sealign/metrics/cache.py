@@ -31,7 +31,11 @@ def cache_key(metric: Metric, utt: Utterance) -> str:
     """Hash of everything that determines ``metric``'s output on ``utt``."""
     info = metric.info
     h = hashlib.sha256()
-    h.update(json.dumps([info.name, info.version, metric.settings()], sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            [info.name, info.version, metric.settings()], sort_keys=True, default=str
+        ).encode()
+    )
     h.update(str(utt.sample_rate).encode())
     _hash_array(h, utt.audio)
     # Only inputs the metric can read enter the key, so e.g. DNSMOS hits regardless of text.
@@ -54,7 +58,9 @@ class ScoreCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
         self._db.commit()
         self.hits = 0
         self.misses = 0
@@ -73,7 +79,8 @@ class ScoreCache:
             return
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO scores (key, value) VALUES (?, ?)", (key, json.dumps(result.to_json()))
+                "INSERT OR REPLACE INTO scores (key, value) VALUES (?, ?)",
+                (key, json.dumps(result.to_json())),
             )
             self._db.commit()
 
@@ -82,7 +89,9 @@ class ScoreCache:
             self._db.close()
 
 
-def score_with_cache(metric: Metric, utts: list[Utterance], cache: ScoreCache | None) -> list[MetricResult]:
+def score_with_cache(
+    metric: Metric, utts: list[Utterance], cache: ScoreCache | None
+) -> list[MetricResult]:
     """``metric.score_batch`` that looks every utterance up in ``cache`` first."""
     if cache is None:
         return metric.score_batch(utts)

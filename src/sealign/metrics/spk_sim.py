@@ -34,12 +34,16 @@ class SpeakerSimilarity(Metric):
         description="speaker-embedding cosine similarity (resemblyzer GE2E by default)",
     )
 
-    def __init__(self, num_threads: int = 2, encoder: str = "resemblyzer", model_path: str | None = None) -> None:
+    def __init__(
+        self, num_threads: int = 2, encoder: str = "resemblyzer", model_path: str | None = None
+    ) -> None:
         super().__init__(num_threads)
         if encoder not in ("resemblyzer", "hf"):
             raise ValueError(f"spk_sim: encoder must be 'resemblyzer' or 'hf', got {encoder!r}")
         if encoder == "hf" and not model_path:
-            raise ValueError("spk_sim: encoder='hf' needs model_path (a local transformers model dir)")
+            raise ValueError(
+                "spk_sim: encoder='hf' needs model_path (a local transformers model dir)"
+            )
         self.encoder = encoder
         self.model_path = model_path
         self._embed = None
@@ -98,7 +102,9 @@ def _hf_embedder(model_path: str):
 
     path = Path(model_path)
     if not path.is_dir():
-        raise MetricUnavailable(f"spk_sim: model directory {path} not found (encoder='hf' loads a local model)")
+        raise MetricUnavailable(
+            f"spk_sim: model directory {path} not found (encoder='hf' loads a local model)"
+        )
     from transformers import AutoConfig, AutoModel, AutoModelForAudioXVector
 
     cfg = AutoConfig.from_pretrained(path, local_files_only=True)

@@ -36,7 +36,9 @@ class RunLogger:
 
                 self._tb = SummaryWriter(str(self.dir / "tb"))
             except ImportError:
-                logging.getLogger(__name__).warning("tensorboard not installed; TensorBoard logging off")
+                logging.getLogger(__name__).warning(
+                    "tensorboard not installed; TensorBoard logging off"
+                )
 
     def log(self, scalars: dict[str, float], step: int = 0, **extra: Any) -> None:
         rec = {"time": time.time(), "step": step, **extra, **scalars}
