@@ -39,5 +39,13 @@ pip_install -e ".[dev]"
 import torch
 assert torch.__version__.split("+")[0] == "2.13.0", f"unexpected torch {torch.__version__}"
 PY
+# Kokoro's English voice tables ship in the npm package kokoro-js; without npm only Kokoro is
+# unavailable (the data commands then say how to provide the voices).
+if command -v npm >/dev/null 2>&1; then
+  "$VENV/bin/python" -c "from sealign.data.tts import ensure_kokoro_voices; ensure_kokoro_voices()" \
+    >> "$LOG" 2>&1 || echo "sealign setup: Kokoro voices not installed (see $LOG); other TTS engines work"
+else
+  echo "sealign setup: npm not found, Kokoro voices not installed; other TTS engines work"
+fi
 echo "$want" > "$STAMP"
 echo "sealign setup: done"

@@ -6,7 +6,6 @@ import soundfile as sf
 
 from sealign.data.manifest import (
     ManifestError,
-    from_directory,
     from_kaldi,
     read_manifest,
     write_manifest,
@@ -50,21 +49,6 @@ def test_missing_file_check(tmp_path):
     m.write_text(json.dumps({"id": "a", "audio": "gone.wav"}) + "\n")
     with pytest.raises(ManifestError, match="m.jsonl:1: audio file not found"):
         read_manifest(m, check_files=True)
-
-
-def test_from_directory_pairs_and_reports(tmp_path):
-    for n in ("x", "sub/y", "z"):
-        _wav(tmp_path / "noisy" / f"{n}.wav")
-    for n in ("x", "sub/y"):
-        _wav(tmp_path / "clean" / f"{n}.flac")
-    entries, problems = from_directory(tmp_path / "noisy", tmp_path / "clean")
-    assert sorted(e.id for e in entries) == ["sub/y", "x"]
-    assert len(problems) == 1 and "z.wav" in problems[0]
-    with pytest.raises(ManifestError):
-        from_directory(tmp_path / "noisy", tmp_path / "clean", strict=True)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ManifestError, match="no audio files"):
-        from_directory(tmp_path / "empty")
 
 
 def test_from_kaldi(tmp_path):

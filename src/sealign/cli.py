@@ -7,13 +7,11 @@ import logging
 import sys
 
 from sealign import __version__
-from sealign.commands import demo, metrics_cmd, score
-from sealign.config import ConfigError
-from sealign.data.manifest import ManifestError
+from sealign.commands import data, demo, metrics_cmd, score
 from sealign.metrics.base import MetricUnavailable
 from sealign.utils.logging import setup_console_logging
 
-COMMANDS = {"score": score, "metrics": metrics_cmd, "demo": demo}
+COMMANDS = {"demo": demo, "data": data, "score": score, "metrics": metrics_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_console_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ManifestError, MetricUnavailable, FileNotFoundError) as err:
+    except (ValueError, MetricUnavailable, FileNotFoundError) as err:
+        # Config, manifest, audio and metric-availability errors carry a message meant for users.
+        logging.getLogger("sealign").debug("details", exc_info=True)
         logging.getLogger("sealign").error("%s", err)
         return 2
     except KeyboardInterrupt:

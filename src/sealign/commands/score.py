@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
-from sealign.data.manifest import ManifestError, from_directory, from_kaldi, read_manifest
+from sealign.data.importers import import_parallel, import_recordings
+from sealign.data.manifest import ManifestError, from_kaldi, read_manifest
 from sealign.eval.score import (
     ScoreConfig,
     build_metrics,
@@ -60,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest:
         entries = read_manifest(args.manifest, check_files=False)
     elif args.input:
-        entries, problems = from_directory(args.input, args.reference)
+        if args.reference:
+            entries, problems = import_parallel(args.input, args.reference)
+        else:
+            entries, problems = import_recordings(args.input)
         for prob in problems:
-            log.warning("unpaired: %s", prob)
+            log.warning("%s", prob)
         if not entries:
-            raise ManifestError(
-                f"{args.input}: no file has a reference partner in {args.reference}"
-            )
+            raise ManifestError(f"{args.input}: nothing to score")
     else:
         entries = from_kaldi(args.kaldi, args.text)
     out = prepare_run_dir(args.output, cfg)

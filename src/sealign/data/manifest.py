@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from sealign.audio.io import AUDIO_EXTENSIONS
 
 PATH_FIELDS = ("audio", "reference", "speaker_ref", "noisy")
 KNOWN_FIELDS = ("id", *PATH_FIELDS, "text")
@@ -113,52 +111,6 @@ def write_manifest(path: str | Path, entries: Iterable[Entry | dict[str, Any]]) 
             )
     tmp.replace(path)
     return path
-
-
-def _audio_files(folder: Path) -> Iterator[Path]:
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS:
-            yield p
-
-
-def from_directory(
-    audio_dir: str | Path,
-    reference_dir: str | Path | None = None,
-    strict: bool = False,
-) -> tuple[list[Entry], list[str]]:
-    """Build entries from a folder of audio, optionally paired with a parallel reference folder.
-
-    Files pair by relative path (extension may differ). Returns ``(entries, problems)``; an
-    audio file without a partner is listed in ``problems`` (and raises when ``strict``).
-    """
-    audio_dir = Path(audio_dir)
-    if not audio_dir.is_dir():
-        raise ManifestError(f"{audio_dir}: not a directory")
-    files = list(_audio_files(audio_dir))
-    if not files:
-        raise ManifestError(f"{audio_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    refs: dict[str, Path] = {}
-    if reference_dir is not None:
-        reference_dir = Path(reference_dir)
-        if not reference_dir.is_dir():
-            raise ManifestError(f"{reference_dir}: not a directory")
-        refs = {
-            str(p.relative_to(reference_dir).with_suffix("")): p
-            for p in _audio_files(reference_dir)
-        }
-    entries, problems = [], []
-    for p in files:
-        rel = str(p.relative_to(audio_dir).with_suffix(""))
-        ref = refs.get(rel)
-        if reference_dir is not None and ref is None:
-            problems.append(f"{p}: no reference file {rel}.* in {reference_dir}")
-            continue
-        entries.append(
-            Entry(id=rel.replace(os.sep, "/"), audio=str(p), reference=str(ref) if ref else None)
-        )
-    if problems and strict:
-        raise ManifestError("; ".join(problems))
-    return entries, problems
 
 
 def from_kaldi(wav_scp: str | Path, text: str | Path | None = None) -> list[Entry]:
