@@ -23,7 +23,6 @@ Engines load lazily (first :meth:`synthesize` or :meth:`load`); ``voices()`` is 
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -41,6 +40,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from sealign.data.espeak import EspeakUnavailable, private_library, synthesize_espeak
+from sealign.utils.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +72,6 @@ class TTSEngine(Protocol):
         """Speak ``text``. ``speed`` > 1 is faster; ``seed`` picks the per-utterance prosody
         variation (None: the voice's nominal prosody). Same arguments, same audio."""
         ...
-
-
-def cache_root() -> Path:
-    """Root of sealign's caches: ``$SEALIGN_CACHE`` or ``~/.cache/sealign``."""
-    env = os.environ.get("SEALIGN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sealign"
 
 
 def _seed_rng(*key: object) -> random.Random:
@@ -623,38 +619,6 @@ ESPEAK_VOICES = (
 )  # fmt: skip
 """Curated English accent+variant voices (45); other ``accent+variant`` names work too."""
 
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 1
-_PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
-_SYNTH_CB = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-
-
-def _private_espeak_library() -> tuple[Path, bytes]:
-    """A private copy of libespeak-ng (its own inode, so dlopen gives fresh state) + data path."""
-    try:
-        import espeakng_loader
-    except ImportError as err:  # pragma: no cover - core dependency
-        raise TTSUnavailable("espeak needs 'espeakng-loader': pip install espeakng-loader") from err
-    src = Path(espeakng_loader.get_library_path())
-    digest = _sha256_file(src)[:16]
-    for base in (cache_root() / "espeak", Path(tempfile.gettempdir()) / f"sealign-{os.getuid()}"):
-        dest = base / f"libespeak-ng-{digest}.so"
-        if dest.is_file() and dest.stat().st_size == src.stat().st_size:
-            return dest, espeakng_loader.get_data_path().encode()
-        try:
-            base.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", dir=base)
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-            return dest, espeakng_loader.get_data_path().encode()
-        except OSError:
-            continue
-    raise TTSUnavailable("cannot write a private copy of libespeak-ng (cache and /tmp unwritable)")
-
 
 class EspeakEngine:
     """eSpeak NG voices with per-voice base prosody and seeded per-utterance jitter."""
@@ -671,21 +635,19 @@ class EspeakEngine:
         self._voices = list(voices) if voices is not None else list(ESPEAK_VOICES)
         self.pitch_jitter = pitch_jitter
         self.rate_jitter = rate_jitter
-        self._lib_path: Path | None = None
-        self._data = b""
-        self._lock = threading.Lock()
 
     @classmethod
     def check(cls, **_: Any) -> None:
-        _private_espeak_library()
+        try:
+            private_library()
+        except EspeakUnavailable as err:
+            raise TTSUnavailable(str(err)) from err
 
     def voices(self) -> list[str]:
         return list(self._voices)
 
     def load(self) -> None:
-        with self._lock:
-            if self._lib_path is None:
-                self._lib_path, self._data = _private_espeak_library()
+        self.check()
 
     @staticmethod
     def base_prosody(voice: str) -> tuple[int, int, int]:
@@ -706,54 +668,10 @@ class EspeakEngine:
     def synthesize(
         self, text: str, voice: str, speed: float = 1.0, seed: int | None = None
     ) -> tuple[np.ndarray, int]:
-        import _ctypes
-
-        self.load()
         rate, pitch, prange = self.prosody(voice, speed, seed)
-        chunks: list[np.ndarray] = []
-
-        def _cb(wav, n, _events):  # noqa: ANN001 - ctypes callback
-            if n > 0 and wav:
-                chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-            return 0
-
-        cb = _SYNTH_CB(_cb)
-        with self._lock:
-            lib = ctypes.CDLL(str(self._lib_path))
-            try:
-                sr = lib.espeak_Initialize(
-                    _AUDIO_OUTPUT_SYNCHRONOUS, 0, ctypes.c_char_p(self._data), 0
-                )
-                if sr <= 0:
-                    raise RuntimeError("espeak-ng failed to initialize")
-                lib.espeak_SetSynthCallback(cb)
-                if seed is not None and hasattr(lib, "espeak_ng_SetRandSeed"):
-                    lib.espeak_ng_SetRandSeed(ctypes.c_long(int(seed) & 0x7FFFFFFF))
-                lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-                if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                    raise ValueError(f"espeak-ng: unknown voice {voice!r}")
-                lib.espeak_SetParameter(_PARAM_RATE, rate, 0)
-                lib.espeak_SetParameter(_PARAM_PITCH, pitch, 0)
-                lib.espeak_SetParameter(_PARAM_RANGE, prange, 0)
-                buf = ctypes.create_string_buffer(text.encode("utf-8"))
-                lib.espeak_Synth.argtypes = [
-                    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                    ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-                ]  # fmt: skip
-                err = lib.espeak_Synth(buf, len(buf), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-                if err != 0:
-                    raise RuntimeError(f"espeak-ng synthesis failed with code {err}")
-                lib.espeak_Synchronize()
-                lib.espeak_Terminate()
-            finally:
-                _ctypes.dlclose(lib._handle)
-        self.sample_rate = int(sr)
-        wav = (
-            np.concatenate(chunks).astype(np.float32) / 32768.0
-            if chunks
-            else np.zeros(0, np.float32)
-        )
-        return wav, self.sample_rate
+        wav, sr = synthesize_espeak(text, voice, rate, pitch, prange, sample_rate=None, seed=seed)
+        self.sample_rate = sr
+        return wav, sr
 
 
 # ============================================================================================
