@@ -1,0 +1,1 @@
+"""Generative SE model families behind one :class:`~sealign.models.policy.Policy` protocol."""

@@ -1,0 +1,170 @@
+"""The Policy protocol: everything the trainers (SFT, GSPO, DPO), ``enhance`` and ``eval`` need
+from a generative speech-enhancement model, whatever its family.
+
+Families and what one "step" of a rollout is:
+
+- ``ar``  — autoregressive LM over codec tokens: a step is one generated token.
+- ``mgm`` — masked generative model: a step is one token committed at one parallel-decoding
+  iteration; its log-prob is taken given the partially masked state of that iteration.
+- ``fm``  — flow matching sampled with an SDE: a step is one Euler–Maruyama transition, a
+  Gaussian with closed-form log-density (Flow-GRPO).
+
+Trainers only see :class:`Rollout` (per-step log-probs and masks) and the methods below, so GSPO's
+length-normalized sequence ratio ``exp(mean_t(logp_new - logp_old))`` and DPO's log-likelihood
+differences are computed the same way for every family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+FAMILIES = ("ar", "mgm", "fm")
+
+
+@dataclass
+class Conditioning:
+    """Features of a batch of noisy inputs, padded to a common length.
+
+    ``features``: ``[B, T_c, D]``; ``mask``: ``[B, T_c]`` (True = valid frame); ``num_samples``:
+    length in samples of each noisy input (outputs are trimmed to it); ``extra``: family-specific
+    tensors.
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    num_samples: list[int]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def select(self, index: torch.Tensor | list[int]) -> Conditioning:
+        """Rows ``index`` (repeats allowed), e.g. to expand each input to a group of G samples."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.features.device)
+        return Conditioning(
+            self.features[idx],
+            self.mask[idx],
+            [self.num_samples[i] for i in idx.tolist()],
+            {k: v[idx] for k, v in self.extra.items()},
+        )
+
+    def to(self, device: torch.device | str) -> Conditioning:
+        return Conditioning(
+            self.features.to(device),
+            self.mask.to(device),
+            list(self.num_samples),
+            {k: v.to(device) for k, v in self.extra.items()},
+        )
+
+
+@dataclass
+class Rollout:
+    """Outputs sampled by a policy, with what is needed to recompute their log-probs.
+
+    ``actions``: family payload (AR: ``tokens [N, T]``; MGM: the decoding trajectory; FM: the
+    SDE states and noises). ``logp``: ``[N, S]`` per-step log-probs under the sampling policy
+    (detached). ``mask``: ``[N, S]`` float, 1 for real steps. ``source``: for each output, the
+    row of the :class:`Conditioning` it was sampled from.
+    """
+
+    actions: dict[str, torch.Tensor]
+    logp: torch.Tensor
+    mask: torch.Tensor
+    source: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.logp.shape[0]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(dim=1)
+
+    def select(self, index: torch.Tensor | list[int]) -> Rollout:
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.logp.device)
+        return Rollout(
+            {k: v[idx] for k, v in self.actions.items()},
+            self.logp[idx],
+            self.mask[idx],
+            self.source[idx],
+        )
+
+
+@dataclass
+class Targets:
+    """Clean targets in the family's output space (AR/MGM: ``tokens [B, K, T]``; FM: ``latents
+    [B, T, D]``) with a ``mask [B, T]`` of valid frames."""
+
+    values: torch.Tensor
+    mask: torch.Tensor
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A generative SE model as trainers see it. Implementations are ``torch.nn.Module``s."""
+
+    family: str
+    sample_rate: int
+
+    def condition(self, noisy: list[np.ndarray]) -> Conditioning:
+        """Features of noisy waveforms (at :attr:`sample_rate`), batched and padded."""
+        ...
+
+    def encode_targets(self, clean: list[np.ndarray]) -> Targets:
+        """Clean waveforms → targets in the model's output space (tokens or latents)."""
+        ...
+
+    def sample(
+        self,
+        cond: Conditioning,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Rollout:
+        """One output per row of ``cond`` (expand ``cond`` with :meth:`Conditioning.select` for
+        groups), with per-step log-probs under the current parameters. No gradients."""
+        ...
+
+    def step_log_probs(
+        self, cond: Conditioning, rollout: Rollout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recompute ``[N, S]`` per-step log-probs of ``rollout`` under the current parameters
+        (with gradients), and a per-step entropy estimate ``[N, S]``. ``cond`` is indexed by
+        ``rollout.source``."""
+        ...
+
+    def decode(self, rollout: Rollout) -> list[np.ndarray]:
+        """Waveforms of the sampled outputs, trimmed to their inputs' lengths."""
+        ...
+
+    def decode_targets(self, targets: Targets) -> list[np.ndarray]:
+        """Waveforms of targets (e.g. of preference winners stored as tokens)."""
+        ...
+
+    def sft_loss(self, cond: Conditioning, targets: Targets) -> torch.Tensor:
+        """Supervised loss on clean targets: token cross-entropy (AR), masked-token
+        cross-entropy with a random mask (MGM) or the flow-matching loss (FM)."""
+        ...
+
+    def preference_noise(
+        self, targets: Targets, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Randomness that DPO must share between winner and loser and between policy and
+        reference: MGM a mask ratio and mask, FM a time ``t`` and noise; AR nothing."""
+        ...
+
+    def preference_log_likelihood(
+        self, cond: Conditioning, targets: Targets, noise: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``[B]`` log-likelihood (or proxy) used by DPO: AR the sequence log-prob, MGM the
+        masked conditional log-prob over masked positions, FM minus the single-step
+        flow-matching error ``-||v_θ(y_t, t) - u||²``."""
+        ...
+
+    def save(self, directory: str | Path) -> Path:
+        """Weights (safetensors) + JSON config, enough for :func:`load_policy`."""
+        ...
