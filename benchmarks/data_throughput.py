@@ -1,4 +1,4 @@
-"""Data pipeline throughput, TTS part: speed and quality of each offline TTS engine.
+"""Data pipeline throughput: speed and quality of each offline TTS engine, then degradation.
 
 For every available engine (kokoro, piper, espeak), speaks ``--n`` generated sentences (voices
 taken in turn from the engine's list, prosody seeded per utterance) and reports
@@ -137,6 +137,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--voices-dir", help="Kokoro voice tables (default: the sealign cache)")
     ap.add_argument("--no-dnsmos", action="store_true")
+    ap.add_argument("--no-degrade", action="store_true", help="skip the degradation part")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
 
@@ -161,6 +162,14 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)
+    if not args.no_degrade:
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import degrade_throughput
+
+        print("\nDegradation:")
+        degrade_throughput.run(args.n, args.workers, args.seed)
 
 
 if __name__ == "__main__":

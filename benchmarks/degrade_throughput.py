@@ -63,7 +63,12 @@ def main() -> None:
     ap.add_argument("--rir-pool", type=int, default=8, help="pool size for the pooled-reverb row")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    run(args.n, args.workers, args.seed, args.rir_pool)
 
+
+def run(n: int, workers: list[int], seed: int = 0, rir_pool: int = 8) -> None:
+    """Print per-op and whole-manifest degradation throughput on ``n`` eSpeak utterances."""
+    args = argparse.Namespace(n=n, workers=workers, seed=seed, rir_pool=rir_pool)
     rng = np.random.default_rng(args.seed)
     clean = []
     for i in range(args.n):
