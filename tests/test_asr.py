@@ -1,0 +1,244 @@
+"""ASR-based metrics: offline Whisper assets, text normalization, edit distance, WER/CER."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SENTENCES
+from sealign.metrics import MetricUnavailable, Utterance, build_metric
+from sealign.metrics.text_norm import (
+    cer,
+    char_counts,
+    edit_counts,
+    normalize_text,
+    number_to_words,
+    wer,
+    word_counts,
+)
+from sealign.metrics.whisper_assets import (
+    WHISPER_BASE_DIRNAME,
+    WHISPER_BASE_SHA256,
+    WhisperAssetError,
+    default_whisper_dir,
+    ensure_whisper_base,
+    sha256_file,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Whisper assets
+
+
+def _fake_parts(root: Path, a: bytes = b"first half|", b: bytes = b"second half") -> tuple:
+    src1, src2 = root / "p1", root / "p2"
+    src1.mkdir()
+    src2.mkdir()
+    (src1 / "model.bin.part1").write_bytes(a)
+    (src2 / "model.bin.part2").write_bytes(b)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (src1 / name).write_text(f"{name} contents")
+    return (src1, src2), hashlib.sha256(a + b).hexdigest()
+
+
+def test_default_whisper_model_matches_pinned_sha256():
+    d = ensure_whisper_base()
+    assert d.name == WHISPER_BASE_DIRNAME
+    assert sha256_file(d / "model.bin") == WHISPER_BASE_SHA256
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        assert (d / name).is_file()
+    assert ensure_whisper_base(verify=True) == d
+
+
+def test_assembly_concatenates_parts_and_is_idempotent(tmp_path):
+    sources, sha = _fake_parts(tmp_path)
+    d = ensure_whisper_base(tmp_path / "cache", sources=sources, sha256=sha)
+    assert (d / "model.bin").read_bytes() == b"first half|second half"
+    assert (d / "vocabulary.txt").read_text() == "vocabulary.txt contents"
+    before = (d / "model.bin").stat().st_mtime_ns
+    assert ensure_whisper_base(tmp_path / "cache", sources=sources, sha256=sha) == d
+    assert (d / "model.bin").stat().st_mtime_ns == before
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [WHISPER_BASE_DIRNAME]
+
+
+def test_assembly_refuses_corrupt_parts_and_cleans_up(tmp_path):
+    sources, _ = _fake_parts(tmp_path)
+    cache = tmp_path / "cache"
+    with pytest.raises(WhisperAssetError, match="SHA-256"):
+        ensure_whisper_base(cache, sources=sources, sha256=WHISPER_BASE_SHA256)
+    assert list(cache.iterdir()) == []  # no target, no temporary directory left behind
+    assert issubclass(WhisperAssetError, MetricUnavailable)
+
+
+def test_assembly_is_safe_under_concurrent_callers(tmp_path):
+    sources, sha = _fake_parts(tmp_path, a=b"x" * 300_000, b=b"y" * 300_000)
+    cache = tmp_path / "cache"
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(ensure_whisper_base(cache, sources=sources, sha256=sha))
+        except BaseException as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(results)) == 1
+    assert [p.name for p in cache.iterdir()] == [WHISPER_BASE_DIRNAME]
+    assert sha256_file(results[0] / "model.bin") == sha
+
+
+def test_cache_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEALIGN_CACHE", str(tmp_path))
+    assert default_whisper_dir() == tmp_path / WHISPER_BASE_DIRNAME
+
+
+# ---------------------------------------------------------------------------------------------
+# Text normalization and edit distance
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello,   World!", "hello world"),
+        ("I have 42 apples.", "i have forty two apples"),
+        ("It was 1984.", "it was nineteen eighty four"),
+        ("in 2005 and 1905", "in two thousand five and nineteen oh five"),
+        ("1,500 people", "one thousand five hundred people"),
+        ("the 1st and 22nd and 103rd", "the first and twenty second and one hundred third"),
+        ("3.5 percent", "three point five percent"),
+        ("50% off", "fifty percent off"),
+        ("$3.50", "three dollars fifty cents"),
+        ("at 7:05", "at seven oh five"),
+        ("the 1990s", "the nineteen nineties"),
+        ("Mr. Smith's dog—isn't it “great”?", "mister smith's dog isn't it great"),
+        ("rock & roll", "rock and roll"),
+        ("Café", "cafe"),
+        ("the neighbours' harbour", "the neighbors harbor"),
+        ("twenty-one", "twenty one"),
+        ("  ...  ", ""),
+    ],
+)
+def test_normalize_text(text, expected):
+    assert normalize_text(text) == expected
+
+
+def test_number_to_words():
+    assert number_to_words(0) == "zero"
+    assert number_to_words(115) == "one hundred fifteen"
+    assert number_to_words(2_000_017) == "two million seventeen"
+
+
+def test_edit_counts():
+    assert edit_counts([], []).errors == 0
+    c = edit_counts(["a", "b", "c", "d"], ["a", "x", "c", "d", "e"])
+    assert (c.substitutions, c.deletions, c.insertions, c.ref_len) == (1, 0, 1, 4)
+    c = edit_counts(["a", "b", "c"], ["a", "c"])
+    assert (c.substitutions, c.deletions, c.insertions) == (0, 1, 0)
+    assert edit_counts(list("kitten"), list("sitting")).errors == 3
+    assert edit_counts([], ["a", "b"]).rate == 2.0
+
+
+def test_wer_and_cer():
+    assert wer("The cat sat.", "the cat sat") == 0.0
+    assert wer("the cat sat on the mat", "the cat sat on a mat") == pytest.approx(1 / 6)
+    assert wer("I have 42 apples", "I have forty-two apples") == 0.0
+    assert wer("a b", "a b c d") == pytest.approx(1.0)  # insertions can push WER to 1 and beyond
+    assert cer("abc", "abd") == pytest.approx(1 / 3)
+    assert char_counts("ab cd", "abcd").deletions == 1  # the space is a character
+    assert word_counts("A", "a", normalize=False).substitutions == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# WER / CER metrics
+
+
+@pytest.fixture(scope="module")
+def wer_metric():
+    m = build_metric("wer", num_threads=2)
+    m.load()
+    return m
+
+
+def test_wer_info_names_the_asr_model(wer_metric):
+    assert wer_metric.info.outputs == ("wer",)
+    assert wer_metric.info.higher_is_better == (False,)
+    assert "whisper-base" in wer_metric.describe()
+    assert "whisper-base" in wer_metric.info.description
+    s = wer_metric.settings()
+    assert s["asr_model"].startswith("whisper-base@") and s["pad_to_30s"] is False
+
+
+@pytest.mark.slow
+def test_wer_clean_below_noisy(wer_metric, speech, noisy):
+    clean = [Utterance(f"c{i}", speech(i), 16000, text=SENTENCES[i]) for i in range(4)]
+    dirty = [
+        Utterance(f"n{i}", noisy(speech(i), 0.0, seed=i), 16000, text=SENTENCES[i])
+        for i in range(4)
+    ]
+    res = wer_metric(clean + dirty)
+    assert all(r.ok for r in res)
+    w = np.array([r.values["wer"] for r in res])
+    assert w[:4].mean() < 0.25
+    assert w[:4].mean() < w[4:].mean()
+
+
+def test_wer_skips_without_text(wer_metric, speech):
+    (r,) = wer_metric([Utterance("u", speech(0), 16000, reference=speech(0))])
+    assert r.skipped == "no text"
+
+
+@pytest.mark.slow
+def test_wer_transcribes_reference_when_asked(speech):
+    m = build_metric("wer", transcribe_reference_if_no_text=True)
+    x = speech(1)
+    a, b = m([Utterance("a", x, 16000, reference=x), Utterance("b", x, 16000)])
+    assert a.values == {"wer": 0.0}  # same audio → same transcript
+    assert b.skipped == "no text and no reference"
+    assert m.settings()["transcribe_reference_if_no_text"] is True
+
+
+@pytest.mark.slow
+def test_cer_metric(speech):
+    m = build_metric("cer")
+    (r,) = m([Utterance("u", speech(3), 16000, text=SENTENCES[3])])
+    assert r.ok and 0.0 <= r.values["cer"] < 0.2
+
+
+@pytest.mark.slow
+def test_short_padding_is_per_clip_and_matches_standard_padding(wer_metric, speech):
+    asr = wer_metric.asr
+    n = speech(0).size
+    frames = asr.padded_frames(n)
+    assert frames % 2 == 0 and n / 160 + asr.tail_s * 100 <= frames <= 3000
+    assert build_metric("wer", pad_to_30s=True).asr.padded_frames(n) == 3000
+    # Same clip alone or batched with a longer one: identical transcript.
+    x, y = speech(3), np.concatenate([speech(1), speech(2)])
+    alone = asr.transcribe([x], 16000)[0]
+    assert asr.transcribe([y, x], 16000)[1] == alone
+    standard = build_metric("wer", pad_to_30s=True).asr.transcribe([x], 16000)[0]
+    assert wer(SENTENCES[3], alone) <= wer(SENTENCES[3], standard) + 0.1
+
+
+@pytest.mark.slow
+def test_pocketsphinx_transcribes_something(speech):
+    m = build_metric("wer", asr="pocketsphinx")
+    assert "pocketsphinx-en-us" in m.describe()
+    (text,) = m.asr.transcribe([speech(0)], 16000)
+    assert isinstance(text, str) and len(text.split()) >= 2
+    (r,) = m([Utterance("u", speech(0), 16000, text=SENTENCES[0])])
+    assert r.ok and r.values["wer"] >= 0.0
+
+
+def test_unknown_whisper_model_is_unavailable(speech):
+    m = build_metric("wer", model="no-such-whisper-model-xyz")
+    with pytest.raises(MetricUnavailable, match="no-such-whisper-model-xyz"):
+        m([Utterance("u", speech(0), 16000, text="x")])
