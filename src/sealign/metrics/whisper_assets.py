@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from sealign.metrics.base import MetricUnavailable
+from sealign.utils.paths import cache_root
 
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 WHISPER_BASE_DIRNAME = "whisper-base-ct2"
@@ -34,12 +35,6 @@ _CHUNK = 1 << 22
 
 class WhisperAssetError(MetricUnavailable):
     """The default Whisper model cannot be assembled (missing package or checksum mismatch)."""
-
-
-def cache_root() -> Path:
-    """sealign's cache directory: ``$SEALIGN_CACHE`` or ``~/.cache/sealign``."""
-    env = os.environ.get("SEALIGN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sealign"
 
 
 def default_whisper_dir() -> Path:
