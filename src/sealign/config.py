@@ -136,8 +136,12 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """Defaults of ``cls`` ← YAML file ← dotted overrides; validated by building the dataclass."""
-    data = to_dict(cls())
+    """Defaults of ``cls`` ← YAML file ← dotted overrides; validated by building the dataclass.
+
+    Only the keys given are passed to the dataclasses, so a config may have required fields
+    that ``__post_init__`` checks.
+    """
+    data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
