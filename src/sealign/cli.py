@@ -7,11 +7,20 @@ import logging
 import sys
 
 from sealign import __version__
-from sealign.commands import data, demo, metrics_cmd, score
+from sealign.commands import data, demo, enhance, metrics_cmd, score, train
+from sealign.commands import eval as eval_cmd
 from sealign.metrics.base import MetricUnavailable
 from sealign.utils.logging import setup_console_logging
 
-COMMANDS = {"demo": demo, "data": data, "score": score, "metrics": metrics_cmd}
+COMMANDS = {
+    "demo": demo,
+    "data": data,
+    "train": train,
+    "enhance": enhance,
+    "eval": eval_cmd,
+    "score": score,
+    "metrics": metrics_cmd,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,230 @@
+"""Evaluate models on a test manifest: enhance with each, score noisy / models / clean.
+
+The manifest gives the noisy input in `audio` and the clean reference in `reference` (plus
+`text`, `speaker_ref` for the metrics that need them). Every system is scored on the same
+utterances with the metric suite; the table shows mean ± 95% CI per system, and for each model the
+paired bootstrap 95% CI of its difference from the noisy input (utterances paired by id).
+Writes to --output: enhanced/<model>/ (wavs + manifest), scores/<system>.jsonl, results.md,
+results.json (every number), config.yaml, log.jsonl and TensorBoard events.
+
+examples:
+  sealign eval --model runs/sft --manifest data/test.jsonl --output runs/eval
+  sealign eval --model runs/sft --model runs/gspo --name sft --name gspo \\
+      --manifest data/test.jsonl --output runs/eval2 --metrics dnsmos,pesq_wb,wer
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model
+from sealign.data.manifest import Entry, read_manifest
+from sealign.eval.score import ScoreConfig, build_metrics, column_name, score_entries
+from sealign.eval.stats import mean_ci, paired_bootstrap_diff
+from sealign.eval.tables import compare_table
+from sealign.infer.enhance import EnhanceConfig, enhance_files
+from sealign.metrics.base import MetricInfo
+from sealign.utils.logging import RunLogger
+
+HELP = "enhance a test set with one or more models and compare them with noisy and clean"
+
+
+@dataclass
+class EvalRunConfig:
+    """Settings of ``sealign eval``."""
+
+    models: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # one per model; default from the paths
+    manifest: str = ""
+    output: str = ""
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    n_boot: int = 2000
+    seed: int = 0  # of the bootstrap
+
+    def check(self) -> None:
+        """Required settings and paths, checked before any work."""
+        if not self.models:
+            raise ValueError("models: give at least one --model")
+        for m in self.models:
+            if not Path(m).exists():
+                raise ValueError(f"models: not found: {m}")
+        if self.names and len(self.names) != len(self.models):
+            raise ValueError(f"names: {len(self.names)} names for {len(self.models)} models")
+        if not self.manifest or not Path(self.manifest).is_file():
+            raise ValueError(f"manifest: not found: {self.manifest!r}")
+        if not self.output:
+            raise ValueError("output is required")
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot must be >= 100, got {self.n_boot}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", help="run, checkpoint or policy folder (repeat)")
+    p.add_argument("--name", action="append", help="display name of each --model (repeat)")
+    p.add_argument("--manifest", help="test manifest (audio = noisy, reference = clean)")
+    p.add_argument("--output", help="output folder")
+    p.add_argument("--metrics", help="comma-separated metric names (see `sealign metrics`)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the score cache")
+    add_enhance_flags(p)
+    add_config_arguments(p)
+
+
+def model_names(paths: list[str]) -> list[str]:
+    """Short unique names: ``<run>@<step>`` for checkpoints, else the folder name."""
+    names = []
+    for p in map(Path, paths):
+        p = p.resolve()
+        if p.name.startswith("step_") and p.name[5:].isdigit():
+            name = f"{p.parent.parent.name}@{int(p.name[5:])}"
+        else:
+            name = p.name
+        base, k = name, 2
+        while name in names or name in ("noisy", "clean"):
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _stats(
+    systems: dict[str, list[dict[str, Any]]],
+    infos: dict[str, MetricInfo],
+    models: list[str],
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Mean ± CI per system and column; paired bootstrap difference of each model vs noisy."""
+    columns = [
+        (column_name(m, out), hib)
+        for m, info in infos.items()
+        for out, hib in zip(info.outputs, info.higher_is_better, strict=True)
+    ]
+    by_id = {s: {r["id"]: r["scores"] for r in recs} for s, recs in systems.items()}
+    out: dict[str, Any] = {"systems": {}, "diff_vs_noisy": {}, "higher_is_better": {}}
+    for col, hib in columns:
+        out["higher_is_better"][col] = hib
+    for s, recs in systems.items():
+        out["systems"][s] = {}
+        for col, _ in columns:
+            ci = mean_ci([r["scores"][col] for r in recs if col in r["scores"]])
+            out["systems"][s][col] = vars(ci)
+    for m in models:
+        out["diff_vs_noisy"][m] = {}
+        for col, _ in columns:
+            ids = [
+                i for i, sc in by_id[m].items() if col in sc and col in by_id["noisy"].get(i, {})
+            ]
+            a = [by_id["noisy"][i][col] for i in ids]
+            b = [by_id[m][i][col] for i in ids]
+            ci = paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
+            out["diff_vs_noisy"][m][col] = vars(ci)
+    return out
+
+
+def diff_table(stats: dict[str, Any], models: list[str]) -> str:
+    """Markdown table of ``model - noisy`` per metric output with its bootstrap 95% CI."""
+    lines = [
+        "| Δ vs noisy | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for col, hib in stats["higher_is_better"].items():
+        cells = []
+        for m in models:
+            d = stats["diff_vs_noisy"][m][col]
+            cells.append(
+                "—" if d["n"] == 0 else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+            )
+        lines.append(f"| {col} {'↑' if hib else '↓'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    extra = [f"{k}={getattr(args, k)}" for k in ("manifest", "output") if getattr(args, k)]
+    if args.model:
+        extra.append("models=[" + ",".join(args.model) + "]")
+    if args.name:
+        extra.append("names=[" + ",".join(args.name) + "]")
+    if args.metrics:
+        extra.append(f"score.metrics=[{args.metrics}]")
+    if args.no_cache:
+        extra.append("score.cache=null")
+    if args.threads:
+        extra.append(f"score.threads={args.threads}")
+    cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
+    cfg.check()
+    entries = read_manifest(cfg.manifest)
+    names = list(cfg.names) or model_names(cfg.models)
+    out = prepare_run_dir(cfg.output, cfg)
+    metrics = build_metrics(cfg.score)  # unknown or unavailable metrics fail before enhancing
+
+    systems_entries: dict[str, list[Entry]] = {"noisy": entries}
+    failed: dict[str, dict[str, str]] = {}
+    e = cfg.enhance
+    for name, path in zip(names, cfg.models, strict=True):
+        log.info("enhancing with %s (%s)", name, path)
+        policy = load_model(path, e)
+        res = enhance_files(
+            policy,
+            entries,
+            out / "enhanced" / name,
+            batch_size=e.batch_size,
+            chunk_seconds=e.chunk_seconds,
+            overlap_seconds=e.overlap_seconds,
+            temperature=e.temperature,
+            seed=e.seed,
+            crossfade=e.crossfade,
+        )
+        systems_entries[name] = res.entries
+        failed[name] = res.failed
+        del policy
+        gc.collect()
+    clean = [
+        Entry(x.id, x.reference, reference=x.reference, text=x.text, speaker_ref=x.speaker_ref)
+        for x in entries
+        if x.reference
+    ]
+    if clean:
+        systems_entries["clean"] = clean
+    else:
+        log.warning("%s has no references: no clean column", cfg.manifest)
+
+    systems: dict[str, list[dict[str, Any]]] = {}
+    for s, ents in systems_entries.items():
+        log.info("scoring %s (%d utterances)", s, len(ents))
+        systems[s] = score_entries(ents, cfg.score, out / "scores" / f"{s}.jsonl", metrics=metrics)
+    infos = {n: m.info for n, m in metrics.items()}
+    stats = _stats(systems, infos, names, cfg.n_boot, cfg.seed)
+    stats.update(models=dict(zip(names, cfg.models, strict=True)), failed=failed)
+    table = compare_table(systems, infos)
+    diffs = diff_table(stats, names)
+    text = f"{table}\n\n{diffs}\n"
+    (out / "results.md").write_text(text, encoding="utf-8")
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(stats, indent=1, default=float) + "\n", encoding="utf-8")
+    tmp.replace(out / "results.json")
+    logger = RunLogger(out)
+    scalars = {
+        f"eval/{s}/{col}": v["mean"]
+        for s, cols in stats["systems"].items()
+        for col, v in cols.items()
+        if v["n"]
+    }
+    scalars.update(
+        {
+            f"eval/{m}/{col}_diff_vs_noisy": v["mean"]
+            for m, cols in stats["diff_vs_noisy"].items()
+            for col, v in cols.items()
+            if v["n"]
+        }
+    )
+    logger.log(scalars)
+    logger.close()
+    print(text)
+    log.info("wrote %s/{results.md,results.json,scores/,enhanced/}", out)
+    return 0

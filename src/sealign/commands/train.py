@@ -1,0 +1,63 @@
+"""Train a speech-enhancement policy with supervised fine-tuning on (noisy, clean) pairs.
+
+Manifests give the noisy input in `audio` and the clean target in `reference` (or clean speech
+only, with data.degrade=true). Writes to --output: config.yaml, log.jsonl, TensorBoard events
+(tb/), checkpoints/step_<N>/ (the last save_total_limit) and decoded validation samples.
+--resume continues from the latest checkpoint with exactly the losses an uninterrupted run gets
+(without --config it reuses the run's config.yaml).
+
+examples:
+  sealign train --family ar --codec world:runs/codec --output runs/sft \\
+      data.train=[data/train.jsonl] data.valid=[data/valid.jsonl]
+  sealign train --config configs/sft_ar.yaml --output runs/sft max_steps=20000 optim.lr=1e-4
+  sealign train --output runs/sft --resume
+  sealign train --init-from runs/sft --output runs/sft_more data.train=[more.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sealign.commands.common import add_config_arguments, log, resolve_config
+from sealign.models.policy import FAMILIES
+from sealign.train.sft import SFTConfig, train_sft
+
+HELP = "supervised fine-tuning of a policy on (noisy, clean) pairs"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", choices=FAMILIES, help="model family of a new model (model.family)")
+    p.add_argument("--codec", help="codec spec of a new model, e.g. world:runs/codec (model.codec)")
+    p.add_argument("--init-from", help="start from a run, checkpoint or policy dir")
+    p.add_argument("--output", help="run folder (output_dir)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
+    p.add_argument("--device", help="torch device (device)")
+    p.add_argument("--threads", type=int, help="torch threads (threads)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --output"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    flags = {
+        "model.family": args.family,
+        "model.codec": args.codec,
+        "model.init_from": args.init_from,
+        "output_dir": args.output,
+        "max_steps": args.max_steps,
+        "device": args.device,
+        "threads": args.threads,
+    }
+    if args.resume and not args.config and args.output:
+        saved = Path(args.output) / "config.yaml"
+        if saved.is_file():
+            log.info("resume: using the run's config %s", saved)
+            args.config = str(saved)
+    cfg = resolve_config(SFTConfig, args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+    cfg.check()  # manifests, init checkpoint, codec spec: fail before any work
+    result = train_sft(cfg, resume=args.resume, progress=not args.no_progress)
+    log.info("trained to step %d; latest checkpoint: %s", result.step, result.checkpoint)
+    return 0

@@ -1,0 +1,1 @@
+"""Inference: enhance files with a trained policy (batched, long files chunked and stitched)."""

@@ -1,0 +1,758 @@
+"""Autoregressive (``ar``) family: a decoder-only transformer over codec tokens.
+
+Architecture: pre-norm blocks (RMSNorm, causal self-attention with rotary position embeddings
+through ``scaled_dot_product_attention``, SwiGLU MLP), summed per-codebook token embeddings and
+one output head per codebook (tied to the embeddings by default). With ``K`` codebooks one step
+predicts all ``K`` tokens of a frame at once, each from its own head (the K tokens of a frame
+are independent given the history); a step's log-prob is the sum over codebooks.
+
+Conditioning is frame-aligned. The noisy log-mels (:mod:`sealign.models.features`, framed so that
+``frames_per_token`` feature frames make one codec frame) are stacked to the token rate,
+projected and refined by one convolution that sees ``lookahead`` frames on each side, then added
+to the embedding of the previous token at every position. Output token ``t`` therefore sees noisy
+frames up to ``t + lookahead`` directly and all earlier ones through attention; the output has
+exactly as many frames as the input, so no end-of-sequence token is needed. Why not a prefix
+(the noisy features as a prompt before the tokens)? With a prefix the model must first discover
+through attention that output position ``t`` belongs with input frame ``t`` before it can learn
+the mapping itself, which is slow to emerge in a small model trained on little data. With
+addition the alignment is given: the task starts as a near per-frame mapping (noisy spectrum →
+clean codec symbol, smoothed by the token history), and a 2-layer model overfits a batch within
+30 steps (see the tests). The cost is that input and output must share a frame rate, which every
+codec-token SE setup here satisfies.
+
+Temperature, top-k and top-p. ``sample`` stores in ``Rollout.logp`` the log-prob of each token
+under the distribution it was actually drawn from: logits divided by the temperature, then
+restricted to the top-k tokens, then to the top-p nucleus of what remains, renormalized. The
+settings are stored per row in ``rollout.actions["sampling"]`` (``[N, 3]``: temperature, top_k,
+top_p) and :meth:`ARPolicy.step_log_probs` applies the same transformation, so GSPO's ratio
+``exp(mean(logp_new - logp_old))`` compares like with like and is 1 (up to float rounding)
+for unchanged weights. When recomputing, the sampled token is always kept in the top-k / top-p set even if the
+updated weights would have pushed it out (at unchanged weights it is in the set anyway): its
+log-prob stays finite instead of becoming ``-inf``. The entropy returned next to it is that of the
+same transformed distribution. ``preference_log_likelihood`` (DPO) uses temperature 1 and no
+filtering. Dropout is used only by :meth:`ARPolicy.sft_loss` in training mode: sampling and both
+log-likelihoods are deterministic functions of the weights.
+
+Decoding speed: ``sample`` keeps a KV cache, runs under ``torch.inference_mode`` with transposed
+weight copies (faster for the few rows of a step), and with a top-k it only touches the
+``k + 1`` largest logits of a step.
+
+Wrapping an external AR model (e.g. a ``transformers`` decoder) behind the same protocol is
+described in ``docs/custom_models.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sealign.codecs.base import Codec, codebook_sizes, load_codec
+from sealign.models.features import FeatureConfig, FeatureError, compute_features
+from sealign.models.policy import Conditioning, Rollout, Targets
+
+FAMILY = "ar"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CODEC_DIR = "codec"
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class ARConfig:
+    """Size and behaviour of an :class:`ARPolicy`; stored in its ``config.json``.
+
+    The defaults are the demo size (≈ 4.4 M parameters, ≈ 18 MB in float32 with an 8192-symbol
+    WORLD codebook). ``mlp_hidden = 0`` means ``8/3 · dim`` rounded up to a multiple of 32.
+    ``lookahead``: noisy frames on each side seen by the conditioning convolution.
+    ``max_frames``: longest input in codec frames (60 s at 50 Hz).
+    """
+
+    vocab_sizes: list[int] = field(default_factory=lambda: [8192])
+    dim: int = 192
+    layers: int = 6
+    heads: int = 4
+    mlp_hidden: int = 0
+    dropout: float = 0.0
+    lookahead: int = 2
+    max_frames: int = 3000
+    tie_embeddings: bool = True
+    label_smoothing: float = 0.0
+    rope_base: float = 10000.0
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, dict):
+            self.features = FeatureConfig.from_dict(self.features)
+        self.vocab_sizes = [int(v) for v in self.vocab_sizes]
+        if not self.vocab_sizes or min(self.vocab_sizes) < 2:
+            raise ValueError(f"vocab_sizes must be ≥ 2 per codebook, got {self.vocab_sizes}")
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
+        if self.lookahead < 0 or self.layers < 1 or self.max_frames < 1:
+            raise ValueError("lookahead must be ≥ 0, layers and max_frames ≥ 1")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError("dropout and label_smoothing must be in [0, 1)")
+
+    @property
+    def num_codebooks(self) -> int:
+        return len(self.vocab_sizes)
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_hidden or 32 * math.ceil(8 * self.dim / 3 / 32)
+
+    @classmethod
+    def for_codec(cls, codec: Codec, **overrides: Any) -> ARConfig:
+        """A config matching ``codec`` (vocabularies, sample and frame rate). ``overrides`` are
+        :class:`ARConfig` fields; ``features`` may be a dict of :class:`FeatureConfig` fields
+        (``frames_per_token``, ``n_mels``...)."""
+        feats = overrides.pop("features", None) or {}
+        if isinstance(feats, FeatureConfig):
+            feats = feats.to_dict()
+        feats = {k: v for k, v in feats.items() if k not in ("sample_rate", "hop_length")}
+        fpt = int(feats.pop("frames_per_token", 2))
+        features = FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+        overrides.pop("vocab_sizes", None)
+        return cls.from_dict(
+            {**overrides, "vocab_sizes": list(codebook_sizes(codec)), "features": features}
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ARConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown AR config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# transformer
+
+
+def _rope_tables(
+    length: int, head_dim: int, base: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    ang = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    return ang.cos(), ang.sin()
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``[B, H, T, hd]`` by position tables ``[T, hd/2]`` (rotate-half layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def _drop(x: torch.Tensor, p: float) -> torch.Tensor:
+    return F.dropout(x, p, True) if p > 0 else x
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block: causal self-attention with RoPE, then a SwiGLU MLP."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
+        self.mlp_in = nn.Linear(dim, 2 * hidden, bias=False)
+        self.mlp_out = nn.Linear(hidden, dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        pos: int = 0,
+        dropout: float = 0.0,
+        fast: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``x [B, T, dim]``. Without ``cache``: causal over the T positions. With ``cache``
+        (``[B, H, T_max, hd]`` keys and values): one new position ``pos`` (T = 1). ``fast``:
+        weights from :meth:`fast_weights` (inference only)."""
+        b, t, d = x.shape
+        qkv = self._lin("qkv", self.norm1(x), fast).view(b, t, 3, self.heads, self.head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
+        qk, v = _rope(qkv[:2], cos, sin), qkv[2]
+        q, k = qk[0], qk[1]
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            kc, vc = cache
+            kc[:, :, pos : pos + t] = k
+            vc[:, :, pos : pos + t] = v
+            y = F.scaled_dot_product_attention(q, kc[:, :, : pos + t], vc[:, :, : pos + t])
+        x = x + _drop(self._lin("proj", y.transpose(1, 2).reshape(b, t, d), fast), dropout)
+        a, g = self._lin("mlp_in", self.norm2(x), fast).chunk(2, dim=-1)
+        return x + _drop(self._lin("mlp_out", F.silu(g) * a, fast), dropout)
+
+    def _lin(
+        self, name: str, x: torch.Tensor, fast: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        return getattr(self, name)(x) if fast is None else x @ fast[name]
+
+    def fast_weights(self) -> dict[str, torch.Tensor]:
+        """Transposed contiguous copies of the linear weights: ``x @ W^T`` with a ``[in, out]``
+        matrix is about twice as fast as ``F.linear`` for the few rows of a decoding step."""
+        names = ("qkv", "proj", "mlp_in", "mlp_out")
+        return {n: getattr(self, n).weight.detach().T.contiguous() for n in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling transformations
+
+
+def sampling_settings(n: int, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """``[n, 3]`` rows of (temperature, top_k, top_p), as stored in ``actions["sampling"]``."""
+    return torch.tensor([[float(temperature), float(top_k), float(top_p)]]).expand(n, 3).clone()
+
+
+class SamplingTransform:
+    """The sampling transformation for one codebook, from per-row ``settings [N, 3]``
+    (temperature, top_k, top_p), parsed once per call of ``sample`` / ``step_log_probs``; reuse
+    it in custom policies so that sampling and recomputation agree.
+
+    Calling it on ``logits [N, ..., V]`` divides by the temperature, keeps the top-k, then the
+    top-p nucleus of those, and renormalizes. ``force [N, ...]`` indexes tokens kept regardless.
+    Returns ``(log_probs, keep)``; ``keep`` is None when nothing was filtered.
+    """
+
+    def __init__(self, settings: torch.Tensor, vocab: int, device: torch.device) -> None:
+        s = settings.detach().to(device, torch.float32)
+        self.temp, self.top_k, self.top_p = s[:, 0], s[:, 1].round().long(), s[:, 2]
+        self.filt_k = (self.top_k > 0) & (self.top_k < vocab)
+        self.filt_p = self.top_p < 1.0
+        self.any_k, self.any_p = bool(self.filt_k.any()), bool(self.filt_p.any())
+        # a nucleus over the whole vocabulary needs a full sort, else the k_max largest suffice
+        self.full_sort = bool((self.filt_p & ~self.filt_k).any())
+        self.k_max = int(self.top_k[self.filt_k].max()) if self.any_k else vocab
+        self.unit_temp = bool((self.temp == 1.0).all())
+        self.all_k = bool(self.filt_k.all())
+        self.vocab = vocab
+
+    def __call__(
+        self, logits: torch.Tensor, force: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        shape = (-1,) + (1,) * (logits.dim() - 1)
+        z = logits if self.unit_temp else logits / self.temp.to(logits.dtype).view(shape)
+        if not (self.any_k or self.any_p):
+            return F.log_softmax(z, dim=-1), None
+        with torch.no_grad():
+            zd = z.detach()
+            if self.full_sort:
+                s = zd.sort(dim=-1, descending=True).values
+            else:
+                s = zd.topk(self.k_max, dim=-1).values
+            neg_inf = torch.tensor(float("-inf"), dtype=s.dtype, device=s.device)
+            k_idx = (self.top_k.clamp(1, s.shape[-1]) - 1).view(shape).expand(*s.shape[:-1], 1)
+            keep_min = torch.where(self.filt_k.view(shape), s.gather(-1, k_idx), neg_inf)
+            if self.any_p:
+                p = F.softmax(s.masked_fill(s < keep_min, float("-inf")), dim=-1)
+                keep_sorted = (p.cumsum(dim=-1) - p) < self.top_p.to(p.dtype).view(shape)
+                n_keep = keep_sorted.sum(dim=-1, keepdim=True).clamp(min=1)
+                thr_p = torch.where(self.filt_p.view(shape), s.gather(-1, n_keep - 1), neg_inf)
+                keep_min = torch.maximum(keep_min, thr_p)
+            keep = zd >= keep_min
+            if force is not None:
+                keep.scatter_(-1, force.unsqueeze(-1), True)
+        return F.log_softmax(z.masked_fill(~keep, float("-inf")), dim=-1), keep
+
+    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw one token per row of ``logits [N, V]`` with uniforms ``u [N]`` → ``(tokens [N],
+        log-probs [N])``.
+
+        When every row has a top-k, only the ``k_max + 1`` largest logits are touched (the same
+        distribution as :meth:`__call__`, several times cheaper for large vocabularies); if a tie
+        at a row's k-th value reaches past them, the step falls back to the full vocabulary.
+        """
+        if self.all_k and not self.full_sort and self.k_max < self.vocab:
+            z = logits if self.unit_temp else logits / self.temp.to(logits.dtype)[:, None]
+            vals, idx = z.topk(self.k_max + 1, dim=-1)
+            kth = vals.gather(-1, self.top_k[:, None] - 1)
+            if not bool((vals[:, -1:] >= kth).any()):
+                cand = vals[:, :-1].masked_fill(vals[:, :-1] < kth, float("-inf"))
+                if self.any_p:
+                    p = F.softmax(cand, dim=-1)
+                    keep_sorted = (p.cumsum(dim=-1) - p) < self.top_p.to(p.dtype)[:, None]
+                    n_keep = keep_sorted.sum(dim=-1, keepdim=True).clamp(min=1)
+                    thr_p = torch.where(
+                        self.filt_p[:, None], cand.gather(-1, n_keep - 1), float("-inf")
+                    )
+                    cand = cand.masked_fill(cand < thr_p, float("-inf"))
+                lp = F.log_softmax(cand, dim=-1)
+                j = _draw(lp, u).unsqueeze(-1)
+                return idx.gather(-1, j).squeeze(-1), lp.gather(-1, j).squeeze(-1)
+        lp, _ = self(logits)
+        tok = _draw(lp, u)
+        return tok, lp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+
+
+def _entropy(logp: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    safe = logp if keep is None else logp.masked_fill(~keep, 0.0)
+    return -(safe.exp() * safe).sum(dim=-1)
+
+
+def _draw(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling from ``logp [N, V]`` with uniforms ``u [N]`` (one per row, so the
+    random stream does not depend on the vocabulary or on how logits were computed)."""
+    cdf = logp.exp().cumsum(dim=-1)
+    x = (u * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp(max=logp.shape[-1] - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the policy
+
+
+class ARPolicy(nn.Module):
+    """Codec-token language model for speech enhancement (family ``"ar"``); see the module
+    docstring. Build with ``ARPolicy(codec, ARConfig.for_codec(codec, ...))`` or
+    :func:`sealign.models.registry.build_policy`; load with :meth:`load`.
+
+    ``codec_spec``: if given (e.g. ``"encodec:facebook/encodec_24khz?bandwidth=6.0"``),
+    :meth:`save` records this spec instead of copying the codec into the checkpoint.
+    """
+
+    family = FAMILY
+
+    def __init__(
+        self, codec: Codec, config: ARConfig | None = None, codec_spec: str | None = None
+    ) -> None:
+        super().__init__()
+        cfg = config or ARConfig.for_codec(codec)
+        sizes = list(codebook_sizes(codec))
+        if sizes != cfg.vocab_sizes:
+            raise ValueError(
+                f"config vocab_sizes {cfg.vocab_sizes} do not match the codec's {sizes}"
+            )
+        fc = cfg.features
+        if (
+            fc.sample_rate != codec.sample_rate
+            or abs(fc.token_samples * codec.frame_rate - codec.sample_rate)
+            > 1e-6 * codec.sample_rate
+        ):
+            raise ValueError(
+                f"feature framing ({fc.sample_rate} Hz, {fc.token_samples} samples per token) "
+                f"does not match the codec ({codec.sample_rate} Hz, {codec.frame_rate:g} frames/s)"
+            )
+        self.__dict__["codec"] = codec  # not a submodule: its weights are not trained or saved
+        self.codec_spec = codec_spec
+        self.config = cfg
+        self.sample_rate = int(codec.sample_rate)
+        d = cfg.dim
+        self.embeds = nn.ModuleList(nn.Embedding(v + 1, d) for v in cfg.vocab_sizes)  # +BOS
+        self.cond_in = nn.Linear(fc.frames_per_token * fc.dim, d)
+        self.cond_conv = (
+            nn.Conv1d(d, d, 2 * cfg.lookahead + 1, padding=cfg.lookahead)
+            if cfg.lookahead > 0
+            else None
+        )
+        self.blocks = nn.ModuleList(_Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
+        self.norm = nn.RMSNorm(d, eps=1e-6)
+        self.heads = (
+            None
+            if cfg.tie_embeddings
+            else nn.ModuleList(nn.Linear(d, v, bias=False) for v in cfg.vocab_sizes)
+        )
+        self._init_weights()
+
+    codec: Codec
+
+    def _init_weights(self) -> None:
+        out_std = 0.02 / math.sqrt(2 * self.config.layers)
+        for name, p in self.named_parameters():
+            if p.dim() < 2 or name.startswith("cond_conv"):
+                continue
+            std = out_std if name.endswith(("proj.weight", "mlp_out.weight")) else 0.02
+            nn.init.normal_(p, std=std)
+        nn.init.zeros_(self.cond_in.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.cond_in.weight.device
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"codec={self.codec!r}, params={n / 1e6:.2f}M"
+
+    # -- building blocks --------------------------------------------------------------------
+    def _cond_states(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning → per-token states ``[B, T, dim]`` and token mask ``[B, T]``."""
+        fc = self.config.features
+        f = cond.features.to(self.device, torch.float32)
+        b, tc, dim = f.shape
+        s = fc.frames_per_token
+        if dim != fc.dim or tc % s:
+            raise FeatureError(
+                f"conditioning of shape {tuple(f.shape)} does not fit this model (expects "
+                f"{fc.dim} features and a multiple of {s} frames); build it with condition()"
+            )
+        t = tc // s
+        if t > self.config.max_frames:
+            raise FeatureError(f"{t} codec frames exceed max_frames={self.config.max_frames}")
+        m = cond.mask.to(self.device).view(b, t, s).all(dim=-1)
+        mf = m.unsqueeze(-1).to(f.dtype)
+        c = self.cond_in(f.reshape(b, t, s * dim)) * mf
+        if self.cond_conv is not None:
+            c = c + self.cond_conv(F.gelu(c).transpose(1, 2)).transpose(1, 2) * mf
+        return c, m
+
+    def _embed(self, prev: torch.Tensor) -> torch.Tensor:
+        """Sum of codebook embeddings of ``prev [B, K, T]`` → ``[B, T, dim]``."""
+        x = self.embeds[0](prev[:, 0])
+        for k in range(1, len(self.embeds)):
+            x = x + self.embeds[k](prev[:, k])
+        return x
+
+    def _shifted(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inputs for teacher forcing: BOS then ``tokens[..., :-1]``."""
+        bos = torch.tensor(self.config.vocab_sizes, device=tokens.device).view(1, -1, 1)
+        return torch.cat([bos.expand(tokens.shape[0], -1, 1), tokens[..., :-1]], dim=-1)
+
+    def _head_matrices(self) -> list[torch.Tensor]:
+        """Output projections as contiguous ``[dim, V_k]`` matrices (for decoding steps)."""
+        if self.heads is not None:
+            return [head.weight.detach().T.contiguous() for head in self.heads]
+        return [
+            emb.weight.detach()[:v].T.contiguous()
+            for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
+        ]
+
+    def _logits(
+        self, h: torch.Tensor, matrices: list[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        h = self.norm(h)
+        if matrices is not None:
+            return [h @ m for m in matrices]
+        if self.heads is not None:
+            return [head(h) for head in self.heads]
+        return [
+            F.linear(h, emb.weight[:v])
+            for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
+        ]
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        dropout: float = 0.0,
+        fast: list[dict[str, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        cos, sin = _rope_tables(
+            x.shape[1], self.config.dim // self.config.heads, self.config.rope_base, x.device
+        )
+        x = _drop(x, dropout)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, dropout=dropout, fast=None if fast is None else fast[i])
+        return x
+
+    def _teacher_forced(
+        self, cond: Conditioning, tokens: torch.Tensor, dropout: float = 0.0
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        states, m = self._cond_states(cond)
+        if tokens.shape[0] != states.shape[0] or tokens.shape[-1] != states.shape[1]:
+            raise ValueError(
+                f"tokens of shape {tuple(tokens.shape)} do not match the conditioning "
+                f"({states.shape[0]} rows × {states.shape[1]} frames)"
+            )
+        x = self._embed(self._shifted(tokens.to(self.device))) + states
+        return self._logits(self._run(x, dropout)), m
+
+    def _tokens3(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[N, T]`` (K = 1) or ``[N, K, T]`` → ``[N, K, T]`` long on the model's device."""
+        tokens = tokens.to(self.device, torch.long)
+        if tokens.dim() == 2:
+            tokens = tokens.unsqueeze(1)
+        if tokens.dim() != 3 or tokens.shape[1] != self.config.num_codebooks:
+            raise ValueError(
+                f"expected tokens [N, T] or [N, {self.config.num_codebooks}, T], "
+                f"got {tuple(tokens.shape)}"
+            )
+        return tokens
+
+    # -- Policy protocol ----------------------------------------------------------------------
+    def condition(self, noisy: list[np.ndarray]) -> Conditioning:
+        """Normalized log-mels of the noisy waveforms (at :attr:`sample_rate`), padded."""
+        cond = compute_features(noisy, self.config.features, self.config.max_frames)
+        return cond.to(self.device)
+
+    def encode_targets(self, clean: list[np.ndarray]) -> Targets:
+        """Clean waveforms → codec tokens ``[B, K, T]`` with ``T = ceil(n / token_samples)``
+        frames each (codec output trimmed or edge-padded to that), padded with 0."""
+        if isinstance(clean, np.ndarray) and clean.ndim == 1:
+            clean = [clean]
+        items = [np.asarray(w, dtype=np.float32) for w in clean]
+        if not items:
+            raise ValueError("no clean targets given")
+        toks = self.codec.encode(items)
+        fc = self.config.features
+        lengths = [fc.num_tokens(w.size) for w in items]
+        values = torch.zeros(len(items), self.config.num_codebooks, max(lengths), dtype=torch.long)
+        mask = torch.zeros(len(items), max(lengths), dtype=torch.bool)
+        for i, (tok, n) in enumerate(zip(toks, lengths, strict=True)):
+            tok = np.asarray(tok, dtype=np.int64)
+            if tok.shape[1] < n:
+                tok = np.concatenate([tok, np.repeat(tok[:, -1:], n - tok.shape[1], 1)], axis=1)
+            values[i, :, :n] = torch.from_numpy(np.ascontiguousarray(tok[:, :n]))
+            mask[i, :n] = True
+        return Targets(values.to(self.device), mask.to(self.device))
+
+    def sample(
+        self,
+        cond: Conditioning,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        use_cache: bool = True,
+    ) -> Rollout:
+        """Sample one token sequence per row of ``cond``, frame by frame (no gradients).
+
+        ``top_k = 0`` and ``top_p = 1`` disable those filters. ``use_cache = False`` recomputes
+        the whole prefix at every step (same tokens, slower; for benchmarks and tests). Returns a
+        :class:`Rollout` with ``actions``: ``tokens`` (``[N, T]`` for one codebook, else
+        ``[N, K, T]``; 0 past each row's length), ``sampling`` (``[N, 3]`` settings used by
+        :meth:`step_log_probs`) and ``num_samples`` (``[N]`` input lengths, for :meth:`decode`).
+        """
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        if int(top_k) != top_k or top_k < 0:
+            raise ValueError(f"top_k must be a non-negative integer, got {top_k}")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        settings = sampling_settings(len(cond), temperature, int(top_k), top_p).to(self.device)
+        with torch.inference_mode():
+            tokens, logp, m = self._generate(cond, settings, generator, use_cache)
+        # clones made outside inference mode are ordinary tensors, usable in autograd later
+        tokens, logp, m = tokens.clone(), logp.clone(), m.clone()
+        mf = m.to(logp.dtype)
+        tokens = tokens * m.unsqueeze(1)
+        actions = {
+            "tokens": tokens[:, 0] if self.config.num_codebooks == 1 else tokens,
+            "sampling": settings,
+            "num_samples": torch.tensor(cond.num_samples, dtype=torch.long, device=self.device),
+        }
+        return Rollout(actions, logp * mf, mf, torch.arange(len(cond), device=self.device))
+
+    def _generate(
+        self,
+        cond: Conditioning,
+        settings: torch.Tensor,
+        generator: torch.Generator | None,
+        use_cache: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoding loop of :meth:`sample` → ``tokens [N, K, T]``, ``logp [N, T]``, token
+        mask ``[N, T]`` (values past each row's end are not cleared here)."""
+        cfg = self.config
+        states, m = self._cond_states(cond)
+        n, t_max = m.shape
+        k_books, hd = cfg.num_codebooks, cfg.dim // cfg.heads
+        tokens = torch.zeros(n, k_books, t_max, dtype=torch.long, device=self.device)
+        logp = torch.zeros(n, t_max, device=self.device)
+        cos, sin = _rope_tables(t_max, hd, cfg.rope_base, self.device)
+        shape = (n, cfg.heads, t_max, hd)
+        caches = [
+            (torch.zeros(shape, device=self.device), torch.zeros(shape, device=self.device))
+            for _ in range(len(self.blocks) if use_cache else 0)
+        ]
+        warps = [SamplingTransform(settings, v, self.device) for v in cfg.vocab_sizes]
+        fast = [block.fast_weights() for block in self.blocks]
+        head = self._head_matrices()
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        prev = torch.tensor(cfg.vocab_sizes, device=self.device).view(1, -1).expand(n, -1)
+        for t in range(t_max):
+            if use_cache:
+                x = self._embed(prev.unsqueeze(-1)) + states[:, t : t + 1]
+                for block, cache, fw in zip(self.blocks, caches, fast, strict=True):
+                    x = block(x, cos[t : t + 1], sin[t : t + 1], cache=cache, pos=t, fast=fw)
+            else:
+                x = self._embed(self._shifted(tokens[..., : t + 1])) + states[:, : t + 1]
+                x = self._run(x, fast=fast)[:, -1:]
+            logits = self._logits(x, head)
+            u = torch.rand(n, k_books, generator=generator, device=gen_device).to(self.device)
+            for k, lg in enumerate(logits):
+                tok, lp = warps[k].sample(lg[:, 0], u[:, k])
+                tokens[:, k, t] = tok
+                logp[:, t] += lp
+            prev = tokens[:, :, t]
+        return tokens, logp, m
+
+    def step_log_probs(
+        self, cond: Conditioning, rollout: Rollout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced ``[N, T]`` log-probs of the rollout's tokens under the sampling
+        transformation stored in ``rollout.actions["sampling"]`` (temperature 1 and no filtering
+        when absent), and the entropies of those distributions; both zero on padding."""
+        tokens = self._tokens3(rollout.actions["tokens"])
+        c = cond.select(rollout.source.cpu())
+        settings = rollout.actions.get("sampling")
+        if settings is None:
+            settings = sampling_settings(len(rollout), 1.0, 0, 1.0)
+        logits, _ = self._teacher_forced(c, tokens)
+        settings = settings.to(self.device)
+        logp = torch.zeros(tokens.shape[0], tokens.shape[2], device=self.device)
+        ent = torch.zeros_like(logp)
+        for k, lg in enumerate(logits):
+            warp = SamplingTransform(settings, self.config.vocab_sizes[k], self.device)
+            lp, keep = warp(lg, force=tokens[:, k])
+            logp = logp + lp.gather(-1, tokens[:, k].unsqueeze(-1)).squeeze(-1)
+            ent = ent + _entropy(lp, keep)
+        mask = rollout.mask.to(self.device, logp.dtype)
+        return logp * mask, ent * mask
+
+    def decode(self, rollout: Rollout) -> list[np.ndarray]:
+        """Waveforms of the sampled tokens, trimmed (or zero-padded) to the inputs' lengths."""
+        tokens = self._tokens3(rollout.actions["tokens"]).cpu().numpy()
+        lengths = rollout.mask.sum(dim=1).round().long().tolist()
+        wavs = self._decode_tokens(tokens, lengths)
+        num = rollout.actions.get("num_samples")
+        if num is None:
+            return wavs
+        return [_fit(w, n) for w, n in zip(wavs, num.tolist(), strict=True)]
+
+    def decode_targets(self, targets: Targets) -> list[np.ndarray]:
+        """Waveforms of targets; each covers its valid frames (``frames × token_samples``)."""
+        lengths = targets.mask.sum(dim=1).long().tolist()
+        return self._decode_tokens(targets.values.cpu().numpy(), lengths)
+
+    def _decode_tokens(self, tokens: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+        items = [np.ascontiguousarray(tokens[i, :, :n]) for i, n in enumerate(lengths)]
+        fc = self.config.features
+        return [
+            _fit(w, n * fc.token_samples)
+            for w, n in zip(self.codec.decode(items), lengths, strict=True)
+        ]
+
+    def targets_from_rollout(self, rollout: Rollout) -> Targets:
+        """The rollout's tokens as :class:`Targets` (e.g. to store DPO winners and losers)."""
+        return Targets(self._tokens3(rollout.actions["tokens"]), rollout.mask.bool())
+
+    def sft_loss(self, cond: Conditioning, targets: Targets) -> torch.Tensor:
+        """Token cross-entropy on valid frames, averaged over tokens and codebooks (label
+        smoothing from the config; dropout when the module is in training mode)."""
+        tokens = self._tokens3(targets.values)
+        dropout = self.config.dropout if self.training else 0.0
+        logits, m = self._teacher_forced(cond, tokens, dropout)
+        valid = targets.mask.to(self.device).bool()
+        if not torch.equal(valid, m):
+            raise ValueError(
+                "target frames do not match the conditioning frames (clean and noisy inputs "
+                "must have the same lengths)"
+            )
+        losses = [
+            F.cross_entropy(
+                lg[valid], tokens[:, k][valid], label_smoothing=self.config.label_smoothing
+            )
+            for k, lg in enumerate(logits)
+        ]
+        return torch.stack(losses).mean()
+
+    def preference_noise(
+        self, targets: Targets, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The AR likelihood is exact: no shared randomness."""
+        return {}
+
+    def preference_log_likelihood(
+        self, cond: Conditioning, targets: Targets, noise: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``[B]`` sequence log-prob of the targets (temperature 1, no filtering), summed over
+        valid frames and codebooks."""
+        tokens = self._tokens3(targets.values)
+        logits, _ = self._teacher_forced(cond, tokens)
+        total = torch.zeros(tokens.shape[0], tokens.shape[2], device=self.device)
+        for k, lg in enumerate(logits):
+            total = total + F.log_softmax(lg, dim=-1).gather(-1, tokens[:, k, :, None])[..., 0]
+        return (total * targets.mask.to(self.device, total.dtype)).sum(dim=1)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
+        ``codec_spec`` was given): the folder is enough for :meth:`load`."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.codec_spec is not None:
+            codec_entry: dict[str, Any] = {"spec": self.codec_spec}
+        else:
+            kind, options = _codec_kind(self.codec)
+            self.codec.save(directory / CODEC_DIR)
+            codec_entry = {"kind": kind, "path": CODEC_DIR, "options": options}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE))
+        meta = {
+            "family": FAMILY,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "codec": codec_entry,
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> ARPolicy:
+        """Load a folder written by :meth:`save`."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise FileNotFoundError(
+                f"{directory}: not a policy checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
+            )
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("family") != FAMILY:
+            raise ValueError(f"{cfg_path}: family {meta.get('family')!r} is not {FAMILY!r}")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(
+                f"{cfg_path}: format version {meta['format_version']} is newer than this "
+                f"sealign supports ({FORMAT_VERSION})"
+            )
+        entry = meta["codec"]
+        spec = entry.get("spec")
+        if spec is not None:
+            codec = load_codec(spec)
+        else:
+            codec = load_codec(f"{entry['kind']}:{directory / entry['path']}", **entry["options"])
+        policy = cls(codec, ARConfig.from_dict(meta["config"]), codec_spec=spec)
+        policy.load_state_dict(load_file(str(w_path), device=str(map_location)))
+        return policy.to(map_location)
+
+
+def _fit(wav: np.ndarray, n: int) -> np.ndarray:
+    wav = np.asarray(wav, dtype=np.float32)
+    return wav[:n] if wav.size >= n else np.pad(wav, (0, n - wav.size))
+
+
+def _codec_kind(codec: Codec) -> tuple[str, dict[str, Any]]:
+    """The :func:`load_codec` kind of a built-in codec object, and options to restore it."""
+    from sealign.codecs import base
+
+    target = f"{type(codec).__module__}:{type(codec).__qualname__}"
+    for kind, where in base._KINDS.items():
+        if where == target:
+            layout = getattr(codec, "layout", None)
+            return kind, ({"layout": layout} if layout is not None else {})
+    raise ValueError(
+        f"{type(codec).__name__} is not a built-in codec kind ({', '.join(base._KINDS)}); "
+        "pass codec_spec=... to ARPolicy so the checkpoint can refer to it"
+    )

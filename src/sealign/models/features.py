@@ -1,0 +1,207 @@
+"""Conditioning features of noisy audio, shared by every model family: log-mel frames.
+
+Framing is aligned to the codec: with ``hop = sample_rate / frame_rate / frames_per_token`` a
+signal of ``n`` samples gives ``frames_per_token * ceil(n / token_samples)`` feature frames, i.e.
+exactly ``frames_per_token`` feature frames per codec frame (the last one zero-padded), and
+feature frame ``i`` is centred on the middle of its hop ``[i·hop, (i+1)·hop)``. A model can then
+reshape ``[T_c, D]`` to ``[T, frames_per_token · D]`` and add it to the token stream frame by
+frame.
+
+The power spectrum (``torch.stft``, Hann window) goes through a ``librosa`` mel filterbank and a
+natural log floored at ``log_floor`` times the utterance's loudest mel value (70 dB below it by
+default; a relative floor keeps features exactly invariant to the input gain). Per-utterance normalization (``normalize="utterance"``, default) subtracts
+one scalar mean and divides by one scalar standard deviation over all valid frames and bins: this
+removes the input gain but keeps the spectral shape of speech and noise, which the model needs to
+tell them apart. ``"bin"`` normalizes every mel bin separately (cepstral-mean style) and
+``"none"`` keeps raw log-mels.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from sealign.audio.io import AudioError, AudioLimits, validate_audio
+from sealign.models.policy import Conditioning
+
+NORMALIZATIONS = ("utterance", "bin", "none")
+
+
+class FeatureError(ValueError):
+    """Noisy input that cannot be turned into features (silent, too short, not mono...)."""
+
+
+@dataclass
+class FeatureConfig:
+    """Log-mel settings. ``frames_per_token`` feature frames make one codec frame."""
+
+    sample_rate: int = 16000
+    hop_length: int = 160
+    frames_per_token: int = 2
+    n_mels: int = 80
+    n_fft: int = 512
+    win_length: int = 400
+    fmin: float = 0.0
+    fmax: float | None = None
+    log_floor: float = 1e-7  # relative to the utterance's largest mel power
+    normalize: str = "utterance"
+    min_duration: float = 0.1  # seconds; shorter input is an error
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
+        if self.hop_length <= 0 or self.frames_per_token <= 0:
+            raise ValueError("hop_length and frames_per_token must be positive")
+
+    @property
+    def token_samples(self) -> int:
+        return self.hop_length * self.frames_per_token
+
+    @property
+    def dim(self) -> int:
+        """Width of one feature frame."""
+        return self.n_mels
+
+    def num_tokens(self, num_samples: int) -> int:
+        """Codec frames covering ``num_samples``: ``ceil(num_samples / token_samples)``."""
+        return max(1, -(-int(num_samples) // self.token_samples))
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.num_tokens(num_samples) * self.frames_per_token
+
+    @classmethod
+    def for_rates(
+        cls, sample_rate: int, frame_rate: float, frames_per_token: int = 2, **overrides: Any
+    ) -> FeatureConfig:
+        """Settings whose hop puts ``frames_per_token`` feature frames in one codec frame."""
+        token = sample_rate / frame_rate
+        hop = token / frames_per_token
+        if abs(hop - round(hop)) > 1e-6:
+            raise ValueError(
+                f"a codec frame of {token:g} samples cannot be split into {frames_per_token} "
+                "whole feature hops; choose another frames_per_token"
+            )
+        hop = int(round(hop))
+        n_fft = overrides.pop("n_fft", 1 << max(8, math.ceil(math.log2(2.5 * hop))))
+        win = overrides.pop("win_length", min(n_fft, int(round(2.5 * hop))))
+        return cls(
+            sample_rate=int(sample_rate),
+            hop_length=hop,
+            frames_per_token=int(frames_per_token),
+            n_fft=int(n_fft),
+            win_length=int(win),
+            **overrides,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown feature config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> torch.Tensor:
+    import librosa
+
+    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    return torch.from_numpy(np.asarray(fb, dtype=np.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _window(win_length: int) -> torch.Tensor:
+    return torch.hann_window(win_length, periodic=True, dtype=torch.float32)
+
+
+def check_noisy(wav: np.ndarray, cfg: FeatureConfig, name: str) -> np.ndarray:
+    """Validate one noisy waveform (mono, finite, audible, long enough) → float32."""
+    wav = np.asarray(wav)
+    if wav.ndim != 1:
+        raise FeatureError(f"{name}: expected mono 1-D audio, got shape {wav.shape}")
+    try:
+        validate_audio(
+            wav, cfg.sample_rate, name=name, limits=AudioLimits(min_duration=cfg.min_duration)
+        )
+    except AudioError as err:
+        raise FeatureError(str(err)) from err
+    if float(np.max(np.abs(wav))) < 1e-4:
+        raise FeatureError(f"{name}: audio is silent (peak below -80 dBFS)")
+    return wav.astype(np.float32)
+
+
+def log_mel(wav: np.ndarray | torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """``[frames, n_mels]`` un-normalized log-mel of one waveform (no validation)."""
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+    n_frames = cfg.num_frames(x.numel())
+    hop, n_fft = cfg.hop_length, cfg.n_fft
+    left = n_fft // 2 - hop // 2
+    total = (n_frames - 1) * hop + n_fft
+    x = torch.nn.functional.pad(x, (left, max(0, total - left - x.numel())))[:total]
+    spec = torch.stft(
+        x,
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=cfg.win_length,
+        window=_window(cfg.win_length),
+        center=False,
+        return_complex=True,
+    )
+    power = spec.real.square() + spec.imag.square()  # [F, frames]
+    mel = _mel_basis(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ power
+    floor = cfg.log_floor * torch.clamp(mel.max(), min=1e-20)
+    return torch.log(mel + floor).T.contiguous()
+
+
+def normalize(feats: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-utterance normalization of ``[frames, D]`` (see the module docstring)."""
+    if mode == "none":
+        return feats
+    if mode == "utterance":
+        mean, std = feats.mean(), feats.std(unbiased=False)
+    else:
+        mean, std = feats.mean(dim=0), feats.std(dim=0, unbiased=False)
+    return (feats - mean) / torch.clamp(std, min=1e-5)
+
+
+def compute_features(
+    noisy: Sequence[np.ndarray], cfg: FeatureConfig, max_frames: int | None = None
+) -> Conditioning:
+    """Batched, padded, normalized log-mels of ``noisy`` → :class:`Conditioning`.
+
+    ``features [B, T_c, n_mels]`` (zeros past each item's end), ``mask [B, T_c]`` (True = valid),
+    ``num_samples``. ``max_frames`` bounds the codec frames per item (a clear error beyond).
+    """
+    if isinstance(noisy, np.ndarray) and noisy.ndim == 1:
+        noisy = [noisy]
+    if len(noisy) == 0:
+        raise FeatureError("no noisy inputs given")
+    items = [check_noisy(w, cfg, f"noisy item {i}") for i, w in enumerate(noisy)]
+    if max_frames is not None:
+        for i, w in enumerate(items):
+            t = cfg.num_tokens(w.size)
+            if t > max_frames:
+                raise FeatureError(
+                    f"noisy item {i}: {w.size / cfg.sample_rate:.1f} s is {t} codec frames, more "
+                    f"than the model's max_frames={max_frames}; split the input into chunks"
+                )
+    feats = [normalize(log_mel(w, cfg), cfg.normalize) for w in items]
+    t_max = max(f.shape[0] for f in feats)
+    out = torch.zeros(len(feats), t_max, cfg.n_mels)
+    mask = torch.zeros(len(feats), t_max, dtype=torch.bool)
+    for i, f in enumerate(feats):
+        out[i, : f.shape[0]] = f
+        mask[i, : f.shape[0]] = True
+    return Conditioning(out, mask, [int(w.size) for w in items])

@@ -1,0 +1,81 @@
+"""Build or load a policy of any family from its name or a checkpoint folder.
+
+A checkpoint folder holds ``config.json`` whose ``family`` field picks the built-in class; only
+``ar`` is implemented so far (``mgm`` and ``fm`` are planned). A checkpoint of a custom policy
+(see ``docs/custom_models.md``) may name its class instead, as ``"class": "package.module:Name"``;
+that class's ``load(directory, map_location=...)`` is then used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from sealign.codecs.base import Codec
+from sealign.models.policy import FAMILIES, Policy
+
+CONFIG_FILE = "config.json"
+
+
+def _family_class(family: str) -> Any:
+    if family == "ar":
+        from sealign.models.ar import ARPolicy
+
+        return ARPolicy
+    if family in FAMILIES:
+        raise NotImplementedError(f"model family {family!r} is not implemented yet (available: ar)")
+    raise ValueError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}")
+
+
+def _custom_class(path: str, family: str) -> Any:
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"policy class {path!r} must look like package.module:ClassName")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import policy class {path!r}: {err}") from err
+    if getattr(cls, "family", None) != family or not hasattr(cls, "load"):
+        raise ValueError(
+            f"policy class {path!r} must have family = {family!r} and a load() classmethod"
+        )
+    return cls
+
+
+def build_policy(
+    family: str, codec: Codec, config_dict: dict[str, Any] | None = None, **kwargs: Any
+) -> Policy:
+    """A freshly initialized policy of ``family`` for ``codec``. ``config_dict`` overrides the
+    family's config fields (AR: :class:`~sealign.models.ar.ARConfig`; unknown keys are an error);
+    ``kwargs`` go to the policy constructor (e.g. ``codec_spec``)."""
+    cls = _family_class(family)
+    from sealign.models.ar import ARConfig
+
+    return cls(codec, ARConfig.for_codec(codec, **dict(config_dict or {})), **kwargs)
+
+
+def read_meta(path_or_dir: str | Path) -> tuple[dict[str, Any], Path]:
+    """``(config.json contents, checkpoint folder)`` of a checkpoint folder or its config file."""
+    path = Path(path_or_dir)
+    directory = path.parent if path.name == CONFIG_FILE and path.is_file() else path
+    cfg = directory / CONFIG_FILE
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{path}: not a policy checkpoint (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(cfg.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{cfg}: invalid JSON ({err})") from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("family"), str):
+        raise ValueError(f"{cfg}: no 'family' field; is this a policy checkpoint?")
+    return meta, directory
+
+
+def load_policy(path_or_dir: str | Path, map_location: str = "cpu") -> Policy:
+    """Load a checkpoint written by a policy's ``save`` (its folder or its ``config.json``)."""
+    meta, directory = read_meta(path_or_dir)
+    family = meta["family"]
+    custom = meta.get("class")
+    cls = _custom_class(custom, family) if custom else _family_class(family)
+    return cls.load(directory, map_location=map_location)

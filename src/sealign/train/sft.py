@@ -1,0 +1,589 @@
+"""Supervised fine-tuning (SFT) of any :class:`~sealign.models.policy.Policy` on (noisy, clean)
+pairs: one explicit loop, nothing hidden.
+
+    batch → policy.condition(noisy), policy.encode_targets(clean) → policy.sft_loss
+          → backward → clip → AdamW step → LR schedule (linear warmup, cosine decay)
+
+Every ``logging_steps`` it logs ``train/loss``, ``train/lr``, ``train/grad_norm`` and
+``train/seconds_per_step`` (console, ``log.jsonl``, TensorBoard); every ``eval_steps`` the
+validation loss ``eval/loss`` and metrics of a few decoded validation utterances
+(``eval/<column>``, e.g. ``eval/dnsmos_ovrl``); every ``save_steps`` a checkpoint
+(:mod:`sealign.train.checkpoint`). ``resume=True`` continues from the latest checkpoint and
+reproduces the losses of an uninterrupted run exactly: weights, optimizer, scheduler, RNGs and
+the data position are restored, and the data stream is a pure function of that position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sealign.audio.io import write_audio
+from sealign.config import save_config, to_dict
+from sealign.metrics.base import Metric, MetricUnavailable, Utterance
+from sealign.models.policy import FAMILIES, Conditioning, Policy, Targets
+from sealign.train.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    policy_dir,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from sealign.train.data import DataConfig, DataError, Example, PairDataset
+from sealign.utils.logging import RunLogger
+from sealign.utils.threads import set_torch_threads
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------------- config
+
+
+@dataclass
+class ModelConfig:
+    """Start from a saved policy (``init_from``) or build a new one (``family`` + ``codec``)."""
+
+    init_from: str | None = None  # run dir (latest checkpoint), checkpoint dir or policy dir
+    family: str | None = None  # one of FAMILIES
+    codec: str | None = None  # codec spec, e.g. "world:runs/codec"
+    config: dict[str, Any] = field(default_factory=dict)  # the family's model config fields
+
+    def check(self, prefix: str = "model.") -> None:
+        if self.init_from:
+            if self.codec or self.config:
+                raise ValueError(
+                    f"{prefix}init_from: give either init_from or family + codec (+ config), "
+                    "not both"
+                )
+            if not Path(self.init_from).exists():
+                raise ValueError(f"{prefix}init_from: not found: {self.init_from}")
+            return
+        if self.family not in FAMILIES:
+            raise ValueError(
+                f"{prefix}family: expected one of {', '.join(FAMILIES)} (or set "
+                f"{prefix}init_from), got {self.family!r}"
+            )
+        if not self.codec:
+            raise ValueError(f"{prefix}codec: a codec spec is required to build a new model")
+        from sealign.codecs.base import parse_spec
+
+        parse_spec(self.codec)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr`` at ``max_steps``."""
+
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.01  # on matrices only (not on norms, biases)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    max_grad_norm: float = 1.0  # 0 = no clipping (the norm is still logged)
+
+    def check(self, prefix: str = "optim.") -> None:
+        if not self.lr > 0:
+            raise ValueError(f"{prefix}lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"{prefix}betas must be two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0 or self.eps <= 0:
+            raise ValueError(f"{prefix}weight_decay must be >= 0 and eps > 0")
+        if self.warmup_steps < 0:
+            raise ValueError(f"{prefix}warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"{prefix}min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"{prefix}max_grad_norm must be >= 0, got {self.max_grad_norm}")
+
+
+@dataclass
+class EvalConfig:
+    """Validation: loss over the valid manifests, metrics on a few decoded utterances."""
+
+    max_batches: int = 0  # valid-loss batches per evaluation; 0 = the whole valid set
+    num_samples: int = 4  # valid utterances sampled, decoded and scored
+    temperature: float = 0.3
+    metrics: list[str] = field(default_factory=lambda: ["dnsmos"])
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    save_audio: bool = True  # decoded samples → <run>/samples/step_<N>/
+
+    def check(self, prefix: str = "eval.") -> None:
+        from sealign.metrics.registry import metric_names
+
+        if self.max_batches < 0 or self.num_samples < 0:
+            raise ValueError(f"{prefix}max_batches and {prefix}num_samples must be >= 0")
+        if not self.temperature > 0:
+            raise ValueError(f"{prefix}temperature must be > 0, got {self.temperature}")
+        for m in self.metrics:
+            if m not in metric_names():
+                raise ValueError(
+                    f"{prefix}metrics: unknown metric {m!r}; known: {', '.join(metric_names())}"
+                )
+        unused = sorted(set(self.metric_options) - set(self.metrics))
+        if unused:
+            raise ValueError(f"{prefix}metric_options: given for unselected metrics {unused}")
+
+
+@dataclass
+class SFTConfig:
+    """Settings of ``sealign train`` (supervised fine-tuning)."""
+
+    output_dir: str = "runs/sft"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    max_steps: int = 1000
+    logging_steps: int = 10
+    eval_steps: int = 200  # 0 = only at the end
+    save_steps: int = 200  # 0 = only at the end
+    save_total_limit: int = 3
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+        for key in ("max_steps", "logging_steps", "threads", "save_total_limit"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("eval_steps", "save_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        try:
+            dev = torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"device: {err}") from err
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device: {self.device!r} requested but CUDA is not available")
+
+    def check(self) -> None:
+        """Checks that touch the file system (manifests, init checkpoint, codec spec)."""
+        self.model.check("model.")
+        self.data.check("data.")
+        self.optim.check("optim.")
+        self.eval.check("eval.")
+
+
+# --------------------------------------------------------------------------- model and optim
+
+
+def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
+    """A policy from ``init_from`` or a new one of ``family`` over ``codec``."""
+    from sealign.models.registry import build_policy, load_policy
+
+    if cfg.init_from:
+        policy = load_policy(policy_dir(cfg.init_from))
+    else:
+        from sealign.codecs.base import load_codec
+
+        codec = load_codec(cfg.codec)  # type: ignore[arg-type]
+        try:
+            policy = build_policy(cfg.family, codec, dict(cfg.config))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model.config: {err}") from err
+    return policy.to(device)  # type: ignore[attr-defined]
+
+
+def make_optimizer(policy: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on ≥ 2-D parameters only (nanoGPT convention)."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+
+
+def lr_factor(step: int, warmup: int, max_steps: int, min_ratio: float) -> float:
+    """Multiplier of the base LR at optimizer step ``step`` (0-based)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    def fn(step: int) -> float:
+        return lr_factor(step, cfg.warmup_steps, max_steps, cfg.min_lr_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+# ----------------------------------------------------------------------------------- batches
+
+
+def _keep_working(
+    items: list[T], fn: Callable[[list[T]], Any], name: Callable[[T], str]
+) -> tuple[list[T], Any]:
+    """``fn(items)``; if it raises ``ValueError``, drop the items that fail alone (logged)."""
+    try:
+        return items, fn(items)
+    except ValueError:
+        keep = []
+        for it in items:
+            try:
+                fn([it])
+                keep.append(it)
+            except ValueError as err:
+                log.warning("skipping %s: %s", name(it), err)
+        return keep, (fn(keep) if keep else None)
+
+
+def split_targets(t: Targets) -> list[Targets]:
+    """One unpadded :class:`Targets` per row (time is the last axis of integer token values,
+    axis 1 of float latents, as the protocol defines)."""
+    axis = t.values.dim() - 1 if not t.values.is_floating_point() else 1
+    out = []
+    for i in range(t.values.shape[0]):
+        n = int(t.mask[i].sum())
+        out.append(Targets(t.values[i : i + 1].narrow(axis, 0, n), t.mask[i : i + 1, :n]))
+    return out
+
+
+def collate_targets(rows: Sequence[Targets]) -> Targets:
+    """Inverse of :func:`split_targets`: pad with zeros along the time axis."""
+    v0 = rows[0].values
+    axis = v0.dim() - 1 if not v0.is_floating_point() else 1
+    t_max = max(r.mask.shape[1] for r in rows)
+    values, masks = [], []
+    for r in rows:
+        pad = t_max - r.mask.shape[1]
+        shape = list(r.values.shape)
+        shape[axis] = pad
+        values.append(torch.cat([r.values, r.values.new_zeros(shape)], dim=axis))
+        masks.append(torch.cat([r.mask, r.mask.new_zeros(1, pad)], dim=1))
+    return Targets(torch.cat(values), torch.cat(masks))
+
+
+class TargetEncoder:
+    """``policy.encode_targets`` with a per-utterance cache for clean sides that never change
+    (whole files, no on-the-fly degradation). With the cache on, every batch goes through
+    :func:`split_targets` / :func:`collate_targets`, so results do not depend on what is cached.
+    """
+
+    def __init__(self, policy: Policy, enabled: bool = True) -> None:
+        self.policy, self.enabled = policy, enabled
+        self.cache: dict[str, Targets] = {}
+
+    def __call__(self, batch: list[Example]) -> Targets:
+        if not self.enabled:
+            return self.policy.encode_targets([ex.clean for ex in batch])
+        todo = [ex for ex in batch if not (ex.fixed_clean and ex.id in self.cache)]
+        fresh: dict[int, Targets] = {}
+        if todo:
+            rows = split_targets(self.policy.encode_targets([ex.clean for ex in todo]))
+            for ex, row in zip(todo, rows, strict=True):
+                fresh[id(ex)] = row
+                if ex.fixed_clean:
+                    self.cache[ex.id] = row
+        return collate_targets([fresh.get(id(ex)) or self.cache[ex.id] for ex in batch])
+
+
+def prepare_batch(
+    policy: Policy, batch: list[Example], encode: Callable[[list[Example]], Targets]
+) -> tuple[list[Example], Conditioning, Targets] | None:
+    """Conditioning and targets of a batch; examples the policy rejects are dropped (logged)."""
+    batch, cond = _keep_working(batch, lambda b: policy.condition([e.noisy for e in b]), _eid)
+    if not batch:
+        return None
+    kept, targets = _keep_working(batch, encode, _eid)
+    if not kept:
+        return None
+    if len(kept) != len(batch):
+        cond = policy.condition([e.noisy for e in kept])
+    return kept, cond, targets
+
+
+def _eid(ex: Example) -> str:
+    return ex.id
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+
+def build_eval_metrics(cfg: EvalConfig, threads: int) -> dict[str, Metric]:
+    from sealign.metrics.registry import build_metric
+
+    return {
+        name: build_metric(name, num_threads=threads, **cfg.metric_options.get(name, {}))
+        for name in cfg.metrics
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    policy: Policy,
+    valid: PairDataset,
+    cfg: SFTConfig,
+    metrics: dict[str, Metric],
+    step: int,
+    encode: Callable[[list[Example]], Targets],
+    samples_dir: Path | None = None,
+) -> dict[str, float]:
+    """Validation loss and metrics of decoded samples. Global RNGs are left untouched."""
+    module: torch.nn.Module = policy  # type: ignore[assignment]
+    was_training = module.training
+    module.eval()
+    out: dict[str, float] = {}
+    saved_rng = rng_state()
+    try:
+        torch.manual_seed(cfg.seed + 1)  # same draws (masks, noise) at every evaluation
+        total, count = 0.0, 0
+        limit = cfg.eval.max_batches * cfg.data.batch_size or None
+        for batch in valid.iter_batches(limit):
+            prepared = prepare_batch(policy, batch, encode)
+            if prepared is None:
+                continue
+            kept, cond, targets = prepared
+            total += float(policy.sft_loss(cond, targets)) * len(kept)
+            count += len(kept)
+        if count:
+            out["eval/loss"] = total / count
+        if cfg.eval.num_samples and metrics:
+            out.update(_score_samples(policy, valid, cfg, metrics, step, samples_dir))
+    finally:
+        set_rng_state(saved_rng)
+        module.train(was_training)
+    return out
+
+
+def _score_samples(
+    policy: Policy,
+    valid: PairDataset,
+    cfg: SFTConfig,
+    metrics: dict[str, Metric],
+    step: int,
+    samples_dir: Path | None,
+) -> dict[str, float]:
+    from sealign.eval.score import column_name
+
+    examples = [ex for b in valid.iter_batches(cfg.eval.num_samples) for ex in b]
+    examples, cond = _keep_working(examples, lambda b: policy.condition([e.noisy for e in b]), _eid)
+    if not examples:
+        return {}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    wavs = policy.decode(policy.sample(cond, temperature=cfg.eval.temperature, generator=gen))
+    sr = policy.sample_rate
+    utts = [
+        Utterance(ex.id, w, sr, reference=ex.clean, text=ex.text)
+        for ex, w in zip(examples, wavs, strict=True)
+    ]
+    if samples_dir is not None:
+        for u in utts:
+            write_audio(samples_dir / f"step_{step:08d}" / f"{_safe(u.id)}.wav", u.audio, sr)
+    values: dict[str, list[float]] = {}
+    for name in list(metrics):
+        try:
+            results = metrics[name].score_batch(utts)
+        except MetricUnavailable as err:
+            log.warning("eval: dropping metric %s: %s", name, err)
+            del metrics[name]
+            continue
+        for r in results:
+            for k, v in r.values.items():
+                values.setdefault(f"eval/{column_name(name, k)}", []).append(v)
+    return {k: float(np.mean(v)) for k, v in values.items()}
+
+
+def _safe(utt_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in utt_id)[:120] or "utt"
+
+
+# ------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class SFTResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    history: list[dict[str, Any]]  # records logged by this invocation
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` by a run that was killed (they are redone)."""
+    import json
+
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            pass  # a line cut by the kill
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+    tmp.replace(path)
+
+
+def train_sft(
+    cfg: SFTConfig, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True
+) -> SFTResult:
+    """Train ``cfg.model`` on ``cfg.data`` for ``cfg.max_steps`` steps into ``run_dir``
+    (default ``cfg.output_dir``); see the module docstring."""
+    cfg.check()
+    run = Path(run_dir or cfg.output_dir)
+    cfg = dataclasses.replace(cfg, output_dir=str(run))  # the saved config names the real run
+    ckpt = latest_checkpoint(run)
+    if ckpt is not None and not resume:
+        raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
+    if resume and ckpt is None:
+        log.info("resume: no checkpoint in %s yet, starting from scratch", run)
+    if ckpt is not None:
+        _warn_config_changes(ckpt, cfg)
+    set_torch_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if ckpt is not None:  # weights from the checkpoint; RNGs are restored further down
+        policy = init_policy(ModelConfig(init_from=str(ckpt)), cfg.device)
+    else:
+        policy = init_policy(cfg.model, cfg.device)
+    module: torch.nn.Module = policy  # type: ignore[assignment]
+    module.train()
+    train_ds = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, train=True)
+    valid_ds = (
+        PairDataset(cfg.data.valid, cfg.data, policy.sample_rate, cfg.seed, train=False)
+        if cfg.data.valid
+        else None
+    )
+    metrics = build_eval_metrics(cfg.eval, cfg.threads) if valid_ds is not None else {}
+    run.mkdir(parents=True, exist_ok=True)  # everything above can fail on a bad config
+    save_config(cfg, run / "config.yaml")
+    optimizer = make_optimizer(module, cfg.optim)
+    scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
+    state = TrainerState()
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, optimizer, scheduler)
+        train_ds.load_state_dict({"epoch": state.epoch, "index": state.index})
+        _truncate_log(run / "log.jsonl", state.step)
+        log.info("resumed from %s (step %d, epoch %d)", ckpt, state.step, state.epoch)
+    n_params = sum(p.numel() for p in module.parameters())
+    log.info(
+        "SFT %s policy (%.2fM params): %d train / %d valid utterances, %d steps",
+        policy.family,
+        n_params / 1e6,
+        len(train_ds),
+        len(valid_ds) if valid_ds is not None else 0,
+        cfg.max_steps,
+    )
+    encode = TargetEncoder(policy, cfg.data.cache_targets)
+    encode_valid = TargetEncoder(policy, cfg.data.cache_targets)
+    logger = RunLogger(run)
+    history: list[dict[str, Any]] = []
+    acc = state.extra.setdefault("window", {"loss": 0.0, "grad_norm": 0.0, "n": 0, "secs": 0.0})
+    last_ckpt: Path | None = ckpt
+    params = [p for p in module.parameters() if p.requires_grad]
+    clip = cfg.optim.max_grad_norm or float("inf")
+    rejected = 0  # consecutive batches the policy could not use at all
+    bar = tqdm(
+        total=cfg.max_steps, initial=state.step, desc="sft", unit="step", disable=not progress
+    )
+    try:
+        while state.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            prepared = prepare_batch(policy, train_ds.next_batch(), encode)
+            if prepared is None:
+                rejected += 1
+                if rejected > max(10, len(train_ds)):
+                    raise DataError(f"the model rejected every example of {rejected} batches")
+                continue
+            rejected = 0
+            _, cond, targets = prepared
+            loss = policy.sft_loss(cond, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            lr = scheduler.get_last_lr()[0]
+            loss_value = float(loss.detach())
+            if math.isfinite(loss_value) and math.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                log.warning("step %d: non-finite loss or gradient, update skipped", state.step + 1)
+            scheduler.step()
+            state.step += 1
+            state.epoch, state.index = train_ds.epoch, train_ds.index
+            acc["loss"] += loss_value
+            acc["grad_norm"] += grad_norm
+            acc["n"] += 1
+            acc["secs"] += time.perf_counter() - t0
+            bar.update(1)
+            last = state.step == cfg.max_steps
+            if state.step % cfg.logging_steps == 0 or last:
+                n = acc["n"]
+                rec = {
+                    "train/loss": acc["loss"] / n,
+                    "train/lr": lr,
+                    "train/grad_norm": acc["grad_norm"] / n,
+                    "train/seconds_per_step": acc["secs"] / n,
+                    "train/epoch": state.epoch + state.index / max(1, len(train_ds.order(0))),
+                }
+                acc.update(loss=0.0, grad_norm=0.0, n=0, secs=0.0)
+                logger.log(rec, step=state.step)
+                history.append({"step": state.step, **rec})
+                bar.set_postfix(loss=f"{rec['train/loss']:.4f}", lr=f"{lr:.2e}")
+            if valid_ds is not None and (
+                (cfg.eval_steps and state.step % cfg.eval_steps == 0) or last
+            ):
+                samples = run / "samples" if cfg.eval.save_audio else None
+                rec = evaluate(policy, valid_ds, cfg, metrics, state.step, encode_valid, samples)
+                logger.log(rec, step=state.step)
+                history.append({"step": state.step, **rec})
+                log.info(
+                    "step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in rec.items())
+                )
+            if (cfg.save_steps and state.step % cfg.save_steps == 0) or last:
+                last_ckpt = save_checkpoint(
+                    run, policy, optimizer, scheduler, state, cfg, keep_last=cfg.save_total_limit
+                )
+    finally:
+        bar.close()
+        logger.close()
+    if train_ds.skipped:
+        log.info("skipped %d training utterances (reasons logged above)", len(train_ds.skipped))
+    log.info("done: step %d, checkpoint %s", state.step, last_ckpt)
+    return SFTResult(run, state.step, last_ckpt, history)
+
+
+def _warn_config_changes(ckpt: Path, cfg: SFTConfig) -> None:
+    """Log settings that differ from the checkpoint's (they may break exact resumption)."""
+    import yaml
+
+    saved_path = ckpt / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    now = yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
+
+    def diff(a: Any, b: Any, key: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [
+                d for k in sorted(set(a) | set(b)) for d in diff(a.get(k), b.get(k), f"{key}{k}.")
+            ]
+        return [] if a == b else [f"{key[:-1]}: {a!r} → {b!r}"]
+
+    changes = diff(saved, now, "")
+    if changes:
+        log.warning("resuming with changed settings: %s", "; ".join(changes))

@@ -1,0 +1,312 @@
+"""The autoregressive codec-token policy (tiny model, tiny WORLD codec) and the policy registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
+from sealign.models.ar import ARConfig, ARPolicy, SamplingTransform, sampling_settings
+from sealign.models.features import FeatureConfig, FeatureError, compute_features
+from sealign.models.policy import Policy, Rollout, Targets
+from sealign.models.registry import build_policy, load_policy
+
+torch.set_num_threads(1)
+
+TINY_CODEC = {"ar_spec_k": 16, "ar_f0_k": 4, "mgm_spec_k": [8, 8], "mgm_f0_k": 8, "kmeans_iters": 6}
+TINY_MODEL = {"dim": 32, "layers": 2, "heads": 2, "features": {"n_mels": 20}}
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory, speech):
+    out = tmp_path_factory.mktemp("ar_codec")
+    wavs = [speech(i, v) for i in range(4) for v in ("en-us+m3", "en-us+f2")]
+    train_world_codec(wavs, out, WorldCodecConfig(**TINY_CODEC))
+    return out
+
+
+@pytest.fixture(scope="module")
+def codec(codec_dir) -> WorldCodec:
+    return WorldCodec.load(codec_dir)
+
+
+@pytest.fixture(scope="module")
+def pair(speech, noisy):
+    """Two clean/noisy pairs of different lengths (about 2.7 s and 3.9 s)."""
+    clean = [speech(0), speech(1)]
+    return clean, [noisy(c, 5.0, seed=i) for i, c in enumerate(clean)]
+
+
+def make_policy(codec, seed: int = 0, **overrides) -> ARPolicy:
+    torch.manual_seed(seed)
+    return ARPolicy(codec, ARConfig.for_codec(codec, **{**TINY_MODEL, **overrides})).eval()
+
+
+def test_protocol_config_and_features(codec, pair):
+    policy = make_policy(codec)
+    assert isinstance(policy, Policy) and policy.family == "ar" and policy.sample_rate == 16000
+    fc = policy.config.features
+    assert (fc.hop_length, fc.frames_per_token, fc.n_mels) == (160, 2, 20)
+    assert policy.config.vocab_sizes == [64]
+    _, noisy = pair
+    cond = policy.condition(noisy)
+    n_tok = [int(np.ceil(len(w) / 320)) for w in noisy]
+    assert cond.features.shape == (2, 2 * max(n_tok), 20)
+    assert cond.mask.sum(dim=1).tolist() == [2 * n for n in n_tok]
+    assert cond.num_samples == [len(w) for w in noisy]
+    assert torch.all(cond.features[0, ~cond.mask[0]] == 0)
+    # per-utterance normalization: batching does not change an item's features
+    alone = compute_features([noisy[0]], fc)
+    torch.testing.assert_close(cond.features[0, : alone.features.shape[1]], alone.features[0])
+    valid = cond.features[1][cond.mask[1]]
+    assert abs(valid.mean().item()) < 1e-4 and abs(valid.std(unbiased=False).item() - 1) < 1e-3
+    # the gain of the input does not matter
+    louder = compute_features([noisy[0] * 0.3], fc)
+    torch.testing.assert_close(louder.features, alone.features, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": 1.0},
+        {"temperature": 0.7, "top_k": 5},
+        {"temperature": 1.3, "top_p": 0.8},
+        {"temperature": 0.8, "top_k": 12, "top_p": 0.9},
+    ],
+)
+def test_sampled_logp_equals_teacher_forced(codec, pair, options):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    rollout = policy.sample(cond, generator=torch.Generator().manual_seed(1), **options)
+    tokens = rollout.actions["tokens"]
+    assert tokens.shape == (2, cond.features.shape[1] // 2) and tokens.dtype == torch.long
+    assert torch.equal(rollout.source, torch.arange(2))
+    assert rollout.mask.sum(dim=1).tolist() == [int(np.ceil(len(w) / 320)) for w in pair[1]]
+    logp, entropy = policy.step_log_probs(cond, rollout)
+    assert logp.requires_grad
+    torch.testing.assert_close(logp, rollout.logp, atol=1e-4, rtol=0)
+    assert torch.all(rollout.logp[rollout.mask == 0] == 0)
+    assert torch.all(entropy[rollout.mask == 1] >= 0) and torch.all(entropy[rollout.mask == 0] == 0)
+    if options.get("top_k"):  # every stored token came from a top-k set
+        assert entropy.max().item() <= np.log(options["top_k"]) + 1e-4
+    # GSPO with groups: expanded conditioning, rollout.source maps back to it
+    group = policy.sample(cond.select([1, 1, 0]), generator=torch.Generator().manual_seed(2))
+    group.source = torch.tensor([1, 1, 0])
+    torch.testing.assert_close(policy.step_log_probs(cond, group)[0], group.logp, atol=1e-4, rtol=0)
+
+
+def test_temperature_changes_the_stored_distribution(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1][:1])
+    rollout = policy.sample(cond, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    at_one = Rollout(
+        {"tokens": rollout.actions["tokens"]}, rollout.logp, rollout.mask, rollout.source
+    )
+    plain, _ = policy.step_log_probs(cond, at_one)  # no settings stored → temperature 1
+    assert (plain - rollout.logp).abs().max().item() > 1e-2
+
+
+def test_sampling_transform_top_k_fast_path_and_ties():
+    logits = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0, 0.0], [0.5, 4.0, 1.0, 3.0, 2.0, 0.0]])
+    settings = sampling_settings(2, 0.5, 2, 1.0)
+    warp = SamplingTransform(settings, 6, torch.device("cpu"))
+    full, keep = warp(logits)
+    # row 0: the tie at the 2nd value keeps all three 2.0 logits (falls back to the full path)
+    assert keep.sum(dim=1).tolist() == [4, 2]
+    for u in (0.0, 0.3, 0.7, 0.999):
+        tok, lp = warp.sample(logits, torch.full((2,), u))
+        assert bool(keep[torch.arange(2), tok].all())
+        torch.testing.assert_close(lp, full[torch.arange(2), tok])
+    one = SamplingTransform(settings[1:], 6, torch.device("cpu"))  # no tie: the top-k path
+    tok, lp = one.sample(logits[1:], torch.tensor([0.9]))
+    torch.testing.assert_close(lp, one(logits[1:])[0][0, tok])
+    # forcing keeps a token outside the set with a finite log-prob
+    forced, _ = warp(logits, force=torch.tensor([5, 0]))
+    assert torch.isfinite(forced[0, 5]) and torch.isfinite(forced[1, 0])
+
+
+def test_kv_cache_matches_no_cache_and_seed_determinism(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    opts = {"temperature": 0.9, "top_k": 20}
+    a = policy.sample(cond, generator=torch.Generator().manual_seed(3), **opts)
+    b = policy.sample(cond, generator=torch.Generator().manual_seed(3), use_cache=False, **opts)
+    c = policy.sample(cond, generator=torch.Generator().manual_seed(3), **opts)
+    d = policy.sample(cond, generator=torch.Generator().manual_seed(4), **opts)
+    assert torch.equal(a.actions["tokens"], b.actions["tokens"])
+    torch.testing.assert_close(a.logp, b.logp, atol=1e-5, rtol=0)
+    assert torch.equal(a.actions["tokens"], c.actions["tokens"]) and torch.equal(a.logp, c.logp)
+    assert not torch.equal(a.actions["tokens"], d.actions["tokens"])
+
+
+def test_padding_rows_do_not_change_valid_rows(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    rollout = policy.sample(cond, generator=torch.Generator().manual_seed(0), top_p=0.95)
+    logp, ent = policy.step_log_probs(cond, rollout)
+    short = int(rollout.mask[0].sum())
+    assert short < rollout.mask.shape[1]
+    alone_cond = policy.condition(pair[1][:1])
+    alone = rollout.select([0])
+    alone = Rollout(
+        {k: (v[:, :short] if k == "tokens" else v) for k, v in alone.actions.items()},
+        alone.logp[:, :short],
+        alone.mask[:, :short],
+        alone.source,
+    )
+    logp1, ent1 = policy.step_log_probs(alone_cond, alone)
+    torch.testing.assert_close(logp1[0], logp[0, :short], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent1[0], ent[0, :short], atol=1e-5, rtol=0)
+    # and the other way round: whatever sits in the padded tail is ignored
+    noisy_tail = Rollout(dict(rollout.actions), rollout.logp, rollout.mask, rollout.source)
+    noisy_tail.actions["tokens"] = rollout.actions["tokens"].clone()
+    noisy_tail.actions["tokens"][0, short:] = 7
+    torch.testing.assert_close(policy.step_log_probs(cond, noisy_tail)[0], logp)
+
+
+def test_sft_overfits_one_batch(codec, pair):
+    clean, noisy = pair
+    policy = make_policy(codec, dim=48, label_smoothing=0.05, dropout=0.1).train()
+    cond, targets = policy.condition(noisy), policy.encode_targets(clean)
+    assert targets.values.shape == (2, 1, cond.features.shape[1] // 2)
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = policy.sft_loss(cond, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(np.log(64), abs=0.3)
+    assert losses[-1] < 0.6 * losses[0]
+    with pytest.raises(ValueError, match="do not match"):
+        policy.sft_loss(cond, policy.encode_targets([clean[0], clean[0]]))
+
+
+def test_preference_log_likelihood_is_masked_sum(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    rollout = policy.sample(cond, generator=torch.Generator().manual_seed(5))
+    targets = policy.targets_from_rollout(rollout)
+    assert policy.preference_noise(targets) == {}
+    ll = policy.preference_log_likelihood(cond, targets, {})
+    logp, _ = policy.step_log_probs(cond, rollout)
+    torch.testing.assert_close(ll, (logp * rollout.mask).sum(dim=1), atol=1e-4, rtol=1e-5)
+    assert ll.shape == (2,) and ll.requires_grad
+
+
+def test_multi_codebook_layout(codec_dir, pair):
+    mgm = WorldCodec.load(codec_dir, layout="mgm")
+    policy = make_policy(mgm, tie_embeddings=False)
+    assert policy.config.vocab_sizes == [8, 8, 8]
+    clean, noisy = pair
+    cond = policy.condition(noisy)
+    rollout = policy.sample(cond, 0.9, torch.Generator().manual_seed(0), top_k=4)
+    assert rollout.actions["tokens"].shape == (2, 3, cond.features.shape[1] // 2)
+    torch.testing.assert_close(
+        policy.step_log_probs(cond, rollout)[0], rollout.logp, atol=1e-4, rtol=0
+    )
+    targets = policy.encode_targets(clean)
+    assert targets.values.shape[1] == 3 and policy.sft_loss(cond, targets).item() > 0
+    wavs = policy.decode(rollout)
+    assert [len(w) for w in wavs] == [len(w) for w in noisy]
+
+
+def test_decode_trims_to_input_length(codec, pair):
+    clean, noisy = pair
+    policy = make_policy(codec)
+    cond = policy.condition(noisy)
+    wavs = policy.decode(policy.sample(cond, generator=torch.Generator().manual_seed(0)))
+    assert [len(w) for w in wavs] == [len(w) for w in noisy]
+    assert all(w.dtype == np.float32 and np.isfinite(w).all() for w in wavs)
+    targets = policy.encode_targets(clean)
+    back = policy.decode_targets(targets)
+    assert [len(w) for w in back] == [int(np.ceil(len(w) / 320)) * 320 for w in clean]
+    assert targets.values.max().item() < 64 and isinstance(targets, Targets)
+
+
+def test_save_load_round_trip(codec, codec_dir, pair, tmp_path):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    rollout = policy.sample(cond, 0.8, torch.Generator().manual_seed(0), top_k=10)
+    policy.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert meta["family"] == "ar" and meta["codec"]["kind"] == "world"
+    assert (tmp_path / "ckpt" / "codec" / "codec.safetensors").is_file()
+    for loaded in (
+        ARPolicy.load(tmp_path / "ckpt"),
+        load_policy(tmp_path / "ckpt" / "config.json"),
+    ):
+        assert isinstance(loaded, ARPolicy) and loaded.config == policy.config
+        assert torch.equal(
+            loaded.step_log_probs(cond, rollout)[0], policy.step_log_probs(cond, rollout)[0]
+        )
+        again = loaded.sample(cond, 0.8, torch.Generator().manual_seed(0), top_k=10)
+        assert torch.equal(again.actions["tokens"], rollout.actions["tokens"])
+    # an external codec is referenced by its spec instead of copied
+    ref = ARPolicy(codec, policy.config, codec_spec=f"world:{codec_dir}")
+    ref.load_state_dict(policy.state_dict())
+    ref.save(tmp_path / "ref")
+    assert not (tmp_path / "ref" / "codec").exists()
+    torch.testing.assert_close(
+        load_policy(tmp_path / "ref").step_log_probs(cond, rollout)[0],
+        rollout.logp,
+        atol=1e-4,
+        rtol=0,
+    )
+
+
+def test_registry(codec, tmp_path):
+    policy = build_policy("ar", codec, {"dim": 16, "layers": 1, "heads": 2, "lookahead": 0})
+    assert isinstance(policy, ARPolicy) and policy.cond_conv is None
+    with pytest.raises(NotImplementedError, match="not implemented yet"):
+        build_policy("mgm", codec, {})
+    with pytest.raises(ValueError, match="unknown model family 'gan'"):
+        build_policy("gan", codec, {})
+    (tmp_path / "fm").mkdir()
+    (tmp_path / "fm" / "config.json").write_text(json.dumps({"family": "fm"}))
+    with pytest.raises(NotImplementedError, match="'fm'"):
+        load_policy(tmp_path / "fm")
+    with pytest.raises(FileNotFoundError, match="not a policy checkpoint"):
+        load_policy(tmp_path / "missing")
+    with pytest.raises(ValueError, match="unknown AR config keys: widht"):
+        build_policy("ar", codec, {"widht": 3})
+    # a checkpoint may name its class (custom policies, docs/custom_models.md)
+    policy.save(tmp_path / "custom")
+    meta = json.loads((tmp_path / "custom" / "config.json").read_text())
+    meta["class"] = "sealign.models.ar:ARPolicy"
+    (tmp_path / "custom" / "config.json").write_text(json.dumps(meta))
+    assert isinstance(load_policy(tmp_path / "custom"), ARPolicy)
+    meta["class"] = "sealign.models.ar:ARConfig"
+    (tmp_path / "custom" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="must have family = 'ar'"):
+        load_policy(tmp_path / "custom")
+
+
+def test_bad_input_is_a_clear_error(codec, speech):
+    policy = make_policy(codec)
+    with pytest.raises(FeatureError, match="noisy item 0: audio is all zeros"):
+        policy.condition([np.zeros(16000, np.float32)])
+    with pytest.raises(FeatureError, match="noisy item 1: audio is silent"):
+        policy.condition([speech(0), np.full(16000, 1e-6, np.float32)])
+    with pytest.raises(FeatureError, match="too short"):
+        policy.condition([speech(0)[:800]])
+    with pytest.raises(FeatureError, match="mono"):
+        policy.condition([np.stack([speech(0), speech(0)])])
+    with pytest.raises(FeatureError, match="NaN"):
+        policy.condition([np.full(16000, np.nan, np.float32)])
+    with pytest.raises(FeatureError, match="max_frames"):
+        make_policy(codec, max_frames=50).condition([speech(0)])
+    cond = policy.condition([speech(0)])
+    with pytest.raises(ValueError, match="temperature"):
+        policy.sample(cond, temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        policy.sample(cond, top_p=0.0)
+    other = FeatureConfig(n_mels=40)
+    with pytest.raises(FeatureError, match="does not fit this model"):
+        policy.sample(compute_features([speech(0)], other))
+    with pytest.raises(ValueError, match="do not match the codec"):
+        ARPolicy(codec, ARConfig(vocab_sizes=[128], features=FeatureConfig()))

@@ -1,0 +1,331 @@
+"""Codec contract, the built-in WORLD codec (tiny codebooks) and the neural-codec adapters."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sealign.codecs import Codec, CodecError, CodecUnavailable, LatentCodec, load_codec
+from sealign.codecs.base import codebook_sizes, parse_spec
+from sealign.codecs.train_cli import espeak_corpus, generate_sentences, main_train
+from sealign.codecs.world import (
+    WorldCodec,
+    WorldCodecConfig,
+    kmeans,
+    moving_average,
+    nearest,
+    train_world_codec,
+    upsample_linear,
+)
+
+TINY = {
+    "ar_spec_k": 16,
+    "ar_f0_k": 4,
+    "mgm_spec_k": [8, 8],
+    "mgm_f0_k": 8,
+    "kmeans_iters": 6,
+}
+
+
+@pytest.fixture(scope="module")
+def train_wavs():
+    wavs, _, _ = espeak_corpus(6, seed=0)
+    return wavs
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory, train_wavs):
+    out = tmp_path_factory.mktemp("world")
+    train_world_codec(train_wavs, out, WorldCodecConfig(**TINY))
+    return out
+
+
+@pytest.fixture(scope="module")
+def codec(codec_dir) -> WorldCodec:
+    return WorldCodec.load(codec_dir)
+
+
+# --- WORLD codec: contract -------------------------------------------------------------------
+
+
+def test_protocol_and_layout_shapes(codec, speech):
+    wav = speech(0, "en-us+m5")  # a voice not used for training
+    assert isinstance(codec, Codec) and isinstance(codec, LatentCodec)
+    assert codec.sample_rate == 16000 and codec.frame_rate == pytest.approx(50.0)
+    expected_t = math.ceil(len(wav) / 320)
+    assert abs(expected_t - len(wav) / 16000 * codec.frame_rate) < 1
+    ar, mgm = codec.with_layout("ar"), codec.with_layout("mgm")
+    assert ar.num_codebooks == 1 and ar.codebook_size == 16 * 4
+    assert mgm.num_codebooks == 3 and mgm.codebook_size == (8, 8, 8)
+    for c in (ar, mgm):
+        tok = c.encode(wav)
+        assert tok.dtype == np.int64 and tok.shape == (c.num_codebooks, expected_t)
+        for k, size in enumerate(codebook_sizes(c)):
+            assert tok[k].min() >= 0 and tok[k].max() < size
+        y = c.decode(tok)
+        assert y.dtype == np.float32 and y.ndim == 1 and np.all(np.isfinite(y))
+        assert len(y) == expected_t * 320 and len(wav) <= len(y) < len(wav) + 320
+        assert 0.01 < np.abs(y).max() <= 1.0
+
+
+def test_round_trip_keeps_voicing_and_energy(codec, speech):
+    wav = speech(1, "en-us+f4")
+    y = codec.decode(codec.encode(wav))[: len(wav)]
+    # coarse sanity: same loudness ballpark and energy envelope follows the input
+    rms = lambda x: np.sqrt(np.mean(x**2))  # noqa: E731
+    assert 0.3 < rms(y) / rms(wav) < 3.0
+    env = lambda x: np.sqrt(np.mean(x[: len(x) // 800 * 800].reshape(-1, 800) ** 2, axis=1))  # noqa: E731
+    assert np.corrcoef(env(wav), env(y))[0, 1] > 0.6
+
+
+def test_batched_encode_equals_per_item(codec, speech):
+    a, b = speech(0, "en-us+m5"), speech(2, "en-us+f4")
+    for layout in ("ar", "mgm"):
+        c = codec.with_layout(layout)
+        batch = c.encode([a, b])
+        assert isinstance(batch, list) and len(batch) == 2
+        np.testing.assert_array_equal(batch[0], c.encode(a))
+        np.testing.assert_array_equal(batch[1], c.encode(b))
+        dec = c.decode(batch)
+        np.testing.assert_array_equal(dec[1], c.decode(batch[1]))
+    same_len = np.stack([a[:16000], b[:16000]])  # a 2-D array is a batch too
+    out = codec.encode(same_len)
+    assert len(out) == 2 and out[0].shape == (1, 50)
+
+
+def test_save_load_same_tokens(codec, codec_dir, tmp_path, speech):
+    wav = speech(3, "en-us+m5")
+    codec.save(tmp_path / "copy")
+    again = load_codec(f"world:{tmp_path / 'copy'}")
+    np.testing.assert_array_equal(codec.encode(wav), again.encode(wav))
+    mgm = load_codec(f"world:{codec_dir}?layout=mgm")
+    np.testing.assert_array_equal(mgm.encode(wav), codec.with_layout("mgm").encode(wav))
+    np.testing.assert_array_equal(
+        mgm.decode(mgm.encode(wav)), again.with_layout("mgm").decode(mgm.encode(wav))
+    )
+    meta = json.loads((codec_dir / "config.json").read_text())
+    assert meta["kind"] == "world" and meta["config"]["ar_spec_k"] == 16
+    assert meta["training"]["utterances"] == 6
+
+
+def test_training_is_deterministic_by_seed(train_wavs, codec):
+    small = {**TINY, "kmeans_iters": 3}
+    a = train_world_codec(train_wavs[:3], None, WorldCodecConfig(**small, seed=5))
+    b = train_world_codec(train_wavs[:3], None, WorldCodecConfig(**small, seed=5))
+    c = train_world_codec(train_wavs[:3], None, WorldCodecConfig(**small, seed=6))
+    for k in a.arrays:
+        np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
+    assert not np.array_equal(a.arrays["ar_spec"], c.arrays["ar_spec"])
+
+
+def test_latent_round_trip(codec, speech):
+    wav = speech(2, "en-us+f4")
+    z = codec.encode_latent(wav)
+    t = math.ceil(len(wav) / 320)
+    assert z.dtype == np.float32 and z.shape == (codec.latent_dim, t) == (2 * 33 + 2, t)
+    assert np.all(np.isfinite(z)) and np.abs(z.mean()) < 1.0
+    y = codec.decode_latent(z)
+    assert y.dtype == np.float32 and len(y) == t * 320 and np.all(np.isfinite(y))
+    # re-encoding the decoded audio gives a close latent (spectral rows)
+    z2 = codec.encode_latent(y)
+    assert np.mean(np.abs(z2[:32] - z[:32])) < 0.5
+    batch = codec.decode_latent([z, z[:, :20]])
+    assert len(batch[1]) == 20 * 320
+
+
+def test_bad_input_is_a_clear_error(codec):
+    with pytest.raises(CodecError, match="silent"):
+        codec.encode(np.zeros(16000, np.float32))
+    with pytest.raises(CodecError, match="silent"):
+        codec.encode(np.full(16000, 1e-6, np.float32))
+    with pytest.raises(CodecError, match="too short"):
+        codec.encode(np.random.default_rng(0).standard_normal(800).astype(np.float32) * 0.1)
+    with pytest.raises(CodecError, match="NaN"):
+        codec.encode(np.full(16000, np.nan, np.float32))
+    with pytest.raises(CodecError, match="rank"):
+        codec.encode(np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(CodecError, match="outside"):
+        codec.decode(np.array([[0, 64]]))
+    with pytest.raises(CodecError, match="shape"):
+        codec.with_layout("mgm").decode(np.zeros((2, 5), np.int64))
+    with pytest.raises(CodecError, match="integers"):
+        codec.decode(np.zeros((1, 5), np.float32))
+    with pytest.raises(CodecError, match="latent of shape"):
+        codec.decode_latent(np.zeros((3, 5), np.float32))
+    with pytest.raises(FileNotFoundError, match="not a WORLD codec"):
+        load_codec("world:/nonexistent/codec")
+    with pytest.raises(ValueError, match="unknown codec kind"):
+        load_codec("mp3:/x")
+
+
+def test_training_rejects_unusable_data():
+    with pytest.raises(ValueError, match="every training item was rejected"):
+        train_world_codec([np.zeros(16000, np.float32)], None, WorldCodecConfig(**TINY))
+    with pytest.raises(ValueError, match="unknown WORLD codec config keys"):
+        WorldCodecConfig.from_dict({"nope": 1})
+
+
+# --- training CLI ----------------------------------------------------------------------------
+
+
+def test_train_cli_espeak_and_manifest(tmp_path, capsys, train_wavs):
+    out = tmp_path / "cli"
+    cfg = json.dumps({**TINY, "kmeans_iters": 2})
+    rc = main_train(["--espeak", "3", "--output", str(out), "--config", cfg, "--no-progress"])
+    assert rc == 0 and "ar vocabulary 64" in capsys.readouterr().out
+    assert WorldCodec.load(out).config.seed == 0
+
+    import soundfile as sf
+
+    lines = []
+    for i, w in enumerate(train_wavs[:3]):
+        sf.write(tmp_path / f"r{i}.wav", w, 16000)
+        lines.append(json.dumps({"id": f"u{i}", "audio": f"n{i}.wav", "reference": f"r{i}.wav"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    rc = main_train(
+        [
+            "--manifest",
+            str(tmp_path / "m.jsonl"),
+            "--output",
+            str(tmp_path / "m"),
+            "--seed",
+            "3",
+            "--config",
+            cfg,
+            "--no-progress",
+        ]
+    )
+    assert rc == 0 and WorldCodec.load(tmp_path / "m").config.seed == 3
+    with pytest.raises(SystemExit) as ex:
+        main_train(["--help"])
+    assert ex.value.code == 0
+    assert (
+        main_train(["--espeak", "2", "--output", str(tmp_path / "x"), "--config", '{"bad": 1}'])
+        == 2
+    )
+
+
+def test_sentence_generator_is_seeded():
+    a, b = generate_sentences(20, seed=1), generate_sentences(20, seed=1)
+    assert a == b and len(set(a)) > 15 and a != generate_sentences(20, seed=2)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def test_kmeans_nearest_and_interpolation():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = np.concatenate([c + 0.1 * rng.standard_normal((50, 2)) for c in centers])
+    found = kmeans(x, 3, iters=10, seed=0)
+    assert np.allclose(np.sort(found[:, 0] + found[:, 1]), [0, 10, 10], atol=0.1)
+    np.testing.assert_array_equal(kmeans(x, 3, seed=4), kmeans(x, 3, seed=4))
+    np.testing.assert_array_equal(nearest(x, found), nearest(x, found[:, None, :][:, 0]))
+    one_d = np.array([3.0, -1.0, 7.0])
+    assert list(nearest(np.array([-5.0, 2.9, 5.1, 100.0]), one_d)) == [1, 0, 2, 2]
+    up = upsample_linear(np.array([[0.0], [4.0]]), 4)
+    assert (
+        up.shape == (8, 1) and up[0, 0] == 0 and up[-1, 0] == 4 and np.all(np.diff(up[:, 0]) >= 0)
+    )
+    np.testing.assert_allclose(moving_average(np.arange(5.0), 3), [1 / 3, 1, 2, 3, 11 / 3])
+
+
+def test_parse_spec():
+    assert parse_spec("world:runs/c?layout=mgm") == ("world", "runs/c", {"layout": "mgm"})
+    assert parse_spec("encodec:facebook/encodec_24khz?bandwidth=6.0&x=2") == (
+        "encodec",
+        "facebook/encodec_24khz",
+        {"bandwidth": 6.0, "x": 2},
+    )
+    with pytest.raises(ValueError, match="KIND:LOCATION"):
+        parse_spec("runs/c")
+
+
+# --- neural codec adapters -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_encodec_dir(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.EncodecConfig(
+        sampling_rate=16000,
+        num_filters=4,
+        hidden_size=16,
+        codebook_dim=16,
+        codebook_size=64,
+        upsampling_ratios=[8, 5],
+        num_lstm_layers=1,
+        num_residual_layers=1,
+        target_bandwidths=[2.4, 4.8],
+    )
+    out = tmp_path_factory.mktemp("encodec")
+    transformers.EncodecModel(cfg).save_pretrained(out)
+    return out
+
+
+def test_encodec_adapter_round_trip(tiny_encodec_dir, tmp_path, speech):
+    c = load_codec(f"encodec:{tiny_encodec_dir}?bandwidth=4.8", num_threads=1)
+    assert isinstance(c, LatentCodec)
+    assert c.frame_rate == 400 and c.num_codebooks == 2 and c.codebook_size == 64
+    wav = speech(0)
+    tok = c.encode(wav)
+    assert tok.dtype == np.int64 and tok.shape == (2, math.ceil(len(wav) / 40))
+    y = c.decode(tok)
+    assert y.dtype == np.float32 and len(y) == tok.shape[1] * 40 and np.all(np.isfinite(y))
+    batch = c.encode([wav, wav[:8000]])
+    np.testing.assert_array_equal(batch[0], tok)
+    assert batch[1].shape == (2, 200)
+    z = c.encode_latent(wav[:8000])
+    assert z.shape == (16, 200) and len(c.decode_latent(z)) == 8000
+    c.save(tmp_path / "saved")
+    again = load_codec(f"encodec:{tmp_path / 'saved'}")
+    assert again.bandwidth == 4.8
+    np.testing.assert_array_equal(again.encode(wav), tok)
+    assert load_codec(f"encodec:{tiny_encodec_dir}").num_codebooks == 1  # lowest bandwidth
+    with pytest.raises(ValueError, match="bandwidth"):
+        load_codec(f"encodec:{tiny_encodec_dir}?bandwidth=3.0")
+    with pytest.raises(CodecError, match="silent"):
+        c.encode(np.zeros(4000, np.float32))
+
+
+def test_dac_adapter_round_trip(tmp_path, speech):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.DacConfig(
+        encoder_hidden_size=4,
+        decoder_hidden_size=16,
+        hidden_size=32,
+        downsampling_ratios=[2, 4],
+        upsampling_ratios=[4, 2],
+        hop_length=8,
+        n_codebooks=3,
+        codebook_size=32,
+        codebook_dim=4,
+        sampling_rate=16000,
+    )
+    transformers.DacModel(cfg).save_pretrained(tmp_path / "dac")
+    c = load_codec(f"dac:{tmp_path / 'dac'}?n_quantizers=2", num_threads=1)
+    wav = speech(1)[:4001]
+    tok = c.encode(wav)
+    assert tok.shape == (2, 501) and tok.dtype == np.int64 and tok.max() < 32
+    assert len(c.decode(tok)) == 501 * 8
+    assert c.encode_latent(wav).shape == (32, 501)
+
+
+def test_neural_codecs_without_weights_fail_clearly(tmp_path):
+    with pytest.raises(CodecUnavailable, match="does not exist"):
+        load_codec(f"encodec:{tmp_path / 'missing'}")
+    with pytest.raises(CodecUnavailable, match="could not be loaded"):
+        load_codec(f"encodec:{tmp_path}")  # exists but holds no model
+    pth = tmp_path / "weights.pth"
+    pth.write_bytes(b"\0")
+    with pytest.raises(CodecUnavailable, match="descript-audio-codec"):
+        load_codec(f"dac:{pth}")
+    with pytest.raises(CodecUnavailable, match="does not exist"):
+        load_codec("dac:./no/such/dac_16khz")

@@ -1,0 +1,313 @@
+"""SFT trainer, its data pipeline and checkpoints: a tiny AR policy over a tiny WORLD codec."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sealign.cli import main
+from sealign.codecs.world import WorldCodecConfig, train_world_codec
+from sealign.config import load_config
+from sealign.data.manifest import write_manifest
+from sealign.models.ar import ARPolicy
+from sealign.models.policy import Targets
+from sealign.models.registry import load_policy
+from sealign.train.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    policy_dir,
+    save_checkpoint,
+)
+from sealign.train.data import DataConfig, DataError, PairDataset
+from sealign.train.sft import SFTConfig, collate_targets, split_targets, train_sft
+
+torch.set_num_threads(1)
+
+TINY_CODEC = {"ar_spec_k": 16, "ar_f0_k": 4, "mgm_spec_k": [8, 8], "mgm_f0_k": 8, "kmeans_iters": 6}
+VOICES = ("en-us+m3", "en-us+f2")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, speech, noisy):
+    """A tiny WORLD codec and train (6) / valid (2) manifests of noisy/clean eSpeak pairs."""
+    root = tmp_path_factory.mktemp("sft")
+    clean = [speech(i, v) for v in VOICES for i in range(4)]
+    train_world_codec(clean, root / "codec", WorldCodecConfig(**TINY_CODEC))
+    rows = []
+    for k, c in enumerate(clean):
+        sf.write(root / f"c{k}.wav", c, 16000)
+        sf.write(root / f"n{k}.wav", noisy(c, 10.0, seed=k), 16000)
+        rows.append({"id": f"u{k}", "audio": f"n{k}.wav", "reference": f"c{k}.wav", "text": "x"})
+    write_manifest(root / "train.jsonl", rows[:6])
+    write_manifest(root / "valid.jsonl", rows[6:])
+    return root
+
+
+def overrides(root, run, **kw) -> list[str]:
+    base = {
+        "output_dir": str(run),
+        "model.family": "ar",
+        "model.codec": f"world:{root / 'codec'}",
+        "model.config": "{dim: 32, layers: 1, heads: 2, features: {n_mels: 20}}",
+        "data.train": f"[{root / 'train.jsonl'}]",
+        "data.valid": f"[{root / 'valid.jsonl'}]",
+        "data.batch_size": 3,
+        "data.crop_seconds": 0,
+        "optim.lr": 3e-3,
+        "optim.warmup_steps": 2,
+        "eval.metrics": "[si_sdr]",
+        "eval.num_samples": 1,
+        "logging_steps": 1,
+        "threads": 1,
+        **kw,
+    }
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def logged(run, key: str) -> dict[int, float]:
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r[key] for r in recs if key in r}
+
+
+def test_cli_training_loss_decreases_and_writes_run(corpus, tmp_path, monkeypatch):
+    encoded = []
+    encode_targets = ARPolicy.encode_targets
+
+    def counting(self, clean):
+        encoded.extend(len(w) for w in clean)
+        return encode_targets(self, clean)
+
+    monkeypatch.setattr(ARPolicy, "encode_targets", counting)
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", *overrides(corpus, run, max_steps=24, eval_steps=12)]
+    assert main([*args, "save_steps=8", "save_total_limit=2"]) == 0
+    assert len(encoded) == 6 + 2  # whole files: each train / valid target is encoded once
+    loss = logged(run, "train/loss")
+    assert sorted(loss) == list(range(1, 25))
+    assert np.mean([loss[s] for s in (22, 23, 24)]) < np.mean([loss[s] for s in (1, 2, 3)]) - 0.3
+    lr = logged(run, "train/lr")
+    assert lr[1] == pytest.approx(1.5e-3) and lr[2] == pytest.approx(3e-3) and lr[24] < lr[3]
+    assert all(v > 0 for v in logged(run, "train/grad_norm").values())
+    assert set(logged(run, "eval/loss")) == {12, 24} and set(logged(run, "eval/si_sdr")) == {12, 24}
+    assert logged(run, "eval/loss")[24] < logged(run, "eval/loss")[12]
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000016", "step_00000024"]
+    assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
+    assert len(list((run / "samples" / "step_00000024").glob("*.wav"))) == 1
+    policy = load_policy(policy_dir(run))  # the run dir resolves to its latest checkpoint
+    assert isinstance(policy, ARPolicy) and policy.config.dim == 32
+    # a finished run is not silently overwritten
+    assert main(args) == 2
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: the loop stops mid-step, nothing is saved on the way out."""
+
+
+def test_exact_resume_after_kill_and_atomic_checkpoints(corpus, tmp_path, monkeypatch):
+    # crops, dropout and batches that span epochs: every source of randomness is exercised
+    cfg = load_config(
+        SFTConfig,
+        None,
+        overrides(
+            corpus,
+            tmp_path / "unused",
+            max_steps=11,
+            eval_steps=5,
+            save_steps=4,
+            **{"data.crop_seconds": 1.5, "data.batch_size": 4, "model.config": _dropout_model()},
+        ),
+    )
+    ref = train_sft(cfg, tmp_path / "ref", progress=False)
+
+    calls = {"n": 0}
+    sft_loss = ARPolicy.sft_loss
+
+    def dying(self, cond, targets):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 10:  # during step 10; the last periodic checkpoint is step 8
+                raise Killed
+        return sft_loss(self, cond, targets)
+
+    run = tmp_path / "killed"
+    monkeypatch.setattr(ARPolicy, "sft_loss", dying)
+    with pytest.raises(Killed):
+        train_sft(cfg, run, progress=False)
+    monkeypatch.setattr(ARPolicy, "sft_loss", sft_loss)
+    assert max(logged(run, "train/loss")) == 9
+    # a crash during a later save leaves a temp folder and a folder without meta.json
+    shutil.copytree(latest_checkpoint(run), run / "checkpoints" / ".tmp-step_00000012-999")
+    (run / "checkpoints" / "step_00000012").mkdir()
+    assert latest_checkpoint(run).name == "step_00000008"
+
+    res = train_sft(cfg, run, resume=True, progress=False)
+    assert res.step == 11
+    a, b = logged(tmp_path / "ref", "train/loss"), logged(run, "train/loss")
+    assert sorted(a) == sorted(b) == list(range(1, 12))
+    np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=0, atol=1e-6)
+    assert logged(run, "eval/loss") == pytest.approx(logged(tmp_path / "ref", "eval/loss"))
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    assert latest_checkpoint(run).name == "step_00000011"
+    w_ref = load_policy(policy_dir(ref.run_dir)).state_dict()
+    w_res = load_policy(policy_dir(run)).state_dict()
+    assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
+
+
+def _dropout_model() -> str:
+    return "{dim: 32, layers: 1, heads: 2, dropout: 0.2, features: {n_mels: 20}}"
+
+
+class _Saver(torch.nn.Linear):
+    """Minimal object with the ``save`` part of the Policy protocol."""
+
+    def save(self, directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), directory / "w.pt")
+        return directory
+
+
+def test_checkpoint_state_rng_and_pruning(tmp_path):
+    torch.manual_seed(0)
+    model = _Saver(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    gen = torch.Generator().manual_seed(7)
+    npgen = np.random.default_rng(3)
+    for step in (1, 2, 3):
+        state = TrainerState(step, epoch=2, index=5, extra={"window": {"loss": 1.5, "n": 2}})
+        save_checkpoint(tmp_path, model, opt, None, state, generators={"g": gen, "np": npgen},
+                        keep_last=2)  # fmt: skip
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
+    expected = (torch.rand(2, generator=gen), npgen.random(), torch.rand(1), np.random.rand())
+    opt2 = torch.optim.AdamW(model.parameters(), lr=0.1)
+    state = load_checkpoint(
+        latest_checkpoint(tmp_path), opt2, None, generators={"g": gen, "np": npgen}
+    )
+    assert (state.step, state.epoch, state.index) == (3, 2, 5)
+    assert state.extra == {"window": {"loss": 1.5, "n": 2}}
+    again = (torch.rand(2, generator=gen), npgen.random(), torch.rand(1), np.random.rand())
+    assert torch.equal(expected[0], again[0]) and expected[1] == again[1]
+    assert torch.equal(expected[2], again[2]) and expected[3] == again[3]
+    assert opt2.state_dict()["state"][0]["step"] == 1
+    assert policy_dir(tmp_path) == latest_checkpoint(tmp_path) / "policy"
+
+
+def test_data_stream_is_deterministic_resumable_and_sharded(corpus):
+    cfg = DataConfig(train=[str(corpus / "train.jsonl")], batch_size=4, crop_seconds=1.0)
+    ds = PairDataset(cfg.train, cfg, 16000, seed=3)
+    first = [ds.next_batch() for _ in range(2)]  # 8 examples from 6: the 2nd batch spans epochs
+    assert ds.state_dict() == {"epoch": 1, "index": 2}
+    assert sorted(ex.index for ex in first[0] + first[1][:2]) == list(range(6))
+    assert not np.array_equal(ds.order(0), ds.order(1))
+    again = PairDataset(cfg.train, cfg, 16000, seed=3)
+    again.load_state_dict({"epoch": 0, "index": 4})
+    nxt = again.next_batch()
+    for a, b in zip(first[1], nxt, strict=True):
+        assert (
+            a.id == b.id and np.array_equal(a.noisy, b.noisy) and np.array_equal(a.clean, b.clean)
+        )
+    ex = first[0][0]
+    assert ex.noisy.size == ex.clean.size == 16000 and not ex.fixed_clean
+    # a different epoch draws a different crop of the same utterance
+    assert not np.array_equal(ds.get(ex.index, 0).clean, ds.get(ex.index, 5).clean)
+    shards = [PairDataset(cfg.train, cfg, 16000, 3, rank=r, world_size=2).order(0) for r in (0, 1)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(6))
+
+    # clean-only manifest, degraded on the fly, reproducibly per (seed, epoch, index)
+    deg = {"p_reverb": 0.0, "p_band_limit": 0.0, "p_clip": 0.0, "p_codec": 0.0,
+           "p_packet_loss": 0.0, "p_noise": 1.0, "babble_weight": 0.0}  # fmt: skip
+    dcfg = load_config(
+        DataConfig,
+        None,
+        [f"train=[{corpus / 'train.jsonl'}]", "degrade=true", "crop_seconds=1.0"]
+        + [f"degradation.{k}={v}" for k, v in deg.items()],
+    )
+    d1, d2 = (PairDataset(dcfg.train, dcfg, 16000, seed=1) for _ in range(2))
+    a, b = d1.get(0, 2), d2.get(0, 2)
+    assert np.array_equal(a.noisy, b.noisy) and np.array_equal(a.clean, b.clean)
+    assert not np.allclose(a.noisy, a.clean, atol=1e-3)
+    assert not np.array_equal(a.noisy, d1.get(0, 3).noisy)
+
+
+def test_bad_manifest_lines_and_files_are_skipped_with_reasons(corpus, tmp_path, caplog):
+    (tmp_path / "garbage.wav").write_bytes(b"not audio")
+    sf.write(tmp_path / "short.wav", np.full(800, 0.1, dtype=np.float32), 16000)
+    good = json.dumps(
+        {"id": "ok", "audio": str(corpus / "n0.wav"), "reference": str(corpus / "c0.wav")}
+    )
+    lines = [
+        good,
+        "{not json",
+        json.dumps({"id": "noaudio"}),
+        good,  # duplicate id
+        json.dumps({"id": "missing", "audio": "nope.wav", "reference": "nope2.wav"}),
+        json.dumps({"id": "garbage", "audio": "garbage.wav", "reference": str(corpus / "c0.wav")}),
+        json.dumps({"id": "short", "audio": "short.wav", "reference": "short.wav"}),
+        json.dumps({"id": "noref", "audio": str(corpus / "n1.wav")}),
+        json.dumps({"id": "mismatch", "audio": str(corpus / "n0.wav"), "reference": str(corpus / "c1.wav")}),
+    ]  # fmt: skip
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = DataConfig(train=[str(tmp_path / "bad.jsonl")], batch_size=2, crop_seconds=0)
+    with caplog.at_level(logging.WARNING):
+        ds = PairDataset(cfg.train, cfg, 16000)
+        batch = ds.next_batch()
+    assert [ex.id for ex in batch] == ["ok", "ok"]
+    assert set(ds.skipped) == {"missing", "garbage", "short", "noref", "mismatch"}
+    text = caplog.text
+    for reason in ("invalid JSON", "missing or empty field 'audio'", "duplicate id", "file not found",
+                   "unreadable audio", "too short", "no reference", "lengths differ"):  # fmt: skip
+        assert reason in text, reason
+
+    # training on it runs (the bad lines never stop it)
+    run = tmp_path / "run"
+    cfg = load_config(
+        SFTConfig, None, overrides(corpus, run, max_steps=2, **{"data.train": f"[{tmp_path / 'bad.jsonl'}]"})
+    )  # fmt: skip
+    assert train_sft(cfg, progress=False).step == 2
+
+    only_bad = tmp_path / "only_bad.jsonl"
+    only_bad.write_text("\n".join(lines[4:7]) + "\n")
+    with pytest.raises(DataError, match="no usable"):
+        PairDataset([str(only_bad)], DataConfig(train=[str(only_bad)]), 16000).next_batch()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optim.lrr=1", "unknown config key optim.lrr"),
+        ("optim.lr=-1", "optim.lr must be > 0"),
+        ("data.batch_size=0", "data.batch_size must be >= 1"),
+        ("data.train=[/nonexistent/train.jsonl]", "data.train: manifest not found"),
+        ("model.family=rnn", "model.family: expected one of"),
+        ("eval.metrics=[nope]", "eval.metrics: unknown metric 'nope'"),
+        ("max_steps=0", "max_steps must be >= 1"),
+        ("model.config={dimm: 3}", "model.config"),
+    ],
+)
+def test_invalid_config_fails_before_any_work(corpus, tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    assert main(["train", "--no-progress", *overrides(corpus, run), override]) == 2
+    assert message in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_target_split_and_collate_round_trip():
+    values = torch.tensor([[[1, 2, 3, 0]], [[4, 5, 6, 7]]])
+    mask = torch.tensor([[True, True, True, False], [True] * 4])
+    rows = split_targets(Targets(values, mask))
+    assert [r.values.shape[-1] for r in rows] == [3, 4]
+    back = collate_targets(rows)
+    assert torch.equal(back.values, values) and torch.equal(back.mask, mask)
+    lat = torch.randn(2, 4, 5)  # FM latents [B, T, D]: time is axis 1
+    back = collate_targets(split_targets(Targets(lat, mask)))
+    assert torch.equal(back.values[1], lat[1]) and torch.equal(back.values[0, :3], lat[0, :3])
+    assert torch.all(back.values[0, 3] == 0)
