@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sealign.metrics import Utterance, build_metric
+from sealign.metrics import MetricUnavailable, Utterance, build_metric
 from sealign.metrics.intrusive import si_sdr
 
 
@@ -54,3 +54,26 @@ def test_distillmos_clean_beats_noisy(speech, noisy):
     x = speech(2)
     c, n = m.score_batch([Utterance("c", x, 16000), Utterance("n", noisy(x, 0), 16000)])
     assert 1 <= n.values["distillmos"] < c.values["distillmos"] <= 5
+
+
+def test_spk_sim_hf_encoder_from_local_path(tmp_path, speech):
+    from transformers import WavLMConfig, WavLMForXVector
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    cfg = WavLMConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, tdnn_dim=(16, 16), tdnn_kernel=(3, 1),
+        tdnn_dilation=(1, 1), xvector_output_dim=8, architectures=["WavLMForXVector"],
+    )  # fmt: skip
+    WavLMForXVector(cfg).save_pretrained(tmp_path / "tiny_wavlm_xvector")
+    m = build_metric(
+        "spk_sim", num_threads=1, encoder="hf", model_path=str(tmp_path / "tiny_wavlm_xvector")
+    )
+    x = speech(0)
+    (same,) = m.score_batch([Utterance("a", x, 16000, speaker_ref=x)])
+    assert same.values["spk_sim"] == pytest.approx(1.0, abs=1e-3)
+    missing = build_metric("spk_sim", encoder="hf", model_path=str(tmp_path / "nope"))
+    with pytest.raises(MetricUnavailable, match="not found"):
+        missing.load()
