@@ -47,7 +47,7 @@ class DataDemoConfig:
 # Presets: `demo` finishes in minutes on 2 cores (GSPO sampling set + a 48-utterance test split
 # with >= 6 unseen speakers); `train` is the base-model training corpus.
 PRESETS: dict[str, list[str]] = {
-    "demo": ["synth.n_utterances=256", "synth.splits=[192,16,48]", "synth.engines=[kokoro,piper]"],
+    "demo": ["synth.n_utterances=176", "synth.splits=[112,16,48]", "synth.engines=[kokoro,piper]"],
     "train": [
         "output=data/train",
         "synth.n_utterances=4000",
