@@ -111,7 +111,9 @@ def _wer(enabled: bool):
     if not enabled:
         return None
     try:
-        m = build_metric("wer")
+        # standard 30-s Whisper padding: with the short-padding default, Whisper-base hallucinated
+        # (WER > 100 %) on several eSpeak NG clips, which swamped the codec's effect
+        m = build_metric("wer", pad_to_30s=True)
         m.load()
     except (ImportError, KeyError, MetricUnavailable, ValueError) as err:
         print(f"[WER unavailable: {err}]", file=sys.stderr)

@@ -22,6 +22,7 @@ from sealign.codecs.world import (
 )
 
 TINY = {
+    "ar_k": 32,
     "ar_spec_k": 16,
     "ar_f0_k": 4,
     "mgm_spec_k": [8, 8],
@@ -107,7 +108,7 @@ def test_save_load_same_tokens(codec, codec_dir, tmp_path, speech):
         mgm.decode(mgm.encode(wav)), again.with_layout("mgm").decode(mgm.encode(wav))
     )
     meta = json.loads((codec_dir / "config.json").read_text())
-    assert meta["kind"] == "world" and meta["config"]["ar_spec_k"] == 16
+    assert meta["kind"] == "world" and meta["config"]["ar_k"] == 32
     assert meta["training"]["utterances"] == 6
 
 
@@ -159,6 +160,19 @@ def test_bad_input_is_a_clear_error(codec):
         load_codec("world:/nonexistent/codec")
     with pytest.raises(ValueError, match="unknown codec kind"):
         load_codec("mp3:/x")
+
+
+def test_ar_layouts(codec, train_wavs, speech):
+    wav = speech(0, "en-us+m5")
+    tok = codec.encode(wav)  # product mode: spectral cluster × F0 class (0 = unvoiced)
+    spec, f0 = np.divmod(tok[0], 4)
+    assert spec.max() < 16 and f0.max() < 4 and (f0 == 0).any() and (f0 > 0).any()
+    cfg = WorldCodecConfig(**{**TINY, "ar_mode": "joint", "kmeans_iters": 3})
+    joint = train_world_codec(train_wavs[:3], None, cfg)
+    assert joint.codebook_size == 32 and "ar_spec" not in joint.arrays
+    tok = joint.encode(wav)
+    assert tok.shape == (1, math.ceil(len(wav) / 320)) and tok.max() < 32
+    assert len(joint.decode(tok)) == tok.shape[1] * 320
 
 
 def test_training_rejects_unusable_data():

@@ -1,4 +1,5 @@
-"""Audio codecs: the :class:`Codec` contract, the built-in WORLD codec and neural-codec adapters."""
+"""Audio codecs: the :class:`Codec` contract, the built-in WORLD codec and neural-codec adapters
+(:mod:`sealign.codecs.neural`). Build any of them from a spec string with :func:`load_codec`."""
 
 from sealign.codecs.base import (
     Codec,
@@ -8,12 +9,16 @@ from sealign.codecs.base import (
     codebook_sizes,
     load_codec,
 )
+from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 
 __all__ = [
     "Codec",
     "CodecError",
     "CodecUnavailable",
     "LatentCodec",
+    "WorldCodec",
+    "WorldCodecConfig",
     "codebook_sizes",
     "load_codec",
+    "train_world_codec",
 ]

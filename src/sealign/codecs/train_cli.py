@@ -173,6 +173,7 @@ def _config_overrides(arg: str | None) -> dict:
 
 def main_train(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sealign codec train``; returns a process exit code."""
+    from sealign.codecs.base import CodecUnavailable
     from sealign.codecs.world import WorldCodecConfig, train_world_codec
 
     args = build_parser().parse_args(argv)
@@ -194,11 +195,11 @@ def main_train(argv: Sequence[str] | None = None) -> int:
         data = args.manifest
     try:
         codec = train_world_codec(data, args.output, cfg, progress=progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CodecUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.output}: {codec.frame_rate:g} Hz, ar vocabulary {cfg.ar_spec_k * cfg.ar_f0_k}"
+        f"wrote {args.output}: {codec.frame_rate:g} Hz, ar vocabulary {codec.codebook_size}"
         f", mgm codebooks {codec.with_layout('mgm').codebook_size}, latent dim {codec.latent_dim}"
         f" ({time.perf_counter() - t0:.1f} s)"
     )
