@@ -242,3 +242,12 @@ def test_unknown_whisper_model_is_unavailable(speech):
     m = build_metric("wer", model="no-such-whisper-model-xyz")
     with pytest.raises(MetricUnavailable, match="no-such-whisper-model-xyz"):
         m([Utterance("u", speech(0), 16000, text="x")])
+
+
+def test_compression_ratio_flags_repetition_loops():
+    from sealign.metrics.asr import compression_ratio
+
+    once = "She reports that you did not call the dentist."
+    assert compression_ratio(once) < 1.8
+    assert compression_ratio(" ".join([once] * 3)) > 1.8
+    assert compression_ratio("") == 0.0

@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 import threading
+import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,13 @@ class ASR(ABC):
 
 # --------------------------------------------------------------------------------------------
 # Whisper (faster-whisper / CTranslate2)
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 length over zlib-compressed length; repetition loops score high (normal short
+    sentences score about 1.0-1.4, a sentence repeated three times about 2.3)."""
+    b = text.encode("utf-8")
+    return len(b) / len(zlib.compress(b)) if b else 0.0
 
 
 def resolve_whisper_model(model: str | None) -> tuple[str, str]:
@@ -152,6 +160,7 @@ class WhisperASR(ASR):
         bucket_s: float = 1.0,
         batch_size: int = 8,
         max_tokens_per_s: float | None = 15.0,
+        fallback_compression_ratio: float | None = 1.8,
     ) -> None:
         if beam_size < 1:
             raise ValueError("beam_size must be >= 1 (1 = greedy)")
@@ -169,6 +178,7 @@ class WhisperASR(ASR):
         self.bucket_s = bucket_s
         self.batch_size = max(1, int(batch_size))
         self.max_tokens_per_s = max_tokens_per_s
+        self.fallback_compression_ratio = fallback_compression_ratio
         self.name = whisper_label(model)
         self._fw: Any = None
         self._tokenizer: Any = None
@@ -196,6 +206,7 @@ class WhisperASR(ASR):
             s.update(patience=self.patience, length_penalty=self.length_penalty)
         if not self.pad_to_30s:
             s.update(tail_s=self.tail_s, bucket_s=self.bucket_s)
+            s.update(fallback_compression_ratio=self.fallback_compression_ratio)
         return s
 
     # -- loading -------------------------------------------------------------------------------
@@ -252,6 +263,19 @@ class WhisperASR(ASR):
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
                 texts = self._decode([audio[k] for k in chunk], frames)
+                for k, t in zip(chunk, texts, strict=True):
+                    out[k] = t
+        if not self.pad_to_30s and self.fallback_compression_ratio is not None:
+            # Whisper's own hallucination test: a transcript that compresses too well is a
+            # repetition loop. Those clips (rare) are decoded again with the standard 30-s window.
+            redo = [
+                k
+                for k, t in enumerate(out)
+                if audio[k].size <= limit and compression_ratio(t) > self.fallback_compression_ratio
+            ]
+            for start in range(0, len(redo), self.batch_size):
+                chunk = redo[start : start + self.batch_size]
+                texts = self._decode([audio[k] for k in chunk], _MAX_FRAMES)
                 for k, t in zip(chunk, texts, strict=True):
                     out[k] = t
         return out
