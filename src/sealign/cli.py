@@ -7,7 +7,7 @@ import logging
 import sys
 
 from sealign import __version__
-from sealign.commands import data, demo, enhance, metrics_cmd, score, train
+from sealign.commands import codec, data, demo, enhance, metrics_cmd, score, train
 from sealign.commands import eval as eval_cmd
 from sealign.metrics.base import MetricUnavailable
 from sealign.utils.logging import setup_console_logging
@@ -15,6 +15,7 @@ from sealign.utils.logging import setup_console_logging
 COMMANDS = {
     "demo": demo,
     "data": data,
+    "codec": codec,
     "train": train,
     "enhance": enhance,
     "eval": eval_cmd,
