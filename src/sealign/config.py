@@ -178,3 +178,12 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     tmp.write_text(dump_config(cfg))
     tmp.replace(path)
     return path
+
+
+def from_dict_strict(cls: type[T], d: dict[str, Any], what: str) -> T:
+    """``cls(**d)`` refusing unknown keys with a message naming them (``what`` names the config)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {', '.join(unknown)}")
+    return cls(**d)

@@ -38,7 +38,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -53,6 +53,7 @@ from sealign.codecs.base import (
     join_batch,
     split_batch,
 )
+from sealign.config import from_dict_strict
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,7 @@ class WorldCodecConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorldCodecConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown WORLD codec config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d, "WORLD codec")
 
 
 # ---------------------------------------------------------------------------------------------

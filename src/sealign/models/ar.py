@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sealign.codecs.base import Codec, codebook_sizes, load_codec
+from sealign.config import from_dict_strict
 from sealign.models.features import FeatureConfig, FeatureError, compute_features
 from sealign.models.policy import Conditioning, Rollout, Targets
 
@@ -131,11 +132,7 @@ class ARConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ARConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown AR config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d, "AR")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

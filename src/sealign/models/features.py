@@ -21,13 +21,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from sealign.audio.io import AudioError, AudioLimits, validate_audio
+from sealign.config import from_dict_strict
 from sealign.models.policy import Conditioning
 
 NORMALIZATIONS = ("utterance", "bin", "none")
@@ -103,11 +104,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown feature config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d, "feature")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
