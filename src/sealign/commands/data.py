@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from sealign.commands import data_synth
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
 from sealign.data.degrade import DegradationConfig, degrade_manifest
 
@@ -65,12 +66,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--output", required=True, help="manifest to write (problems go to <output>.problems.txt)"
     )
     i.set_defaults(data_func=_run_import)
-    _add_synth_parsers(sub)
-
-
-def _add_synth_parsers(sub: argparse._SubParsersAction) -> None:
-    from sealign.commands import data_synth
-
     data_synth.add_parsers(sub)
 
 
