@@ -35,3 +35,12 @@ def prepare_run_dir(path: str | Path, cfg: Any) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     return out
+
+
+def log_run_scalars(run_dir: str | Path, scalars: dict[str, float], step: int = 0) -> None:
+    """Record a command's summary numbers in ``run_dir``/log.jsonl and TensorBoard."""
+    from sealign.utils.logging import RunLogger
+
+    logger = RunLogger(run_dir)
+    logger.log(scalars, step=step)
+    logger.close()

@@ -14,7 +14,13 @@ import argparse
 from dataclasses import dataclass, field
 
 from sealign.commands import data_synth
-from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    log,
+    log_run_scalars,
+    prepare_run_dir,
+    resolve_config,
+)
 from sealign.data.degrade import DegradationConfig, degrade_manifest
 
 HELP = "synthesize, degrade and import speech data"
@@ -79,6 +85,10 @@ def _run_degrade(args: argparse.Namespace) -> int:
     )
     out = prepare_run_dir(cfg.output, cfg)
     rep = degrade_manifest(cfg.manifest, out, cfg.degradation, seed=cfg.seed, workers=cfg.workers)
+    log_run_scalars(out, {
+        "data/utterances": len(rep.entries), "data/computed": rep.computed,
+        "data/reused": rep.reused, "data/failed": len(rep.failed),
+    })  # fmt: skip
     log.info(
         "degraded %d utterances (%d computed, %d reused, %d failed) -> %s",
         len(rep.entries),

@@ -7,7 +7,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    log,
+    log_run_scalars,
+    prepare_run_dir,
+    resolve_config,
+)
 from sealign.data.degrade import DegradationConfig, degrade_manifest
 from sealign.data.manifest import read_manifest, write_manifest
 
@@ -135,6 +141,10 @@ def _run_synth(args: argparse.Namespace) -> int:
     cfg = resolve_config(SynthConfig, args, extra)
     prepare_run_dir(cfg.output, cfg)
     res = synthesize(cfg, cfg.output)
+    log_run_scalars(cfg.output, {
+        "data/synthesized": res.synthesized, "data/reused": res.reused,
+        "data/failed": len(res.failed), "data/audio_seconds": res.audio_seconds,
+    })  # fmt: skip
     log.info(
         "wrote %s (%d synthesized, %d reused, %d failed, %.0f s of audio)",
         ", ".join(str(p) for p in res.manifests.values()),
@@ -183,6 +193,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     cfg = resolve_config(DataDemoConfig, args, extra)
     prepare_run_dir(cfg.output, cfg)
     manifests = build_demo_corpus(cfg)
+    log_run_scalars(
+        cfg.output, {f"data/{k}_utterances": len(read_manifest(p)) for k, p in manifests.items()}
+    )
     for split, p in manifests.items():
         log.info("%s: %s", split, p)
     return 0

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sealign.audio.io import resample, write_audio
-from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    log,
+    log_run_scalars,
+    prepare_run_dir,
+    resolve_config,
+)
 from sealign.data.manifest import Entry, write_manifest
 from sealign.data.synth import trim_and_normalize
 from sealign.data.tts import engine_unavailable_reason, get_engine
@@ -104,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
         systems[name] = score_entries(
             entries, cfg.score, out / f"scores_{tag}.jsonl", metrics=metrics
         )
+    for step, recs in enumerate(systems.values()):
+        cols = {c for r in recs for c in r["scores"]}
+        log_run_scalars(out, {
+            f"demo/{c}/mean": float(np.mean([r["scores"][c] for r in recs if c in r["scores"]]))
+            for c in sorted(cols)
+        }, step=step)  # fmt: skip
     table = compare_table(systems, {n: m.info for n, m in metrics.items()})
     (out / "table.md").write_text(table + "\n")
     print(table)

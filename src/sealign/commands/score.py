@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    log,
+    log_run_scalars,
+    prepare_run_dir,
+    resolve_config,
+)
 from sealign.data.importers import import_parallel, import_recordings
 from sealign.data.manifest import ManifestError, from_kaldi, read_manifest
 from sealign.eval.score import (
@@ -25,7 +31,6 @@ from sealign.eval.score import (
     summarize,
     write_summary,
 )
-from sealign.utils.logging import RunLogger
 
 HELP = "score audio with metrics (table + per-utterance JSONL)"
 
@@ -80,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
         records = load_records(out / "scores.jsonl")
     rows = summarize(records, {name: m.info for name, m in metrics.items()})
     write_summary(rows, out)
-    logger = RunLogger(out)
-    logger.log({f"score/{r.column}/mean": r.mean for r in rows if r.n}, step=0)
-    logger.close()
+    log_run_scalars(out, {f"score/{r.column}/mean": r.mean for r in rows if r.n})
     print(format_table(rows))
     log.info("wrote %s/{scores.jsonl,summary.csv,summary.md}", out)
     return 0
