@@ -34,7 +34,10 @@ pip_install "${torch_args[@]}"
 # These declare dependencies that would break the environment (torchaudio pins another torch;
 # `typing` is an obsolete backport); what they really import is listed in pyproject.toml.
 pip_install --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0 resemblyzer==0.1.4
-pip_install -e ".[dev]"
+# The constraint keeps the resolver from replacing the torch installed above (e.g. if a dependency
+# such as accelerate or trl ever asked for another version): the install fails instead.
+echo "${torch_args[0]}" > "$VENV/torch-constraint.txt"
+pip_install -c "$VENV/torch-constraint.txt" -e ".[dev]"
 "$VENV/bin/python" - <<'PY'
 import torch
 assert torch.__version__.split("+")[0] == "2.13.0", f"unexpected torch {torch.__version__}"

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from sealign import __version__
-from sealign.commands import codec, data, demo, enhance, metrics_cmd, score, train
+from sealign.commands import codec, data, demo, enhance, gspo, metrics_cmd, score, train
 from sealign.commands import eval as eval_cmd
 from sealign.metrics.base import MetricUnavailable
 from sealign.utils.logging import setup_console_logging
@@ -17,6 +17,7 @@ COMMANDS = {
     "data": data,
     "codec": codec,
     "train": train,
+    "gspo": gspo,
     "enhance": enhance,
     "eval": eval_cmd,
     "score": score,

@@ -94,7 +94,19 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]} (valid: {', '.join(sorted(names))})"
         )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        f = fields[k]
+        if isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
+            # a dataclass field whose default differs from its class's defaults (e.g. GSPO's
+            # data settings): given keys are applied on top of that default
+            default = f.default_factory()
+            if dataclasses.is_dataclass(default):
+                merged = to_dict(default)
+                _merge(merged, v)
+                v = merged
+        kwargs[k] = _coerce(v, hints[k], prefix + k)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:

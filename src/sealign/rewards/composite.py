@@ -1,0 +1,282 @@
+"""Metric rewards on a common scale and their weighted composite.
+
+The reward contract is TRL's plain-function one: a reward function takes a batch of enhanced
+:class:`~sealign.metrics.base.Utterance` objects (with the input's reference, text and speaker
+reference attached) and returns one ``float`` or ``None`` per utterance. ``None`` means *not
+applicable* (e.g. WER on an input without a transcript): the composite then averages the
+remaining components, it never counts a missing score as 0.
+
+Each :class:`RewardComponent` names either a metric of the suite (``metric`` + ``output``) or a
+custom function (``function: package.module:name``). Metric outputs are mapped to a comparable
+scale before weighting (``scale``):
+
+- ``mos``: ``(m - 1) / 4`` for 1–5 opinion scores (DNSMOS, DistillMOS, UTMOS, NISQA);
+- ``error_rate``: ``1 - min(e, 1)`` for WER / CER;
+- ``identity``: the value as it is (similarities, ESTOI...);
+- ``auto`` (default): ``mos`` for outputs whose declared range is 1–5, ``error_rate`` for
+  lower-is-better outputs bounded below by 0, else ``identity``.
+
+A metric that *fails* on a sample (exception, NaN/inf) marks the sample as failed: the GSPO
+trainer excludes it from its group's advantage and logs it, the run goes on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sealign.metrics.base import Metric, MetricInfo, Utterance
+from sealign.metrics.cache import ScoreCache, score_with_cache
+
+log = logging.getLogger(__name__)
+
+RewardFunction = Callable[[list[Utterance]], list[float | None]]
+SCALES = ("auto", "mos", "error_rate", "identity")
+
+
+def to_reward_scale(value: float, scale: str) -> float:
+    """Map one metric value to the reward scale ``scale`` (not ``auto``)."""
+    if scale == "mos":
+        return (value - 1.0) / 4.0
+    if scale == "error_rate":
+        return 1.0 - min(value, 1.0)
+    if scale == "identity":
+        return value
+    raise ValueError(f"unknown reward scale {scale!r}; known: {', '.join(SCALES[1:])}")
+
+
+def auto_scale(info: MetricInfo, output: str) -> str:
+    """The scale ``auto`` resolves to for ``output`` of a metric (see the module doc)."""
+    k = info.outputs.index(output)
+    lo, hi = info.ranges[k]
+    if (lo, hi) == (1.0, 5.0):
+        return "mos"
+    if not info.higher_is_better[k] and lo == 0.0:
+        return "error_rate"
+    return "identity"
+
+
+@dataclass
+class RewardComponent:
+    """One term of the composite reward."""
+
+    metric: str = ""  # a metric of the suite (see `sealign metrics`) ...
+    output: str = ""  # ... and its output (default: the metric's first output)
+    function: str = ""  # ... or a custom reward function "package.module:name"
+    weight: float = 1.0
+    scale: str = "auto"
+    name: str = ""  # log name (rewards/<name>/mean); default: the column or function name
+
+    def __post_init__(self) -> None:
+        if bool(self.metric) == bool(self.function):
+            raise ValueError("a reward component needs exactly one of `metric` or `function`")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"reward weight must be a finite number >= 0, got {self.weight}")
+        if self.scale not in SCALES:
+            raise ValueError(f"reward scale {self.scale!r} unknown; known: {', '.join(SCALES)}")
+
+
+def _default_components() -> list[RewardComponent]:
+    # the seed paper's DNSMOS + (1 - WER) + UTMOS, with DistillMOS for UTMOS (no UTMOS weights
+    # ship in a package; set metric: utmos with a checkpoint to use it)
+    return [
+        RewardComponent(metric="dnsmos", output="ovrl"),
+        RewardComponent(metric="wer", output="wer"),
+        RewardComponent(metric="distillmos", output="distillmos"),
+    ]
+
+
+@dataclass
+class RewardConfig:
+    """The composite reward: components, aggregation and metric settings."""
+
+    components: list[RewardComponent] = field(default_factory=_default_components)
+    aggregation: str = "sum_then_normalize"  # or normalize_then_sum, rank
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache: str | None = None  # SQLite score cache path (None = no cache)
+
+    def __post_init__(self) -> None:
+        from sealign.rewards.advantages import AGGREGATIONS
+
+        self.components = [
+            RewardComponent(**c) if isinstance(c, dict) else c for c in self.components
+        ]
+        if not self.components:
+            raise ValueError("reward.components: give at least one component")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"reward.aggregation: {self.aggregation!r} unknown; known: {', '.join(AGGREGATIONS)}"
+            )
+        if sum(c.weight for c in self.components) <= 0:
+            raise ValueError("reward.components: the weights sum to 0")
+        names = [c.name for c in self.components if c.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward.components: duplicate names {names}")
+
+    def check(self, prefix: str = "reward.") -> None:
+        """Metric names and outputs exist; custom functions import (no model is loaded)."""
+        from sealign.metrics.registry import metric_info, metric_names
+
+        for i, c in enumerate(self.components):
+            where = f"{prefix}components[{i}]"
+            if c.function:
+                _import_function(c.function, where)
+                continue
+            if c.metric not in metric_names():
+                raise ValueError(
+                    f"{where}.metric: unknown metric {c.metric!r}; known: {', '.join(metric_names())}"
+                )
+            outs = metric_info(c.metric).outputs
+            if c.output and c.output not in outs:
+                raise ValueError(
+                    f"{where}.output: {c.metric} has outputs {', '.join(outs)}, not {c.output!r}"
+                )
+        used = {c.metric for c in self.components if c.metric}
+        unused = sorted(set(self.metric_options) - used)
+        if unused:
+            raise ValueError(
+                f"{prefix}metric_options: given for metrics not in the reward {unused}"
+            )
+
+
+def _import_function(path: str, where: str) -> RewardFunction:
+    module, _, name = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name) if module and name else None
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{where}.function: cannot import {path!r}: {err}") from err
+    if not callable(fn):
+        raise ValueError(f"{where}.function: {path!r} must be 'package.module:callable'")
+    return fn
+
+
+@dataclass
+class RewardBatch:
+    """Scores of a batch of N utterances.
+
+    ``values [N, C]``: scaled component rewards, NaN where not applicable or failed;
+    ``failed [N]``: a component failed on the sample (exclude it); ``raw``: metric columns
+    (``dnsmos_ovrl``...) before scaling, for logging; ``reasons``: why samples failed.
+    """
+
+    names: list[str]
+    values: np.ndarray
+    failed: np.ndarray
+    raw: dict[str, list[float | None]]
+    reasons: dict[int, str]
+
+
+class CompositeReward:
+    """Scores utterances with every component; metrics are built once and shared."""
+
+    def __init__(
+        self,
+        cfg: RewardConfig,
+        num_threads: int = 2,
+        metrics: dict[str, Metric] | None = None,
+        functions: dict[str, RewardFunction] | None = None,
+    ) -> None:
+        from sealign.eval.score import column_name
+        from sealign.metrics.registry import build_metric
+
+        cfg.check()
+        self.cfg = cfg
+        self.metrics: dict[str, Metric] = dict(metrics or {})
+        self.functions: dict[str, RewardFunction] = dict(functions or {})
+        self.outputs: list[str] = []
+        self.scales: list[str] = []
+        self.names: list[str] = []
+        for i, c in enumerate(cfg.components):
+            if c.function:
+                fn = self.functions.get(c.function) or _import_function(
+                    c.function, f"reward.components[{i}]"
+                )
+                self.functions[c.function] = fn
+                self.outputs.append("")
+                self.scales.append("identity" if c.scale == "auto" else c.scale)
+                self.names.append(c.name or c.function.rpartition(":")[2])
+                continue
+            if c.metric not in self.metrics:
+                opts = cfg.metric_options.get(c.metric, {})
+                self.metrics[c.metric] = build_metric(c.metric, num_threads=num_threads, **opts)
+            info = self.metrics[c.metric].info
+            out = c.output or info.outputs[0]
+            self.outputs.append(out)
+            self.scales.append(auto_scale(info, out) if c.scale == "auto" else c.scale)
+            self.names.append(c.name or column_name(c.metric, out))
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"reward.components: two components share a name {self.names}")
+        self.weights = np.array([c.weight for c in cfg.components], dtype=np.float64)
+        self.cache = ScoreCache(cfg.cache) if cfg.cache else None
+
+    def columns(self) -> set[str]:
+        """Metric columns (``dnsmos_ovrl``...) the reward optimizes."""
+        from sealign.eval.score import column_name
+
+        return {
+            column_name(c.metric, out)
+            for c, out in zip(self.cfg.components, self.outputs, strict=True)
+            if c.metric
+        }
+
+    def load(self) -> None:
+        """Load every metric model now (so that a missing model fails before training)."""
+        for m in self.metrics.values():
+            m.load()
+
+    def __call__(self, utts: list[Utterance]) -> RewardBatch:
+        from sealign.eval.score import column_name
+
+        n, c = len(utts), len(self.cfg.components)
+        values = np.full((n, c), np.nan)
+        failed = np.zeros(n, dtype=bool)
+        reasons: dict[int, str] = {}
+        raw: dict[str, list[float | None]] = {}
+        results = {
+            name: score_with_cache(metric, utts, self.cache)
+            for name, metric in self.metrics.items()
+        }
+        for j, comp in enumerate(self.cfg.components):
+            if comp.function:
+                scores = self._call_function(comp.function, utts)
+            else:
+                res, out = results[comp.metric], self.outputs[j]
+                scores = []
+                for i, r in enumerate(res):
+                    if r.error is not None:
+                        failed[i] = True
+                        reasons[i] = f"{comp.metric}: {r.error}"
+                    scores.append(r.values.get(out) if r.ok else None)
+            raw[column_name(comp.metric, self.outputs[j]) if comp.metric else self.names[j]] = (
+                scores
+            )
+            for i, v in enumerate(scores):
+                if v is None:
+                    continue
+                if not math.isfinite(v):
+                    failed[i] = True
+                    reasons[i] = f"{self.names[j]}: non-finite reward {v}"
+                    continue
+                values[i, j] = to_reward_scale(float(v), self.scales[j])
+        values[failed] = np.nan
+        return RewardBatch(list(self.names), values, failed, raw, reasons)
+
+    def _call_function(self, path: str, utts: list[Utterance]) -> list[float | None]:
+        try:
+            out = list(self.functions[path](utts))
+        except Exception as err:  # noqa: BLE001 - a broken reward must not end the run
+            log.warning("reward function %s failed on the batch: %s", path, err)
+            return [float("nan")] * len(utts)
+        if len(out) != len(utts):
+            raise ValueError(f"reward function {path} returned {len(out)} values for {len(utts)}")
+        return [None if v is None else float(v) for v in out]
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()

@@ -1,0 +1,596 @@
+"""GSPO (and GRPO) post-training of any :class:`~sealign.models.policy.Policy` on a composite
+perceptual reward. One explicit loop, no critic:
+
+    B noisy inputs → condition → each repeated G times → policy.sample (old log-probs)
+      → policy.decode → reward (metrics, batched, cached) → group-relative advantages
+      → K minibatch updates: policy.step_log_probs → clipped surrogate (+ k3 KL) → AdamW
+
+Per step it logs ``reward``, ``reward_std``, ``rewards/<name>/mean|std``, ``frac_reward_zero_std``,
+``num_excluded``, ``clip_ratio/*``, ``kl``, ``entropy``, ``loss``, ``grad_norm``, ``lr``,
+``completions/mean_length`` and ``time/{generate,decode,score,update,step}`` (console,
+``log.jsonl``, TensorBoard). Every ``eval.steps`` steps (and at step 0) the held-out set is
+enhanced and scored on every evaluation metric; see :mod:`sealign.rl.evaluation` for the
+reward-hacking alarm. Checkpoints restore weights, optimizer, scheduler, RNGs and the data
+position, so a resumed run repeats the losses of an uninterrupted one.
+
+Distributed: with ``WORLD_SIZE > 1`` (``torchrun``) each rank draws its own shard of inputs and
+its own seeds; a group never spans ranks, so group normalization is local and exact; gradients
+are averaged across ranks before each optimizer step; rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sealign.audio.io import write_audio
+from sealign.config import save_config
+from sealign.metrics.base import Utterance
+from sealign.models.policy import Policy, Rollout
+from sealign.rewards import CompositeReward, RewardConfig, group_advantages
+from sealign.rl.evaluation import (
+    enhance_examples,
+    hacking_alarms,
+    metric_directions,
+    score_records,
+    summarize_records,
+)
+from sealign.rl.losses import LOSSES, policy_loss
+from sealign.train.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from sealign.train.data import DataConfig, DataError, Example, PairDataset
+from sealign.train.sft import (
+    ModelConfig,
+    OptimConfig,
+    _keep_working,
+    _truncate_log,
+    init_policy,
+    make_optimizer,
+    make_scheduler,
+)
+from sealign.utils.logging import RunLogger
+from sealign.utils.threads import set_torch_threads
+
+log = logging.getLogger(__name__)
+
+
+def _gspo_data() -> DataConfig:
+    return DataConfig(batch_size=2, crop_seconds=0.0, max_seconds=10.0)
+
+
+def _gspo_optim() -> OptimConfig:
+    return OptimConfig(lr=1e-5, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0)
+
+
+@dataclass
+class SamplingConfig:
+    """How the G outputs of a group are sampled."""
+
+    group_size: int = 4
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def check(self, prefix: str = "sampling.") -> None:
+        if self.group_size < 2:
+            raise ValueError(f"{prefix}group_size must be >= 2, got {self.group_size}")
+        if not self.temperature > 0:
+            raise ValueError(f"{prefix}temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"{prefix}top_k must be >= 0 and top_p in (0, 1]")
+
+    def options(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "top_p": self.top_p}
+
+
+@dataclass
+class RLEvalConfig:
+    """Held-out evaluation: every ``steps`` steps (0 = only at the start and the end)."""
+
+    manifests: list[str] = field(default_factory=list)
+    num_samples: int = 8  # held-out utterances (0 = all)
+    steps: int = 50
+    temperature: float = 1.0
+    metrics: list[str] = field(
+        default_factory=lambda: ["dnsmos", "distillmos", "wer", "spk_sim", "pesq_wb", "estoi"]
+    )
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    save_audio: bool = True
+
+    def check(self, prefix: str = "eval.") -> None:
+        from sealign.metrics.registry import metric_names
+
+        for m in self.manifests:
+            if not Path(m).is_file():
+                raise ValueError(f"{prefix}manifests: not found: {m}")
+        if self.num_samples < 0 or self.steps < 0:
+            raise ValueError(f"{prefix}num_samples and {prefix}steps must be >= 0")
+        for m in self.metrics:
+            if m not in metric_names():
+                raise ValueError(f"{prefix}metrics: unknown metric {m!r}")
+
+
+@dataclass
+class GSPOConfig:
+    """Settings of ``sealign gspo``. The defaults are the GSPO paper's loss settings."""
+
+    output_dir: str = "runs/gspo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reference_model: str | None = None  # frozen π_ref for the KL (default: the initial policy)
+    data: DataConfig = field(default_factory=_gspo_data)  # batch_size = inputs per step (B)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    loss: str = "gspo"  # gspo | gspo_token | grpo
+    epsilon_low: float = 3e-4
+    epsilon_high: float = 4e-4
+    beta: float = 0.0  # weight of the k3 KL to the reference policy
+    entropy_coef: float = 0.0
+    steps_per_generation: int = 4  # minibatch updates per rollout batch (K)
+    optim: OptimConfig = field(default_factory=_gspo_optim)
+    eval: RLEvalConfig = field(default_factory=RLEvalConfig)
+    max_steps: int = 100  # rollout steps
+    max_minutes: float = 0.0  # stop (and save) after this much wall time; 0 = no limit
+    logging_steps: int = 1
+    save_steps: int = 25
+    save_total_limit: int = 2
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: {self.loss!r} unknown; known: {', '.join(LOSSES)}")
+        if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
+            raise ValueError("epsilon_low must be in [0, 1) and epsilon_high >= 0")
+        if self.beta < 0 or self.entropy_coef < 0:
+            raise ValueError("beta and entropy_coef must be >= 0")
+        for key in ("steps_per_generation", "max_steps", "logging_steps", "threads"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.save_steps < 0 or self.max_minutes < 0 or self.save_total_limit < 1:
+            raise ValueError("save_steps and max_minutes must be >= 0, save_total_limit >= 1")
+
+    def check(self) -> None:
+        """Checks touching files and the metric registry (before any work)."""
+        self.model.check("model.")
+        if self.reference_model and not Path(self.reference_model).exists():
+            raise ValueError(f"reference_model: not found: {self.reference_model}")
+        self.data.check("data.")
+        if self.data.crop_seconds:
+            raise ValueError(
+                "data.crop_seconds must be 0 for RL: a crop would not match the transcript"
+            )
+        self.sampling.check("sampling.")
+        self.reward.check("reward.")
+        self.optim.check("optim.")
+        self.eval.check("eval.")
+        n = self.data.batch_size * self.sampling.group_size
+        if self.steps_per_generation > n:
+            raise ValueError(
+                f"steps_per_generation ({self.steps_per_generation}) exceeds the "
+                f"{n} samples of a rollout batch (data.batch_size x sampling.group_size)"
+            )
+
+
+# ------------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """Rank and world size from ``torchrun``'s environment; process group when > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
+    if d.world_size == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= d.world_size
+
+
+# ------------------------------------------------------------------------------------- steps
+
+
+@dataclass
+class RolloutBatch:
+    """One step's samples: conditioning of the N = B·G rows, the rollout, and its scores."""
+
+    examples: list[Example]
+    cond: Any
+    rollout: Rollout
+    group: np.ndarray
+    advantages: np.ndarray
+    valid: np.ndarray
+    stats: dict[str, float]
+
+
+def _utterances(examples: list[Example], group: np.ndarray, wavs: list[np.ndarray], sr: int):
+    out = []
+    for j, (g, w) in enumerate(zip(group.tolist(), wavs, strict=True)):
+        ex = examples[g]
+        out.append(
+            Utterance(f"{ex.id}#{j}", w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
+        )
+    return out
+
+
+def generate_and_score(
+    policy: Policy,
+    examples: list[Example],
+    cfg: GSPOConfig,
+    reward: CompositeReward,
+    generator: torch.Generator,
+) -> RolloutBatch | None:
+    """Sample G outputs per input, decode, score and compute group advantages."""
+    g = cfg.sampling.group_size
+    t0 = time.perf_counter()
+    examples, cond = _keep_working(
+        examples, lambda b: policy.condition([e.noisy for e in b]), lambda e: e.id
+    )
+    if not examples:
+        return None
+    group = np.repeat(np.arange(len(examples)), g)
+    cond = cond.select(torch.as_tensor(group))
+    rollout = policy.sample(
+        cond, temperature=cfg.sampling.temperature, generator=generator, **cfg.sampling.options()
+    )
+    t1 = time.perf_counter()
+    wavs = policy.decode(rollout)
+    t2 = time.perf_counter()
+    scores = reward(_utterances(examples, group, wavs, policy.sample_rate))
+    t3 = time.perf_counter()
+    adv = group_advantages(
+        scores.values, group, reward.weights, cfg.reward.aggregation, scores.failed
+    )
+    for i, why in scores.reasons.items():
+        log.warning("excluding sample %s#%d from its group: %s", examples[group[i]].id, i, why)
+    stats: dict[str, float] = {
+        "time/generate": t1 - t0,
+        "time/decode": t2 - t1,
+        "time/score": t3 - t2,
+        "frac_reward_zero_std": adv.frac_reward_zero_std,
+        "num_excluded": float((~adv.valid).sum()),
+        "completions/mean_length": float(rollout.lengths.float().mean()),
+    }
+    comp = adv.composite[adv.valid]
+    if comp.size:
+        stats["reward"] = float(comp.mean())
+        stats["reward_std"] = float(comp.std())
+    for j, name in enumerate(scores.names):
+        col = scores.values[:, j]
+        col = col[np.isfinite(col)]
+        if col.size:
+            stats[f"rewards/{name}/mean"] = float(col.mean())
+            stats[f"rewards/{name}/std"] = float(col.std())
+    return RolloutBatch(examples, cond, rollout, group, adv.advantages, adv.valid, stats)
+
+
+def update(
+    policy: Policy,
+    ref: Policy | None,
+    batch: RolloutBatch,
+    cfg: GSPOConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    d: Dist,
+) -> dict[str, float]:
+    """K minibatch updates on the valid samples of ``batch`` (shuffled with ``generator``)."""
+    module: torch.nn.Module = policy  # type: ignore[assignment]
+    params = [p for p in module.parameters() if p.requires_grad]
+    idx = np.flatnonzero(batch.valid)
+    k = cfg.steps_per_generation
+    sums: dict[str, float] = {}
+    if idx.size == 0:
+        log.warning("no valid sample in this rollout batch: no update")
+        for _ in range(k):
+            scheduler.step()
+        return {}
+    perm = torch.randperm(idx.size, generator=generator).numpy()
+    chunks = [c for c in np.array_split(idx[perm], k) if c.size]
+    adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
+    clip = cfg.optim.max_grad_norm or float("inf")
+    for rows in chunks:
+        mb = batch.rollout.select(torch.as_tensor(rows))
+        logp, ent = policy.step_log_probs(batch.cond, mb)
+        ref_logp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_logp, _ = ref.step_log_probs(batch.cond, mb)
+        out = policy_loss(
+            logp,
+            mb.logp.to(logp.device),
+            adv_all[rows].to(logp.device),
+            mb.mask.to(logp.device),
+            cfg.loss,
+            cfg.epsilon_low,
+            cfg.epsilon_high,
+            ref_logp=ref_logp,
+            beta=cfg.beta,
+            entropy=ent,
+            entropy_coef=cfg.entropy_coef,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        _average_gradients(params, d)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        loss_value = float(out.loss.detach())
+        if math.isfinite(loss_value) and math.isfinite(grad_norm):
+            optimizer.step()
+        else:
+            log.warning("non-finite loss or gradient: minibatch update skipped")
+        scheduler.step()
+        for key, v in {"loss": loss_value, "grad_norm": grad_norm, **out.stats}.items():
+            sums[key] = sums.get(key, 0.0) + v / len(chunks)
+    return sums
+
+
+# ------------------------------------------------------------------------------------ runner
+
+
+@dataclass
+class GSPOResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    history: list[dict[str, Any]]
+    evals: dict[int, list[dict[str, Any]]]  # step → held-out records
+    alarms: list[str]
+
+
+class _HeldOut:
+    """The held-out examples, the evaluation metrics and the baseline records."""
+
+    def __init__(self, cfg: GSPOConfig, sample_rate: int, rewarded: set[str]) -> None:
+        from sealign.metrics.registry import build_metric
+
+        self.cfg = cfg
+        self.examples: list[Example] = []
+        if cfg.eval.manifests:
+            data = dataclasses.replace(cfg.data, degrade=False, batch_size=8)
+            ds = PairDataset(cfg.eval.manifests, data, sample_rate, cfg.seed, train=False)
+            limit = cfg.eval.num_samples or None
+            self.examples = [ex for b in ds.iter_batches(limit) for ex in b]
+        self.metrics = {
+            n: build_metric(n, num_threads=cfg.threads, **cfg.eval.metric_options.get(n, {}))
+            for n in cfg.eval.metrics
+        }
+        self.rewarded = rewarded
+
+    def run(self, policy: Policy, step: int, run: Path) -> list[dict[str, Any]]:
+        module: torch.nn.Module = policy  # type: ignore[assignment]
+        saved = rng_state()
+        try:
+            wavs = enhance_examples(
+                policy,
+                self.examples,
+                self.cfg.eval.temperature,
+                self.cfg.seed + 12345,
+                **self.cfg.sampling.options(),
+            )
+        finally:
+            set_rng_state(saved)
+            module.eval()
+        sr = policy.sample_rate
+        utts = [
+            Utterance(ex.id, w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
+            for ex, w in zip(self.examples, wavs, strict=True)
+        ]
+        if self.cfg.eval.save_audio:
+            for u in utts:
+                write_audio(run / "samples" / f"step_{step:08d}" / f"{u.id}.wav", u.audio, sr)
+        records = score_records(utts, self.metrics)
+        _write_json(run / "eval" / f"step_{step:08d}.json", records)
+        return records
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _load_evals(run: Path) -> dict[int, list[dict[str, Any]]]:
+    out = {}
+    for p in sorted((run / "eval").glob("step_*.json")):
+        out[int(p.stem[5:])] = json.loads(p.read_text(encoding="utf-8"))
+    return out
+
+
+def train_gspo(
+    cfg: GSPOConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    reward: CompositeReward | None = None,
+) -> GSPOResult:
+    """Run GSPO for ``cfg.max_steps`` rollout steps (or ``cfg.max_minutes``) into ``run_dir``."""
+    cfg.check()
+    run = Path(run_dir or cfg.output_dir)
+    cfg = dataclasses.replace(cfg, output_dir=str(run))
+    ckpt = latest_checkpoint(run)
+    if ckpt is not None and not resume:
+        raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
+    d = init_distributed(cfg.device)
+    set_torch_threads(cfg.threads)
+    seed = cfg.seed + 1000 * d.rank
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, cfg.device)
+    module: torch.nn.Module = policy  # type: ignore[assignment]
+    module.eval()  # sampling and log-prob recomputation must see the same function
+    ref: Policy | None = None
+    if cfg.beta > 0:
+        ref_src = cfg.reference_model or cfg.model.init_from
+        ref = init_policy(ModelConfig(init_from=ref_src), cfg.device) if ref_src else None
+        if ref is None:  # a fresh model: its initial weights are the reference
+            ref = copy.deepcopy(policy)
+        ref_module: torch.nn.Module = ref  # type: ignore[assignment]
+        ref_module.eval().requires_grad_(False)
+    if reward is None:
+        reward = CompositeReward(cfg.reward, num_threads=cfg.threads)
+        reward.load()  # a metric that cannot load fails now, not after the first rollout
+    train_ds = PairDataset(
+        cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, True, d.rank, d.world_size
+    )
+    rewarded = reward.columns()
+    held = _HeldOut(cfg, policy.sample_rate, rewarded) if d.main else None
+    run.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        save_config(cfg, run / "config.yaml")
+    optimizer = make_optimizer(module, cfg.optim)
+    n_updates = cfg.max_steps * cfg.steps_per_generation
+    scheduler = make_scheduler(optimizer, cfg.optim, n_updates)
+    gen = torch.Generator().manual_seed(seed)
+    state = TrainerState()
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, optimizer, scheduler, generators={"sample": gen})
+        train_ds.load_state_dict({"epoch": state.epoch, "index": state.index})
+        if d.main:
+            _truncate_log(run / "log.jsonl", state.step)
+        log.info("resumed from %s (step %d)", ckpt, state.step)
+    log.info(
+        "GSPO (%s) on a %s policy: %d inputs x %d samples per step, %d steps, reward = %s",
+        cfg.loss,
+        policy.family,
+        cfg.data.batch_size,
+        cfg.sampling.group_size,
+        cfg.max_steps,
+        " + ".join(f"{w:g}·{n}" for w, n in zip(reward.weights, reward.names, strict=True)),
+    )
+    logger = RunLogger(run) if d.main else None
+    history: list[dict[str, Any]] = []
+    evals = _load_evals(run) if d.main else {}
+    alarms: list[str] = []
+    directions = metric_directions(held.metrics) if held else {}
+
+    def evaluate(step: int) -> None:
+        if held is None or not held.examples or step in evals:
+            return
+        t = time.perf_counter()
+        records = held.run(policy, step, run)
+        evals[step] = records
+        scalars = summarize_records(records)
+        scalars["time/eval"] = time.perf_counter() - t
+        if 0 in evals and step > 0:
+            for a in hacking_alarms(evals[0], records, directions, rewarded):
+                msg = f"step {step}: reward-hacking alarm: non-rewarded {a}"
+                log.warning(msg)
+                alarms.append(msg)
+                scalars[f"alarm/{a.column}"] = a.diff
+        log.info(
+            "step %d eval: %s",
+            step,
+            ", ".join(f"{k[5:]}={v:.3f}" for k, v in scalars.items() if k.startswith("eval/")),
+        )
+        if logger is not None:
+            logger.log(scalars, step=step)
+
+    start_time = time.perf_counter()
+    elapsed0 = float(state.extra.get("elapsed", 0.0))
+    evaluate(0)
+    last_ckpt, saved_step = ckpt, state.step
+    bar = tqdm(
+        total=cfg.max_steps, initial=state.step, desc="gspo", unit="step", disable=not progress
+    )
+    try:
+        while state.step < cfg.max_steps:
+            if (
+                cfg.max_minutes
+                and elapsed0 + time.perf_counter() - start_time > 60 * cfg.max_minutes
+            ):
+                log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, state.step)
+                break
+            t0 = time.perf_counter()
+            batch = generate_and_score(policy, train_ds.next_batch(), cfg, reward, gen)
+            if batch is None:
+                raise DataError("the policy rejected every input of a batch")
+            t1 = time.perf_counter()
+            upd = update(policy, ref, batch, cfg, optimizer, scheduler, gen, d)
+            state.step += 1
+            state.epoch, state.index = train_ds.epoch, train_ds.index
+            stats = {**batch.stats, **upd, "time/update": time.perf_counter() - t1}
+            stats["time/step"] = time.perf_counter() - t0
+            stats["lr"] = scheduler.get_last_lr()[0]
+            history.append({"step": state.step, **stats})
+            bar.update(1)
+            bar.set_postfix(reward=f"{stats.get('reward', float('nan')):.3f}")
+            if logger is not None and state.step % cfg.logging_steps == 0:
+                logger.log(stats, step=state.step)
+            if cfg.eval.steps and state.step % cfg.eval.steps == 0:
+                evaluate(state.step)
+            if cfg.save_steps and state.step % cfg.save_steps == 0:
+                elapsed = elapsed0 + time.perf_counter() - start_time
+                last_ckpt = _save(run, policy, optimizer, scheduler, state, cfg, gen, d, elapsed)
+                saved_step = state.step
+        if saved_step != state.step or last_ckpt is None:
+            elapsed = elapsed0 + time.perf_counter() - start_time
+            last_ckpt = _save(run, policy, optimizer, scheduler, state, cfg, gen, d, elapsed)
+        evaluate(state.step)
+    finally:
+        bar.close()
+        if logger is not None:
+            logger.close()
+        reward.close()
+    return GSPOResult(run, state.step, last_ckpt, history, evals, alarms)
+
+
+def _save(
+    run: Path,
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainerState,
+    cfg: GSPOConfig,
+    gen: torch.Generator,
+    d: Dist,
+    elapsed: float,
+) -> Path | None:
+    if not d.main:
+        return None
+    state.extra["elapsed"] = elapsed
+    return save_checkpoint(
+        run, policy, optimizer, scheduler, state, cfg, {"sample": gen}, cfg.save_total_limit
+    )

@@ -1,0 +1,309 @@
+"""Rewards, group advantages and the GSPO trainer on a tiny AR policy over a tiny WORLD codec."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sealign.cli import main
+from sealign.codecs.world import WorldCodecConfig, train_world_codec
+from sealign.config import load_config
+from sealign.data.manifest import write_manifest
+from sealign.metrics.base import Utterance
+from sealign.metrics.registry import metric_info
+from sealign.models.registry import build_policy
+from sealign.rewards import CompositeReward, RewardConfig, group_advantages, to_reward_scale
+from sealign.rewards.composite import auto_scale
+from sealign.rl.gspo import GSPOConfig, train_gspo
+
+torch.set_num_threads(1)
+
+TINY_CODEC = {"ar_spec_k": 16, "ar_f0_k": 4, "mgm_spec_k": [8, 8], "mgm_f0_k": 8, "kmeans_iters": 6}
+CALLS: list[str] = []
+
+
+def flaky_reward(utts: list[Utterance]) -> list[float | None]:
+    """Loudness reward that is NaN for sample #1 and not applicable for sample #2."""
+    out: list[float | None] = []
+    for u in utts:
+        CALLS.append(u.id)
+        j = int(u.id.rsplit("#", 1)[1])
+        out.append(float("nan") if j == 1 else None if j == 2 else float(np.abs(u.audio).mean()))
+    return out
+
+
+# ------------------------------------------------------------------------------ advantages
+
+
+def test_reward_scales():
+    assert to_reward_scale(3.0, "mos") == pytest.approx(0.5)
+    assert to_reward_scale(0.25, "error_rate") == pytest.approx(0.75)
+    assert to_reward_scale(1.7, "error_rate") == 0.0
+    assert to_reward_scale(0.8, "identity") == 0.8
+    assert auto_scale(metric_info("dnsmos"), "ovrl") == "mos"
+    assert auto_scale(metric_info("wer"), "wer") == "error_rate"
+    assert auto_scale(metric_info("spk_sim"), "spk_sim") == "identity"
+    with pytest.raises(ValueError, match="unknown reward scale"):
+        to_reward_scale(1.0, "log")
+
+
+def test_sum_then_normalize_matches_definition():
+    rng = np.random.default_rng(0)
+    values = rng.random((8, 3))
+    group = np.repeat([0, 1], 4)
+    w = np.array([1.0, 2.0, 1.0])
+    out = group_advantages(values, group, w)
+    comp = values @ w / w.sum()
+    for g in (0, 1):
+        r = comp[group == g]
+        np.testing.assert_allclose(
+            out.advantages[group == g], (r - r.mean()) / (r.std(ddof=1) + 1e-4)
+        )
+    np.testing.assert_allclose(out.composite, comp)
+    assert out.valid.all() and out.frac_reward_zero_std == 0.0
+
+
+def test_missing_component_is_not_zero_and_failed_sample_is_excluded():
+    values = np.array([[0.5, 1.0], [0.5, np.nan], [0.2, 0.0], [0.9, 0.9]])
+    failed = np.array([False, False, False, True])
+    out = group_advantages(values, np.zeros(4, int), np.ones(2), failed=failed)
+    assert out.composite[1] == pytest.approx(0.5)  # mean of the available component only
+    assert not out.valid[3] and out.advantages[3] == 0.0 and np.isnan(out.composite[3])
+    r = np.array([0.75, 0.5, 0.1])
+    np.testing.assert_allclose(out.advantages[:3], (r - r.mean()) / (r.std(ddof=1) + 1e-4))
+
+
+def test_zero_spread_group_gives_zero_advantage():
+    values = np.array([[0.3], [0.3], [0.1], [0.9]])
+    out = group_advantages(values, np.array([0, 0, 1, 1]), np.ones(1))
+    assert out.advantages[:2].tolist() == [0.0, 0.0]
+    assert out.frac_reward_zero_std == 0.5
+
+
+def test_rank_is_invariant_to_monotone_transforms_and_normalize_then_sum_balances():
+    rng = np.random.default_rng(1)
+    values = rng.random((6, 2))
+    group = np.zeros(6, int)
+    a = group_advantages(values, group, np.ones(2), "rank").advantages
+    b = group_advantages(np.exp(5 * values), group, np.ones(2), "rank").advantages
+    np.testing.assert_allclose(a, b)
+    assert a.max() <= 1 and a.min() >= -1
+    # a component scaled by 100 dominates sum_then_normalize but not normalize_then_sum
+    scaled = values * np.array([100.0, 1.0])
+    n1 = group_advantages(values, group, np.ones(2), "normalize_then_sum").advantages
+    n2 = group_advantages(scaled, group, np.ones(2), "normalize_then_sum").advantages
+    np.testing.assert_allclose(n1, n2, atol=1e-3)
+
+
+def test_composite_reward_flags_failures_and_not_applicable(speech):
+    cfg = RewardConfig(
+        components=[
+            {"metric": "si_sdr"},
+            {"function": "test_gspo:flaky_reward", "weight": 0.5},
+        ]
+    )
+    reward = CompositeReward(cfg, num_threads=1)
+    clean = speech(0)
+    utts = [
+        Utterance(
+            f"u#{j}", clean + 0.01 * j * np.sin(np.arange(clean.size)), 16000, reference=clean
+        )
+        for j in range(4)
+    ]
+    utts.append(Utterance("v#0", clean, 16000))  # no reference: si_sdr not applicable
+    batch = reward(utts)
+    assert batch.names == ["si_sdr", "flaky_reward"]
+    assert batch.failed.tolist() == [False, True, False, False, False]
+    assert np.isnan(batch.values[2, 1]) and np.isfinite(batch.values[2, 0])
+    assert np.isnan(batch.values[4, 0]) and np.isfinite(batch.values[4, 1])
+    assert "non-finite" in batch.reasons[1]
+    assert reward.columns() == {"si_sdr"}
+
+
+def test_reward_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="aggregation"):
+        RewardConfig(aggregation="max")
+    with pytest.raises(ValueError, match=r"components\[0\].metric"):
+        RewardConfig(components=[{"metric": "nope"}]).check()
+    with pytest.raises(ValueError, match=r"components\[0\].output"):
+        RewardConfig(components=[{"metric": "dnsmos", "output": "mos"}]).check()
+    with pytest.raises(ValueError, match="exactly one"):
+        RewardConfig(components=[{"metric": "wer", "function": "a:b"}])
+
+
+# --------------------------------------------------------------------------------- trainer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, speech, noisy):
+    """A tiny AR policy (saved), train (4) and held-out (2) manifests of eSpeak pairs."""
+    root = tmp_path_factory.mktemp("gspo")
+    clean = [speech(i, v)[:16000] for v in ("en-us+m3", "en-us+f2") for i in range(3)]
+    codec = train_world_codec(clean, root / "codec", WorldCodecConfig(**TINY_CODEC))
+    torch.manual_seed(0)
+    policy = build_policy(
+        "ar", codec, {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}}
+    )
+    policy.save(root / "base")
+    rows = []
+    for k, c in enumerate(clean):
+        sf.write(root / f"c{k}.wav", c, 16000)
+        sf.write(root / f"n{k}.wav", noisy(c, 5.0, seed=k), 16000)
+        rows.append({"id": f"u{k}", "audio": f"n{k}.wav", "reference": f"c{k}.wav", "text": "x"})
+    write_manifest(root / "train.jsonl", rows[:4])
+    write_manifest(root / "valid.jsonl", rows[4:])
+    return root
+
+
+def overrides(root, run, **kw) -> list[str]:
+    base = {
+        "output_dir": str(run),
+        "model.init_from": str(root / "base"),
+        "data.train": f"[{root / 'train.jsonl'}]",
+        "data.batch_size": 2,
+        "sampling.group_size": 3,
+        "reward.components": "[{metric: si_sdr}, {metric: estoi, weight: 0.5}]",
+        "eval.manifests": f"[{root / 'valid.jsonl'}]",
+        "eval.metrics": "[si_sdr, estoi, pesq_wb]",
+        "eval.steps": 2,
+        "optim.lr": 3e-3,
+        "epsilon_low": 0.2,
+        "epsilon_high": 0.2,
+        "steps_per_generation": 2,
+        "threads": 1,
+        **kw,
+    }
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def logged(run, key: str) -> dict[int, float]:
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r[key] for r in recs if key in r}
+
+
+def test_gspo_cli_runs_logs_and_evaluates(setup, tmp_path):
+    run = tmp_path / "run"
+    assert main(["gspo", "--no-progress", *overrides(setup, run, max_steps=2, beta=0.1)]) == 0
+    for key in (
+        "reward",
+        "rewards/si_sdr/mean",
+        "rewards/estoi/std",
+        "frac_reward_zero_std",
+        "clip_ratio/region_mean",
+        "kl",
+        "entropy",
+        "completions/mean_length",
+        "time/generate",
+        "time/score",
+        "time/update",
+        "loss",
+    ):
+        assert set(logged(run, key)) == {1, 2}, key
+    assert set(logged(run, "eval/pesq_wb")) == {0, 2}
+    assert (run / "eval" / "step_00000000.json").is_file()
+    assert (run / "checkpoints" / "step_00000002").is_dir()
+    assert list((run / "samples" / "step_00000002").glob("*.wav"))
+    assert (run / "tb").is_dir()
+
+
+def test_first_update_is_on_policy_and_later_ones_are_off_policy(setup, tmp_path):
+    cfg = load_config(
+        GSPOConfig,
+        None,
+        overrides(
+            setup,
+            tmp_path / "r",
+            max_steps=1,
+            **{
+                "eval.manifests": "[]",
+                "steps_per_generation": 3,
+                "epsilon_low": 1e-6,
+                "epsilon_high": 1e-6,
+            },
+        ),
+    )
+    res = train_gspo(cfg, progress=False)
+    h = res.history[0]
+    # ratio is exactly 1 on the first minibatch; the later ones see updated weights
+    assert h["ratio/mean"] != 1.0
+    assert h["clip_ratio/region_mean"] > 0
+
+
+def test_nan_reward_sample_is_excluded_not_fatal(setup, tmp_path, caplog):
+    CALLS.clear()
+    kw = {
+        "reward.components": "[{metric: si_sdr}, {function: 'test_gspo:flaky_reward'}]",
+        "eval.manifests": "[]",
+    }
+    cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", max_steps=2, **kw))
+    res = train_gspo(cfg, progress=False)
+    assert CALLS and all(h["num_excluded"] == 1.0 for h in res.history)
+    assert "excluding sample" in caplog.text
+    assert all(np.isfinite(h["loss"]) for h in res.history)
+
+
+def test_resume_gives_the_same_losses(setup, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    kw = {"eval.manifests": "[]", "save_steps": 2}
+    assert main(["gspo", "--no-progress", *overrides(setup, full, max_steps=4, **kw)]) == 0
+    assert main(["gspo", "--no-progress", *overrides(setup, part, max_steps=2, **kw)]) == 0
+    args = ["gspo", "--no-progress", "--resume", *overrides(setup, part, max_steps=4, **kw)]
+    assert main(args) == 0
+    a, b = logged(full, "loss"), logged(part, "loss")
+    assert set(b) == {1, 2, 3, 4}
+    for s in (3, 4):
+        assert a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-9)
+    assert logged(full, "reward")[4] == pytest.approx(logged(part, "reward")[4])
+
+
+def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    kw = {"eval.manifests": "[]", "save_steps": 1}
+    assert main(["gspo", "--no-progress", *overrides(setup, full, max_steps=4, **kw)]) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "sealign", "gspo", "--no-progress"]
+    proc = subprocess.Popen(
+        [*cmd, *overrides(setup, killed, max_steps=400, **kw)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not (killed / "checkpoints" / "step_00000002").is_dir():
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoints" / "step_00000002").is_dir()
+    args = ["gspo", "--no-progress", "--resume", *overrides(setup, killed, max_steps=4, **kw)]
+    assert main(args) == 0
+    a, b = logged(full, "loss"), logged(killed, "loss")
+    assert sorted(b) == [1, 2, 3, 4]
+    for s in (1, 2, 3, 4):
+        assert a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("loss=ppo", "loss"),
+        ("reward.aggregation=max", "aggregation"),
+        ("sampling.group_size=1", "group_size"),
+        ("data.crop_seconds=2", "crop_seconds"),
+        ("steps_per_generation=99", "steps_per_generation"),
+        ("eval.metrics=[nope]", "eval.metrics"),
+    ],
+)
+def test_invalid_config_fails_before_work(setup, tmp_path, override, key, capsys):
+    run = tmp_path / "bad"
+    assert main(["gspo", "--no-progress", *overrides(setup, run), override]) == 2
+    assert key in capsys.readouterr().err
+    assert not (run / "checkpoints").exists()
