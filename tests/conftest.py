@@ -43,3 +43,35 @@ def add_noise(clean: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="session")
 def noisy():
     return add_noise
+
+
+TINY_CODEC = {"ar_spec_k": 16, "ar_f0_k": 4, "mgm_spec_k": [8, 8], "mgm_f0_k": 8, "kmeans_iters": 6}
+TINY_AR = {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}}
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory, speech):
+    """A tiny WORLD codec (``codec/``), a randomly initialized tiny AR policy (``base/``) and
+    noisy/clean pairs of six 1-s eSpeak clips with manifests ``train.jsonl`` (4),
+    ``valid.jsonl`` (2) and ``test.jsonl`` (3)."""
+    import soundfile as sf
+    import torch
+
+    from sealign.codecs.world import WorldCodecConfig, train_world_codec
+    from sealign.data.manifest import write_manifest
+    from sealign.models.registry import build_policy
+
+    root = tmp_path_factory.mktemp("tiny")
+    clean = [speech(i, v)[:16000] for v in ("en-us+m3", "en-us+f2") for i in range(3)]
+    codec = train_world_codec(clean, root / "codec", WorldCodecConfig(**TINY_CODEC))
+    torch.manual_seed(0)
+    build_policy("ar", codec, dict(TINY_AR)).save(root / "base")
+    rows = []
+    for k, c in enumerate(clean):
+        sf.write(root / f"c{k}.wav", c, 16000)
+        sf.write(root / f"n{k}.wav", add_noise(c, 5.0, seed=k), 16000)
+        rows.append({"id": f"u{k}", "audio": f"n{k}.wav", "reference": f"c{k}.wav", "text": "x"})
+    write_manifest(root / "train.jsonl", rows[:4])
+    write_manifest(root / "valid.jsonl", rows[4:])
+    write_manifest(root / "test.jsonl", rows[3:])
+    return root

@@ -11,23 +11,18 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from sealign.cli import main
-from sealign.codecs.world import WorldCodecConfig, train_world_codec
 from sealign.config import load_config
-from sealign.data.manifest import write_manifest
 from sealign.metrics.base import Utterance
 from sealign.metrics.registry import metric_info
-from sealign.models.registry import build_policy
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages, to_reward_scale
 from sealign.rewards.composite import auto_scale
 from sealign.rl.gspo import GSPOConfig, train_gspo
 
 torch.set_num_threads(1)
 
-TINY_CODEC = {"ar_spec_k": 16, "ar_f0_k": 4, "mgm_spec_k": [8, 8], "mgm_f0_k": 8, "kmeans_iters": 6}
 CALLS: list[str] = []
 
 
@@ -144,24 +139,8 @@ def test_reward_config_errors_name_the_key():
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, speech, noisy):
-    """A tiny AR policy (saved), train (4) and held-out (2) manifests of eSpeak pairs."""
-    root = tmp_path_factory.mktemp("gspo")
-    clean = [speech(i, v)[:16000] for v in ("en-us+m3", "en-us+f2") for i in range(3)]
-    codec = train_world_codec(clean, root / "codec", WorldCodecConfig(**TINY_CODEC))
-    torch.manual_seed(0)
-    policy = build_policy(
-        "ar", codec, {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}}
-    )
-    policy.save(root / "base")
-    rows = []
-    for k, c in enumerate(clean):
-        sf.write(root / f"c{k}.wav", c, 16000)
-        sf.write(root / f"n{k}.wav", noisy(c, 5.0, seed=k), 16000)
-        rows.append({"id": f"u{k}", "audio": f"n{k}.wav", "reference": f"c{k}.wav", "text": "x"})
-    write_manifest(root / "train.jsonl", rows[:4])
-    write_manifest(root / "valid.jsonl", rows[4:])
-    return root
+def setup(tiny_setup):
+    return tiny_setup
 
 
 def overrides(root, run, **kw) -> list[str]:

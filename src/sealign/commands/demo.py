@@ -1,123 +1,307 @@
-"""Showcase: synthesize speech offline, degrade it with noise, and score clean vs noisy.
+"""The main job, end to end on a laptop CPU: GSPO-align the shipped AR enhancement model.
 
-Runs end to end on a laptop CPU with no downloads: Kokoro-82M speech (eSpeak NG when Kokoro's
-voices are not installed; the log says which), modulated noise at several SNRs, and the offline
-metric suite (DNSMOS, DistillMOS, Whisper-base WER, speaker similarity, SpeechBERTScore, PESQ,
-ESTOI, SI-SDR).
+1. builds the demo corpus if it is missing (Kokoro / Piper speech, degraded; `sealign data demo`);
+2. loads the shipped base checkpoint (a small AR codec-token LM, see docs/demo_checkpoint.md);
+3. runs GSPO on the train split for a bounded time with the default composite reward
+   (DNSMOS OVRL + (1 - WER, Whisper base) + DistillMOS);
+4. enhances the test split with the base and the aligned model, scores noisy / base / aligned /
+   clean on every metric, and prints mean ± 95% CI plus the paired bootstrap CI of
+   aligned - base;
+5. writes a report folder: index.html, reward curves, spectrograms and audio of a few examples.
+
+Re-running continues an interrupted GSPO run (and reuses cached scores).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import time
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+from sealign.audio.io import load_audio
+from sealign.commands.common import add_config_arguments, log, log_run_scalars, resolve_config
+from sealign.config import save_config
+from sealign.data.manifest import Entry, read_manifest
+from sealign.eval.score import ScoreConfig, build_metrics, column_name, score_entries
+from sealign.eval.tables import compare_stats, compare_table, diff_table
+from sealign.infer.enhance import enhance_files
+from sealign.metrics.base import MetricInfo
+from sealign.rewards.composite import auto_scale, to_reward_scale
+from sealign.rl.gspo import GSPOConfig, RLEvalConfig, SamplingConfig, train_gspo
+from sealign.train.checkpoint import latest_checkpoint, policy_dir
+from sealign.train.data import DataConfig
+from sealign.train.sft import OptimConfig
 
-from sealign.audio.io import resample, write_audio
-from sealign.commands.common import (
-    add_config_arguments,
-    log,
-    log_run_scalars,
-    prepare_run_dir,
-    resolve_config,
-)
-from sealign.data.manifest import Entry, write_manifest
-from sealign.data.synth import trim_and_normalize
-from sealign.data.tts import engine_unavailable_reason, get_engine
-from sealign.eval.score import DEFAULT_METRICS, ScoreConfig, build_metrics, score_entries
-from sealign.eval.tables import compare_table
+HELP = "the main job: GSPO-align the shipped model on the demo corpus, evaluate, report"
 
-HELP = "offline showcase: synthesize, degrade and score speech"
+DEMO_METRICS = ["dnsmos", "distillmos", "wer", "spk_sim", "speechbertscore", "pesq_wb", "estoi"]
 
-DEMO_SENTENCES = [
-    "The little boat drifted slowly toward the quiet harbor.",
-    "She found an old map hidden inside the library book.",
-    "Please bring three apples and a loaf of bread tomorrow.",
-    "The train to the northern city leaves at seven thirty.",
-    "A cold wind blew across the open field all night.",
-    "My brother painted the kitchen a bright shade of yellow.",
-    "We heard the music playing from the house next door.",
-    "The children laughed as the puppy chased its tail.",
-]
-DEMO_VOICES = {
-    "kokoro": ["af_heart", "am_michael", "bf_emma", "bm_george"],
-    "espeak": ["en-us+m3", "en-gb-x-rp+f4", "en-us+f2", "en+m1"],
-}
+
+def shipped_checkpoint() -> Path:
+    """The AR base checkpoint that ships inside the package."""
+    return Path(str(resources.files("sealign") / "assets" / "ar_demo"))
+
+
+def _demo_gspo() -> GSPOConfig:
+    return GSPOConfig(
+        data=DataConfig(batch_size=2, crop_seconds=0.0, max_seconds=10.0),
+        sampling=SamplingConfig(group_size=4, temperature=1.0, top_k=50),
+        optim=OptimConfig(lr=5e-5, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0),
+        eval=RLEvalConfig(num_samples=8, steps=0, metrics=["dnsmos", "distillmos", "wer"]),
+        max_steps=10_000,
+        max_minutes=8.0,
+        save_steps=5,
+    )
 
 
 @dataclass
 class DemoConfig:
+    """Settings of ``sealign demo``; ``gspo`` holds every GSPO setting (``gspo.max_minutes``...)."""
+
     output: str = "runs/demo"
-    n_utterances: int = 8
-    engine: str = "kokoro"
-    snrs_db: list[float] = field(default_factory=lambda: [10.0, 0.0])
-    seed: int = 0
-    score: ScoreConfig = field(default_factory=lambda: ScoreConfig(metrics=list(DEFAULT_METRICS)))
+    data: str = "data/demo"  # demo corpus; built with `sealign data demo` settings if missing
+    checkpoint: str = ""  # base policy; default: the shipped AR checkpoint
+    gspo: GSPOConfig = field(default_factory=_demo_gspo)
+    metrics: list[str] = field(default_factory=lambda: list(DEMO_METRICS))
+    test_limit: int = 0  # test utterances to evaluate (0 = the whole split)
+    n_examples: int = 4  # examples with spectrograms and audio in the report
+    n_boot: int = 2000
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.test_limit < 0 or self.n_examples < 0 or self.n_boot < 100:
+            raise ValueError("test_limit and n_examples must be >= 0, n_boot >= 100")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder (default runs/demo)")
+    p.add_argument("--minutes", type=float, help="GSPO wall-time budget (gspo.max_minutes)")
     add_config_arguments(p)
 
 
-def _mix(clean: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    noise = rng.standard_normal(clean.size).astype(np.float32)
-    # A slowly modulated, low-passed component makes the noise less stationary than pure white.
-    env = 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.3, 2.0) * np.arange(clean.size) / 16000)
-    noise = noise * env.astype(np.float32)
-    scale = np.sqrt(np.mean(clean**2) / (np.mean(noise**2) * 10 ** (snr_db / 10)))
-    mix = clean + scale * noise
-    return (mix / max(1.0, float(np.abs(mix).max()) / 0.99)).astype(np.float32)
+def ensure_demo_data(root: str | Path, workers: int = 2) -> dict[str, Path]:
+    """``{split: manifest}`` of the demo corpus at ``root``, built first if any is missing."""
+    root = Path(root)
+    manifests = {s: root / f"{s}.jsonl" for s in ("train", "valid", "test")}
+    if all(p.is_file() for p in manifests.values()):
+        return manifests
+    from sealign.commands.data_synth import PRESETS, DataDemoConfig, build_demo_corpus
+    from sealign.config import load_config
+
+    log.info("demo corpus not found in %s: building it (a few minutes, once)", root)
+    cfg = load_config(
+        DataDemoConfig, None, [*PRESETS["demo"], f"output={root}", f"synth.workers={workers}"]
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "config.yaml")
+    build_demo_corpus(cfg)
+    missing = [str(p) for p in manifests.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"building the demo corpus did not produce {missing}")
+    return manifests
+
+
+def add_reward_column(
+    records: list[dict[str, Any]], gspo: GSPOConfig, infos: dict[str, MetricInfo]
+) -> None:
+    """Add the composite reward (as GSPO computes it per sample) to each record's scores."""
+    comps = []
+    for c in gspo.reward.components:
+        if not c.metric or c.metric not in infos:
+            continue
+        out = c.output or infos[c.metric].outputs[0]
+        scale = auto_scale(infos[c.metric], out) if c.scale == "auto" else c.scale
+        comps.append((column_name(c.metric, out), scale, c.weight))
+    for r in records:
+        vals = [
+            (to_reward_scale(r["scores"][col], scale), w)
+            for col, scale, w in comps
+            if col in r["scores"]
+        ]
+        if vals and sum(w for _, w in vals) > 0:
+            r["scores"]["reward"] = sum(v * w for v, w in vals) / sum(w for _, w in vals)
+
+
+REWARD_INFO = MetricInfo(
+    "reward", ("reward",), (True,), ((-1e9, 1e9),), description="composite GSPO reward"
+)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = resolve_config(DemoConfig, args, [f"output={args.output}"] if args.output else [])
-    out = prepare_run_dir(cfg.output, cfg)
-    rng = np.random.default_rng(cfg.seed)
-    conditions: dict[str, list[Entry]] = {"clean": []} | {
-        f"noisy {s:g} dB": [] for s in cfg.snrs_db
+    extra = [f"output={args.output}"] if args.output else []
+    if args.minutes is not None:
+        extra.append(f"gspo.max_minutes={args.minutes}")
+    cfg = resolve_config(DemoConfig, args, extra)
+    t_start = time.perf_counter()
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    manifests = ensure_demo_data(cfg.data, workers=cfg.threads)
+    timings["data"] = time.perf_counter() - t
+    base = Path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint()
+    if not (base / "config.json").is_file() and latest_checkpoint(base) is None:
+        raise FileNotFoundError(
+            f"base checkpoint not found at {base}; pass checkpoint=<policy dir> "
+            "(see docs/demo_checkpoint.md to train one)"
+        )
+
+    # -- GSPO -------------------------------------------------------------------------------
+    g = cfg.gspo
+    g.model.init_from = str(base)
+    g.data.train = [str(manifests["train"])]
+    g.eval.manifests = [str(manifests["valid"])]
+    g.output_dir = str(out / "gspo")
+    g.threads = cfg.threads
+    t = time.perf_counter()
+    resume = latest_checkpoint(g.output_dir) is not None
+    if resume:
+        log.info("continuing the GSPO run in %s", g.output_dir)
+    result = train_gspo(g, resume=resume)
+    timings["gspo"] = time.perf_counter() - t
+    aligned = policy_dir(result.checkpoint or g.output_dir)
+
+    # -- evaluation ---------------------------------------------------------------------------
+    from sealign.models.registry import load_policy
+
+    entries = read_manifest(manifests["test"])
+    if cfg.test_limit:
+        entries = entries[: cfg.test_limit]
+    systems_entries: dict[str, list[Entry]] = {"noisy": entries}
+    t = time.perf_counter()
+    options = g.sampling.options()
+    for name, path in (("base", base), ("aligned", aligned)):
+        log.info("enhancing the test split with the %s model", name)
+        policy = load_policy(policy_dir(path))
+        res = enhance_files(
+            policy,
+            entries,
+            out / "enhanced" / name,
+            batch_size=8,
+            chunk_seconds=0.0,
+            temperature=g.sampling.temperature,
+            seed=g.seed,
+            sample_options=options,
+        )
+        systems_entries[name] = res.entries
+    timings["enhance"] = time.perf_counter() - t
+    systems_entries["clean"] = [
+        Entry(e.id, e.reference, reference=e.reference, text=e.text, speaker_ref=e.speaker_ref)
+        for e in entries
+    ]
+    score_cfg = ScoreConfig(metrics=list(cfg.metrics), threads=cfg.threads)
+    metrics = build_metrics(score_cfg)
+    systems: dict[str, list[dict[str, Any]]] = {}
+    t = time.perf_counter()
+    for s, ents in systems_entries.items():
+        log.info("scoring %s (%d utterances)", s, len(ents))
+        systems[s] = score_entries(ents, score_cfg, out / "scores" / f"{s}.jsonl", metrics=metrics)
+    timings["score"] = time.perf_counter() - t
+    infos = {n: m.info for n, m in metrics.items()}
+    for recs in systems.values():
+        add_reward_column(recs, g, infos)
+    infos = {"reward": REWARD_INFO, **infos}
+    vs_noisy = compare_stats(systems, infos, ["base", "aligned"], cfg.n_boot, g.seed)
+    vs_base = compare_stats(systems, infos, ["aligned"], cfg.n_boot, g.seed, baseline="base")
+    table = compare_table(systems, infos)
+    d_base = diff_table(vs_base, ["aligned"], baseline="base")
+    d_noisy = diff_table(vs_noisy, ["base", "aligned"])
+    results = {
+        "systems": vs_noisy["systems"],
+        "diff_vs_noisy": vs_noisy["diff_vs_noisy"],
+        "diff_vs_base": vs_base["diff_vs_base"],
+        "higher_is_better": vs_noisy["higher_is_better"],
+        "gspo": {"steps": result.step, "alarms": result.alarms, "run": str(result.run_dir)},
+        "base_checkpoint": str(base),
+        "test_utterances": len(entries),
+        "seconds": {**timings, "total": time.perf_counter() - t_start},
     }
-    engine_name = cfg.engine
-    reason = engine_unavailable_reason(engine_name)
-    if reason is not None:
-        log.warning("TTS engine %s unavailable (%s); using espeak instead", engine_name, reason)
-        engine_name = "espeak"
-    engine = get_engine(engine_name)
-    voices = DEMO_VOICES.get(engine_name) or engine.voices()[:4]
-    log.info("synthesizing %d utterances with %s", cfg.n_utterances, engine_name)
-    for i in range(cfg.n_utterances):
-        text = DEMO_SENTENCES[i % len(DEMO_SENTENCES)]
-        wav, native_sr = engine.synthesize(text, voices[i % len(voices)], seed=cfg.seed + i)
-        sr = 16000
-        clean = trim_and_normalize(resample(wav, native_sr, sr), sr)
-        cpath = out / "audio" / f"utt{i:02d}_clean.wav"
-        write_audio(cpath, clean, sr)
-        conditions["clean"].append(
-            Entry(f"utt{i:02d}", str(cpath), reference=str(cpath), text=text)
-        )
-        for s in cfg.snrs_db:
-            npath = out / "audio" / f"utt{i:02d}_snr{s:g}.wav"
-            write_audio(npath, _mix(clean, s, rng), sr)
-            conditions[f"noisy {s:g} dB"].append(
-                Entry(f"utt{i:02d}", str(npath), reference=str(cpath), text=text)
-            )
-    metrics = build_metrics(cfg.score)
-    systems = {}
-    for name, entries in conditions.items():
-        tag = name.replace(" ", "_")
-        write_manifest(out / f"{tag}.jsonl", entries)
-        log.info("scoring %s", name)
-        systems[name] = score_entries(
-            entries, cfg.score, out / f"scores_{tag}.jsonl", metrics=metrics
-        )
-    for step, recs in enumerate(systems.values()):
-        cols = {c for r in recs for c in r["scores"]}
-        log_run_scalars(out, {
-            f"demo/{c}/mean": float(np.mean([r["scores"][c] for r in recs if c in r["scores"]]))
-            for c in sorted(cols)
-        }, step=step)  # fmt: skip
-    table = compare_table(systems, {n: m.info for n, m in metrics.items()})
-    (out / "table.md").write_text(table + "\n")
-    print(table)
-    log.info("wrote %s (audio, manifests, per-utterance scores, table.md)", out)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
+    tmp.replace(out / "results.json")
+    text = (
+        f"{table}\n\nPaired difference aligned - base (bootstrap 95% CI):\n\n{d_base}\n\n"
+        f"Paired difference vs the noisy input:\n\n{d_noisy}\n"
+    )
+    (out / "results.md").write_text(text, encoding="utf-8")
+    write_demo_report(out, cfg, systems_entries, text, results)
+    scalars = {
+        f"demo/{s}/{col}": v["mean"]
+        for s, cols in vs_noisy["systems"].items()
+        for col, v in cols.items()
+        if v["n"]
+    }
+    scalars.update({f"demo/seconds/{k}": v for k, v in results["seconds"].items()})
+    log_run_scalars(out, scalars, step=result.step)
+    print(text)
+    for a in result.alarms:
+        log.warning(a)
+    log.info(
+        "done in %.1f min (data %.0f s, GSPO %.0f s, enhance %.0f s, score %.0f s); report: %s",
+        results["seconds"]["total"] / 60,
+        timings["data"],
+        timings["gspo"],
+        timings["enhance"],
+        timings["score"],
+        out / "report" / "index.html",
+    )
     return 0
+
+
+def write_demo_report(
+    out: Path,
+    cfg: DemoConfig,
+    systems_entries: dict[str, list[Entry]],
+    text: str,
+    results: dict[str, Any],
+) -> Path:
+    """``report/index.html`` with the tables, reward curves and a few examples."""
+    from sealign.report.html import Example, write_report
+    from sealign.report.plots import plot_reward_curves, plot_spectrograms
+
+    rep = out / "report"
+    if rep.exists():
+        shutil.rmtree(rep)
+    (rep / "audio").mkdir(parents=True)
+    figures = []
+    curves = plot_reward_curves(out / "gspo" / "log.jsonl", rep / "reward_curves.png")
+    if curves is not None:
+        figures.append(("Training reward per step (points) and moving average", curves))
+    examples = []
+    by_id = {s: {e.id: e for e in ents} for s, ents in systems_entries.items()}
+    for e in systems_entries["noisy"][: cfg.n_examples]:
+        wavs, audio = {}, {}
+        for s in ("noisy", "base", "aligned", "clean"):
+            ent = by_id[s].get(e.id)
+            if ent is None:
+                continue
+            wav, sr = load_audio(ent.audio, 16000)
+            wavs[s] = wav
+            dst = rep / "audio" / f"{e.id}_{s}.wav"
+            shutil.copyfile(ent.audio, dst)
+            audio[s] = dst
+        if wavs:
+            fig = plot_spectrograms(wavs, 16000, rep / f"{e.id}.png", title=e.id)
+            examples.append(Example(e.id, fig, audio, e.text or ""))
+    sec = results["seconds"]
+    notes = (
+        f"base: {results['base_checkpoint']}\nGSPO steps: {results['gspo']['steps']}  "
+        f"test utterances: {results['test_utterances']}\n"
+        + "  ".join(f"{k} {v:.0f} s" for k, v in sec.items())
+    )
+    if results["gspo"]["alarms"]:
+        notes += "\n" + "\n".join(results["gspo"]["alarms"])
+    parts = text.split("\n\n")
+    sections = [("Test split: mean ± 95% CI", parts[0])]
+    sections += [(p.strip().rstrip(":"), t) for p, t in zip(parts[1::2], parts[2::2], strict=False)]
+    return write_report(
+        rep / "index.html", "sealign demo: GSPO on the demo test split", sections, figures,
+        examples, notes,
+    )  # fmt: skip

@@ -25,11 +25,9 @@ from typing import Any
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
 from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model
 from sealign.data.manifest import Entry, read_manifest
-from sealign.eval.score import ScoreConfig, build_metrics, column_name, score_entries
-from sealign.eval.stats import mean_ci, paired_bootstrap_diff
-from sealign.eval.tables import compare_table
+from sealign.eval.score import ScoreConfig, build_metrics, score_entries
+from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import EnhanceConfig, enhance_files
-from sealign.metrics.base import MetricInfo
 from sealign.utils.logging import RunLogger
 
 HELP = "enhance a test set with one or more models and compare them with noisy and clean"
@@ -92,58 +90,6 @@ def model_names(paths: list[str]) -> list[str]:
     return names
 
 
-def _stats(
-    systems: dict[str, list[dict[str, Any]]],
-    infos: dict[str, MetricInfo],
-    models: list[str],
-    n_boot: int,
-    seed: int,
-) -> dict[str, Any]:
-    """Mean ± CI per system and column; paired bootstrap difference of each model vs noisy."""
-    columns = [
-        (column_name(m, out), hib)
-        for m, info in infos.items()
-        for out, hib in zip(info.outputs, info.higher_is_better, strict=True)
-    ]
-    by_id = {s: {r["id"]: r["scores"] for r in recs} for s, recs in systems.items()}
-    out: dict[str, Any] = {"systems": {}, "diff_vs_noisy": {}, "higher_is_better": {}}
-    for col, hib in columns:
-        out["higher_is_better"][col] = hib
-    for s, recs in systems.items():
-        out["systems"][s] = {}
-        for col, _ in columns:
-            ci = mean_ci([r["scores"][col] for r in recs if col in r["scores"]])
-            out["systems"][s][col] = vars(ci)
-    for m in models:
-        out["diff_vs_noisy"][m] = {}
-        for col, _ in columns:
-            ids = [
-                i for i, sc in by_id[m].items() if col in sc and col in by_id["noisy"].get(i, {})
-            ]
-            a = [by_id["noisy"][i][col] for i in ids]
-            b = [by_id[m][i][col] for i in ids]
-            ci = paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
-            out["diff_vs_noisy"][m][col] = vars(ci)
-    return out
-
-
-def diff_table(stats: dict[str, Any], models: list[str]) -> str:
-    """Markdown table of ``model - noisy`` per metric output with its bootstrap 95% CI."""
-    lines = [
-        "| Δ vs noisy | " + " | ".join(models) + " |",
-        "|---|" + "---|" * len(models),
-    ]
-    for col, hib in stats["higher_is_better"].items():
-        cells = []
-        for m in models:
-            d = stats["diff_vs_noisy"][m][col]
-            cells.append(
-                "—" if d["n"] == 0 else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-            )
-        lines.append(f"| {col} {'↑' if hib else '↓'} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     extra = [f"{k}={getattr(args, k)}" for k in ("manifest", "output") if getattr(args, k)]
     if args.model:
@@ -199,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("scoring %s (%d utterances)", s, len(ents))
         systems[s] = score_entries(ents, cfg.score, out / "scores" / f"{s}.jsonl", metrics=metrics)
     infos = {n: m.info for n, m in metrics.items()}
-    stats = _stats(systems, infos, names, cfg.n_boot, cfg.seed)
+    stats = compare_stats(systems, infos, names, cfg.n_boot, cfg.seed)
     stats.update(models=dict(zip(names, cfg.models, strict=True)), failed=failed)
     table = compare_table(systems, infos)
     diffs = diff_table(stats, names)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from sealign.eval.score import column_name
-from sealign.eval.stats import mean_ci
+from sealign.eval.stats import mean_ci, paired_bootstrap_diff
 from sealign.metrics.base import MetricInfo
 
 
@@ -28,4 +28,53 @@ def compare_table(systems: dict[str, list[dict[str, Any]]], infos: dict[str, Met
                 else:
                     cells.append(f"{ci.mean:.3f} ± {ci.half_width:.3f}")
             lines.append(f"| {col} {'↑' if hib else '↓'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare_stats(
+    systems: dict[str, list[dict[str, Any]]],
+    infos: dict[str, MetricInfo],
+    models: list[str],
+    n_boot: int = 2000,
+    seed: int = 0,
+    baseline: str = "noisy",
+) -> dict[str, Any]:
+    """Mean ± CI per system and column, and the paired bootstrap CI of ``model - baseline``
+    for each of ``models`` (utterances paired by id), under ``diff_vs_<baseline>``."""
+    columns = [
+        (column_name(m, out), hib)
+        for m, info in infos.items()
+        for out, hib in zip(info.outputs, info.higher_is_better, strict=True)
+    ]
+    by_id = {s: {r["id"]: r["scores"] for r in recs} for s, recs in systems.items()}
+    key = f"diff_vs_{baseline}"
+    out: dict[str, Any] = {"systems": {}, key: {}, "higher_is_better": dict(columns)}
+    for s, recs in systems.items():
+        out["systems"][s] = {
+            col: vars(mean_ci([r["scores"][col] for r in recs if col in r["scores"]]))
+            for col, _ in columns
+        }
+    base = by_id[baseline]
+    for m in models:
+        out[key][m] = {}
+        for col, _ in columns:
+            ids = [i for i, sc in by_id[m].items() if col in sc and col in base.get(i, {})]
+            a = [base[i][col] for i in ids]
+            b = [by_id[m][i][col] for i in ids]
+            out[key][m][col] = vars(paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed))
+    return out
+
+
+def diff_table(stats: dict[str, Any], models: list[str], baseline: str = "noisy") -> str:
+    """Markdown table of ``model - baseline`` per metric output with its bootstrap 95% CI."""
+    key = f"diff_vs_{baseline}"
+    lines = [f"| Δ vs {baseline} | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for col, hib in stats["higher_is_better"].items():
+        cells = []
+        for m in models:
+            d = stats[key][m][col]
+            cells.append(
+                "—" if d["n"] == 0 else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+            )
+        lines.append(f"| {col} {'↑' if hib else '↓'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

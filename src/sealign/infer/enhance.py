@@ -198,11 +198,13 @@ def enhance_files(
     seed: int = 0,
     crossfade: str = "linear",
     progress: bool = True,
+    sample_options: dict[str, Any] | None = None,
 ) -> EnhanceResult:
     """Enhance ``inputs`` (entries, a manifest or a folder) into ``output_dir``.
 
     Chunks of all files are batched together in input order; results are deterministic for a
-    given ``seed`` and ``batch_size``.
+    given ``seed`` and ``batch_size``. ``sample_options`` go to ``policy.sample`` (e.g. AR
+    ``top_k`` / ``top_p``).
     """
     t0 = time.perf_counter()
     entries = resolve_inputs(inputs) if isinstance(inputs, str | Path) else list(inputs)
@@ -226,7 +228,7 @@ def enhance_files(
     bar = tqdm(total=len(entries), desc="enhance", unit="file", disable=not progress)
 
     def flush(items: list[tuple[_File, int, np.ndarray]]) -> None:
-        outs = _run_batch(policy, [w for _, _, w in items], temperature, gen)
+        outs = _run_batch(policy, [w for _, _, w in items], temperature, gen, sample_options)
         for (f, k, w), y in zip(items, outs, strict=True):
             if y is None:
                 if len(f.bounds) == 1:
@@ -272,7 +274,11 @@ def enhance_files(
 
 @torch.no_grad()
 def _run_batch(
-    policy: Policy, wavs: list[np.ndarray], temperature: float, gen: torch.Generator
+    policy: Policy,
+    wavs: list[np.ndarray],
+    temperature: float,
+    gen: torch.Generator,
+    options: dict[str, Any] | None = None,
 ) -> list[np.ndarray | None]:
     """Enhanced waveforms of one batch; an input the policy rejects gives None (logged)."""
     try:
@@ -287,11 +293,11 @@ def _run_batch(
                 log.warning("cannot enhance a chunk: %s", err)
         outs: list[np.ndarray | None] = [None] * len(wavs)
         if keep:
-            ys = _run_batch(policy, [wavs[i] for i in keep], temperature, gen)
+            ys = _run_batch(policy, [wavs[i] for i in keep], temperature, gen, options)
             for i, y in zip(keep, ys, strict=True):
                 outs[i] = y
         return outs
-    rollout = policy.sample(cond, temperature=temperature, generator=gen)
+    rollout = policy.sample(cond, temperature=temperature, generator=gen, **(options or {}))
     return [_fit(y, w.size) for y, w in zip(policy.decode(rollout), wavs, strict=True)]
 
 

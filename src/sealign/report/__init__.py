@@ -1,0 +1,1 @@
+"""Run reports: plots (reward curves, spectrograms) and a self-contained HTML page."""

@@ -1,0 +1,91 @@
+"""Plots for reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Records of a run's ``log.jsonl`` (lines cut by a crash are skipped)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _smooth(y: np.ndarray, k: int) -> np.ndarray:
+    if k <= 1 or y.size < k:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    head = c[1:k] / np.arange(1, k)
+    return np.concatenate([head, (c[k:] - c[:-k]) / k])
+
+
+def plot_reward_curves(log_path: str | Path, out: str | Path, smooth: int = 5) -> Path | None:
+    """One panel per ``reward`` and ``rewards/<name>/mean`` series of a training log
+    (raw points and a moving average). None when the log has no reward."""
+    recs = read_log(log_path)
+    keys = ["reward"] + sorted(
+        {k for r in recs for k in r if k.startswith("rewards/") and k.endswith("/mean")}
+    )
+    keys = [k for k in keys if any(k in r for r in recs)]
+    if not keys:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        pts = [(r["step"], r[key]) for r in recs if key in r and "step" in r]
+        x, y = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
+        ax.plot(x, y, ".", alpha=0.35, color="tab:blue")
+        ax.plot(x, _smooth(y, smooth), color="tab:blue")
+        ax.set_title("composite reward" if key == "reward" else key[8:-5])
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_spectrograms(
+    wavs: dict[str, np.ndarray], sample_rate: int, out: str | Path, title: str = ""
+) -> Path:
+    """Stacked log-magnitude spectrograms (dB, shared colour scale) of labelled waveforms."""
+    from scipy.signal import stft
+
+    plt = _plt()
+    fig, axes = plt.subplots(len(wavs), 1, figsize=(7.5, 1.7 * len(wavs)), squeeze=False)
+    specs = {}
+    for label, w in wavs.items():
+        f, t, z = stft(np.asarray(w, dtype=np.float64), fs=sample_rate, nperseg=512, noverlap=384)
+        specs[label] = (f, t, 20 * np.log10(np.abs(z) + 1e-6))
+    vmax = max(float(s[2].max()) for s in specs.values())
+    for ax, (label, (f, t, db)) in zip(axes[:, 0], specs.items(), strict=True):
+        ax.pcolormesh(t, f / 1000, db, vmin=vmax - 80, vmax=vmax, shading="auto", cmap="magma")
+        ax.set_ylabel(f"{label}\nkHz")
+    axes[-1, 0].set_xlabel("s")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,90 @@
+"""`sealign demo` end to end on a tiny corpus and a tiny policy (the real run uses the shipped
+checkpoint and the Kokoro demo corpus; see benchmarks and the README for its numbers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sealign.cli import main
+from sealign.commands.demo import add_reward_column, shipped_checkpoint
+from sealign.metrics.registry import metric_info
+from sealign.report.html import markdown_table_to_html
+from sealign.rl.gspo import GSPOConfig
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_setup):
+    return tiny_setup
+
+
+def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = [
+        "demo",
+        "--output",
+        str(out),
+        f"data={tiny}",
+        f"checkpoint={tiny / 'base'}",
+        "metrics=[si_sdr, estoi]",
+        "threads=1",
+        "n_examples=2",
+        "gspo.max_steps=2",
+        "gspo.sampling.group_size=2",
+        "gspo.sampling.top_k=0",
+        "gspo.reward.components=[{metric: si_sdr}]",
+        "gspo.eval.metrics=[si_sdr]",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "aligned" in printed and "Δ vs base" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["gspo"]["steps"] == 2 and res["test_utterances"] == 3
+    assert set(res["systems"]) == {"noisy", "base", "aligned", "clean"}
+    assert res["diff_vs_base"]["aligned"]["reward"]["n"] == 3
+    html = (out / "report" / "index.html").read_text()
+    assert "reward_curves.png" in html and html.count("<audio") == 8
+    assert (out / "report" / "reward_curves.png").is_file()
+    assert len(list((out / "report" / "audio").glob("*.wav"))) == 8
+    # a second run continues the finished GSPO run instead of starting over
+    assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["gspo"]["steps"] == 2
+
+
+def test_missing_checkpoint_is_a_clear_error(tiny, tmp_path, capsys):
+    args = ["demo", "--output", str(tmp_path / "d"), f"data={tiny}", "checkpoint=/nope"]
+    assert main(args) == 2
+    assert "base checkpoint not found" in capsys.readouterr().err
+
+
+def test_reward_column_matches_the_gspo_composite():
+    cfg = GSPOConfig()  # dnsmos ovrl + wer + distillmos, equal weights
+    infos = {m: metric_info(m) for m in ("dnsmos", "wer", "distillmos")}
+    recs = [
+        {"id": "a", "scores": {"dnsmos_ovrl": 3.0, "wer": 0.2, "distillmos": 4.0}},
+        {"id": "b", "scores": {"dnsmos_ovrl": 2.0, "distillmos": 3.0}},  # no WER: not 0
+    ]
+    add_reward_column(recs, cfg, infos)
+    assert recs[0]["scores"]["reward"] == pytest.approx((0.5 + 0.8 + 0.75) / 3)
+    assert recs[1]["scores"]["reward"] == pytest.approx((0.25 + 0.5) / 2)
+
+
+def test_markdown_table_to_html():
+    html = markdown_table_to_html("| a | b |\n|---|---|\n| x<1 | 2 |")
+    assert html.count("<tr>") == 2 and "x&lt;1" in html and "<th>a</th>" in html
+
+
+def test_shipped_checkpoint_is_packaged():
+    ckpt = shipped_checkpoint()
+    if not (ckpt / "config.json").is_file():
+        pytest.skip("the shipped checkpoint is not built into this checkout yet")
+    meta = json.loads((ckpt / "config.json").read_text())
+    assert meta["family"] == "ar"
+    size = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
+    assert size <= 20 * 1024 * 1024
+    assert np.isfinite(size)
