@@ -43,7 +43,6 @@ described in ``docs/custom_models.md``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,16 +53,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sealign.codecs.base import Codec, codebook_sizes, load_codec
+from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
 from sealign.models.features import FeatureConfig, FeatureError, compute_features
+from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
 from sealign.models.policy import Conditioning, Rollout, Targets
+from sealign.models.transformer import Block, drop, rope_tables
 
 FAMILY = "ar"
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-CODEC_DIR = "codec"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,82 +134,6 @@ class ARConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# transformer
-
-
-def _rope_tables(
-    length: int, head_dim: int, base: float, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    inv = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    ang = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None, :]
-    return ang.cos(), ang.sin()
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``[B, H, T, hd]`` by position tables ``[T, hd/2]`` (rotate-half layout)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-
-
-def _drop(x: torch.Tensor, p: float) -> torch.Tensor:
-    return F.dropout(x, p, True) if p > 0 else x
-
-
-class _Block(nn.Module):
-    """Pre-norm transformer block: causal self-attention with RoPE, then a SwiGLU MLP."""
-
-    def __init__(self, dim: int, heads: int, hidden: int) -> None:
-        super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
-        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim, bias=False)
-        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
-        self.mlp_in = nn.Linear(dim, 2 * hidden, bias=False)
-        self.mlp_out = nn.Linear(hidden, dim, bias=False)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        pos: int = 0,
-        dropout: float = 0.0,
-        fast: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """``x [B, T, dim]``. Without ``cache``: causal over the T positions. With ``cache``
-        (``[B, H, T_max, hd]`` keys and values): one new position ``pos`` (T = 1). ``fast``:
-        weights from :meth:`fast_weights` (inference only)."""
-        b, t, d = x.shape
-        qkv = self._lin("qkv", self.norm1(x), fast).view(b, t, 3, self.heads, self.head_dim)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
-        qk, v = _rope(qkv[:2], cos, sin), qkv[2]
-        q, k = qk[0], qk[1]
-        if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
-            kc, vc = cache
-            kc[:, :, pos : pos + t] = k
-            vc[:, :, pos : pos + t] = v
-            y = F.scaled_dot_product_attention(q, kc[:, :, : pos + t], vc[:, :, : pos + t])
-        x = x + _drop(self._lin("proj", y.transpose(1, 2).reshape(b, t, d), fast), dropout)
-        a, g = self._lin("mlp_in", self.norm2(x), fast).chunk(2, dim=-1)
-        return x + _drop(self._lin("mlp_out", F.silu(g) * a, fast), dropout)
-
-    def _lin(
-        self, name: str, x: torch.Tensor, fast: dict[str, torch.Tensor] | None
-    ) -> torch.Tensor:
-        return getattr(self, name)(x) if fast is None else x @ fast[name]
-
-    def fast_weights(self) -> dict[str, torch.Tensor]:
-        """Transposed contiguous copies of the linear weights: ``x @ W^T`` with a ``[in, out]``
-        matrix is about twice as fast as ``F.linear`` for the few rows of a decoding step."""
-        names = ("qkv", "proj", "mlp_in", "mlp_out")
-        return {n: getattr(self, n).weight.detach().T.contiguous() for n in names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +285,7 @@ class ARPolicy(nn.Module):
             if cfg.lookahead > 0
             else None
         )
-        self.blocks = nn.ModuleList(_Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
         self.norm = nn.RMSNorm(d, eps=1e-6)
         self.heads = (
             None
@@ -453,10 +375,10 @@ class ARPolicy(nn.Module):
         dropout: float = 0.0,
         fast: list[dict[str, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        cos, sin = _rope_tables(
+        cos, sin = rope_tables(
             x.shape[1], self.config.dim // self.config.heads, self.config.rope_base, x.device
         )
-        x = _drop(x, dropout)
+        x = drop(x, dropout)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, dropout=dropout, fast=None if fast is None else fast[i])
         return x
@@ -564,7 +486,7 @@ class ARPolicy(nn.Module):
         k_books, hd = cfg.num_codebooks, cfg.dim // cfg.heads
         tokens = torch.zeros(n, k_books, t_max, dtype=torch.long, device=self.device)
         logp = torch.zeros(n, t_max, device=self.device)
-        cos, sin = _rope_tables(t_max, hd, cfg.rope_base, self.device)
+        cos, sin = rope_tables(t_max, hd, cfg.rope_base, self.device)
         shape = (n, cfg.heads, t_max, hd)
         caches = [
             (torch.zeros(shape, device=self.device), torch.zeros(shape, device=self.device))
@@ -623,7 +545,7 @@ class ARPolicy(nn.Module):
         num = rollout.actions.get("num_samples")
         if num is None:
             return wavs
-        return [_fit(w, n) for w, n in zip(wavs, num.tolist(), strict=True)]
+        return [fit_length(w, n) for w, n in zip(wavs, num.tolist(), strict=True)]
 
     def decode_targets(self, targets: Targets) -> list[np.ndarray]:
         """Waveforms of targets; each covers its valid frames (``frames × token_samples``)."""
@@ -634,7 +556,7 @@ class ARPolicy(nn.Module):
         items = [np.ascontiguousarray(tokens[i, :, :n]) for i, n in enumerate(lengths)]
         fc = self.config.features
         return [
-            _fit(w, n * fc.token_samples)
+            fit_length(w, n * fc.token_samples)
             for w, n in zip(self.codec.decode(items), lengths, strict=True)
         ]
 
@@ -684,72 +606,15 @@ class ARPolicy(nn.Module):
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
         ``codec_spec`` was given): the folder is enough for :meth:`load`."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.codec_spec is not None:
-            codec_entry: dict[str, Any] = {"spec": self.codec_spec}
-        else:
-            kind, options = _codec_kind(self.codec)
-            self.codec.save(directory / CODEC_DIR)
-            codec_entry = {"kind": kind, "path": CODEC_DIR, "options": options}
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE))
-        meta = {
-            "family": FAMILY,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "codec": codec_entry,
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        return directory
+        return save_policy_dir(
+            directory, self, FAMILY, self.config.to_dict(), self.codec, self.codec_spec,
+            FORMAT_VERSION,
+        )  # fmt: skip
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> ARPolicy:
         """Load a folder written by :meth:`save`."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise FileNotFoundError(
-                f"{directory}: not a policy checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
-            )
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("family") != FAMILY:
-            raise ValueError(f"{cfg_path}: family {meta.get('family')!r} is not {FAMILY!r}")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(
-                f"{cfg_path}: format version {meta['format_version']} is newer than this "
-                f"sealign supports ({FORMAT_VERSION})"
-            )
-        entry = meta["codec"]
-        spec = entry.get("spec")
-        if spec is not None:
-            codec = load_codec(spec)
-        else:
-            codec = load_codec(f"{entry['kind']}:{directory / entry['path']}", **entry["options"])
-        policy = cls(codec, ARConfig.from_dict(meta["config"]), codec_spec=spec)
-        policy.load_state_dict(load_file(str(w_path), device=str(map_location)))
+        cfg, codec, spec, state = read_policy_dir(directory, FAMILY, FORMAT_VERSION, map_location)
+        policy = cls(codec, ARConfig.from_dict(cfg), codec_spec=spec)
+        policy.load_state_dict(state)
         return policy.to(map_location)
-
-
-def _fit(wav: np.ndarray, n: int) -> np.ndarray:
-    wav = np.asarray(wav, dtype=np.float32)
-    return wav[:n] if wav.size >= n else np.pad(wav, (0, n - wav.size))
-
-
-def _codec_kind(codec: Codec) -> tuple[str, dict[str, Any]]:
-    """The :func:`load_codec` kind of a built-in codec object, and options to restore it."""
-    from sealign.codecs import base
-
-    target = f"{type(codec).__module__}:{type(codec).__qualname__}"
-    for kind, where in base._KINDS.items():
-        if where == target:
-            layout = getattr(codec, "layout", None)
-            return kind, ({"layout": layout} if layout is not None else {})
-    raise ValueError(
-        f"{type(codec).__name__} is not a built-in codec kind ({', '.join(base._KINDS)}); "
-        "pass codec_spec=... to ARPolicy so the checkpoint can refer to it"
-    )

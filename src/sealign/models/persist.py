@@ -1,0 +1,100 @@
+"""Checkpoint folders shared by every built-in family: ``model.safetensors`` (weights),
+``config.json`` (family, format version, model config, codec entry) and ``codec/`` (the codec,
+unless it is referred to by a spec such as ``encodec:facebook/encodec_24khz``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sealign.codecs.base import Codec, load_codec
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CODEC_DIR = "codec"
+
+
+def fit_length(wav: np.ndarray, n: int) -> np.ndarray:
+    """``wav`` as float32, cut or zero-padded to ``n`` samples."""
+    wav = np.asarray(wav, dtype=np.float32)
+    return wav[:n] if wav.size >= n else np.pad(wav, (0, n - wav.size))
+
+
+def codec_kind(codec: Codec) -> tuple[str, dict[str, Any]]:
+    """The :func:`load_codec` kind of a built-in codec object, and options to restore it."""
+    from sealign.codecs import base
+
+    target = f"{type(codec).__module__}:{type(codec).__qualname__}"
+    for kind, where in base._KINDS.items():
+        if where == target:
+            layout = getattr(codec, "layout", None)
+            return kind, ({"layout": layout} if layout is not None else {})
+    raise ValueError(
+        f"{type(codec).__name__} is not a built-in codec kind ({', '.join(base._KINDS)}); "
+        "pass codec_spec=... to the policy so the checkpoint can refer to it"
+    )
+
+
+def save_policy_dir(
+    directory: str | Path,
+    module: torch.nn.Module,
+    family: str,
+    config: dict[str, Any],
+    codec: Codec,
+    codec_spec: str | None,
+    format_version: int,
+) -> Path:
+    """Write a policy folder (see the module doc)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if codec_spec is not None:
+        codec_entry: dict[str, Any] = {"spec": codec_spec}
+    else:
+        kind, options = codec_kind(codec)
+        codec.save(directory / CODEC_DIR)  # type: ignore[attr-defined]
+        codec_entry = {"kind": kind, "path": CODEC_DIR, "options": options}
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE))
+    meta = {
+        "family": family,
+        "format_version": format_version,
+        "config": config,
+        "codec": codec_entry,
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_policy_dir(
+    directory: str | Path, family: str, format_version: int, map_location: str | torch.device
+) -> tuple[dict[str, Any], Codec, str | None, dict[str, torch.Tensor]]:
+    """``(model config dict, codec, codec spec or None, weights)`` of a policy folder."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise FileNotFoundError(
+            f"{directory}: not a policy checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
+    meta = json.loads(cfg_path.read_text())
+    if meta.get("family") != family:
+        raise ValueError(f"{cfg_path}: family {meta.get('family')!r} is not {family!r}")
+    if int(meta.get("format_version", 0)) > format_version:
+        raise ValueError(
+            f"{cfg_path}: format version {meta['format_version']} is newer than this "
+            f"sealign supports ({format_version})"
+        )
+    entry = meta["codec"]
+    spec = entry.get("spec")
+    if spec is not None:
+        codec = load_codec(spec)
+    else:
+        codec = load_codec(f"{entry['kind']}:{directory / entry['path']}", **entry["options"])
+    return meta["config"], codec, spec, load_file(str(w_path), device=str(map_location))
