@@ -55,7 +55,12 @@ from torch import nn
 
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
-from sealign.models.features import FeatureConfig, FeatureError, compute_features
+from sealign.models.features import (
+    FeatureConfig,
+    compute_features,
+    frame_conditioner_layers,
+    frame_states,
+)
 from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
 from sealign.models.policy import Conditioning, Rollout, Targets
 from sealign.models.transformer import Block, drop, rope_tables
@@ -279,12 +284,7 @@ class ARPolicy(nn.Module):
         self.sample_rate = int(codec.sample_rate)
         d = cfg.dim
         self.embeds = nn.ModuleList(nn.Embedding(v + 1, d) for v in cfg.vocab_sizes)  # +BOS
-        self.cond_in = nn.Linear(fc.frames_per_token * fc.dim, d)
-        self.cond_conv = (
-            nn.Conv1d(d, d, 2 * cfg.lookahead + 1, padding=cfg.lookahead)
-            if cfg.lookahead > 0
-            else None
-        )
+        self.cond_in, self.cond_conv = frame_conditioner_layers(fc, d, cfg.lookahead)
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
         self.norm = nn.RMSNorm(d, eps=1e-6)
         self.heads = (
@@ -316,24 +316,9 @@ class ARPolicy(nn.Module):
     # -- building blocks --------------------------------------------------------------------
     def _cond_states(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditioning → per-token states ``[B, T, dim]`` and token mask ``[B, T]``."""
-        fc = self.config.features
-        f = cond.features.to(self.device, torch.float32)
-        b, tc, dim = f.shape
-        s = fc.frames_per_token
-        if dim != fc.dim or tc % s:
-            raise FeatureError(
-                f"conditioning of shape {tuple(f.shape)} does not fit this model (expects "
-                f"{fc.dim} features and a multiple of {s} frames); build it with condition()"
-            )
-        t = tc // s
-        if t > self.config.max_frames:
-            raise FeatureError(f"{t} codec frames exceed max_frames={self.config.max_frames}")
-        m = cond.mask.to(self.device).view(b, t, s).all(dim=-1)
-        mf = m.unsqueeze(-1).to(f.dtype)
-        c = self.cond_in(f.reshape(b, t, s * dim)) * mf
-        if self.cond_conv is not None:
-            c = c + self.cond_conv(F.gelu(c).transpose(1, 2)).transpose(1, 2) * mf
-        return c, m
+        return frame_states(
+            cond, self.config.features, self.config.max_frames, self.cond_in, self.cond_conv
+        )
 
     def _embed(self, prev: torch.Tensor) -> torch.Tensor:
         """Sum of codebook embeddings of ``prev [B, K, T]`` → ``[B, T, dim]``."""

@@ -202,3 +202,42 @@ def compute_features(
         out[i, : f.shape[0]] = f
         mask[i, : f.shape[0]] = True
     return Conditioning(out, mask, [int(w.size) for w in items])
+
+
+def frame_conditioner_layers(
+    fc: FeatureConfig, dim: int, lookahead: int
+) -> tuple[torch.nn.Linear, torch.nn.Conv1d | None]:
+    """The layers :func:`frame_states` uses: a projection of ``frames_per_token`` stacked
+    feature frames to ``dim``, and a convolution seeing ``lookahead`` frames on each side."""
+    proj = torch.nn.Linear(fc.frames_per_token * fc.dim, dim)
+    conv = torch.nn.Conv1d(dim, dim, 2 * lookahead + 1, padding=lookahead) if lookahead else None
+    return proj, conv
+
+
+def frame_states(
+    cond: Conditioning,
+    fc: FeatureConfig,
+    max_frames: int,
+    proj: torch.nn.Linear,
+    conv: torch.nn.Conv1d | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy features → one state per codec frame ``[B, T, dim]`` and the frame mask ``[B, T]``
+    (a frame is valid when all its feature frames are)."""
+    device = proj.weight.device
+    f = cond.features.to(device, torch.float32)
+    b, tc, dim = f.shape
+    s = fc.frames_per_token
+    if dim != fc.dim or tc % s:
+        raise FeatureError(
+            f"conditioning of shape {tuple(f.shape)} does not fit this model (expects "
+            f"{fc.dim} features and a multiple of {s} frames); build it with condition()"
+        )
+    t = tc // s
+    if t > max_frames:
+        raise FeatureError(f"{t} codec frames exceed max_frames={max_frames}")
+    m = cond.mask.to(device).view(b, t, s).all(dim=-1)
+    mf = m.unsqueeze(-1).to(f.dtype)
+    c = proj(f.reshape(b, t, s * dim)) * mf
+    if conv is not None:
+        c = c + conv(torch.nn.functional.gelu(c).transpose(1, 2)).transpose(1, 2) * mf
+    return c, m
