@@ -63,6 +63,7 @@ from sealign.models.features import (
 )
 from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
 from sealign.models.policy import Conditioning, Rollout, Targets
+from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
 from sealign.models.transformer import Block, drop, rope_tables
 
 FAMILY = "ar"
@@ -399,25 +400,10 @@ class ARPolicy(nn.Module):
         return cond.to(self.device)
 
     def encode_targets(self, clean: list[np.ndarray]) -> Targets:
-        """Clean waveforms → codec tokens ``[B, K, T]`` with ``T = ceil(n / token_samples)``
-        frames each (codec output trimmed or edge-padded to that), padded with 0."""
-        if isinstance(clean, np.ndarray) and clean.ndim == 1:
-            clean = [clean]
-        items = [np.asarray(w, dtype=np.float32) for w in clean]
-        if not items:
-            raise ValueError("no clean targets given")
-        toks = self.codec.encode(items)
-        fc = self.config.features
-        lengths = [fc.num_tokens(w.size) for w in items]
-        values = torch.zeros(len(items), self.config.num_codebooks, max(lengths), dtype=torch.long)
-        mask = torch.zeros(len(items), max(lengths), dtype=torch.bool)
-        for i, (tok, n) in enumerate(zip(toks, lengths, strict=True)):
-            tok = np.asarray(tok, dtype=np.int64)
-            if tok.shape[1] < n:
-                tok = np.concatenate([tok, np.repeat(tok[:, -1:], n - tok.shape[1], 1)], axis=1)
-            values[i, :, :n] = torch.from_numpy(np.ascontiguousarray(tok[:, :n]))
-            mask[i, :n] = True
-        return Targets(values.to(self.device), mask.to(self.device))
+        """Clean waveforms → codec tokens ``[B, K, T]`` (see
+        :func:`~sealign.models.tokens.encode_token_targets`)."""
+        cfg = self.config
+        return encode_token_targets(self.codec, clean, cfg.features, cfg.num_codebooks, self.device)
 
     def sample(
         self,
@@ -436,12 +422,7 @@ class ARPolicy(nn.Module):
         ``[N, K, T]``; 0 past each row's length), ``sampling`` (``[N, 3]`` settings used by
         :meth:`step_log_probs`) and ``num_samples`` (``[N]`` input lengths, for :meth:`decode`).
         """
-        if not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be a positive number, got {temperature}")
-        if int(top_k) != top_k or top_k < 0:
-            raise ValueError(f"top_k must be a non-negative integer, got {top_k}")
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        check_sampling(temperature, top_k, top_p)
         settings = sampling_settings(len(cond), temperature, int(top_k), top_p).to(self.device)
         with torch.inference_mode():
             tokens, logp, m = self._generate(cond, settings, generator, use_cache)
@@ -538,12 +519,7 @@ class ARPolicy(nn.Module):
         return self._decode_tokens(targets.values.cpu().numpy(), lengths)
 
     def _decode_tokens(self, tokens: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
-        items = [np.ascontiguousarray(tokens[i, :, :n]) for i, n in enumerate(lengths)]
-        fc = self.config.features
-        return [
-            fit_length(w, n * fc.token_samples)
-            for w, n in zip(self.codec.decode(items), lengths, strict=True)
-        ]
+        return decode_token_rows(self.codec, tokens, lengths, self.config.features.token_samples)
 
     def targets_from_rollout(self, rollout: Rollout) -> Targets:
         """The rollout's tokens as :class:`Targets` (e.g. to store DPO winners and losers)."""
