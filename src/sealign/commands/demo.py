@@ -32,7 +32,8 @@ from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import enhance_files
 from sealign.metrics.base import MetricInfo
 from sealign.rewards.composite import auto_scale, to_reward_scale
-from sealign.rl.gspo import GSPOConfig, RLEvalConfig, SamplingConfig, train_gspo
+from sealign.rl.evaluation import RLEvalConfig
+from sealign.rl.gspo import GSPOConfig, SamplingConfig, train_gspo
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 from sealign.train.data import DataConfig
 from sealign.train.sft import OptimConfig

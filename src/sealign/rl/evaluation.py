@@ -9,18 +9,25 @@ gaming the rewarded metrics at the expense of what they do not see.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from sealign.audio.io import write_audio
 from sealign.eval.score import column_name
 from sealign.eval.stats import paired_bootstrap_diff
 from sealign.metrics.base import Metric, MetricUnavailable, Utterance
 from sealign.models.policy import Policy
-from sealign.train.data import Example
+from sealign.train.checkpoint import rng_state, set_rng_state
+from sealign.train.data import DataConfig, Example, PairDataset
+from sealign.utils.logging import RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +125,117 @@ def metric_directions(metrics: dict[str, Metric]) -> dict[str, bool]:
         for n, m in metrics.items()
         for o, h in zip(m.info.outputs, m.info.higher_is_better, strict=True)
     }
+
+
+@dataclass
+class RLEvalConfig:
+    """Held-out evaluation: every ``steps`` steps (0 = only at the start and the end)."""
+
+    manifests: list[str] = field(default_factory=list)
+    num_samples: int = 8  # held-out utterances (0 = all)
+    steps: int = 50
+    temperature: float = 1.0
+    metrics: list[str] = field(
+        default_factory=lambda: ["dnsmos", "distillmos", "wer", "spk_sim", "pesq_wb", "estoi"]
+    )
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    save_audio: bool = True
+
+    def check(self, prefix: str = "eval.") -> None:
+        from sealign.metrics.registry import metric_names
+
+        for m in self.manifests:
+            if not Path(m).is_file():
+                raise ValueError(f"{prefix}manifests: not found: {m}")
+        if self.num_samples < 0 or self.steps < 0:
+            raise ValueError(f"{prefix}num_samples and {prefix}steps must be >= 0")
+        for m in self.metrics:
+            if m not in metric_names():
+                raise ValueError(f"{prefix}metrics: unknown metric {m!r}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+class HeldOut:
+    """Held-out evaluation of a run: examples, metrics, and the records of every evaluated step
+    (``<run>/eval/step_<N>.json``, reloaded on resume so a step is never evaluated twice)."""
+
+    def __init__(
+        self,
+        cfg: RLEvalConfig,
+        data: DataConfig,
+        sample_rate: int,
+        seed: int,
+        threads: int,
+        run: Path,
+        rewarded: set[str] | None = None,
+        sample_options: dict[str, Any] | None = None,
+    ) -> None:
+        from sealign.metrics.registry import build_metric
+
+        self.cfg, self.seed, self.run = cfg, seed, Path(run)
+        self.rewarded = set(rewarded or ())
+        self.sample_options = dict(sample_options or {})
+        self.examples: list[Example] = []
+        if cfg.manifests:
+            d = dataclasses.replace(data, degrade=False, batch_size=8, crop_seconds=0.0)
+            ds = PairDataset(cfg.manifests, d, sample_rate, seed, train=False)
+            self.examples = [ex for b in ds.iter_batches(cfg.num_samples or None) for ex in b]
+        self.metrics = {
+            n: build_metric(n, num_threads=threads, **cfg.metric_options.get(n, {}))
+            for n in cfg.metrics
+        }
+        self.directions = metric_directions(self.metrics)
+        self.evals: dict[int, list[dict[str, Any]]] = {}
+        for p in sorted((self.run / "eval").glob("step_*.json")):
+            self.evals[int(p.stem[5:])] = json.loads(p.read_text(encoding="utf-8"))
+
+    def records(self, policy: Policy, step: int) -> list[dict[str, Any]]:
+        """Enhance and score the held-out examples (global RNGs untouched)."""
+        module: torch.nn.Module = policy  # type: ignore[assignment]
+        saved = rng_state()
+        try:
+            wavs = enhance_examples(
+                policy, self.examples, self.cfg.temperature, self.seed + 12345,
+                **self.sample_options,
+            )  # fmt: skip
+        finally:
+            set_rng_state(saved)
+            module.eval()
+        sr = policy.sample_rate
+        utts = [
+            Utterance(ex.id, w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
+            for ex, w in zip(self.examples, wavs, strict=True)
+        ]
+        if self.cfg.save_audio:
+            for u in utts:
+                write_audio(self.run / "samples" / f"step_{step:08d}" / f"{u.id}.wav", u.audio, sr)
+        return score_records(utts, self.metrics)
+
+    def evaluate(self, policy: Policy, step: int, logger: RunLogger | None) -> list[str]:
+        """Evaluate at ``step`` unless done; log ``eval/<column>``; return alarm messages."""
+        if not self.examples or step in self.evals:
+            return []
+        t = time.perf_counter()
+        recs = self.records(policy, step)
+        self.evals[step] = recs
+        _write_json(self.run / "eval" / f"step_{step:08d}.json", recs)
+        scalars = summarize_records(recs)
+        scalars["time/eval"] = time.perf_counter() - t
+        alarms = []
+        if 0 in self.evals and step > 0:
+            for a in hacking_alarms(self.evals[0], recs, self.directions, self.rewarded):
+                msg = f"step {step}: reward-hacking alarm: non-rewarded {a}"
+                log.warning(msg)
+                alarms.append(msg)
+                scalars[f"alarm/{a.column}"] = a.diff
+        shown = ", ".join(f"{k[5:]}={v:.3f}" for k, v in scalars.items() if k.startswith("eval/"))
+        log.info("step %d eval: %s", step, shown)
+        if logger is not None:
+            logger.log(scalars, step=step)
+        return alarms

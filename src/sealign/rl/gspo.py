@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -36,26 +35,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sealign.audio.io import write_audio
 from sealign.config import save_config
 from sealign.metrics.base import Utterance
 from sealign.models.policy import Policy, Rollout
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages
-from sealign.rl.evaluation import (
-    enhance_examples,
-    hacking_alarms,
-    metric_directions,
-    score_records,
-    summarize_records,
-)
+from sealign.rl.evaluation import HeldOut, RLEvalConfig
 from sealign.rl.losses import LOSSES, policy_loss
 from sealign.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from sealign.train.data import DataConfig, DataError, Example, PairDataset
 from sealign.train.sft import (
@@ -100,33 +90,6 @@ class SamplingConfig:
 
     def options(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "top_p": self.top_p}
-
-
-@dataclass
-class RLEvalConfig:
-    """Held-out evaluation: every ``steps`` steps (0 = only at the start and the end)."""
-
-    manifests: list[str] = field(default_factory=list)
-    num_samples: int = 8  # held-out utterances (0 = all)
-    steps: int = 50
-    temperature: float = 1.0
-    metrics: list[str] = field(
-        default_factory=lambda: ["dnsmos", "distillmos", "wer", "spk_sim", "pesq_wb", "estoi"]
-    )
-    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    save_audio: bool = True
-
-    def check(self, prefix: str = "eval.") -> None:
-        from sealign.metrics.registry import metric_names
-
-        for m in self.manifests:
-            if not Path(m).is_file():
-                raise ValueError(f"{prefix}manifests: not found: {m}")
-        if self.num_samples < 0 or self.steps < 0:
-            raise ValueError(f"{prefix}num_samples and {prefix}steps must be >= 0")
-        for m in self.metrics:
-            if m not in metric_names():
-                raise ValueError(f"{prefix}metrics: unknown metric {m!r}")
 
 
 @dataclass
@@ -378,66 +341,6 @@ class GSPOResult:
     alarms: list[str]
 
 
-class _HeldOut:
-    """The held-out examples, the evaluation metrics and the baseline records."""
-
-    def __init__(self, cfg: GSPOConfig, sample_rate: int, rewarded: set[str]) -> None:
-        from sealign.metrics.registry import build_metric
-
-        self.cfg = cfg
-        self.examples: list[Example] = []
-        if cfg.eval.manifests:
-            data = dataclasses.replace(cfg.data, degrade=False, batch_size=8)
-            ds = PairDataset(cfg.eval.manifests, data, sample_rate, cfg.seed, train=False)
-            limit = cfg.eval.num_samples or None
-            self.examples = [ex for b in ds.iter_batches(limit) for ex in b]
-        self.metrics = {
-            n: build_metric(n, num_threads=cfg.threads, **cfg.eval.metric_options.get(n, {}))
-            for n in cfg.eval.metrics
-        }
-        self.rewarded = rewarded
-
-    def run(self, policy: Policy, step: int, run: Path) -> list[dict[str, Any]]:
-        module: torch.nn.Module = policy  # type: ignore[assignment]
-        saved = rng_state()
-        try:
-            wavs = enhance_examples(
-                policy,
-                self.examples,
-                self.cfg.eval.temperature,
-                self.cfg.seed + 12345,
-                **self.cfg.sampling.options(),
-            )
-        finally:
-            set_rng_state(saved)
-            module.eval()
-        sr = policy.sample_rate
-        utts = [
-            Utterance(ex.id, w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
-            for ex, w in zip(self.examples, wavs, strict=True)
-        ]
-        if self.cfg.eval.save_audio:
-            for u in utts:
-                write_audio(run / "samples" / f"step_{step:08d}" / f"{u.id}.wav", u.audio, sr)
-        records = score_records(utts, self.metrics)
-        _write_json(run / "eval" / f"step_{step:08d}.json", records)
-        return records
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _load_evals(run: Path) -> dict[int, list[dict[str, Any]]]:
-    out = {}
-    for p in sorted((run / "eval").glob("step_*.json")):
-        out[int(p.stem[5:])] = json.loads(p.read_text(encoding="utf-8"))
-    return out
-
-
 def train_gspo(
     cfg: GSPOConfig,
     run_dir: str | Path | None = None,
@@ -476,7 +379,12 @@ def train_gspo(
         cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, True, d.rank, d.world_size
     )
     rewarded = reward.columns()
-    held = _HeldOut(cfg, policy.sample_rate, rewarded) if d.main else None
+    held = (
+        HeldOut(cfg.eval, cfg.data, policy.sample_rate, cfg.seed, cfg.threads, run, rewarded,
+                cfg.sampling.options())
+        if d.main
+        else None
+    )  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
     if d.main:
         save_config(cfg, run / "config.yaml")
@@ -502,31 +410,11 @@ def train_gspo(
     )
     logger = RunLogger(run) if d.main else None
     history: list[dict[str, Any]] = []
-    evals = _load_evals(run) if d.main else {}
     alarms: list[str] = []
-    directions = metric_directions(held.metrics) if held else {}
 
     def evaluate(step: int) -> None:
-        if held is None or not held.examples or step in evals:
-            return
-        t = time.perf_counter()
-        records = held.run(policy, step, run)
-        evals[step] = records
-        scalars = summarize_records(records)
-        scalars["time/eval"] = time.perf_counter() - t
-        if 0 in evals and step > 0:
-            for a in hacking_alarms(evals[0], records, directions, rewarded):
-                msg = f"step {step}: reward-hacking alarm: non-rewarded {a}"
-                log.warning(msg)
-                alarms.append(msg)
-                scalars[f"alarm/{a.column}"] = a.diff
-        log.info(
-            "step %d eval: %s",
-            step,
-            ", ".join(f"{k[5:]}={v:.3f}" for k, v in scalars.items() if k.startswith("eval/")),
-        )
-        if logger is not None:
-            logger.log(scalars, step=step)
+        if held is not None:
+            alarms.extend(held.evaluate(policy, step, logger))
 
     start_time = time.perf_counter()
     elapsed0 = float(state.extra.get("elapsed", 0.0))
@@ -574,6 +462,7 @@ def train_gspo(
         if logger is not None:
             logger.close()
         reward.close()
+    evals = held.evals if held is not None else {}
     return GSPOResult(run, state.step, last_ckpt, history, evals, alarms)
 
 

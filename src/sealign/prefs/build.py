@@ -1,0 +1,294 @@
+"""``sealign prefs``: sample candidates from a policy, score them, store everything DPO needs.
+
+Layout of a preference dataset folder::
+
+    config.yaml
+    candidates.jsonl          one line per candidate: input_id, cand_id, audio, targets, noisy,
+                              reference, text, scores {column: value}, skipped {metric: reason}
+    audio/<input>/<cand>.wav  decoded candidates
+    targets/<input>.npz       the policy's output for each candidate (tokens or latents), from
+                              which DPO recomputes log-likelihoods
+    pairs/<criterion>.jsonl   pairs (input_id, winner, loser, margin) of a criterion
+    yield.json, yield.md      pair yield of every criterion, total and per input
+
+Inputs already present in ``candidates.jsonl`` are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sealign.audio.io import AudioLimits, load_audio, write_audio
+from sealign.data.manifest import read_manifest
+from sealign.eval.score import column_name
+from sealign.metrics.base import Metric, MetricUnavailable, Utterance
+from sealign.metrics.cache import ScoreCache, score_with_cache
+from sealign.models.policy import Policy, Targets
+from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_message
+from sealign.rewards.composite import auto_scale
+from sealign.train.sft import split_targets
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COLUMNS = [
+    "dnsmos_sig",
+    "dnsmos_bak",
+    "dnsmos_ovrl",
+    "distillmos",
+    "spk_sim",
+    "speechbertscore_whisper_base",
+]
+
+
+@dataclass
+class PrefsConfig:
+    """Settings of ``sealign prefs``."""
+
+    model: str = ""  # policy (run, checkpoint or policy folder)
+    manifest: str = ""  # noisy inputs: audio = noisy, reference = clean, text
+    output: str = ""
+    num_candidates: int = 4
+    temperature: float = 1.0
+    sample_options: dict[str, Any] = field(default_factory=dict)  # e.g. {top_k: 50}
+    metrics: list[str] = field(
+        default_factory=lambda: ["dnsmos", "distillmos", "spk_sim", "speechbertscore"]
+    )
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
+    criterion: str = "unanimous"
+    margins: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    weighted_margin: float = 0.0
+    max_pairs_per_input: int = 0
+    max_inputs: int = 0  # 0 = all
+    max_seconds: float = 10.0
+    batch_size: int = 4  # inputs per sampling batch
+    cache: str | None = None
+    seed: int = 0
+    threads: int = 2
+
+    def check(self) -> None:
+        from sealign.metrics.registry import metric_info, metric_names
+
+        if not self.model or not Path(self.model).exists():
+            raise ValueError(f"model: not found: {self.model!r}")
+        if not self.manifest or not Path(self.manifest).is_file():
+            raise ValueError(f"manifest: not found: {self.manifest!r}")
+        if not self.output:
+            raise ValueError("output is required")
+        if self.num_candidates < 2:
+            raise ValueError(f"num_candidates must be >= 2, got {self.num_candidates}")
+        if self.batch_size < 1 or self.max_inputs < 0:
+            raise ValueError("batch_size must be >= 1 and max_inputs >= 0")
+        known = []
+        for m in self.metrics:
+            if m not in metric_names():
+                raise ValueError(f"metrics: unknown metric {m!r}")
+            known += [column_name(m, o) for o in metric_info(m).outputs]
+        for c in self.columns:
+            if c not in known:
+                raise ValueError(f"columns: {c!r} is not an output of {self.metrics} ({known})")
+        from sealign.prefs.pairs import parse_criterion
+
+        parse_criterion(self.criterion, self.columns)
+
+
+def column_info(metrics: dict[str, Metric], columns: list[str]) -> tuple[dict, dict]:
+    """``(higher_is_better, reward scale)`` per column."""
+    hib, scales = {}, {}
+    for name, m in metrics.items():
+        for out, h in zip(m.info.outputs, m.info.higher_is_better, strict=True):
+            col = column_name(name, out)
+            if col in columns:
+                hib[col], scales[col] = h, auto_scale(m.info, out)
+    return hib, scales
+
+
+def read_candidates(root: str | Path) -> list[dict[str, Any]]:
+    path = Path(root) / "candidates.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill: that input is redone
+    return out
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_targets(root: str | Path, rec: dict[str, Any]) -> Targets:
+    """The stored output of one candidate as unbatched :class:`Targets` (batch of 1)."""
+    with np.load(Path(root) / rec["targets"]) as z:
+        values = torch.from_numpy(z[rec["cand_id"]])
+    axis = values.dim() - 1 if not values.is_floating_point() else 0
+    frames = values.shape[axis]
+    return Targets(values.unsqueeze(0), torch.ones(1, frames, dtype=torch.bool))
+
+
+def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric]) -> Path:
+    """Sample, decode, score and store candidates for every input (resumable)."""
+    root = Path(cfg.output)
+    root.mkdir(parents=True, exist_ok=True)
+    entries = read_manifest(cfg.manifest)
+    if cfg.max_inputs:
+        entries = entries[: cfg.max_inputs]
+    done = {r["input_id"] for r in read_candidates(root)}
+    todo = [e for e in entries if e.id not in done]
+    if done:
+        log.info("resuming: %d inputs done, %d to go", len(done & {e.id for e in entries}), len(todo))
+    limits = AudioLimits(max_duration=cfg.max_seconds)
+    sr = policy.sample_rate
+    cache = ScoreCache(cfg.cache) if cfg.cache else None
+    module: Any = policy
+    module.eval()
+    path = root / "candidates.jsonl"
+    bar = tqdm(total=len(todo), desc="prefs", unit="input")
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            for start in range(0, len(todo), cfg.batch_size):
+                batch = []
+                for e in todo[start : start + cfg.batch_size]:
+                    try:
+                        noisy, _ = load_audio(e.audio, sr, limits)
+                        ref = load_audio(e.reference, sr)[0] if e.reference else None
+                    except Exception as err:  # noqa: BLE001 - one bad file must not end the run
+                        log.warning("skipping input %s: %s", e.id, err)
+                        continue
+                    batch.append((e, noisy, ref))
+                if not batch:
+                    bar.update(min(cfg.batch_size, len(todo) - start))
+                    continue
+                recs = _sample_batch(cfg, policy, metrics, batch, root, cache, start)
+                for rec in recs:
+                    f.write(json.dumps(rec) + "\n")
+                f.flush()
+                bar.update(min(cfg.batch_size, len(todo) - start))
+    finally:
+        bar.close()
+        if cache is not None:
+            cache.close()
+    return path
+
+
+@torch.no_grad()
+def _sample_batch(cfg, policy, metrics, batch, root: Path, cache, offset: int) -> list[dict]:
+    n = cfg.num_candidates
+    cond = policy.condition([noisy for _, noisy, _ in batch])
+    rows = torch.arange(len(batch)).repeat_interleave(n)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + offset)
+    rollout = policy.sample(
+        cond.select(rows), temperature=cfg.temperature, generator=gen, **cfg.sample_options
+    )
+    wavs = policy.decode(rollout)
+    targets = split_targets(policy.targets_from_rollout(rollout))  # type: ignore[attr-defined]
+    sr = policy.sample_rate
+    utts, recs = [], []
+    for j, (w, t) in enumerate(zip(wavs, targets, strict=True)):
+        e, _, ref = batch[j // n]
+        cand = f"c{j % n}"
+        audio = Path("audio") / e.id / f"{cand}.wav"
+        write_audio(root / audio, w, sr)
+        utts.append(Utterance(f"{e.id}/{cand}", w, sr, reference=ref, text=e.text, speaker_ref=ref))
+        recs.append(
+            {
+                "input_id": e.id,
+                "cand_id": cand,
+                "audio": str(audio),
+                "targets": f"targets/{e.id}.npz",
+                "noisy": str(Path(e.audio).resolve()),
+                "reference": str(Path(e.reference).resolve()) if e.reference else None,
+                "text": e.text,
+                "scores": {},
+                "skipped": {},
+                "_targets": t.values[0].cpu().numpy(),
+            }
+        )
+    for name in list(metrics):
+        try:
+            results = score_with_cache(metrics[name], utts, cache)
+        except MetricUnavailable as err:
+            raise MetricUnavailable(f"{name}: {err}") from err
+        for rec, r in zip(recs, results, strict=True):
+            if r.ok:
+                rec["scores"].update({column_name(name, k): v for k, v in r.values.items()})
+            else:
+                rec["skipped"][name] = r.skipped or r.error
+    by_input: dict[str, dict[str, np.ndarray]] = {}
+    for rec in recs:
+        by_input.setdefault(rec["input_id"], {})[rec["cand_id"]] = rec.pop("_targets")
+    for input_id, arrays in by_input.items():
+        _save_npz(root / "targets" / f"{input_id}.npz", arrays)
+    return recs
+
+
+def pair_dataset(cfg: PrefsConfig, metrics: dict[str, Metric], criterion: str | None = None):
+    """Form pairs for ``criterion`` (default ``cfg.criterion``) from the stored candidates and
+    write ``pairs/<criterion>.jsonl``. Returns the :class:`PairReport`."""
+    root = Path(cfg.output)
+    recs = read_candidates(root)
+    crit = criterion or cfg.criterion
+    hib, scales = column_info(metrics, cfg.columns)
+    cands = [Candidate(r["input_id"], r["cand_id"], r["scores"]) for r in recs]
+    report = make_pairs(
+        cands,
+        cfg.columns,
+        hib,
+        scales,
+        crit,
+        cfg.margins,
+        cfg.weights,
+        cfg.weighted_margin,
+        cfg.max_pairs_per_input,
+    )
+    out = root / "pairs" / f"{crit.replace(':', '_')}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(
+        "".join(
+            json.dumps({"input_id": p.input_id, "winner": p.winner, "loser": p.loser,
+                        "margin": p.margin}) + "\n"
+            for p in report.pairs
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    tmp.replace(out)
+    return report
+
+
+def yield_table(reports: list[PairReport]) -> str:
+    lines = [
+        "| criterion | pairs | inputs with pairs | pairs / input | candidates excluded |",
+        "|---|---|---|---|---|",
+    ]
+    for r in reports:
+        s = r.summary()
+        lines.append(
+            f"| {s['criterion']} | {s['pairs']} | {s['inputs_with_pairs']}/{s['inputs']} | "
+            f"{s['pairs_per_input']:.2f} | {s['excluded_candidates']} |"
+        )
+    return "\n".join(lines)
+
+
+def all_criteria(columns: list[str]) -> list[str]:
+    return ["unanimous", *[f"single:{c}" for c in columns], "weighted", "gt-winner"]
+
+
+def require_pairs(report: PairReport) -> None:
+    if not report.pairs:
+        raise ValueError(no_pairs_message(report))
