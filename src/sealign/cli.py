@@ -7,7 +7,7 @@ import logging
 import sys
 
 from sealign import __version__
-from sealign.commands import codec, data, demo, enhance, gspo, metrics_cmd, score, train
+from sealign.commands import codec, data, demo, dpo, enhance, gspo, metrics_cmd, prefs, score, train
 from sealign.commands import eval as eval_cmd
 from sealign.metrics.base import MetricUnavailable
 from sealign.utils.logging import setup_console_logging
@@ -18,6 +18,8 @@ COMMANDS = {
     "codec": codec,
     "train": train,
     "gspo": gspo,
+    "prefs": prefs,
+    "dpo": dpo,
     "enhance": enhance,
     "eval": eval_cmd,
     "score": score,

@@ -178,6 +178,7 @@ _KINDS = {
     "world": "sealign.codecs.world:WorldCodec",
     "encodec": "sealign.codecs.neural:EncodecCodec",
     "dac": "sealign.codecs.neural:DacCodec",
+    "mel_vocoder": "sealign.codecs.vocoder:MelVocoderCodec",
 }
 
 

@@ -145,6 +145,10 @@ class Policy(Protocol):
         """Waveforms of targets (e.g. of preference winners stored as tokens)."""
         ...
 
+    def targets_from_rollout(self, rollout: Rollout) -> Targets:
+        """The sampled outputs as :class:`Targets` (to store preference candidates)."""
+        ...
+
     def sft_loss(self, cond: Conditioning, targets: Targets) -> torch.Tensor:
         """Supervised loss on clean targets: token cross-entropy (AR), masked-token
         cross-entropy with a random mask (MGM) or the flow-matching loss (FM)."""

@@ -1,14 +1,16 @@
 """Build or load a policy of any family from its name or a checkpoint folder.
 
-A checkpoint folder holds ``config.json`` whose ``family`` field picks the built-in class; only
-``ar`` is implemented so far (``mgm`` and ``fm`` are planned). A checkpoint of a custom policy
-(see ``docs/custom_models.md``) may name its class instead, as ``"class": "package.module:Name"``;
+A checkpoint folder holds ``config.json`` whose ``family`` field picks the built-in class
+(:data:`BUILTIN`: a family's module, policy class and config class; a family whose module or
+classes do not exist yet raises ``NotImplementedError``). A checkpoint of a custom policy (see
+``docs/custom_models.md``) may name its class instead, as ``"class": "package.module:Name"``;
 that class's ``load(directory, map_location=...)`` is then used.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,41 @@ from sealign.models.policy import FAMILIES, Policy
 CONFIG_FILE = "config.json"
 
 
-def _family_class(family: str) -> Any:
-    if family == "ar":
-        from sealign.models.ar import ARPolicy
+BUILTIN: dict[str, tuple[str, str, str]] = {
+    "ar": ("sealign.models.ar", "ARPolicy", "ARConfig"),
+    "mgm": ("sealign.models.mgm", "MGMPolicy", "MGMConfig"),
+    "fm": ("sealign.models.fm", "FMPolicy", "FMConfig"),
+}
 
-        return ARPolicy
-    if family in FAMILIES:
-        raise NotImplementedError(f"model family {family!r} is not implemented yet (available: ar)")
-    raise ValueError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}")
+
+def _not_implemented(family: str) -> NotImplementedError:
+    available = [f for f, (mod, _, _) in BUILTIN.items() if importlib.util.find_spec(mod)]
+    return NotImplementedError(
+        f"model family {family!r} is not implemented yet (available: {', '.join(available)})"
+    )
+
+
+def _family_classes(family: str) -> tuple[Any, Any]:
+    """``(policy class, config class)`` of a built-in family."""
+    if family not in BUILTIN:
+        if family in FAMILIES:
+            raise NotImplementedError(f"model family {family!r} has no built-in implementation")
+        raise ValueError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}")
+    module, policy_name, config_name = BUILTIN[family]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name == module:
+            raise _not_implemented(family) from None
+        raise
+    try:
+        return getattr(mod, policy_name), getattr(mod, config_name)
+    except AttributeError:
+        raise _not_implemented(family) from None
+
+
+def _family_class(family: str) -> Any:
+    return _family_classes(family)[0]
 
 
 def _custom_class(path: str, family: str) -> Any:
@@ -48,12 +77,11 @@ def build_policy(
     family: str, codec: Codec, config_dict: dict[str, Any] | None = None, **kwargs: Any
 ) -> Policy:
     """A freshly initialized policy of ``family`` for ``codec``. ``config_dict`` overrides the
-    family's config fields (AR: :class:`~sealign.models.ar.ARConfig`; unknown keys are an error);
-    ``kwargs`` go to the policy constructor (e.g. ``codec_spec``)."""
-    cls = _family_class(family)
-    from sealign.models.ar import ARConfig
-
-    return cls(codec, ARConfig.for_codec(codec, **dict(config_dict or {})), **kwargs)
+    family's config fields (AR: :class:`~sealign.models.ar.ARConfig`, FM:
+    :class:`~sealign.models.fm.FMConfig`; unknown keys are an error); ``kwargs`` go to the policy
+    constructor (e.g. ``codec_spec``)."""
+    cls, config_cls = _family_classes(family)
+    return cls(codec, config_cls.for_codec(codec, **dict(config_dict or {})), **kwargs)
 
 
 def read_meta(path_or_dir: str | Path) -> tuple[dict[str, Any], Path]:

@@ -151,7 +151,9 @@ def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric
     done = {r["input_id"] for r in read_candidates(root)}
     todo = [e for e in entries if e.id not in done]
     if done:
-        log.info("resuming: %d inputs done, %d to go", len(done & {e.id for e in entries}), len(todo))
+        log.info(
+            "resuming: %d inputs done, %d to go", len(done & {e.id for e in entries}), len(todo)
+        )
     limits = AudioLimits(max_duration=cfg.max_seconds)
     sr = policy.sample_rate
     cache = ScoreCache(cfg.cache) if cfg.cache else None

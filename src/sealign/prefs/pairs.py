@@ -124,8 +124,7 @@ def make_pairs(
         for a, b in itertools.permutations(cands, 2):
             # signed improvement of a over b per column (positive = a better)
             d = {
-                k: (a.scores[k] - b.scores[k]) * (1 if higher_is_better[k] else -1)
-                for k in columns
+                k: (a.scores[k] - b.scores[k]) * (1 if higher_is_better[k] else -1) for k in columns
             }
             if a.cand_id < b.cand_id:  # count each unordered pair once
                 compared += 1
@@ -143,7 +142,9 @@ def make_pairs(
             else:
                 ok = False
             if ok:
-                found.append(Pair(input_id, a.cand_id, b.cand_id, comp[a.cand_id] - comp[b.cand_id]))
+                found.append(
+                    Pair(input_id, a.cand_id, b.cand_id, comp[a.cand_id] - comp[b.cand_id])
+                )
         if max_pairs_per_input and len(found) > max_pairs_per_input:
             found = sorted(found, key=lambda p: -np.nan_to_num(p.margin, nan=np.inf))
             found = found[:max_pairs_per_input]
@@ -161,7 +162,9 @@ def make_pairs(
 def no_pairs_message(report: PairReport) -> str:
     """Why a criterion gave nothing, naming the metrics that disagreed most."""
     worst = sorted(report.disagreement.items(), key=lambda kv: -kv[1])[:3]
-    detail = ", ".join(f"{k} disagreed with the others on {v:.0%} of candidate pairs" for k, v in worst)
+    detail = ", ".join(
+        f"{k} disagreed with the others on {v:.0%} of candidate pairs" for k, v in worst
+    )
     return (
         f"criterion {report.criterion!r} produced no pairs from {report.inputs} inputs "
         f"({report.excluded_candidates} candidates without complete scores). "

@@ -1,0 +1,96 @@
+"""Build a multi-metric preference dataset: sample N candidates per noisy input from a policy
+(any family), score them on complementary metrics, and form pairs by criterion.
+
+The manifest gives the noisy input in `audio`, the clean reference in `reference` (speaker
+similarity and SpeechBERTScore need it) and optionally `text`. Writes to --output:
+candidates.jsonl, audio/, targets/ (what DPO needs to recompute log-likelihoods),
+pairs/<criterion>.jsonl for every criterion, yield.json and yield.md (pair yield per criterion,
+total and per input). Re-running resumes the sampling; `--repair` only re-forms pairs.
+
+examples:
+  sealign prefs --model runs/sft --manifest data/demo/train.jsonl --output runs/prefs --n 4
+  sealign prefs --model runs/sft --manifest data/demo/train.jsonl --output runs/prefs \\
+      metrics=[dnsmos,distillmos,spk_sim,speechbertscore,nisqa] \\
+      metric_options.nisqa.weights=weights/nisqa.tar \\
+      'columns=[dnsmos_sig,dnsmos_bak,dnsmos_ovrl,nisqa_mos,spk_sim,speechbertscore_whisper_base]'
+  sealign prefs --output runs/prefs --repair criterion=single:dnsmos_ovrl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sealign.commands.common import add_config_arguments, log, log_run_scalars, resolve_config
+from sealign.config import save_config
+from sealign.metrics.registry import build_metric
+from sealign.prefs.build import (
+    PrefsConfig,
+    all_criteria,
+    build_candidates,
+    pair_dataset,
+    require_pairs,
+    yield_table,
+)
+
+HELP = "sample, score and pair candidates into a preference dataset (unanimous agreement)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="policy: run, checkpoint or policy dir")
+    p.add_argument("--manifest", help="noisy inputs (audio = noisy, reference = clean)")
+    p.add_argument("--output", help="dataset folder")
+    p.add_argument("--n", type=int, help="candidates per input (num_candidates)")
+    p.add_argument("--criterion", help="unanimous | weighted | gt-winner | single:<column>")
+    p.add_argument("--repair", action="store_true", help="only re-form pairs of --output")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sealign.models.registry import load_policy
+    from sealign.train.checkpoint import policy_dir
+
+    if args.repair and not args.config and args.output:
+        saved = Path(args.output) / "config.yaml"
+        if saved.is_file():
+            args.config = str(saved)
+    flags = {
+        "model": args.model,
+        "manifest": args.manifest,
+        "output": args.output,
+        "num_candidates": args.n,
+        "criterion": args.criterion,
+    }
+    cfg = resolve_config(PrefsConfig, args, [f"{k}={v}" for k, v in flags.items() if v])
+    cfg.check()
+    metrics = {
+        m: build_metric(m, num_threads=cfg.threads, **cfg.metric_options.get(m, {}))
+        for m in cfg.metrics
+    }
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    if not args.repair:
+        for m in metrics.values():
+            m.load()  # a metric that cannot load fails before any sampling
+        policy = load_policy(policy_dir(cfg.model))
+        build_candidates(cfg, policy, metrics)
+    reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
+    chosen = next(r for r in reports if r.criterion == cfg.criterion)
+    summary = {r.criterion: r.summary() for r in reports}
+    per_input: dict[str, dict[str, int]] = {}
+    for r in reports:
+        for p in r.pairs:
+            per_input.setdefault(p.input_id, {}).setdefault(r.criterion, 0)
+            per_input[p.input_id][r.criterion] += 1
+    tmp = out / "yield.json.tmp"
+    tmp.write_text(json.dumps({"criteria": summary, "per_input": per_input}, indent=1) + "\n")
+    tmp.replace(out / "yield.json")
+    table = yield_table(reports)
+    (out / "yield.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    log_run_scalars(out, {f"prefs/{r.criterion}/pairs": float(len(r.pairs)) for r in reports})
+    require_pairs(chosen)
+    log.info("%d %s pairs in %s", len(chosen.pairs), cfg.criterion, out / "pairs")
+    return 0

@@ -1,0 +1,643 @@
+"""Flow-matching (``fm``) family: a bidirectional transformer predicting a velocity field over a
+codec's continuous latents.
+
+Convention (F5-TTS / FlowSE style). Time ``s`` runs from ``0`` (noise) to ``1`` (data):
+``x_s = (1 − s)·x0 + s·x1`` with ``x0 ~ N(0, I)`` and ``x1`` the clean latents
+(``codec.encode_latent``, ``[T, D]`` per utterance), and the model regresses the target velocity
+``u = x1 − x0`` (rectified flow). Sampling integrates ``dx = v_θ(x, s) ds`` from ``s = 0`` to ``1``
+and decodes the result with ``codec.decode_latent``.
+
+Architecture. The noisy latents are projected to ``dim`` and the conditioning is added frame by
+frame exactly as in the AR family (:func:`~sealign.models.features.frame_states`: stacked noisy
+log-mels, a projection and a convolution seeing ``lookahead`` frames on each side), then
+:class:`~sealign.models.transformer.Block` runs with the padding mask, i.e. bidirectional
+attention over the valid frames, and a linear head gives the velocity ``[B, T, D]`` (zero on
+padding). Time enters through a sinusoidal embedding (``s·1000``) and an MLP. It is *added* to
+every frame at the input and also *modulates* the output norm (AdaLN: ``norm(h)·(1 + a) + b``
+from the embedding, zero-initialized, as in DiT's final layer). Why not AdaLN in every block?
+The transformer block is shared by all families and takes no modulation input; additive input
+conditioning already lets every layer see ``s``, and the output modulation lets the read-out
+rescale with ``s`` directly (the optimal velocity changes character from ``E[x1] − x0`` near the
+noise end to a small correction near the data end). That is enough for the small models here;
+a per-block AdaLN would be a new block type, not a change to this file alone.
+
+Training (:meth:`FMPolicy.sft_loss`): per row a random ``s`` (``time_sampling``: ``"uniform"`` or
+``"logit_normal"`` = sigmoid of a standard normal) and Gaussian noise, MSE between ``v_θ`` and
+``u`` averaged over valid frames and latent dims. Dropout only in training mode.
+
+Samplers (:meth:`FMPolicy.sample`):
+
+* ``method="ode"`` (the default of a plain call, used by ``enhance`` / ``eval``): deterministic
+  Euler with ``ode_steps`` uniform steps. ``temperature`` scales the initial noise
+  (``x0 = temperature·ε``); lower is closer to the mode. Rollout ``logp`` / ``mask`` are zero:
+  deterministic steps have no log-density, and :meth:`FMPolicy.step_log_probs` refuses them.
+* ``method="sde"`` (RL; see :meth:`FMPolicy.rl_sample_options`): Flow-GRPO's Euler–Maruyama
+  sampler with the same marginals as the ODE, translated to this convention. Flow-GRPO writes
+  (``t = 1`` noise) ``dx = [v + σ_t²/(2t)·(x + (1 − t)·v)] dt + σ_t dw`` with
+  ``σ_t = a·√(t / (1 − t))``; with ``s = 1 − t`` (so ``v_here = −v_there`` and ``ds = −dt``) the
+  forward-in-``s`` SDE is
+
+      dx = [v − g(s)² / (2(1 − s)) · (x − s·v)] ds + g(s) dw,     g(s) = a·√((1 − s) / s).
+
+  ``−(x − s·v)/(1 − s)`` is the score of ``p_s`` under this convention, so the drift is
+  ``v + g²/2 · score`` and the marginals match the ODE for *any* diffusion ``g``. Step ``k``
+  (``s_k → s_{k+1}``, ``Δ = s_{k+1} − s_k``, uniform grid of ``sde_steps``) is the Gaussian
+  ``N(x_k + drift·Δ, g_k²·Δ·I)``.
+
+  Endpoints. ``g`` is infinite at ``s = 0`` (the noise end) and zero at ``s = 1``. Steps are taken
+  *from* ``s_0 … s_{S−1}``, so ``s = 1`` is never a step's start, and ``s = 0`` is handled by
+  evaluating ``g`` at ``max(s, s_1)`` (``s_1`` = the first grid point after 0, as Flow-GRPO
+  replaces ``σ`` at its noise end by the next one). Because the score term uses the exact score
+  with that same finite ``g``, the clamped step is still marginal-preserving. ``1/(1 − s)`` is
+  finite at every step start (``s ≤ 1 − Δ``). Hence **all S steps are stochastic**, each has a
+  finite log-density, and ``Rollout.mask`` is all ones. ``temperature`` scales the initial noise
+  only (the transitions, and so their log-probs, do not depend on it); the SDE noise level is
+  ``sde_a`` (config default ≈ 0.7, per-call ``sde_a=``), stored per row.
+
+  A step's log-prob is the full Gaussian log-density of ``x_{k+1}`` given ``x_k``, summed over
+  valid frames and latent dims, computed in float64: it is a sum of thousands of terms, and in
+  float32 its rounding (≈ 1e-3 at magnitudes of a few thousand) would already exceed GSPO's clip
+  range. ``Rollout.logp`` and :meth:`FMPolicy.step_log_probs` therefore return float64 tensors.
+  The per-step entropy is the closed-form Gaussian entropy ``n·(½·log(2πe) + log σ)``
+  (independent of the weights).
+
+Rollout ``actions``: ``states [N, S+1, T, D]`` (``x_0 … x_S``; zero on padding), ``times
+[N, S+1]``, ``sde_a [N]`` (0 for ODE rollouts), ``frame_mask [N, T]`` and ``num_samples [N]``.
+
+DPO (:meth:`FMPolicy.preference_log_likelihood`): minus the single-step flow-matching error
+``‖v_θ(x_s, s) − u‖²`` summed over valid frames and dims, with ``s`` and ``x0`` from
+:meth:`FMPolicy.preference_noise` shared between winner and loser and between policy and
+reference (GenSR-Pref's flow-matching proxy, in this convention).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sealign.codecs.base import Codec
+from sealign.config import from_dict_strict
+from sealign.models.features import (
+    FeatureConfig,
+    compute_features,
+    frame_conditioner_layers,
+    frame_states,
+)
+from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
+from sealign.models.policy import Conditioning, Rollout, Targets
+from sealign.models.transformer import Block, drop, rope_tables
+
+FAMILY = "fm"
+FORMAT_VERSION = 1
+TIME_SAMPLING = ("uniform", "logit_normal")
+METHODS = ("ode", "sde")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class FMConfig:
+    """Size and behaviour of an :class:`FMPolicy`; stored in its ``config.json``.
+
+    ``latent_dim``: width of the codec's latents (set by :meth:`for_codec`). ``mlp_hidden = 0``
+    means ``8/3 · dim`` rounded up to a multiple of 32. ``lookahead``: noisy frames on each side
+    seen by the conditioning convolution. ``max_frames``: longest input in codec frames.
+    ``time_freqs``: sinusoidal frequencies of the time embedding. ``time_sampling``: law of the
+    training time (``"uniform"`` or ``"logit_normal"``). ``ode_steps`` / ``sde_steps``: default
+    Euler steps of the two samplers; ``sde_a``: Flow-GRPO's noise level ``a``.
+    """
+
+    latent_dim: int = 68
+    dim: int = 192
+    layers: int = 6
+    heads: int = 4
+    mlp_hidden: int = 0
+    dropout: float = 0.0
+    lookahead: int = 2
+    max_frames: int = 3000
+    rope_base: float = 10000.0
+    time_freqs: int = 64
+    time_sampling: str = "uniform"
+    ode_steps: int = 16
+    sde_steps: int = 10
+    sde_a: float = 0.7
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, dict):
+            self.features = FeatureConfig.from_dict(self.features)
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be ≥ 1, got {self.latent_dim}")
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
+        if self.lookahead < 0 or self.layers < 1 or self.max_frames < 1 or self.time_freqs < 1:
+            raise ValueError("lookahead must be ≥ 0, layers, max_frames and time_freqs ≥ 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+        if self.time_sampling not in TIME_SAMPLING:
+            raise ValueError(
+                f"time_sampling must be one of {TIME_SAMPLING}, got {self.time_sampling!r}"
+            )
+        if self.ode_steps < 1 or self.sde_steps < 1:
+            raise ValueError("ode_steps and sde_steps must be ≥ 1")
+        if not self.sde_a > 0:
+            raise ValueError(f"sde_a must be > 0, got {self.sde_a}")
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_hidden or 32 * math.ceil(8 * self.dim / 3 / 32)
+
+    @classmethod
+    def for_codec(cls, codec: Codec, **overrides: Any) -> FMConfig:
+        """A config matching ``codec`` (latent width, sample and frame rate). ``overrides`` are
+        :class:`FMConfig` fields; ``features`` may be a dict of :class:`FeatureConfig` fields
+        (``frames_per_token``, ``n_mels``...)."""
+        latent_dim = _latent_dim(codec)
+        feats = overrides.pop("features", None) or {}
+        if isinstance(feats, FeatureConfig):
+            feats = feats.to_dict()
+        feats = {k: v for k, v in feats.items() if k not in ("sample_rate", "hop_length")}
+        fpt = int(feats.pop("frames_per_token", 2))
+        features = FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+        overrides.pop("latent_dim", None)
+        return cls.from_dict({**overrides, "latent_dim": latent_dim, "features": features})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FMConfig:
+        return from_dict_strict(cls, d, "FM")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _latent_dim(codec: Codec) -> int:
+    if not all(hasattr(codec, a) for a in ("latent_dim", "encode_latent", "decode_latent")):
+        raise ValueError(
+            f"{type(codec).__name__} has no continuous latents (encode_latent / decode_latent / "
+            "latent_dim of the LatentCodec protocol); the fm family needs them (e.g. the WORLD "
+            "codec or the mel_vocoder codec)"
+        )
+    return int(codec.latent_dim)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces shared by the sampler, the log-prob recomputation and tests
+
+
+def timestep_embedding(t: torch.Tensor, freqs: int) -> torch.Tensor:
+    """Sinusoidal embedding ``[B, 2·freqs]`` of times ``t [B]`` in ``[0, 1]`` (scaled by 1000)."""
+    k = torch.arange(freqs, device=t.device, dtype=torch.float32)
+    w = torch.exp(-math.log(10000.0) * k / freqs)
+    ang = 1000.0 * t.to(torch.float32)[:, None] * w[None, :]
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+def time_grid(steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Uniform grid ``s_0 = 0 < … < s_S = 1`` (``[S + 1]``, float32)."""
+    return torch.linspace(0.0, 1.0, steps + 1, device=device)
+
+
+def sde_step(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    s: torch.Tensor,
+    s_next: torch.Tensor,
+    a: torch.Tensor,
+    s_min: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``[..., T, D]`` and standard deviation ``[...]`` (float64) of one Euler–Maruyama step
+    of the Flow-GRPO SDE in this module's convention (see the module docstring):
+
+        g² = a²·(1 − s̃)/s̃ with s̃ = max(s, s_min),
+        mean = x + (v − g²/2 · (x − s·v)/(1 − s))·Δ,  std = g·√Δ,  Δ = s_next − s.
+
+    ``x``, ``v``: ``[..., T, D]``; ``s``, ``s_next``, ``a``, ``s_min``: ``[...]``."""
+    x64, v64 = x.to(torch.float64), v.to(torch.float64)
+    s64, sn64 = s.to(torch.float64), s_next.to(torch.float64)
+    st = torch.maximum(s64, s_min.to(torch.float64))
+    g2 = a.to(torch.float64) ** 2 * (1.0 - st) / st
+    dt = sn64 - s64
+    e = (...,) + (None, None)
+    drift = v64 - (g2 / (2.0 * (1.0 - s64)))[e] * (x64 - s64[e] * v64)
+    return x64 + drift * dt[e], torch.sqrt(g2 * dt)
+
+
+def gaussian_log_prob(
+    x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, frame_mask: torch.Tensor
+) -> torch.Tensor:
+    """``log N(x_next; mean, std²·I)`` summed over valid frames and dims → ``[...]`` float64.
+
+    ``x_next``, ``mean``: ``[..., T, D]``; ``std``: ``[...]``; ``frame_mask``: ``[..., T]``."""
+    e = (...,) + (None, None)
+    z = (x_next.to(torch.float64) - mean) / std[e]
+    m = frame_mask.to(torch.float64)
+    n = m.sum(dim=-1) * x_next.shape[-1]
+    quad = (z.square().sum(dim=-1) * m).sum(dim=-1)
+    return -0.5 * quad - n * (torch.log(std) + 0.5 * _LOG_2PI)
+
+
+def gaussian_entropy(std: torch.Tensor, frame_mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Entropy of ``N(·, std²·I)`` over the valid frames × ``dim`` dims → ``[...]`` float64."""
+    n = frame_mask.to(torch.float64).sum(dim=-1) * dim
+    return n * (0.5 * (_LOG_2PI + 1.0) + torch.log(std))
+
+
+# ---------------------------------------------------------------------------------------------
+# the policy
+
+
+class FMPolicy(nn.Module):
+    """Flow-matching speech enhancement over continuous codec latents (family ``"fm"``); see the
+    module docstring. Build with ``FMPolicy(codec, FMConfig.for_codec(codec, ...))`` or
+    :func:`sealign.models.registry.build_policy`; load with :meth:`load`. ``codec`` must be a
+    :class:`~sealign.codecs.base.LatentCodec`.
+
+    ``codec_spec``: if given, :meth:`save` records this spec instead of copying the codec.
+    """
+
+    family = FAMILY
+
+    def __init__(
+        self, codec: Codec, config: FMConfig | None = None, codec_spec: str | None = None
+    ) -> None:
+        super().__init__()
+        cfg = config or FMConfig.for_codec(codec)
+        latent_dim = _latent_dim(codec)
+        if latent_dim != cfg.latent_dim:
+            raise ValueError(
+                f"config latent_dim {cfg.latent_dim} does not match the codec's {latent_dim}"
+            )
+        fc = cfg.features
+        if (
+            fc.sample_rate != codec.sample_rate
+            or abs(fc.token_samples * codec.frame_rate - codec.sample_rate)
+            > 1e-6 * codec.sample_rate
+        ):
+            raise ValueError(
+                f"feature framing ({fc.sample_rate} Hz, {fc.token_samples} samples per frame) "
+                f"does not match the codec ({codec.sample_rate} Hz, {codec.frame_rate:g} frames/s)"
+            )
+        self.__dict__["codec"] = codec  # not a submodule: its weights are not trained or saved
+        self.codec_spec = codec_spec
+        self.config = cfg
+        self.sample_rate = int(codec.sample_rate)
+        d = cfg.dim
+        self.x_in = nn.Linear(cfg.latent_dim, d)
+        self.cond_in, self.cond_conv = frame_conditioner_layers(fc, d, cfg.lookahead)
+        self.time_mlp = nn.Sequential(nn.Linear(2 * cfg.time_freqs, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
+        self.norm_out = nn.RMSNorm(d, eps=1e-6, elementwise_affine=False)
+        self.out_mod = nn.Linear(d, 2 * d)
+        self.head = nn.Linear(d, cfg.latent_dim)
+        self._init_weights()
+
+    codec: Codec
+
+    def _init_weights(self) -> None:
+        out_std = 0.02 / math.sqrt(2 * self.config.layers)
+        for name, p in self.named_parameters():
+            if p.dim() < 2 or name.startswith("cond_conv"):
+                continue
+            std = out_std if name.endswith(("proj.weight", "mlp_out.weight")) else 0.02
+            nn.init.normal_(p, std=std)
+        for lin in (self.x_in, self.cond_in, self.head):
+            nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.out_mod.weight)  # AdaLN-zero: starts as a plain norm
+        nn.init.zeros_(self.out_mod.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.cond_in.weight.device
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"codec={self.codec!r}, params={n / 1e6:.2f}M"
+
+    def rl_sample_options(self) -> dict[str, Any]:
+        """Options RL trainers (GSPO) must pass to :meth:`sample`: the stochastic sampler, whose
+        steps have log-probs (a plain ``sample`` call uses the deterministic ODE)."""
+        return {"method": "sde"}
+
+    # -- building blocks --------------------------------------------------------------------
+    def _cond_states(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning → per-frame states ``[B, T, dim]`` and frame mask ``[B, T]``."""
+        return frame_states(
+            cond, self.config.features, self.config.max_frames, self.cond_in, self.cond_conv
+        )
+
+    def _velocity(
+        self,
+        states: torch.Tensor,
+        m: torch.Tensor,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        dropout: float = 0.0,
+    ) -> torch.Tensor:
+        """``v_θ(x, t)`` ``[B, T, D]`` (zero on padding) from precomputed conditioning states."""
+        cfg = self.config
+        temb = self.time_mlp(timestep_embedding(t.to(self.device), cfg.time_freqs))
+        h = self.x_in(x.to(self.device, torch.float32)) + states + temb[:, None]
+        cos, sin = rope_tables(h.shape[1], cfg.dim // cfg.heads, cfg.rope_base, h.device)
+        h = drop(h, dropout)
+        for block in self.blocks:
+            h = block(h, cos, sin, dropout=dropout, mask=m)
+        scale, shift = self.out_mod(F.silu(temb)).chunk(2, dim=-1)
+        h = self.norm_out(h) * (1.0 + scale[:, None]) + shift[:, None]
+        return self.head(h) * m.unsqueeze(-1).to(h.dtype)
+
+    def velocity(self, cond: Conditioning, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The velocity field ``v_θ(x, t)`` ``[B, T, D]`` for latents ``x [B, T, D]`` at times
+        ``t [B]`` (zero on padding frames)."""
+        states, m = self._cond_states(cond)
+        self._check_frames(x, m)
+        return self._velocity(states, m, x, t)
+
+    def _check_frames(self, x: torch.Tensor, m: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[:2] != m.shape or x.shape[2] != self.config.latent_dim:
+            raise ValueError(
+                f"latents of shape {tuple(x.shape)} do not match the conditioning "
+                f"({m.shape[0]} rows × {m.shape[1]} frames × {self.config.latent_dim} dims)"
+            )
+
+    def _sample_times(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` training times following ``time_sampling`` (on the generator's device)."""
+        dev = generator.device if generator is not None else torch.device("cpu")
+        if self.config.time_sampling == "logit_normal":
+            return torch.sigmoid(torch.randn(n, generator=generator, device=dev))
+        return torch.rand(n, generator=generator, device=dev)
+
+    # -- Policy protocol ----------------------------------------------------------------------
+    def condition(self, noisy: list[np.ndarray]) -> Conditioning:
+        """Normalized log-mels of the noisy waveforms (at :attr:`sample_rate`), padded."""
+        cond = compute_features(noisy, self.config.features, self.config.max_frames)
+        return cond.to(self.device)
+
+    def encode_targets(self, clean: list[np.ndarray]) -> Targets:
+        """Clean waveforms → codec latents ``[B, T, D]`` float32 with ``T = ceil(n /
+        token_samples)`` frames each (codec output trimmed or edge-padded to that), padded
+        with 0, and the frame mask ``[B, T]``."""
+        if isinstance(clean, np.ndarray) and clean.ndim == 1:
+            clean = [clean]
+        items = [np.asarray(w, dtype=np.float32) for w in clean]
+        if not items:
+            raise ValueError("no clean targets given")
+        lats = self.codec.encode_latent(items)  # type: ignore[attr-defined]
+        fc = self.config.features
+        lengths = [fc.num_tokens(w.size) for w in items]
+        d = self.config.latent_dim
+        values = torch.zeros(len(items), max(lengths), d)
+        mask = torch.zeros(len(items), max(lengths), dtype=torch.bool)
+        for i, (lat, n) in enumerate(zip(lats, lengths, strict=True)):
+            lat = np.asarray(lat, dtype=np.float32)
+            if lat.ndim != 2 or lat.shape[0] != d or lat.shape[1] == 0:
+                raise ValueError(f"item {i}: codec latent of shape {lat.shape}, expected [{d}, T]")
+            if lat.shape[1] < n:
+                lat = np.concatenate([lat, np.repeat(lat[:, -1:], n - lat.shape[1], 1)], axis=1)
+            values[i, :n] = torch.from_numpy(np.ascontiguousarray(lat[:, :n].T))
+            mask[i, :n] = True
+        return Targets(values.to(self.device), mask.to(self.device))
+
+    def sample(
+        self,
+        cond: Conditioning,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        method: str = "ode",
+        steps: int | None = None,
+        sde_a: float | None = None,
+        **ignored: Any,
+    ) -> Rollout:
+        """One latent trajectory per row of ``cond`` (no gradients).
+
+        ``method="ode"`` (default): deterministic Euler, ``steps`` defaulting to ``ode_steps``;
+        ``logp`` and ``mask`` are zero. ``method="sde"``: Flow-GRPO Euler–Maruyama with
+        ``sde_steps`` steps and noise level ``sde_a``; ``logp [N, S]`` (float64) holds each
+        transition's Gaussian log-density, ``mask`` is all ones. ``temperature`` scales the
+        initial noise. Other sampling options of token families (``top_k``, ``top_p``...) are
+        accepted and ignored. ``actions``: see the module docstring.
+        """
+        del ignored  # top_k, top_p, use_cache...: meaningless for a flow
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        cfg = self.config
+        sde = method == "sde"
+        n_steps = int(steps if steps is not None else (cfg.sde_steps if sde else cfg.ode_steps))
+        if n_steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        a = float(cfg.sde_a if sde_a is None else sde_a) if sde else 0.0
+        if sde and not a > 0:
+            raise ValueError(f"sde_a must be > 0, got {sde_a}")
+        with torch.inference_mode():
+            states, logp, m, grid = self._integrate(cond, temperature, generator, n_steps, a)
+        # clones made outside inference mode are ordinary tensors, usable in autograd later
+        states, logp, m = states.clone(), logp.clone(), m.clone()
+        n = states.shape[0]
+        actions = {
+            "states": states,
+            "times": grid.clone().unsqueeze(0).expand(n, -1).contiguous(),
+            "sde_a": torch.full((n,), a, device=self.device),
+            "frame_mask": m,
+            "num_samples": torch.tensor(cond.num_samples, dtype=torch.long, device=self.device),
+        }
+        mask = torch.full((n, n_steps), 1.0 if sde else 0.0, device=self.device)
+        return Rollout(actions, logp, mask, torch.arange(n, device=self.device))
+
+    def _integrate(
+        self,
+        cond: Conditioning,
+        temperature: float,
+        generator: torch.Generator | None,
+        n_steps: int,
+        a: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The sampling loop → ``states [N, S+1, T, D]``, ``logp [N, S]`` (float64), frame mask
+        ``[N, T]`` and the time grid ``[S+1]``. ``a = 0`` is the ODE."""
+        states, m = self._cond_states(cond)
+        n, t_max = m.shape
+        d = self.config.latent_dim
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        mf = m.unsqueeze(-1).to(torch.float32)
+
+        def noise() -> torch.Tensor:
+            eps = torch.randn(n, t_max, d, generator=generator, device=gen_device)
+            return eps.to(self.device) * mf
+
+        grid = time_grid(n_steps, self.device)
+        traj = torch.zeros(n, n_steps + 1, t_max, d, device=self.device)
+        logp = torch.zeros(n, n_steps, dtype=torch.float64, device=self.device)
+        x = noise() * temperature
+        traj[:, 0] = x
+        a_t = torch.full((n,), a, device=self.device)
+        s_min = grid[1].expand(n)
+        for k in range(n_steps):
+            s = grid[k].expand(n)
+            v = self._velocity(states, m, x, s)
+            if a > 0:
+                mean, std = sde_step(x, v, s, grid[k + 1].expand(n), a_t, s_min)
+                x_next = (mean + std[:, None, None] * noise().to(torch.float64)).to(torch.float32)
+                x_next = x_next * mf
+                logp[:, k] = gaussian_log_prob(x_next, mean, std, m)
+            else:
+                x_next = (x + v * (grid[k + 1] - grid[k])) * mf
+            traj[:, k + 1] = x_next
+            x = x_next
+        return traj, logp, m, grid
+
+    def step_log_probs(
+        self, cond: Conditioning, rollout: Rollout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[N, S]`` float64 Gaussian log-densities of the rollout's stored SDE transitions
+        under the current weights (with gradients), and the per-step Gaussian entropies (which
+        do not depend on the weights); zero where ``rollout.mask`` is 0. All steps go through
+        the model in one batch of ``N·S`` rows."""
+        act = rollout.actions
+        states = act["states"].to(self.device, torch.float32)
+        times = act["times"].to(self.device, torch.float32)
+        a = act["sde_a"].to(self.device, torch.float32)
+        if not bool((a > 0).all()):
+            raise ValueError(
+                "rollout was sampled with the deterministic ODE (no step log-probs); sample "
+                "with method='sde' (see rl_sample_options())"
+            )
+        n, s1, t_max, d = states.shape
+        n_steps = s1 - 1
+        if times.dim() == 1:
+            times = times.unsqueeze(0).expand(n, -1)
+        c = cond.select(rollout.source.cpu())
+        cstates, m = self._cond_states(c)
+        self._check_frames(states[:, 0], m)
+        x = states[:, :-1].reshape(n * n_steps, t_max, d)
+        s = times[:, :-1].reshape(n * n_steps)
+        v = self._velocity(
+            cstates.repeat_interleave(n_steps, dim=0), m.repeat_interleave(n_steps, dim=0), x, s
+        ).view(n, n_steps, t_max, d)
+        s_min = times[:, 1:2].expand(n, n_steps)
+        mean, std = sde_step(
+            states[:, :-1], v, times[:, :-1], times[:, 1:], a[:, None].expand(n, n_steps), s_min
+        )
+        fm = m.unsqueeze(1).expand(n, n_steps, t_max)
+        logp = gaussian_log_prob(states[:, 1:], mean, std, fm)
+        ent = gaussian_entropy(std, fm, d)
+        mask = rollout.mask.to(self.device, torch.float64)
+        return logp * mask, ent * mask
+
+    def decode(self, rollout: Rollout) -> list[np.ndarray]:
+        """Waveforms of the final latents ``x_S``, trimmed (or zero-padded) to the inputs'
+        lengths."""
+        final = rollout.actions["states"][:, -1]
+        fm = rollout.actions.get("frame_mask")
+        num = rollout.actions.get("num_samples")
+        if fm is not None:
+            lengths = fm.sum(dim=1).long().tolist()
+        elif num is not None:
+            lengths = [self.config.features.num_tokens(k) for k in num.tolist()]
+        else:
+            lengths = [final.shape[1]] * final.shape[0]
+        wavs = self._decode_latents(final, lengths)
+        if num is None:
+            return wavs
+        return [fit_length(w, k) for w, k in zip(wavs, num.tolist(), strict=True)]
+
+    def decode_targets(self, targets: Targets) -> list[np.ndarray]:
+        """Waveforms of targets; each covers its valid frames (``frames × token_samples``)."""
+        return self._decode_latents(targets.values, targets.mask.sum(dim=1).long().tolist())
+
+    def _decode_latents(self, latents: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
+        lat = latents.detach().to("cpu", torch.float32).numpy()
+        items = [np.ascontiguousarray(lat[i, :n].T) for i, n in enumerate(lengths)]
+        ts = self.config.features.token_samples
+        wavs = self.codec.decode_latent(items)  # type: ignore[attr-defined]
+        return [fit_length(w, n * ts) for w, n in zip(wavs, lengths, strict=True)]
+
+    def targets_from_rollout(self, rollout: Rollout) -> Targets:
+        """The rollout's final latents as :class:`Targets` (e.g. to store DPO winners)."""
+        final = rollout.actions["states"][:, -1].to(self.device, torch.float32)
+        fm = rollout.actions.get("frame_mask")
+        if fm is None:
+            fm = torch.ones(final.shape[:2], dtype=torch.bool, device=self.device)
+        return Targets(final, fm.to(self.device).bool())
+
+    def _targets_and_mask(
+        self, cond: Conditioning, targets: Targets
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        states, m = self._cond_states(cond)
+        x1 = targets.values.to(self.device, torch.float32)
+        self._check_frames(x1, m)
+        if not torch.equal(targets.mask.to(self.device).bool(), m):
+            raise ValueError(
+                "target frames do not match the conditioning frames (clean and noisy inputs "
+                "must have the same lengths)"
+            )
+        return states, m, x1
+
+    def sft_loss(self, cond: Conditioning, targets: Targets) -> torch.Tensor:
+        """Rectified-flow loss: MSE between ``v_θ(x_s, s)`` and ``u = x1 − x0`` over valid frames
+        and dims, with one random ``s`` per row and Gaussian ``x0`` (global torch RNG; dropout
+        when the module is in training mode)."""
+        states, m, x1 = self._targets_and_mask(cond, targets)
+        mf = m.unsqueeze(-1).to(x1.dtype)
+        t = self._sample_times(x1.shape[0]).to(self.device)
+        x0 = torch.randn(x1.shape).to(self.device) * mf
+        x1 = x1 * mf
+        xt = (1.0 - t)[:, None, None] * x0 + t[:, None, None] * x1
+        dropout = self.config.dropout if self.training else 0.0
+        v = self._velocity(states, m, xt, t, dropout)
+        err = (v - (x1 - x0)).square() * mf
+        return err.sum() / (mf.sum() * x1.shape[-1])
+
+    def preference_noise(
+        self, targets: Targets, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A time ``t [B]`` (``time_sampling``) and noise ``[B, T, D]`` (zero on padding) to share
+        between winner and loser and between policy and reference."""
+        b, t_max, d = targets.values.shape
+        dev = generator.device if generator is not None else torch.device("cpu")
+        t = self._sample_times(b, generator)
+        noise = torch.randn(b, t_max, d, generator=generator, device=dev)
+        mf = targets.mask.to(dev).unsqueeze(-1).to(noise.dtype)
+        return {"t": t.to(self.device), "noise": (noise * mf).to(self.device)}
+
+    def preference_log_likelihood(
+        self, cond: Conditioning, targets: Targets, noise: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``[B]`` minus the single-step flow-matching error ``‖v_θ(x_t, t) − u‖²`` summed over
+        valid frames and dims, with ``x_t = (1 − t)·noise + t·x1`` and ``u = x1 − noise``."""
+        states, m, x1 = self._targets_and_mask(cond, targets)
+        mf = m.unsqueeze(-1).to(x1.dtype)
+        t = noise["t"].to(self.device, torch.float32)
+        x0 = noise["noise"].to(self.device, torch.float32)
+        if x0.shape != x1.shape:
+            raise ValueError(f"noise {tuple(x0.shape)} does not match targets {tuple(x1.shape)}")
+        x0, x1 = x0 * mf, x1 * mf
+        xt = (1.0 - t)[:, None, None] * x0 + t[:, None, None] * x1
+        v = self._velocity(states, m, xt, t)
+        return -((v - (x1 - x0)).square() * mf).sum(dim=(1, 2))
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
+        ``codec_spec`` was given): the folder is enough for :meth:`load`."""
+        return save_policy_dir(
+            directory, self, FAMILY, self.config.to_dict(), self.codec, self.codec_spec,
+            FORMAT_VERSION,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> FMPolicy:
+        """Load a folder written by :meth:`save`."""
+        cfg, codec, spec, state = read_policy_dir(directory, FAMILY, FORMAT_VERSION, map_location)
+        policy = cls(codec, FMConfig.from_dict(cfg), codec_spec=spec)
+        policy.load_state_dict(state)
+        return policy.to(map_location)

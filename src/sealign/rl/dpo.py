@@ -1,0 +1,406 @@
+"""DPO on a preference dataset (``sealign prefs``) for any family, and the SFT baselines.
+
+    pairs (input, winner, loser) → noisy features, winner / loser targets, shared noise
+      → policy.preference_log_likelihood (AR: sequence log-prob; MGM: masked conditional
+        log-prob under a shared mask; FM: −single-step flow-matching error under a shared t and
+        noise) → −log σ(β [(ℓ_w − ℓ_w^ref) − (ℓ_l − ℓ_l^ref)]) (+ λ · SFT loss on winners)
+
+The randomness a family needs (MGM mask, FM t and noise) is drawn once per pair from
+``(seed, pair index)`` and shared by winner, loser, policy and reference, so the reference
+log-likelihoods can be computed once before training (``precompute_ref``) and the reference
+model freed. Objectives: ``dpo``; ``sft-gt`` (fine-tune on the clean references of the same
+inputs) and ``sft-winner`` (fine-tune on the winners) with the same budget.
+
+Logs (TRL names): ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``,
+``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``, ``grad_norm``, ``lr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sealign.audio.io import load_audio
+from sealign.config import load_config, save_config
+from sealign.models.policy import Conditioning, Policy, Targets
+from sealign.prefs.build import PrefsConfig, load_targets, read_candidates
+from sealign.prefs.pairs import GT
+from sealign.rl.evaluation import HeldOut, RLEvalConfig
+from sealign.train.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from sealign.train.data import DataConfig
+from sealign.train.sft import (
+    ModelConfig,
+    OptimConfig,
+    _truncate_log,
+    collate_targets,
+    init_policy,
+    make_optimizer,
+    make_scheduler,
+)
+from sealign.utils.logging import RunLogger
+from sealign.utils.threads import set_torch_threads
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("dpo", "sft-gt", "sft-winner")
+
+
+def dpo_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sigmoid DPO loss (mean over pairs) from ``[B]`` log-likelihoods, and its statistics."""
+    r_c = chosen - ref_chosen.detach()
+    r_l = rejected - ref_rejected.detach()
+    loss = -F.logsigmoid(beta * (r_c - r_l)).mean()
+    with torch.no_grad():
+        stats = {
+            "rewards/chosen": float((beta * r_c).mean()),
+            "rewards/rejected": float((beta * r_l).mean()),
+            "rewards/margins": float((beta * (r_c - r_l)).mean()),
+            "rewards/accuracies": float((r_c > r_l).float().mean()),
+            "logps/chosen": float(chosen.mean()),
+            "logps/rejected": float(rejected.mean()),
+        }
+    return loss, stats
+
+
+def _dpo_optim() -> OptimConfig:
+    return OptimConfig(lr=1e-5, warmup_steps=10, min_lr_ratio=1.0, weight_decay=0.0)
+
+
+@dataclass
+class DPOConfig:
+    """Settings of ``sealign dpo``."""
+
+    output_dir: str = "runs/dpo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    family: str | None = None  # if set, the model's family must match
+    reference_model: str | None = None  # default: the initial policy
+    dataset: str = ""  # a `sealign prefs` folder
+    criterion: str = "unanimous"  # which pairs/<criterion>.jsonl to train on
+    objective: str = "dpo"  # dpo | sft-gt | sft-winner
+    beta: float = 0.1
+    sft_weight: float = 0.0  # SFT regularizer on winners (added to the DPO loss)
+    precompute_ref: bool = True
+    batch_size: int = 4  # pairs per step
+    optim: OptimConfig = field(default_factory=_dpo_optim)
+    eval: RLEvalConfig = field(default_factory=lambda: RLEvalConfig(steps=0))
+    eval_temperature: float | None = None
+    max_steps: int = 100
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: int = 2
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"objective: {self.objective!r} unknown; known: {', '.join(OBJECTIVES)}"
+            )
+        if not self.beta > 0 or self.sft_weight < 0:
+            raise ValueError("beta must be > 0 and sft_weight >= 0")
+        for key in ("batch_size", "max_steps", "logging_steps", "threads", "save_total_limit"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.save_steps < 0:
+            raise ValueError("save_steps must be >= 0")
+
+    def check(self) -> None:
+        self.model.check("model.")
+        if not self.dataset or not (Path(self.dataset) / "candidates.jsonl").is_file():
+            raise ValueError(
+                f"dataset: no candidates.jsonl in {self.dataset!r} (run sealign prefs)"
+            )
+        if self.reference_model and not Path(self.reference_model).exists():
+            raise ValueError(f"reference_model: not found: {self.reference_model}")
+        self.optim.check("optim.")
+        self.eval.check("eval.")
+
+
+# -------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class PairItem:
+    index: int
+    input_id: str
+    noisy: np.ndarray
+    chosen: Targets
+    rejected: Targets
+
+
+class PairData:
+    """The pairs of one criterion with their inputs and stored targets."""
+
+    def __init__(self, cfg: DPOConfig, policy: Policy) -> None:
+        root = Path(cfg.dataset)
+        self.root, self.policy = root, policy
+        recs = read_candidates(root)
+        self.cands = {(r["input_id"], r["cand_id"]): r for r in recs}
+        self.inputs = {r["input_id"]: r for r in recs}
+        path = root / "pairs" / f"{cfg.criterion.replace(':', '_')}.jsonl"
+        if not path.is_file():
+            from sealign.metrics.registry import build_metric
+            from sealign.prefs.build import pair_dataset, require_pairs
+
+            pcfg = load_config(PrefsConfig, root / "config.yaml", [])
+            metrics = {m: build_metric(m) for m in pcfg.metrics}
+            require_pairs(pair_dataset(pcfg, metrics, cfg.criterion))
+        self.pairs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+        if cfg.objective == "sft-gt":  # one item per input with a reference
+            self.pairs = [
+                {"input_id": i, "winner": GT, "loser": GT}
+                for i in sorted({p["input_id"] for p in self.pairs})
+                if self.inputs[i].get("reference")
+            ]
+        if not self.pairs:
+            raise ValueError(f"{path}: no pairs to train on")
+        self._clean: dict[str, Targets] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def targets(self, input_id: str, cand: str) -> Targets:
+        if cand != GT:
+            t = load_targets(self.root, self.cands[(input_id, cand)])
+            dev = self.policy_device
+            return Targets(t.values.to(dev), t.mask.to(dev))
+        if input_id not in self._clean:
+            clean, _ = load_audio(self.inputs[input_id]["reference"], self.policy.sample_rate)
+            self._clean[input_id] = self.policy.encode_targets([clean])
+        return self._clean[input_id]
+
+    @property
+    def policy_device(self) -> torch.device:
+        return next(self.policy.parameters()).device  # type: ignore[attr-defined]
+
+    def item(self, index: int) -> PairItem:
+        p = self.pairs[index]
+        noisy, _ = load_audio(self.inputs[p["input_id"]]["noisy"], self.policy.sample_rate)
+        return PairItem(
+            index, p["input_id"], noisy,
+            self.targets(p["input_id"], p["winner"]), self.targets(p["input_id"], p["loser"]),
+        )  # fmt: skip
+
+
+def _collate_noise(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack per-pair noise tensors, zero-padding every non-batch dimension to the max."""
+    out = {}
+    for key in items[0] if items else []:
+        ts = [d[key] for d in items]
+        shape = [max(t.shape[i] for t in ts) for i in range(1, ts[0].dim())]
+        padded = []
+        for t in ts:
+            pad = []
+            for i in reversed(range(1, t.dim())):
+                pad += [0, shape[i - 1] - t.shape[i]]
+            padded.append(F.pad(t, pad) if pad else t)
+        out[key] = torch.cat(padded)
+    return out
+
+
+def pair_noise(policy: Policy, item: PairItem, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + item.index)
+    return policy.preference_noise(item.chosen, gen)
+
+
+@dataclass
+class Batch:
+    items: list[PairItem]
+    cond: Conditioning
+    chosen: Targets
+    rejected: Targets
+    noise: dict[str, torch.Tensor]
+
+
+def make_batch(policy: Policy, items: list[PairItem], seed: int) -> Batch:
+    cond = policy.condition([it.noisy for it in items])
+    noise = _collate_noise([pair_noise(policy, it, seed) for it in items])
+    return Batch(
+        items,
+        cond,
+        collate_targets([it.chosen for it in items]),
+        collate_targets([it.rejected for it in items]),
+        noise,
+    )
+
+
+@torch.no_grad()
+def reference_log_likelihoods(
+    ref: Policy, data: PairData, seed: int, batch_size: int
+) -> dict[int, tuple[float, float]]:
+    out = {}
+    for start in tqdm(range(0, len(data), batch_size), desc="reference", unit="batch"):
+        items = [data.item(i) for i in range(start, min(len(data), start + batch_size))]
+        b = make_batch(ref, items, seed)
+        lw = ref.preference_log_likelihood(b.cond, b.chosen, b.noise)
+        ll = ref.preference_log_likelihood(b.cond, b.rejected, b.noise)
+        for it, w, l_ in zip(items, lw.tolist(), ll.tolist(), strict=True):
+            out[it.index] = (w, l_)
+    return out
+
+
+# ----------------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class DPOResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    history: list[dict[str, Any]]
+    evals: dict[int, list[dict[str, Any]]]
+
+
+def train_dpo(
+    cfg: DPOConfig, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True
+) -> DPOResult:
+    """Train ``cfg.objective`` on the pairs of ``cfg.criterion`` for ``cfg.max_steps`` steps."""
+    cfg.check()
+    run = Path(run_dir or cfg.output_dir)
+    cfg = dataclasses.replace(cfg, output_dir=str(run))
+    ckpt = latest_checkpoint(run)
+    if ckpt is not None and not resume:
+        raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
+    set_torch_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, cfg.device)
+    if cfg.family and policy.family != cfg.family:
+        raise ValueError(f"family: the model is {policy.family!r}, not {cfg.family!r}")
+    module: torch.nn.Module = policy  # type: ignore[assignment]
+    data = PairData(cfg, policy)
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "config.yaml")
+    ref_ll: dict[int, tuple[float, float]] = {}
+    ref: Policy | None = None
+    if cfg.objective == "dpo":
+        ref_path = cfg.reference_model or cfg.model.init_from
+        if ref_path is None:
+            raise ValueError("model.init_from or reference_model is required for DPO")
+        cache = run / "reference_loglik.json"
+        if cfg.precompute_ref and cache.is_file():
+            ref_ll = {int(k): tuple(v) for k, v in json.loads(cache.read_text()).items()}
+        else:
+            ref = init_policy(ModelConfig(init_from=ref_path), cfg.device)
+            ref_module: torch.nn.Module = ref  # type: ignore[assignment]
+            ref_module.eval().requires_grad_(False)
+            if cfg.precompute_ref:
+                ref_ll = reference_log_likelihoods(ref, data, cfg.seed, cfg.batch_size)
+                tmp = cache.with_name(cache.name + ".tmp")
+                tmp.write_text(json.dumps(ref_ll))
+                tmp.replace(cache)
+                ref = None  # freed: only the numbers are needed
+    optimizer = make_optimizer(module, cfg.optim)
+    scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
+    state = TrainerState()
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, optimizer, scheduler)
+        _truncate_log(run / "log.jsonl", state.step)
+        log.info("resumed from %s (step %d)", ckpt, state.step)
+    held = HeldOut(
+        cfg.eval, DataConfig(), policy.sample_rate, cfg.seed, cfg.threads, run,
+        sample_options={},
+    )  # fmt: skip
+    if cfg.eval_temperature is not None:
+        held.cfg = dataclasses.replace(held.cfg, temperature=cfg.eval_temperature)
+    log.info(
+        "%s on %d %s pairs (%s policy), %d steps of %d pairs",
+        cfg.objective, len(data), cfg.criterion, policy.family, cfg.max_steps, cfg.batch_size,
+    )  # fmt: skip
+    logger = RunLogger(run)
+    history: list[dict[str, Any]] = []
+    params = [p for p in module.parameters() if p.requires_grad]
+    clip = cfg.optim.max_grad_norm or float("inf")
+    held.evaluate(policy, 0, logger)
+    last_ckpt, saved_step = ckpt, state.step
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=cfg.objective, disable=not progress)
+    try:
+        while state.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            idx = []
+            while len(idx) < cfg.batch_size:
+                order = np.random.default_rng([cfg.seed, state.epoch]).permutation(len(data))
+                if state.index >= len(order):
+                    state.epoch, state.index = state.epoch + 1, 0
+                    continue
+                idx.append(int(order[state.index]))
+                state.index += 1
+            batch = make_batch(policy, [data.item(i) for i in idx], cfg.seed)
+            module.train(cfg.objective != "dpo")  # dropout only for the SFT objectives
+            stats: dict[str, float] = {}
+            if cfg.objective == "dpo":
+                lw = policy.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
+                ll = policy.preference_log_likelihood(batch.cond, batch.rejected, batch.noise)
+                if ref is not None:
+                    with torch.no_grad():
+                        rw = ref.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
+                        rl = ref.preference_log_likelihood(batch.cond, batch.rejected, batch.noise)
+                else:
+                    rw = torch.tensor([ref_ll[i][0] for i in idx], device=lw.device)
+                    rl = torch.tensor([ref_ll[i][1] for i in idx], device=lw.device)
+                loss, stats = dpo_loss(lw, ll, rw, rl, cfg.beta)
+                if cfg.sft_weight:
+                    sft = policy.sft_loss(batch.cond, batch.chosen)
+                    stats["sft_loss"] = float(sft.detach())
+                    loss = loss + cfg.sft_weight * sft
+            else:
+                loss = policy.sft_loss(batch.cond, batch.chosen)
+            module.eval()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            lr = scheduler.get_last_lr()[0]
+            loss_value = float(loss.detach())
+            if math.isfinite(loss_value) and math.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                log.warning("step %d: non-finite loss or gradient, update skipped", state.step + 1)
+            scheduler.step()
+            state.step += 1
+            stats.update(loss=loss_value, grad_norm=grad_norm, lr=lr)
+            stats["time/step"] = time.perf_counter() - t0
+            history.append({"step": state.step, **stats})
+            bar.update(1)
+            if state.step % cfg.logging_steps == 0:
+                logger.log(stats, step=state.step)
+            if cfg.eval.steps and state.step % cfg.eval.steps == 0:
+                held.evaluate(policy, state.step, logger)
+            if cfg.save_steps and state.step % cfg.save_steps == 0:
+                last_ckpt = save_checkpoint(
+                    run, policy, optimizer, scheduler, state, cfg, None, cfg.save_total_limit
+                )
+                saved_step = state.step
+        if saved_step != state.step or last_ckpt is None:
+            last_ckpt = save_checkpoint(
+                run, policy, optimizer, scheduler, state, cfg, None, cfg.save_total_limit
+            )
+        held.evaluate(policy, state.step, logger)
+    finally:
+        bar.close()
+        logger.close()
+    return DPOResult(run, state.step, last_ckpt, history, held.evals)
