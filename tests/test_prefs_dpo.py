@@ -1,0 +1,194 @@
+"""Preference pairs (criteria, yields), `sealign prefs` and `sealign dpo` on tiny policies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from sealign.cli import main
+from sealign.codecs.base import load_codec
+from sealign.models.registry import build_policy
+from sealign.prefs.pairs import Candidate, make_pairs, no_pairs_message
+
+torch.set_num_threads(1)
+
+COLS = ["a", "b", "wer"]
+HIB = {"a": True, "b": True, "wer": False}
+SCALES = {"a": "identity", "b": "identity", "wer": "error_rate"}
+
+
+def cands(rows):
+    return [Candidate("x", f"c{i}", dict(zip(COLS, r, strict=True))) for i, r in enumerate(rows)]
+
+
+def test_unanimous_needs_every_metric_and_respects_direction_and_margins():
+    c = cands([(0.9, 0.9, 0.1), (0.5, 0.5, 0.3), (0.95, 0.4, 0.0)])
+    rep = make_pairs(c, COLS, HIB, SCALES, "unanimous")
+    assert {(p.winner, p.loser) for p in rep.pairs} == {("c0", "c1")}
+    rep = make_pairs(c, COLS, HIB, SCALES, "unanimous", margins={"a": 0.5})
+    assert rep.pairs == []
+    assert "a" in no_pairs_message(rep) and "no pairs" in no_pairs_message(rep)
+
+
+def test_single_weighted_and_gt_winner():
+    c = cands([(0.9, 0.9, 0.1), (0.5, 0.5, 0.3), (0.95, 0.4, 0.0)])
+    single = make_pairs(c, COLS, HIB, SCALES, "single:wer")
+    assert {(p.winner, p.loser) for p in single.pairs} == {("c2", "c0"), ("c2", "c1"), ("c0", "c1")}
+    weighted = make_pairs(c, COLS, HIB, SCALES, "weighted", weighted_margin=0.1)
+    # composites 0.9, 0.567, 0.783
+    assert {(p.winner, p.loser) for p in weighted.pairs} == {
+        ("c0", "c1"),
+        ("c2", "c1"),
+        ("c0", "c2"),
+    }
+    gt = make_pairs(c, COLS, HIB, SCALES, "gt-winner")
+    assert {p.winner for p in gt.pairs} == {"clean"} and len(gt.pairs) == 3
+    best = make_pairs(c, COLS, HIB, SCALES, "single:wer", max_pairs_per_input=1)
+    assert len(best.pairs) == 1 and best.pairs[0].margin == max(p.margin for p in single.pairs)
+    with pytest.raises(ValueError, match="not a scored column"):
+        make_pairs(c, COLS, HIB, SCALES, "single:pesq")
+
+
+def test_candidates_missing_scores_are_excluded_and_counted():
+    c = cands([(0.9, 0.9, 0.1), (0.5, 0.5, 0.3)])
+    c.append(Candidate("x", "c9", {"a": 1.0, "b": 1.0}))
+    rep = make_pairs(c, COLS, HIB, SCALES, "unanimous")
+    assert rep.excluded_candidates == 1 and len(rep.pairs) == 1
+    assert rep.summary()["inputs_with_pairs"] == 1
+
+
+def _prefs_args(model, manifest, out, *extra):
+    return [
+        "prefs",
+        "--model",
+        str(model),
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(out),
+        "--n",
+        "3",
+        "metrics=[si_sdr, estoi, pesq_wb]",
+        "columns=[si_sdr, estoi, pesq_wb]",
+        "criterion=single:si_sdr",
+        "threads=1",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def prefs_ar(tiny_setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prefs") / "ar"
+    assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", out)) == 0
+    return out
+
+
+def test_prefs_writes_candidates_pairs_and_yields(prefs_ar, tiny_setup, capsys):
+    lines = (prefs_ar / "candidates.jsonl").read_text().splitlines()
+    assert len(lines) == 4 * 3
+    rec = json.loads(lines[0])
+    assert set(rec["scores"]) == {"si_sdr", "estoi", "pesq_wb"}
+    assert (prefs_ar / rec["audio"]).is_file() and (prefs_ar / rec["targets"]).is_file()
+    y = json.loads((prefs_ar / "yield.json").read_text())
+    assert set(y["criteria"]) == {
+        "unanimous",
+        "single:si_sdr",
+        "single:estoi",
+        "single:pesq_wb",
+        "weighted",
+        "gt-winner",
+    }
+    assert y["criteria"]["gt-winner"]["pairs"] == 12
+    assert y["criteria"]["single:si_sdr"]["pairs"] == 4 * 3  # 3 ordered-distinct pairs per input
+    assert (prefs_ar / "pairs" / "single_si_sdr.jsonl").is_file()
+    assert (prefs_ar / "yield.md").read_text().startswith("| criterion")
+    # resuming samples nothing new
+    assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", prefs_ar)) == 0
+    assert len((prefs_ar / "candidates.jsonl").read_text().splitlines()) == 12
+
+
+def test_prefs_criterion_without_pairs_stops_with_the_reason(prefs_ar, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(prefs_ar, copy)
+    args = ["prefs", "--output", str(copy), "--repair", "criterion=unanimous"]
+    assert main([*args, "margins={si_sdr: 1000}"]) == 2
+    err = capsys.readouterr().err
+    assert "produced no pairs" in err and "disagreed" in err
+
+
+def _dpo_args(tiny_setup, dataset, run, *extra):
+    """Options first, then KEY=VALUE overrides (argparse wants positionals together)."""
+    overrides = [x for x in extra if "=" in x and not x.startswith("--")]
+    options = [x for x in extra if x not in overrides]
+    return [
+        "dpo",
+        "--no-progress",
+        "--init-from",
+        str(tiny_setup / "base"),
+        "--dataset",
+        str(dataset),
+        "--output",
+        str(run),
+        "--threads",
+        "1",
+        *options,
+        "criterion=single:si_sdr",
+        "batch_size=3",
+        "optim.lr=1e-3",
+        "logging_steps=1",
+        *overrides,
+    ]
+
+
+def _logged(run, key):
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r[key] for r in recs if key in r}
+
+
+def test_dpo_trains_logs_and_resumes_exactly(prefs_ar, tiny_setup, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(_dpo_args(tiny_setup, prefs_ar, full, "--max-steps", "6", "--family", "ar")) == 0
+    acc = _logged(full, "rewards/accuracies")
+    assert sorted(acc) == [1, 2, 3, 4, 5, 6]
+    assert _logged(full, "rewards/margins")[1] == pytest.approx(0.0, abs=1e-6)  # θ = ref
+    assert _logged(full, "loss")[6] < _logged(full, "loss")[1]
+    assert (full / "reference_loglik.json").is_file()
+    assert main(_dpo_args(tiny_setup, prefs_ar, part, "--max-steps", "3", "save_steps=3")) == 0
+    args = _dpo_args(tiny_setup, prefs_ar, part, "--max-steps", "6", "save_steps=3", "--resume")
+    assert main(args) == 0
+    a, b = _logged(full, "loss"), _logged(part, "loss")
+    for s in (4, 5, 6):
+        assert a[s] == pytest.approx(b[s], rel=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["sft-gt", "sft-winner"])
+def test_sft_baselines_run(prefs_ar, tiny_setup, tmp_path, objective):
+    run = tmp_path / objective
+    args = _dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "2", f"objective={objective}")
+    assert main(args) == 0
+    assert set(_logged(run, "loss")) == {1, 2}
+
+
+def test_family_mismatch_and_bad_config_fail_early(prefs_ar, tiny_setup, tmp_path, capsys):
+    run = tmp_path / "x"
+    assert main(_dpo_args(tiny_setup, prefs_ar, run, "--family", "mgm")) == 2
+    assert "family" in capsys.readouterr().err
+    assert main(_dpo_args(tiny_setup, prefs_ar, run, "objective=ipo")) == 2
+    assert "objective" in capsys.readouterr().err
+
+
+def test_mgm_prefs_and_dpo(tiny_setup, tmp_path):
+    codec = load_codec(f"world:{tiny_setup / 'codec'}?layout=mgm")
+    torch.manual_seed(0)
+    cfg = {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}, "decode_steps": 3}
+    build_policy("mgm", codec, cfg).save(tmp_path / "mgm")
+    data = tmp_path / "prefs"
+    assert main(_prefs_args(tmp_path / "mgm", tiny_setup / "valid.jsonl", data)) == 0
+    run = tmp_path / "dpo"
+    args = _dpo_args(tiny_setup, data, run, "--max-steps", "2", "--family", "mgm")
+    args[args.index("--init-from") + 1] = str(tmp_path / "mgm")
+    assert main(args) == 0
+    assert _logged(run, "rewards/margins")[1] == pytest.approx(0.0, abs=1e-5)
