@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,8 @@ class RewardConfig:
     aggregation: str = "sum_then_normalize"  # or normalize_then_sum, rank
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cache: str | None = None  # SQLite score cache path (None = no cache)
+    workers: int = 1  # metrics scored concurrently (threads; ONNX / torch / CTranslate2 release
+    # the GIL, so e.g. DNSMOS, Whisper and DistillMOS can overlap on separate cores)
 
     def __post_init__(self) -> None:
         from sealign.rewards.advantages import AGGREGATIONS
@@ -113,6 +116,8 @@ class RewardConfig:
             raise ValueError(
                 f"reward.aggregation: {self.aggregation!r} unknown; known: {', '.join(AGGREGATIONS)}"
             )
+        if self.workers < 1:
+            raise ValueError(f"reward.workers must be >= 1, got {self.workers}")
         if sum(c.weight for c in self.components) <= 0:
             raise ValueError("reward.components: the weights sum to 0")
         names = [c.name for c in self.components if c.name]
@@ -162,7 +167,8 @@ class RewardBatch:
 
     ``values [N, C]``: scaled component rewards, NaN where not applicable or failed;
     ``failed [N]``: a component failed on the sample (exclude it); ``raw``: metric columns
-    (``dnsmos_ovrl``...) before scaling, for logging; ``reasons``: why samples failed.
+    (``dnsmos_ovrl``...) before scaling, for logging; ``reasons``: why samples failed;
+    ``seconds``: scoring time per metric.
     """
 
     names: list[str]
@@ -170,6 +176,7 @@ class RewardBatch:
     failed: np.ndarray
     raw: dict[str, list[float | None]]
     reasons: dict[int, str]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 class CompositeReward:
@@ -238,10 +245,22 @@ class CompositeReward:
         failed = np.zeros(n, dtype=bool)
         reasons: dict[int, str] = {}
         raw: dict[str, list[float | None]] = {}
-        results = {
-            name: score_with_cache(metric, utts, self.cache)
-            for name, metric in self.metrics.items()
-        }
+        timings: dict[str, float] = {}
+
+        def score(name: str) -> list:
+            t0 = time.perf_counter()
+            out = score_with_cache(self.metrics[name], utts, self.cache)
+            timings[name] = time.perf_counter() - t0
+            return out
+
+        if self.cfg.workers > 1 and len(self.metrics) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self.cfg.workers, len(self.metrics))) as pool:
+                futures = {name: pool.submit(score, name) for name in self.metrics}
+                results = {name: f.result() for name, f in futures.items()}
+        else:
+            results = {name: score(name) for name in self.metrics}
         for j, comp in enumerate(self.cfg.components):
             if comp.function:
                 scores = self._call_function(comp.function, utts)
@@ -265,7 +284,7 @@ class CompositeReward:
                     continue
                 values[i, j] = to_reward_scale(float(v), self.scales[j])
         values[failed] = np.nan
-        return RewardBatch(list(self.names), values, failed, raw, reasons)
+        return RewardBatch(list(self.names), values, failed, raw, reasons, timings)
 
     def _call_function(self, path: str, utts: list[Utterance]) -> list[float | None]:
         try:

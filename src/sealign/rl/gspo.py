@@ -254,6 +254,7 @@ def generate_and_score(
         "frac_reward_zero_std": adv.frac_reward_zero_std,
         "num_excluded": float((~adv.valid).sum()),
         "completions/mean_length": float(rollout.lengths.float().mean()),
+        **{f"time/score/{k}": v for k, v in scores.seconds.items()},
     }
     comp = adv.composite[adv.valid]
     if comp.size:

@@ -1,0 +1,102 @@
+"""Step-time breakdown of GSPO at the demo defaults, and scored samples per second.
+
+    .venv/bin/python benchmarks/gspo_step.py [--model DIR] [--data data/demo] [--steps 4]
+        [--workers 1,2] [--threads 2] [--json out.json]
+
+Runs the real trainer pieces (:func:`sealign.rl.gspo.generate_and_score` and
+:func:`sealign.rl.gspo.update`) on the demo train split with the demo's GSPO settings
+(``sealign demo``: 2 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS) and
+reports seconds per phase (generate / decode / score, per metric / update) averaged over
+``--steps`` steps after one warm-up step, the share of decode + scoring, and scored samples/s.
+``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``).
+The default model is the shipped checkpoint (``sealign demo``'s base).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
+    p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--workers", default="1,2", help="reward.workers settings to compare")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", help="write the numbers here")
+    args = p.parse_args(argv)
+
+    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.models.registry import load_policy
+    from sealign.rewards import CompositeReward
+    from sealign.rl.gspo import generate_and_score, update
+    from sealign.train.checkpoint import policy_dir
+    from sealign.train.data import PairDataset
+    from sealign.train.sft import make_optimizer, make_scheduler
+    from sealign.utils.threads import set_torch_threads
+
+    set_torch_threads(args.threads)
+    cfg = _demo_gspo()
+    cfg.threads = args.threads
+    model = Path(args.model) if args.model else shipped_checkpoint()
+    policy = load_policy(policy_dir(model))
+    policy.eval()  # type: ignore[attr-defined]
+    ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
+    results = {}
+    for workers in [int(w) for w in args.workers.split(",")]:
+        cfg.reward.workers = workers
+        reward = CompositeReward(cfg.reward, num_threads=args.threads)
+        reward.load()
+        opt = make_optimizer(policy, cfg.optim)  # type: ignore[arg-type]
+        sched = make_scheduler(opt, cfg.optim, 1000)
+        gen = torch.Generator().manual_seed(0)
+        rows = []
+        for step in range(args.steps + 1):
+            t0 = time.perf_counter()
+            batch = generate_and_score(policy, ds.next_batch(), cfg, reward, gen)
+            t1 = time.perf_counter()
+            update(policy, None, batch, cfg, opt, sched, gen, _single())
+            t2 = time.perf_counter()
+            if step == 0:
+                continue  # warm-up (first calls allocate, lazy imports)
+            row = {k: v for k, v in batch.stats.items() if k.startswith("time/")}
+            row["time/update"] = t2 - t1
+            row["time/step"] = t2 - t0
+            row["samples"] = len(batch.rollout)
+            row["audio_seconds"] = float(sum(batch.rollout.actions["num_samples"])) / 16000
+            rows.append(row)
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        mean["decode_plus_score_share"] = (mean["time/decode"] + mean["time/score"]) / mean[
+            "time/step"
+        ]
+        mean["scored_samples_per_s"] = mean["samples"] / mean["time/step"]
+        results[f"workers={workers}"] = mean
+        reward.close()
+    print(f"model {model}; {args.steps} steps after a warm-up; {args.threads} threads")
+    keys = [k for k in next(iter(results.values())) if k.startswith("time/")]
+    print("| phase | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for k in keys:
+        print(f"| {k[5:]} (s) | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |")
+    for k in ("decode_plus_score_share", "scored_samples_per_s", "audio_seconds"):
+        print(f"| {k} | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def _single():
+    from sealign.rl.gspo import Dist
+
+    return Dist()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
