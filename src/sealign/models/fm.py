@@ -54,12 +54,16 @@ Samplers (:meth:`FMPolicy.sample`):
   only (the transitions, and so their log-probs, do not depend on it); the SDE noise level is
   ``sde_a`` (config default ≈ 0.7, per-call ``sde_a=``), stored per row.
 
-  A step's log-prob is the full Gaussian log-density of ``x_{k+1}`` given ``x_k``, summed over
-  valid frames and latent dims, computed in float64: it is a sum of thousands of terms, and in
+  A step's log-prob is the Gaussian log-density of ``x_{k+1}`` given ``x_k`` over the valid
+  frames and latent dims, averaged per element by default (``logp_reduction="mean"``, as
+  Flow-GRPO does: summed, one step's log-prob is thousands of nats and one optimizer step moves
+  GSPO's sequence ratio by percents, a hundred times its clip range; averaged, it moves like a
+  token log-prob) or summed (``"sum"``, the exact density). It is computed in float64: it is a
+  sum of thousands of terms, and in
   float32 its rounding (≈ 1e-3 at magnitudes of a few thousand) would already exceed GSPO's clip
   range. ``Rollout.logp`` and :meth:`FMPolicy.step_log_probs` therefore return float64 tensors.
-  The per-step entropy is the closed-form Gaussian entropy ``n·(½·log(2πe) + log σ)``
-  (independent of the weights).
+  The per-step entropy is the closed-form Gaussian entropy ``n·(½·log(2πe) + log σ)`` (per
+  element with ``"mean"``; independent of the weights).
 
 Rollout ``actions``: ``states [N, S+1, T, D]`` (``x_0 … x_S``; zero on padding), ``times
 [N, S+1]``, ``sde_a [N]`` (0 for ODE rollouts), ``frame_mask [N, T]`` and ``num_samples [N]``.
@@ -131,6 +135,7 @@ class FMConfig:
     ode_steps: int = 16
     sde_steps: int = 10
     sde_a: float = 0.7
+    logp_reduction: str = "mean"  # per-step log-density: "mean" per valid element or "sum"
     features: FeatureConfig = field(default_factory=FeatureConfig)
 
     def __post_init__(self) -> None:
@@ -144,6 +149,8 @@ class FMConfig:
             raise ValueError("lookahead must be ≥ 0, layers, max_frames and time_freqs ≥ 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if self.logp_reduction not in ("mean", "sum"):
+            raise ValueError(f"logp_reduction must be 'mean' or 'sum', got {self.logp_reduction!r}")
         if self.time_sampling not in TIME_SAMPLING:
             raise ValueError(
                 f"time_sampling must be one of {TIME_SAMPLING}, got {self.time_sampling!r}"
@@ -233,9 +240,14 @@ def sde_step(
 
 
 def gaussian_log_prob(
-    x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, frame_mask: torch.Tensor
+    x_next: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    frame_mask: torch.Tensor,
+    per_element: bool = False,
 ) -> torch.Tensor:
-    """``log N(x_next; mean, std²·I)`` summed over valid frames and dims → ``[...]`` float64.
+    """``log N(x_next; mean, std²·I)`` summed over valid frames and dims (divided by their
+    number when ``per_element``) → ``[...]`` float64.
 
     ``x_next``, ``mean``: ``[..., T, D]``; ``std``: ``[...]``; ``frame_mask``: ``[..., T]``."""
     e = (...,) + (None, None)
@@ -243,13 +255,18 @@ def gaussian_log_prob(
     m = frame_mask.to(torch.float64)
     n = m.sum(dim=-1) * x_next.shape[-1]
     quad = (z.square().sum(dim=-1) * m).sum(dim=-1)
-    return -0.5 * quad - n * (torch.log(std) + 0.5 * _LOG_2PI)
+    lp = -0.5 * quad - n * (torch.log(std) + 0.5 * _LOG_2PI)
+    return lp / n.clamp(min=1) if per_element else lp
 
 
-def gaussian_entropy(std: torch.Tensor, frame_mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Entropy of ``N(·, std²·I)`` over the valid frames × ``dim`` dims → ``[...]`` float64."""
+def gaussian_entropy(
+    std: torch.Tensor, frame_mask: torch.Tensor, dim: int, per_element: bool = False
+) -> torch.Tensor:
+    """Entropy of ``N(·, std²·I)`` over the valid frames × ``dim`` dims (per element when
+    ``per_element``) → ``[...]`` float64."""
     n = frame_mask.to(torch.float64).sum(dim=-1) * dim
-    return n * (0.5 * (_LOG_2PI + 1.0) + torch.log(std))
+    h = 0.5 * (_LOG_2PI + 1.0) + torch.log(std)
+    return h if per_element else n * h
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,12 +505,16 @@ class FMPolicy(nn.Module):
                 mean, std = sde_step(x, v, s, grid[k + 1].expand(n), a_t, s_min)
                 x_next = (mean + std[:, None, None] * noise().to(torch.float64)).to(torch.float32)
                 x_next = x_next * mf
-                logp[:, k] = gaussian_log_prob(x_next, mean, std, m)
+                logp[:, k] = gaussian_log_prob(x_next, mean, std, m, self._per_element)
             else:
                 x_next = (x + v * (grid[k + 1] - grid[k])) * mf
             traj[:, k + 1] = x_next
             x = x_next
         return traj, logp, m, grid
+
+    @property
+    def _per_element(self) -> bool:
+        return self.config.logp_reduction == "mean"
 
     def step_log_probs(
         self, cond: Conditioning, rollout: Rollout
@@ -528,8 +549,8 @@ class FMPolicy(nn.Module):
             states[:, :-1], v, times[:, :-1], times[:, 1:], a[:, None].expand(n, n_steps), s_min
         )
         fm = m.unsqueeze(1).expand(n, n_steps, t_max)
-        logp = gaussian_log_prob(states[:, 1:], mean, std, fm)
-        ent = gaussian_entropy(std, fm, d)
+        logp = gaussian_log_prob(states[:, 1:], mean, std, fm, self._per_element)
+        ent = gaussian_entropy(std, fm, d, self._per_element)
         mask = rollout.mask.to(self.device, torch.float64)
         return logp * mask, ent * mask
 

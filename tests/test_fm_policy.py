@@ -1,0 +1,453 @@
+"""The flow-matching policy (tiny model over the tiny WORLD codec of ``tiny_setup``), its SFT run
+through the CLI with exact resume, and the mel-spectrogram vocoder codec adapter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sealign.cli import main
+from sealign.codecs.base import CodecError, LatentCodec, load_codec
+from sealign.models import registry
+from sealign.models.fm import FMConfig, FMPolicy
+from sealign.models.policy import Policy, Rollout
+from sealign.models.registry import build_policy, load_policy
+from sealign.train.checkpoint import latest_checkpoint, policy_dir
+
+torch.set_num_threads(1)
+
+TINY_FM = {
+    "dim": 32,
+    "layers": 2,
+    "heads": 2,
+    "features": {"n_mels": 20},
+    "ode_steps": 4,
+    "sde_steps": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_setup):
+    return load_codec(f"world:{tiny_setup / 'codec'}")
+
+
+@pytest.fixture(scope="module")
+def pair(speech, noisy):
+    """Two clean/noisy pairs of different lengths (0.7 s and 1.1 s), the shorter first."""
+    clean = [speech(0)[:11200], speech(1, "en-us+f2")[:17600]]
+    return clean, [noisy(c, 5.0, seed=i) for i, c in enumerate(clean)]
+
+
+def make_policy(codec, seed: int = 0, **overrides) -> FMPolicy:
+    torch.manual_seed(seed)
+    return FMPolicy(codec, FMConfig.for_codec(codec, **{**TINY_FM, **overrides})).eval()
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_protocol_config_and_targets(codec, pair):
+    clean, noisy = pair
+    policy = make_policy(codec)
+    assert isinstance(policy, Policy) and isinstance(codec, LatentCodec)
+    assert policy.family == "fm" and policy.sample_rate == 16000
+    assert policy.config.latent_dim == codec.latent_dim == 68
+    assert policy.rl_sample_options() == {"method": "sde"}
+    cond = policy.condition(noisy)
+    targets = policy.encode_targets(clean)
+    n_tok = [int(np.ceil(len(w) / 320)) for w in clean]
+    assert targets.values.shape == (2, max(n_tok), 68) and targets.values.dtype == torch.float32
+    assert targets.mask.sum(dim=1).tolist() == n_tok
+    assert cond.features.shape[1] == 2 * max(n_tok)
+    assert torch.all(targets.values[0, n_tok[0] :] == 0)
+    lat = codec.encode_latent(clean[1])
+    assert lat.shape[0] == 68 and abs(lat.shape[1] - n_tok[1]) <= 1
+    m = min(lat.shape[1], n_tok[1])
+    torch.testing.assert_close(targets.values[1, :m], torch.from_numpy(lat[:, :m].T))
+    back = policy.decode_targets(targets)
+    assert [len(w) for w in back] == [n * 320 for n in n_tok]
+    with pytest.raises(ValueError, match="unknown FM config keys: widht"):
+        FMConfig.for_codec(codec, widht=3)
+    with pytest.raises(ValueError, match="time_sampling"):
+        FMConfig.for_codec(codec, time_sampling="beta")
+    with pytest.raises(ValueError, match="no continuous latents"):
+        FMConfig.for_codec(object())
+    with pytest.raises(ValueError, match="latent_dim 5 does not match"):
+        FMPolicy(codec, FMConfig(**{**policy.config.to_dict(), "latent_dim": 5}))
+
+
+def _expected_step(policy, cond, r, k):
+    """Mean and std of SDE step ``k`` computed here from a separate velocity call."""
+    x = r.actions["states"][:, k]
+    s, s_next = r.actions["times"][:, k], r.actions["times"][:, k + 1]
+    with torch.no_grad():
+        v = policy.velocity(cond, x, s).double()
+    x, s, s_next = x.double(), s.double(), s_next.double()
+    a = r.actions["sde_a"].double()
+    s_t = torch.maximum(s, r.actions["times"][:, 1].double())  # the clamp at the noise end
+    g2 = a**2 * (1 - s_t) / s_t
+    dt = s_next - s
+    drift = v - (g2 / (2 * (1 - s)))[:, None, None] * (x - s[:, None, None] * v)
+    return x + drift * dt[:, None, None], (g2 * dt).sqrt()
+
+
+def test_sde_step_log_prob_is_the_gaussian_density(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    r = policy.sample(cond, generator=gen(0), method="sde", sde_a=0.8)
+    n_t = cond.features.shape[1] // 2
+    assert r.actions["states"].shape == (2, 5, n_t, 68)
+    assert r.actions["times"].shape == (2, 5) and r.logp.shape == (2, 4)
+    assert r.logp.dtype == torch.float64 and torch.equal(r.mask, torch.ones(2, 4))
+    assert r.actions["num_samples"].tolist() == [len(w) for w in pair[1]]
+    assert torch.allclose(r.actions["sde_a"], torch.tensor(0.8))
+    fm = r.actions["frame_mask"]
+    for k in range(4):
+        mean, std = _expected_step(policy, cond, r, k)
+        lp = torch.distributions.Normal(mean, std[:, None, None]).log_prob(
+            r.actions["states"][:, k + 1].double()
+        )
+        expected = (lp.sum(dim=-1) * fm).sum(dim=-1) / (fm.sum(dim=-1) * 68)  # per element
+        torch.testing.assert_close(r.logp[:, k], expected, atol=1e-6, rtol=0)
+    # all steps are stochastic and finite, including the first (s = 0, σ clamped)
+    assert torch.isfinite(r.logp).all()
+    assert torch.all(r.actions["states"][~fm[:, None].expand(-1, 5, -1)] == 0)
+
+
+def test_step_log_probs_recompute_perturb_and_entropy(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    r = policy.sample(cond, generator=gen(1), method="sde")
+    logp, ent = policy.step_log_probs(cond, r)
+    assert logp.shape == ent.shape == (2, 4) and logp.requires_grad
+    torch.testing.assert_close(logp, r.logp, atol=1e-4, rtol=0)
+    fm = r.actions["frame_mask"].double()
+    for k in range(4):
+        _, std = _expected_step(policy, cond, r, k)
+        assert fm.sum() > 0  # entropy is per element with the default logp_reduction="mean"
+        torch.testing.assert_close(ent[:, k], 0.5 * np.log(2 * np.pi * np.e) + std.log())
+    logp.sum().backward()
+    assert policy.head.weight.grad is not None and policy.head.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        policy.head.weight.add_(0.05 * torch.randn_like(policy.head.weight))
+    changed, _ = policy.step_log_probs(cond, r)
+    assert (changed - r.logp).abs().min() > 1e-3
+    # the deterministic sampler has no step log-probs
+    ode = policy.sample(cond, generator=gen(1))
+    assert torch.all(ode.mask == 0) and torch.all(ode.logp == 0)
+    with pytest.raises(ValueError, match="method='sde'"):
+        policy.step_log_probs(cond, ode)
+
+
+def test_seed_determinism_and_default_ode(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    a = policy.sample(cond, generator=gen(3), method="sde")
+    b = policy.sample(cond, generator=gen(3), method="sde")
+    c = policy.sample(cond, generator=gen(4), method="sde")
+    assert torch.equal(a.actions["states"], b.actions["states"]) and torch.equal(a.logp, b.logp)
+    assert not torch.equal(a.actions["states"], c.actions["states"])
+    # a plain call (what enhance / eval do) is the ODE; token options are ignored
+    o1 = policy.sample(cond, temperature=1.0, generator=gen(3), top_k=5, top_p=0.9)
+    o2 = policy.sample(cond, temperature=1.0, generator=gen(3), method="ode")
+    assert torch.equal(o1.actions["states"], o2.actions["states"])
+    assert o1.actions["states"].shape[1] == 5 and torch.all(o1.actions["sde_a"] == 0)
+    # the ODE's only randomness is the initial noise, which the temperature scales
+    assert torch.equal(o1.actions["states"][:, 0], a.actions["states"][:, 0])
+    cold = policy.sample(cond, temperature=0.5, generator=gen(3), steps=2)
+    torch.testing.assert_close(cold.actions["states"][:, 0], 0.5 * o1.actions["states"][:, 0])
+    assert cold.actions["states"].shape[1] == 3
+    wavs = policy.decode(o1)
+    assert [len(w) for w in wavs] == [len(w) for w in pair[1]]
+    assert all(w.dtype == np.float32 and np.isfinite(w).all() for w in wavs)
+    with pytest.raises(ValueError, match="method must be one of"):
+        policy.sample(cond, method="dpm")
+    with pytest.raises(ValueError, match="temperature"):
+        policy.sample(cond, temperature=0.0)
+
+
+def test_padding_does_not_change_valid_rows(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    r = policy.sample(cond, generator=gen(2), method="sde")
+    logp, ent = policy.step_log_probs(cond, r)
+    short = int(r.actions["frame_mask"][0].sum())
+    assert short < r.actions["frame_mask"].shape[1] == int(r.actions["frame_mask"][1].sum())
+    alone_cond = policy.condition(pair[1][:1])
+    one = r.select([0])
+    acts = dict(one.actions)
+    acts["states"] = acts["states"][:, :, :short]
+    acts["frame_mask"] = acts["frame_mask"][:, :short]
+    alone = Rollout(acts, one.logp, one.mask, one.source)
+    logp1, ent1 = policy.step_log_probs(alone_cond, alone)
+    torch.testing.assert_close(logp1[0], logp[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ent1[0], ent[0])
+    # velocities agree on valid frames too
+    x, t = r.actions["states"][:, 1], r.actions["times"][:, 1]
+    with torch.no_grad():
+        v = policy.velocity(cond, x, t)
+        v1 = policy.velocity(alone_cond, x[:1, :short], t[:1])
+    torch.testing.assert_close(v1[0], v[0, :short], atol=1e-5, rtol=0)
+    assert torch.all(v[0, short:] == 0)
+    # whatever sits in the padded tail is ignored
+    tail = Rollout(dict(r.actions), r.logp, r.mask, r.source)
+    tail.actions["states"] = r.actions["states"].clone()
+    tail.actions["states"][0, :, short:] = 3.0
+    torch.testing.assert_close(policy.step_log_probs(cond, tail)[0], logp, atol=1e-6, rtol=0)
+
+
+def test_preference_log_likelihood_is_minus_flow_error(codec, pair):
+    clean, noisy = pair
+    policy = make_policy(codec)
+    cond, targets = policy.condition(noisy), policy.encode_targets(clean)
+    noise = policy.preference_noise(targets, gen(7))
+    assert noise["t"].shape == (2,) and noise["noise"].shape == targets.values.shape
+    assert torch.all((noise["t"] > 0) & (noise["t"] < 1))
+    assert torch.all(noise["noise"][~targets.mask] == 0)
+    again = policy.preference_noise(targets, gen(7))
+    assert all(torch.equal(noise[k], again[k]) for k in noise)
+    ll = policy.preference_log_likelihood(cond, targets, noise)
+    assert ll.shape == (2,) and ll.requires_grad and torch.all(ll < 0)
+    t, x0, x1 = noise["t"][:, None, None], noise["noise"], targets.values
+    with torch.no_grad():
+        v = policy.velocity(cond, (1 - t) * x0 + t * x1, noise["t"])
+    err = ((v - (x1 - x0)) ** 2).sum(dim=-1) * targets.mask
+    torch.testing.assert_close(ll.detach(), -err.sum(dim=1), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(policy.preference_log_likelihood(cond, targets, noise), ll)
+    # the model's own samples as targets (DPO winners / losers)
+    own = policy.targets_from_rollout(policy.sample(cond, generator=gen(0)))
+    assert own.values.shape == targets.values.shape and torch.equal(own.mask, targets.mask)
+    assert torch.isfinite(policy.preference_log_likelihood(cond, own, noise)).all()
+    logit = make_policy(codec, time_sampling="logit_normal")
+    assert logit.preference_noise(targets, gen(7))["t"].shape == (2,)
+
+
+def test_sft_loss_decreases_on_an_overfit_batch(codec, pair):
+    clean, noisy = pair
+    policy = make_policy(codec, dim=48, dropout=0.1).train()
+    cond, targets = policy.condition(noisy), policy.encode_targets(clean)
+
+    def fixed_loss() -> float:
+        """Loss in eval mode averaged over the same 8 draws of (t, noise)."""
+        policy.eval()
+        torch.manual_seed(123)
+        with torch.no_grad():
+            value = np.mean([policy.sft_loss(cond, targets).item() for _ in range(8)])
+        policy.train()
+        return float(value)
+
+    before = fixed_loss()
+    assert before == pytest.approx(2.0, abs=0.3)  # ≈ E||x1 - x0||² / D at initialization
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(60):
+        loss = policy.sft_loss(cond, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:5])
+    assert fixed_loss() < 0.65 * before  # the flow loss has a floor well above 0
+    with pytest.raises(ValueError, match="do not match"):
+        policy.sft_loss(cond, policy.encode_targets([clean[1], clean[1]]))
+
+
+def test_save_load_round_trip_and_registry(codec, tiny_setup, pair, tmp_path, monkeypatch):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    r = policy.sample(cond, generator=gen(0), method="sde")
+    policy.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert meta["family"] == "fm" and meta["codec"]["kind"] == "world"
+    for loaded in (FMPolicy.load(tmp_path / "ckpt"), load_policy(tmp_path / "ckpt")):
+        assert isinstance(loaded, FMPolicy) and loaded.config == policy.config
+        assert torch.equal(loaded.step_log_probs(cond, r)[0], policy.step_log_probs(cond, r)[0])
+        again = loaded.sample(cond, generator=gen(0), method="sde")
+        assert torch.equal(again.actions["states"], r.actions["states"])
+    ref = FMPolicy(codec, policy.config, codec_spec=f"world:{tiny_setup / 'codec'}")
+    ref.load_state_dict(policy.state_dict())
+    ref.save(tmp_path / "ref")
+    assert not (tmp_path / "ref" / "codec").exists()
+    torch.testing.assert_close(load_policy(tmp_path / "ref").step_log_probs(cond, r)[0], r.logp)
+    # the registry builds fm with FMConfig, and picks up a family module only when it exists
+    built = build_policy("fm", codec, {"dim": 16, "layers": 1, "heads": 2, "lookahead": 0})
+    assert isinstance(built, FMPolicy) and built.cond_conv is None
+    with pytest.raises(ValueError, match="unknown FM config keys: widht"):
+        build_policy("fm", codec, {"widht": 3})
+    monkeypatch.setitem(registry.BUILTIN, "mgm", ("sealign.models.no_such_mgm", "P", "C"))
+    with pytest.raises(NotImplementedError, match="'mgm' is not implemented yet"):
+        build_policy("mgm", codec, {})
+    monkeypatch.setitem(registry.BUILTIN, "mgm", ("sealign.models.fm", "FMPolicy", "FMConfig"))
+    assert isinstance(build_policy("mgm", codec, {"dim": 16, "heads": 2}), FMPolicy)
+    with pytest.raises(ValueError, match="unknown model family 'gan'"):
+        build_policy("gan", codec, {})
+
+
+# ------------------------------------------------------------------------------ sealign train
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: the loop stops mid-step, nothing is saved on the way out."""
+
+
+def _train_args(root, run, **kw) -> list[str]:
+    base = {
+        "output_dir": str(run),
+        "model.family": "fm",
+        "model.codec": f"world:{root / 'codec'}",
+        "model.config": "{dim: 32, layers: 1, heads: 2, dropout: 0.1, ode_steps: 3, "
+        "features: {n_mels: 20}}",
+        "data.train": f"[{root / 'train.jsonl'}]",
+        "data.valid": f"[{root / 'valid.jsonl'}]",
+        "data.batch_size": 3,
+        "data.crop_seconds": 0.6,
+        "optim.lr": 3e-3,
+        "optim.warmup_steps": 2,
+        "eval.metrics": "[si_sdr]",
+        "eval.num_samples": 1,
+        "logging_steps": 1,
+        "max_steps": 6,
+        "eval_steps": 3,
+        "save_steps": 2,
+        "threads": 1,
+        **kw,
+    }
+    return ["train", "--no-progress", *[f"{k}={v}" for k, v in base.items()]]
+
+
+def _logged(run, key: str) -> dict[int, float]:
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r[key] for r in recs if key in r}
+
+
+def test_cli_train_fm_and_exact_resume(tiny_setup, tmp_path, monkeypatch):
+    ref = tmp_path / "ref"
+    assert main(_train_args(tiny_setup, ref)) == 0
+    loss = _logged(ref, "train/loss")
+    assert sorted(loss) == list(range(1, 7)) and all(np.isfinite(v) for v in loss.values())
+    assert set(_logged(ref, "eval/loss")) == {3, 6} and set(_logged(ref, "eval/si_sdr")) == {3, 6}
+    assert len(list((ref / "samples" / "step_00000006").glob("*.wav"))) == 1
+    trained = load_policy(policy_dir(ref))
+    assert isinstance(trained, FMPolicy) and trained.config.dim == 32
+
+    calls = {"n": 0}
+    sft_loss = FMPolicy.sft_loss
+
+    def dying(self, cond, targets):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 5:  # during step 5; the last checkpoint is step 4
+                raise Killed
+        return sft_loss(self, cond, targets)
+
+    run = tmp_path / "killed"
+    monkeypatch.setattr(FMPolicy, "sft_loss", dying)
+    with pytest.raises(Killed):
+        main(_train_args(tiny_setup, run))
+    monkeypatch.setattr(FMPolicy, "sft_loss", sft_loss)
+    assert max(_logged(run, "train/loss")) == 4
+    assert latest_checkpoint(run).name == "step_00000004"
+    assert main([*_train_args(tiny_setup, run), "--resume"]) == 0
+    a, b = _logged(ref, "train/loss"), _logged(run, "train/loss")
+    assert sorted(b) == list(range(1, 7))
+    np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=0, atol=1e-6)
+    assert _logged(run, "eval/loss") == pytest.approx(_logged(ref, "eval/loss"))
+    w_ref, w_res = trained.state_dict(), load_policy(policy_dir(run)).state_dict()
+    assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
+
+
+# ------------------------------------------------------------------------- mel vocoder codec
+
+
+@pytest.fixture(scope="module")
+def vocoder_dir(tmp_path_factory):
+    """A randomly initialized tiny SpeechT5HifiGan (16 mels, hop 256) saved locally."""
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    cfg = SpeechT5HifiGanConfig(
+        model_in_dim=16,
+        upsample_initial_channel=16,
+        upsample_rates=[4, 4, 4, 4],
+        upsample_kernel_sizes=[8, 8, 8, 8],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1]],
+    )
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("vocoder")
+    SpeechT5HifiGan(cfg).save_pretrained(str(out))
+    return out
+
+
+def test_mel_vocoder_codec_shapes_round_trip_and_features(vocoder_dir, pair):
+    from transformers import SpeechT5FeatureExtractor
+
+    from sealign.codecs.vocoder import MelVocoderCodec
+
+    codec = load_codec(f"mel_vocoder:{vocoder_dir}")
+    assert isinstance(codec, MelVocoderCodec) and isinstance(codec, LatentCodec)
+    assert (codec.sample_rate, codec.frame_rate, codec.latent_dim) == (16000, 62.5, 16)
+    clean = pair[0]
+    one = codec.encode_latent(clean[0])
+    both = codec.encode_latent(clean)
+    frames = [int(np.ceil(len(w) / 256)) for w in clean]
+    assert one.shape == (16, frames[0]) and one.dtype == np.float32
+    assert [z.shape for z in both] == [(16, n) for n in frames]
+    np.testing.assert_array_equal(one, both[0])
+    wavs = codec.decode_latent(both)
+    assert [len(w) for w in wavs] == [n * 256 for n in frames]
+    assert all(w.dtype == np.float32 and np.isfinite(w).all() for w in wavs)
+    # the analysis is SpeechT5's (what its HiFi-GAN vocoders were trained on)
+    fe = SpeechT5FeatureExtractor(num_mel_bins=16)
+    ref = fe(audio_target=clean[0], sampling_rate=16000, return_tensors="np")["input_values"][0]
+    ours = codec.log_mel(clean[0]).T
+    n = min(len(ref), len(ours))
+    np.testing.assert_allclose(ours[:n], ref[:n], atol=1e-4)
+    with pytest.raises(CodecError, match="no tokens"):
+        codec.encode(clean[0])
+    with pytest.raises(CodecError, match=r"shape \[16, T\]"):
+        codec.decode_latent(np.zeros((8, 4), np.float32))
+    assert load_codec(f"mel_vocoder:{vocoder_dir}?fmin=0").settings.fmin == 0.0
+
+
+def test_mel_vocoder_missing_or_incomplete_folder(vocoder_dir, tmp_path):
+    import shutil
+
+    with pytest.raises(FileNotFoundError, match="mel vocoder folder not found"):
+        load_codec(f"mel_vocoder:{tmp_path / 'nope'}")
+    partial = tmp_path / "partial"
+    shutil.copytree(vocoder_dir, partial)
+    (partial / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="missing vocoder weights"):
+        load_codec(f"mel_vocoder:{partial}")
+    (partial / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing config.json"):
+        load_codec(f"mel_vocoder:{partial}")
+    other = tmp_path / "other"
+    shutil.copytree(vocoder_dir, other)
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="'bert' is not 'speecht5_hifigan'"):
+        load_codec(f"mel_vocoder:{other}")
+
+
+def test_fm_policy_over_the_mel_vocoder(vocoder_dir, pair, tmp_path):
+    codec = load_codec(f"mel_vocoder:{vocoder_dir}")
+    policy = make_policy(codec, layers=1)
+    assert policy.config.latent_dim == 16 and policy.config.features.hop_length == 128
+    clean, noisy = pair
+    cond, targets = policy.condition(noisy), policy.encode_targets(clean)
+    assert targets.values.shape == (2, cond.features.shape[1] // 2, 16)
+    assert policy.sft_loss(cond, targets).item() > 0
+    r = policy.sample(cond, generator=gen(0), method="sde")
+    torch.testing.assert_close(policy.step_log_probs(cond, r)[0], r.logp, atol=1e-4, rtol=0)
+    assert [len(w) for w in policy.decode(r)] == [len(w) for w in noisy]
+    policy.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert meta["codec"]["kind"] == "mel_vocoder"
+    loaded = load_policy(tmp_path / "ckpt")
+    assert isinstance(loaded, FMPolicy) and loaded.codec.latent_dim == 16
+    assert torch.equal(loaded.step_log_probs(cond, r)[0], policy.step_log_probs(cond, r)[0])
