@@ -192,3 +192,51 @@ def test_mgm_prefs_and_dpo(tiny_setup, tmp_path):
     args[args.index("--init-from") + 1] = str(tmp_path / "mgm")
     assert main(args) == 0
     assert _logged(run, "rewards/margins")[1] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_pref_ablation_trains_arms_evaluates_and_compares_updates(
+    prefs_ar, tiny_setup, tmp_path, capsys
+):
+    codec = load_codec(f"world:{tiny_setup / 'codec'}?layout=mgm")
+    torch.manual_seed(1)
+    cfg = {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}, "decode_steps": 2}
+    build_policy("mgm", codec, cfg).save(tmp_path / "mgm")
+    cross = tmp_path / "prefs_mgm"
+    assert main(_prefs_args(tmp_path / "mgm", tiny_setup / "train.jsonl", cross)) == 0
+    out = tmp_path / "abl"
+    args = [
+        "pref-ablation",
+        "--family",
+        "ar",
+        "--model",
+        str(tiny_setup / "base"),
+        "--dataset",
+        str(prefs_ar),
+        "--cross-dataset",
+        str(cross),
+        "--test",
+        str(tiny_setup / "test.jsonl"),
+        "--output",
+        str(out),
+        "arms=[single:si_sdr, gt-winner, sft-gt, cross-family]",
+        "max_steps=2",
+        "batch_size=2",
+        "optim.lr=1e-3",
+        "metrics=[si_sdr, estoi]",
+        "threads=1",
+    ]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    # cross-family uses unanimous pairs, which a random model may not produce: then it is skipped
+    assert {"single:si_sdr", "gt-winner", "sft-gt"} <= set(res["arms"])
+    assert set(res["arms"]) | set(res["skipped"]) == {
+        "single:si_sdr",
+        "gt-winner",
+        "sft-gt",
+        "cross-family",
+    }
+    cos = res["update_cosines"]
+    assert cos["gt-winner"]["gt-winner"] == pytest.approx(1.0)
+    assert -1.0 <= cos["single:si_sdr"]["sft-gt"] <= 1.0
+    assert res["diff_vs_base"]["gt-winner"]["si_sdr"]["n"] == 3
+    assert "Preference vectors" in capsys.readouterr().out

@@ -7,7 +7,19 @@ import logging
 import sys
 
 from sealign import __version__
-from sealign.commands import codec, data, demo, dpo, enhance, gspo, metrics_cmd, prefs, score, train
+from sealign.commands import (
+    codec,
+    data,
+    demo,
+    dpo,
+    enhance,
+    gspo,
+    metrics_cmd,
+    pref_ablation,
+    prefs,
+    score,
+    train,
+)
 from sealign.commands import eval as eval_cmd
 from sealign.metrics.base import MetricUnavailable
 from sealign.utils.logging import setup_console_logging
@@ -20,6 +32,7 @@ COMMANDS = {
     "gspo": gspo,
     "prefs": prefs,
     "dpo": dpo,
+    "pref-ablation": pref_ablation,
     "enhance": enhance,
     "eval": eval_cmd,
     "score": score,

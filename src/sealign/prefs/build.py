@@ -3,8 +3,9 @@
 Layout of a preference dataset folder::
 
     config.yaml
-    candidates.jsonl          one line per candidate: input_id, cand_id, audio, targets, noisy,
-                              reference, text, scores {column: value}, skipped {metric: reason}
+    candidates.jsonl          one line per candidate: input_id, cand_id, family, audio, targets,
+                              noisy, reference, text, scores {column: value},
+                              skipped {metric: reason}
     audio/<input>/<cand>.wav  decoded candidates
     targets/<input>.npz       the policy's output for each candidate (tokens or latents), from
                               which DPO recomputes log-likelihoods
@@ -211,6 +212,7 @@ def _sample_batch(cfg, policy, metrics, batch, root: Path, cache, offset: int) -
             {
                 "input_id": e.id,
                 "cand_id": cand,
+                "family": policy.family,
                 "audio": str(audio),
                 "targets": f"targets/{e.id}.npz",
                 "noisy": str(Path(e.audio).resolve()),

@@ -5,7 +5,8 @@
         log-prob under a shared mask; FM: −single-step flow-matching error under a shared t and
         noise) → −log σ(β [(ℓ_w − ℓ_w^ref) − (ℓ_l − ℓ_l^ref)]) (+ λ · SFT loss on winners)
 
-The randomness a family needs (MGM mask, FM t and noise) is drawn once per pair from
+Candidates sampled from another family's model (cross-family preference data) are re-encoded
+from their audio into this policy's output space. The randomness a family needs (MGM mask, FM t and noise) is drawn once per pair from
 ``(seed, pair index)`` and shared by winner, loser, policy and reference, so the reference
 log-likelihoods can be computed once before training (``precompute_ref``) and the reference
 model freed. Objectives: ``dpo``; ``sft-gt`` (fine-tune on the clean references of the same
@@ -185,7 +186,12 @@ class PairData:
 
     def targets(self, input_id: str, cand: str) -> Targets:
         if cand != GT:
-            t = load_targets(self.root, self.cands[(input_id, cand)])
+            rec = self.cands[(input_id, cand)]
+            if rec.get("family", self.policy.family) != self.policy.family:
+                # cross-family data: the candidate's audio in this family's output space
+                audio, _ = load_audio(self.root / rec["audio"], self.policy.sample_rate)
+                return self.policy.encode_targets([audio])
+            t = load_targets(self.root, rec)
             dev = self.policy_device
             return Targets(t.values.to(dev), t.mask.to(dev))
         if input_id not in self._clean:

@@ -1,0 +1,43 @@
+"""The GenSR-Pref ablation for one family: multi-metric DPO vs each single-metric criterion vs
+the clean reference as fixed winner vs the SFT baselines (and cross-family data), same budget,
+evaluated on a test manifest, plus the preference-vector analysis.
+
+Writes to --output: arms/<arm>/ (each a `sealign dpo` run), enhanced/, scores/, results.md and
+results.json. Finished arms are reused on a second run.
+
+examples:
+  sealign pref-ablation --family ar --model runs/sft --dataset runs/prefs_ar \\
+      --test data/demo/test.jsonl --output runs/ablation_ar max_steps=100
+  sealign pref-ablation --family ar --model runs/sft --dataset runs/prefs_ar \\
+      --cross-dataset runs/prefs_fm --test data/demo/test.jsonl --output runs/ablation_ar
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sealign.commands.common import add_config_arguments, prepare_run_dir, resolve_config
+from sealign.models.policy import FAMILIES
+from sealign.prefs.ablation import AblationConfig, run_ablation
+
+HELP = "multi- vs single-metric preference ablation for one model family"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", choices=FAMILIES, help="family of --model (checked)")
+    p.add_argument("--model", help="base policy")
+    p.add_argument("--dataset", help="preference dataset of the same family (sealign prefs)")
+    p.add_argument("--cross-dataset", help="preference dataset sampled by another family")
+    p.add_argument("--test", help="test manifest")
+    p.add_argument("--output", help="output folder")
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    keys = ("family", "model", "dataset", "cross_dataset", "test", "output")
+    flags = [f"{k}={getattr(args, k)}" for k in keys if getattr(args, k)]
+    cfg = resolve_config(AblationConfig, args, flags)
+    cfg.check()
+    prepare_run_dir(cfg.output, cfg)
+    run_ablation(cfg)
+    return 0
