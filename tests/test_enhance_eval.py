@@ -70,6 +70,7 @@ class GainPolicy:
         raise NotImplementedError
 
     step_log_probs = decode_targets = sft_loss = preference_noise = encode_targets
+    targets_from_rollout = encode_targets
     preference_log_likelihood = save = encode_targets
 
 

@@ -44,6 +44,7 @@ class EvalRunConfig:
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     n_boot: int = 2000
+    baseline: str = "noisy"  # paired differences are taken against this system (or a model name)
     seed: int = 0  # of the bootstrap
 
     def check(self) -> None:
@@ -145,10 +146,13 @@ def run(args: argparse.Namespace) -> int:
         log.info("scoring %s (%d utterances)", s, len(ents))
         systems[s] = score_entries(ents, cfg.score, out / "scores" / f"{s}.jsonl", metrics=metrics)
     infos = {n: m.info for n, m in metrics.items()}
-    stats = compare_stats(systems, infos, names, cfg.n_boot, cfg.seed)
+    if cfg.baseline not in systems:
+        raise ValueError(f"baseline: {cfg.baseline!r} is not one of {', '.join(systems)}")
+    others = [n for n in names if n != cfg.baseline]
+    stats = compare_stats(systems, infos, others, cfg.n_boot, cfg.seed, baseline=cfg.baseline)
     stats.update(models=dict(zip(names, cfg.models, strict=True)), failed=failed)
     table = compare_table(systems, infos)
-    diffs = diff_table(stats, names)
+    diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"
     (out / "results.md").write_text(text, encoding="utf-8")
     tmp = out / "results.json.tmp"
@@ -163,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
     }
     scalars.update(
         {
-            f"eval/{m}/{col}_diff_vs_noisy": v["mean"]
-            for m, cols in stats["diff_vs_noisy"].items()
+            f"eval/{m}/{col}_diff_vs_{cfg.baseline}": v["mean"]
+            for m, cols in stats[f"diff_vs_{cfg.baseline}"].items()
             for col, v in cols.items()
             if v["n"]
         }
