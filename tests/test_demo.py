@@ -88,3 +88,19 @@ def test_shipped_checkpoint_is_packaged():
     size = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
     assert size <= 20 * 1024 * 1024
     assert np.isfinite(size)
+
+
+@pytest.mark.parametrize(
+    "path, cls",
+    [("configs/gspo_demo.yaml", "GSPOConfig"), ("configs/ar_demo.yaml", "SFTConfig")],
+)
+def test_shipped_configs_parse(path, cls):
+    from pathlib import Path
+
+    from sealign.config import load_config
+    from sealign.rl import gspo
+    from sealign.train import sft
+
+    config_cls = getattr(gspo, cls, None) or getattr(sft, cls)
+    cfg = load_config(config_cls, Path(__file__).parents[1] / path, [])
+    assert cfg.max_steps > 0
