@@ -286,3 +286,27 @@ def test_invalid_config_fails_before_work(setup, tmp_path, override, key, capsys
     assert main(["gspo", "--no-progress", *overrides(setup, run), override]) == 2
     assert key in capsys.readouterr().err
     assert not (run / "checkpoints").exists()
+
+
+def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path):
+    run = tmp_path / "ddp"
+    kw = {"eval.manifests": "[]", "data.batch_size": 1}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29571",
+        "-m",
+        "sealign",
+        "gspo",
+        "--no-progress",
+        *overrides(setup, run, max_steps=2, **kw),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert set(logged(run, "loss")) == {1, 2}  # rank 0 logs
+    assert (run / "checkpoints" / "step_00000002").is_dir()
