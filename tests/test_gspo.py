@@ -310,3 +310,23 @@ def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert set(logged(run, "loss")) == {1, 2}  # rank 0 logs
     assert (run / "checkpoints" / "step_00000002").is_dir()
+
+
+@pytest.mark.parametrize("family, layout", [("mgm", "?layout=mgm"), ("fm", "")])
+def test_gspo_trains_masked_and_flow_matching_policies(setup, tmp_path, family, layout):
+    from sealign.codecs.base import load_codec
+    from sealign.models.registry import build_policy
+
+    torch.manual_seed(0)
+    small = {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}}
+    if family == "fm":
+        small["sde_steps"] = 3
+    codec = load_codec(f"world:{setup / 'codec'}{layout}")
+    build_policy(family, codec, small).save(tmp_path / "base")
+    run = tmp_path / "run"
+    kw = {"model.init_from": str(tmp_path / "base"), "eval.metrics": "[si_sdr]"}
+    assert main(["gspo", "--no-progress", *overrides(setup, run, max_steps=2, **kw)]) == 0
+    loss = logged(run, "loss")
+    assert set(loss) == {1, 2} and all(np.isfinite(v) for v in loss.values())
+    assert logged(run, "completions/mean_length")[1] > 0
+    assert set(logged(run, "eval/si_sdr")) == {0, 2}

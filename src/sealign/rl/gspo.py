@@ -217,6 +217,13 @@ def _utterances(examples: list[Example], group: np.ndarray, wavs: list[np.ndarra
     return out
 
 
+def rl_options(policy: Policy, cfg: GSPOConfig) -> dict[str, Any]:
+    """Sampling options for rollouts: the config's, plus what the family needs to return step
+    log-probs (``rl_sample_options()``, e.g. the flow-matching SDE sampler)."""
+    extra = getattr(policy, "rl_sample_options", None)
+    return {**cfg.sampling.options(), **(extra() if callable(extra) else {})}
+
+
 def generate_and_score(
     policy: Policy,
     examples: list[Example],
@@ -235,7 +242,7 @@ def generate_and_score(
     group = np.repeat(np.arange(len(examples)), g)
     cond = cond.select(torch.as_tensor(group))
     rollout = policy.sample(
-        cond, temperature=cfg.sampling.temperature, generator=generator, **cfg.sampling.options()
+        cond, temperature=cfg.sampling.temperature, generator=generator, **rl_options(policy, cfg)
     )
     t1 = time.perf_counter()
     wavs = policy.decode(rollout)
