@@ -55,7 +55,7 @@ def _demo_gspo() -> GSPOConfig:
         optim=OptimConfig(lr=5e-5, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0),
         eval=RLEvalConfig(num_samples=8, steps=0, metrics=["dnsmos", "distillmos", "wer"]),
         max_steps=10_000,
-        max_minutes=8.0,
+        max_minutes=6.0,
         save_steps=5,
     )
 
