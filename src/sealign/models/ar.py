@@ -44,7 +44,7 @@ described in ``docs/custom_models.md``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ from torch import nn
 
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
+from sealign.models.backbone import BackboneConfig, codec_features
 from sealign.models.features import (
-    FeatureConfig,
     compute_features,
     frame_conditioner_layers,
     frame_states,
@@ -75,60 +75,36 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class ARConfig:
+class ARConfig(BackboneConfig):
     """Size and behaviour of an :class:`ARPolicy`; stored in its ``config.json``.
 
-    The defaults are the demo size (≈ 4.4 M parameters, ≈ 18 MB in float32 with an 8192-symbol
-    WORLD codebook). ``mlp_hidden = 0`` means ``8/3 · dim`` rounded up to a multiple of 32.
-    ``lookahead``: noisy frames on each side seen by the conditioning convolution.
-    ``max_frames``: longest input in codec frames (60 s at 50 Hz).
+    The defaults are the demo size (6 layers × 192 dims; ≈ 3.7 M parameters with the WORLD
+    codec's ``mgm`` layout, ≈ 4.4 M with its 8192-symbol ``ar`` layout). See
+    :class:`~sealign.models.backbone.BackboneConfig` for the shared fields.
     """
 
     vocab_sizes: list[int] = field(default_factory=lambda: [8192])
-    dim: int = 192
-    layers: int = 6
-    heads: int = 4
-    mlp_hidden: int = 0
-    dropout: float = 0.0
-    lookahead: int = 2
-    max_frames: int = 3000
     tie_embeddings: bool = True
     label_smoothing: float = 0.0
-    rope_base: float = 10000.0
-    features: FeatureConfig = field(default_factory=FeatureConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.features, dict):
-            self.features = FeatureConfig.from_dict(self.features)
+        super().__post_init__()
         self.vocab_sizes = [int(v) for v in self.vocab_sizes]
         if not self.vocab_sizes or min(self.vocab_sizes) < 2:
             raise ValueError(f"vocab_sizes must be ≥ 2 per codebook, got {self.vocab_sizes}")
-        if self.dim % self.heads or (self.dim // self.heads) % 2:
-            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
-        if self.lookahead < 0 or self.layers < 1 or self.max_frames < 1:
-            raise ValueError("lookahead must be ≥ 0, layers and max_frames ≥ 1")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError("dropout and label_smoothing must be in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError("label_smoothing must be in [0, 1)")
 
     @property
     def num_codebooks(self) -> int:
         return len(self.vocab_sizes)
-
-    @property
-    def hidden(self) -> int:
-        return self.mlp_hidden or 32 * math.ceil(8 * self.dim / 3 / 32)
 
     @classmethod
     def for_codec(cls, codec: Codec, **overrides: Any) -> ARConfig:
         """A config matching ``codec`` (vocabularies, sample and frame rate). ``overrides`` are
         :class:`ARConfig` fields; ``features`` may be a dict of :class:`FeatureConfig` fields
         (``frames_per_token``, ``n_mels``...)."""
-        feats = overrides.pop("features", None) or {}
-        if isinstance(feats, FeatureConfig):
-            feats = feats.to_dict()
-        feats = {k: v for k, v in feats.items() if k not in ("sample_rate", "hop_length")}
-        fpt = int(feats.pop("frames_per_token", 2))
-        features = FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+        features = codec_features(codec, overrides.pop("features", None))
         overrides.pop("vocab_sizes", None)
         return cls.from_dict(
             {**overrides, "vocab_sizes": list(codebook_sizes(codec)), "features": features}
@@ -137,9 +113,6 @@ class ARConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ARConfig:
         return from_dict_strict(cls, d, "AR")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------

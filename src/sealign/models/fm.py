@@ -77,7 +77,7 @@ reference (GenSR-Pref's flow-matching proxy, in this convention).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,8 @@ from torch import nn
 
 from sealign.codecs.base import Codec
 from sealign.config import from_dict_strict
+from sealign.models.backbone import BackboneConfig, codec_features
 from sealign.models.features import (
-    FeatureConfig,
     compute_features,
     frame_conditioner_layers,
     frame_states,
@@ -110,7 +110,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
-class FMConfig:
+class FMConfig(BackboneConfig):
     """Size and behaviour of an :class:`FMPolicy`; stored in its ``config.json``.
 
     ``latent_dim``: width of the codec's latents (set by :meth:`for_codec`). ``mlp_hidden = 0``
@@ -122,33 +122,17 @@ class FMConfig:
     """
 
     latent_dim: int = 68
-    dim: int = 192
-    layers: int = 6
-    heads: int = 4
-    mlp_hidden: int = 0
-    dropout: float = 0.0
-    lookahead: int = 2
-    max_frames: int = 3000
-    rope_base: float = 10000.0
     time_freqs: int = 64
     time_sampling: str = "uniform"
     ode_steps: int = 16
     sde_steps: int = 10
     sde_a: float = 0.7
     logp_reduction: str = "mean"  # per-step log-density: "mean" per valid element or "sum"
-    features: FeatureConfig = field(default_factory=FeatureConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.features, dict):
-            self.features = FeatureConfig.from_dict(self.features)
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be ≥ 1, got {self.latent_dim}")
-        if self.dim % self.heads or (self.dim // self.heads) % 2:
-            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
-        if self.lookahead < 0 or self.layers < 1 or self.max_frames < 1 or self.time_freqs < 1:
-            raise ValueError("lookahead must be ≥ 0, layers, max_frames and time_freqs ≥ 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
+        super().__post_init__()
+        if self.latent_dim < 1 or self.time_freqs < 1:
+            raise ValueError("latent_dim and time_freqs must be ≥ 1")
         if self.logp_reduction not in ("mean", "sum"):
             raise ValueError(f"logp_reduction must be 'mean' or 'sum', got {self.logp_reduction!r}")
         if self.time_sampling not in TIME_SAMPLING:
@@ -160,31 +144,19 @@ class FMConfig:
         if not self.sde_a > 0:
             raise ValueError(f"sde_a must be > 0, got {self.sde_a}")
 
-    @property
-    def hidden(self) -> int:
-        return self.mlp_hidden or 32 * math.ceil(8 * self.dim / 3 / 32)
-
     @classmethod
     def for_codec(cls, codec: Codec, **overrides: Any) -> FMConfig:
         """A config matching ``codec`` (latent width, sample and frame rate). ``overrides`` are
         :class:`FMConfig` fields; ``features`` may be a dict of :class:`FeatureConfig` fields
         (``frames_per_token``, ``n_mels``...)."""
         latent_dim = _latent_dim(codec)
-        feats = overrides.pop("features", None) or {}
-        if isinstance(feats, FeatureConfig):
-            feats = feats.to_dict()
-        feats = {k: v for k, v in feats.items() if k not in ("sample_rate", "hop_length")}
-        fpt = int(feats.pop("frames_per_token", 2))
-        features = FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+        features = codec_features(codec, overrides.pop("features", None))
         overrides.pop("latent_dim", None)
         return cls.from_dict({**overrides, "latent_dim": latent_dim, "features": features})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FMConfig:
         return from_dict_strict(cls, d, "FM")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _latent_dim(codec: Codec) -> int:

@@ -33,7 +33,7 @@ environment, not of the likelihood.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,8 @@ from torch import nn
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
 from sealign.models.ar import SamplingTransform, _entropy, sampling_settings
+from sealign.models.backbone import BackboneConfig, codec_features
 from sealign.models.features import (
-    FeatureConfig,
     compute_features,
     frame_conditioner_layers,
     frame_states,
@@ -61,59 +61,35 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class MGMConfig:
+class MGMConfig(BackboneConfig):
     """Size and decoding defaults of an :class:`MGMPolicy`; stored in its ``config.json``.
 
     ``decode_steps``: parallel-decoding iterations; ``choice_temperature``: scale of the Gumbel
-    noise added to confidences (0 = pure confidence order).
+    noise added to confidences (0 = pure confidence order). Shared fields: see
+    :class:`~sealign.models.backbone.BackboneConfig`.
     """
 
     vocab_sizes: list[int] = field(default_factory=lambda: [1024, 1024, 1024, 1024, 256])
-    dim: int = 192
-    layers: int = 6
-    heads: int = 4
-    mlp_hidden: int = 0
-    dropout: float = 0.0
-    lookahead: int = 2
-    max_frames: int = 3000
     decode_steps: int = 8
     choice_temperature: float = 1.0
-    rope_base: float = 10000.0
-    features: FeatureConfig = field(default_factory=FeatureConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.features, dict):
-            self.features = FeatureConfig.from_dict(self.features)
+        super().__post_init__()
         self.vocab_sizes = [int(v) for v in self.vocab_sizes]
         if not self.vocab_sizes or min(self.vocab_sizes) < 2:
             raise ValueError(f"vocab_sizes must be ≥ 2 per codebook, got {self.vocab_sizes}")
-        if self.dim % self.heads or (self.dim // self.heads) % 2:
-            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
-        if self.lookahead < 0 or self.layers < 1 or self.max_frames < 1:
-            raise ValueError("lookahead must be ≥ 0, layers and max_frames ≥ 1")
         if self.decode_steps < 1 or self.choice_temperature < 0:
             raise ValueError("decode_steps must be ≥ 1 and choice_temperature ≥ 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
 
     @property
     def num_codebooks(self) -> int:
         return len(self.vocab_sizes)
 
-    @property
-    def hidden(self) -> int:
-        return self.mlp_hidden or 32 * math.ceil(8 * self.dim / 3 / 32)
-
     @classmethod
     def for_codec(cls, codec: Codec, **overrides: Any) -> MGMConfig:
         """A config matching ``codec`` (see :meth:`ARConfig.for_codec
         <sealign.models.ar.ARConfig.for_codec>`)."""
-        feats = overrides.pop("features", None) or {}
-        if isinstance(feats, FeatureConfig):
-            feats = feats.to_dict()
-        feats = {k: v for k, v in feats.items() if k not in ("sample_rate", "hop_length")}
-        fpt = int(feats.pop("frames_per_token", 2))
-        features = FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+        features = codec_features(codec, overrides.pop("features", None))
         overrides.pop("vocab_sizes", None)
         return cls.from_dict(
             {**overrides, "vocab_sizes": list(codebook_sizes(codec)), "features": features}
@@ -122,9 +98,6 @@ class MGMConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MGMConfig:
         return from_dict_strict(cls, d, "MGM")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def cosine_mask_count(n: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:

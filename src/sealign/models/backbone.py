@@ -1,0 +1,57 @@
+"""Settings shared by the built-in families' transformer backbones."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sealign.codecs.base import Codec
+from sealign.models.features import FeatureConfig
+
+
+@dataclass
+class BackboneConfig:
+    """Transformer size and conditioning of a built-in policy.
+
+    ``mlp_hidden = 0`` means ``8/3 · dim`` rounded up to a multiple of 32. ``lookahead``: noisy
+    frames on each side seen by the conditioning convolution. ``max_frames``: longest input in
+    codec frames (60 s at 50 Hz).
+    """
+
+    dim: int = 192
+    layers: int = 6
+    heads: int = 4
+    mlp_hidden: int = 0
+    dropout: float = 0.0
+    lookahead: int = 2
+    max_frames: int = 3000
+    rope_base: float = 10000.0
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, dict):
+            self.features = FeatureConfig.from_dict(self.features)
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even width")
+        if self.lookahead < 0 or self.layers < 1 or self.max_frames < 1:
+            raise ValueError("lookahead must be ≥ 0, layers and max_frames ≥ 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_hidden or 32 * math.ceil(8 * self.dim / 3 / 32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def codec_features(codec: Codec, feats: dict[str, Any] | FeatureConfig | None) -> FeatureConfig:
+    """Feature framing matching ``codec``'s sample and frame rates; ``feats`` may override
+    :class:`FeatureConfig` fields (``frames_per_token`` (default 2), ``n_mels``...)."""
+    if isinstance(feats, FeatureConfig):
+        feats = feats.to_dict()
+    feats = {k: v for k, v in (feats or {}).items() if k not in ("sample_rate", "hop_length")}
+    fpt = int(feats.pop("frames_per_token", 2))
+    return FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
