@@ -30,6 +30,21 @@ def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] | No
     return cfg
 
 
+def reuse_run_config(args: argparse.Namespace, when: bool) -> None:
+    """When continuing a run (``when``, e.g. ``--resume``) without ``--config``, take the run's
+    saved ``config.yaml`` from ``--output`` as the config file."""
+    if when and not args.config and args.output:
+        saved = Path(args.output) / "config.yaml"
+        if saved.is_file():
+            log.info("using the run's config %s", saved)
+            args.config = str(saved)
+
+
+def resolve_flags(cls: type[T], args: argparse.Namespace, flags: dict[str, Any]) -> T:
+    """:func:`resolve_config` with explicit flags given as ``{dotted key: value or None}``."""
+    return resolve_config(cls, args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+
+
 def prepare_run_dir(path: str | Path, cfg: Any) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,8 @@ examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sealign.commands.common import add_config_arguments, log, resolve_config
+from sealign.commands.common import add_config_arguments, log, resolve_flags, reuse_run_config
 from sealign.models.policy import FAMILIES
 from sealign.rl.dpo import DPOConfig, train_dpo
 
@@ -45,11 +44,8 @@ def run(args: argparse.Namespace) -> int:
         "max_steps": args.max_steps,
         "threads": args.threads,
     }
-    if args.resume and not args.config and args.output:
-        saved = Path(args.output) / "config.yaml"
-        if saved.is_file():
-            args.config = str(saved)
-    cfg = resolve_config(DPOConfig, args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+    reuse_run_config(args, args.resume)
+    cfg = resolve_flags(DPOConfig, args, flags)
     cfg.check()
     result = train_dpo(cfg, resume=args.resume, progress=not args.no_progress)
     log.info(

@@ -18,9 +18,8 @@ examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sealign.commands.common import add_config_arguments, log, resolve_config
+from sealign.commands.common import add_config_arguments, log, resolve_flags, reuse_run_config
 from sealign.rl.gspo import GSPOConfig, train_gspo
 
 HELP = "online RL (GSPO / GRPO) on a composite perceptual reward"
@@ -49,12 +48,8 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "threads": args.threads,
     }
-    if args.resume and not args.config and args.output:
-        saved = Path(args.output) / "config.yaml"
-        if saved.is_file():
-            log.info("resume: using the run's config %s", saved)
-            args.config = str(saved)
-    cfg = resolve_config(GSPOConfig, args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+    reuse_run_config(args, args.resume)
+    cfg = resolve_flags(GSPOConfig, args, flags)
     cfg.check()
     result = train_gspo(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("GSPO reached step %d; latest checkpoint: %s", result.step, result.checkpoint)

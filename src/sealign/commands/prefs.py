@@ -22,7 +22,13 @@ import argparse
 import json
 from pathlib import Path
 
-from sealign.commands.common import add_config_arguments, log, log_run_scalars, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    log,
+    log_run_scalars,
+    resolve_flags,
+    reuse_run_config,
+)
 from sealign.config import save_config
 from sealign.metrics.registry import build_metric
 from sealign.prefs.build import (
@@ -51,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from sealign.models.registry import load_policy
     from sealign.train.checkpoint import policy_dir
 
-    if args.repair and not args.config and args.output:
-        saved = Path(args.output) / "config.yaml"
-        if saved.is_file():
-            args.config = str(saved)
+    reuse_run_config(args, args.repair)
     flags = {
         "model": args.model,
         "manifest": args.manifest,
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         "num_candidates": args.n,
         "criterion": args.criterion,
     }
-    cfg = resolve_config(PrefsConfig, args, [f"{k}={v}" for k, v in flags.items() if v])
+    cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v})
     cfg.check()
     metrics = {
         m: build_metric(m, num_threads=cfg.threads, **cfg.metric_options.get(m, {}))

@@ -17,9 +17,8 @@ examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sealign.commands.common import add_config_arguments, log, resolve_config
+from sealign.commands.common import add_config_arguments, log, resolve_flags, reuse_run_config
 from sealign.models.policy import FAMILIES
 from sealign.train.sft import SFTConfig, train_sft
 
@@ -51,12 +50,8 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "threads": args.threads,
     }
-    if args.resume and not args.config and args.output:
-        saved = Path(args.output) / "config.yaml"
-        if saved.is_file():
-            log.info("resume: using the run's config %s", saved)
-            args.config = str(saved)
-    cfg = resolve_config(SFTConfig, args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+    reuse_run_config(args, args.resume)
+    cfg = resolve_flags(SFTConfig, args, flags)
     cfg.check()  # manifests, init checkpoint, codec spec: fail before any work
     result = train_sft(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("trained to step %d; latest checkpoint: %s", result.step, result.checkpoint)

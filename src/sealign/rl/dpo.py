@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from sealign.train.sft import (
     init_policy,
     make_optimizer,
     make_scheduler,
+    optimizer_step,
 )
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
@@ -341,7 +341,6 @@ def train_dpo(
     logger = RunLogger(run)
     history: list[dict[str, Any]] = []
     params = [p for p in module.parameters() if p.requires_grad]
-    clip = cfg.optim.max_grad_norm or float("inf")
     held.evaluate(policy, 0, logger)
     last_ckpt, saved_step = ckpt, state.step
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=cfg.objective, disable=not progress)
@@ -377,16 +376,10 @@ def train_dpo(
             else:
                 loss = policy.sft_loss(batch.cond, batch.chosen)
             module.eval()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             lr = scheduler.get_last_lr()[0]
-            loss_value = float(loss.detach())
-            if math.isfinite(loss_value) and math.isfinite(grad_norm):
-                optimizer.step()
-            else:
-                log.warning("step %d: non-finite loss or gradient, update skipped", state.step + 1)
-            scheduler.step()
+            loss_value, grad_norm = optimizer_step(
+                loss, params, optimizer, scheduler, cfg.optim.max_grad_norm
+            )
             state.step += 1
             stats.update(loss=loss_value, grad_norm=grad_norm, lr=lr)
             stats["time/step"] = time.perf_counter() - t0

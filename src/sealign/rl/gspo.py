@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import os
 import random
 import time
@@ -56,6 +55,7 @@ from sealign.train.sft import (
     init_policy,
     make_optimizer,
     make_scheduler,
+    optimizer_step,
 )
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
@@ -300,7 +300,6 @@ def update(
     perm = torch.randperm(idx.size, generator=generator).numpy()
     chunks = [c for c in np.array_split(idx[perm], k) if c.size]
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
-    clip = cfg.optim.max_grad_norm or float("inf")
     for rows in chunks:
         mb = batch.rollout.select(torch.as_tensor(rows))
         logp, ent = policy.step_log_probs(batch.cond, mb)
@@ -321,16 +320,10 @@ def update(
             entropy=ent,
             entropy_coef=cfg.entropy_coef,
         )
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        _average_gradients(params, d)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        loss_value = float(out.loss.detach())
-        if math.isfinite(loss_value) and math.isfinite(grad_norm):
-            optimizer.step()
-        else:
-            log.warning("non-finite loss or gradient: minibatch update skipped")
-        scheduler.step()
+        loss_value, grad_norm = optimizer_step(
+            out.loss, params, optimizer, scheduler, cfg.optim.max_grad_norm,
+            lambda: _average_gradients(params, d),
+        )  # fmt: skip
         for key, v in {"loss": loss_value, "grad_norm": grad_norm, **out.stats}.items():
             sums[key] = sums.get(key, 0.0) + v / len(chunks)
     return sums

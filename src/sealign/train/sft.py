@@ -229,6 +229,31 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
+def optimizer_step(
+    loss: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    max_grad_norm: float,
+    after_backward: Callable[[], None] | None = None,
+) -> tuple[float, float]:
+    """Backward, ``after_backward`` (e.g. averaging gradients across ranks), clip, AdamW step
+    (skipped, with a warning, when the loss or gradient is not finite), LR schedule step.
+    Returns ``(loss, grad_norm)``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
+    loss_value = float(loss.detach())
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):
+        optimizer.step()
+    else:
+        log.warning("non-finite loss or gradient: update skipped")
+    scheduler.step()
+    return loss_value, grad_norm
+
+
 # ----------------------------------------------------------------------------------- batches
 
 
@@ -496,7 +521,6 @@ def train_sft(
     acc = state.extra.setdefault("window", {"loss": 0.0, "grad_norm": 0.0, "n": 0, "secs": 0.0})
     last_ckpt: Path | None = ckpt
     params = [p for p in module.parameters() if p.requires_grad]
-    clip = cfg.optim.max_grad_norm or float("inf")
     rejected = 0  # consecutive batches the policy could not use at all
     bar = tqdm(
         total=cfg.max_steps, initial=state.step, desc="sft", unit="step", disable=not progress
@@ -513,16 +537,10 @@ def train_sft(
             rejected = 0
             _, cond, targets = prepared
             loss = policy.sft_loss(cond, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             lr = scheduler.get_last_lr()[0]
-            loss_value = float(loss.detach())
-            if math.isfinite(loss_value) and math.isfinite(grad_norm):
-                optimizer.step()
-            else:
-                log.warning("step %d: non-finite loss or gradient, update skipped", state.step + 1)
-            scheduler.step()
+            loss_value, grad_norm = optimizer_step(
+                loss, params, optimizer, scheduler, cfg.optim.max_grad_norm
+            )
             state.step += 1
             state.epoch, state.index = train_ds.epoch, train_ds.index
             acc["loss"] += loss_value
