@@ -259,3 +259,28 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
         for line in Path(path).read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
+
+
+def score_records(utts: list[Utterance], metrics: dict[str, Metric]) -> list[dict[str, Any]]:
+    """``[{"id", "scores": {column: value}}]`` for each utterance; a metric that cannot load
+    is dropped from ``metrics`` (logged)."""
+    records: list[dict[str, Any]] = [{"id": u.id, "scores": {}} for u in utts]
+    for name in list(metrics):
+        try:
+            results = metrics[name].score_batch(utts)
+        except MetricUnavailable as err:
+            log.warning("eval: dropping metric %s: %s", name, err)
+            del metrics[name]
+            continue
+        for rec, r in zip(records, results, strict=True):
+            for k, v in r.values.items():
+                rec["scores"][column_name(name, k)] = v
+    return records
+
+
+def summarize_records(records: list[dict[str, Any]], prefix: str = "eval/") -> dict[str, float]:
+    cols: dict[str, list[float]] = {}
+    for r in records:
+        for k, v in r["scores"].items():
+            cols.setdefault(k, []).append(v)
+    return {f"{prefix}{k}": float(np.mean(v)) for k, v in cols.items()}

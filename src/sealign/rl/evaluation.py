@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from sealign.audio.io import write_audio
-from sealign.eval.score import column_name
+from sealign.eval.score import column_name, score_records, summarize_records
 from sealign.eval.stats import paired_bootstrap_diff
-from sealign.metrics.base import Metric, MetricUnavailable, Utterance
+from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import Policy
 from sealign.train.checkpoint import rng_state, set_rng_state
 from sealign.train.data import DataConfig, Example, PairDataset
@@ -51,31 +51,6 @@ def enhance_examples(
         rollout = policy.sample(cond, temperature=temperature, generator=gen, **options)
         out.extend(policy.decode(rollout))
     return out
-
-
-def score_records(utts: list[Utterance], metrics: dict[str, Metric]) -> list[dict[str, Any]]:
-    """``[{"id", "scores": {column: value}}]`` for each utterance; a metric that cannot load
-    is dropped from ``metrics`` (logged)."""
-    records: list[dict[str, Any]] = [{"id": u.id, "scores": {}} for u in utts]
-    for name in list(metrics):
-        try:
-            results = metrics[name].score_batch(utts)
-        except MetricUnavailable as err:
-            log.warning("eval: dropping metric %s: %s", name, err)
-            del metrics[name]
-            continue
-        for rec, r in zip(records, results, strict=True):
-            for k, v in r.values.items():
-                rec["scores"][column_name(name, k)] = v
-    return records
-
-
-def summarize_records(records: list[dict[str, Any]], prefix: str = "eval/") -> dict[str, float]:
-    cols: dict[str, list[float]] = {}
-    for r in records:
-        for k, v in r["scores"].items():
-            cols.setdefault(k, []).append(v)
-    return {f"{prefix}{k}": float(np.mean(v)) for k, v in cols.items()}
 
 
 @dataclass

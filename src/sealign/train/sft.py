@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from sealign.audio.io import write_audio
 from sealign.config import save_config, to_dict
-from sealign.metrics.base import Metric, MetricUnavailable, Utterance
+from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import FAMILIES, Conditioning, Policy, Targets
 from sealign.train.checkpoint import (
     TrainerState,
@@ -400,7 +400,7 @@ def _score_samples(
     step: int,
     samples_dir: Path | None,
 ) -> dict[str, float]:
-    from sealign.eval.score import column_name
+    from sealign.eval.score import score_records, summarize_records
 
     examples = [ex for b in valid.iter_batches(cfg.eval.num_samples) for ex in b]
     examples, cond = _keep_working(examples, lambda b: policy.condition([e.noisy for e in b]), _eid)
@@ -416,18 +416,7 @@ def _score_samples(
     if samples_dir is not None:
         for u in utts:
             write_audio(samples_dir / f"step_{step:08d}" / f"{_safe(u.id)}.wav", u.audio, sr)
-    values: dict[str, list[float]] = {}
-    for name in list(metrics):
-        try:
-            results = metrics[name].score_batch(utts)
-        except MetricUnavailable as err:
-            log.warning("eval: dropping metric %s: %s", name, err)
-            del metrics[name]
-            continue
-        for r in results:
-            for k, v in r.values.items():
-                values.setdefault(f"eval/{column_name(name, k)}", []).append(v)
-    return {k: float(np.mean(v)) for k, v in values.items()}
+    return summarize_records(score_records(utts, metrics))
 
 
 def _safe(utt_id: str) -> str:
