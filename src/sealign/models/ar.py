@@ -55,7 +55,7 @@ from torch import nn
 
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
-from sealign.models.backbone import BackboneConfig, codec_features
+from sealign.models.backbone import BackboneConfig, check_framing, codec_features
 from sealign.models.features import (
     compute_features,
     frame_conditioner_layers,
@@ -243,15 +243,7 @@ class ARPolicy(nn.Module):
                 f"config vocab_sizes {cfg.vocab_sizes} do not match the codec's {sizes}"
             )
         fc = cfg.features
-        if (
-            fc.sample_rate != codec.sample_rate
-            or abs(fc.token_samples * codec.frame_rate - codec.sample_rate)
-            > 1e-6 * codec.sample_rate
-        ):
-            raise ValueError(
-                f"feature framing ({fc.sample_rate} Hz, {fc.token_samples} samples per token) "
-                f"does not match the codec ({codec.sample_rate} Hz, {codec.frame_rate:g} frames/s)"
-            )
+        check_framing(fc, codec)
         self.__dict__["codec"] = codec  # not a submodule: its weights are not trained or saved
         self.codec_spec = codec_spec
         self.config = cfg

@@ -55,3 +55,15 @@ def codec_features(codec: Codec, feats: dict[str, Any] | FeatureConfig | None) -
     feats = {k: v for k, v in (feats or {}).items() if k not in ("sample_rate", "hop_length")}
     fpt = int(feats.pop("frames_per_token", 2))
     return FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+
+
+def check_framing(fc: FeatureConfig, codec: Codec) -> None:
+    """Raise ``ValueError`` unless the feature framing matches the codec's rates."""
+    if (
+        fc.sample_rate != codec.sample_rate
+        or abs(fc.token_samples * codec.frame_rate - codec.sample_rate) > 1e-6 * codec.sample_rate
+    ):
+        raise ValueError(
+            f"feature framing ({fc.sample_rate} Hz, {fc.token_samples} samples per frame) "
+            f"does not match the codec ({codec.sample_rate} Hz, {codec.frame_rate:g} frames/s)"
+        )

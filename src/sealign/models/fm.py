@@ -88,7 +88,7 @@ from torch import nn
 
 from sealign.codecs.base import Codec
 from sealign.config import from_dict_strict
-from sealign.models.backbone import BackboneConfig, codec_features
+from sealign.models.backbone import BackboneConfig, check_framing, codec_features
 from sealign.models.features import (
     compute_features,
     frame_conditioner_layers,
@@ -267,15 +267,7 @@ class FMPolicy(nn.Module):
                 f"config latent_dim {cfg.latent_dim} does not match the codec's {latent_dim}"
             )
         fc = cfg.features
-        if (
-            fc.sample_rate != codec.sample_rate
-            or abs(fc.token_samples * codec.frame_rate - codec.sample_rate)
-            > 1e-6 * codec.sample_rate
-        ):
-            raise ValueError(
-                f"feature framing ({fc.sample_rate} Hz, {fc.token_samples} samples per frame) "
-                f"does not match the codec ({codec.sample_rate} Hz, {codec.frame_rate:g} frames/s)"
-            )
+        check_framing(fc, codec)
         self.__dict__["codec"] = codec  # not a submodule: its weights are not trained or saved
         self.codec_spec = codec_spec
         self.config = cfg

@@ -45,7 +45,7 @@ from torch import nn
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
 from sealign.models.ar import SamplingTransform, _entropy, sampling_settings
-from sealign.models.backbone import BackboneConfig, codec_features
+from sealign.models.backbone import BackboneConfig, check_framing, codec_features
 from sealign.models.features import (
     compute_features,
     frame_conditioner_layers,
@@ -122,8 +122,7 @@ class MGMPolicy(nn.Module):
                 f"config vocab_sizes {cfg.vocab_sizes} do not match the codec's {sizes}"
             )
         fc = cfg.features
-        if abs(fc.token_samples * codec.frame_rate - codec.sample_rate) > 1e-6 * codec.sample_rate:
-            raise ValueError("feature framing does not match the codec's frame rate")
+        check_framing(fc, codec)
         self.__dict__["codec"] = codec
         self.codec_spec = codec_spec
         self.config = cfg
