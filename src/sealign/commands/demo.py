@@ -15,6 +15,7 @@ Re-running continues an interrupted GSPO run (and reuses cached scores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import time
@@ -148,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     manifests = ensure_demo_data(cfg.data, workers=cfg.threads)
     timings["data"] = time.perf_counter() - t
     base = Path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint()
-    if not (base / "config.json").is_file() and latest_checkpoint(base) is None:
+    with contextlib.suppress(FileNotFoundError):  # a run or checkpoint folder → its policy
+        base = policy_dir(base)
+    if not (base / "config.json").is_file():
         raise FileNotFoundError(
             f"base checkpoint not found at {base}; pass checkpoint=<policy dir> "
             "(see docs/demo_checkpoint.md to train one)"
