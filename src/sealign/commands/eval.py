@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             overlap_seconds=e.overlap_seconds,
             temperature=e.temperature,
             seed=e.seed,
+            sample_options=e.sample_options(),
             crossfade=e.crossfade,
         )
         systems_entries[name] = res.entries

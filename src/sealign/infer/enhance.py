@@ -45,11 +45,24 @@ class EnhanceConfig:
     overlap_seconds: float = 1.0
     crossfade: str = "linear"
     temperature: float = 0.3
+    top_k: int = 0  # token families only; 0 = off
+    top_p: float = 1.0
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
 
+    def sample_options(self) -> dict[str, Any]:
+        """Token filters for ``policy.sample`` (only those that are switched on)."""
+        out: dict[str, Any] = {}
+        if self.top_k:
+            out["top_k"] = self.top_k
+        if self.top_p < 1.0:
+            out["top_p"] = self.top_p
+        return out
+
     def __post_init__(self) -> None:
+        if self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("top_k must be >= 0 and top_p in (0, 1]")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.chunk_seconds < 0 or self.overlap_seconds < 0:
