@@ -65,6 +65,7 @@ class AblationConfig:
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     test_limit: int = 0
     temperature: float = 1.0
+    sample_options: dict[str, Any] = field(default_factory=dict)  # e.g. {top_k: 50}
     n_boot: int = 2000
     seed: int = 0
     threads: int = 2
@@ -179,6 +180,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         res = enhance_files(
             policy, entries, out / "enhanced" / name.replace(":", "_"), batch_size=8,
             chunk_seconds=0.0, temperature=cfg.temperature, seed=cfg.seed, progress=False,
+            sample_options=cfg.sample_options,
         )  # fmt: skip
         systems_entries[name] = res.entries
         del policy
