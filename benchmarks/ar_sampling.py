@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--codec", help="WORLD codec folder (default: train one)")
+    p.add_argument("--layout", default="ar", help="codec token layout: ar (1 token) or mgm (5)")
     p.add_argument("--train-espeak", type=int, default=40)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -76,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, float] = {"rss_start_mb": peak_rss_mb()}
     wavs, _, _ = espeak_corpus(max(args.train_espeak, 2 * args.batch), seed=0)
     if args.codec:
-        codec = WorldCodec.load(args.codec)
+        codec = WorldCodec.load(args.codec, layout=args.layout)
     else:
         t0 = time.perf_counter()
         codec = train_world_codec(wavs[: args.train_espeak], None, WorldCodecConfig(kmeans_iters=8))
+        if args.layout != "ar":
+            codec = WorldCodec(codec.config, codec.arrays, layout=args.layout)
         results["codec_train_s"] = time.perf_counter() - t0
     torch.manual_seed(0)
     policy = ARPolicy(codec, ARConfig.for_codec(codec)).eval()
