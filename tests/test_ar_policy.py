@@ -128,8 +128,9 @@ def test_sampling_transform_top_k_fast_path_and_ties():
     assert torch.isfinite(forced[0, 5]) and torch.isfinite(forced[1, 0])
 
 
-def test_kv_cache_matches_no_cache_and_seed_determinism(codec, pair):
-    policy = make_policy(codec)
+@pytest.mark.parametrize("encoder_layers", [0, 1])
+def test_kv_cache_matches_no_cache_and_seed_determinism(codec, pair, encoder_layers):
+    policy = make_policy(codec, encoder_layers=encoder_layers)
     cond = policy.condition(pair[1])
     opts = {"temperature": 0.9, "top_k": 20}
     a = policy.sample(cond, generator=torch.Generator().manual_seed(3), **opts)
@@ -140,10 +141,13 @@ def test_kv_cache_matches_no_cache_and_seed_determinism(codec, pair):
     torch.testing.assert_close(a.logp, b.logp, atol=1e-5, rtol=0)
     assert torch.equal(a.actions["tokens"], c.actions["tokens"]) and torch.equal(a.logp, c.logp)
     assert not torch.equal(a.actions["tokens"], d.actions["tokens"])
+    # sampled log-probs equal teacher-forced ones with the noisy-feature encoder too
+    torch.testing.assert_close(policy.step_log_probs(cond, a)[0], a.logp, atol=1e-4, rtol=0)
 
 
-def test_padding_rows_do_not_change_valid_rows(codec, pair):
-    policy = make_policy(codec)
+@pytest.mark.parametrize("encoder_layers", [0, 1])
+def test_padding_rows_do_not_change_valid_rows(codec, pair, encoder_layers):
+    policy = make_policy(codec, encoder_layers=encoder_layers)
     cond = policy.condition(pair[1])
     rollout = policy.sample(cond, generator=torch.Generator().manual_seed(0), top_p=0.95)
     logp, ent = policy.step_log_probs(cond, rollout)
@@ -165,6 +169,21 @@ def test_padding_rows_do_not_change_valid_rows(codec, pair):
     noisy_tail.actions["tokens"] = rollout.actions["tokens"].clone()
     noisy_tail.actions["tokens"][0, short:] = 7
     torch.testing.assert_close(policy.step_log_probs(cond, noisy_tail)[0], logp)
+
+
+@pytest.mark.parametrize("encoder_layers", [0, 1])
+def test_encoder_gives_future_noisy_context(codec, pair, encoder_layers):
+    """Without the encoder, frame 0 sees the noisy input only up to ``lookahead`` frames ahead;
+    with it, the whole utterance."""
+    policy = make_policy(codec, encoder_layers=encoder_layers)
+    cond = policy.condition(pair[1][:1])
+    rollout = policy.sample(cond, generator=torch.Generator().manual_seed(0))
+    late = cond.select([0])
+    late.features = late.features.clone()
+    late.features[0, -40:] += 1.0  # the last 20 codec frames
+    before = policy.step_log_probs(cond, rollout)[0][0, :5]
+    after = policy.step_log_probs(late, rollout)[0][0, :5]
+    assert torch.equal(before, after) != bool(encoder_layers)
 
 
 def test_sft_overfits_one_batch(codec, pair):

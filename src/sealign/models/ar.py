@@ -20,6 +20,12 @@ clean codec symbol, smoothed by the token history), and a 2-layer model overfits
 30 steps (see the tests). The cost is that input and output must share a frame rate, which every
 codec-token SE setup here satisfies.
 
+``encoder_layers > 0`` runs that many bidirectional blocks over the conditioning states before
+they are added (an encoder–decoder whose cross-attention is replaced by the given alignment).
+Every output frame then sees the whole noisy utterance, not just ``lookahead`` frames ahead,
+which matters at low SNR where a frame alone is ambiguous. The states are computed once per
+utterance, so decoding speed barely changes.
+
 Temperature, top-k and top-p. ``sample`` stores in ``Rollout.logp`` the log-prob of each token
 under the distribution it was actually drawn from: logits divided by the temperature, then
 restricted to the top-k tokens, then to the top-p nucleus of what remains, renormalized. The
@@ -86,6 +92,7 @@ class ARConfig(BackboneConfig):
     vocab_sizes: list[int] = field(default_factory=lambda: [8192])
     tie_embeddings: bool = True
     label_smoothing: float = 0.0
+    encoder_layers: int = 0  # bidirectional blocks over the noisy conditioning (0 = none)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,6 +101,8 @@ class ARConfig(BackboneConfig):
             raise ValueError(f"vocab_sizes must be ≥ 2 per codebook, got {self.vocab_sizes}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError("label_smoothing must be in [0, 1)")
+        if self.encoder_layers < 0:
+            raise ValueError(f"encoder_layers must be ≥ 0, got {self.encoder_layers}")
 
     @property
     def num_codebooks(self) -> int:
@@ -251,6 +260,9 @@ class ARPolicy(nn.Module):
         d = cfg.dim
         self.embeds = nn.ModuleList(nn.Embedding(v + 1, d) for v in cfg.vocab_sizes)  # +BOS
         self.cond_in, self.cond_conv = frame_conditioner_layers(fc, d, cfg.lookahead)
+        self.encoder = nn.ModuleList(
+            Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.encoder_layers)
+        )
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
         self.norm = nn.RMSNorm(d, eps=1e-6)
         self.heads = (
@@ -280,11 +292,20 @@ class ARPolicy(nn.Module):
         return f"codec={self.codec!r}, params={n / 1e6:.2f}M"
 
     # -- building blocks --------------------------------------------------------------------
-    def _cond_states(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conditioning → per-token states ``[B, T, dim]`` and token mask ``[B, T]``."""
-        return frame_states(
-            cond, self.config.features, self.config.max_frames, self.cond_in, self.cond_conv
-        )
+    def _cond_states(
+        self, cond: Conditioning, dropout: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning → per-token states ``[B, T, dim]`` and token mask ``[B, T]``; with
+        ``encoder_layers`` the states first pass bidirectional blocks over the valid frames."""
+        cfg = self.config
+        c, m = frame_states(cond, cfg.features, cfg.max_frames, self.cond_in, self.cond_conv)
+        if len(self.encoder):
+            cos, sin = rope_tables(c.shape[1], cfg.dim // cfg.heads, cfg.rope_base, c.device)
+            c = drop(c, dropout)
+            for block in self.encoder:
+                c = block(c, cos, sin, dropout=dropout, mask=m)
+            c = c * m.unsqueeze(-1).to(c.dtype)
+        return c, m
 
     def _embed(self, prev: torch.Tensor) -> torch.Tensor:
         """Sum of codebook embeddings of ``prev [B, K, T]`` → ``[B, T, dim]``."""
@@ -337,7 +358,7 @@ class ARPolicy(nn.Module):
     def _teacher_forced(
         self, cond: Conditioning, tokens: torch.Tensor, dropout: float = 0.0
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        states, m = self._cond_states(cond)
+        states, m = self._cond_states(cond, dropout)
         if tokens.shape[0] != states.shape[0] or tokens.shape[-1] != states.shape[1]:
             raise ValueError(
                 f"tokens of shape {tuple(tokens.shape)} do not match the conditioning "
