@@ -1,12 +1,13 @@
 """Speed and memory of the autoregressive policy at the demo size.
 
     .venv/bin/python benchmarks/ar_sampling.py [--tokens 150] [--batch 8] [--threads 1]
-        [--codec DIR] [--json out.json]
+        [--codec DIR] [--layout ar|mgm] [--model POLICY_DIR] [--size DIM,LAYERS,HEADS]
+        [--json out.json]
 
 Builds the default :class:`~sealign.models.ar.ARConfig` for a WORLD codec with the default
 8192-symbol ``ar`` layout (trained first on ``--train-espeak`` eSpeak NG sentences unless
-``--codec`` is given; only the vocabulary size matters here), saves it to measure the checkpoint
-size, then reports
+``--codec`` is given; only the vocabulary size matters here), or loads ``--model`` (e.g. the
+shipped checkpoint), saves it to measure the checkpoint size, then reports
 
 * sampling throughput (tokens/s) at ``--tokens`` frames, with and without the KV cache, for one
   sequence and for a GSPO-style group of ``--batch`` sequences (top-k 50, temperature 1);
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec", help="WORLD codec folder (default: train one)")
     p.add_argument("--layout", default="ar", help="codec token layout: ar (1 token) or mgm (5)")
     p.add_argument("--train-espeak", type=int, default=40)
+    p.add_argument("--model", help="policy folder to time instead of a default-size model")
+    p.add_argument("--size", help="DIM,LAYERS,HEADS of the built model (default: ARConfig's)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -72,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     from sealign.codecs.train_cli import espeak_corpus
     from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
     from sealign.models.ar import ARConfig, ARPolicy
+    from sealign.models.registry import load_policy
 
     rows: list[tuple[str, str]] = []
     results: dict[str, float] = {"rss_start_mb": peak_rss_mb()}
     wavs, _, _ = espeak_corpus(max(args.train_espeak, 2 * args.batch), seed=0)
-    if args.codec:
+    if args.model:
+        codec = None
+    elif args.codec:
         codec = WorldCodec.load(args.codec, layout=args.layout)
     else:
         t0 = time.perf_counter()
@@ -85,7 +91,18 @@ def main(argv: list[str] | None = None) -> int:
             codec = WorldCodec(codec.config, codec.arrays, layout=args.layout)
         results["codec_train_s"] = time.perf_counter() - t0
     torch.manual_seed(0)
-    policy = ARPolicy(codec, ARConfig.for_codec(codec)).eval()
+    if args.model:
+        policy = load_policy(args.model).eval()
+        if not isinstance(policy, ARPolicy):
+            p.error(f"--model {args.model} is not an AR policy")
+    else:
+        size = {}
+        if args.size:
+            values = args.size.split(",")
+            if len(values) != 3:
+                p.error("--size takes DIM,LAYERS,HEADS")
+            size = dict(zip(("dim", "layers", "heads"), map(int, values), strict=True))
+        policy = ARPolicy(codec, ARConfig.for_codec(codec, **size)).eval()
     cfg = policy.config
     n_params = sum(p.numel() for p in policy.parameters())
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(
         (
             "config",
-            f"dim {cfg.dim}, {cfg.layers} layers, {cfg.heads} heads, vocab {cfg.vocab_sizes}, "
+            f"dim {cfg.dim}, {cfg.layers} layers (+{cfg.encoder_layers} encoder), {cfg.heads} "
+            f"heads, vocab {cfg.vocab_sizes}, "
             f"{n_params / 1e6:.2f} M params",
         )
     )
@@ -152,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append((f"step_log_probs + backward, {args.batch} x {args.tokens}", f"{dt * 1000:.0f} ms"))
     results["rss_after_gspo_mb"] = peak_rss_mb()
 
-    sft_n = int(args.sft_seconds * codec.sample_rate)
+    sft_n = int(args.sft_seconds * policy.sample_rate)
     clean = [np.resize(w, sft_n).astype(np.float32) for w in wavs[: args.batch]]
     noisy_b = [c + 0.05 * rng.standard_normal(sft_n).astype(np.float32) for c in clean]
     cond_b, targets = policy.condition(noisy_b), policy.encode_targets(clean)

@@ -1,7 +1,7 @@
 """Sampling speed of the three model families at the demo size.
 
     .venv/bin/python benchmarks/family_sampling.py [--codec runs/codec_demo] [--seconds 4]
-        [--batch 8] [--threads 2] [--repeats 2] [--json out.json]
+        [--batch 8] [--threads 2] [--repeats 2] [--shipped] [--json out.json]
 
 Builds each family with its default config (dim 192, 6 layers, 4 heads; randomly initialized:
 speed does not depend on the weights) over the WORLD codec (``ar`` and ``mgm`` use the
@@ -9,7 +9,8 @@ speed does not depend on the weights) over the WORLD codec (``ar`` and ``mgm`` u
 ``--batch`` noisy inputs of ``--seconds`` s: AR with its KV cache (top-k 50), MGM with its
 default 8 parallel-decoding iterations, FM with the 16-step Euler ODE and the 10-step SDE used
 by RL. Reports seconds per batch and the real-time factor (compute time / audio time; lower is
-faster), fastest of ``--repeats`` runs after a warm-up.
+faster), fastest of ``--repeats`` runs after a warm-up. ``--shipped`` times the checkpoints that
+ship in the package (``sealign demo family=...``) instead of default-size random models.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--shipped", action="store_true", help="time the shipped checkpoints")
     p.add_argument("--json")
     args = p.parse_args(argv)
 
     from sealign.codecs.base import load_codec
-    from sealign.models.registry import build_policy
+    from sealign.commands.demo import shipped_checkpoint
+    from sealign.models.registry import build_policy, load_policy
     from sealign.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         family = name.split()[0]
         spec = f"world:{args.codec}" + ("?layout=mgm" if layout == "mgm" else "")
         torch.manual_seed(0)
-        policy = build_policy(family, load_codec(spec))
+        if args.shipped:
+            policy = load_policy(shipped_checkpoint(family))
+        else:
+            policy = build_policy(family, load_codec(spec))
         policy.eval()  # type: ignore[attr-defined]
         cond = policy.condition(noisy)
 

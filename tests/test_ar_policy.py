@@ -217,9 +217,10 @@ def test_preference_log_likelihood_is_masked_sum(codec, pair):
     assert ll.shape == (2,) and ll.requires_grad
 
 
-def test_multi_codebook_layout(codec_dir, pair):
+@pytest.mark.parametrize("sequential", [False, True])
+def test_multi_codebook_layout(codec_dir, pair, sequential):
     mgm = WorldCodec.load(codec_dir, layout="mgm")
-    policy = make_policy(mgm, tie_embeddings=False)
+    policy = make_policy(mgm, tie_embeddings=False, sequential_codebooks=sequential)
     assert policy.config.vocab_sizes == [8, 8, 8]
     clean, noisy = pair
     cond = policy.condition(noisy)
@@ -228,6 +229,16 @@ def test_multi_codebook_layout(codec_dir, pair):
     torch.testing.assert_close(
         policy.step_log_probs(cond, rollout)[0], rollout.logp, atol=1e-4, rtol=0
     )
+    no_cache = policy.sample(cond, 0.9, torch.Generator().manual_seed(0), top_k=4, use_cache=False)
+    assert torch.equal(no_cache.actions["tokens"], rollout.actions["tokens"])
+    # codebook 0 never depends on the frame's later tokens; codebook 2 does only if sequential
+    changed = Rollout(dict(rollout.actions), rollout.logp, rollout.mask, rollout.source)
+    changed.actions["tokens"] = rollout.actions["tokens"].clone()
+    changed.actions["tokens"][:, 1, 0] = (changed.actions["tokens"][:, 1, 0] + 1) % 8
+    logits_a, _ = policy._teacher_forced(cond, rollout.actions["tokens"])
+    logits_b, _ = policy._teacher_forced(cond, changed.actions["tokens"])
+    assert torch.equal(logits_a[0][:, 0], logits_b[0][:, 0])
+    assert torch.equal(logits_a[2][:, 0], logits_b[2][:, 0]) != sequential
     targets = policy.encode_targets(clean)
     assert targets.values.shape[1] == 3 and policy.sft_loss(cond, targets).item() > 0
     wavs = policy.decode(rollout)

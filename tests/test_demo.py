@@ -79,12 +79,13 @@ def test_markdown_table_to_html():
     assert html.count("<tr>") == 2 and "x&lt;1" in html and "<th>a</th>" in html
 
 
-def test_shipped_checkpoint_is_packaged():
-    ckpt = shipped_checkpoint()
+@pytest.mark.parametrize("family", ["ar", "mgm", "fm"])
+def test_shipped_checkpoint_is_packaged(family):
+    ckpt = shipped_checkpoint(family)
     if not (ckpt / "config.json").is_file():
-        pytest.skip("the shipped checkpoint is not built into this checkout yet")
+        pytest.skip(f"the shipped {family} checkpoint is not built into this checkout yet")
     meta = json.loads((ckpt / "config.json").read_text())
-    assert meta["family"] == "ar"
+    assert meta["family"] == family
     size = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
     assert size <= 20 * 1024 * 1024
     assert np.isfinite(size)
@@ -92,7 +93,12 @@ def test_shipped_checkpoint_is_packaged():
 
 @pytest.mark.parametrize(
     "path, cls",
-    [("configs/gspo_demo.yaml", "GSPOConfig"), ("configs/ar_demo.yaml", "SFTConfig")],
+    [
+        ("configs/gspo_demo.yaml", "GSPOConfig"),
+        ("configs/ar_demo.yaml", "SFTConfig"),
+        ("configs/mgm_demo.yaml", "SFTConfig"),
+        ("configs/fm_demo.yaml", "SFTConfig"),
+    ],
 )
 def test_shipped_configs_parse(path, cls):
     from pathlib import Path

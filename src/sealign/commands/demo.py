@@ -1,7 +1,8 @@
 """The main job, end to end on a laptop CPU: GSPO-align the shipped AR enhancement model.
 
 1. builds the demo corpus if it is missing (Kokoro / Piper speech, degraded; `sealign data demo`);
-2. loads the shipped base checkpoint (a small AR codec-token LM, see docs/demo_checkpoint.md);
+2. loads the shipped base checkpoint (a small AR codec-token LM, see docs/demo_checkpoint.md;
+   ``family=mgm`` or ``family=fm`` picks the masked or flow-matching one);
 3. runs GSPO on the train split for a bounded time with the default composite reward
    (DNSMOS OVRL + (1 - WER, Whisper base) + DistillMOS);
 4. enhances the test split with the base and the aligned model, scores noisy / base / aligned /
@@ -44,9 +45,15 @@ HELP = "the main job: GSPO-align the shipped model on the demo corpus, evaluate,
 DEMO_METRICS = ["dnsmos", "distillmos", "wer", "spk_sim", "speechbertscore", "pesq_wb", "estoi"]
 
 
-def shipped_checkpoint() -> Path:
-    """The AR base checkpoint that ships inside the package."""
-    return Path(str(resources.files("sealign") / "assets" / "ar_demo"))
+SHIPPED_FAMILIES = ("ar", "mgm", "fm")
+
+
+def shipped_checkpoint(family: str = "ar") -> Path:
+    """The base checkpoint of ``family`` (``ar``, ``mgm`` or ``fm``) that ships inside the
+    package (see docs/demo_checkpoint.md)."""
+    if family not in SHIPPED_FAMILIES:
+        raise ValueError(f"family must be one of {SHIPPED_FAMILIES}, got {family!r}")
+    return Path(str(resources.files("sealign") / "assets" / f"{family}_demo"))
 
 
 def _demo_gspo() -> GSPOConfig:
@@ -70,7 +77,8 @@ class DemoConfig:
 
     output: str = "runs/demo"
     data: str = "data/demo"  # demo corpus; built with `sealign data demo` settings if missing
-    checkpoint: str = ""  # base policy; default: the shipped AR checkpoint
+    family: str = "ar"  # which shipped base checkpoint to use: ar, mgm or fm
+    checkpoint: str = ""  # base policy folder; overrides family's shipped checkpoint
     gspo: GSPOConfig = field(default_factory=_demo_gspo)
     metrics: list[str] = field(default_factory=lambda: list(DEMO_METRICS))
     test_limit: int = 0  # test utterances to evaluate (0 = the whole split)
@@ -81,6 +89,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.test_limit < 0 or self.n_examples < 0 or self.n_boot < 100:
             raise ValueError("test_limit and n_examples must be >= 0, n_boot >= 100")
+        if self.family not in SHIPPED_FAMILIES:
+            raise ValueError(f"family must be one of {SHIPPED_FAMILIES}, got {self.family!r}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     manifests = ensure_demo_data(cfg.data, workers=cfg.threads)
     timings["data"] = time.perf_counter() - t
-    base = Path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint()
+    base = Path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint(cfg.family)
     with contextlib.suppress(FileNotFoundError):  # a run or checkpoint folder → its policy
         base = policy_dir(base)
     if not (base / "config.json").is_file():

@@ -3,8 +3,13 @@
 Architecture: pre-norm blocks (RMSNorm, causal self-attention with rotary position embeddings
 through ``scaled_dot_product_attention``, SwiGLU MLP), summed per-codebook token embeddings and
 one output head per codebook (tied to the embeddings by default). With ``K`` codebooks one step
-predicts all ``K`` tokens of a frame at once, each from its own head (the K tokens of a frame
-are independent given the history); a step's log-prob is the sum over codebooks.
+predicts all ``K`` tokens of a frame at once, each from its own head; a step's log-prob is the
+sum over codebooks. By default the K tokens of a frame are independent given the history. With
+``sequential_codebooks`` codebook ``k``'s head reads the hidden state plus embeddings of the
+frame's tokens ``0..k-1`` (the token embeddings again, so no new weights; sampled one after
+another within the step; a linear stand-in for a depth transformer): residual codebooks refine
+the earlier ones, and sampling them independently can combine residuals that belong to
+different first-stage choices.
 
 Conditioning is frame-aligned. The noisy log-mels (:mod:`sealign.models.features`, framed so that
 ``frames_per_token`` feature frames make one codec frame) are stacked to the token rate,
@@ -93,6 +98,7 @@ class ARConfig(BackboneConfig):
     tie_embeddings: bool = True
     label_smoothing: float = 0.0
     encoder_layers: int = 0  # bidirectional blocks over the noisy conditioning (0 = none)
+    sequential_codebooks: bool = False  # a frame's codebooks conditioned on the earlier ones
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -328,18 +334,29 @@ class ARPolicy(nn.Module):
             for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
         ]
 
-    def _logits(
-        self, h: torch.Tensor, matrices: list[torch.Tensor] | None = None
-    ) -> list[torch.Tensor]:
-        h = self.norm(h)
+    def _head(
+        self, hn: torch.Tensor, k: int, matrices: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Codebook ``k``'s logits from normalized states ``hn``."""
         if matrices is not None:
-            return [h @ m for m in matrices]
+            return hn @ matrices[k]
         if self.heads is not None:
-            return [head(h) for head in self.heads]
-        return [
-            F.linear(h, emb.weight[:v])
-            for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
-        ]
+            return self.heads[k](hn)
+        return F.linear(hn, self.embeds[k].weight[: self.config.vocab_sizes[k]])
+
+    def _logits(self, h: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Per-codebook logits at every position of ``h [B, T, dim]``; ``tokens [B, K, T]``
+        are the frames' tokens (used by ``sequential_codebooks``: codebook ``k`` sees 0..k-1)."""
+        n_books = self.config.num_codebooks
+        if not self.config.sequential_codebooks:
+            hn = self.norm(h)
+            return [self._head(hn, k) for k in range(n_books)]
+        out = []
+        for k in range(n_books):
+            out.append(self._head(self.norm(h), k))
+            if k < n_books - 1:
+                h = h + self.embeds[k](tokens[:, k])
+        return out
 
     def _run(
         self,
@@ -364,8 +381,9 @@ class ARPolicy(nn.Module):
                 f"tokens of shape {tuple(tokens.shape)} do not match the conditioning "
                 f"({states.shape[0]} rows × {states.shape[1]} frames)"
             )
-        x = self._embed(self._shifted(tokens.to(self.device))) + states
-        return self._logits(self._run(x, dropout)), m
+        tokens = tokens.to(self.device)
+        x = self._embed(self._shifted(tokens)) + states
+        return self._logits(self._run(x, dropout), tokens), m
 
     def _tokens3(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[N, T]`` (K = 1) or ``[N, K, T]`` → ``[N, K, T]`` long on the model's device."""
@@ -457,12 +475,15 @@ class ARPolicy(nn.Module):
             else:
                 x = self._embed(self._shifted(tokens[..., : t + 1])) + states[:, : t + 1]
                 x = self._run(x, fast=fast)[:, -1:]
-            logits = self._logits(x, head)
             u = torch.rand(n, k_books, generator=generator, device=gen_device).to(self.device)
-            for k, lg in enumerate(logits):
-                tok, lp = warps[k].sample(lg[:, 0], u[:, k])
+            hn = self.norm(x)
+            for k in range(k_books):
+                tok, lp = warps[k].sample(self._head(hn, k, head)[:, 0], u[:, k])
                 tokens[:, k, t] = tok
                 logp[:, t] += lp
+                if cfg.sequential_codebooks and k < k_books - 1:
+                    x = x + self.embeds[k](tok).unsqueeze(1)
+                    hn = self.norm(x)
             prev = tokens[:, :, t]
         return tokens, logp, m
 
