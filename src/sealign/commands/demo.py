@@ -173,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
     # -- GSPO -------------------------------------------------------------------------------
     g = cfg.gspo
     g.model.init_from = str(base)
+    # the demo's default metric options (fast DNSMOS) only apply to metrics the reward keeps
+    used = {c.metric for c in g.reward.components}
+    g.reward.metric_options = {k: v for k, v in g.reward.metric_options.items() if k in used}
     g.data.train = [str(manifests["train"])]
     g.eval.manifests = [str(manifests["valid"])]
     g.output_dir = str(out / "gspo")
