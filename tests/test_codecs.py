@@ -137,6 +137,15 @@ def test_latent_round_trip(codec, speech):
     assert len(batch[1]) == 20 * 320
 
 
+def test_too_loud_latents_are_scaled_not_clipped(codec, speech):
+    z = codec.encode_latent(speech(2, "en-us+f4"))
+    loud = z.copy()
+    loud[0] += 4.0  # the energy coefficient, as an overshooting generative model might give
+    y = codec.decode_latent(loud)
+    assert 0.98 < np.abs(y).max() <= 0.99 + 1e-6
+    assert np.mean(np.abs(y) > 0.97) < 1e-3  # a peak, not a plateau of clipped samples
+
+
 def test_bad_input_is_a_clear_error(codec):
     with pytest.raises(CodecError, match="silent"):
         codec.encode(np.zeros(16000, np.float32))

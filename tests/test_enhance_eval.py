@@ -144,6 +144,19 @@ def test_enhance_files_batches_chunks_and_writes_manifest(tmp_path):
     assert np.array_equal(sf.read(again.entries[0].audio)[0], sf.read(first.audio)[0])
 
 
+def test_outputs_over_full_scale_are_scaled_not_clipped(tmp_path):
+    loud = sine_ish(2.0, 3)
+    loud = 0.98 * loud / np.abs(loud).max()  # the gain of up to 1.1 pushes it over full scale
+    sf.write(tmp_path / "loud.wav", loud, SR)
+    write_manifest(tmp_path / "in.jsonl", [{"id": "loud", "audio": "loud.wav"}])
+    res = enhance_files(GainPolicy(), tmp_path / "in.jsonl", tmp_path / "out", seed=1,
+                        progress=False)  # fmt: skip
+    y, _ = sf.read(res.entries[0].audio, dtype="float32")
+    assert 0.985 < np.abs(y).max() <= 0.99 + 1 / 32768
+    ratio = y / np.where(np.abs(loud) > 0.3, loud, np.nan)  # one gain everywhere: no clipping
+    assert np.nanmax(ratio) - np.nanmin(ratio) < 1e-3
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, speech, noisy):
     """Two tiny untrained AR policies and a test manifest with one long (chunked) file."""

@@ -161,6 +161,26 @@ def test_exact_resume_after_kill_and_atomic_checkpoints(corpus, tmp_path, monkey
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
 
 
+def test_stop_at_then_resume_with_a_shorter_schedule(corpus, tmp_path):
+    """The demo checkpoints' recipe: stop at step k of a long schedule, resume with a shorter
+    one; the first k steps follow the long schedule, the rest the short one."""
+    args = overrides(corpus, tmp_path / "unused", max_steps=10, eval_steps=0, save_steps=0)
+    run = tmp_path / "run"
+    first = train_sft(load_config(SFTConfig, None, [*args, "stop_at=4"]), run, progress=False)
+    assert first.step == 4 and latest_checkpoint(run).name == "step_00000004"
+    long_lr = logged(run, "train/lr")
+    res = train_sft(load_config(SFTConfig, None, [*args, "max_steps=6"]), run, resume=True,
+                    progress=False)  # fmt: skip
+    assert res.step == 6 and latest_checkpoint(run).name == "step_00000006"
+    lr = logged(run, "train/lr")
+    assert sorted(lr) == list(range(1, 7)) and [lr[s] for s in range(1, 5)] == [
+        long_lr[s] for s in range(1, 5)
+    ]
+    assert lr[5] < long_lr[4] and set(logged(run, "eval/loss")) == {6}
+    with pytest.raises(ValueError, match="stop_at"):
+        load_config(SFTConfig, None, [*args, "stop_at=-1"])
+
+
 def _dropout_model() -> str:
     return "{dim: 32, layers: 1, heads: 2, dropout: 0.2, features: {n_mels: 20}}"
 

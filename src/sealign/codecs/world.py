@@ -227,7 +227,10 @@ def synthesize(frames: FrameParams, cfg: WorldCodecConfig, num_samples: int) -> 
     ap = pw.decode_aperiodicity(cap, sr, fft_size)
     y = pw.synthesize(np.ascontiguousarray(f0), sp, ap, sr, cfg.frame_period_ms)
     y = _fit_frames(y[:, None], num_samples)[:, 0] if len(y) < num_samples else y[:num_samples]
-    return np.clip(y, -1.0, 1.0).astype(np.float32)
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak > 1.0:  # decoded (e.g. generated) parameters can be too loud: scale, never clip
+        y = y * (0.99 / peak)
+    return y.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -316,6 +316,10 @@ def _run_batch(
 
 def _write(f: _File, out: Path, sr: int, overlap: int, crossfade: str) -> Entry:
     wav = stitch(f.outputs, f.bounds, f.num_samples, overlap, crossfade)  # type: ignore[arg-type]
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    if peak > 1.0:  # generated audio can overshoot full scale: scale it down instead of clipping
+        log.info("%s: output peak %.2f scaled to 0.99", f.entry.id, peak)
+        wav = wav * np.float32(0.99 / peak)
     name = output_name(f.entry.id) + ".wav"
     write_audio(out / name, wav, sr)
     e = f.entry

@@ -149,6 +149,9 @@ class SFTConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     max_steps: int = 1000
+    # stop (with a checkpoint) after this step, 0 = at max_steps; the lr schedule still runs to
+    # max_steps, so `--resume max_steps=N` afterwards reproduces a run shortened on the way
+    stop_at: int = 0
     logging_steps: int = 10
     eval_steps: int = 200  # 0 = only at the end
     save_steps: int = 200  # 0 = only at the end
@@ -163,7 +166,7 @@ class SFTConfig:
         for key in ("max_steps", "logging_steps", "threads", "save_total_limit"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("eval_steps", "save_steps"):
+        for key in ("eval_steps", "save_steps", "stop_at"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         try:
@@ -511,11 +514,10 @@ def train_sft(
     last_ckpt: Path | None = ckpt
     params = [p for p in module.parameters() if p.requires_grad]
     rejected = 0  # consecutive batches the policy could not use at all
-    bar = tqdm(
-        total=cfg.max_steps, initial=state.step, desc="sft", unit="step", disable=not progress
-    )
+    end = min(cfg.stop_at, cfg.max_steps) if cfg.stop_at else cfg.max_steps
+    bar = tqdm(total=end, initial=state.step, desc="sft", unit="step", disable=not progress)
     try:
-        while state.step < cfg.max_steps:
+        while state.step < end:
             t0 = time.perf_counter()
             prepared = prepare_batch(policy, train_ds.next_batch(), encode)
             if prepared is None:
@@ -561,7 +563,7 @@ def train_sft(
                 log.info(
                     "step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in rec.items())
                 )
-            if (cfg.save_steps and state.step % cfg.save_steps == 0) or last:
+            if (cfg.save_steps and state.step % cfg.save_steps == 0) or state.step == end:
                 last_ckpt = save_checkpoint(
                     run, policy, optimizer, scheduler, state, cfg, keep_last=cfg.save_total_limit
                 )
