@@ -10,7 +10,9 @@ Views: ``resynth`` = WORLD analysis/synthesis at 5 ms without the codec (the voc
 ceiling), ``latent`` = encode_latent/decode_latent, ``ar`` and ``mgm`` = token layouts.
 
 Reported per view: mean DNSMOS OVRL / P808 / SIG / BAK, wide-band PESQ against the original,
-WER of Whisper-base transcripts against the text (mean over utterances), encode and decode speed
+speaker similarity to the original (resemblyzer GE2E cosine; the ceiling of an enhancement
+model's speaker similarity on this codec), WER of Whisper-base transcripts against the text
+(mean over utterances), encode and decode speed
 (× real time, one process) and the token bitrate. Targets for the token layouts and the latent:
 ΔOVRL ≥ −0.15, ΔP808 ≥ −0.2, ΔWER ≤ +5 points.
 Without ``--codec``, a codec is trained first on ``--train-espeak`` eSpeak NG sentences.
@@ -138,6 +140,20 @@ def _pesq(refs: list[np.ndarray], wavs: list[np.ndarray]) -> list[float]:
     return [next(iter(r.values.values()), math.nan) for r in m.score_batch(utts)]
 
 
+def _spk(refs: list[np.ndarray], wavs: list[np.ndarray]) -> list[float]:
+    """Speaker similarity (resemblyzer GE2E cosine) of each output to its original."""
+    try:
+        m = build_metric("spk_sim")
+        utts = [
+            Utterance(f"u{i}", w, 16000, speaker_ref=r)
+            for i, (r, w) in enumerate(zip(refs, wavs, strict=True))
+        ]
+        return [r.values.get("spk_sim", math.nan) for r in m.score_batch(utts)]
+    except (ImportError, MetricUnavailable) as err:
+        print(f"[speaker similarity unavailable: {err}]", file=sys.stderr)
+        return [math.nan] * len(wavs)
+
+
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
     return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
 
@@ -225,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             k: float(np.mean([x[k] for x in d])) for k in ("ovrl", "p808", "sig", "bak")
         }
         row["pesq"] = float(np.nanmean(_pesq(refs, outs))) if view != "original" else math.nan
+        row["spk"] = float(np.nanmean(_spk(refs, outs))) if view != "original" else math.nan
         row["wer"] = 100 * float(np.nanmean(wer(outs, texts))) if wer and all(texts) else math.nan
         row["enc_xrt"] = seconds / t_enc if t_enc == t_enc else math.nan
         row["dec_xrt"] = seconds / t_dec if t_dec == t_dec else math.nan
@@ -233,18 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {view}: done", file=sys.stderr)
 
     base = rows["original"]
-    header = "| view | OVRL | ΔOVRL | P808 | ΔP808 | SIG | BAK | PESQ | WER % | ΔWER | enc ×RT | dec ×RT | rate |"
+    header = "| view | OVRL | ΔOVRL | P808 | ΔP808 | SIG | BAK | PESQ | spk sim | WER % | ΔWER | enc ×RT | dec ×RT | rate |"
     print(
         f"\n{len(test)} utterances, {seconds:.1f} s; codec folder {size_kb:.0f} KiB ({codec_dir})"
     )
     print(header)
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 14)
     for view, r in rows.items():
         dw = r["wer"] - base["wer"]  # type: ignore[operator]
         print(
             f"| {view} | {r['ovrl']:.3f} | {r['ovrl'] - base['ovrl']:+.3f} | {r['p808']:.3f} | "  # type: ignore[operator]
             f"{r['p808'] - base['p808']:+.3f} | {r['sig']:.3f} | {r['bak']:.3f} | "  # type: ignore[operator]
-            f"{r['pesq']:.2f} | {r['wer']:.1f} | {dw:+.1f} | {r['enc_xrt']:.1f} | "
+            f"{r['pesq']:.2f} | {r['spk']:.3f} | {r['wer']:.1f} | {dw:+.1f} | {r['enc_xrt']:.1f} | "
             f"{r['dec_xrt']:.1f} | {r['bitrate']} |"
         )
     fails = []
