@@ -8,6 +8,7 @@ from sealign.data.manifest import (
     ManifestError,
     from_kaldi,
     read_manifest,
+    relocate,
     write_manifest,
 )
 
@@ -23,6 +24,24 @@ def test_roundtrip_and_relative_paths(tmp_path):
     write_manifest(m, [{"id": "a", "audio": "a.wav", "text": "hi", "snr": 5}])
     (e,) = read_manifest(m, check_files=True)
     assert e.audio == str(tmp_path / "a.wav") and e.text == "hi" and e.extra == {"snr": 5}
+
+
+def test_relocated_entries_read_back_from_a_relative_working_directory(tmp_path, monkeypatch):
+    # manifests read and rewritten elsewhere with relative paths (e.g. `--output data/demo`)
+    monkeypatch.chdir(tmp_path)
+    _wav(tmp_path / "corpus" / "noisy" / "a.wav")
+    _wav(tmp_path / "refs" / "a.wav")
+    write_manifest(
+        "corpus/noisy/m.jsonl", [{"id": "a", "audio": "a.wav", "reference": "../../refs/a.wav"}]
+    )
+    (e,) = read_manifest("corpus/noisy/m.jsonl")
+    assert e.audio == "corpus/noisy/a.wav"  # relative to the working directory
+    top = write_manifest("corpus/all.jsonl", relocate([e], "corpus/all.jsonl"))
+    d = json.loads(top.read_text())
+    assert d["audio"] == "noisy/a.wav"  # inside the folder: relative, the folder can move
+    assert d["reference"] == str(tmp_path / "refs" / "a.wav")  # outside: absolute
+    (back,) = read_manifest(top, check_files=True)
+    assert back.audio == "corpus/noisy/a.wav" and e.audio == "corpus/noisy/a.wav"
 
 
 @pytest.mark.parametrize(

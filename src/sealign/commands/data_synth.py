@@ -15,7 +15,7 @@ from sealign.commands.common import (
     resolve_config,
 )
 from sealign.data.degrade import DegradationConfig, degrade_manifest
-from sealign.data.manifest import read_manifest, write_manifest
+from sealign.data.manifest import read_manifest, relocate, write_manifest
 
 
 @dataclass
@@ -171,7 +171,9 @@ def build_demo_corpus(cfg: DataDemoConfig) -> dict[str, Path]:
             seed=cfg.seed + hash_split(split),
             workers=cfg.synth.workers,
         )
-        manifests[split] = write_manifest(out / f"{split}.jsonl", read_manifest(rep.manifest))
+        manifests[split] = write_manifest(
+            out / f"{split}.jsonl", relocate(read_manifest(rep.manifest), out / f"{split}.jsonl")
+        )
     summary = {split: len(read_manifest(p)) for split, p in manifests.items()}
     (out / "corpus_summary.json").write_text(
         json.dumps({"utterances": summary, "speakers": res.speakers}, indent=1)

@@ -28,7 +28,7 @@ from typing import Any
 import soundfile as sf
 
 from sealign.audio.io import AUDIO_EXTENSIONS
-from sealign.data.manifest import Entry, ManifestError, write_manifest
+from sealign.data.manifest import Entry, ManifestError, relocate, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ def run_import(kind: str, output: str | Path, **kwargs: Any) -> tuple[Path, list
     if kind not in IMPORTERS:
         raise ManifestError(f"unknown import kind {kind!r}; choose from {', '.join(IMPORTERS)}")
     entries, problems = IMPORTERS[kind](**kwargs)
-    out = write_manifest(output, entries)
+    out = write_manifest(output, relocate(entries, output))
     report = out.with_name(out.name + ".problems.txt")
     if problems:
         report.write_text("".join(f"{p}\n" for p in problems), encoding="utf-8")

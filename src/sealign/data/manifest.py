@@ -99,8 +99,27 @@ def read_manifest(path: str | Path, check_files: bool = False) -> list[Entry]:
     return entries
 
 
+def relocate(entries: Iterable[Entry], manifest: str | Path) -> list[Entry]:
+    """Copies of ``entries`` (paths as :func:`read_manifest` gives them: absolute or relative to
+    the working directory) with paths valid in a manifest written at ``manifest``: relative to
+    its folder when the file lies inside it (so the folder can be moved), absolute otherwise."""
+    folder = os.path.abspath(Path(manifest).parent)
+    out = []
+    for e in entries:
+        new = Entry(**{**e.__dict__, "extra": dict(e.extra)})
+        for key in PATH_FIELDS:
+            p = getattr(e, key)
+            if p:
+                a = os.path.abspath(p)
+                inside = os.path.commonpath([a, folder]) == folder
+                setattr(new, key, os.path.relpath(a, folder) if inside else a)
+        out.append(new)
+    return out
+
+
 def write_manifest(path: str | Path, entries: Iterable[Entry | dict[str, Any]]) -> Path:
-    """Write entries as JSONL atomically."""
+    """Write entries as JSONL atomically; paths are written as given (relative ones are read
+    back against the manifest's folder: see :func:`relocate` for entries read elsewhere)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

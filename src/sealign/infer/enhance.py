@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from sealign.audio.io import AudioError, AudioLimits, load_audio, write_audio
-from sealign.data.manifest import Entry, ManifestError, read_manifest, write_manifest
+from sealign.data.manifest import Entry, ManifestError, read_manifest, relocate, write_manifest
 from sealign.models.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -278,10 +278,7 @@ def enhance_files(
         if hasattr(module, "train"):
             module.train(was_training)
     done = [written[e.id] for e in entries if e.id in written]
-    # paths in the manifest are relative to it, so the folder can be moved
-    manifest = write_manifest(
-        out / MANIFEST, [{**e.to_json(), "audio": Path(e.audio).name} for e in done]
-    )
+    manifest = write_manifest(out / MANIFEST, relocate(done, out / MANIFEST))
     return EnhanceResult(done, manifest, failed, audio_seconds, time.perf_counter() - t0)
 
 
