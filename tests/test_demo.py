@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from sealign.cli import main
 from sealign.commands.demo import add_reward_column, shipped_checkpoint
@@ -37,6 +38,7 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
         "gspo.max_steps=2",
         "gspo.sampling.group_size=2",
         "gspo.sampling.top_k=0",
+        "gspo.sampling.temperature=0.8",
         "gspo.reward.components=[{metric: si_sdr}]",
         "gspo.eval.metrics=[si_sdr]",
     ]
@@ -46,6 +48,9 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert res["gspo"]["steps"] == 2 and res["test_utterances"] == 3
     assert set(res["systems"]) == {"noisy", "base", "aligned", "clean"}
+    # held-out checks during GSPO sample at the temperature the test split is enhanced with
+    gspo_cfg = yaml.safe_load((out / "gspo" / "config.yaml").read_text())
+    assert gspo_cfg["eval"]["temperature"] == 0.8
     assert res["diff_vs_base"]["aligned"]["reward"]["n"] == 3
     html = (out / "report" / "index.html").read_text()
     assert "reward_curves.png" in html and html.count("<audio") == 8

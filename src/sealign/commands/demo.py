@@ -178,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
     g.reward.metric_options = {k: v for k, v in g.reward.metric_options.items() if k in used}
     g.data.train = [str(manifests["train"])]
     g.eval.manifests = [str(manifests["valid"])]
+    # held-out checks sample as the test-split evaluation below does
+    g.eval.temperature = g.sampling.temperature
     g.output_dir = str(out / "gspo")
     g.threads = cfg.threads
     t = time.perf_counter()
