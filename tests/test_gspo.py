@@ -279,6 +279,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("data.crop_seconds=2", "crop_seconds"),
         ("steps_per_generation=99", "steps_per_generation"),
         ("eval.metrics=[nope]", "eval.metrics"),
+        ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
     ],
 )
 def test_invalid_config_fails_before_work(setup, tmp_path, override, key, capsys):
@@ -325,8 +326,11 @@ def test_gspo_trains_masked_and_flow_matching_policies(setup, tmp_path, family, 
     build_policy(family, codec, small).save(tmp_path / "base")
     run = tmp_path / "run"
     kw = {"model.init_from": str(tmp_path / "base"), "eval.metrics": "[si_sdr]"}
+    if family == "fm":  # family-specific sampler options reach Policy.sample
+        kw["sampling.extra"] = "{steps: 2, sde_a: 0.3}"
     assert main(["gspo", "--no-progress", *overrides(setup, run, max_steps=2, **kw)]) == 0
     loss = logged(run, "loss")
     assert set(loss) == {1, 2} and all(np.isfinite(v) for v in loss.values())
-    assert logged(run, "completions/mean_length")[1] > 0
+    length = logged(run, "completions/mean_length")[1]
+    assert length == 2 if family == "fm" else length > 0  # FM: SDE steps
     assert set(logged(run, "eval/si_sdr")) == {0, 2}

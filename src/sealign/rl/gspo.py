@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import os
 import random
@@ -61,6 +62,7 @@ from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
+_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 
 
 def _gspo_data() -> DataConfig:
@@ -79,6 +81,8 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    # family-specific options of Policy.sample, e.g. {sde_a: 0.3} for the flow-matching SDE
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self, prefix: str = "sampling.") -> None:
         if self.group_size < 2:
@@ -89,7 +93,7 @@ class SamplingConfig:
             raise ValueError(f"{prefix}top_k must be >= 0 and top_p in (0, 1]")
 
     def options(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "top_p": self.top_p}
+        return {"top_k": self.top_k, "top_p": self.top_p, **self.extra}
 
 
 @dataclass
@@ -215,6 +219,19 @@ def _utterances(examples: list[Example], group: np.ndarray, wavs: list[np.ndarra
             Utterance(f"{ex.id}#{j}", w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
         )
     return out
+
+
+def check_sample_options(policy: Policy, options: dict[str, Any], where: str) -> None:
+    """Fail, naming ``where``, if ``policy.sample`` has no parameter of one of ``options``
+    (family samplers accept and ignore unknown keywords, so a typo would pass silently)."""
+    params = inspect.signature(policy.sample).parameters
+    unknown = sorted(k for k in options if k not in params or params[k].kind is _VAR_KEYWORD)
+    if unknown:
+        known = [k for k, p in params.items() if p.kind is not _VAR_KEYWORD and k != "cond"]
+        raise ValueError(
+            f"{where}: {type(policy).__name__}.sample takes no option {', '.join(unknown)}; "
+            f"it takes {', '.join(known)}"
+        )
 
 
 def rl_options(policy: Policy, cfg: GSPOConfig) -> dict[str, Any]:
@@ -365,6 +382,7 @@ def train_gspo(
     policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, cfg.device)
     module: torch.nn.Module = policy  # type: ignore[assignment]
     module.eval()  # sampling and log-prob recomputation must see the same function
+    check_sample_options(policy, cfg.sampling.extra, "sampling.extra")
     ref: Policy | None = None
     if cfg.beta > 0:
         ref_src = cfg.reference_model or cfg.model.init_from
