@@ -289,9 +289,8 @@ def test_invalid_config_fails_before_work(setup, tmp_path, override, key, capsys
     assert not (run / "checkpoints").exists()
 
 
-def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path):
-    run = tmp_path / "ddp"
-    kw = {"eval.manifests": "[]", "data.batch_size": 1}
+def _torchrun(setup, run, port: int, *extra: str, **kw) -> subprocess.CompletedProcess:
+    kw = {"eval.manifests": "[]", "data.batch_size": 1, **kw}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -300,17 +299,36 @@ def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path):
         "--nproc-per-node",
         "2",
         "--master-port",
-        "29571",
+        str(port),
         "-m",
         "sealign",
         "gspo",
         "--no-progress",
-        *overrides(setup, run, max_steps=2, **kw),
+        *extra,
+        *overrides(setup, run, **kw),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path):
+    run = tmp_path / "ddp"
+    proc = _torchrun(setup, run, 29571, max_steps=2)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert set(logged(run, "loss")) == {1, 2}  # rank 0 logs
     assert (run / "checkpoints" / "step_00000002").is_dir()
+
+
+def test_two_rank_resume_continues_every_rank_exactly(setup, tmp_path):
+    # rank 1's sampling stream and data position are checkpointed too: after a resume both
+    # ranks draw what they would have drawn, so the averaged updates are the same
+    full, part = tmp_path / "full", tmp_path / "part"
+    for run, steps, extra in ((full, 4, ()), (part, 2, ()), (part, 4, ("--resume",))):
+        proc = _torchrun(setup, run, 29572, *extra, max_steps=steps, save_steps=2)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = logged(full, "loss"), logged(part, "loss")
+    assert set(b) == {1, 2, 3, 4}
+    for s in (3, 4):
+        assert a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-9)
 
 
 @pytest.mark.parametrize("family, layout", [("mgm", "?layout=mgm"), ("fm", "")])

@@ -15,7 +15,9 @@ position, so a resumed run repeats the losses of an uninterrupted one.
 
 Distributed: with ``WORLD_SIZE > 1`` (``torchrun``) each rank draws its own shard of inputs and
 its own seeds; a group never spans ranks, so group normalization is local and exact; gradients
-are averaged across ranks before each optimizer step; rank 0 logs and saves.
+are averaged across ranks before each optimizer step; rank 0 logs and saves, and its checkpoint
+holds every rank's sampling RNG and data position, so a resume with the same number of ranks
+continues exactly; stopping on the time budget is agreed by all ranks.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ from sealign.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
 )
 from sealign.train.data import DataConfig, DataError, Example, PairDataset
 from sealign.train.sft import (
@@ -181,6 +185,42 @@ def init_distributed(device: str) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _any_rank(flag: bool, d: Dist) -> bool:
+    """``flag`` OR-ed over the ranks (so that a decision like a time budget is taken by all)."""
+    if d.world_size == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _restore_rank_state(
+    state: TrainerState, gen: torch.Generator, ds: PairDataset, d: Dist, seed: int
+) -> None:
+    """After ``load_checkpoint`` (which restores rank 0's RNG states on every rank): this rank's
+    own sampling RNG and data position, as :func:`_save` stored them."""
+    ranks = state.extra.get("ranks")
+    if d.world_size == 1 and not ranks:
+        return
+    if not ranks or len(ranks) != d.world_size:
+        n = len(ranks) if ranks else "?"
+        log.warning(
+            "checkpoint holds the random state of %s rank(s), this run has %d: rank %d "
+            "reseeds its sampling stream (the run continues, but not as an uninterrupted one)",
+            n, d.world_size, d.rank,
+        )  # fmt: skip
+        random.seed(seed + state.step)
+        np.random.seed(seed + state.step)
+        torch.manual_seed(seed + state.step)
+        gen.manual_seed(seed + state.step)
+        return
+    mine = ranks[d.rank]
+    set_rng_state(mine["rng"], {"sample": gen})
+    ds.load_state_dict(mine)
 
 
 def _average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
@@ -415,6 +455,7 @@ def train_gspo(
     if ckpt is not None:
         state = load_checkpoint(ckpt, optimizer, scheduler, generators={"sample": gen})
         train_ds.load_state_dict({"epoch": state.epoch, "index": state.index})
+        _restore_rank_state(state, gen, train_ds, d, seed)
         if d.main:
             _truncate_log(run / "log.jsonl", state.step)
         log.info("resumed from %s (step %d)", ckpt, state.step)
@@ -439,15 +480,17 @@ def train_gspo(
     elapsed0 = float(state.extra.get("elapsed", 0.0))
     evaluate(0)
     last_ckpt, saved_step = ckpt, state.step
+    saved_any = ckpt is not None  # the same on every rank (only rank 0 gets a path back)
     bar = tqdm(
         total=cfg.max_steps, initial=state.step, desc="gspo", unit="step", disable=not progress
     )
     try:
         while state.step < cfg.max_steps:
-            if (
+            over = (
                 cfg.max_minutes
                 and elapsed0 + time.perf_counter() - start_time > 60 * cfg.max_minutes
-            ):
+            )
+            if _any_rank(bool(over), d):  # every rank stops at the same step
                 log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, state.step)
                 break
             t0 = time.perf_counter()
@@ -470,11 +513,15 @@ def train_gspo(
                 evaluate(state.step)
             if cfg.save_steps and state.step % cfg.save_steps == 0:
                 elapsed = elapsed0 + time.perf_counter() - start_time
-                last_ckpt = _save(run, policy, optimizer, scheduler, state, cfg, gen, d, elapsed)
-                saved_step = state.step
-        if saved_step != state.step or last_ckpt is None:
+                last_ckpt = _save(
+                    run, policy, optimizer, scheduler, state, cfg, gen, train_ds, d, elapsed
+                )
+                saved_step, saved_any = state.step, True
+        if saved_step != state.step or not saved_any:
             elapsed = elapsed0 + time.perf_counter() - start_time
-            last_ckpt = _save(run, policy, optimizer, scheduler, state, cfg, gen, d, elapsed)
+            last_ckpt = _save(
+                run, policy, optimizer, scheduler, state, cfg, gen, train_ds, d, elapsed
+            )
         evaluate(state.step)
     finally:
         bar.close()
@@ -493,12 +540,22 @@ def _save(
     state: TrainerState,
     cfg: GSPOConfig,
     gen: torch.Generator,
+    train_ds: PairDataset,
     d: Dist,
     elapsed: float,
 ) -> Path | None:
+    # every rank's sampling RNG and data position go into rank 0's checkpoint
+    mine = {"rng": rng_state({"sample": gen}), **train_ds.state_dict()}
+    ranks = [mine]
+    if d.world_size > 1:
+        import torch.distributed as dist
+
+        ranks = [None] * d.world_size if d.main else None
+        dist.gather_object(mine, ranks, dst=0)
     if not d.main:
         return None
     state.extra["elapsed"] = elapsed
+    state.extra["ranks"] = ranks
     return save_checkpoint(
         run, policy, optimizer, scheduler, state, cfg, {"sample": gen}, cfg.save_total_limit
     )
