@@ -11,8 +11,9 @@ every step, the last included, adds Gaussian noise of std ``g·√Δ`` to the la
 rollouts are much worse than the ODE outputs, the reward ranks noise rather than what the ODE
 will produce. This scores, on ``--n`` utterances of ``--manifest`` with the demo reward (DNSMOS
 OVRL fast mode, 1 − WER with Whisper base, DistillMOS), the ODE output and one SDE rollout per
-``sde_a`` (same initial noise scale ``--temperature``, same seed), and prints the mean of each
-reward component and of the composite.
+``sde_a`` (same initial noise scale ``--temperature``, same seed), with and without
+``sde_mean_last`` (the last step lands on its mean), and prints the mean of each reward
+component and of the composite.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     group = np.arange(len(examples))
 
     variants = [("ode", {"method": "ode"})]
-    variants += [
-        (f"sde a={a}", {"method": "sde", "sde_a": float(a)}) for a in args.sde_a.split(",")
-    ]
+    for a in args.sde_a.split(","):
+        sde = {"method": "sde", "sde_a": float(a)}
+        variants += [(f"sde a={a}", sde), (f"sde a={a}, mean last", {**sde, "sde_mean_last": True})]
     rows = {}
     for name, opts in variants:
         gen = torch.Generator().manual_seed(args.seed)

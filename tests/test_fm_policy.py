@@ -118,6 +118,22 @@ def test_sde_step_log_prob_is_the_gaussian_density(codec, pair):
     assert torch.all(r.actions["states"][~fm[:, None].expand(-1, 5, -1)] == 0)
 
 
+def test_sde_mean_last_lands_on_the_mean_and_masks_that_step(codec, pair):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    noisy = policy.sample(cond, generator=gen(3), method="sde")
+    r = policy.sample(cond, generator=gen(3), method="sde", sde_mean_last=True)
+    assert r.mask[:, :-1].eq(1).all() and r.mask[:, -1].eq(0).all() and r.logp[:, -1].eq(0).all()
+    # the same draws up to the last step, which has no noise
+    torch.testing.assert_close(r.actions["states"][:, :-1], noisy.actions["states"][:, :-1])
+    mean, _ = _expected_step(policy, cond, r, 3)
+    fm = r.actions["frame_mask"]
+    torch.testing.assert_close(r.actions["states"][:, -1][fm], mean.float()[fm], atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.logp[:, :-1], noisy.logp[:, :-1])
+    logp, _ = policy.step_log_probs(cond, r)
+    torch.testing.assert_close(logp, r.logp, atol=1e-4, rtol=0)  # masked step is 0 in both
+
+
 def test_step_log_probs_recompute_perturb_and_entropy(codec, pair):
     policy = make_policy(codec)
     cond = policy.condition(pair[1])

@@ -396,6 +396,7 @@ class FMPolicy(nn.Module):
         method: str = "ode",
         steps: int | None = None,
         sde_a: float | None = None,
+        sde_mean_last: bool = False,
         **ignored: Any,
     ) -> Rollout:
         """One latent trajectory per row of ``cond`` (no gradients).
@@ -404,7 +405,9 @@ class FMPolicy(nn.Module):
         ``logp`` and ``mask`` are zero. ``method="sde"``: Flow-GRPO Euler–Maruyama with
         ``sde_steps`` steps and noise level ``sde_a``; ``logp [N, S]`` (float64) holds each
         transition's Gaussian log-density, ``mask`` is all ones. ``temperature`` scales the
-        initial noise. Other sampling options of token families (``top_k``, ``top_p``...) are
+        initial noise. ``sde_mean_last``: the last SDE step lands on its mean (no noise left in
+        the output; that step has no log-prob and its ``mask`` is 0). Other sampling options of
+        token families (``top_k``, ``top_p``...) are
         accepted and ignored. ``actions``: see the module docstring.
         """
         del ignored  # top_k, top_p, use_cache...: meaningless for a flow
@@ -421,7 +424,9 @@ class FMPolicy(nn.Module):
         if sde and not a > 0:
             raise ValueError(f"sde_a must be > 0, got {sde_a}")
         with torch.inference_mode():
-            states, logp, m, grid = self._integrate(cond, temperature, generator, n_steps, a)
+            states, logp, m, grid = self._integrate(
+                cond, temperature, generator, n_steps, a, sde and sde_mean_last
+            )
         # clones made outside inference mode are ordinary tensors, usable in autograd later
         states, logp, m = states.clone(), logp.clone(), m.clone()
         n = states.shape[0]
@@ -433,6 +438,8 @@ class FMPolicy(nn.Module):
             "num_samples": torch.tensor(cond.num_samples, dtype=torch.long, device=self.device),
         }
         mask = torch.full((n, n_steps), 1.0 if sde else 0.0, device=self.device)
+        if sde and sde_mean_last:
+            mask[:, -1] = 0.0
         return Rollout(actions, logp, mask, torch.arange(n, device=self.device))
 
     def _integrate(
@@ -442,6 +449,7 @@ class FMPolicy(nn.Module):
         generator: torch.Generator | None,
         n_steps: int,
         a: float,
+        mean_last: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The sampling loop → ``states [N, S+1, T, D]``, ``logp [N, S]`` (float64), frame mask
         ``[N, T]`` and the time grid ``[S+1]``. ``a = 0`` is the ODE."""
@@ -467,9 +475,12 @@ class FMPolicy(nn.Module):
             v = self._velocity(states, m, x, s)
             if a > 0:
                 mean, std = sde_step(x, v, s, grid[k + 1].expand(n), a_t, s_min)
-                x_next = (mean + std[:, None, None] * noise().to(torch.float64)).to(torch.float32)
-                x_next = x_next * mf
-                logp[:, k] = gaussian_log_prob(x_next, mean, std, m, self._per_element)
+                if mean_last and k == n_steps - 1:
+                    x_next = mean.to(torch.float32) * mf  # no log-prob: masked out
+                else:
+                    eps = noise().to(torch.float64)
+                    x_next = (mean + std[:, None, None] * eps).to(torch.float32) * mf
+                    logp[:, k] = gaussian_log_prob(x_next, mean, std, m, self._per_element)
             else:
                 x_next = (x + v * (grid[k + 1] - grid[k])) * mf
             traj[:, k + 1] = x_next
