@@ -2,7 +2,8 @@
 judged by?
 
     .venv/bin/python benchmarks/fm_sde_noise.py [--model DIR] [--manifest data/demo/valid.jsonl]
-        [--n 16] [--temperature 0.7] [--sde-a 0.1,0.3,0.7] [--threads 2] [--json out.json]
+        [--n 16] [--temperature 0.7] [--sde-a 0.1,0.3,0.7] [--sde-steps N] [--threads 2]
+        [--json out.json]
 
 GSPO on an FM policy samples with the Flow-GRPO SDE (``method="sde"``, noise level ``sde_a``)
 because its steps have log-probs; ``enhance`` / ``eval`` use the deterministic Euler ODE. The
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--sde-a", default="0.1,0.3,0.7", help="SDE noise levels to compare")
+    p.add_argument("--sde-steps", type=int, default=0, help="SDE steps (0 = the policy's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json")
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = [("ode", {"method": "ode"})]
     for a in args.sde_a.split(","):
-        sde = {"method": "sde", "sde_a": float(a)}
+        sde = {
+            "method": "sde",
+            "sde_a": float(a),
+            **({"steps": args.sde_steps} if args.sde_steps else {}),
+        }
         variants += [(f"sde a={a}", sde), (f"sde a={a}, mean last", {**sde, "sde_mean_last": True})]
     rows = {}
     for name, opts in variants:
