@@ -199,6 +199,16 @@ def test_enhance_cli_with_ar_policy(setup, tmp_path):
     assert len(read_manifest(tmp_path / "enh2" / "manifest.jsonl")) == 3
 
 
+def test_enhance_extra_sampler_options(setup, tmp_path, capsys):
+    base = ["enhance", "--model", str(setup / "model0"), "--input", str(setup / "test.jsonl")]
+    ok = [*base, "--output", str(tmp_path / "a"), "enhance.threads=1"]
+    assert main([*ok, "enhance.extra={use_cache: false}"]) == 0  # an option of ARPolicy.sample
+    bad = [*base, "--output", str(tmp_path / "b"), "enhance.threads=1", "enhance.extra={sde_a: 1}"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "enhance.extra" in err and "sde_a" in err and "use_cache" in err
+
+
 def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["eval", "--model", str(setup / "model0"), "--model", str(setup / "model1")]

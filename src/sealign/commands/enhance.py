@@ -73,10 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_model(path: str, cfg: EnhanceConfig):
     """The policy saved at ``path`` (run, checkpoint or policy folder), in eval mode."""
+    from sealign.models.policy import check_sample_options
     from sealign.models.registry import load_policy
 
     set_torch_threads(cfg.threads)
     policy = load_policy(policy_dir(path))
+    check_sample_options(policy, cfg.extra, "enhance.extra")
     return policy.to(cfg.device).eval()  # type: ignore[attr-defined]
 
 

@@ -47,13 +47,15 @@ class EnhanceConfig:
     temperature: float = 0.3
     top_k: int = 0  # token families only; 0 = off
     top_p: float = 1.0
+    # family-specific options of Policy.sample, e.g. {method: sde, sde_a: 0.3} for flow matching
+    extra: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
 
     def sample_options(self) -> dict[str, Any]:
-        """Token filters for ``policy.sample`` (only those that are switched on)."""
-        out: dict[str, Any] = {}
+        """Token filters for ``policy.sample`` (only those that are switched on) and ``extra``."""
+        out: dict[str, Any] = dict(self.extra)
         if self.top_k:
             out["top_k"] = self.top_k
         if self.top_p < 1.0:

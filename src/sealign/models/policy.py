@@ -16,6 +16,7 @@ differences are computed the same way for every family.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -172,3 +173,17 @@ class Policy(Protocol):
     def save(self, directory: str | Path) -> Path:
         """Weights (safetensors) + JSON config, enough for :func:`load_policy`."""
         ...
+
+
+def check_sample_options(policy: Policy, options: dict[str, Any], where: str) -> None:
+    """Fail, naming ``where``, if ``policy.sample`` has no parameter of one of ``options``
+    (family samplers accept and ignore unknown keywords, so a typo would pass silently)."""
+    var = inspect.Parameter.VAR_KEYWORD
+    params = inspect.signature(policy.sample).parameters
+    unknown = sorted(k for k in options if k not in params or params[k].kind is var)
+    if unknown:
+        known = [k for k, p in params.items() if p.kind is not var and k != "cond"]
+        raise ValueError(
+            f"{where}: {type(policy).__name__}.sample takes no option {', '.join(unknown)}; "
+            f"it takes {', '.join(known)}"
+        )

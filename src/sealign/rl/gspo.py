@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import logging
 import os
 import random
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 from sealign.config import save_config
 from sealign.metrics.base import Utterance
-from sealign.models.policy import Policy, Rollout
+from sealign.models.policy import Policy, Rollout, check_sample_options
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
 from sealign.rl.losses import LOSSES, policy_loss
@@ -66,7 +65,6 @@ from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
-_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 
 
 def _gspo_data() -> DataConfig:
@@ -259,19 +257,6 @@ def _utterances(examples: list[Example], group: np.ndarray, wavs: list[np.ndarra
             Utterance(f"{ex.id}#{j}", w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
         )
     return out
-
-
-def check_sample_options(policy: Policy, options: dict[str, Any], where: str) -> None:
-    """Fail, naming ``where``, if ``policy.sample`` has no parameter of one of ``options``
-    (family samplers accept and ignore unknown keywords, so a typo would pass silently)."""
-    params = inspect.signature(policy.sample).parameters
-    unknown = sorted(k for k in options if k not in params or params[k].kind is _VAR_KEYWORD)
-    if unknown:
-        known = [k for k, p in params.items() if p.kind is not _VAR_KEYWORD and k != "cond"]
-        raise ValueError(
-            f"{where}: {type(policy).__name__}.sample takes no option {', '.join(unknown)}; "
-            f"it takes {', '.join(known)}"
-        )
 
 
 def rl_options(policy: Policy, cfg: GSPOConfig) -> dict[str, Any]:
