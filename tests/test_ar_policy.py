@@ -245,6 +245,37 @@ def test_multi_codebook_layout(codec_dir, pair, sequential):
     assert [len(w) for w in wavs] == [len(w) for w in noisy]
 
 
+@pytest.mark.parametrize(
+    "options", [{"top_k": 3}, {"top_k": 6}, {"top_p": 0.9}, {"temperature": 0.7}]
+)
+def test_fast_decoding_with_norm_gains_and_unequal_vocabularies(
+    tmp_path_factory, speech, pair, options
+):
+    """Decoding folds the RMSNorm gains into the matrices and draws all codebooks at once from
+    logits padded to the largest vocabulary (one by one when a top-k filters only some); it
+    must agree with the unfused teacher-forced path and with decoding without a cache."""
+    out = tmp_path_factory.mktemp("ar_codec_unequal")
+    wavs = [speech(i, v) for i in range(4) for v in ("en-us+m3", "en-us+f2")]
+    train_world_codec(wavs, out, WorldCodecConfig(**{**TINY_CODEC, "mgm_f0_k": 4}))
+    policy = make_policy(WorldCodec.load(out, layout="mgm"), tie_embeddings=False)
+    assert policy.config.vocab_sizes == [8, 8, 4]
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, w in policy.named_parameters():
+            if "norm" in name:
+                w.mul_(0.5 + torch.rand(w.shape, generator=gen))
+    cond = policy.condition(pair[1])
+    settings = sampling_settings(2, options.get("temperature", 1.0), options.get("top_k", 0),
+                                 options.get("top_p", 1.0))  # fmt: skip
+    assert (policy._joint_transform(settings) is None) == (options.get("top_k") == 6)
+    a = policy.sample(cond, generator=torch.Generator().manual_seed(1), **options)
+    b = policy.sample(cond, generator=torch.Generator().manual_seed(1), use_cache=False, **options)
+    assert torch.equal(a.actions["tokens"], b.actions["tokens"])
+    torch.testing.assert_close(a.logp, b.logp, atol=1e-5, rtol=0)
+    assert int(a.actions["tokens"][:, 2].max()) < 4  # never a padding column
+    torch.testing.assert_close(policy.step_log_probs(cond, a)[0], a.logp, atol=1e-4, rtol=0)
+
+
 def test_decode_trims_to_input_length(codec, pair):
     clean, noisy = pair
     policy = make_policy(codec)

@@ -45,8 +45,13 @@ filtering. Dropout is used only by :meth:`ARPolicy.sft_loss` in training mode: s
 log-likelihoods are deterministic functions of the weights.
 
 Decoding speed: ``sample`` keeps a KV cache, runs under ``torch.inference_mode`` with transposed
-weight copies (faster for the few rows of a step), and with a top-k it only touches the
-``k + 1`` largest logits of a step.
+weight copies (faster for the few rows of a step) into which the RMSNorm gains are folded, runs
+each block's step on two-dimensional states with fused residual products
+(:meth:`~sealign.models.transformer.Block.decode_step`), reads a frame's summed embeddings with
+one lookup, and computes all codebooks' logits with one matrix product and draws them together
+(smaller vocabularies padded with ``-inf``); with a top-k it only touches the ``k + 1`` largest
+logits of a step. At batch 1 a step is mostly per-operation overhead, so fewer operations is
+what makes the cache pay (``benchmarks/ar_sampling.py``).
 
 Wrapping an external AR model (e.g. a ``transformers`` decoder) behind the same protocol is
 described in ``docs/custom_models.md``.
@@ -75,7 +80,7 @@ from sealign.models.features import (
 from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
 from sealign.models.policy import Conditioning, Rollout, Targets
 from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
-from sealign.models.transformer import Block, drop, rope_tables
+from sealign.models.transformer import Block, drop, rope_tables, unit_rms
 
 FAMILY = "ar"
 FORMAT_VERSION = 1
@@ -334,6 +339,43 @@ class ARPolicy(nn.Module):
             for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
         ]
 
+    def _fast_heads(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """All output heads as one ``[dim, K·V_max]`` matrix with the final norm's gain folded
+        in, and a ``[K, V_max]`` bias that is ``-inf`` on the columns a smaller vocabulary lacks
+        (None when all vocabularies have the same size). Decoding only."""
+        sizes = self.config.vocab_sizes
+        v_max, gain = max(sizes), self.norm.weight.detach()[:, None]
+        cat = torch.zeros(self.config.dim, len(sizes), v_max, device=self.device)
+        for k, mat in enumerate(self._head_matrices()):
+            cat[:, k, : sizes[k]] = mat * gain
+        if min(sizes) == v_max:
+            return cat.view(self.config.dim, -1), None
+        pad = torch.zeros(len(sizes), v_max, device=self.device)
+        for k, v in enumerate(sizes):
+            pad[k, v:] = float("-inf")
+        return cat.view(self.config.dim, -1), pad
+
+    def _fast_embedding(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codebooks' embedding tables stacked (``[Σ(V_k + 1), dim]``) and each one's first
+        row (``[K]``): a frame's summed embedding is one lookup. Decoding only."""
+        table = torch.cat([emb.weight.detach() for emb in self.embeds])
+        rows = torch.tensor([emb.num_embeddings for emb in self.embeds], device=self.device)
+        return table, torch.cumsum(rows, 0) - rows
+
+    def _joint_transform(self, settings: torch.Tensor) -> SamplingTransform | None:
+        """One :class:`SamplingTransform` for all codebooks of a step (rows ``N·K``, logits
+        padded to the largest vocabulary with ``-inf``), or None when the codebooks must be
+        drawn one by one: ``sequential_codebooks``, or a top-k that filters some vocabularies
+        and not others."""
+        sizes = self.config.vocab_sizes
+        top_k = settings[:, 1].round().long()
+        if self.config.sequential_codebooks or not bool(
+            ((top_k <= 0) | (top_k < min(sizes))).all()
+        ):
+            return None
+        rows = settings.repeat_interleave(len(sizes), dim=0)
+        return SamplingTransform(rows, min(sizes), self.device)
+
     def _head(
         self, hn: torch.Tensor, k: int, matrices: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
@@ -463,27 +505,39 @@ class ARPolicy(nn.Module):
             for _ in range(len(self.blocks) if use_cache else 0)
         ]
         warps = [SamplingTransform(settings, v, self.device) for v in cfg.vocab_sizes]
+        joint = self._joint_transform(settings)
         fast = [block.fast_weights() for block in self.blocks]
         head = self._head_matrices()
+        heads_cat, pad = self._fast_heads()
+        table, offsets = self._fast_embedding()
         gen_device = generator.device if generator is not None else torch.device("cpu")
         prev = torch.tensor(cfg.vocab_sizes, device=self.device).view(1, -1).expand(n, -1)
         for t in range(t_max):
             if use_cache:
-                x = self._embed(prev.unsqueeze(-1)) + states[:, t : t + 1]
+                x = table[prev + offsets].sum(dim=1) + states[:, t]
                 for block, cache, fw in zip(self.blocks, caches, fast, strict=True):
-                    x = block(x, cos[t : t + 1], sin[t : t + 1], cache=cache, pos=t, fast=fw)
+                    x = block.decode_step(x, cos[t], sin[t], cache, t, fw)
             else:
-                x = self._embed(self._shifted(tokens[..., : t + 1])) + states[:, : t + 1]
-                x = self._run(x, fast=fast)[:, -1:]
+                idx = self._shifted(tokens[..., : t + 1]) + offsets[:, None]
+                x = table[idx].sum(dim=1) + states[:, : t + 1]
+                x = self._run(x, fast=fast)[:, -1]
             u = torch.rand(n, k_books, generator=generator, device=gen_device).to(self.device)
-            hn = self.norm(x)
-            for k in range(k_books):
-                tok, lp = warps[k].sample(self._head(hn, k, head)[:, 0], u[:, k])
-                tokens[:, k, t] = tok
-                logp[:, t] += lp
-                if cfg.sequential_codebooks and k < k_books - 1:
-                    x = x + self.embeds[k](tok).unsqueeze(1)
-                    hn = self.norm(x)
+            if joint is not None:  # all codebooks at once: one matrix product, one draw
+                logits = (unit_rms(x, float(self.norm.eps)) @ heads_cat).view(n, k_books, -1)
+                if pad is not None:
+                    logits = logits + pad
+                tok, lp = joint.sample(logits.view(n * k_books, -1), u.view(-1))
+                tokens[:, :, t] = tok.view(n, k_books)
+                logp[:, t] = lp.view(n, k_books).sum(dim=1)
+            else:
+                hn = self.norm(x)
+                for k in range(k_books):
+                    tok, lp = warps[k].sample(self._head(hn, k, head), u[:, k])
+                    tokens[:, k, t] = tok
+                    logp[:, t] += lp
+                    if cfg.sequential_codebooks and k < k_books - 1:
+                        x = x + self.embeds[k](tok)
+                        hn = self.norm(x)
             prev = tokens[:, :, t]
         return tokens, logp, m
 
