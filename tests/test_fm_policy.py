@@ -118,6 +118,51 @@ def test_sde_step_log_prob_is_the_gaussian_density(codec, pair):
     assert torch.all(r.actions["states"][~fm[:, None].expand(-1, 5, -1)] == 0)
 
 
+def test_noisy_prior_starts_at_the_input_latents(codec, pair):
+    policy = make_policy(codec, prior="noisy", prior_std=0.3)
+    cond = policy.condition(pair[1])
+    mu = cond.extra["prior"]
+    torch.testing.assert_close(mu, policy.encode_targets(pair[1]).values)
+    fm = cond.select([0, 1]).extra["prior"].abs().sum(dim=-1) > 0
+    assert torch.equal(fm, policy._cond_states(cond)[1])  # latents on valid frames only
+    ode = policy.sample(cond, temperature=1e-6, generator=gen(0))
+    torch.testing.assert_close(ode.actions["states"][:, 0], mu, atol=1e-5, rtol=0)
+    sde = policy.sample(cond.select([1, 0, 1]), generator=gen(1), method="sde")
+    sde.source = torch.tensor([1, 0, 1])
+    logp, _ = policy.step_log_probs(cond, sde)
+    torch.testing.assert_close(logp, sde.logp, atol=1e-4, rtol=0)
+    targets = policy.encode_targets(pair[0])
+    assert policy.sft_loss(cond, targets).item() > 0
+    with pytest.raises(ValueError, match="prior='noisy'"):
+        policy.sample(make_policy(codec).condition(pair[1]))
+    with pytest.raises(ValueError, match="prior"):
+        FMConfig.for_codec(codec, prior="uniform")
+
+
+@pytest.mark.parametrize(("prior", "sigma", "steps"), [("gaussian", 1.0, 40), ("noisy", 0.4, 160)])
+def test_sde_keeps_the_marginals_of_the_flow(codec, pair, monkeypatch, prior, sigma, steps):
+    """With the exact velocity of a point target ``c`` (``v = (c − x)/(1 − s)``) the flow's
+    marginal at ``s`` is ``N((1 − s)·μ + s·c, ((1 − s)·σ)²)``; the SDE must keep it, whatever
+    the prior's mean ``μ`` and scale ``σ`` (a smaller σ needs more steps for the same
+    Euler–Maruyama error)."""
+    policy = make_policy(codec, prior=prior, prior_std=sigma, sde_steps=steps)
+    cond = policy.condition(pair[1])
+    c = 1.5
+
+    def exact(states, m, x, t, dropout=0.0):
+        return (c - x) / (1.0 - t)[:, None, None] * m.unsqueeze(-1)
+
+    monkeypatch.setattr(policy, "_velocity", exact)
+    r = policy.sample(cond, generator=gen(2), method="sde", sde_a=0.7)
+    fm = r.actions["frame_mask"]
+    mu = cond.extra.get("prior", torch.zeros_like(r.actions["states"][:, 0]))
+    for k in (steps // 4, steps // 2, 3 * steps // 4):
+        s = k / steps
+        z = (r.actions["states"][:, k] - ((1 - s) * mu + s * c)) / ((1 - s) * sigma)
+        z = z[fm]
+        assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1.0) < 0.05, (k, z.std())
+
+
 def test_sde_mean_last_lands_on_the_mean_and_masks_that_step(codec, pair):
     policy = make_policy(codec)
     cond = policy.condition(pair[1])

@@ -102,6 +102,7 @@ FAMILY = "fm"
 FORMAT_VERSION = 1
 TIME_SAMPLING = ("uniform", "logit_normal")
 METHODS = ("ode", "sde")
+PRIORS = ("gaussian", "noisy")
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -116,12 +117,17 @@ class FMConfig(BackboneConfig):
     ``latent_dim``: width of the codec's latents (set by :meth:`for_codec`). ``mlp_hidden = 0``
     means ``8/3 · dim`` rounded up to a multiple of 32. ``lookahead``: noisy frames on each side
     seen by the conditioning convolution. ``max_frames``: longest input in codec frames.
+    ``prior``: law of the flow's starting point ``x0``: ``"gaussian"`` (``N(0, σ²I)``) or
+    ``"noisy"`` (``N(μ, σ²I)`` with ``μ`` the codec latents of the noisy input, FlowSE style;
+    ``condition`` then encodes the input with the codec), ``σ = prior_std``.
     ``time_freqs``: sinusoidal frequencies of the time embedding. ``time_sampling``: law of the
     training time (``"uniform"`` or ``"logit_normal"``). ``ode_steps`` / ``sde_steps``: default
     Euler steps of the two samplers; ``sde_a``: Flow-GRPO's noise level ``a``.
     """
 
     latent_dim: int = 68
+    prior: str = "gaussian"  # "gaussian": x0 ~ N(0, σ²I); "noisy": x0 ~ N(latent of the input, σ²I)
+    prior_std: float = 1.0  # σ of the prior
     time_freqs: int = 64
     time_sampling: str = "uniform"
     ode_steps: int = 16
@@ -133,6 +139,10 @@ class FMConfig(BackboneConfig):
         super().__post_init__()
         if self.latent_dim < 1 or self.time_freqs < 1:
             raise ValueError("latent_dim and time_freqs must be ≥ 1")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if not (self.prior_std > 0 and math.isfinite(self.prior_std)):
+            raise ValueError(f"prior_std must be a positive number, got {self.prior_std}")
         if self.logp_reduction not in ("mean", "sum"):
             raise ValueError(f"logp_reduction must be 'mean' or 'sum', got {self.logp_reduction!r}")
         if self.time_sampling not in TIME_SAMPLING:
@@ -193,21 +203,29 @@ def sde_step(
     s_next: torch.Tensor,
     a: torch.Tensor,
     s_min: torch.Tensor,
+    prior_mean: torch.Tensor | None = None,
+    prior_std: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``[..., T, D]`` and standard deviation ``[...]`` (float64) of one Euler–Maruyama step
     of the Flow-GRPO SDE in this module's convention (see the module docstring):
 
         g² = a²·(1 − s̃)/s̃ with s̃ = max(s, s_min),
-        mean = x + (v − g²/2 · (x − s·v)/(1 − s))·Δ,  std = g·√Δ,  Δ = s_next − s.
+        mean = x + (v − g²/2 · (x − s·v − μ)/((1 − s)·σ²))·Δ,  std = g·√Δ,  Δ = s_next − s.
 
-    ``x``, ``v``: ``[..., T, D]``; ``s``, ``s_next``, ``a``, ``s_min``: ``[...]``."""
+    ``x``, ``v``: ``[..., T, D]``; ``s``, ``s_next``, ``a``, ``s_min``: ``[...]``. ``μ``
+    (``prior_mean``, broadcastable to ``x``; None = 0) and ``σ`` (``prior_std``) describe the
+    prior ``x0 ~ N(μ, σ²I)``: ``x − s·v = E[x0 | x]``, so ``−(x − s·v − μ)/((1 − s)·σ²)`` is the
+    score of ``p_s``."""
     x64, v64 = x.to(torch.float64), v.to(torch.float64)
     s64, sn64 = s.to(torch.float64), s_next.to(torch.float64)
     st = torch.maximum(s64, s_min.to(torch.float64))
     g2 = a.to(torch.float64) ** 2 * (1.0 - st) / st
     dt = sn64 - s64
     e = (...,) + (None, None)
-    drift = v64 - (g2 / (2.0 * (1.0 - s64)))[e] * (x64 - s64[e] * v64)
+    resid = x64 - s64[e] * v64
+    if prior_mean is not None:
+        resid = resid - prior_mean.to(torch.float64)
+    drift = v64 - (g2 / (2.0 * (1.0 - s64) * prior_std**2))[e] * resid
     return x64 + drift * dt[e], torch.sqrt(g2 * dt)
 
 
@@ -359,9 +377,31 @@ class FMPolicy(nn.Module):
 
     # -- Policy protocol ----------------------------------------------------------------------
     def condition(self, noisy: list[np.ndarray]) -> Conditioning:
-        """Normalized log-mels of the noisy waveforms (at :attr:`sample_rate`), padded."""
+        """Normalized log-mels of the noisy waveforms (at :attr:`sample_rate`), padded; with
+        ``prior="noisy"`` also their codec latents (``extra["prior"]``, ``[B, T, D]``), the
+        mean of the flow's starting point."""
         cond = compute_features(noisy, self.config.features, self.config.max_frames)
+        if self.config.prior == "noisy":
+            cond.extra["prior"] = self.encode_targets(noisy).values.cpu()
         return cond.to(self.device)
+
+    def _prior_mean(self, cond: Conditioning) -> torch.Tensor | None:
+        """``μ`` of the prior for the rows of ``cond`` (``[B, T, D]``), or None for ``N(0, σ²I)``."""
+        if self.config.prior == "gaussian":
+            return None
+        mu = cond.extra.get("prior")
+        if mu is None:
+            raise ValueError(
+                "this flow starts from the noisy input's latents (prior='noisy'), but the "
+                "conditioning has none: build it with policy.condition(noisy)"
+            )
+        return mu.to(self.device, torch.float32)
+
+    def _start(self, cond: Conditioning, eps: torch.Tensor, mf: torch.Tensor) -> torch.Tensor:
+        """``x0 = μ + σ·eps`` on the valid frames (zero on padding)."""
+        x0 = eps * self.config.prior_std
+        mu = self._prior_mean(cond)
+        return (x0 if mu is None else x0 + mu) * mf
 
     def encode_targets(self, clean: list[np.ndarray]) -> Targets:
         """Clean waveforms → codec latents ``[B, T, D]`` float32 with ``T = ceil(n /
@@ -466,7 +506,8 @@ class FMPolicy(nn.Module):
         grid = time_grid(n_steps, self.device)
         traj = torch.zeros(n, n_steps + 1, t_max, d, device=self.device)
         logp = torch.zeros(n, n_steps, dtype=torch.float64, device=self.device)
-        x = noise() * temperature
+        x = self._start(cond, noise() * temperature, mf)
+        mu = self._prior_mean(cond)
         traj[:, 0] = x
         a_t = torch.full((n,), a, device=self.device)
         s_min = grid[1].expand(n)
@@ -474,7 +515,9 @@ class FMPolicy(nn.Module):
             s = grid[k].expand(n)
             v = self._velocity(states, m, x, s)
             if a > 0:
-                mean, std = sde_step(x, v, s, grid[k + 1].expand(n), a_t, s_min)
+                mean, std = sde_step(
+                    x, v, s, grid[k + 1].expand(n), a_t, s_min, mu, self.config.prior_std
+                )
                 if mean_last and k == n_steps - 1:
                     x_next = mean.to(torch.float32) * mf  # no log-prob: masked out
                 else:
@@ -520,9 +563,11 @@ class FMPolicy(nn.Module):
             cstates.repeat_interleave(n_steps, dim=0), m.repeat_interleave(n_steps, dim=0), x, s
         ).view(n, n_steps, t_max, d)
         s_min = times[:, 1:2].expand(n, n_steps)
+        mu = self._prior_mean(c)
         mean, std = sde_step(
-            states[:, :-1], v, times[:, :-1], times[:, 1:], a[:, None].expand(n, n_steps), s_min
-        )
+            states[:, :-1], v, times[:, :-1], times[:, 1:], a[:, None].expand(n, n_steps), s_min,
+            None if mu is None else mu.unsqueeze(1), self.config.prior_std,
+        )  # fmt: skip
         fm = m.unsqueeze(1).expand(n, n_steps, t_max)
         logp = gaussian_log_prob(states[:, 1:], mean, std, fm, self._per_element)
         ent = gaussian_entropy(std, fm, d, self._per_element)
@@ -580,12 +625,12 @@ class FMPolicy(nn.Module):
 
     def sft_loss(self, cond: Conditioning, targets: Targets) -> torch.Tensor:
         """Rectified-flow loss: MSE between ``v_θ(x_s, s)`` and ``u = x1 − x0`` over valid frames
-        and dims, with one random ``s`` per row and Gaussian ``x0`` (global torch RNG; dropout
-        when the module is in training mode)."""
+        and dims, with one random ``s`` per row and ``x0`` from the prior (global torch RNG;
+        dropout when the module is in training mode)."""
         states, m, x1 = self._targets_and_mask(cond, targets)
         mf = m.unsqueeze(-1).to(x1.dtype)
         t = self._sample_times(x1.shape[0]).to(self.device)
-        x0 = torch.randn(x1.shape).to(self.device) * mf
+        x0 = self._start(cond, torch.randn(x1.shape).to(self.device), mf)
         x1 = x1 * mf
         xt = (1.0 - t)[:, None, None] * x0 + t[:, None, None] * x1
         dropout = self.config.dropout if self.training else 0.0
@@ -609,14 +654,15 @@ class FMPolicy(nn.Module):
         self, cond: Conditioning, targets: Targets, noise: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """``[B]`` minus the single-step flow-matching error ``‖v_θ(x_t, t) − u‖²`` summed over
-        valid frames and dims, with ``x_t = (1 − t)·noise + t·x1`` and ``u = x1 − noise``."""
+        valid frames and dims, with ``x_t = (1 − t)·x0 + t·x1``, ``u = x1 − x0`` and ``x0 = μ +
+        σ·noise`` (the prior's starting point built from the shared standard noise)."""
         states, m, x1 = self._targets_and_mask(cond, targets)
         mf = m.unsqueeze(-1).to(x1.dtype)
         t = noise["t"].to(self.device, torch.float32)
-        x0 = noise["noise"].to(self.device, torch.float32)
-        if x0.shape != x1.shape:
-            raise ValueError(f"noise {tuple(x0.shape)} does not match targets {tuple(x1.shape)}")
-        x0, x1 = x0 * mf, x1 * mf
+        eps = noise["noise"].to(self.device, torch.float32)
+        if eps.shape != x1.shape:
+            raise ValueError(f"noise {tuple(eps.shape)} does not match targets {tuple(x1.shape)}")
+        x0, x1 = self._start(cond, eps, mf), x1 * mf
         xt = (1.0 - t)[:, None, None] * x0 + t[:, None, None] * x1
         v = self._velocity(states, m, xt, t)
         return -((v - (x1 - x0)).square() * mf).sum(dim=(1, 2))
