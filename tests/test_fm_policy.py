@@ -163,6 +163,27 @@ def test_sde_keeps_the_marginals_of_the_flow(codec, pair, monkeypatch, prior, si
         assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1.0) < 0.05, (k, z.std())
 
 
+def test_reconfigure_keeps_weights_and_reference_follows(codec, pair, tmp_path):
+    from sealign.models.registry import reconfigure
+    from sealign.train.sft import ModelConfig, init_policy, reference_config
+
+    base = make_policy(codec)
+    base.save(tmp_path / "base")
+    model = ModelConfig(init_from=str(tmp_path / "base"), config={"prior": "noisy"})
+    tuned = init_policy(model)
+    assert tuned.config.prior == "noisy" and tuned.config.dim == base.config.dim
+    for (name, a), b in zip(base.state_dict().items(), tuned.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert "prior" in tuned.condition(pair[1]).extra
+    # the frozen reference of post-training from the same checkpoint gets the same overrides
+    assert init_policy(reference_config(model, model.init_from)).config.prior == "noisy"
+    assert reference_config(model, "elsewhere").config == {}
+    with pytest.raises(ValueError, match="dim"):
+        reconfigure(base, {"dim": 48})
+    with pytest.raises(ValueError, match="not both"):
+        ModelConfig(init_from=str(tmp_path / "base"), codec="world:x").check()
+
+
 def test_sde_mean_last_lands_on_the_mean_and_masks_that_step(codec, pair):
     policy = make_policy(codec)
     cond = policy.condition(pair[1])

@@ -107,3 +107,24 @@ def load_policy(path_or_dir: str | Path, map_location: str = "cpu") -> Policy:
     custom = meta.get("class")
     cls = _custom_class(custom, family) if custom else _family_class(family)
     return cls.load(directory, map_location=map_location)
+
+
+def reconfigure(policy: Policy, overrides: dict[str, Any]) -> Policy:
+    """A copy of a built-in ``policy`` whose config fields ``overrides`` replace the saved ones,
+    with the same weights (e.g. fine-tune with another dropout or FM prior). Fields that change
+    the parameters' shapes (``dim``, ``layers``...) fail when the weights are loaded."""
+    if not overrides:
+        return policy
+    family = getattr(policy, "family", None)
+    cls, config_cls = _family_classes(str(family))
+    if type(policy) is not cls:
+        raise ValueError(
+            f"config overrides need a built-in {family} policy, not {type(policy).__name__}"
+        )
+    merged = {**policy.config.to_dict(), **dict(overrides)}  # type: ignore[attr-defined]
+    try:
+        new = cls(policy.codec, config_cls.from_dict(merged), codec_spec=policy.codec_spec)  # type: ignore[attr-defined]
+        new.load_state_dict(policy.state_dict())  # type: ignore[attr-defined]
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"cannot apply config overrides {sorted(overrides)}: {err}") from err
+    return new.to(policy.device)  # type: ignore[attr-defined]

@@ -54,6 +54,7 @@ from sealign.train.sft import (
     make_optimizer,
     make_scheduler,
     optimizer_step,
+    reference_config,
 )
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
@@ -312,7 +313,7 @@ def train_dpo(
         if cfg.precompute_ref and cache.is_file():
             ref_ll = {int(k): tuple(v) for k, v in json.loads(cache.read_text()).items()}
         else:
-            ref = init_policy(ModelConfig(init_from=ref_path), cfg.device)
+            ref = init_policy(reference_config(cfg.model, ref_path), cfg.device)
             ref_module: torch.nn.Module = ref  # type: ignore[assignment]
             ref_module.eval().requires_grad_(False)
             if cfg.precompute_ref:

@@ -60,6 +60,7 @@ from sealign.train.sft import (
     make_optimizer,
     make_scheduler,
     optimizer_step,
+    reference_config,
 )
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
@@ -411,7 +412,7 @@ def train_gspo(
     ref: Policy | None = None
     if cfg.beta > 0:
         ref_src = cfg.reference_model or cfg.model.init_from
-        ref = init_policy(ModelConfig(init_from=ref_src), cfg.device) if ref_src else None
+        ref = init_policy(reference_config(cfg.model, ref_src), cfg.device) if ref_src else None
         if ref is None:  # a fresh model: its initial weights are the reference
             ref = copy.deepcopy(policy)
         ref_module: torch.nn.Module = ref  # type: ignore[assignment]

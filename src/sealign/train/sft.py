@@ -55,7 +55,9 @@ T = TypeVar("T")
 
 @dataclass
 class ModelConfig:
-    """Start from a saved policy (``init_from``) or build a new one (``family`` + ``codec``)."""
+    """Start from a saved policy (``init_from``, whose saved config fields ``config`` may
+    replace, e.g. ``dropout``; see :func:`~sealign.models.registry.reconfigure`) or build a new
+    one (``family`` + ``codec`` + ``config``)."""
 
     init_from: str | None = None  # run dir (latest checkpoint), checkpoint dir or policy dir
     family: str | None = None  # one of FAMILIES
@@ -64,10 +66,9 @@ class ModelConfig:
 
     def check(self, prefix: str = "model.") -> None:
         if self.init_from:
-            if self.codec or self.config:
+            if self.codec:
                 raise ValueError(
-                    f"{prefix}init_from: give either init_from or family + codec (+ config), "
-                    "not both"
+                    f"{prefix}init_from: give either init_from or family + codec, not both"
                 )
             if not Path(self.init_from).exists():
                 raise ValueError(f"{prefix}init_from: not found: {self.init_from}")
@@ -187,12 +188,19 @@ class SFTConfig:
 # --------------------------------------------------------------------------- model and optim
 
 
+def reference_config(model: ModelConfig, source: str) -> ModelConfig:
+    """The frozen reference of a post-training run loaded from ``source``: the model's own config
+    overrides apply when it starts from that same checkpoint."""
+    same = model.init_from is not None and source == model.init_from
+    return ModelConfig(init_from=source, config=dict(model.config) if same else {})
+
+
 def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
     """A policy from ``init_from`` or a new one of ``family`` over ``codec``."""
-    from sealign.models.registry import build_policy, load_policy
+    from sealign.models.registry import build_policy, load_policy, reconfigure
 
     if cfg.init_from:
-        policy = load_policy(policy_dir(cfg.init_from))
+        policy = reconfigure(load_policy(policy_dir(cfg.init_from)), dict(cfg.config))
     else:
         from sealign.codecs.base import load_codec
 
