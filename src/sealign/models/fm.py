@@ -7,6 +7,14 @@ Convention (F5-TTS / FlowSE style). Time ``s`` runs from ``0`` (noise) to ``1`` 
 ``u = x1 − x0`` (rectified flow). Sampling integrates ``dx = v_θ(x, s) ds`` from ``s = 0`` to ``1``
 and decodes the result with ``codec.decode_latent``.
 
+Prior (``FMConfig.prior``). By default ``x0 ~ N(0, σ²I)`` (``σ = prior_std = 1``): the flow
+creates the clean latents from noise, guided only by the conditioning. With ``prior="noisy"``
+(FlowSE's choice) ``x0 ~ N(μ, σ²I)`` where ``μ`` holds the codec latents of the noisy input
+itself (``condition`` computes them; ``extra["prior"]``): the flow only has to move the noisy
+latents to clean ones, so what the input already gets right (the speaker's envelope and pitch
+at good SNR, timing) need not be generated. Every formula below holds with ``x0 − μ`` in place
+of ``x0`` and ``σ²`` scaling the score; ``temperature`` multiplies ``σ``.
+
 Architecture. The noisy latents are projected to ``dim`` and the conditioning is added frame by
 frame exactly as in the AR family (:func:`~sealign.models.features.frame_states`: stacked noisy
 log-mels, a projection and a convolution seeing ``lookahead`` frames on each side), then
@@ -39,8 +47,9 @@ Samplers (:meth:`FMPolicy.sample`):
 
       dx = [v − g(s)² / (2(1 − s)) · (x − s·v)] ds + g(s) dw,     g(s) = a·√((1 − s) / s).
 
-  ``−(x − s·v)/(1 − s)`` is the score of ``p_s`` under this convention, so the drift is
-  ``v + g²/2 · score`` and the marginals match the ODE for *any* diffusion ``g``. Step ``k``
+  ``−(x − s·v)/(1 − s)`` is the score of ``p_s`` under this convention (``−(x − s·v −
+  μ)/((1 − s)·σ²)`` with a prior ``N(μ, σ²I)``), so the drift is ``v + g²/2 · score`` and the
+  marginals match the ODE for *any* diffusion ``g``. Step ``k``
   (``s_k → s_{k+1}``, ``Δ = s_{k+1} − s_k``, uniform grid of ``sde_steps``) is the Gaussian
   ``N(x_k + drift·Δ, g_k²·Δ·I)``.
 
