@@ -5,9 +5,10 @@
 
 Runs the real trainer pieces (:func:`sealign.rl.gspo.generate_and_score` and
 :func:`sealign.rl.gspo.update`) on the demo train split with the demo's GSPO settings
-(``sealign demo``: 2 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS) and
-reports seconds per phase (generate / decode / score, per metric / update) averaged over
-``--steps`` steps after one warm-up step, the share of decode + scoring, and scored samples/s.
+(``sealign demo``: 2 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS, KL
+to the base when ``beta`` > 0) and reports seconds per phase (generate / decode / score, per
+metric / update) averaged over ``--steps`` steps after one warm-up step, the share of decode +
+scoring, and scored samples/s.
 ``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``).
 The default model is the shipped checkpoint (``sealign demo``'s base).
 """
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     model = Path(args.model) if args.model else shipped_checkpoint()
     policy = load_policy(policy_dir(model))
     policy.eval()  # type: ignore[attr-defined]
+    ref = load_policy(policy_dir(model)).eval() if cfg.beta > 0 else None  # type: ignore[attr-defined]
     ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
     results = {}
     for workers in [int(w) for w in args.workers.split(",")]:
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             batch = generate_and_score(policy, ds.next_batch(), cfg, reward, gen)
             t1 = time.perf_counter()
-            update(policy, None, batch, cfg, opt, sched, gen, _single())
+            update(policy, ref, batch, cfg, opt, sched, gen, _single())
             t2 = time.perf_counter()
             if step == 0:
                 continue  # warm-up (first calls allocate, lazy imports)

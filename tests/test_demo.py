@@ -103,6 +103,7 @@ def test_shipped_checkpoint_is_packaged(family):
         ("configs/ar_demo.yaml", "SFTConfig"),
         ("configs/mgm_demo.yaml", "SFTConfig"),
         ("configs/fm_demo.yaml", "SFTConfig"),
+        ("configs/fm_prior_finetune.yaml", "SFTConfig"),
     ],
 )
 def test_shipped_configs_parse(path, cls):
@@ -115,3 +116,21 @@ def test_shipped_configs_parse(path, cls):
     config_cls = getattr(gspo, cls, None) or getattr(sft, cls)
     cfg = load_config(config_cls, Path(__file__).parents[1] / path, [])
     assert cfg.max_steps > 0
+
+
+def test_demo_gspo_settings_match_the_shipped_config():
+    """configs/gspo_demo.yaml documents what `sealign demo` runs: the same GSPO settings."""
+    from pathlib import Path
+
+    from sealign.commands.demo import _demo_gspo
+    from sealign.config import load_config, to_dict
+
+    shipped = to_dict(load_config(GSPOConfig, Path(__file__).parents[1] / "configs/gspo_demo.yaml"))
+    demo = to_dict(_demo_gspo())
+    for key in ("sampling", "reward", "loss", "beta", "epsilon_low", "epsilon_high", "optim",
+                "steps_per_generation"):  # fmt: skip
+        assert shipped[key] == demo[key], key
+    assert (shipped["data"]["batch_size"], shipped["data"]["max_seconds"]) == (
+        demo["data"]["batch_size"],
+        demo["data"]["max_seconds"],
+    )
