@@ -341,7 +341,7 @@ class ARPolicy(nn.Module):
 
     def _fast_heads(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All output heads as one ``[dim, K·V_max]`` matrix with the final norm's gain folded
-        in, and a ``[K, V_max]`` bias that is ``-inf`` on the columns a smaller vocabulary lacks
+        in, and a ``[1, K·V_max]`` bias that is ``-inf`` on the columns a smaller vocabulary lacks
         (None when all vocabularies have the same size). Decoding only."""
         sizes = self.config.vocab_sizes
         v_max, gain = max(sizes), self.norm.weight.detach()[:, None]
@@ -353,7 +353,7 @@ class ARPolicy(nn.Module):
         pad = torch.zeros(len(sizes), v_max, device=self.device)
         for k, v in enumerate(sizes):
             pad[k, v:] = float("-inf")
-        return cat.view(self.config.dim, -1), pad
+        return cat.view(self.config.dim, -1), pad.view(1, -1)
 
     def _fast_embedding(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The codebooks' embedding tables stacked (``[Σ(V_k + 1), dim]``) and each one's first
@@ -523,9 +523,9 @@ class ARPolicy(nn.Module):
                 x = self._run(x, fast=fast)[:, -1]
             u = torch.rand(n, k_books, generator=generator, device=gen_device).to(self.device)
             if joint is not None:  # all codebooks at once: one matrix product, one draw
-                logits = (unit_rms(x, float(self.norm.eps)) @ heads_cat).view(n, k_books, -1)
-                if pad is not None:
-                    logits = logits + pad
+                hn = unit_rms(x, float(self.norm.eps))
+                logits = hn @ heads_cat if pad is None else torch.addmm(pad, hn, heads_cat)
+                logits = logits.view(n, k_books, -1)
                 tok, lp = joint.sample(logits.view(n * k_books, -1), u.view(-1))
                 tokens[:, :, t] = tok.view(n, k_books)
                 logp[:, t] = lp.view(n, k_books).sum(dim=1)

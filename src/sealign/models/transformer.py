@@ -97,8 +97,7 @@ class Block(nn.Module):
         since at a few rows a step's cost is mostly per-operation overhead."""
         b, d = x.shape
         qkv = (unit_rms(x, float(self.norm1.eps)) @ fast["qkv"]).view(b, 3, self.heads, -1)
-        q1, q2 = qkv[:, :2].chunk(2, dim=-1)
-        qk = torch.cat((q1 * cos - q2 * sin, q1 * sin + q2 * cos), dim=-1)  # RoPE of q and k
+        qk = _rope(qkv[:, :2], cos, sin)  # RoPE of q and k
         kc, vc = cache
         kc[:, :, pos] = qk[:, 1]
         vc[:, :, pos] = qkv[:, 2]
