@@ -127,8 +127,8 @@ def _flat(path: str | Path) -> torch.Tensor:
 
 def update_cosines(base: str, arms: dict[str, Path]) -> dict[str, dict[str, float]]:
     """Cosine similarity of the parameter updates of every pair of arms."""
-    theta0 = _flat(base)
-    deltas = {a: _flat(p) - theta0 for a, p in arms.items()}
+    theta0 = _flat(base).double()  # float32 sums of millions of terms drift by ~1e-6
+    deltas = {a: _flat(p).double() - theta0 for a, p in arms.items()}
     out: dict[str, dict[str, float]] = {}
     for a, da in deltas.items():
         out[a] = {}
