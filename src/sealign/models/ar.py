@@ -525,7 +525,6 @@ class ARPolicy(nn.Module):
             if joint is not None:  # all codebooks at once: one matrix product, one draw
                 hn = unit_rms(x, float(self.norm.eps))
                 logits = hn @ heads_cat if pad is None else torch.addmm(pad, hn, heads_cat)
-                logits = logits.view(n, k_books, -1)
                 tok, lp = joint.sample(logits.view(n * k_books, -1), u.view(-1))
                 tokens[:, :, t] = tok.view(n, k_books)
                 logp[:, t] = lp.view(n, k_books).sum(dim=1)
