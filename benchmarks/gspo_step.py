@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--workers", default="1,2", help="reward.workers settings to compare")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--metric-threads", type=int, default=0, help="threads per metric (0: --threads)"
+    )
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args(argv)
 
@@ -47,14 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _demo_gspo()
     cfg.threads = args.threads
     model = Path(args.model) if args.model else shipped_checkpoint()
-    policy = load_policy(policy_dir(model))
-    policy.eval()  # type: ignore[attr-defined]
     ref = load_policy(policy_dir(model)).eval() if cfg.beta > 0 else None  # type: ignore[attr-defined]
-    ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
     results = {}
     for workers in [int(w) for w in args.workers.split(",")]:
+        # every setting starts from the same weights and sees the same batches
+        policy = load_policy(policy_dir(model))
+        policy.eval()  # type: ignore[attr-defined]
+        ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
         cfg.reward.workers = workers
-        reward = CompositeReward(cfg.reward, num_threads=args.threads)
+        reward = CompositeReward(cfg.reward, num_threads=args.metric_threads or args.threads)
         reward.load()
         opt = make_optimizer(policy, cfg.optim)  # type: ignore[arg-type]
         sched = make_scheduler(opt, cfg.optim, 1000)

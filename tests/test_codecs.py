@@ -97,6 +97,39 @@ def test_batched_encode_equals_per_item(codec, speech):
     assert len(out) == 2 and out[0].shape == (1, 50)
 
 
+def test_threaded_batches_equal_serial_ones(codec, speech, monkeypatch):
+    import sealign.utils.threads as threads
+
+    wavs = [speech(i, v) for i, v in enumerate(["en-us+m5", "en-us+f4", "en-us+m3"])]
+    out = {}
+    for n in (1, 3):
+        monkeypatch.setattr(threads, "_budget", n)
+        tok = codec.with_layout("mgm").encode(wavs)
+        lat = codec.encode_latent(wavs)
+        out[n] = (tok, codec.with_layout("mgm").decode(tok), lat, codec.decode_latent(lat))
+    for serial, threaded in zip(out[1], out[3], strict=True):
+        for a, b in zip(serial, threaded, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # a bad item in a threaded batch is still a clear error naming it
+    with pytest.raises(CodecError, match="item 1.*silent"):
+        codec.encode([wavs[0], np.zeros(16000, np.float32), wavs[2]])
+
+
+def test_map_threads_keeps_order_and_raises():
+    from sealign.utils.threads import map_threads
+
+    assert map_threads(lambda x: x * x, list(range(7)), threads=3) == [x * x for x in range(7)]
+    assert map_threads(str, [], threads=2) == []
+
+    def boom(x: int) -> int:
+        if x == 2:
+            raise ValueError("two")
+        return x
+
+    with pytest.raises(ValueError, match="two"):
+        map_threads(boom, [0, 1, 2, 3], threads=2)
+
+
 def test_save_load_same_tokens(codec, codec_dir, tmp_path, speech):
     wav = speech(3, "en-us+m5")
     codec.save(tmp_path / "copy")

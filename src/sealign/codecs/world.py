@@ -54,6 +54,7 @@ from sealign.codecs.base import (
     split_batch,
 )
 from sealign.config import from_dict_strict
+from sealign.utils.threads import map_threads
 
 log = logging.getLogger(__name__)
 
@@ -559,17 +560,21 @@ class WorldCodec:
     def encode(self, wavs: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray] | np.ndarray:
         """Waveform(s) at 16 kHz → int64 tokens ``[num_codebooks, T]``."""
         items, single = split_batch(wavs, 1)
-        out = [self._quantize(self._features(w, f"item {i}")) for i, w in enumerate(items)]
+        out = map_threads(
+            lambda iw: self._quantize(self._features(iw[1], f"item {iw[0]}")),
+            list(enumerate(items)),
+        )
         return join_batch(out, single)
 
     def decode(self, tokens: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray] | np.ndarray:
         """Tokens ``[num_codebooks, T]`` → float32 waveform(s) of ``T / frame_rate`` seconds."""
         items, single = split_batch(tokens, 2)
         sizes = (self.codebook_size,) if isinstance(self.codebook_size, int) else self.codebook_size
-        out = []
-        for i, tok in enumerate(items):
-            tok = check_tokens(tok, sizes, f"item {i}")
-            out.append(self._render(frame_vectors(self._dequantize(tok), self._lf0_default)))
+        checked = [check_tokens(tok, sizes, f"item {i}") for i, tok in enumerate(items)]
+        out = map_threads(
+            lambda tok: self._render(frame_vectors(self._dequantize(tok), self._lf0_default)),
+            checked,
+        )
         return join_batch(out, single)
 
     def encode_latent(
@@ -579,18 +584,19 @@ class WorldCodec:
         envelope, coded aperiodicity, log-F0 interpolated through unvoiced frames, voiced
         fraction)."""
         items, single = split_batch(wavs, 1)
-        out = []
-        for i, w in enumerate(items):
-            z = frame_vectors(self._features(w, f"item {i}"), self._lf0_default)
-            out.append(self._normalize(z).T.astype(np.float32))
-        return join_batch(out, single)
+
+        def one(iw: tuple[int, np.ndarray]) -> np.ndarray:
+            z = frame_vectors(self._features(iw[1], f"item {iw[0]}"), self._lf0_default)
+            return self._normalize(z).T.astype(np.float32)
+
+        return join_batch(map_threads(one, list(enumerate(items))), single)
 
     def decode_latent(
         self, latents: Sequence[np.ndarray] | np.ndarray
     ) -> list[np.ndarray] | np.ndarray:
         """Latent(s) ``[latent_dim, T]`` → float32 waveform(s)."""
         items, single = split_batch(latents, 2)
-        out = []
+        checked = []
         for i, lat in enumerate(items):
             lat = np.asarray(lat, dtype=np.float64)
             if lat.ndim != 2 or lat.shape[0] != self.latent_dim or lat.shape[1] == 0:
@@ -599,7 +605,9 @@ class WorldCodec:
                 )
             if not np.all(np.isfinite(lat)):
                 raise CodecError(f"item {i}: latent contains NaN or inf")
-            out.append(self._render(lat.T * self.arrays["z_std"] + self.arrays["z_mean"]))
+            checked.append(lat)
+        mean, std = self.arrays["z_mean"], self.arrays["z_std"]
+        out = map_threads(lambda lat: self._render(lat.T * std + mean), checked)
         return join_batch(out, single)
 
     # -- persistence ----------------------------------------------------------------------

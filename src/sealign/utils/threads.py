@@ -3,13 +3,42 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_budget: int | None = None  # the process's thread count, as the running command set it
 
 
 def set_torch_threads(n: int) -> None:
-    """Limit torch intra-op threads (inter-op can only be set once per process)."""
+    """Limit torch intra-op threads (inter-op can only be set once per process); ``n`` also
+    becomes the :func:`thread_budget` of numpy-side work (WORLD analysis and synthesis)."""
     import torch
 
-    torch.set_num_threads(max(1, int(n)))
+    global _budget
+    _budget = max(1, int(n))
+    torch.set_num_threads(_budget)
+
+
+def thread_budget() -> int:
+    """Threads the running command may use (its ``threads`` setting, else the default)."""
+    return _budget or default_threads()
+
+
+def map_threads(fn: Callable[[T], R], items: Sequence[T], threads: int | None = None) -> list[R]:
+    """``[fn(x) for x in items]``, spread over up to ``threads`` (default: the budget) threads.
+
+    Only worth it for functions that release the GIL (compiled code); results keep their order.
+    """
+    n = min(len(items), threads or thread_budget())
+    if n < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(fn, items))
 
 
 def ort_session_options(n: int):
