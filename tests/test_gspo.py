@@ -124,6 +124,27 @@ def test_composite_reward_flags_failures_and_not_applicable(speech):
     assert reward.columns() == {"si_sdr"}
 
 
+def test_metrics_scored_side_by_side_give_the_same_rewards(speech):
+    clean = speech(0)
+    rng = np.random.default_rng(0)
+    utts = [
+        Utterance(
+            f"u#{j}", clean + 0.02 * j * rng.standard_normal(clean.size), 16000, reference=clean
+        )
+        for j in range(4)
+    ]
+    batches = {}
+    for workers in (1, 2):
+        cfg = RewardConfig(
+            components=[{"metric": "si_sdr"}, {"metric": "estoi"}, {"metric": "pesq_wb"}],
+            workers=workers,
+        )
+        batches[workers] = CompositeReward(cfg, num_threads=1)(utts)
+    np.testing.assert_array_equal(batches[1].values, batches[2].values)
+    assert set(batches[2].seconds) == {"si_sdr", "estoi", "pesq_wb"}
+    assert np.isfinite(batches[2].values).all()
+
+
 def test_reward_config_errors_name_the_key():
     with pytest.raises(ValueError, match="aggregation"):
         RewardConfig(aggregation="max")

@@ -221,6 +221,7 @@ class CompositeReward:
             raise ValueError(f"reward.components: two components share a name {self.names}")
         self.weights = np.array([c.weight for c in cfg.components], dtype=np.float64)
         self.cache = ScoreCache(cfg.cache) if cfg.cache else None
+        self._pool: Any = None
 
     def columns(self) -> set[str]:
         """Metric columns (``dnsmos_ovrl``...) the reward optimizes."""
@@ -254,11 +255,14 @@ class CompositeReward:
             return out
 
         if self.cfg.workers > 1 and len(self.metrics) > 1:
-            from concurrent.futures import ThreadPoolExecutor
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(min(self.cfg.workers, len(self.metrics))) as pool:
-                futures = {name: pool.submit(score, name) for name in self.metrics}
-                results = {name: f.result() for name, f in futures.items()}
+                # kept for the whole run: each backend's thread pool (OpenMP, onnxruntime)
+                # belongs to the thread that calls it, so fresh threads would build new ones
+                self._pool = ThreadPoolExecutor(min(self.cfg.workers, len(self.metrics)))
+            futures = {name: self._pool.submit(score, name) for name in self.metrics}
+            results = {name: f.result() for name, f in futures.items()}
         else:
             results = {name: score(name) for name in self.metrics}
         for j, comp in enumerate(self.cfg.components):
@@ -297,5 +301,8 @@ class CompositeReward:
         return [None if v is None else float(v) for v in out]
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self.cache is not None:
             self.cache.close()
