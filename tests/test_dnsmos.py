@@ -172,3 +172,12 @@ def test_missing_speechmos_is_unavailable(monkeypatch) -> None:
     )
     with pytest.raises(MetricUnavailable, match=r"pip install speechmos==0\.0\.1\.1"):
         DNSMOS().load()
+
+
+def test_onnx_sessions_do_not_spin_when_idle() -> None:
+    # spinning worker threads would hold a core while the other metrics or the policy run
+    from sealign.utils.threads import ort_session_options
+
+    opts = ort_session_options(3)
+    assert opts.intra_op_num_threads == 3
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
