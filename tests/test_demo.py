@@ -104,6 +104,7 @@ def test_shipped_checkpoint_is_packaged(family):
         ("configs/mgm_demo.yaml", "SFTConfig"),
         ("configs/fm_demo.yaml", "SFTConfig"),
         ("configs/fm_prior_finetune.yaml", "SFTConfig"),
+        ("configs/fm_prior_demo.yaml", "SFTConfig"),
     ],
 )
 def test_shipped_configs_parse(path, cls):
