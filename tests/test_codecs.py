@@ -115,6 +115,33 @@ def test_threaded_batches_equal_serial_ones(codec, speech, monkeypatch):
         codec.encode([wavs[0], np.zeros(16000, np.float32), wavs[2]])
 
 
+def test_analysis_cache_gives_identical_results_and_evicts(codec, speech, monkeypatch):
+    import sealign.codecs.world as world
+
+    wavs = [speech(i, v) for i, v in enumerate(["en-us+m5", "en-us+f4", "en-us+m3"])]
+    c = codec.with_layout("mgm")
+    plain = (c.encode(wavs), c.encode_latent(wavs))
+    calls = []
+    real = world.analyze
+    monkeypatch.setattr(world, "analyze", lambda x, cfg: calls.append(1) or real(x, cfg))
+    c.set_analysis_cache(2)
+    for _ in range(2):
+        cached = (c.encode(wavs[:2]), c.encode_latent(wavs[:2]))
+        for p, q in zip(plain, cached, strict=True):
+            for a, b in zip(p[:2], q, strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert len(calls) == 2  # each waveform analysed once, however often it is encoded
+    c.encode(wavs[2])  # a third waveform evicts the least recently used one
+    c.encode(wavs[1])
+    c.encode(wavs[0])
+    assert len(calls) == 4
+    c.set_analysis_cache(0)
+    c.encode(wavs[1])
+    assert len(calls) == 5
+    with pytest.raises(ValueError, match="max_items"):
+        c.set_analysis_cache(-1)
+
+
 def test_map_threads_keeps_order_and_raises():
     from sealign.utils.threads import map_threads
 

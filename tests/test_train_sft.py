@@ -258,6 +258,33 @@ def test_data_stream_is_deterministic_resumable_and_sharded(corpus):
     assert not np.array_equal(a.noisy, d1.get(0, 3).noisy)
 
 
+def test_draw_cycle_repeats_crops_and_the_cached_run_trains_identically(
+    corpus, tmp_path, monkeypatch
+):
+    cfg = DataConfig(train=[str(corpus / "train.jsonl")], crop_seconds=1.0, draw_cycle=2)
+    ds = PairDataset(cfg.train, cfg, 16000, seed=3)
+    assert np.array_equal(ds.get(0, 1).clean, ds.get(0, 3).clean)
+    assert not np.array_equal(ds.get(0, 0).clean, ds.get(0, 1).clean)
+    assert not np.array_equal(ds.order(0), ds.order(2))  # the order still reshuffles
+    with pytest.raises(ValueError, match="data.draw_cycle"):
+        DataConfig(train=cfg.train, draw_cycle=-1).check()
+
+    import sealign.codecs.world as world
+    import sealign.train.sft as sft
+
+    calls = []
+    real = world.analyze
+    monkeypatch.setattr(world, "analyze", lambda x, c: calls.append(1) or real(x, c))
+    kw = {"data.crop_seconds": 1.0, "data.draw_cycle": 2, "max_steps": 8, "eval_steps": 0}
+    # 8 steps × 3 examples = 4 epochs of 6 = 2 cycles: the second cycle is all cache hits
+    cached = train_sft(load_config(SFTConfig, None, overrides(corpus, tmp_path / "c", **kw)))
+    n_cached, calls[:] = len(calls), []
+    monkeypatch.setattr(sft, "enable_analysis_cache", lambda *a: None)
+    plain = train_sft(load_config(SFTConfig, None, overrides(corpus, tmp_path / "p", **kw)))
+    assert len(calls) - n_cached == 12  # the second cycle: 2 epochs × 6 clean crops
+    assert logged(cached.run_dir, "train/loss") == logged(plain.run_dir, "train/loss")
+
+
 def test_bad_manifest_lines_and_files_are_skipped_with_reasons(corpus, tmp_path, caplog):
     (tmp_path / "garbage.wav").write_bytes(b"not audio")
     sf.write(tmp_path / "short.wav", np.full(800, 0.1, dtype=np.float32), 16000)

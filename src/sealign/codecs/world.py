@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import functools
 import glob
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -463,6 +466,9 @@ class WorldCodec:
         else:
             self.num_codebooks = len(config.mgm_spec_k) + 1
             self.codebook_size = (*config.mgm_spec_k, config.mgm_f0_k)
+        self._cache: OrderedDict[bytes, TokenFeatures] = OrderedDict()
+        self._cache_size = 0
+        self._cache_lock = threading.Lock()
 
     def _required_arrays(self) -> list[str]:
         names = ["mgm_f0", "z_mean", "z_std"]
@@ -480,9 +486,38 @@ class WorldCodec:
         )
 
     # -- features -------------------------------------------------------------------------
+    def set_analysis_cache(self, max_items: int) -> None:
+        """Keep the WORLD analyses of the last ``max_items`` distinct waveforms (0: off).
+
+        Training draws the same crops again when ``data.draw_cycle`` repeats them; their analysis
+        (mostly D4C, ~0.1 s per 4 s of audio) is then looked up by a hash of the samples instead
+        of recomputed. Results are identical either way; memory is ~30 KB per second of audio.
+        """
+        if max_items < 0:
+            raise ValueError(f"max_items must be >= 0, got {max_items}")
+        with self._cache_lock:
+            self._cache_size = int(max_items)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
     def _features(self, wav: np.ndarray, name: str) -> TokenFeatures:
         x = check_waveform(wav, self.sample_rate, name, self.config.min_duration)
-        return pool(analyze(x, self.config), self.config)
+        if not self._cache_size:
+            return pool(analyze(x, self.config), self.config)
+        key = hashlib.blake2b(x.tobytes(), digest_size=16).digest() + x.size.to_bytes(8, "little")
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        feats = pool(analyze(x, self.config), self.config)
+        for a in (feats.spec, feats.lf0, feats.vuv):
+            a.setflags(write=False)  # shared by every later hit
+        with self._cache_lock:
+            self._cache[key] = feats
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return feats
 
     @property
     def _lf0_default(self) -> float:

@@ -6,8 +6,9 @@ side is made on the fly with :func:`sealign.data.degrade.degrade`.
 
 Everything random is a pure function of ``(seed, epoch, index)``: the epoch's shuffled order comes
 from ``(seed, epoch)`` and each example's crop offset and degradation from ``(seed, epoch,
-dataset index)``. So the position ``(epoch, index)`` — index = examples of this rank's shard of
-the order already consumed — is all a checkpoint needs to resume the exact same stream.
+dataset index)`` (``epoch`` modulo ``draw_cycle`` when that is set). So the position
+``(epoch, index)`` — index = examples of this rank's shard of the order already consumed — is
+all a checkpoint needs to resume the exact same stream.
 Unreadable manifest lines and unusable audio are skipped with a logged reason, never raised.
 """
 
@@ -50,6 +51,9 @@ class DataConfig:
     degrade: bool = False  # make the noisy side on the fly from clean speech
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     cache_targets: bool = True  # reuse encoded targets whose clean side never changes
+    # > 0: each example's crop and degradation repeat every draw_cycle epochs (the order still
+    # reshuffles), so a codec with an analysis cache analyses each draw once
+    draw_cycle: int = 0
 
     def check(self, prefix: str = "data.") -> None:
         """Raise ``ValueError`` naming the first invalid key (with ``prefix``)."""
@@ -75,6 +79,8 @@ class DataConfig:
             )
         if self.max_length_mismatch < 0:
             raise ValueError(f"{prefix}max_length_mismatch must be >= 0")
+        if self.draw_cycle < 0:
+            raise ValueError(f"{prefix}draw_cycle must be >= 0, got {self.draw_cycle}")
 
 
 @dataclass
@@ -199,6 +205,8 @@ class PairDataset:
 
     # -- examples ----------------------------------------------------------------------------
     def example_rng(self, index: int, epoch: int) -> np.random.Generator:
+        if self.train and self.cfg.draw_cycle:
+            epoch %= self.cfg.draw_cycle
         return np.random.default_rng([self.seed, epoch, index])
 
     def get(self, index: int, epoch: int = 0) -> Example | None:

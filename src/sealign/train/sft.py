@@ -311,6 +311,24 @@ def collate_targets(rows: Sequence[Targets]) -> Targets:
     return Targets(torch.cat(values), torch.cat(masks))
 
 
+def enable_analysis_cache(
+    policy: Policy, train_ds: PairDataset, valid_ds: PairDataset | None
+) -> None:
+    """Size the codec's analysis cache for every draw of a ``draw_cycle`` (noisy and clean side).
+
+    A codec without ``set_analysis_cache`` (the neural ones: their encoders run per batch) still
+    gets repeated draws, only without the lookup.
+    """
+    codec = getattr(policy, "codec", None)
+    setter = getattr(codec, "set_analysis_cache", None)
+    if setter is None:
+        log.info("data.draw_cycle: %s has no analysis cache; draws repeat uncached", codec)
+        return
+    n = 2 * (len(train_ds) * train_ds.cfg.draw_cycle + (len(valid_ds) if valid_ds else 0))
+    setter(n)
+    log.info("data.draw_cycle %d: codec analysis cache of %d waveforms", train_ds.cfg.draw_cycle, n)
+
+
 class TargetEncoder:
     """``policy.encode_targets`` with a per-utterance cache for clean sides that never change
     (whole files, no on-the-fly degradation). With the cache on, every batch goes through
@@ -495,6 +513,8 @@ def train_sft(
         else None
     )
     metrics = build_eval_metrics(cfg.eval, cfg.threads) if valid_ds is not None else {}
+    if cfg.data.draw_cycle:
+        enable_analysis_cache(policy, train_ds, valid_ds)
     run.mkdir(parents=True, exist_ok=True)  # everything above can fail on a bad config
     save_config(cfg, run / "config.yaml")
     optimizer = make_optimizer(module, cfg.optim)
