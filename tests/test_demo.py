@@ -105,6 +105,7 @@ def test_shipped_checkpoint_is_packaged(family):
         ("configs/fm_demo.yaml", "SFTConfig"),
         ("configs/fm_prior_finetune.yaml", "SFTConfig"),
         ("configs/fm_prior_demo.yaml", "SFTConfig"),
+        ("configs/fm_cycle_demo.yaml", "SFTConfig"),
     ],
 )
 def test_shipped_configs_parse(path, cls):
