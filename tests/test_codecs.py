@@ -131,8 +131,10 @@ def test_analysis_cache_gives_identical_results_and_evicts(codec, speech, monkey
             for a, b in zip(p[:2], q, strict=True):
                 np.testing.assert_array_equal(a, b)
     assert len(calls) == 2  # each waveform analysed once, however often it is encoded
-    c.encode(wavs[2])  # a third waveform evicts the least recently used one
+    c.encode(wavs[1])  # a hit, and now the most recently used
+    c.encode(wavs[2])  # a third waveform evicts the least recently used one, wavs[0]
     c.encode(wavs[1])
+    assert len(calls) == 3
     c.encode(wavs[0])
     assert len(calls) == 4
     c.set_analysis_cache(0)

@@ -285,6 +285,23 @@ def test_draw_cycle_repeats_crops_and_the_cached_run_trains_identically(
     assert logged(cached.run_dir, "train/loss") == logged(plain.run_dir, "train/loss")
 
 
+def test_draw_cycle_cache_is_capped_by_memory(corpus, caplog):
+    from sealign.codecs.world import WorldCodec
+    from sealign.train.sft import enable_analysis_cache
+
+    class Holder:
+        codec = WorldCodec.load(corpus / "codec")
+
+    kw = {"train": [str(corpus / "train.jsonl")], "crop_seconds": 1.0, "draw_cycle": 4}
+    ds = PairDataset(kw["train"], DataConfig(**kw), 16000)
+    enable_analysis_cache(Holder, ds, None)
+    assert Holder.codec._cache_size == 2 * 6 * 4
+    small = PairDataset(kw["train"], DataConfig(**kw, analysis_cache_gb=275e-6), 16000)
+    with caplog.at_level(logging.WARNING):
+        enable_analysis_cache(Holder, small, None)
+    assert Holder.codec._cache_size == 10 and "analysis_cache_gb" in caplog.text
+
+
 def test_bad_manifest_lines_and_files_are_skipped_with_reasons(corpus, tmp_path, caplog):
     (tmp_path / "garbage.wav").write_bytes(b"not audio")
     sf.write(tmp_path / "short.wav", np.full(800, 0.1, dtype=np.float32), 16000)

@@ -54,6 +54,7 @@ class DataConfig:
     # > 0: each example's crop and degradation repeat every draw_cycle epochs (the order still
     # reshuffles), so a codec with an analysis cache analyses each draw once
     draw_cycle: int = 0
+    analysis_cache_gb: float = 6.0  # memory the codec may use to cache those draws' analyses
 
     def check(self, prefix: str = "data.") -> None:
         """Raise ``ValueError`` naming the first invalid key (with ``prefix``)."""
@@ -79,8 +80,8 @@ class DataConfig:
             )
         if self.max_length_mismatch < 0:
             raise ValueError(f"{prefix}max_length_mismatch must be >= 0")
-        if self.draw_cycle < 0:
-            raise ValueError(f"{prefix}draw_cycle must be >= 0, got {self.draw_cycle}")
+        if self.draw_cycle < 0 or self.analysis_cache_gb < 0:
+            raise ValueError(f"{prefix}draw_cycle and {prefix}analysis_cache_gb must be >= 0")
 
 
 @dataclass

@@ -325,8 +325,21 @@ def enable_analysis_cache(
         log.info("data.draw_cycle: %s has no analysis cache; draws repeat uncached", codec)
         return
     n = 2 * (len(train_ds) * train_ds.cfg.draw_cycle + (len(valid_ds) if valid_ds else 0))
+    # WORLD features take ~27 KB per second of audio; whole files are assumed to be ~10 s
+    per_item = 27_000 * (train_ds.cfg.crop_seconds or 10.0)
+    cap = int(train_ds.cfg.analysis_cache_gb * 1e9 // per_item)
+    if n > cap:
+        log.warning(
+            "data.draw_cycle %d: %d draws need ~%.1f GB of analyses; caching %d only, so most "
+            "draws are analysed again (raise data.analysis_cache_gb or lower draw_cycle)",
+            train_ds.cfg.draw_cycle, n, n * per_item / 1e9, cap,
+        )  # fmt: skip
+        n = cap
     setter(n)
-    log.info("data.draw_cycle %d: codec analysis cache of %d waveforms", train_ds.cfg.draw_cycle, n)
+    log.info(
+        "data.draw_cycle %d: codec analysis cache of %d waveforms (up to ~%.1f GB)",
+        train_ds.cfg.draw_cycle, n, n * per_item / 1e9,
+    )  # fmt: skip
 
 
 class TargetEncoder:
