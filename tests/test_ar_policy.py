@@ -205,6 +205,37 @@ def test_sft_overfits_one_batch(codec, pair):
         policy.sft_loss(cond, policy.encode_targets([clean[0], clean[0]]))
 
 
+@pytest.mark.parametrize("sequential", [False, True])
+def test_scheduled_sampling_mixes_own_samples_into_the_history(codec, pair, sequential):
+    clean, noisy = pair
+    policy = make_policy(codec, sequential_codebooks=sequential, scheduled_sampling=0.5)
+    cond, targets = policy.condition(noisy), policy.encode_targets(clean)
+    tokens = policy._tokens3(targets.values)
+    torch.manual_seed(3)
+    mixed = policy._scheduled_inputs(cond, tokens)
+    changed = (mixed != tokens).any(dim=1)[targets.mask]
+    # about half of the frames are resampled; a resampled frame may redraw its own token
+    assert 0.1 < changed.float().mean().item() < 0.6
+    # the training loss reads the mixed history and scores the clean targets
+    torch.manual_seed(3)
+    expected = [
+        torch.nn.functional.cross_entropy(lg[targets.mask], tokens[:, k][targets.mask])
+        for k, lg in enumerate(policy._teacher_forced(cond, mixed, targets=tokens)[0])
+    ]
+    policy.train()
+    torch.manual_seed(3)
+    loss = policy.sft_loss(cond, targets)
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+    loss.backward()  # gradients flow through the second pass only
+    # in eval mode (validation) the clean history is used
+    plain = make_policy(codec, sequential_codebooks=sequential)
+    assert policy.eval().sft_loss(cond, targets).item() == pytest.approx(
+        plain.sft_loss(cond, targets).item(), abs=1e-6
+    )
+    with pytest.raises(ValueError, match="scheduled_sampling"):
+        make_policy(codec, scheduled_sampling=1.5)
+
+
 def test_preference_log_likelihood_is_masked_sum(codec, pair):
     policy = make_policy(codec)
     cond = policy.condition(pair[1])
