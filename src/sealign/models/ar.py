@@ -598,6 +598,13 @@ class ARPolicy(nn.Module):
         mask = rollout.mask.to(self.device, logp.dtype)
         return logp * mask, ent * mask
 
+    @torch.no_grad()
+    def teacher_forced_argmax(self, cond: Conditioning, targets: Targets) -> Targets:
+        """Each frame's most likely tokens given the *clean* history ``targets`` (a diagnostic:
+        compared with free-running samples it shows how much the model's own errors cost)."""
+        logits, m = self._teacher_forced(cond, self._tokens3(targets.values))
+        return Targets(torch.stack([lg.argmax(-1) for lg in logits], dim=1), m)
+
     def decode(self, rollout: Rollout) -> list[np.ndarray]:
         """Waveforms of the sampled tokens, trimmed (or zero-padded) to the inputs' lengths."""
         tokens = self._tokens3(rollout.actions["tokens"]).cpu().numpy()
