@@ -201,6 +201,11 @@ def test_sft_overfits_one_batch(codec, pair):
         losses.append(loss.item())
     assert losses[0] == pytest.approx(np.log(64), abs=0.3)
     assert losses[-1] < 0.6 * losses[0]
+    policy.eval()
+    argmax = policy.teacher_forced_argmax(cond, targets)
+    assert torch.equal(argmax.mask, targets.mask) and argmax.values.shape == targets.values.shape
+    hits = (argmax.values == targets.values).all(dim=1)[targets.mask].float().mean().item()
+    assert hits > 0.4  # an untrained model would hit 1 in 64
     with pytest.raises(ValueError, match="do not match"):
         policy.sft_loss(cond, policy.encode_targets([clean[0], clean[0]]))
 
