@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 from sealign.cli import main
 from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 from sealign.data.manifest import read_manifest, write_manifest
-from sealign.infer.enhance import chunk_bounds, enhance_files, stitch
+from sealign.infer.enhance import EnhanceConfig, chunk_bounds, enhance_files, stitch
 from sealign.models.policy import Conditioning, Policy, Rollout
 from sealign.models.registry import build_policy
 
@@ -209,9 +211,34 @@ def test_enhance_extra_sampler_options(setup, tmp_path, capsys):
     assert "enhance.extra" in err and "sde_a" in err and "use_cache" in err
 
 
+def test_checkpoint_sampling_defaults(tmp_path):
+    cfg = EnhanceConfig(top_p=0.9)
+    assert cfg.for_checkpoint(tmp_path) == replace(cfg, temperature=0.3, top_k=0, top_p=0.9)
+    (tmp_path / "sampling.json").write_text('{"temperature": 0.1, "top_k": 50, "top_p": 0.5}')
+    got = cfg.for_checkpoint(tmp_path)  # what the user sets wins over the checkpoint
+    assert (got.temperature, got.top_k, got.top_p) == (0.1, 50, 0.9)
+    assert got.sample_options() == {"top_k": 50, "top_p": 0.9}
+    with pytest.raises(ValueError, match="for_checkpoint"):
+        cfg.sample_options()
+    for bad, match in [
+        ('{"temp": 1}', "unknown keys"),
+        ('{"top_k": 2.5}', "top_k must be an integer"),
+        ('{"temperature": "hot"}', "temperature must be a number"),
+        ('{"temperature": -1}', "temperature must be > 0"),
+        ("[1]", "unknown keys"),
+        ("{", "not valid JSON"),
+    ]:
+        (tmp_path / "sampling.json").write_text(bad)
+        with pytest.raises(ValueError, match=match):
+            EnhanceConfig().for_checkpoint(tmp_path)
+
+
 def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(setup / "model0"), "--model", str(setup / "model1")]
+    model1 = tmp_path / "model1"  # with recommended sampling settings
+    shutil.copytree(setup / "model1", model1)
+    (model1 / "sampling.json").write_text('{"temperature": 0.05, "top_k": 3}')
+    args = ["eval", "--model", str(setup / "model0"), "--model", str(model1)]
     args += ["--manifest", str(setup / "test.jsonl"), "--output", str(out), "--threads", "1"]
     args += ["--metrics", "si_sdr,estoi", "--no-cache", "--chunk-seconds", "4", "n_boot=500"]
     assert main(args) == 0
@@ -235,7 +262,11 @@ def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     assert d["mean"] == pytest.approx(
         np.mean([per["model0"][i] - per["noisy"][i] for i in per["noisy"]])
     )
-    assert res["models"]["model1"] == str(setup / "model1")
+    assert res["models"]["model1"] == str(model1)
+    assert res["sampling"] == {
+        "model0": {"temperature": 0.3, "top_k": 0, "top_p": 1.0},
+        "model1": {"temperature": 0.05, "top_k": 3, "top_p": 1.0},
+    }
     assert len(read_manifest(out / "enhanced" / "model1" / "manifest.jsonl")) == 3
     assert (out / "config.yaml").is_file() and any((out / "tb").iterdir())
     # a missing model fails before any work

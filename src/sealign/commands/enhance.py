@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
 from sealign.infer.enhance import EnhanceConfig, enhance_files, resolve_inputs
@@ -51,7 +52,11 @@ def add_enhance_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="chunks per forward pass")
     p.add_argument("--chunk-seconds", type=float, help="chunk length for long files (0 = none)")
     p.add_argument("--overlap-seconds", type=float, help="overlap of consecutive chunks")
-    p.add_argument("--temperature", type=float, help="sampling temperature")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        help="sampling temperature (default: the checkpoint's sampling.json, else 0.3)",
+    )
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--device", help="torch device")
     p.add_argument("--threads", type=int, help="torch threads")
@@ -71,15 +76,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
 
 
-def load_model(path: str, cfg: EnhanceConfig):
-    """The policy saved at ``path`` (run, checkpoint or policy folder), in eval mode."""
+def load_model(path: str, cfg: EnhanceConfig) -> tuple[Any, EnhanceConfig]:
+    """The policy saved at ``path`` (run, checkpoint or policy folder) in eval mode, and
+    ``cfg`` with the sampling settings it leaves unset taken from the checkpoint."""
     from sealign.models.policy import check_sample_options
     from sealign.models.registry import load_policy
 
     set_torch_threads(cfg.threads)
-    policy = load_policy(policy_dir(path))
+    folder = policy_dir(path)
+    policy = load_policy(folder)
     check_sample_options(policy, cfg.extra, "enhance.extra")
-    return policy.to(cfg.device).eval()  # type: ignore[attr-defined]
+    cfg = cfg.for_checkpoint(folder)
+    log.info(
+        "%s: sampling temperature %g, top_k %d, top_p %g",
+        path,
+        cfg.temperature,
+        cfg.top_k,
+        cfg.top_p,
+    )
+    return policy.to(cfg.device).eval(), cfg  # type: ignore[attr-defined]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.check()
     entries = resolve_inputs(cfg.input)
     out = prepare_run_dir(cfg.output, cfg)
-    policy = load_model(cfg.model, cfg.enhance)
-    e = cfg.enhance
+    policy, e = load_model(cfg.model, cfg.enhance)
     res = enhance_files(
         policy,
         entries,

@@ -112,10 +112,11 @@ def run(args: argparse.Namespace) -> int:
 
     systems_entries: dict[str, list[Entry]] = {"noisy": entries}
     failed: dict[str, dict[str, str]] = {}
-    e = cfg.enhance
+    sampling: dict[str, dict[str, Any]] = {}
     for name, path in zip(names, cfg.models, strict=True):
         log.info("enhancing with %s (%s)", name, path)
-        policy = load_model(path, e)
+        policy, e = load_model(path, cfg.enhance)
+        sampling[name] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
         res = enhance_files(
             policy,
             entries,
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"baseline: {cfg.baseline!r} is not one of {', '.join(systems)}")
     others = [n for n in names if n != cfg.baseline]
     stats = compare_stats(systems, infos, others, cfg.n_boot, cfg.seed, baseline=cfg.baseline)
-    stats.update(models=dict(zip(names, cfg.models, strict=True)), failed=failed)
+    stats.update(models=dict(zip(names, cfg.models, strict=True)), sampling=sampling, failed=failed)
     table = compare_table(systems, infos)
     diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"

@@ -15,10 +15,11 @@ Outputs are written atomically to ``<output_dir>/<id>.wav`` with a ``manifest.js
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +37,68 @@ CROSSFADES = ("linear", "equal_power")
 MANIFEST = "manifest.jsonl"
 
 
+SAMPLING_FILE = "sampling.json"
+SAMPLING_KEYS = ("temperature", "top_k", "top_p")
+SAMPLING_FALLBACK: dict[str, Any] = {"temperature": 0.3, "top_k": 0, "top_p": 1.0}
+
+
+def checkpoint_sampling(directory: str | Path) -> dict[str, Any]:
+    """A policy folder's recommended sampling settings: its optional ``sampling.json`` (any
+    of ``temperature``, ``top_k``, ``top_p``), e.g. ``{"temperature": 0.1}`` chosen on a
+    validation split; ``{}`` when the file is absent."""
+    path = Path(directory) / SAMPLING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    unknown = set(d) - set(SAMPLING_KEYS) if isinstance(d, dict) else {"<not an object>"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {SAMPLING_KEYS}")
+    types = {"temperature": float, "top_k": int, "top_p": float}
+    for k, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or types[k](v) != v:
+            kind = "an integer" if types[k] is int else "a number"
+            raise ValueError(f"{path}: {k} must be {kind}, got {v!r}")
+    return {k: types[k](v) for k, v in d.items()}
+
+
 @dataclass
 class EnhanceConfig:
-    """Settings of ``sealign enhance`` (and of the enhancement step of ``sealign eval``)."""
+    """Settings of ``sealign enhance`` (and of the enhancement step of ``sealign eval``).
+
+    ``temperature``, ``top_k`` and ``top_p`` left unset (``None``) take the checkpoint's
+    ``sampling.json`` (:func:`checkpoint_sampling`), else 0.3, 0 (off) and 1.0: see
+    :meth:`for_checkpoint`."""
 
     batch_size: int = 4  # chunks per forward pass
     chunk_seconds: float = 10.0  # 0 = never chunk
     overlap_seconds: float = 1.0
     crossfade: str = "linear"
-    temperature: float = 0.3
-    top_k: int = 0  # token families only; 0 = off
-    top_p: float = 1.0
+    temperature: float | None = None
+    top_k: int | None = None  # token families only; 0 = off
+    top_p: float | None = None
     # family-specific options of Policy.sample, e.g. {method: sde, sde_a: 0.3} for flow matching
     extra: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
 
+    def for_checkpoint(self, directory: str | Path) -> EnhanceConfig:
+        """A copy whose unset sampling settings are filled from the policy folder
+        ``directory`` (its ``sampling.json``), then from the built-in fallbacks."""
+        saved = {**SAMPLING_FALLBACK, **checkpoint_sampling(directory)}
+        filled = {k: saved[k] if getattr(self, k) is None else getattr(self, k) for k in saved}
+        try:
+            return replace(self, **filled)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{Path(directory) / SAMPLING_FILE}: {err}") from err
+
     def sample_options(self) -> dict[str, Any]:
         """Token filters for ``policy.sample`` (only those that are switched on) and ``extra``."""
+        if None in (self.temperature, self.top_k, self.top_p):
+            raise ValueError("sampling settings unset: call EnhanceConfig.for_checkpoint first")
         out: dict[str, Any] = dict(self.extra)
         if self.top_k:
             out["top_k"] = self.top_k
@@ -63,8 +107,10 @@ class EnhanceConfig:
         return out
 
     def __post_init__(self) -> None:
-        if self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("top_k must be >= 0 and top_p in (0, 1]")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.chunk_seconds < 0 or self.overlap_seconds < 0:
@@ -76,7 +122,7 @@ class EnhanceConfig:
             )
         if self.crossfade not in CROSSFADES:
             raise ValueError(f"crossfade must be one of {CROSSFADES}, got {self.crossfade!r}")
-        if not self.temperature > 0:
+        if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
