@@ -4,6 +4,7 @@ checkpoint and the Kokoro demo corpus; see benchmarks and the README for its num
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,27 +97,16 @@ def test_shipped_checkpoint_is_packaged(family):
     assert np.isfinite(size)
 
 
-@pytest.mark.parametrize(
-    "path, cls",
-    [
-        ("configs/gspo_demo.yaml", "GSPOConfig"),
-        ("configs/ar_demo.yaml", "SFTConfig"),
-        ("configs/mgm_demo.yaml", "SFTConfig"),
-        ("configs/fm_demo.yaml", "SFTConfig"),
-        ("configs/fm_prior_finetune.yaml", "SFTConfig"),
-        ("configs/fm_prior_demo.yaml", "SFTConfig"),
-        ("configs/fm_cycle_demo.yaml", "SFTConfig"),
-    ],
-)
-def test_shipped_configs_parse(path, cls):
-    from pathlib import Path
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_parse(path):
     from sealign.config import load_config
-    from sealign.rl import gspo
-    from sealign.train import sft
+    from sealign.rl.gspo import GSPOConfig
+    from sealign.train.sft import SFTConfig
 
-    config_cls = getattr(gspo, cls, None) or getattr(sft, cls)
-    cfg = load_config(config_cls, Path(__file__).parents[1] / path, [])
+    cfg = load_config(GSPOConfig if path.name.startswith("gspo") else SFTConfig, path, [])
     assert cfg.max_steps > 0
 
 
