@@ -164,16 +164,24 @@ def test_sde_keeps_the_marginals_of_the_flow(codec, pair, monkeypatch, prior, si
 
 
 def test_reconfigure_keeps_weights_and_reference_follows(codec, pair, tmp_path):
+    from sealign.models.persist import checkpoint_sampling
     from sealign.models.registry import reconfigure
+    from sealign.train.checkpoint import TrainerState, save_checkpoint
     from sealign.train.sft import ModelConfig, init_policy, reference_config
 
     base = make_policy(codec)
     base.save(tmp_path / "base")
+    (tmp_path / "base" / "sampling.json").write_text('{"temperature": 0.1}')
     model = ModelConfig(init_from=str(tmp_path / "base"), config={"prior": "noisy"})
     tuned = init_policy(model)
     assert tuned.config.prior == "noisy" and tuned.config.dim == base.config.dim
     for (name, a), b in zip(base.state_dict().items(), tuned.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+    # the recommended sampling settings travel into every checkpoint trained from the base
+    assert tuned.sampling_defaults == {"temperature": 0.1}
+    opt = torch.optim.AdamW(tuned.parameters())
+    ckpt = save_checkpoint(tmp_path / "run", tuned, opt, None, TrainerState(step=1))
+    assert checkpoint_sampling(ckpt / "policy") == {"temperature": 0.1}
     assert "prior" in tuned.condition(pair[1]).extra
     # the frozen reference of post-training from the same checkpoint gets the same overrides
     assert init_policy(reference_config(model, model.init_from)).config.prior == "noisy"

@@ -15,7 +15,6 @@ Outputs are written atomically to ``<output_dir>/<id>.wav`` with a ``manifest.js
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import time
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from sealign.audio.io import AudioError, AudioLimits, load_audio, write_audio
 from sealign.data.manifest import Entry, ManifestError, read_manifest, relocate, write_manifest
+from sealign.models.persist import SAMPLING_FILE, checkpoint_sampling
 from sealign.models.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -37,31 +37,7 @@ CROSSFADES = ("linear", "equal_power")
 MANIFEST = "manifest.jsonl"
 
 
-SAMPLING_FILE = "sampling.json"
-SAMPLING_KEYS = ("temperature", "top_k", "top_p")
 SAMPLING_FALLBACK: dict[str, Any] = {"temperature": 0.3, "top_k": 0, "top_p": 1.0}
-
-
-def checkpoint_sampling(directory: str | Path) -> dict[str, Any]:
-    """A policy folder's recommended sampling settings: its optional ``sampling.json`` (any
-    of ``temperature``, ``top_k``, ``top_p``), e.g. ``{"temperature": 0.1}`` chosen on a
-    validation split; ``{}`` when the file is absent."""
-    path = Path(directory) / SAMPLING_FILE
-    if not path.is_file():
-        return {}
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    unknown = set(d) - set(SAMPLING_KEYS) if isinstance(d, dict) else {"<not an object>"}
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {SAMPLING_KEYS}")
-    types = {"temperature": float, "top_k": int, "top_p": float}
-    for k, v in d.items():
-        if isinstance(v, bool) or not isinstance(v, int | float) or types[k](v) != v:
-            kind = "an integer" if types[k] is int else "a number"
-            raise ValueError(f"{path}: {k} must be {kind}, got {v!r}")
-    return {k: types[k](v) for k, v in d.items()}
 
 
 @dataclass

@@ -452,6 +452,8 @@ class ARPolicy(nn.Module):
         """``tokens`` with a random ``scheduled_sampling`` fraction of frames replaced by the
         model's own samples (temperature 1) from a teacher-forced pass without gradients, so
         SFT also sees the kind of errors the model makes when it reads its own output."""
+        # the conditioning states are recomputed in the second pass: < 1 % of a step without
+        # encoder layers, and sharing them would tie this pass to the second one's dropout
         with torch.no_grad():
             logits, _ = self._teacher_forced(cond, tokens)
             own = torch.stack(

@@ -1,6 +1,9 @@
 """Checkpoint folders shared by every built-in family: ``model.safetensors`` (weights),
 ``config.json`` (family, format version, model config, codec entry) and ``codec/`` (the codec,
-unless it is referred to by a spec such as ``encodec:facebook/encodec_24khz``)."""
+unless it is referred to by a spec such as ``encodec:facebook/encodec_24khz``), and optionally
+``sampling.json``: the sampling settings recommended for the checkpoint. A loaded policy carries
+them as ``sampling_defaults`` and every checkpoint trained from it writes them again, so a base
+and the models fine-tuned or aligned from it are evaluated at the same settings."""
 
 from __future__ import annotations
 
@@ -16,12 +19,43 @@ from sealign.codecs.base import Codec, load_codec
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CODEC_DIR = "codec"
+SAMPLING_FILE = "sampling.json"
+SAMPLING_KEYS = ("temperature", "top_k", "top_p")
 
 
 def fit_length(wav: np.ndarray, n: int) -> np.ndarray:
     """``wav`` as float32, cut or zero-padded to ``n`` samples."""
     wav = np.asarray(wav, dtype=np.float32)
     return wav[:n] if wav.size >= n else np.pad(wav, (0, n - wav.size))
+
+
+def checkpoint_sampling(directory: str | Path) -> dict[str, Any]:
+    """A policy folder's recommended sampling settings: its optional ``sampling.json`` (any
+    of ``temperature``, ``top_k``, ``top_p``), e.g. ``{"temperature": 0.1}`` chosen on a
+    validation split; ``{}`` when the file is absent."""
+    path = Path(directory) / SAMPLING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    unknown = set(d) - set(SAMPLING_KEYS) if isinstance(d, dict) else {"<not an object>"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {SAMPLING_KEYS}")
+    types = {"temperature": float, "top_k": int, "top_p": float}
+    for k, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or types[k](v) != v:
+            kind = "an integer" if types[k] is int else "a number"
+            raise ValueError(f"{path}: {k} must be {kind}, got {v!r}")
+    return {k: types[k](v) for k, v in d.items()}
+
+
+def write_sampling(directory: str | Path, settings: dict[str, Any] | None) -> None:
+    """Write ``settings`` as the folder's ``sampling.json`` (nothing when empty or None)."""
+    if settings:
+        path = Path(directory) / SAMPLING_FILE
+        path.write_text(json.dumps(dict(settings), indent=1) + "\n", encoding="utf-8")
 
 
 def codec_kind(codec: Codec) -> tuple[str, dict[str, Any]]:

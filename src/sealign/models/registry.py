@@ -4,7 +4,8 @@ A checkpoint folder holds ``config.json`` whose ``family`` field picks the built
 (:data:`BUILTIN`: a family's module, policy class and config class; a family whose module or
 classes do not exist yet raises ``NotImplementedError``). A checkpoint of a custom policy (see
 ``docs/custom_models.md``) may name its class instead, as ``"class": "package.module:Name"``;
-that class's ``load(directory, map_location=...)`` is then used.
+that class's ``load(directory, map_location=...)`` is then used. A loaded policy carries the
+folder's ``sampling.json`` as ``sampling_defaults`` (see :mod:`sealign.models.persist`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sealign.codecs.base import Codec
+from sealign.models.persist import checkpoint_sampling
 from sealign.models.policy import FAMILIES, Policy
 
 CONFIG_FILE = "config.json"
@@ -106,7 +108,9 @@ def load_policy(path_or_dir: str | Path, map_location: str = "cpu") -> Policy:
     family = meta["family"]
     custom = meta.get("class")
     cls = _custom_class(custom, family) if custom else _family_class(family)
-    return cls.load(directory, map_location=map_location)
+    policy = cls.load(directory, map_location=map_location)
+    policy.sampling_defaults = checkpoint_sampling(directory)
+    return policy
 
 
 def reconfigure(policy: Policy, overrides: dict[str, Any]) -> Policy:
@@ -125,6 +129,7 @@ def reconfigure(policy: Policy, overrides: dict[str, Any]) -> Policy:
     try:
         new = cls(policy.codec, config_cls.from_dict(merged), codec_spec=policy.codec_spec)  # type: ignore[attr-defined]
         new.load_state_dict(policy.state_dict())  # type: ignore[attr-defined]
+        new.sampling_defaults = dict(getattr(policy, "sampling_defaults", {}))
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"cannot apply config overrides {sorted(overrides)}: {err}") from err
     return new.to(policy.device)  # type: ignore[attr-defined]

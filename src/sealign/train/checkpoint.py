@@ -3,6 +3,7 @@
 A checkpoint is a folder ``<run_dir>/checkpoints/step_<N>/`` holding
 
 * ``policy/``      — the policy as written by ``policy.save`` (loadable with ``load_policy``),
+  with the ``sampling.json`` it was loaded with (``policy.sampling_defaults``), if any,
 * ``trainer.pt``   — optimizer and LR-scheduler state, RNG states (python, numpy, torch and any
   named ``torch.Generator`` / ``numpy.random.Generator``), the data position and the step,
 * ``config.yaml``  — the resolved run config,
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from sealign.config import save_config
+from sealign.models.persist import write_sampling
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ def save_checkpoint(
     tmp = root / f"{_TMP_PREFIX}{name}-{os.getpid()}"
     tmp.mkdir()
     policy.save(tmp / _POLICY)
+    write_sampling(tmp / _POLICY, getattr(policy, "sampling_defaults", None))
     trainer = {
         "format_version": FORMAT_VERSION,
         "state": {
