@@ -14,6 +14,7 @@ import torch
 from sealign.cli import main
 from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 from sealign.data.manifest import read_manifest, write_manifest
+from sealign.eval.score import mean_over_samples
 from sealign.infer.enhance import EnhanceConfig, chunk_bounds, enhance_files, stitch
 from sealign.models.policy import Conditioning, Policy, Rollout
 from sealign.models.registry import build_policy
@@ -209,6 +210,37 @@ def test_enhance_extra_sampler_options(setup, tmp_path, capsys):
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert "enhance.extra" in err and "sde_a" in err and "use_cache" in err
+
+
+def test_eval_samples_average_several_outputs_per_utterance(setup, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl")]
+    args += ["--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]
+    assert main([*args, "--samples", "2", "enhance.temperature=1.0", "n_boot=200"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["samples_per_utterance"] == 2
+    per = []
+    for tag in ("model0", "model0_sample1"):
+        lines = (out / "scores" / f"{tag}.jsonl").read_text().splitlines()
+        per.append({r["id"]: r["scores"]["si_sdr"] for r in map(json.loads, lines)})
+    assert per[0] != per[1]  # seeds 0 and 1 give different outputs
+    want = np.mean([(per[0][i] + per[1][i]) / 2 for i in per[0]])
+    assert res["systems"]["model0"]["si_sdr"]["mean"] == pytest.approx(want)
+    assert res["systems"]["model0"]["si_sdr"]["n"] == 3
+    assert main([*args, "--samples", "0"]) == 2
+
+
+def test_mean_over_samples_keeps_missing_columns_and_skips():
+    a = [
+        {"id": "u1", "scores": {"x": 1.0, "y": 2.0}},
+        {"id": "u2", "scores": {}, "skipped": {"x": "silent"}},
+    ]
+    b = [{"id": "u2", "scores": {"x": 4.0}}, {"id": "u1", "scores": {"x": 3.0}}]
+    got = mean_over_samples([a, b])
+    assert [r["id"] for r in got] == ["u1", "u2"]
+    assert got[0]["scores"] == {"x": 2.0, "y": 2.0} and got[0]["samples"] == 2
+    assert got[1]["scores"] == {"x": 4.0} and got[1]["skipped"] == {"x": "silent"}
+    assert mean_over_samples([a]) is a
 
 
 def test_checkpoint_sampling_defaults(tmp_path):

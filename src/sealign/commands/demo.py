@@ -29,7 +29,13 @@ from sealign.audio.io import load_audio
 from sealign.commands.common import add_config_arguments, log, log_run_scalars, resolve_config
 from sealign.config import save_config
 from sealign.data.manifest import Entry, read_manifest
-from sealign.eval.score import ScoreConfig, build_metrics, column_name, score_entries
+from sealign.eval.score import (
+    ScoreConfig,
+    build_metrics,
+    column_name,
+    mean_over_samples,
+    score_entries,
+)
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import enhance_files
 from sealign.metrics.base import MetricInfo
@@ -92,6 +98,9 @@ class DemoConfig:
     gspo: GSPOConfig = field(default_factory=_demo_gspo)
     metrics: list[str] = field(default_factory=lambda: list(DEMO_METRICS))
     test_limit: int = 0  # test utterances to evaluate (0 = the whole split)
+    # outputs per test utterance and model (seeds gspo.seed + i); its scores are averaged, so the
+    # paired CIs hold less of the models' sampling noise
+    eval_samples: int = 1
     n_examples: int = 4  # examples with spectrograms and audio in the report
     n_boot: int = 2000
     threads: int = 2
@@ -99,6 +108,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.test_limit < 0 or self.n_examples < 0 or self.n_boot < 100:
             raise ValueError("test_limit and n_examples must be >= 0, n_boot >= 100")
+        if self.eval_samples < 1:
+            raise ValueError(f"eval_samples must be >= 1, got {self.eval_samples}")
         if self.family not in SHIPPED_FAMILIES:
             raise ValueError(f"family must be one of {SHIPPED_FAMILIES}, got {self.family!r}")
 
@@ -209,38 +220,45 @@ def run(args: argparse.Namespace) -> int:
     if cfg.test_limit:
         entries = entries[: cfg.test_limit]
     systems_entries: dict[str, list[Entry]] = {"noisy": entries}
+    samples_of = {"noisy": ["noisy"]}  # system → its sampled outputs
     t = time.perf_counter()
     options = g.sampling.options()
     for name, path in (("base", base), ("aligned", aligned)):
         log.info("enhancing the test split with the %s model", name)
         policy = load_policy(policy_dir(path))
-        res = enhance_files(
-            policy,
-            entries,
-            out / "enhanced" / name,
-            batch_size=8,
-            chunk_seconds=0.0,
-            temperature=g.sampling.temperature,
-            seed=g.seed,
-            sample_options=options,
-        )
-        systems_entries[name] = res.entries
+        samples_of[name] = [name] + [f"{name}_sample{i}" for i in range(1, cfg.eval_samples)]
+        for i, tag in enumerate(samples_of[name]):
+            res = enhance_files(
+                policy,
+                entries,
+                out / "enhanced" / tag,
+                batch_size=8,
+                chunk_seconds=0.0,
+                temperature=g.sampling.temperature,
+                seed=g.seed + i,
+                sample_options=options,
+            )
+            systems_entries[tag] = res.entries
     timings["enhance"] = time.perf_counter() - t
     systems_entries["clean"] = [
         Entry(e.id, e.reference, reference=e.reference, text=e.text, speaker_ref=e.speaker_ref)
         for e in entries
     ]
+    samples_of["clean"] = ["clean"]
     score_cfg = ScoreConfig(metrics=list(cfg.metrics), threads=cfg.threads)
     metrics = build_metrics(score_cfg)
-    systems: dict[str, list[dict[str, Any]]] = {}
+    scored: dict[str, list[dict[str, Any]]] = {}
     t = time.perf_counter()
     for s, ents in systems_entries.items():
         log.info("scoring %s (%d utterances)", s, len(ents))
-        systems[s] = score_entries(ents, score_cfg, out / "scores" / f"{s}.jsonl", metrics=metrics)
+        scored[s] = score_entries(ents, score_cfg, out / "scores" / f"{s}.jsonl", metrics=metrics)
     timings["score"] = time.perf_counter() - t
     infos = {n: m.info for n, m in metrics.items()}
-    for recs in systems.values():
+    for recs in scored.values():
         add_reward_column(recs, g, infos)
+    systems = {
+        s: mean_over_samples([scored[tag] for tag in tags]) for s, tags in samples_of.items()
+    }
     infos = {"reward": REWARD_INFO, **infos}
     vs_noisy = compare_stats(systems, infos, ["base", "aligned"], cfg.n_boot, g.seed)
     vs_base = compare_stats(systems, infos, ["aligned"], cfg.n_boot, g.seed, baseline="base")
@@ -255,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
         "gspo": {"steps": result.step, "alarms": result.alarms, "run": str(result.run_dir)},
         "base_checkpoint": str(base),
         "test_utterances": len(entries),
+        "samples_per_utterance": cfg.eval_samples,
         "seconds": {**timings, "total": time.perf_counter() - t_start},
     }
     tmp = out / "results.json.tmp"

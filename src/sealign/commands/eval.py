@@ -7,10 +7,16 @@ paired bootstrap 95% CI of its difference from the noisy input (utterances paire
 Writes to --output: enhanced/<model>/ (wavs + manifest), scores/<system>.jsonl, results.md,
 results.json (every number), config.yaml, log.jsonl and TensorBoard events.
 
+With --samples N each model enhances every utterance N times (seeds seed, seed + 1, ...; extra
+outputs in enhanced/<model>_sample<i>/) and its score per utterance is the mean over the N
+outputs: the expected quality of a sampling model, with less of its sampling noise in the CIs.
+
 examples:
   sealign eval --model runs/sft --manifest data/test.jsonl --output runs/eval
   sealign eval --model runs/sft --model runs/gspo --name sft --name gspo \\
       --manifest data/test.jsonl --output runs/eval2 --metrics dnsmos,pesq_wb,wer
+  sealign eval --model runs/sft --model runs/gspo --samples 4 baseline=sft \
+      --manifest data/test.jsonl --output runs/eval3
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
 from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model
 from sealign.data.manifest import Entry, read_manifest
-from sealign.eval.score import ScoreConfig, build_metrics, score_entries
+from sealign.eval.score import ScoreConfig, build_metrics, mean_over_samples, score_entries
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import EnhanceConfig, enhance_files
 from sealign.utils.logging import RunLogger
@@ -45,6 +51,7 @@ class EvalRunConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     n_boot: int = 2000
     baseline: str = "noisy"  # paired differences are taken against this system (or a model name)
+    samples: int = 1  # outputs per utterance and model (seeds enhance.seed + i), scores averaged
     seed: int = 0  # of the bootstrap
 
     def check(self) -> None:
@@ -62,6 +69,8 @@ class EvalRunConfig:
             raise ValueError("output is required")
         if self.n_boot < 100:
             raise ValueError(f"n_boot must be >= 100, got {self.n_boot}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,6 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder")
     p.add_argument("--metrics", help="comma-separated metric names (see `sealign metrics`)")
     p.add_argument("--no-cache", action="store_true", help="do not use the score cache")
+    p.add_argument("--samples", type=int, help="outputs per utterance and model, scores averaged")
     add_enhance_flags(p)
     add_config_arguments(p)
 
@@ -103,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append("score.cache=null")
     if args.threads:
         extra.append(f"score.threads={args.threads}")
+    if args.samples is not None:
+        extra.append(f"samples={args.samples}")
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
     entries = read_manifest(cfg.manifest)
@@ -111,26 +123,29 @@ def run(args: argparse.Namespace) -> int:
     metrics = build_metrics(cfg.score)  # unknown or unavailable metrics fail before enhancing
 
     systems_entries: dict[str, list[Entry]] = {"noisy": entries}
+    samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}  # system → its sampled outputs
     failed: dict[str, dict[str, str]] = {}
     sampling: dict[str, dict[str, Any]] = {}
     for name, path in zip(names, cfg.models, strict=True):
         log.info("enhancing with %s (%s)", name, path)
         policy, e = load_model(path, cfg.enhance)
         sampling[name] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
-        res = enhance_files(
-            policy,
-            entries,
-            out / "enhanced" / name,
-            batch_size=e.batch_size,
-            chunk_seconds=e.chunk_seconds,
-            overlap_seconds=e.overlap_seconds,
-            temperature=e.temperature,
-            seed=e.seed,
-            sample_options=e.sample_options(),
-            crossfade=e.crossfade,
-        )
-        systems_entries[name] = res.entries
-        failed[name] = res.failed
+        samples_of[name] = [name] + [f"{name}_sample{i}" for i in range(1, cfg.samples)]
+        for i, tag in enumerate(samples_of[name]):
+            res = enhance_files(
+                policy,
+                entries,
+                out / "enhanced" / tag,
+                batch_size=e.batch_size,
+                chunk_seconds=e.chunk_seconds,
+                overlap_seconds=e.overlap_seconds,
+                temperature=e.temperature,
+                seed=e.seed + i,
+                sample_options=e.sample_options(),
+                crossfade=e.crossfade,
+            )
+            systems_entries[tag] = res.entries
+            failed[tag] = res.failed
         del policy
         gc.collect()
     clean = [
@@ -140,19 +155,24 @@ def run(args: argparse.Namespace) -> int:
     ]
     if clean:
         systems_entries["clean"] = clean
+        samples_of["clean"] = ["clean"]
     else:
         log.warning("%s has no references: no clean column", cfg.manifest)
 
-    systems: dict[str, list[dict[str, Any]]] = {}
+    scored: dict[str, list[dict[str, Any]]] = {}
     for s, ents in systems_entries.items():
         log.info("scoring %s (%d utterances)", s, len(ents))
-        systems[s] = score_entries(ents, cfg.score, out / "scores" / f"{s}.jsonl", metrics=metrics)
+        scored[s] = score_entries(ents, cfg.score, out / "scores" / f"{s}.jsonl", metrics=metrics)
+    systems = {
+        s: mean_over_samples([scored[tag] for tag in tags]) for s, tags in samples_of.items()
+    }
     infos = {n: m.info for n, m in metrics.items()}
     if cfg.baseline not in systems:
         raise ValueError(f"baseline: {cfg.baseline!r} is not one of {', '.join(systems)}")
     others = [n for n in names if n != cfg.baseline]
     stats = compare_stats(systems, infos, others, cfg.n_boot, cfg.seed, baseline=cfg.baseline)
     stats.update(models=dict(zip(names, cfg.models, strict=True)), sampling=sampling, failed=failed)
+    stats["samples_per_utterance"] = cfg.samples
     table = compare_table(systems, infos)
     diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"

@@ -284,3 +284,41 @@ def summarize_records(records: list[dict[str, Any]], prefix: str = "eval/") -> d
         for k, v in r["scores"].items():
             cols.setdefault(k, []).append(v)
     return {f"{prefix}{k}": float(np.mean(v)) for k, v in cols.items()}
+
+
+def mean_over_samples(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Records of several sampled outputs of the same utterances (one list per sample, records as
+    :func:`score_entries` writes them) → one record per utterance whose scores are the mean over
+    the samples that have each column, in the first list's order. ``samples`` counts the
+    outputs averaged; skips and errors of any sample are kept."""
+    if len(runs) == 1:
+        return runs[0]
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    order: list[str] = []
+    for recs in runs:
+        for r in recs:
+            if r["id"] not in by_id:
+                order.append(r["id"])
+            by_id[r["id"]].append(r)
+    out = []
+    for uid in order:
+        recs = by_id[uid]
+        values: dict[str, list[float]] = defaultdict(list)
+        skipped: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for r in recs:
+            for col, v in r["scores"].items():
+                values[col].append(v)
+            skipped.update(r.get("skipped", {}))
+            errors.update(r.get("errors", {}))
+        scores = {col: float(np.mean(v)) for col, v in values.items()}
+        out.append(
+            {
+                "id": uid,
+                "scores": scores,
+                "skipped": skipped,
+                "errors": errors,
+                "samples": len(recs),
+            }
+        )
+    return out
