@@ -49,7 +49,9 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     assert "aligned" in printed and "Δ vs base" in printed
     res = json.loads((out / "results.json").read_text())
     assert res["gspo"]["steps"] == 2 and res["test_utterances"] == 3
-    assert res["samples_per_utterance"] == 2 and (out / "scores" / "aligned_sample1.jsonl").is_file()
+    assert (
+        res["samples_per_utterance"] == 2 and (out / "scores" / "aligned_sample1.jsonl").is_file()
+    )
     assert set(res["systems"]) == {"noisy", "base", "aligned", "clean"}
     # held-out checks during GSPO sample at the temperature the test split is enhanced with
     gspo_cfg = yaml.safe_load((out / "gspo" / "config.yaml").read_text())
