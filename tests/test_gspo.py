@@ -238,6 +238,17 @@ def test_first_update_is_on_policy_and_later_ones_are_off_policy(setup, tmp_path
     assert 0.0 <= h["clip_ratio/region_mean"] <= 1.0  # whether any clips depends on the signs
 
 
+@pytest.mark.parametrize("passes", [1, 2])
+def test_each_pass_over_the_rollout_batch_is_one_more_update(setup, tmp_path, passes):
+    kw = {"eval.manifests": "[]", "steps_per_generation": 1, "num_iterations": passes}
+    cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", max_steps=1, **kw))
+    h = train_gspo(cfg, progress=False).history[0]
+    # one full-batch update is on-policy; a second pass over the same samples is not
+    assert (h["ratio/mean"] == 1.0) == (passes == 1)
+    trainer = torch.load(next((tmp_path / "r" / "checkpoints").iterdir()) / "trainer.pt")
+    assert trainer["optimizer"]["state"][0]["step"] == passes
+
+
 def test_nan_reward_sample_is_excluded_not_fatal(setup, tmp_path, caplog):
     CALLS.clear()
     kw = {

@@ -114,7 +114,8 @@ class GSPOConfig:
     epsilon_high: float = 4e-4
     beta: float = 0.0  # weight of the k3 KL to the reference policy
     entropy_coef: float = 0.0
-    steps_per_generation: int = 4  # minibatch updates per rollout batch (K)
+    steps_per_generation: int = 4  # minibatch updates per pass over a rollout batch (K)
+    num_iterations: int = 1  # passes over each rollout batch (μ): K·μ optimizer steps
     optim: OptimConfig = field(default_factory=_gspo_optim)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     max_steps: int = 100  # rollout steps
@@ -133,7 +134,8 @@ class GSPOConfig:
             raise ValueError("epsilon_low must be in [0, 1) and epsilon_high >= 0")
         if self.beta < 0 or self.entropy_coef < 0:
             raise ValueError("beta and entropy_coef must be >= 0")
-        for key in ("steps_per_generation", "max_steps", "logging_steps", "threads"):
+        for key in ("steps_per_generation", "num_iterations", "max_steps", "logging_steps",
+                    "threads"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.save_steps < 0 or self.max_minutes < 0 or self.save_total_limit < 1:
@@ -329,7 +331,8 @@ def update(
     generator: torch.Generator,
     d: Dist,
 ) -> dict[str, float]:
-    """K minibatch updates on the valid samples of ``batch`` (shuffled with ``generator``)."""
+    """μ passes of K minibatch updates on the valid samples of ``batch`` (reshuffled with
+    ``generator`` for each pass)."""
     module: torch.nn.Module = policy  # type: ignore[assignment]
     params = [p for p in module.parameters() if p.requires_grad]
     idx = np.flatnonzero(batch.valid)
@@ -337,11 +340,13 @@ def update(
     sums: dict[str, float] = {}
     if idx.size == 0:
         log.warning("no valid sample in this rollout batch: no update")
-        for _ in range(k):
+        for _ in range(k * cfg.num_iterations):
             scheduler.step()
         return {}
-    perm = torch.randperm(idx.size, generator=generator).numpy()
-    chunks = [c for c in np.array_split(idx[perm], k) if c.size]
+    chunks = []
+    for _ in range(cfg.num_iterations):
+        perm = torch.randperm(idx.size, generator=generator).numpy()
+        chunks += [c for c in np.array_split(idx[perm], k) if c.size]
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
     for rows in chunks:
         mb = batch.rollout.select(torch.as_tensor(rows))
@@ -434,7 +439,7 @@ def train_gspo(
     if d.main:
         save_config(cfg, run / "config.yaml")
     optimizer = make_optimizer(module, cfg.optim)
-    n_updates = cfg.max_steps * cfg.steps_per_generation
+    n_updates = cfg.max_steps * cfg.steps_per_generation * cfg.num_iterations
     scheduler = make_scheduler(optimizer, cfg.optim, n_updates)
     gen = torch.Generator().manual_seed(seed)
     state = TrainerState()
