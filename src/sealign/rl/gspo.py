@@ -170,6 +170,7 @@ class GSPOConfig:
 class Dist:
     rank: int = 0
     world_size: int = 1
+    owns_group: bool = False  # the process group was created here (and is destroyed at the end)
 
     @property
     def main(self) -> bool:
@@ -183,9 +184,21 @@ def init_distributed(device: str) -> Dist:
         return Dist()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
+    return Dist(dist.get_rank(), dist.get_world_size(), owns)
+
+
+def close_distributed(d: Dist) -> None:
+    """Destroy the process group :func:`init_distributed` created, once every rank is done: a
+    rank that exits while another still uses the group can abort ("terminate called without an
+    active exception")."""
+    if d.owns_group:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _any_rank(flag: bool, d: Dist) -> bool:
@@ -519,6 +532,7 @@ def train_gspo(
         if logger is not None:
             logger.close()
         reward.close()
+    close_distributed(d)
     evals = held.evals if held is not None else {}
     return GSPOResult(run, state.step, last_ckpt, history, evals, alarms)
 
