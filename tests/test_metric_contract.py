@@ -82,3 +82,28 @@ def test_cache_hit_returns_identical_values(tmp_path):
     # text is read by this metric, so it is part of the key; a different signal is a miss
     assert cache_key(m, _utt(0)) != cache_key(m, _utt(0, text="other"))
     assert cache_key(m, _utt(0)) != cache_key(m, _utt(5))
+
+
+def test_torch_threads_restores_the_callers_count():
+    import torch
+
+    from sealign.utils.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+
+
+def test_scoring_distillmos_leaves_the_trainers_torch_threads_alone():
+    import torch
+
+    from sealign.metrics.distillmos import DistillMOS
+
+    before = torch.get_num_threads()
+    m = DistillMOS(num_threads=before + 1)
+    m.load()
+    rng = np.random.default_rng(0)
+    out = m([Utterance("a", 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)])
+    assert out[0].ok
+    assert torch.get_num_threads() == before

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.utils.threads import torch_threads
 
 
 class SpeakerSimilarity(Metric):
@@ -62,9 +63,6 @@ class SpeakerSimilarity(Metric):
     def load(self) -> None:
         if self._embed is not None:
             return
-        import torch
-
-        torch.set_num_threads(self.num_threads)
         if self.encoder == "resemblyzer":
             try:
                 from resemblyzer import VoiceEncoder
@@ -88,11 +86,12 @@ class SpeakerSimilarity(Metric):
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         self.load()
         out = []
-        for u in utts:
-            ref = u.speaker_ref if u.speaker_ref is not None else u.reference
-            a, b = self._embed(u.audio), self._embed(ref)
-            cos = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
-            out.append({"spk_sim": cos})
+        with torch_threads(self.num_threads):
+            for u in utts:
+                ref = u.speaker_ref if u.speaker_ref is not None else u.reference
+                a, b = self._embed(u.audio), self._embed(ref)
+                cos = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+                out.append({"spk_sim": cos})
         return out
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,6 +21,23 @@ def set_torch_threads(n: int) -> None:
     global _budget
     _budget = max(1, int(n))
     torch.set_num_threads(_budget)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the calling thread's count.
+
+    The count belongs to the calling thread (OpenMP's setting), so a metric that set it in
+    ``load`` on the trainer's thread and left it there slowed every later training step.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def thread_budget() -> int:
