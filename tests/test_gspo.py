@@ -145,6 +145,20 @@ def test_metrics_scored_side_by_side_give_the_same_rewards(speech):
     assert np.isfinite(batches[2].values).all()
 
 
+def test_the_default_reward_leaves_the_trainers_torch_threads_alone(speech):
+    # metric backends share the OpenMP runtime with torch: loading Whisper with one thread was
+    # seen to leave the trainer at one thread
+    before = torch.get_num_threads()
+    reward = CompositeReward(RewardConfig(), num_threads=before + 1)
+    reward.load()
+    assert torch.get_num_threads() == before
+    clean = speech(0)
+    batch = reward([Utterance("u#0", clean, 16000, text="hello")])
+    assert np.isfinite(batch.values).all()
+    assert torch.get_num_threads() == before
+    reward.close()
+
+
 def test_reward_config_errors_name_the_key():
     with pytest.raises(ValueError, match="aggregation"):
         RewardConfig(aggregation="max")

@@ -25,6 +25,7 @@ import numpy as np
 
 from sealign.audio.io import resample
 from sealign.metrics.base import MetricUnavailable
+from sealign.utils.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,15 @@ def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int
             "Whisper ASR needs faster-whisper: pip install faster-whisper"
         ) from err
     try:
-        return WhisperModel(
-            model,
-            device="cpu",
-            compute_type=compute_type,
-            cpu_threads=max(1, int(cpu_threads)),
-            num_workers=1,
-            local_files_only=True,
-        )
+        with torch_threads():  # CTranslate2 may set the shared OpenMP thread count
+            return WhisperModel(
+                model,
+                device="cpu",
+                compute_type=compute_type,
+                cpu_threads=max(1, int(cpu_threads)),
+                num_workers=1,
+                local_files_only=True,
+            )
     except Exception as err:  # noqa: BLE001 - hub lookups and CTranslate2 raise various types
         raise MetricUnavailable(
             f"cannot load Whisper model {model!r}: not a local directory, nor loadable from the "

@@ -34,6 +34,7 @@ import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, Utterance
 from sealign.metrics.cache import ScoreCache, score_with_cache
+from sealign.utils.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +236,15 @@ class CompositeReward:
 
     def load(self) -> None:
         """Load every metric model now (so that a missing model fails before training)."""
-        for m in self.metrics.values():
-            m.load()
+        with torch_threads():  # the trainer's thread count survives the backends' set-up
+            for m in self.metrics.values():
+                m.load()
 
     def __call__(self, utts: list[Utterance]) -> RewardBatch:
+        with torch_threads():
+            return self._score(utts)
+
+    def _score(self, utts: list[Utterance]) -> RewardBatch:
         from sealign.eval.score import column_name
 
         n, c = len(utts), len(self.cfg.components)

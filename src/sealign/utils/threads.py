@@ -24,16 +24,19 @@ def set_torch_threads(n: int) -> None:
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads, then restore the calling thread's count.
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: whatever it sets), then restore
+    the calling thread's count.
 
-    The count belongs to the calling thread (OpenMP's setting), so a metric that set it in
-    ``load`` on the trainer's thread and left it there slowed every later training step.
+    The count is the calling thread's OpenMP setting, which other backends sharing the OpenMP
+    runtime may also set (loading a CTranslate2 Whisper with one thread was seen to leave torch
+    at one): without this, a metric could change the thread count of every later training step.
     """
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
+    if n is not None:
+        torch.set_num_threads(max(1, int(n)))
     try:
         yield
     finally:
