@@ -1,15 +1,16 @@
 """Step-time breakdown of GSPO at the demo defaults, and scored samples per second.
 
     .venv/bin/python benchmarks/gspo_step.py [--model DIR] [--data data/demo] [--steps 4]
-        [--workers 1,2] [--threads 2] [--json out.json]
+        [--workers 3] [--metric-threads N] [--threads 2] [--json out.json]
 
 Runs the real trainer pieces (:func:`sealign.rl.gspo.generate_and_score` and
 :func:`sealign.rl.gspo.update`) on the demo train split with the demo's GSPO settings
-(``sealign demo``: 2 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS, KL
-to the base when ``beta`` > 0) and reports seconds per phase (generate / decode / score, per
-metric / update) averaged over ``--steps`` steps after one warm-up step, the share of decode +
-scoring, and scored samples/s.
-``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``).
+(``sealign demo``: 4 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS, KL
+to the base when ``beta`` > 0, metrics side by side on one thread each) and reports seconds
+per phase (generate / decode / score, per metric / update) averaged over ``--steps`` steps
+after one warm-up step, the share of decode + scoring, and scored samples/s.
+``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``);
+``--metric-threads`` sets each metric backend's threads (``reward.metric_threads``).
 The default model is the shipped checkpoint (``sealign demo``'s base).
 """
 
@@ -29,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--workers", default="1,2", help="reward.workers settings to compare")
+    p.add_argument("--workers", default="3", help="reward.workers settings to compare")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
-        "--metric-threads", type=int, default=0, help="threads per metric (0: --threads)"
+        "--metric-threads",
+        type=int,
+        default=None,
+        help="threads per metric backend (default: the demo's reward.metric_threads; 0: --threads)",
     )
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args(argv)
@@ -58,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         policy.eval()  # type: ignore[attr-defined]
         ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
         cfg.reward.workers = workers
-        reward = CompositeReward(cfg.reward, num_threads=args.metric_threads or args.threads)
+        if args.metric_threads is not None:
+            cfg.reward.metric_threads = args.metric_threads
+        reward = CompositeReward(cfg.reward, num_threads=args.threads)
         reward.load()
         opt = make_optimizer(policy, cfg.optim)  # type: ignore[arg-type]
         sched = make_scheduler(opt, cfg.optim, 1000)

@@ -149,7 +149,8 @@ def test_the_default_reward_leaves_the_trainers_torch_threads_alone(speech):
     # metric backends share the OpenMP runtime with torch: loading Whisper with one thread was
     # seen to leave the trainer at one thread
     before = torch.get_num_threads()
-    reward = CompositeReward(RewardConfig(), num_threads=before + 1)
+    reward = CompositeReward(RewardConfig(metric_threads=before + 1), num_threads=before)
+    assert {m.num_threads for m in reward.metrics.values()} == {before + 1}
     reward.load()
     assert torch.get_num_threads() == before
     clean = speech(0)
@@ -321,6 +322,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
     [
         ("loss=ppo", "loss"),
         ("reward.aggregation=max", "aggregation"),
+        ("reward.metric_threads=-1", "metric_threads"),
         ("sampling.group_size=1", "group_size"),
         ("data.crop_seconds=2", "crop_seconds"),
         ("steps_per_generation=99", "steps_per_generation"),

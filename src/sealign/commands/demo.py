@@ -72,11 +72,15 @@ def _demo_gspo() -> GSPOConfig:
         # DNSMOS term, whose raw spread is the largest, steered the updates (BAK up, ESTOI and
         # speaker similarity down); the KL to the base keeps non-target metrics in place
         # (docs/gspo_demo.md has the runs behind both choices)
-        # the three metrics scored two at a time (benchmarks/gspo_step.py: -10% step time)
+        # the three metrics side by side with one thread each: Whisper (CTranslate2) on two
+        # threads halves torch's speed for the rest of the process (generation 1.6 -> 2.5 s a
+        # step), and three one-thread metrics on two cores finish sooner than two two-thread
+        # ones (benchmarks/gspo_step.py, docs/gspo_demo.md "Step time")
         reward=RewardConfig(
             aggregation="normalize_then_sum",
             metric_options={"dnsmos": {"mode": "fast"}},
-            workers=2,
+            workers=3,
+            metric_threads=1,
         ),
         beta=0.1,
         # one update per rollout batch on all 16 samples: four updates on four samples each let
@@ -206,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
     g.eval.temperature = g.sampling.temperature
     g.output_dir = str(out / "gspo")
     g.threads = cfg.threads
-    # metrics run side by side only with a core each (threads=1 keeps the demo on one core)
-    g.reward.workers = max(1, min(g.reward.workers, cfg.threads))
+    if cfg.threads == 1:  # keeps the whole demo on one core
+        g.reward.workers = g.reward.metric_threads = 1
     t = time.perf_counter()
     resume = latest_checkpoint(g.output_dir) is not None
     if resume:

@@ -104,6 +104,7 @@ class RewardConfig:
     cache: str | None = None  # SQLite score cache path (None = no cache)
     workers: int = 1  # metrics scored concurrently (threads; ONNX / torch / CTranslate2 release
     # the GIL, so e.g. DNSMOS, Whisper and DistillMOS can overlap on separate cores)
+    metric_threads: int = 0  # threads of each metric backend (0 = the command's `threads`)
 
     def __post_init__(self) -> None:
         from sealign.rewards.advantages import AGGREGATIONS
@@ -119,6 +120,8 @@ class RewardConfig:
             )
         if self.workers < 1:
             raise ValueError(f"reward.workers must be >= 1, got {self.workers}")
+        if self.metric_threads < 0:
+            raise ValueError(f"reward.metric_threads must be >= 0, got {self.metric_threads}")
         if sum(c.weight for c in self.components) <= 0:
             raise ValueError("reward.components: the weights sum to 0")
         names = [c.name for c in self.components if c.name]
@@ -195,6 +198,7 @@ class CompositeReward:
 
         cfg.check()
         self.cfg = cfg
+        num_threads = cfg.metric_threads or num_threads
         self.metrics: dict[str, Metric] = dict(metrics or {})
         self.functions: dict[str, RewardFunction] = dict(functions or {})
         self.outputs: list[str] = []
