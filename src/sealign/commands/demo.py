@@ -37,7 +37,7 @@ from sealign.eval.score import (
     score_entries,
 )
 from sealign.eval.tables import compare_stats, compare_table, diff_table
-from sealign.infer.enhance import enhance_files
+from sealign.infer.enhance import enhance_samples
 from sealign.metrics.base import MetricInfo
 from sealign.rewards.composite import RewardConfig, auto_scale, to_reward_scale
 from sealign.rl.evaluation import RLEvalConfig
@@ -233,19 +233,20 @@ def run(args: argparse.Namespace) -> int:
     for name, path in (("base", base), ("aligned", aligned)):
         log.info("enhancing the test split with the %s model", name)
         policy = load_policy(policy_dir(path))
-        samples_of[name] = [name] + [f"{name}_sample{i}" for i in range(1, cfg.eval_samples)]
-        for i, tag in enumerate(samples_of[name]):
-            res = enhance_files(
-                policy,
-                entries,
-                out / "enhanced" / tag,
-                batch_size=8,
-                chunk_seconds=0.0,
-                temperature=g.sampling.temperature,
-                seed=g.seed + i,
-                sample_options=options,
-            )
-            systems_entries[tag] = res.entries
+        results = enhance_samples(
+            policy,
+            entries,
+            out / "enhanced",
+            name,
+            cfg.eval_samples,
+            g.seed,
+            batch_size=8,
+            chunk_seconds=0.0,
+            temperature=g.sampling.temperature,
+            sample_options=options,
+        )
+        samples_of[name] = list(results)
+        systems_entries.update({tag: res.entries for tag, res in results.items()})
     timings["enhance"] = time.perf_counter() - t
     systems_entries["clean"] = [
         Entry(e.id, e.reference, reference=e.reference, text=e.text, speaker_ref=e.speaker_ref)

@@ -33,7 +33,7 @@ from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_mode
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import ScoreConfig, build_metrics, mean_over_samples, score_entries
 from sealign.eval.tables import compare_stats, compare_table, diff_table
-from sealign.infer.enhance import EnhanceConfig, enhance_files
+from sealign.infer.enhance import EnhanceConfig, enhance_samples
 from sealign.utils.logging import RunLogger
 
 HELP = "enhance a test set with one or more models and compare them with noisy and clean"
@@ -130,20 +130,22 @@ def run(args: argparse.Namespace) -> int:
         log.info("enhancing with %s (%s)", name, path)
         policy, e = load_model(path, cfg.enhance)
         sampling[name] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
-        samples_of[name] = [name] + [f"{name}_sample{i}" for i in range(1, cfg.samples)]
-        for i, tag in enumerate(samples_of[name]):
-            res = enhance_files(
-                policy,
-                entries,
-                out / "enhanced" / tag,
-                batch_size=e.batch_size,
-                chunk_seconds=e.chunk_seconds,
-                overlap_seconds=e.overlap_seconds,
-                temperature=e.temperature,
-                seed=e.seed + i,
-                sample_options=e.sample_options(),
-                crossfade=e.crossfade,
-            )
+        results = enhance_samples(
+            policy,
+            entries,
+            out / "enhanced",
+            name,
+            cfg.samples,
+            e.seed,
+            batch_size=e.batch_size,
+            chunk_seconds=e.chunk_seconds,
+            overlap_seconds=e.overlap_seconds,
+            temperature=e.temperature,
+            sample_options=e.sample_options(),
+            crossfade=e.crossfade,
+        )
+        samples_of[name] = list(results)
+        for tag, res in results.items():
             systems_entries[tag] = res.entries
             failed[tag] = res.failed
         del policy

@@ -224,6 +224,29 @@ class EnhanceResult:
         return self.seconds / self.audio_seconds if self.audio_seconds else float("nan")
 
 
+def sample_tags(name: str, samples: int) -> list[str]:
+    """Names of a model's ``samples`` outputs per input: ``name``, ``name_sample1``, ..."""
+    return [name] + [f"{name}_sample{i}" for i in range(1, samples)]
+
+
+def enhance_samples(
+    policy: Policy,
+    inputs: list[Entry],
+    output_root: str | Path,
+    name: str,
+    samples: int = 1,
+    seed: int = 0,
+    **options: Any,
+) -> dict[str, EnhanceResult]:
+    """Enhance ``inputs`` ``samples`` times, with seeds ``seed``, ``seed + 1``, ..., into
+    ``output_root/<tag>`` for each tag of :func:`sample_tags`; ``options`` go to
+    :func:`enhance_files`."""
+    return {
+        tag: enhance_files(policy, inputs, Path(output_root) / tag, seed=seed + i, **options)
+        for i, tag in enumerate(sample_tags(name, samples))
+    }
+
+
 def enhance_files(
     policy: Policy,
     inputs: list[Entry] | str | Path,
