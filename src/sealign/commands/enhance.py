@@ -104,18 +104,7 @@ def run(args: argparse.Namespace) -> int:
     entries = resolve_inputs(cfg.input)
     out = prepare_run_dir(cfg.output, cfg)
     policy, e = load_model(cfg.model, cfg.enhance)
-    res = enhance_files(
-        policy,
-        entries,
-        out,
-        batch_size=e.batch_size,
-        chunk_seconds=e.chunk_seconds,
-        overlap_seconds=e.overlap_seconds,
-        temperature=e.temperature,
-        seed=e.seed,
-        sample_options=e.sample_options(),
-        crossfade=e.crossfade,
-    )
+    res = enhance_files(policy, entries, out, seed=e.seed, **e.file_options())
     logger = RunLogger(out)
     logger.log(
         {

@@ -131,18 +131,7 @@ def run(args: argparse.Namespace) -> int:
         policy, e = load_model(path, cfg.enhance)
         sampling[name] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
         results = enhance_samples(
-            policy,
-            entries,
-            out / "enhanced",
-            name,
-            cfg.samples,
-            e.seed,
-            batch_size=e.batch_size,
-            chunk_seconds=e.chunk_seconds,
-            overlap_seconds=e.overlap_seconds,
-            temperature=e.temperature,
-            sample_options=e.sample_options(),
-            crossfade=e.crossfade,
+            policy, entries, out / "enhanced", name, cfg.samples, e.seed, **e.file_options()
         )
         samples_of[name] = list(results)
         for tag, res in results.items():

@@ -82,6 +82,17 @@ class EnhanceConfig:
             out["top_p"] = self.top_p
         return out
 
+    def file_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`enhance_files` (all but ``seed``) for these settings."""
+        return {
+            "batch_size": self.batch_size,
+            "chunk_seconds": self.chunk_seconds,
+            "overlap_seconds": self.overlap_seconds,
+            "temperature": self.temperature,
+            "sample_options": self.sample_options(),
+            "crossfade": self.crossfade,
+        }
+
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
