@@ -33,7 +33,7 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
         str(out),
         f"data={tiny}",
         f"checkpoint={tiny / 'base'}",
-        "metrics=[si_sdr, estoi]",
+        "metrics=[si_sdr, estoi, wer]",
         "threads=1",
         "n_examples=2",
         "eval_samples=2",
@@ -59,6 +59,7 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     assert res["diff_vs_base"]["aligned"]["reward"]["n"] == 3
     html = (out / "report" / "index.html").read_text()
     assert "reward_curves.png" in html and html.count("<audio") == 8
+    assert html.count("whisper-base heard: ") == 8  # the WER metric's recognizer, per audio
     assert (out / "report" / "reward_curves.png").is_file()
     assert len(list((out / "report" / "audio").glob("*.wav"))) == 8
     # a second run continues the finished GSPO run instead of starting over
@@ -82,6 +83,18 @@ def test_reward_column_matches_the_gspo_composite():
     add_reward_column(recs, cfg, infos)
     assert recs[0]["scores"]["reward"] == pytest.approx((0.5 + 0.8 + 0.75) / 3)
     assert recs[1]["scores"]["reward"] == pytest.approx((0.25 + 0.5) / 2)
+
+
+def test_report_shows_what_the_recognizer_heard(tmp_path):
+    from sealign.report.html import Example, write_report
+
+    fig = tmp_path / "f.png"
+    fig.write_bytes(b"")
+    ex = Example(
+        "u1", fig, {"base": fig, "clean": fig}, "a cat", {"base": "a <hat>", "clean": ""}, "asr-x"
+    )
+    html = write_report(tmp_path / "index.html", "t", [], [], [ex]).read_text()
+    assert "asr-x heard: <i>a &lt;hat&gt;</i>" in html and "asr-x heard: <i>(nothing)</i>" in html
 
 
 def test_markdown_table_to_html():

@@ -38,6 +38,7 @@ from sealign.eval.score import (
 )
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import enhance_samples
+from sealign.metrics.asr import ASR
 from sealign.metrics.base import MetricInfo
 from sealign.rewards.composite import RewardConfig, auto_scale, to_reward_scale
 from sealign.rl.evaluation import RLEvalConfig
@@ -292,7 +293,9 @@ def run(args: argparse.Namespace) -> int:
         f"Paired difference vs the noisy input:\n\n{d_noisy}\n"
     )
     (out / "results.md").write_text(text, encoding="utf-8")
-    write_demo_report(out, cfg, systems_entries, text, results)
+    # what the WER metric's recognizer heard in each report example (when WER is scored)
+    asr = getattr(metrics.get("wer"), "asr", None)
+    write_demo_report(out, cfg, systems_entries, text, results, asr)
     scalars = {
         f"demo/{s}/{col}": v["mean"]
         for s, cols in vs_noisy["systems"].items()
@@ -322,8 +325,10 @@ def write_demo_report(
     systems_entries: dict[str, list[Entry]],
     text: str,
     results: dict[str, Any],
+    asr: ASR | None = None,
 ) -> Path:
-    """``report/index.html`` with the tables, reward curves and a few examples."""
+    """``report/index.html`` with the tables, reward curves and a few examples (with what
+    ``asr`` transcribes in each of their audio files, when given)."""
     from sealign.report.html import Example, write_report
     from sealign.report.plots import plot_reward_curves, plot_spectrograms
 
@@ -350,7 +355,12 @@ def write_demo_report(
             audio[s] = dst
         if wavs:
             fig = plot_spectrograms(wavs, 16000, rep / f"{e.id}.png", title=e.id)
-            examples.append(Example(e.id, fig, audio, e.text or ""))
+            ex = Example(e.id, fig, audio, e.text or "")
+            if asr is not None:
+                heard = asr.transcribe(list(wavs.values()), 16000)
+                ex.transcripts = dict(zip(wavs, heard, strict=True))
+                ex.heard_by = asr.name
+            examples.append(ex)
     sec = results["seconds"]
     notes = (
         f"base: {results['base_checkpoint']}\nGSPO steps: {results['gspo']['steps']}  "

@@ -10,12 +10,15 @@ from pathlib import Path
 
 @dataclass
 class Example:
-    """One utterance shown in the report: a spectrogram figure and labelled audio files."""
+    """One utterance shown in the report: a spectrogram figure, labelled audio files, the
+    reference text and, per label, what an ASR heard (``heard_by`` names the ASR)."""
 
     title: str
     figure: Path
     audio: dict[str, Path] = field(default_factory=dict)
     text: str = ""
+    transcripts: dict[str, str] = field(default_factory=dict)
+    heard_by: str = ""
 
 
 def markdown_table_to_html(md: str) -> str:
@@ -75,9 +78,16 @@ def write_report(
             parts.append(f"<p><i>{html.escape(ex.text)}</i></p>")
         parts.append(f"<img src='{rel(ex.figure)}' alt=''><div class='audio'>")
         for label, a in ex.audio.items():
+            heard = ex.transcripts.get(label)
+            said = (
+                f"<br><small>{html.escape(ex.heard_by or 'ASR')} heard: "
+                f"<i>{html.escape(heard) or '(nothing)'}</i></small>"
+                if heard is not None
+                else ""
+            )
             parts.append(
                 f"<div>{html.escape(label)}<br><audio controls preload='none' "
-                f"src='{rel(a)}'></audio></div>"
+                f"src='{rel(a)}'></audio>{said}</div>"
             )
         parts.append("</div></div>")
     tmp = path.with_name(path.name + ".tmp")
