@@ -442,8 +442,11 @@ def train_gspo(
         cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, True, d.rank, d.world_size
     )
     rewarded = reward.columns()
+    # held-out metrics get the reward's per-metric threads: a two-thread Whisper there would
+    # slow every later generation step (see reward.metric_threads)
+    metric_threads = cfg.reward.metric_threads or cfg.threads
     held = (
-        HeldOut(cfg.eval, cfg.data, policy.sample_rate, cfg.seed, cfg.threads, run, rewarded,
+        HeldOut(cfg.eval, cfg.data, policy.sample_rate, cfg.seed, metric_threads, run, rewarded,
                 cfg.sampling.options())
         if d.main
         else None
