@@ -128,6 +128,10 @@ class RewardConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"reward.components: duplicate names {names}")
 
+    def threads_per_metric(self, command_threads: int) -> int:
+        """Threads of each metric backend: ``metric_threads``, else the command's."""
+        return self.metric_threads or command_threads
+
     def check(self, prefix: str = "reward.") -> None:
         """Metric names and outputs exist; custom functions import (no model is loaded)."""
         from sealign.metrics.registry import metric_info, metric_names
@@ -198,7 +202,7 @@ class CompositeReward:
 
         cfg.check()
         self.cfg = cfg
-        num_threads = cfg.metric_threads or num_threads
+        num_threads = cfg.threads_per_metric(num_threads)
         self.metrics: dict[str, Metric] = dict(metrics or {})
         self.functions: dict[str, RewardFunction] = dict(functions or {})
         self.outputs: list[str] = []

@@ -444,7 +444,7 @@ def train_gspo(
     rewarded = reward.columns()
     # held-out metrics get the reward's per-metric threads: a two-thread Whisper there would
     # slow every later generation step (see reward.metric_threads)
-    metric_threads = cfg.reward.metric_threads or cfg.threads
+    metric_threads = cfg.reward.threads_per_metric(cfg.threads)
     held = (
         HeldOut(cfg.eval, cfg.data, policy.sample_rate, cfg.seed, metric_threads, run, rewarded,
                 cfg.sampling.options())
