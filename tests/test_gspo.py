@@ -328,6 +328,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("steps_per_generation=99", "steps_per_generation"),
         ("eval.metrics=[nope]", "eval.metrics"),
         ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
+        ("reward.components=[{metric: wer, credit: word}]", "credit: word"),  # loss gspo
     ],
 )
 def test_invalid_config_fails_before_work(setup, tmp_path, override, key, capsys):
@@ -380,7 +381,7 @@ def test_two_rank_resume_continues_every_rank_exactly(setup, tmp_path):
 
 
 @pytest.mark.parametrize("family, layout", [("mgm", "?layout=mgm"), ("fm", "")])
-def test_gspo_trains_masked_and_flow_matching_policies(setup, tmp_path, family, layout):
+def test_gspo_trains_masked_and_flow_matching_policies(setup, tmp_path, family, layout, capsys):
     from sealign.codecs.base import load_codec
     from sealign.models.registry import build_policy
 
@@ -400,3 +401,21 @@ def test_gspo_trains_masked_and_flow_matching_policies(setup, tmp_path, family, 
     length = logged(run, "completions/mean_length")[1]
     assert length == 2 if family == "fm" else length > 0  # FM: SDE steps
     assert set(logged(run, "eval/si_sdr")) == {0, 2}
+    # their steps are not along time: word credit for WER is refused before any work
+    words = {"reward.components": "[{metric: wer, credit: word}]", "loss": "gspo_token"}
+    run = tmp_path / "words"
+    assert main(["gspo", "--no-progress", *overrides(setup, run, **kw, **words)]) == 2
+    assert "ar family" in capsys.readouterr().err and not (run / "checkpoints").exists()
+
+
+def test_word_credit_trains_an_ar_policy_with_per_step_advantages(setup, tmp_path):
+    run = tmp_path / "words"
+    kw = {
+        "reward.components": "[{metric: si_sdr}, {metric: wer, credit: word}]",
+        "loss": "gspo_token",
+        "eval.manifests": "[]",
+        "max_steps": 2,
+    }
+    assert main(["gspo", "--no-progress", *overrides(setup, run, **kw)]) == 0
+    assert set(logged(run, "frac_words_with_spread")) == {1, 2}
+    assert all(np.isfinite(v) for v in logged(run, "loss").values())

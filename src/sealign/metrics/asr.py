@@ -323,6 +323,27 @@ class WhisperASR(ASR):
             out[k].append(f)
         return [np.concatenate(parts, axis=0) for parts in out]
 
+    def word_times(self, wav: np.ndarray, sr: int, text: str) -> list[tuple[str, float, float]]:
+        """Align a known ``text`` to ``wav``: Whisper's words of the text (punctuation attached
+        as Whisper splits it) with start and end times in seconds, from the cross-attention of
+        the model's alignment heads (faster-whisper's word-timestamp method, run on the given
+        text instead of a decoded one). Clips up to one window (30 s minus the tail)."""
+        import ctranslate2
+
+        self.load()
+        a = resample(np.asarray(wav, dtype=np.float32).reshape(-1), sr, ASR_SAMPLE_RATE)
+        if a.size > _MAX_FRAMES * _HOP - int(self.tail_s * ASR_SAMPLE_RATE):
+            raise ValueError(f"word alignment takes clips up to 30 s, got {a.size / 16000:.1f} s")
+        tokens = self._tokenizer.encode(" " + " ".join(text.split()))
+        if not tokens or not a.size:
+            return []
+        feats = self.features(a, self.padded_frames(a.size))[None]
+        enc = self._fw.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32))
+        )
+        words = self._fw.find_alignment(self._tokenizer, [tokens], enc, math.ceil(a.size / _HOP))
+        return [(w["word"], float(w["start"]), float(w["end"])) for w in words[0]]
+
     def _decode(self, wavs: list[np.ndarray], frames: int) -> list[str]:
         import ctranslate2
 

@@ -68,11 +68,16 @@ class Utterance:
 
 @dataclass
 class MetricResult:
-    """Outcome of one metric on one utterance: values, or a skip reason, or an error."""
+    """Outcome of one metric on one utterance: values, or a skip reason, or an error.
+
+    ``details``: by-products some metrics return beside their values (e.g. the ASR transcript
+    of WER); never cached or serialized.
+    """
 
     values: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
     error: str | None = None
+    details: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,7 +132,9 @@ class Metric:
     def load(self) -> None:
         """Load models now (otherwise they load lazily on first use)."""
 
-    def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
+    def _score(self, utts: list[Utterance]) -> list[dict[str, Any]]:
+        """Output values per utterance; an optional ``"details"`` entry (a dict) becomes
+        :attr:`MetricResult.details` instead of an output."""
         raise NotImplementedError
 
     def missing_requirement(self, utt: Utterance) -> str | None:
@@ -167,12 +174,13 @@ class Metric:
                         results[k] = self.score_batch([u])[0]
         return [r if r is not None else MetricResult(error="no result") for r in results]
 
-    def _checked(self, out: dict[str, float]) -> MetricResult:
-        vals = {k: float(v) for k, v in out.items()}
+    def _checked(self, out: dict[str, Any]) -> MetricResult:
+        details = out.get("details")
+        vals = {k: float(v) for k, v in out.items() if k != "details"}
         bad = [k for k, v in vals.items() if not np.isfinite(v)]
         if bad:
-            return MetricResult(error=f"non-finite output for {', '.join(bad)}")
-        return MetricResult(values=vals)
+            return MetricResult(error=f"non-finite output for {', '.join(bad)}", details=details)
+        return MetricResult(values=vals, details=details)
 
     def __call__(self, utts: list[Utterance]) -> list[MetricResult]:
         return self.score_batch(utts)

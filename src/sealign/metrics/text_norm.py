@@ -214,26 +214,47 @@ class EditCounts:
         )
 
 
-def edit_counts(ref: list[str], hyp: list[str]) -> EditCounts:
-    """Levenshtein alignment of token lists, counting substitutions, deletions and insertions.
+def edit_alignment(ref: list[str], hyp: list[str]) -> list[tuple[str, int | None, int | None]]:
+    """A minimal-cost Levenshtein alignment of token lists as ``(op, i, j)`` steps in order:
+    ``"="`` (``ref[i] == hyp[j]``), ``"S"`` (substitution), ``"D"`` (``ref[i]`` deleted, ``j``
+    None) or ``"I"`` (``hyp[j]`` inserted, ``i`` None).
 
-    Among alignments of minimal cost, the one with the fewest insertions+deletions is counted.
+    Among alignments of minimal cost, one with the fewest insertions+deletions is returned.
     """
-    # Each cell: (cost, substitutions, deletions, insertions); tuples compare by cost first.
-    prev = [(j, 0, 0, j) for j in range(len(hyp) + 1)]
-    for i, r in enumerate(ref, 1):
-        cur = [(i, 0, i, 0)]
-        for j, h in enumerate(hyp, 1):
-            c, s, d, n = prev[j - 1]
-            diag = (c, s, d, n) if r == h else (c + 1, s + 1, d, n)
-            c, s, d, n = prev[j]
-            up = (c + 1, s, d + 1, n)
-            c, s, d, n = cur[j - 1]
-            left = (c + 1, s, d, n + 1)
-            cur.append(min(diag, up, left, key=lambda t: (t[0], t[2] + t[3])))
-        prev = cur
-    _, s, d, n = prev[-1]
-    return EditCounts(s, d, n, len(ref))
+    # cell: (cost, insertions + deletions); back: 0 diagonal, 1 up (deletion), 2 left (insertion)
+    cost = [[(j, j) for j in range(len(hyp) + 1)]] + [[(0, 0)] * (len(hyp) + 1) for _ in ref]
+    back = [[2] * (len(hyp) + 1) for _ in range(len(ref) + 1)]
+    for i in range(1, len(ref) + 1):
+        cost[i][0], back[i][0] = (i, i), 1
+        for j in range(1, len(hyp) + 1):
+            c, e = cost[i - 1][j - 1]
+            options = (
+                (c + (ref[i - 1] != hyp[j - 1]), e),
+                (cost[i - 1][j][0] + 1, cost[i - 1][j][1] + 1),
+                (cost[i][j - 1][0] + 1, cost[i][j - 1][1] + 1),
+            )
+            k = min(range(3), key=options.__getitem__)
+            cost[i][j], back[i][j] = options[k], k
+    steps: list[tuple[str, int | None, int | None]] = []
+    i, j = len(ref), len(hyp)
+    while i or j:
+        k = back[i][j]
+        if k == 0:
+            i, j = i - 1, j - 1
+            steps.append(("=" if ref[i] == hyp[j] else "S", i, j))
+        elif k == 1:
+            i -= 1
+            steps.append(("D", i, None))
+        else:
+            j -= 1
+            steps.append(("I", None, j))
+    return steps[::-1]
+
+
+def edit_counts(ref: list[str], hyp: list[str]) -> EditCounts:
+    """Substitutions, deletions and insertions of :func:`edit_alignment`."""
+    ops = [op for op, _, _ in edit_alignment(ref, hyp)]
+    return EditCounts(ops.count("S"), ops.count("D"), ops.count("I"), len(ref))
 
 
 def word_counts(ref: str, hyp: str, normalize: bool = True) -> EditCounts:

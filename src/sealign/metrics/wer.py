@@ -9,7 +9,8 @@ With ``transcribe_reference_if_no_text=True`` an utterance without text but with
 signal is scored against the ASR transcript of the reference (and that transcript is cached by the
 reference's content, since many outputs usually share one reference).
 
-Each instance carries its own ``info`` whose description names the ASR model; :meth:`settings`
+Each result's ``details`` hold the text scored against (``text``) and the ASR transcript
+(``transcript``). Each instance carries its own ``info`` whose description names the ASR model; :meth:`settings`
 lists everything that changes the numbers.
 """
 
@@ -92,7 +93,7 @@ class _ASRErrorRate(Metric):
     def _counts(self, ref: str, hyp: str) -> EditCounts:
         raise NotImplementedError
 
-    def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
+    def _score(self, utts: list[Utterance]) -> list[dict[str, Any]]:
         sr = self.info.sample_rate
         refs: list[str | None] = [u.text if u.text and u.text.strip() else None for u in utts]
         pending: dict[str, list[int]] = {}
@@ -117,7 +118,13 @@ class _ASRErrorRate(Metric):
             self._remember(key, text)
             for k in pending[key]:
                 refs[k] = text
-        return [{self._key: self._counts(r or "", h).rate} for r, h in zip(refs, hyps, strict=True)]
+        return [
+            {
+                self._key: self._counts(r or "", h).rate,
+                "details": {"text": r or "", "transcript": h},
+            }
+            for r, h in zip(refs, hyps, strict=True)
+        ]
 
     def _remember(self, key: str, text: str) -> None:
         cache = self._ref_cache

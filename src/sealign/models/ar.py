@@ -312,6 +312,12 @@ class ARPolicy(nn.Module):
     def device(self) -> torch.device:
         return self.cond_in.weight.device
 
+    @property
+    def step_seconds(self) -> float:
+        """Seconds of input one rollout step covers: step ``t`` is output frame ``t``, which is
+        conditioned on (and decodes to) the input's frame ``t``."""
+        return self.config.features.token_samples / self.sample_rate
+
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
         return f"codec={self.codec!r}, params={n / 1e6:.2f}M"

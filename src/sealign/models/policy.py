@@ -9,6 +9,10 @@ Families and what one "step" of a rollout is:
 - ``fm``  — flow matching sampled with an SDE: a step is one Euler–Maruyama transition, a
   Gaussian with closed-form log-density (Flow-GRPO).
 
+Families whose steps run along the input's time axis (``ar``) also have ``step_seconds``, the
+seconds of input one step covers (used by per-word reward credit,
+:mod:`sealign.rewards.word_credit`); the others have no such attribute.
+
 Trainers only see :class:`Rollout` (per-step log-probs and masks) and the methods below, so GSPO's
 length-normalized sequence ratio ``exp(mean_t(logp_new - logp_old))`` and DPO's log-likelihood
 differences are computed the same way for every family.

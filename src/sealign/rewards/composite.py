@@ -34,12 +34,14 @@ import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, Utterance
 from sealign.metrics.cache import ScoreCache, score_with_cache
+from sealign.rewards.word_credit import ReferenceAligner, WordCredit, word_hits
 from sealign.utils.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
 RewardFunction = Callable[[list[Utterance]], list[float | None]]
 SCALES = ("auto", "mos", "error_rate", "identity")
+CREDITS = ("sequence", "word")
 
 
 def to_reward_scale(value: float, scale: str) -> float:
@@ -74,10 +76,17 @@ class RewardComponent:
     weight: float = 1.0
     scale: str = "auto"
     name: str = ""  # log name (rewards/<name>/mean); default: the column or function name
+    # "word": each rollout step is credited with the WER of its own reference word (metric wer
+    # only; AR policies; sealign.rewards.word_credit)
+    credit: str = "sequence"
 
     def __post_init__(self) -> None:
         if bool(self.metric) == bool(self.function):
             raise ValueError("a reward component needs exactly one of `metric` or `function`")
+        if self.credit not in CREDITS:
+            raise ValueError(f"reward credit {self.credit!r} unknown; known: {', '.join(CREDITS)}")
+        if self.credit == "word" and self.metric != "wer":
+            raise ValueError("credit: word is for the wer metric only")
         if not (math.isfinite(self.weight) and self.weight >= 0):
             raise ValueError(f"reward weight must be a finite number >= 0, got {self.weight}")
         if self.scale not in SCALES:
@@ -127,6 +136,13 @@ class RewardConfig:
         names = [c.name for c in self.components if c.name]
         if len(set(names)) != len(names):
             raise ValueError(f"reward.components: duplicate names {names}")
+        if sum(c.credit == "word" for c in self.components) > 1:
+            raise ValueError("reward.components: at most one component can have credit: word")
+
+    @property
+    def word_credit(self) -> int | None:
+        """Index of the component with ``credit: word``, if any."""
+        return next((j for j, c in enumerate(self.components) if c.credit == "word"), None)
 
     def threads_per_metric(self, command_threads: int) -> int:
         """Threads of each metric backend: ``metric_threads``, else the command's."""
@@ -176,7 +192,8 @@ class RewardBatch:
     ``values [N, C]``: scaled component rewards, NaN where not applicable or failed;
     ``failed [N]``: a component failed on the sample (exclude it); ``raw``: metric columns
     (``dnsmos_ovrl``...) before scaling, for logging; ``reasons``: why samples failed;
-    ``seconds``: scoring time per metric.
+    ``seconds``: scoring time per metric; ``word_credit``: per sample, the reference words and
+    which the output got right, for the ``credit: word`` component (else None).
     """
 
     names: list[str]
@@ -185,6 +202,7 @@ class RewardBatch:
     raw: dict[str, list[float | None]]
     reasons: dict[int, str]
     seconds: dict[str, float] = field(default_factory=dict)
+    word_credit: list[WordCredit | None] | None = None
 
 
 class CompositeReward:
@@ -231,6 +249,12 @@ class CompositeReward:
         self.weights = np.array([c.weight for c in cfg.components], dtype=np.float64)
         self.cache = ScoreCache(cfg.cache) if cfg.cache else None
         self._pool: Any = None
+        self.word_credit = cfg.word_credit
+        self._aligner = (
+            ReferenceAligner(getattr(self.metrics["wer"], "asr", None))
+            if self.word_credit is not None
+            else None
+        )
 
     def columns(self) -> set[str]:
         """Metric columns (``dnsmos_ovrl``...) the reward optimizes."""
@@ -261,10 +285,16 @@ class CompositeReward:
         reasons: dict[int, str] = {}
         raw: dict[str, list[float | None]] = {}
         timings: dict[str, float] = {}
+        credit: list[WordCredit | None] | None = None
 
         def score(name: str) -> list:
+            nonlocal credit
             t0 = time.perf_counter()
-            out = score_with_cache(self.metrics[name], utts, self.cache)
+            if self._aligner is not None and name == "wer":  # transcripts are not cached
+                out = self.metrics[name].score_batch(utts)
+                credit = self._credit(utts, out)
+            else:
+                out = score_with_cache(self.metrics[name], utts, self.cache)
             timings[name] = time.perf_counter() - t0
             return out
 
@@ -302,7 +332,16 @@ class CompositeReward:
                     continue
                 values[i, j] = to_reward_scale(float(v), self.scales[j])
         values[failed] = np.nan
-        return RewardBatch(list(self.names), values, failed, raw, reasons, timings)
+        return RewardBatch(list(self.names), values, failed, raw, reasons, timings, credit)
+
+    def _credit(self, utts: list[Utterance], results: list) -> list[WordCredit | None]:
+        assert self._aligner is not None
+        out: list[WordCredit | None] = []
+        for u, r in zip(utts, results, strict=True):
+            spans = self._aligner(u) if r.ok and r.details else None
+            hits = word_hits(spans.words, r.details["transcript"]) if spans else None
+            out.append(WordCredit(spans, hits) if spans and spans.words else None)
+        return out
 
     def _call_function(self, path: str, utts: list[Utterance]) -> list[float | None]:
         try:

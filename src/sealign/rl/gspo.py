@@ -6,7 +6,7 @@ perceptual reward. One explicit loop, no critic:
       → K minibatch updates: policy.step_log_probs → clipped surrogate (+ k3 KL) → AdamW
 
 Per step it logs ``reward``, ``reward_std``, ``rewards/<name>/mean|std``, ``frac_reward_zero_std``,
-``num_excluded``, ``clip_ratio/*``, ``kl``, ``entropy``, ``loss``, ``grad_norm``, ``lr``,
+``num_excluded``, ``frac_words_with_spread`` (word credit), ``clip_ratio/*``, ``kl``, ``entropy``, ``loss``, ``grad_norm``, ``lr``,
 ``completions/mean_length`` and ``time/{generate,decode,score,update,step}`` (console,
 ``log.jsonl``, TensorBoard). Every ``eval.steps`` steps (and at step 0) the held-out set is
 enhanced and scored on every evaluation metric; see :mod:`sealign.rl.evaluation` for the
@@ -40,6 +40,7 @@ from sealign.config import save_config
 from sealign.metrics.base import Utterance
 from sealign.models.policy import Policy, Rollout, check_sample_options
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages
+from sealign.rewards.word_credit import step_advantages
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
 from sealign.rl.losses import LOSSES, policy_loss
 from sealign.train.checkpoint import (
@@ -155,6 +156,12 @@ class GSPOConfig:
         self.reward.check("reward.")
         self.optim.check("optim.")
         self.eval.check("eval.")
+        j = self.reward.word_credit
+        if j is not None and self.loss == "gspo":
+            raise ValueError(
+                f"reward.components[{j}].credit: word gives each step its own advantage, which "
+                "the gspo loss cannot take (one per sequence); use loss: gspo_token (or grpo)"
+            )
         n = self.data.batch_size * self.sampling.group_size
         if self.steps_per_generation > n:
             raise ValueError(
@@ -260,7 +267,7 @@ class RolloutBatch:
     cond: Any
     rollout: Rollout
     group: np.ndarray
-    advantages: np.ndarray
+    advantages: np.ndarray  # [N], or [N, S] per step with word credit
     valid: np.ndarray
     stats: dict[str, float]
 
@@ -310,6 +317,13 @@ def generate_and_score(
     adv = group_advantages(
         scores.values, group, reward.weights, cfg.reward.aggregation, scores.failed
     )
+    advantages, words_with_signal = adv.advantages, None
+    if scores.word_credit is not None and reward.word_credit is not None:
+        advantages, words_with_signal = step_advantages(
+            scores.values, group, reward.weights, cfg.reward.aggregation, adv.valid,
+            reward.word_credit, scores.word_credit, rollout.logp.shape[1],
+            policy.step_seconds,  # type: ignore[attr-defined]
+        )  # fmt: skip
     for i, why in scores.reasons.items():
         log.warning("excluding sample %s#%d from its group: %s", examples[group[i]].id, i, why)
     stats: dict[str, float] = {
@@ -321,6 +335,8 @@ def generate_and_score(
         "completions/mean_length": float(rollout.lengths.float().mean()),
         **{f"time/score/{k}": v for k, v in scores.seconds.items()},
     }
+    if words_with_signal is not None:
+        stats["frac_words_with_spread"] = words_with_signal
     comp = adv.composite[adv.valid]
     if comp.size:
         stats["reward"] = float(comp.mean())
@@ -331,7 +347,7 @@ def generate_and_score(
         if col.size:
             stats[f"rewards/{name}/mean"] = float(col.mean())
             stats[f"rewards/{name}/std"] = float(col.std())
-    return RolloutBatch(examples, cond, rollout, group, adv.advantages, adv.valid, stats)
+    return RolloutBatch(examples, cond, rollout, group, advantages, adv.valid, stats)
 
 
 def update(
@@ -426,6 +442,12 @@ def train_gspo(
     policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, cfg.device)
     module: torch.nn.Module = policy  # type: ignore[assignment]
     module.eval()  # sampling and log-prob recomputation must see the same function
+    j = cfg.reward.word_credit
+    if j is not None and getattr(policy, "step_seconds", None) is None:
+        raise ValueError(
+            f"reward.components[{j}].credit: word needs a policy whose rollout steps run along "
+            f"the input's time axis (the ar family); a {policy.family} policy's do not"
+        )
     check_sample_options(policy, cfg.sampling.extra, "sampling.extra")
     ref: Policy | None = None
     if cfg.beta > 0:
