@@ -16,6 +16,10 @@ scale before weighting (``scale``):
 - ``auto`` (default): ``mos`` for outputs whose declared range is 1–5, ``error_rate`` for
   lower-is-better outputs bounded below by 0, else ``identity``.
 
+``credit: word`` on the WER component gives each rollout step of an AR policy the advantage of
+its own reference word instead of the output's whole ``1 - WER``
+(:mod:`sealign.rewards.word_credit`); the batch then carries ``word_credit``.
+
 A metric that *fails* on a sample (exception, NaN/inf) marks the sample as failed: the GSPO
 trainer excludes it from its group's advantage and logs it, the run goes on.
 """
