@@ -185,3 +185,17 @@ def test_whisper_aligns_the_reference_text_in_order(speech):
     # the sentence is spoken at an even pace: "fox" (4th of 9 words) is in the first half
     fox = spans.words.index("fox")
     assert spans.starts[fox] < 0.5 * wav.size / 16000 < spans.starts[-1]
+
+
+def test_ar_steps_cover_the_input_at_step_seconds(tiny_setup, speech):
+    import torch
+
+    from sealign.models.registry import load_policy
+
+    policy = load_policy(tiny_setup / "base")
+    wav = speech(1)[: 16000 + 123]  # 1.0077 s
+    rollout = policy.sample(policy.condition([wav]), generator=torch.Generator().manual_seed(0))
+    steps = int(rollout.mask.sum())
+    assert steps == rollout.logp.shape[1]
+    assert (steps - 1) * policy.step_seconds < wav.size / 16000 <= steps * policy.step_seconds
+    assert policy.decode(rollout)[0].size == wav.size
