@@ -1,0 +1,124 @@
+"""How much of a GSPO gradient is signal, per reward term and credit, on fixed inputs.
+
+    .venv/bin/python benchmarks/reward_gradient_snr.py [--model DIR] [--data data/demo]
+        [--inputs 4] [--batches 6] [--threads 2]
+
+Draws ``--batches`` independent rollout batches for the same ``--inputs`` training inputs at the
+demo's GSPO settings (4 samples per input, T = 1, top-k 50) from the policy (default: the
+shipped AR base), scores them once with the demo's reward terms, and computes the on-policy GSPO
+gradient of each batch for several rewards: each term alone, WER with word credit
+(``gspo_token``), and the demo composite with sequence or word credit. Two batches' gradients
+share the true gradient ``s`` and differ in their noise ``n``, so their mean pairwise cosine
+estimates ``|s|² / (|s|² + |n|²)``: near 0, one rollout batch's update is mostly noise for that
+reward; the printed ``k`` is the number of batches whose averaged gradient would be half
+signal (``(1 - c) / c``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
+    p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
+    p.add_argument("--inputs", type=int, default=4, help="fixed training inputs")
+    p.add_argument("--batches", type=int, default=6, help="independent rollout batches")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    import dataclasses
+
+    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.models.registry import load_policy
+    from sealign.rewards import CompositeReward, group_advantages
+    from sealign.rewards.word_credit import step_advantages
+    from sealign.rl.gspo import _utterances, rl_options
+    from sealign.rl.losses import policy_loss
+    from sealign.train.checkpoint import policy_dir
+    from sealign.train.data import PairDataset
+    from sealign.utils.threads import set_torch_threads
+
+    set_torch_threads(args.threads)
+    cfg = _demo_gspo()
+    comps = [dataclasses.replace(c) for c in cfg.reward.components]
+    wer_col = next(j for j, c in enumerate(comps) if c.metric == "wer")
+    comps[wer_col].credit = "word"
+    reward_cfg = dataclasses.replace(cfg.reward, components=comps)
+    model = Path(args.model) if args.model else shipped_checkpoint()
+    policy = load_policy(policy_dir(model))
+    module: torch.nn.Module = policy  # type: ignore[assignment]
+    module.eval()
+    data = dataclasses.replace(cfg.data, batch_size=args.inputs)
+    examples = PairDataset([str(Path(args.data) / "train.jsonl")], data, policy.sample_rate, 0)
+    examples = examples.next_batch()
+    reward = CompositeReward(reward_cfg, num_threads=args.threads)
+    reward.load()
+    g = cfg.sampling.group_size
+    group = np.repeat(np.arange(len(examples)), g)
+    cond = policy.condition([e.noisy for e in examples]).select(torch.as_tensor(group))
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(args.batches):
+        rollout = policy.sample(
+            cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
+        )
+        scores = reward(_utterances(examples, group, policy.decode(rollout), policy.sample_rate))
+        batches.append((rollout, scores))
+    reward.close()
+
+    agg, ones = cfg.reward.aggregation, np.ones(1)
+    names = reward.names
+
+    def advantages(variant: str, rollout, scores) -> tuple[np.ndarray, str]:
+        v, valid = scores.values, ~scores.failed
+        if variant == "composite":
+            return group_advantages(v, group, reward.weights, agg, scores.failed).advantages, "gspo"
+        if variant == "composite, word credit":
+            a, _ = step_advantages(v, group, reward.weights, agg, valid, wer_col,
+                                   scores.word_credit, rollout.logp.shape[1],
+                                   policy.step_seconds)  # fmt: skip
+            return a, "gspo_token"
+        name, _, credit = variant.partition(", ")
+        col = v[:, [names.index(name)]]
+        if credit:
+            a, _ = step_advantages(col, group, ones, agg, valid, 0, scores.word_credit,
+                                   rollout.logp.shape[1], policy.step_seconds)  # fmt: skip
+            return a, "gspo_token"
+        return group_advantages(col, group, ones, agg, scores.failed).advantages, "gspo"
+
+    params = [q for q in module.parameters() if q.requires_grad]
+    variants = [*names, f"{names[wer_col]}, word credit", "composite", "composite, word credit"]
+    print(f"model {model}; {args.batches} rollout batches of {len(examples)} inputs x {g}")
+    print("| reward | mean pairwise cosine | batches for half signal | gradient norm |")
+    print("|---|---|---|---|")
+    for variant in variants:
+        grads = []
+        for rollout, scores in batches:
+            adv, loss_type = advantages(variant, rollout, scores)
+            logp, _ = policy.step_log_probs(cond, rollout)
+            adv_t = torch.as_tensor(adv, dtype=torch.float32)
+            out = policy_loss(logp, rollout.logp, adv_t, rollout.mask, loss_type)
+            module.zero_grad()
+            out.loss.backward()
+            grads.append(torch.cat([q.grad.flatten() for q in params if q.grad is not None]))
+        cos = [
+            float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+            for a, b in itertools.combinations(grads, 2)
+        ]
+        c = float(np.mean(cos))
+        half = f"{(1 - c) / c:.0f}" if c > 0 else "∞"
+        se = float(np.std(cos) / np.sqrt(len(cos)))
+        norm = float(torch.stack([x.norm() for x in grads]).mean())
+        print(f"| {variant} | {c:+.4f} ± {se:.4f} | {half} | {norm:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
