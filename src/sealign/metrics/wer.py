@@ -10,8 +10,8 @@ signal is scored against the ASR transcript of the reference (and that transcrip
 reference's content, since many outputs usually share one reference).
 
 Each result's ``details`` hold the text scored against (``text``) and the ASR transcript
-(``transcript``). Each instance carries its own ``info`` whose description names the ASR model; :meth:`settings`
-lists everything that changes the numbers.
+(``transcript``). Each instance carries its own ``info`` whose description names the ASR model;
+:meth:`settings` lists everything that changes the numbers.
 """
 
 from __future__ import annotations

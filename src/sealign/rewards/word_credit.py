@@ -18,7 +18,9 @@ advantage is mostly noise for the frames it is spread over. With word credit:
    gaps), so each step gets the advantage of its own word (:func:`step_advantages`).
 
 This needs a policy whose rollout steps run along time (``step_seconds``: the AR family) and a
-loss with per-step advantages (``gspo_token`` or ``grpo``).
+loss with per-step advantages (``gspo_token`` or ``grpo``). On the demo it did not move WER
+either: one rollout batch's gradient is mostly noise with either credit
+(``benchmarks/reward_gradient_snr.py``; ``docs/gspo_demo.md``, "Word credit for the WER term").
 """
 
 from __future__ import annotations

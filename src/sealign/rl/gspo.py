@@ -6,9 +6,9 @@ perceptual reward. One explicit loop, no critic:
       → K minibatch updates: policy.step_log_probs → clipped surrogate (+ k3 KL) → AdamW
 
 Per step it logs ``reward``, ``reward_std``, ``rewards/<name>/mean|std``, ``frac_reward_zero_std``,
-``num_excluded``, ``frac_words_with_spread`` (word credit), ``clip_ratio/*``, ``kl``, ``entropy``, ``loss``, ``grad_norm``, ``lr``,
-``completions/mean_length`` and ``time/{generate,decode,score,update,step}`` (console,
-``log.jsonl``, TensorBoard). Every ``eval.steps`` steps (and at step 0) the held-out set is
+``num_excluded``, ``frac_words_with_spread`` (with word credit), ``clip_ratio/*``, ``kl``,
+``entropy``, ``loss``, ``grad_norm``, ``lr``, ``completions/mean_length`` and
+``time/{generate,decode,score,update,step}`` (console, ``log.jsonl``, TensorBoard). Every ``eval.steps`` steps (and at step 0) the held-out set is
 enhanced and scored on every evaluation metric; see :mod:`sealign.rl.evaluation` for the
 reward-hacking alarm. Checkpoints restore weights, optimizer, scheduler, RNGs and the data
 position, so a resumed run repeats the losses of an uninterrupted one.
