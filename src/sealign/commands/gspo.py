@@ -11,6 +11,10 @@ examples:
       eval.manifests=[data/valid.jsonl] max_steps=300 optim.lr=1e-5
   sealign gspo --config configs/gspo_demo.yaml --output runs/gspo_dnsmos \\
       'reward.components=[{metric: dnsmos, output: ovrl}]'
+  # WER credited word by word (AR policies; each frame gets its own reference word's advantage)
+  sealign gspo --config configs/gspo_demo.yaml --output runs/gspo_words loss=gspo_token \\
+      'reward.components=[{metric: dnsmos, output: ovrl}, {metric: wer, credit: word},
+      {metric: distillmos}]'
   sealign gspo --output runs/gspo --resume
   torchrun --nproc-per-node 2 -m sealign gspo --config configs/gspo_demo.yaml --output runs/ddp
 """
