@@ -104,7 +104,7 @@ def test_word_credit_falls_back_per_sample_and_per_group():
 
 
 class _FakeASR:
-    """Transcribes clip k (by its first sample's sign) and aligns words evenly."""
+    """Transcribes a clip whose first sample is k / 10 as transcript k; aligns words evenly."""
 
     name = "fake"
 
