@@ -16,6 +16,12 @@ def rope_tables(
     return ang.cos(), ang.sin()
 
 
+def rope_rotation(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The tables of :func:`rope_tables` as unit complex numbers ``cos + i·sin`` (the rotation
+    that :meth:`Block.decode_step` multiplies interleaved query / key pairs by)."""
+    return torch.complex(cos, sin)
+
+
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``[B, H, T, hd]`` by position tables ``[T, hd/2]`` (rotate-half layout)."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -85,28 +91,42 @@ class Block(nn.Module):
     def decode_step(
         self,
         x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rot: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor],
         pos: int,
-        fast: dict[str, torch.Tensor],
+        dw: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        """One cached decoding step: ``x [B, dim]`` at position ``pos`` (``cos`` / ``sin``:
-        that position's ``[hd/2]`` tables) → ``[B, dim]``. The same computation as
-        :meth:`forward` with a cache, kept two-dimensional and with fused residual products,
-        since at a few rows a step's cost is mostly per-operation overhead."""
+        """One cached decoding step: ``x [B, dim]`` at position ``pos`` → ``[B, dim]``, with
+        weights from :meth:`decode_weights`, a cache from :meth:`decode_cache` and ``rot``, that
+        position's rotation (:func:`rope_rotation`). The same function as :meth:`forward` with a
+        cache, written for as few operations as possible, since at a few rows a step's cost is
+        mostly per-operation overhead: two-dimensional states, fused residual products, RoPE as
+        one complex product, RMSNorm as a division by the L2 norm (its ``sqrt(dim)`` and gain
+        are in the weights) and attention as two batched products over keys stored
+        transposed (the ``1/sqrt(hd)`` scale is in the query weights)."""
         b, d = x.shape
-        qkv = (unit_rms(x, float(self.norm1.eps)) @ fast["qkv"]).view(b, 3, self.heads, -1)
-        qk = _rope(qkv[:, :2], cos, sin)  # RoPE of q and k
-        kc, vc = cache
-        kc[:, :, pos] = qk[:, 1]
-        vc[:, :, pos] = qkv[:, 2]
-        y = F.scaled_dot_product_attention(
-            qk[:, 0].unsqueeze(2), kc[:, :, : pos + 1], vc[:, :, : pos + 1]
-        )
-        x = torch.addmm(x, y.view(b, d), fast["proj"])
-        a, g = (unit_rms(x, float(self.norm2.eps)) @ fast["mlp_in"]).chunk(2, dim=-1)
-        return torch.addmm(x, F.silu(g).mul_(a), fast["mlp_out"])
+        eps = dw["eps"]
+        qkv = (x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).hypot(eps)) @ dw["qkv"]
+        qkv = qkv.view(b, 3, self.heads, self.head_dim)
+        qk = torch.view_as_complex(qkv[:, :2].unflatten(-1, (-1, 2))) * rot
+        qk = torch.view_as_real(qk).flatten(-2)  # RoPE of q and k, [B, 2, H, hd]
+        keys_t, values = cache
+        keys_t[..., pos] = qk[:, 1]
+        values[:, :, pos] = qkv[:, 2]
+        scores = qk[:, 0].unsqueeze(2) @ keys_t[..., : pos + 1]  # [B, H, 1, pos + 1]
+        y = torch.softmax(scores, dim=-1) @ values[:, :, : pos + 1]
+        x = torch.addmm(x, y.view(b, d), dw["proj"])
+        h = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).hypot(eps)
+        a, g = (h @ dw["mlp_in"]).chunk(2, dim=-1)
+        return torch.addmm(x, F.silu(g).mul_(a), dw["mlp_out"])
+
+    def decode_cache(
+        self, batch: int, length: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Empty key / value cache for :meth:`decode_step`: keys ``[B, H, hd, T]`` (transposed,
+        so that scores are a plain batched product), values ``[B, H, T, hd]``."""
+        keys_t = torch.zeros(batch, self.heads, self.head_dim, length, device=device)
+        return keys_t, torch.zeros(batch, self.heads, length, self.head_dim, device=device)
 
     def _lin(
         self, name: str, x: torch.Tensor, fast: dict[str, torch.Tensor] | None
@@ -128,4 +148,23 @@ class Block(nn.Module):
         for name, norm in (("qkv", self.norm1), ("mlp_in", self.norm2)):
             w = getattr(self, name).weight.detach().T
             out[name] = (w * norm.weight.detach()[:, None]).contiguous()
+        return out
+
+    def decode_weights(self) -> dict[str, torch.Tensor]:
+        """:meth:`fast_weights` for :meth:`decode_step`: the matrices that read normalized
+        states also carry RMSNorm's ``sqrt(dim)``, and the query and key columns of each head
+        are reordered from the rotate-half layout ``(x1, x2)`` to interleaved pairs ``(x1[0],
+        x2[0], x1[1], ...)``, so that RoPE is a complex product (attention scores are unchanged,
+        since queries and keys are reordered alike); the query columns carry ``1/sqrt(hd)``."""
+        out = self.fast_weights()
+        dim = out["qkv"].shape[0]
+        half = self.head_dim // 2
+        pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
+        order = torch.arange(3 * dim).view(3, self.heads, self.head_dim)
+        order[:2] = order[:2, :, pairs]
+        scale = torch.ones(3, self.heads, self.head_dim)
+        scale[0] = self.head_dim**-0.5  # attention's scale, on the queries
+        out["qkv"] = (out["qkv"][:, order.flatten()] * scale.view(1, -1) * dim**0.5).contiguous()
+        out["mlp_in"] = out["mlp_in"].mul(dim**0.5).contiguous()
+        out["eps"] = torch.tensor((dim * float(self.norm1.eps)) ** 0.5)
         return out
