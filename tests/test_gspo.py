@@ -19,7 +19,9 @@ from sealign.metrics.base import Utterance
 from sealign.metrics.registry import metric_info
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages, to_reward_scale
 from sealign.rewards.composite import auto_scale
-from sealign.rl.gspo import GSPOConfig, train_gspo
+from sealign.rl.gspo import GSPOConfig, generate_and_score, train_gspo
+from sealign.train.data import PairDataset
+from sealign.train.sft import init_policy
 
 torch.set_num_threads(1)
 
@@ -264,6 +266,22 @@ def test_each_pass_over_the_rollout_batch_is_one_more_update(setup, tmp_path, pa
     assert trainer["optimizer"]["state"][0]["step"] == passes
 
 
+def test_negative_advantage_scale_shrinks_only_below_average_samples(setup, tmp_path):
+    advantages = {}
+    for scale in (1.0, 0.25):
+        kw = {"eval.manifests": "[]", "negative_advantage_scale": scale}
+        cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", **kw))
+        policy = init_policy(cfg.model)
+        data = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, 0, True)
+        reward = CompositeReward(cfg.reward, num_threads=1)
+        gen = torch.Generator().manual_seed(0)
+        batch = generate_and_score(policy, data.next_batch(), cfg, reward, gen)
+        advantages[scale] = batch.advantages
+    full = advantages[1.0]
+    assert (full < 0).any() and (full > 0).any()
+    np.testing.assert_allclose(advantages[0.25], np.where(full < 0, 0.25 * full, full), atol=1e-6)
+
+
 def test_nan_reward_sample_is_excluded_not_fatal(setup, tmp_path, caplog):
     CALLS.clear()
     kw = {
@@ -326,6 +344,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("sampling.group_size=1", "group_size"),
         ("data.crop_seconds=2", "crop_seconds"),
         ("steps_per_generation=99", "steps_per_generation"),
+        ("negative_advantage_scale=-1", "negative_advantage_scale"),
         ("eval.metrics=[nope]", "eval.metrics"),
         ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
         ("reward.components=[{metric: wer, credit: word}]", "credit: word"),  # loss gspo

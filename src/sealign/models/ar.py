@@ -566,7 +566,10 @@ class ARPolicy(nn.Module):
         head = self._head_matrices()
         heads_cat, pad = self._fast_heads()
         # the final RMSNorm written as in Block.decode_step
-        heads_cat, head_eps = heads_cat * cfg.dim**0.5, torch.tensor(cfg.dim * self.norm.eps) ** 0.5
+        heads_cat, head_eps = (
+            heads_cat * cfg.dim**0.5,
+            torch.tensor((cfg.dim * self.norm.eps) ** 0.5, device=self.device),
+        )
         table, offsets = self._fast_embedding()
         gen_device = generator.device if generator is not None else torch.device("cpu")
         prev = torch.tensor(cfg.vocab_sizes, device=self.device).view(1, -1).expand(n, -1)

@@ -143,7 +143,8 @@ class Block(nn.Module):
         """Inference copies of the linear weights as contiguous ``[in, out]`` matrices (``x @ W``
         is about twice as fast as ``F.linear`` for the few rows of a decoding step), with the
         RMSNorm gains folded into the matrices that read the normalized states (``(x̂·g) @ W =
-        x̂ @ (diag(g)·W)``: one decoding step runs two fewer norm kernels per block)."""
+        x̂ @ (diag(g)·W)``). :meth:`forward` takes them as ``fast``; :meth:`decode_weights`
+        builds on them."""
         out = {n: getattr(self, n).weight.detach().T.contiguous() for n in ("proj", "mlp_out")}
         for name, norm in (("qkv", self.norm1), ("mlp_in", self.norm2)):
             w = getattr(self, name).weight.detach().T
@@ -157,14 +158,14 @@ class Block(nn.Module):
         x2[0], x1[1], ...)``, so that RoPE is a complex product (attention scores are unchanged,
         since queries and keys are reordered alike); the query columns carry ``1/sqrt(hd)``."""
         out = self.fast_weights()
-        dim = out["qkv"].shape[0]
+        dim, device = out["qkv"].shape[0], out["qkv"].device
         half = self.head_dim // 2
         pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
         order = torch.arange(3 * dim).view(3, self.heads, self.head_dim)
         order[:2] = order[:2, :, pairs]
-        scale = torch.ones(3, self.heads, self.head_dim)
+        scale = torch.ones(3, self.heads, self.head_dim, device=device)
         scale[0] = self.head_dim**-0.5  # attention's scale, on the queries
         out["qkv"] = (out["qkv"][:, order.flatten()] * scale.view(1, -1) * dim**0.5).contiguous()
         out["mlp_in"] = out["mlp_in"].mul(dim**0.5).contiguous()
-        out["eps"] = torch.tensor((dim * float(self.norm1.eps)) ** 0.5)
+        out["eps"] = torch.tensor((dim * float(self.norm1.eps)) ** 0.5, device=device)
         return out

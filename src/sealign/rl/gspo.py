@@ -115,6 +115,9 @@ class GSPOConfig:
     epsilon_high: float = 4e-4
     beta: float = 0.0  # weight of the k3 KL to the reference policy
     entropy_coef: float = 0.0
+    # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
+    # samples of each group (positive sample reinforcement), which lowers the entropy instead
+    negative_advantage_scale: float = 1.0
     steps_per_generation: int = 4  # minibatch updates per pass over a rollout batch (K)
     num_iterations: int = 1  # passes over each rollout batch (μ): K·μ optimizer steps
     optim: OptimConfig = field(default_factory=_gspo_optim)
@@ -135,6 +138,10 @@ class GSPOConfig:
             raise ValueError("epsilon_low must be in [0, 1) and epsilon_high >= 0")
         if self.beta < 0 or self.entropy_coef < 0:
             raise ValueError("beta and entropy_coef must be >= 0")
+        if not 0 <= self.negative_advantage_scale <= 1:
+            raise ValueError(
+                f"negative_advantage_scale must be in [0, 1], got {self.negative_advantage_scale}"
+            )
         for key in ("steps_per_generation", "num_iterations", "max_steps", "logging_steps",
                     "threads"):  # fmt: skip
             if getattr(self, key) < 1:
@@ -324,6 +331,8 @@ def generate_and_score(
             reward.word_credit, scores.word_credit, rollout.logp.shape[1],
             policy.step_seconds,  # type: ignore[attr-defined]
         )  # fmt: skip
+    if cfg.negative_advantage_scale != 1:
+        advantages = np.where(advantages < 0, advantages * cfg.negative_advantage_scale, advantages)
     for i, why in scores.reasons.items():
         log.warning("excluding sample %s#%d from its group: %s", examples[group[i]].id, i, why)
     stats: dict[str, float] = {
