@@ -116,7 +116,7 @@ class GSPOConfig:
     beta: float = 0.0  # weight of the k3 KL to the reference policy
     entropy_coef: float = 0.0
     # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
-    # samples of each group (positive sample reinforcement), which lowers the entropy instead
+    # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
     negative_advantage_scale: float = 1.0
     steps_per_generation: int = 4  # minibatch updates per pass over a rollout batch (K)
     num_iterations: int = 1  # passes over each rollout batch (μ): K·μ optimizer steps
