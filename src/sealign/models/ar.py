@@ -65,7 +65,7 @@ attention as two batched products over transposed keys, fused residual products.
 summed embeddings are one ``embedding_bag``, all codebooks' logits one matrix product drawn
 together (smaller vocabularies padded with ``-inf``), and with a top-k only the ``k + 1``
 largest logits of a step are touched. At batch 1 a step is per-operation overhead plus reading
-the weights once (about 15 MB for the demo model, 0.8 ms of the 1.7 ms step on this CPU), so
+the weights once (about 15 MB for the demo model, 0.8 ms of a 1.7–2.3 ms step on this CPU), so
 fewer operations is what makes the cache pay (``benchmarks/ar_sampling.py``).
 
 Wrapping an external AR model (e.g. a ``transformers`` decoder) behind the same protocol is
@@ -95,7 +95,14 @@ from sealign.models.features import (
 from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
 from sealign.models.policy import Conditioning, Rollout, Targets
 from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
-from sealign.models.transformer import Block, drop, rope_rotation, rope_tables
+from sealign.models.transformer import (
+    Block,
+    drop,
+    l2_eps,
+    rope_rotation,
+    rope_tables,
+    unit_l2,
+)
 
 FAMILY = "ar"
 FORMAT_VERSION = 1
@@ -566,10 +573,7 @@ class ARPolicy(nn.Module):
         head = self._head_matrices()
         heads_cat, pad = self._fast_heads()
         # the final RMSNorm written as in Block.decode_step
-        heads_cat, head_eps = (
-            heads_cat * cfg.dim**0.5,
-            torch.tensor((cfg.dim * self.norm.eps) ** 0.5, device=self.device),
-        )
+        heads_cat, head_eps = heads_cat * cfg.dim**0.5, l2_eps(cfg.dim, self.norm.eps, self.device)
         table, offsets = self._fast_embedding()
         gen_device = generator.device if generator is not None else torch.device("cpu")
         prev = torch.tensor(cfg.vocab_sizes, device=self.device).view(1, -1).expand(n, -1)
@@ -584,7 +588,7 @@ class ARPolicy(nn.Module):
                 x = self._run(x, fast=fast)[:, -1]
             u = torch.rand(n, k_books, generator=generator, device=gen_device).to(self.device)
             if joint is not None:  # all codebooks at once: one matrix product, one draw
-                hn = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).hypot(head_eps)
+                hn = unit_l2(x, head_eps)
                 logits = hn @ heads_cat if pad is None else torch.addmm(pad, hn, heads_cat)
                 tok, lp = joint.sample(logits.view(n * k_books, -1), u.view(-1))
                 tokens[:, :, t] = tok.view(n, k_books)
