@@ -57,6 +57,7 @@ from sealign.data.noise import (
     NoiseSource,
     SampleContext,
 )
+from sealign.utils.procs import pool_worker_init
 
 log = logging.getLogger(__name__)
 
@@ -1027,7 +1028,7 @@ def degrade_manifest(
         pool = None
     else:
         pool = ProcessPoolExecutor(
-            max_workers=workers, initializer=_init_worker, initargs=init_args
+            max_workers=workers, initializer=pool_worker_init, initargs=(_init_worker, *init_args)
         )
         outcomes = pool.map(_process, todo, chunksize=max(1, min(16, len(todo) // (4 * workers))))
     try:

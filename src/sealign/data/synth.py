@@ -45,6 +45,7 @@ import numpy as np
 from sealign.audio.io import resample, write_audio
 from sealign.data.manifest import Entry, write_manifest
 from sealign.data.text import WORD_RANGE, count_words, sentence_for
+from sealign.utils.procs import pool_worker_init
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +484,7 @@ def _run_tasks(
         # Group by engine so a worker mostly meets one engine; map keeps the task order.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(options,)
+            workers, mp_context=ctx, initializer=pool_worker_init, initargs=(_init_worker, options)
         ) as pool:
             order = sorted(range(len(tasks)), key=lambda i: (tasks[i]["engine"], i))
             chunk = max(1, min(16, len(tasks) // (4 * workers) or 1))
