@@ -1,7 +1,7 @@
 """How much of a GSPO gradient is signal, per reward term and credit, on fixed inputs.
 
     .venv/bin/python benchmarks/reward_gradient_snr.py [--model DIR] [--data data/demo]
-        [--inputs 4] [--batches 6] [--threads 2]
+        [--inputs 4] [--batches 6] [--threads 2] [--extra METRIC:OUTPUT ...]
 
 Draws ``--batches`` independent rollout batches for the same ``--inputs`` training inputs at the
 demo's GSPO settings (4 samples per input, T = 1, top-k 50) from the policy (default: the
@@ -11,7 +11,8 @@ gradient of each batch for several rewards: each term alone, WER with word credi
 share the true gradient ``s`` and differ in their noise ``n``, so their mean pairwise cosine
 estimates ``|s|² / (|s|² + |n|²)``: near 0, one rollout batch's update is mostly noise for that
 reward; the printed ``k`` is the number of batches whose averaged gradient would be half
-signal (``(1 - c) / c``).
+signal (``(1 - c) / c``). Each ``--extra`` reward term (e.g. ``text_likelihood:text_prob``) is
+scored as well and measured alone and in the composite in place of the WER term.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", type=int, default=4, help="fixed training inputs")
     p.add_argument("--batches", type=int, default=6, help="independent rollout batches")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--extra", action="append", default=[], metavar="METRIC:OUTPUT",
+                   help="another reward term to measure, alone and in place of WER")  # fmt: skip
     args = p.parse_args(argv)
 
     import dataclasses
 
     from sealign.commands.demo import _demo_gspo, shipped_checkpoint
     from sealign.models.registry import load_policy
-    from sealign.rewards import CompositeReward, group_advantages
+    from sealign.rewards import CompositeReward, RewardComponent, RewardConfig, group_advantages
     from sealign.rewards.word_credit import step_advantages
     from sealign.rl.gspo import _utterances, rl_options
     from sealign.rl.losses import policy_loss
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     examples = examples.next_batch()
     reward = CompositeReward(reward_cfg, num_threads=args.threads)
     reward.load()
+    extras = [RewardComponent(*e.split(":", 1)) for e in args.extra]
+    extra = CompositeReward(RewardConfig(extras), num_threads=args.threads) if extras else None
     g = cfg.sampling.group_size
     group = np.repeat(np.arange(len(examples)), g)
     cond = policy.condition([e.noisy for e in examples]).select(torch.as_tensor(group))
@@ -69,15 +74,23 @@ def main(argv: list[str] | None = None) -> int:
         rollout = policy.sample(
             cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
         )
-        scores = reward(_utterances(examples, group, policy.decode(rollout), policy.sample_rate))
-        batches.append((rollout, scores))
+        utts = _utterances(examples, group, policy.decode(rollout), policy.sample_rate)
+        batches.append((rollout, reward(utts), extra(utts) if extra else None))
     reward.close()
 
     agg, ones = cfg.reward.aggregation, np.ones(1)
     names = reward.names
 
-    def advantages(variant: str, rollout, scores) -> tuple[np.ndarray, str]:
+    def advantages(variant: str, rollout, scores, more) -> tuple[np.ndarray, str]:
         v, valid = scores.values, ~scores.failed
+        if more is not None and variant.startswith("composite, ") and variant[11:] in more.names:
+            v = v.copy()
+            v[:, wer_col] = more.values[:, more.names.index(variant[11:])]
+            failed = scores.failed | more.failed
+            return group_advantages(v, group, reward.weights, agg, failed).advantages, "gspo"
+        if more is not None and variant in more.names:
+            col = more.values[:, [more.names.index(variant)]]
+            return group_advantages(col, group, ones, agg, more.failed).advantages, "gspo"
         if variant == "composite":
             return group_advantages(v, group, reward.weights, agg, scores.failed).advantages, "gspo"
         if variant == "composite, word credit":
@@ -95,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
 
     params = [q for q in module.parameters() if q.requires_grad]
     variants = [*names, f"{names[wer_col]}, word credit", "composite", "composite, word credit"]
+    if extra is not None:
+        variants += [*extra.names, *(f"composite, {n}" for n in extra.names)]
     print(f"model {model}; {args.batches} rollout batches of {len(examples)} inputs x {g}")
     print("| reward | mean pairwise cosine | batches for half signal | gradient norm |")
     print("|---|---|---|---|")
     for variant in variants:
         grads = []
-        for rollout, scores in batches:
-            adv, loss_type = advantages(variant, rollout, scores)
+        for rollout, scores, more in batches:
+            adv, loss_type = advantages(variant, rollout, scores, more)
             logp, _ = policy.step_log_probs(cond, rollout)
             adv_t = torch.as_tensor(adv, dtype=torch.float32)
             out = policy_loss(logp, rollout.logp, adv_t, rollout.mask, loss_type)

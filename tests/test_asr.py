@@ -251,3 +251,95 @@ def test_compression_ratio_flags_repetition_loops():
     assert compression_ratio(once) < 1.8
     assert compression_ratio(" ".join([once] * 3)) > 1.8
     assert compression_ratio("") == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer repair and the text likelihood
+
+
+def _byte_bpe(merges: list[str]):
+    """A byte-level BPE whose merged tokens have ids 256 + rank of the full merge list."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    full = ["Ġ t", "h e", "Ġt he", "Ġ a"]
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab.update({m.replace(" ", ""): 256 + r for r, m in enumerate(full)})
+    tok = Tokenizer(models.BPE(vocab, [tuple(m.split(" ")) for m in merges]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok, full
+
+
+def test_repair_restores_a_dropped_first_merge_and_keeps_complete_tokenizers():
+    from sealign.metrics.asr import repair_bpe_merges
+
+    complete, full = _byte_bpe(["Ġ t", "h e", "Ġt he", "Ġ a"])
+    broken, _ = _byte_bpe(full[1:])
+    assert broken.encode(" the a").tokens == ["Ġ", "t", "he", "Ġa"]
+    fixed = repair_bpe_merges(broken)
+    assert fixed.encode(" the a").tokens == ["Ġthe", "Ġa"]
+    assert fixed.encode(" the a").ids == complete.encode(" the a").ids
+    assert repair_bpe_merges(complete) is complete
+
+
+def test_whisper_tokenizer_encodes_the_as_one_token(wer_metric):
+    wer_metric.load()
+    tok = wer_metric.asr._tokenizer
+    assert [tok.decode([i]) for i in tok.encode(" the cat")] == [" the", " cat"]
+
+
+@pytest.fixture(scope="module")
+def text_ll():
+    m = build_metric("text_likelihood", num_threads=2)
+    m.load()
+    return m
+
+
+def test_text_likelihood_prefers_the_spoken_text_and_clean_speech(text_ll, speech, noisy):
+    assert text_ll.info.needs_text and "whisper-base" in text_ll.describe()
+    x = speech(0)
+    right, wrong, dirty, none = text_ll(
+        [
+            Utterance("r", x, 16000, text=SENTENCES[0]),
+            Utterance("w", x, 16000, text=SENTENCES[2]),
+            Utterance("n", noisy(x, -5.0), 16000, text=SENTENCES[0]),
+            Utterance("t", x, 16000),
+        ]
+    )
+    assert none.skipped == "no text"
+    assert right.values["text_prob"] > 0.7 > 0.2 > wrong.values["text_prob"]
+    assert right.values["text_prob"] > dirty.values["text_prob"]
+    assert (
+        right.values["text_logprob"] > dirty.values["text_logprob"] > wrong.values["text_logprob"]
+    )
+    assert text_ll.settings()["asr_model"].startswith("whisper-base@")
+
+
+def test_text_likelihood_matches_greedy_decoding_scores(text_ll, speech):
+    """Differential: on the tokens greedy decoding chose, the teacher-forced probabilities equal
+    the softmax of the decoder's own logits at each generated step (a separate CTranslate2 path)."""
+    import ctranslate2
+
+    asr = text_ll.asr
+    x = speech(1)
+    ((_, enc),) = asr._encoded_batches([x])
+    tok = asr._tokenizer
+    (res,) = asr.whisper.model.generate(
+        enc, [[*tok.sot_sequence, tok.no_timestamps]], beam_size=1, max_length=120,
+        return_logits_vocab=True, suppress_blank=False,
+    )  # fmt: skip
+    ids = res.sequences_ids[0]
+    logits = np.array(res.logits[0], dtype=np.float64)[: len(ids)]
+    logits -= logits.max(axis=1, keepdims=True)
+    want = logits[np.arange(len(ids)), ids] - np.log(np.exp(logits).sum(axis=1))
+    text = tok.decode(ids)
+    assert tok.encode(" " + " ".join(text.split())) == ids
+    (got,) = asr.text_logprobs([x], 16000, [text])
+    assert isinstance(enc, ctranslate2.StorageView) and got.shape == want.shape
+    np.testing.assert_allclose(np.exp(got[:-1]), np.exp(want[:-1]), atol=0.02)
+
+
+def test_text_likelihood_skips_clips_longer_than_a_window(text_ll):
+    long = np.zeros(16000 * 31, dtype=np.float32)
+    (r,) = text_ll([Utterance("l", long, 16000, text="hello")])
+    assert r.skipped == "longer than one Whisper window (30 s)"

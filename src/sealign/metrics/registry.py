@@ -17,6 +17,7 @@ _BUILTIN: dict[str, str] = {
     "nisqa_tts": "sealign.metrics.nisqa:NISQATTS",
     "wer": "sealign.metrics.wer:WER",
     "cer": "sealign.metrics.wer:CER",
+    "text_likelihood": "sealign.metrics.text_likelihood:TextLikelihood",
     "spk_sim": "sealign.metrics.spk_sim:SpeakerSimilarity",
     "speechbertscore": "sealign.metrics.speechbertscore:SpeechBERTScore",
     "pesq_wb": "sealign.metrics.intrusive:PESQWideband",
