@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", type=int, default=4, help="fixed training inputs")
     p.add_argument("--batches", type=int, default=6, help="independent rollout batches")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--by-module", action="store_true",
+                   help="also the cosine within each block / module's parameters")  # fmt: skip
     p.add_argument("--extra", action="append", default=[], metavar="METRIC:OUTPUT",
                    help="another reward term to measure, alone and in place of WER")  # fmt: skip
     args = p.parse_args(argv)
@@ -106,7 +108,24 @@ def main(argv: list[str] | None = None) -> int:
             return a, "gspo_token"
         return group_advantages(col, group, ones, agg, scores.failed).advantages, "gspo"
 
-    params = [q for q in module.parameters() if q.requires_grad]
+    named = [(n, q) for n, q in module.named_parameters() if q.requires_grad]
+    params = [q for _, q in named]
+    spans: dict[str, list[tuple[int, int]]] = {}  # module → slices of the flat gradient
+    start = 0
+    for n, q in named:
+        parts = n.split(".")
+        key = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        spans.setdefault(key, []).append((start, start + q.numel()))
+        start += q.numel()
+
+    def mean_cosine(grads: list[torch.Tensor]) -> tuple[float, float]:
+        cos = [
+            float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+            for a, b in itertools.combinations(grads, 2)
+        ]
+        return float(np.mean(cos)), float(np.std(cos) / np.sqrt(len(cos)))
+
+    by_module: dict[str, dict[str, float]] = {}
     variants = [*names, f"{names[wer_col]}, word credit", "composite", "composite, word credit"]
     if extra is not None:
         variants += [*extra.names, *(f"composite, {n}" for n in extra.names)]
@@ -122,16 +141,24 @@ def main(argv: list[str] | None = None) -> int:
             out = policy_loss(logp, rollout.logp, adv_t, rollout.mask, loss_type)
             module.zero_grad()
             out.loss.backward()
-            grads.append(torch.cat([q.grad.flatten() for q in params if q.grad is not None]))
-        cos = [
-            float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-            for a, b in itertools.combinations(grads, 2)
-        ]
-        c = float(np.mean(cos))
+            flat = [q.grad if q.grad is not None else torch.zeros_like(q) for q in params]
+            grads.append(torch.cat([x.flatten() for x in flat]))
+        c, se = mean_cosine(grads)
         half = f"{(1 - c) / c:.0f}" if c > 0 else "∞"
-        se = float(np.std(cos) / np.sqrt(len(cos)))
         norm = float(torch.stack([x.norm() for x in grads]).mean())
         print(f"| {variant} | {c:+.4f} ± {se:.4f} | {half} | {norm:.3f} |")
+        if args.by_module:
+            by_module[variant] = {
+                key: mean_cosine([torch.cat([x[a:b] for a, b in sl]) for x in grads])[0]
+                for key, sl in spans.items()
+            }
+    if by_module:
+        keys = list(spans)
+        print("\nmean pairwise cosine within each module's parameters")
+        print("| reward | " + " | ".join(keys) + " |")
+        print("|---|" + "---|" * len(keys))
+        for variant, row in by_module.items():
+            print(f"| {variant} | " + " | ".join(f"{row[k]:+.3f}" for k in keys) + " |")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Conditioning features of noisy audio, shared by every model family: log-mel frames.
+"""Conditioning features of noisy audio, shared by every model family: log-mel frames, and
+optionally a speech encoder's content features (:mod:`sealign.models.content`).
 
 Framing is aligned to the codec: with ``hop = sample_rate / frame_rate / frames_per_token`` a
 signal of ``n`` samples gives ``frames_per_token * ceil(n / token_samples)`` feature frames, i.e.
@@ -53,10 +54,30 @@ class FeatureConfig:
     log_floor: float = 1e-7  # relative to the utterance's largest mel power
     normalize: str = "utterance"
     min_duration: float = 0.1  # seconds; shorter input is an error
+    # Content features appended to every feature frame (sealign.models.content): "none" or
+    # "whisper" (encoder frames of `content_model`, default the offline Whisper-base; needs
+    # 20-ms codec frames). `content_dim` is the encoder's width (512 for Whisper-base).
+    content: str = "none"
+    content_model: str | None = None
+    content_dim: int = 512
+    content_threads: int = 1
+    content_cache_gb: float = 2.0
 
     def __post_init__(self) -> None:
+        from sealign.models.content import CONTENT_ENCODERS, CONTENT_FRAME_SECONDS
+
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.content not in CONTENT_ENCODERS:
+            raise ValueError(f"content must be one of {CONTENT_ENCODERS}, got {self.content!r}")
+        frame = self.hop_length * self.frames_per_token / self.sample_rate
+        if self.content != "none" and abs(frame - CONTENT_FRAME_SECONDS) > 1e-9:
+            raise ValueError(
+                f"content={self.content!r} gives one frame per 20 ms, but a codec frame here is "
+                f"{frame * 1000:g} ms; use a 50-Hz codec or content: none"
+            )
+        if self.content != "none" and (self.content_dim < 1 or self.content_threads < 1):
+            raise ValueError("content_dim and content_threads must be >= 1")
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
         if self.hop_length <= 0 or self.frames_per_token <= 0:
@@ -68,8 +89,8 @@ class FeatureConfig:
 
     @property
     def dim(self) -> int:
-        """Width of one feature frame."""
-        return self.n_mels
+        """Width of one feature frame: the log-mels, then the content features if any."""
+        return self.n_mels + (self.content_dim if self.content != "none" else 0)
 
     def num_tokens(self, num_samples: int) -> int:
         """Codec frames covering ``num_samples``: ``ceil(num_samples / token_samples)``."""
@@ -195,13 +216,34 @@ def compute_features(
                     f"than the model's max_frames={max_frames}; split the input into chunks"
                 )
     feats = [normalize(log_mel(w, cfg), cfg.normalize) for w in items]
+    if cfg.content != "none":
+        feats = [
+            torch.cat([f, c], dim=1) for f, c in zip(feats, content_frames(items, cfg), strict=True)
+        ]
     t_max = max(f.shape[0] for f in feats)
-    out = torch.zeros(len(feats), t_max, cfg.n_mels)
+    out = torch.zeros(len(feats), t_max, cfg.dim)
     mask = torch.zeros(len(feats), t_max, dtype=torch.bool)
     for i, f in enumerate(feats):
         out[i, : f.shape[0]] = f
         mask[i, : f.shape[0]] = True
     return Conditioning(out, mask, [int(w.size) for w in items])
+
+
+def content_frames(items: Sequence[np.ndarray], cfg: FeatureConfig) -> list[torch.Tensor]:
+    """Content features of each waveform, repeated for each feature frame of a codec frame:
+    ``[num_frames, content_dim]``."""
+    from sealign.models.content import content_encoder
+
+    enc = content_encoder(cfg.content_model, cfg.content_threads, cfg.content_cache_gb)
+    out = []
+    for frames in enc(items, cfg.sample_rate):
+        if frames.shape[1] != cfg.content_dim:
+            raise FeatureError(
+                f"content encoder {enc.name} gives {frames.shape[1]}-dim frames but the model "
+                f"was built for content_dim={cfg.content_dim}"
+            )
+        out.append(torch.from_numpy(frames).repeat_interleave(cfg.frames_per_token, dim=0))
+    return out
 
 
 def frame_conditioner_layers(
