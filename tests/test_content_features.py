@@ -1,5 +1,5 @@
-"""Whisper content features of the noisy input: framing, caching, validation and a policy using
-them end to end (condition, SFT loss, save / load)."""
+"""Whisper content features of the noisy input: framing, caching, validation and a policy of each
+built-in family using them end to end (condition, SFT loss, save / load, sample)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import torch
 from sealign.codecs.base import load_codec
 from sealign.models.content import ContentEncoder
 from sealign.models.features import FeatureConfig, compute_features, log_mel, normalize
-from sealign.models.fm import FMConfig, FMPolicy
-from sealign.models.registry import load_policy
+from sealign.models.registry import build_policy, load_policy
 
 torch.set_num_threads(1)
 
@@ -53,16 +52,19 @@ def test_content_cache_returns_the_same_frames_and_stays_bounded(speech):
     assert np.array_equal(enc(clips[:1], 16000)[0], first)  # evicted, recomputed identically
 
 
-def test_fm_policy_with_content_features_trains_saves_and_loads(
-    tiny_setup, speech, noisy, tmp_path
+@pytest.mark.parametrize(
+    "family, extra",
+    [("ar", {}), ("mgm", {"decode_steps": 2}), ("fm", {"ode_steps": 2, "sde_steps": 2})],
+)
+def test_policy_with_content_features_trains_saves_and_loads(
+    family, extra, tiny_setup, speech, noisy, tmp_path
 ):
     codec = load_codec(f"world:{tiny_setup / 'codec'}")
     torch.manual_seed(0)
-    cfg = FMConfig.for_codec(
-        codec, dim=32, layers=1, heads=2, ode_steps=2, sde_steps=2,
-        features={"n_mels": 20, "content": "whisper"},
-    )  # fmt: skip
-    policy = FMPolicy(codec, cfg)
+    feats = {"n_mels": 20, "content": "whisper"}
+    policy = build_policy(
+        family, codec, {"dim": 32, "layers": 1, "heads": 2, "features": feats, **extra}
+    )
     clean = [speech(0)[:11200], speech(1, "en-us+f2")[:14400]]
     wavs = [noisy(c, 5.0, seed=i) for i, c in enumerate(clean)]
     cond = policy.condition(wavs)
