@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -110,8 +109,7 @@ def test_shipped_checkpoint_is_packaged(family):
     meta = json.loads((ckpt / "config.json").read_text())
     assert meta["family"] == family
     size = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
-    assert size <= 20 * 1024 * 1024
-    assert np.isfinite(size)
+    assert size <= 20_000_000  # the issues' budget: 20 MB, weights and codec together
 
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
