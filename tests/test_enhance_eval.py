@@ -305,3 +305,33 @@ def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nope"), "--manifest", str(setup / "test.jsonl"),
                  "--output", str(tmp_path / "e2")]) == 2  # fmt: skip
     assert not (tmp_path / "e2").exists()
+
+
+def test_export_cli_half_precision_and_sampling(setup, tmp_path):
+    from safetensors.torch import load_file
+
+    from sealign.models.registry import load_policy
+
+    src, out = setup / "model1", tmp_path / "shipped"
+    args = ["export", "--model", str(src), "--output", str(out), "--temperature", "0.2"]
+    assert main(args + ["--top-k", "7"]) == 0
+    weights = load_file(str(out / "model.safetensors"))
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+    size = {d: (d / "model.safetensors").stat().st_size for d in (src, out)}
+    assert size[out] < 0.6 * size[src]
+    a, b = load_policy(src), load_policy(out)
+    assert b.sampling_defaults == {"temperature": 0.2, "top_k": 7}
+    for k, v in a.state_dict().items():
+        assert b.state_dict()[k].dtype == v.dtype  # loaded back as float32 parameters
+        torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-3, atol=1e-4)
+    # the half-precision model scores tokens as the original does, to rounding
+    cond = a.condition([np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1])
+    roll = a.sample(cond, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lp_a, lp_b = a.step_log_probs(cond, roll)[0], b.step_log_probs(cond, roll)[0]
+    assert (lp_a - lp_b).abs().max() < 1e-2
+    assert main(args) == 2  # the output exists: refused, nothing overwritten
+    assert load_policy(out).sampling_defaults["top_k"] == 7
+    bad = ["export", "--model", str(src), "--output", str(tmp_path / "x"), "--top-k", "-1"]
+    assert main(bad) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

@@ -13,6 +13,7 @@ from sealign.commands import (
     demo,
     dpo,
     enhance,
+    export,
     gspo,
     metrics_cmd,
     pref_ablation,
@@ -35,6 +36,7 @@ COMMANDS = {
     "pref-ablation": pref_ablation,
     "enhance": enhance,
     "eval": eval_cmd,
+    "export": export,
     "score": score,
     "metrics": metrics_cmd,
 }
