@@ -244,3 +244,36 @@ def test_pref_ablation_trains_arms_evaluates_and_compares_updates(
     assert all(-1.0 <= cos["single:si_sdr"][arm] <= 1.0 + 1e-6 for arm in res["arms"])
     assert res["diff_vs_base"]["gt-winner"]["si_sdr"]["n"] == 3
     assert "Preference vectors" in capsys.readouterr().out
+
+
+def test_fm_dpo_noise_draws_share_the_reference(tiny_setup, tmp_path):
+    """With ``noise_draws`` 2 each pass over the pairs uses its own (t, noise); the precomputed
+    reference must match the policy's log-likelihood under every draw (θ = ref: margin 0)."""
+    from sealign.rl.dpo import PairItem, Targets, _read_reference_cache, pair_noise
+
+    codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    torch.manual_seed(0)
+    cfg = {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}, "ode_steps": 2}
+    policy = build_policy("fm", codec, cfg)
+    policy.save(tmp_path / "fm")
+    data = tmp_path / "prefs"
+    assert main(_prefs_args(tmp_path / "fm", tiny_setup / "valid.jsonl", data)) == 0
+    run = tmp_path / "dpo"
+    # 6 pairs, 3 a step: steps 1-2 use draw 0, steps 3-4 draw 1; lr so small that θ stays ref
+    extra = ["--max-steps", "4", "--family", "fm", "noise_draws=2", "optim.lr=1e-12"]
+    args = _dpo_args(tiny_setup, data, run, *extra)
+    args[args.index("--init-from") + 1] = str(tmp_path / "fm")
+    assert main(args) == 0
+    margins = _logged(run, "rewards/margins")
+    assert sorted(margins) == [1, 2, 3, 4]
+    for step in margins:
+        assert margins[step] == pytest.approx(0.0, abs=1e-4)
+    cache = _read_reference_cache(run / "reference_loglik.json", 2)
+    assert cache is not None and all(len(v) == 2 for v in cache.values())
+    assert all(v[0] != v[1] for v in cache.values())  # the two draws differ
+    assert _read_reference_cache(run / "reference_loglik.json", 3) is None  # too few: recompute
+    x = Targets(torch.zeros(1, 5, policy.config.latent_dim), torch.ones(1, 5, dtype=torch.bool))
+    item = PairItem(3, "u", None, x, x)
+    a, b = pair_noise(policy, item, 0, 0), pair_noise(policy, item, 0, 1)
+    assert torch.equal(a["noise"], pair_noise(policy, item, 0, 0)["noise"])  # seeded
+    assert not torch.equal(a["noise"], b["noise"])

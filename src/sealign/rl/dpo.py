@@ -105,6 +105,9 @@ class DPOConfig:
     beta: float = 0.1
     sft_weight: float = 0.0  # SFT regularizer on winners (added to the DPO loss)
     precompute_ref: bool = True
+    # distinct draws of the family's randomness (FM t and noise, MGM mask) per pair, used in
+    # turn, one per pass over the pairs; the reference is precomputed for each
+    noise_draws: int = 1
     batch_size: int = 4  # pairs per step
     optim: OptimConfig = field(default_factory=_dpo_optim)
     eval: RLEvalConfig = field(default_factory=lambda: RLEvalConfig(steps=0))
@@ -124,7 +127,8 @@ class DPOConfig:
             )
         if not self.beta > 0 or self.sft_weight < 0:
             raise ValueError("beta must be > 0 and sft_weight >= 0")
-        for key in ("batch_size", "max_steps", "logging_steps", "threads", "save_total_limit"):
+        for key in ("batch_size", "max_steps", "logging_steps", "threads", "save_total_limit",
+                    "noise_draws"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.save_steps < 0:
@@ -229,8 +233,9 @@ def _collate_noise(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tens
     return out
 
 
-def pair_noise(policy: Policy, item: PairItem, seed: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + item.index)
+def pair_noise(policy: Policy, item: PairItem, seed: int, draw: int = 0) -> dict[str, torch.Tensor]:
+    """The randomness of ``item``'s ``draw``-th use, from ``(seed, pair index, draw)`` only."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + item.index + draw * 1_000_000_007)
     return policy.preference_noise(item.chosen, gen)
 
 
@@ -243,9 +248,14 @@ class Batch:
     noise: dict[str, torch.Tensor]
 
 
-def make_batch(policy: Policy, items: list[PairItem], seed: int) -> Batch:
+def make_batch(
+    policy: Policy, items: list[PairItem], seed: int, draws: list[int] | None = None
+) -> Batch:
     cond = policy.condition([it.noisy for it in items])
-    noise = _collate_noise([pair_noise(policy, it, seed) for it in items])
+    draws = draws or [0] * len(items)
+    noise = _collate_noise(
+        [pair_noise(policy, it, seed, d) for it, d in zip(items, draws, strict=True)]
+    )
     return Batch(
         items,
         cond,
@@ -257,17 +267,31 @@ def make_batch(policy: Policy, items: list[PairItem], seed: int) -> Batch:
 
 @torch.no_grad()
 def reference_log_likelihoods(
-    ref: Policy, data: PairData, seed: int, batch_size: int
-) -> dict[int, tuple[float, float]]:
-    out = {}
+    ref: Policy, data: PairData, seed: int, batch_size: int, draws: int = 1
+) -> dict[int, list[tuple[float, float]]]:
+    """``{pair index: [(winner, loser) reference log-likelihood per draw]}``."""
+    out: dict[int, list[tuple[float, float]]] = {}
     for start in tqdm(range(0, len(data), batch_size), desc="reference", unit="batch"):
         items = [data.item(i) for i in range(start, min(len(data), start + batch_size))]
-        b = make_batch(ref, items, seed)
-        lw = ref.preference_log_likelihood(b.cond, b.chosen, b.noise)
-        ll = ref.preference_log_likelihood(b.cond, b.rejected, b.noise)
-        for it, w, l_ in zip(items, lw.tolist(), ll.tolist(), strict=True):
-            out[it.index] = (w, l_)
+        for d in range(draws):
+            b = make_batch(ref, items, seed, [d] * len(items))
+            lw = ref.preference_log_likelihood(b.cond, b.chosen, b.noise)
+            ll = ref.preference_log_likelihood(b.cond, b.rejected, b.noise)
+            for it, w, l_ in zip(items, lw.tolist(), ll.tolist(), strict=True):
+                out.setdefault(it.index, []).append((w, l_))
     return out
+
+
+def _read_reference_cache(path: Path, draws: int) -> dict[int, list[tuple[float, float]]] | None:
+    """The cached reference log-likelihoods if they cover ``draws`` draws (older caches hold
+    one ``(winner, loser)`` per pair)."""
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    out = {
+        int(k): [tuple(x) for x in (v if isinstance(v[0], list) else [v])] for k, v in raw.items()
+    }
+    return out if all(len(v) >= draws for v in out.values()) else None
 
 
 # ----------------------------------------------------------------------------------- trainer
@@ -303,21 +327,24 @@ def train_dpo(
     data = PairData(cfg, policy)
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
-    ref_ll: dict[int, tuple[float, float]] = {}
+    ref_ll: dict[int, list[tuple[float, float]]] = {}
     ref: Policy | None = None
     if cfg.objective == "dpo":
         ref_path = cfg.reference_model or cfg.model.init_from
         if ref_path is None:
             raise ValueError("model.init_from or reference_model is required for DPO")
         cache = run / "reference_loglik.json"
-        if cfg.precompute_ref and cache.is_file():
-            ref_ll = {int(k): tuple(v) for k, v in json.loads(cache.read_text()).items()}
+        cached = _read_reference_cache(cache, cfg.noise_draws) if cfg.precompute_ref else None
+        if cached is not None:
+            ref_ll = cached
         else:
             ref = init_policy(reference_config(cfg.model, ref_path), cfg.device)
             ref_module: torch.nn.Module = ref  # type: ignore[assignment]
             ref_module.eval().requires_grad_(False)
             if cfg.precompute_ref:
-                ref_ll = reference_log_likelihoods(ref, data, cfg.seed, cfg.batch_size)
+                ref_ll = reference_log_likelihoods(
+                    ref, data, cfg.seed, cfg.batch_size, cfg.noise_draws
+                )
                 tmp = cache.with_name(cache.name + ".tmp")
                 tmp.write_text(json.dumps(ref_ll))
                 tmp.replace(cache)
@@ -348,15 +375,16 @@ def train_dpo(
     try:
         while state.step < cfg.max_steps:
             t0 = time.perf_counter()
-            idx = []
+            idx, draws = [], []
             while len(idx) < cfg.batch_size:
                 order = np.random.default_rng([cfg.seed, state.epoch]).permutation(len(data))
                 if state.index >= len(order):
                     state.epoch, state.index = state.epoch + 1, 0
                     continue
                 idx.append(int(order[state.index]))
+                draws.append(state.epoch % cfg.noise_draws)
                 state.index += 1
-            batch = make_batch(policy, [data.item(i) for i in idx], cfg.seed)
+            batch = make_batch(policy, [data.item(i) for i in idx], cfg.seed, draws)
             module.train(cfg.objective != "dpo")  # dropout only for the SFT objectives
             stats: dict[str, float] = {}
             if cfg.objective == "dpo":
@@ -367,8 +395,9 @@ def train_dpo(
                         rw = ref.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
                         rl = ref.preference_log_likelihood(batch.cond, batch.rejected, batch.noise)
                 else:
-                    rw = torch.tensor([ref_ll[i][0] for i in idx], device=lw.device)
-                    rl = torch.tensor([ref_ll[i][1] for i in idx], device=lw.device)
+                    ref_pairs = [ref_ll[i][d] for i, d in zip(idx, draws, strict=True)]
+                    rw = torch.tensor([w for w, _ in ref_pairs], device=lw.device)
+                    rl = torch.tensor([l_ for _, l_ in ref_pairs], device=lw.device)
                 loss, stats = dpo_loss(lw, ll, rw, rl, cfg.beta)
                 if cfg.sft_weight:
                     sft = policy.sft_loss(batch.cond, batch.chosen)
