@@ -277,3 +277,14 @@ def test_fm_dpo_noise_draws_share_the_reference(tiny_setup, tmp_path):
     a, b = pair_noise(policy, item, 0, 0), pair_noise(policy, item, 0, 1)
     assert torch.equal(a["noise"], pair_noise(policy, item, 0, 0)["noise"])  # seeded
     assert not torch.equal(a["noise"], b["noise"])
+
+
+def test_prefs_reads_several_manifests_and_rejects_repeated_ids(tiny_setup, tmp_path, capsys):
+    both = f"{tiny_setup / 'train.jsonl'},{tiny_setup / 'valid.jsonl'}"
+    out = tmp_path / "both"
+    assert main(_prefs_args(tiny_setup / "base", both, out)) == 0
+    ids = {json.loads(x)["input_id"] for x in (out / "candidates.jsonl").read_text().splitlines()}
+    assert ids == {f"u{k}" for k in range(6)}
+    twice = f"{tiny_setup / 'valid.jsonl'},{tiny_setup / 'valid.jsonl'}"
+    assert main(_prefs_args(tiny_setup / "base", twice, tmp_path / "twice")) == 2
+    assert "more than once: u4, u5" in capsys.readouterr().err

@@ -45,7 +45,10 @@ HELP = "sample, score and pair candidates into a preference dataset (unanimous a
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="policy: run, checkpoint or policy dir")
-    p.add_argument("--manifest", help="noisy inputs (audio = noisy, reference = clean)")
+    p.add_argument(
+        "--manifest",
+        help="noisy inputs (audio = noisy, reference = clean); a.jsonl,b.jsonl: several",
+    )
     p.add_argument("--output", help="dataset folder")
     p.add_argument("--n", type=int, help="candidates per input (num_candidates)")
     p.add_argument("--criterion", help="unanimous | weighted | gt-winner | single:<column>")

@@ -58,6 +58,7 @@ class AblationConfig:
     max_steps: int = 50
     batch_size: int = 4
     beta: float = 0.1
+    noise_draws: int = 1  # DPO's draws of the family's randomness per pair (DPOConfig)
     optim: OptimConfig = field(default_factory=_ablation_optim)
     metrics: list[str] = field(
         default_factory=lambda: ["dnsmos", "distillmos", "speechbertscore", "spk_sim", "wer"]
@@ -109,6 +110,7 @@ def arm_config(cfg: AblationConfig, arm: str, out: Path) -> DPOConfig:
         criterion=criterion,
         objective=objective,
         beta=cfg.beta,
+        noise_draws=cfg.noise_draws,
         batch_size=cfg.batch_size,
         optim=cfg.optim,
         max_steps=cfg.max_steps,

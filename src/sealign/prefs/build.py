@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class PrefsConfig:
     """Settings of ``sealign prefs``."""
 
     model: str = ""  # policy (run, checkpoint or policy folder)
-    manifest: str = ""  # noisy inputs: audio = noisy, reference = clean, text
+    manifest: str = ""  # noisy inputs (audio = noisy, reference = clean, text); a,b,...: several
     output: str = ""
     num_candidates: int = 4
     temperature: float = 1.0
@@ -76,13 +77,20 @@ class PrefsConfig:
     seed: int = 0
     threads: int = 2
 
+    def manifests(self) -> list[str]:
+        """The input manifests (``manifest`` split at commas)."""
+        return [m.strip() for m in self.manifest.split(",") if m.strip()]
+
     def check(self) -> None:
         from sealign.metrics.registry import metric_info, metric_names
 
         if not self.model or not Path(self.model).exists():
             raise ValueError(f"model: not found: {self.model!r}")
-        if not self.manifest or not Path(self.manifest).is_file():
-            raise ValueError(f"manifest: not found: {self.manifest!r}")
+        if not self.manifest:
+            raise ValueError("manifest is required")
+        for m in self.manifests():
+            if not Path(m).is_file():
+                raise ValueError(f"manifest: not found: {m!r}")
         if not self.output:
             raise ValueError("output is required")
         if self.num_candidates < 2:
@@ -146,7 +154,10 @@ def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric
     """Sample, decode, score and store candidates for every input (resumable)."""
     root = Path(cfg.output)
     root.mkdir(parents=True, exist_ok=True)
-    entries = read_manifest(cfg.manifest)
+    entries = [e for m in cfg.manifests() for e in read_manifest(m)]
+    dup = sorted(i for i, n in Counter(e.id for e in entries).items() if n > 1)
+    if dup:
+        raise ValueError(f"manifest: input ids occur more than once: {', '.join(dup[:5])}")
     if cfg.max_inputs:
         entries = entries[: cfg.max_inputs]
     done = {r["input_id"] for r in read_candidates(root)}

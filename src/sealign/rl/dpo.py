@@ -249,9 +249,16 @@ class Batch:
 
 
 def make_batch(
-    policy: Policy, items: list[PairItem], seed: int, draws: list[int] | None = None
+    policy: Policy,
+    items: list[PairItem],
+    seed: int,
+    draws: list[int] | None = None,
+    cond: Conditioning | None = None,
 ) -> Batch:
-    cond = policy.condition([it.noisy for it in items])
+    """The batch of ``items`` with the noise of ``draws`` (default: draw 0 for each);
+    ``cond``: the items' conditioning when already computed."""
+    if cond is None:
+        cond = policy.condition([it.noisy for it in items])
     draws = draws or [0] * len(items)
     noise = _collate_noise(
         [pair_noise(policy, it, seed, d) for it, d in zip(items, draws, strict=True)]
@@ -273,8 +280,9 @@ def reference_log_likelihoods(
     out: dict[int, list[tuple[float, float]]] = {}
     for start in tqdm(range(0, len(data), batch_size), desc="reference", unit="batch"):
         items = [data.item(i) for i in range(start, min(len(data), start + batch_size))]
+        cond = ref.condition([it.noisy for it in items])
         for d in range(draws):
-            b = make_batch(ref, items, seed, [d] * len(items))
+            b = make_batch(ref, items, seed, [d] * len(items), cond)
             lw = ref.preference_log_likelihood(b.cond, b.chosen, b.noise)
             ll = ref.preference_log_likelihood(b.cond, b.rejected, b.noise)
             for it, w, l_ in zip(items, lw.tolist(), ll.tolist(), strict=True):
