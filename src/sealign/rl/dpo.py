@@ -6,11 +6,12 @@
         noise) → −log σ(β [(ℓ_w − ℓ_w^ref) − (ℓ_l − ℓ_l^ref)]) (+ λ · SFT loss on winners)
 
 Candidates sampled from another family's model (cross-family preference data) are re-encoded
-from their audio into this policy's output space. The randomness a family needs (MGM mask, FM t and noise) is drawn from
-``(seed, pair index, draw)`` and shared by winner, loser, policy and reference, so the reference
-log-likelihoods can be computed once before training (``precompute_ref``) and the reference
-model freed; ``noise_draws`` > 1 gives each pass over the pairs the next of that many draws. Objectives: ``dpo``; ``sft-gt`` (fine-tune on the clean references of the same
-inputs) and ``sft-winner`` (fine-tune on the winners) with the same budget.
+from their audio into this policy's output space. The randomness a family needs (MGM mask, FM t
+and noise) is drawn from ``(seed, pair index, draw)`` and shared by winner, loser, policy and
+reference, so the reference log-likelihoods can be computed once before training
+(``precompute_ref``) and the reference model freed; ``noise_draws`` > 1 gives each pass over the
+pairs the next of that many draws. Objectives: ``dpo``; ``sft-gt`` (fine-tune on the clean
+references of the same inputs) and ``sft-winner`` (fine-tune on the winners) with the same budget.
 
 Logs (TRL names): ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``,
 ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``, ``grad_norm``, ``lr``.
