@@ -249,7 +249,8 @@ def test_pref_ablation_trains_arms_evaluates_and_compares_updates(
 def test_fm_dpo_noise_draws_share_the_reference(tiny_setup, tmp_path):
     """With ``noise_draws`` 2 each pass over the pairs uses its own (t, noise); the precomputed
     reference must match the policy's log-likelihood under every draw (θ = ref: margin 0)."""
-    from sealign.rl.dpo import PairItem, Targets, _read_reference_cache, pair_noise
+    from sealign.models.policy import Targets
+    from sealign.rl.dpo import PairItem, _read_reference_cache, pair_noise
 
     codec = load_codec(f"world:{tiny_setup / 'codec'}")
     torch.manual_seed(0)
