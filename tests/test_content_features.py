@@ -9,7 +9,13 @@ import torch
 
 from sealign.codecs.base import load_codec
 from sealign.models.content import ContentEncoder
-from sealign.models.features import FeatureConfig, compute_features, log_mel, normalize
+from sealign.models.features import (
+    FeatureConfig,
+    compute_features,
+    drop_content,
+    log_mel,
+    normalize,
+)
 from sealign.models.registry import build_policy, load_policy
 
 torch.set_num_threads(1)
@@ -78,3 +84,52 @@ def test_policy_with_content_features_trains_saves_and_loads(
     gen = torch.Generator().manual_seed(0)
     out = loaded.sample(loaded.condition(wavs), generator=gen)
     assert len(loaded.decode(out)) == 2
+
+
+def test_fm_guidance_extrapolates_along_the_content_features(tiny_setup, speech, noisy):
+    codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    torch.manual_seed(0)
+    cfg = {"dim": 32, "layers": 1, "heads": 2, "ode_steps": 1, "sde_steps": 3}
+    with pytest.raises(ValueError, match="content_dropout and guidance act on content"):
+        build_policy("fm", codec, {**cfg, "features": {"n_mels": 20}, "guidance": 1.0})
+    feats = {"n_mels": 20, "content": "whisper"}
+    policy = build_policy("fm", codec, {**cfg, "features": feats, "content_dropout": 0.5})
+    clean = [speech(0)[:11200], speech(1, "en-us+f2")[:14400]]
+    wavs = [noisy(c, 5.0, seed=i) for i, c in enumerate(clean)]
+    cond = policy.condition(wavs)
+    fc = policy.config.features
+    null = drop_content(cond, fc)
+    assert torch.equal(null.features[..., :20], cond.features[..., :20])
+    assert not null.features[..., 20:].any() and cond.features[..., 20:].any()
+
+    # content dropout zeroes the content of the rows a first torch.rand draw picks
+    targets = policy.encode_targets(clean)
+    torch.manual_seed(0)
+    rows = torch.rand(2) < 0.5
+    assert rows.any() and not rows.all()
+    expected = policy.eval().sft_loss(drop_content(cond, fc, rows), targets)
+    torch.manual_seed(0)
+    assert torch.equal(policy.train().sft_loss(cond, targets), expected)
+    policy.eval()
+
+    # one ODE step from s = 0: x1 − x0 is v_c + w·(v_c − v_∅) at x0
+    w = 1.5
+    out = policy.sample(cond, temperature=1.0, generator=gen(0), guidance=w)
+    x0, x1 = out.actions["states"][:, 0], out.actions["states"][:, 1]
+    s0 = torch.zeros(2)
+    vc, vu = policy.velocity(cond, x0, s0), policy.velocity(null, x0, s0)
+    assert (vc - vu).abs().max() > 1e-3
+    torch.testing.assert_close(x1 - x0, vc + w * (vc - vu), atol=1e-5, rtol=1e-5)
+    plain = policy.sample(cond, temperature=1.0, generator=gen(0))  # config default: 0
+    torch.testing.assert_close(plain.actions["states"][:, 1] - x0, vc, atol=1e-5, rtol=1e-5)
+
+    # SDE rollouts store their guidance, so recomputed step log-probs are the guided steps'
+    sde = policy.sample(cond, generator=gen(1), method="sde", guidance=w)
+    logp, _ = policy.step_log_probs(cond, sde)
+    torch.testing.assert_close(logp, sde.logp, atol=1e-6, rtol=0)
+    sde.actions["guidance"].zero_()
+    assert (policy.step_log_probs(cond, sde)[0] - sde.logp).abs().max() > 1e-3
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

@@ -246,6 +246,20 @@ def content_frames(items: Sequence[np.ndarray], cfg: FeatureConfig) -> list[torc
     return out
 
 
+def drop_content(
+    cond: Conditioning, fc: FeatureConfig, rows: torch.Tensor | None = None
+) -> Conditioning:
+    """A copy of ``cond`` whose content-feature columns are zero in ``rows`` (a bool ``[B]``;
+    None = every row): the "no content" condition that classifier-free guidance contrasts with.
+    The log-mels and ``extra`` are kept."""
+    if fc.content == "none":
+        raise ValueError("this model has no content features to drop (features.content: none)")
+    feats = cond.features.clone()
+    dropped = feats.new_ones(len(feats)) if rows is None else rows.to(feats.device, feats.dtype)
+    feats[..., fc.n_mels :] *= (1.0 - dropped)[:, None, None]
+    return Conditioning(feats, cond.mask, list(cond.num_samples), dict(cond.extra))
+
+
 def frame_conditioner_layers(
     fc: FeatureConfig, dim: int, lookahead: int
 ) -> tuple[torch.nn.Linear, torch.nn.Conv1d | None]:

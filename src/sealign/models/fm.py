@@ -74,8 +74,18 @@ Samplers (:meth:`FMPolicy.sample`):
   The per-step entropy is the closed-form Gaussian entropy ``n·(½·log(2πe) + log σ)`` (per
   element with ``"mean"``; independent of the weights).
 
+Classifier-free guidance on the content features (``content_dropout`` / ``guidance``). A model
+conditioned on a speech encoder's content frames (``features.content``) and trained with
+``content_dropout = p`` sees a fraction ``p`` of its training rows with those frames zeroed, so
+it also learns ``v_∅``, the velocity given the log-mels (and prior) alone. Sampling with
+``guidance = w`` follows ``v_c + w·(v_c − v_∅)``: ``w > 0`` extrapolates along what the content
+frames add, the phonetic detail, as F5-TTS and Voicebox guide their text conditioning. Both
+samplers use the guided velocity (the SDE's score is derived from it, so its step log-probs are
+those of the guided steps); DPO's single-step error uses ``v_c``.
+
 Rollout ``actions``: ``states [N, S+1, T, D]`` (``x_0 … x_S``; zero on padding), ``times
-[N, S+1]``, ``sde_a [N]`` (0 for ODE rollouts), ``frame_mask [N, T]`` and ``num_samples [N]``.
+[N, S+1]``, ``sde_a [N]`` (0 for ODE rollouts), ``guidance [N]``, ``frame_mask [N, T]`` and
+``num_samples [N]``.
 
 DPO (:meth:`FMPolicy.preference_log_likelihood`): minus the single-step flow-matching error
 ``‖v_θ(x_s, s) − u‖²`` summed over valid frames and dims, with ``s`` and ``x0`` from
@@ -100,6 +110,7 @@ from sealign.config import from_dict_strict
 from sealign.models.backbone import BackboneConfig, check_framing, codec_features
 from sealign.models.features import (
     compute_features,
+    drop_content,
     frame_conditioner_layers,
     frame_states,
 )
@@ -132,6 +143,9 @@ class FMConfig(BackboneConfig):
     ``time_freqs``: sinusoidal frequencies of the time embedding. ``time_sampling``: law of the
     training time (``"uniform"`` or ``"logit_normal"``). ``ode_steps`` / ``sde_steps``: default
     Euler steps of the two samplers; ``sde_a``: Flow-GRPO's noise level ``a``.
+    ``content_dropout``: probability that SFT zeroes a training row's content features (the
+    "no content" condition of classifier-free guidance); ``guidance``: the samplers' default
+    guidance scale ``w`` on the content features (0 = none; see :meth:`FMPolicy.sample`).
     """
 
     latent_dim: int = 68
@@ -143,6 +157,8 @@ class FMConfig(BackboneConfig):
     sde_steps: int = 10
     sde_a: float = 0.7
     logp_reduction: str = "mean"  # per-step log-density: "mean" per valid element or "sum"
+    content_dropout: float = 0.0
+    guidance: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,6 +178,15 @@ class FMConfig(BackboneConfig):
             raise ValueError("ode_steps and sde_steps must be ≥ 1")
         if not self.sde_a > 0:
             raise ValueError(f"sde_a must be > 0, got {self.sde_a}")
+        if not 0.0 <= self.content_dropout < 1.0:
+            raise ValueError(f"content_dropout must be in [0, 1), got {self.content_dropout}")
+        if not math.isfinite(self.guidance):
+            raise ValueError(f"guidance must be a finite number, got {self.guidance}")
+        if (self.content_dropout or self.guidance) and self.features.content == "none":
+            raise ValueError(
+                "content_dropout and guidance act on content features, but features.content "
+                "is 'none'"
+            )
 
     @classmethod
     def for_codec(cls, codec: Codec, **overrides: Any) -> FMConfig:
@@ -363,6 +388,37 @@ class FMPolicy(nn.Module):
         h = self.norm_out(h) * (1.0 + scale[:, None]) + shift[:, None]
         return self.head(h) * m.unsqueeze(-1).to(h.dtype)
 
+    def _guided_states(
+        self, cond: Conditioning, guidance: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Conditioning states, frame mask and, when any row's ``guidance [B]`` is non-zero,
+        the states of the same inputs without content features."""
+        states, m = self._cond_states(cond)
+        if not bool((guidance != 0).any()):
+            return states, m, None
+        null, _ = self._cond_states(drop_content(cond, self.config.features))
+        return states, m, null
+
+    def _guided_velocity(
+        self,
+        states: torch.Tensor,
+        null: torch.Tensor | None,
+        m: torch.Tensor,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        guidance: torch.Tensor,
+    ) -> torch.Tensor:
+        """Classifier-free guided velocity ``v_c + w·(v_c − v_∅)`` (``v_∅``: no content
+        features; ``w = guidance [B]``), both evaluated in one batch; ``v_c`` when ``null``
+        is None."""
+        if null is None:
+            return self._velocity(states, m, x, t)
+        v = self._velocity(
+            torch.cat([states, null]), torch.cat([m, m]), torch.cat([x, x]), torch.cat([t, t])
+        )
+        vc, vu = v.chunk(2)
+        return vc + guidance.to(vc.dtype)[:, None, None] * (vc - vu)
+
     def velocity(self, cond: Conditioning, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The velocity field ``v_θ(x, t)`` ``[B, T, D]`` for latents ``x [B, T, D]`` at times
         ``t [B]`` (zero on padding frames)."""
@@ -446,6 +502,7 @@ class FMPolicy(nn.Module):
         steps: int | None = None,
         sde_a: float | None = None,
         sde_mean_last: bool = False,
+        guidance: float | None = None,
         **ignored: Any,
     ) -> Rollout:
         """One latent trajectory per row of ``cond`` (no gradients).
@@ -455,7 +512,11 @@ class FMPolicy(nn.Module):
         ``sde_steps`` steps and noise level ``sde_a``; ``logp [N, S]`` (float64) holds each
         transition's Gaussian log-density, ``mask`` is all ones. ``temperature`` scales the
         initial noise. ``sde_mean_last``: the last SDE step lands on its mean (no noise left in
-        the output; that step has no log-prob and its ``mask`` is 0). Other sampling options of
+        the output; that step has no log-prob and its ``mask`` is 0). ``guidance``: scale ``w``
+        of classifier-free guidance on the content features, ``v = v_c + w·(v_c − v_∅)``
+        (default ``config.guidance``; a model trained with ``content_dropout`` knows ``v_∅``;
+        each step then costs two velocity evaluations); stored per row so
+        :meth:`step_log_probs` recomputes the same guided steps. Other sampling options of
         token families (``top_k``, ``top_p``...) are
         accepted and ignored. ``actions``: see the module docstring.
         """
@@ -472,9 +533,14 @@ class FMPolicy(nn.Module):
         a = float(cfg.sde_a if sde_a is None else sde_a) if sde else 0.0
         if sde and not a > 0:
             raise ValueError(f"sde_a must be > 0, got {sde_a}")
+        w = float(cfg.guidance if guidance is None else guidance)
+        if not math.isfinite(w):
+            raise ValueError(f"guidance must be a finite number, got {guidance}")
+        if w and cfg.features.content == "none":
+            raise ValueError("guidance acts on content features, but this model has none")
         with torch.inference_mode():
             states, logp, m, grid = self._integrate(
-                cond, temperature, generator, n_steps, a, sde and sde_mean_last
+                cond, temperature, generator, n_steps, a, sde and sde_mean_last, w
             )
         # clones made outside inference mode are ordinary tensors, usable in autograd later
         states, logp, m = states.clone(), logp.clone(), m.clone()
@@ -483,6 +549,7 @@ class FMPolicy(nn.Module):
             "states": states,
             "times": grid.clone().unsqueeze(0).expand(n, -1).contiguous(),
             "sde_a": torch.full((n,), a, device=self.device),
+            "guidance": torch.full((n,), w, device=self.device),
             "frame_mask": m,
             "num_samples": torch.tensor(cond.num_samples, dtype=torch.long, device=self.device),
         }
@@ -499,10 +566,12 @@ class FMPolicy(nn.Module):
         n_steps: int,
         a: float,
         mean_last: bool = False,
+        guidance: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The sampling loop → ``states [N, S+1, T, D]``, ``logp [N, S]`` (float64), frame mask
         ``[N, T]`` and the time grid ``[S+1]``. ``a = 0`` is the ODE."""
-        states, m = self._cond_states(cond)
+        w = torch.full((len(cond),), guidance, device=self.device)
+        states, m, null = self._guided_states(cond, w)
         n, t_max = m.shape
         d = self.config.latent_dim
         gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -522,7 +591,7 @@ class FMPolicy(nn.Module):
         s_min = grid[1].expand(n)
         for k in range(n_steps):
             s = grid[k].expand(n)
-            v = self._velocity(states, m, x, s)
+            v = self._guided_velocity(states, null, m, x, s, w)
             if a > 0:
                 mean, std = sde_step(
                     x, v, s, grid[k + 1].expand(n), a_t, s_min, mu, self.config.prior_std
@@ -564,12 +633,17 @@ class FMPolicy(nn.Module):
         if times.dim() == 1:
             times = times.unsqueeze(0).expand(n, -1)
         c = cond.select(rollout.source.cpu())
-        cstates, m = self._cond_states(c)
+        w = act.get("guidance", torch.zeros(n)).to(self.device, torch.float32)
+        cstates, m, null = self._guided_states(c, w)
         self._check_frames(states[:, 0], m)
         x = states[:, :-1].reshape(n * n_steps, t_max, d)
         s = times[:, :-1].reshape(n * n_steps)
-        v = self._velocity(
-            cstates.repeat_interleave(n_steps, dim=0), m.repeat_interleave(n_steps, dim=0), x, s
+
+        def rows(z: torch.Tensor) -> torch.Tensor:
+            return z.repeat_interleave(n_steps, dim=0)
+
+        v = self._guided_velocity(
+            rows(cstates), None if null is None else rows(null), rows(m), x, s, rows(w)
         ).view(n, n_steps, t_max, d)
         s_min = times[:, 1:2].expand(n, n_steps)
         mu = self._prior_mean(c)
@@ -635,7 +709,10 @@ class FMPolicy(nn.Module):
     def sft_loss(self, cond: Conditioning, targets: Targets) -> torch.Tensor:
         """Rectified-flow loss: MSE between ``v_θ(x_s, s)`` and ``u = x1 − x0`` over valid frames
         and dims, with one random ``s`` per row and ``x0`` from the prior (global torch RNG;
-        dropout when the module is in training mode)."""
+        dropout when the module is in training mode; then also ``content_dropout``)."""
+        p = self.config.content_dropout
+        if self.training and p > 0:
+            cond = drop_content(cond, self.config.features, torch.rand(len(cond)) < p)
         states, m, x1 = self._targets_and_mask(cond, targets)
         mf = m.unsqueeze(-1).to(x1.dtype)
         t = self._sample_times(x1.shape[0]).to(self.device)
