@@ -133,3 +133,48 @@ def test_fm_guidance_extrapolates_along_the_content_features(tiny_setup, speech,
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def test_fm_representation_alignment_with_clean_content(tiny_setup, speech, noisy, tmp_path):
+    codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    cfg = {"dim": 32, "layers": 2, "heads": 2, "features": {"n_mels": 20}}
+    with pytest.raises(ValueError, match="repa_layer must be in"):
+        build_policy("fm", codec, {**cfg, "repa_layer": 3})
+    torch.manual_seed(0)
+    plain = build_policy("fm", codec, cfg)
+    policy = build_policy("fm", codec, {**cfg, "repa_layer": 1, "repa_weight": 2.0})
+    policy.load_state_dict(plain.state_dict())  # no repa_proj in the state: kept as built
+    clean = [speech(0)[:11200], speech(1, "en-us+f2")[:14400]]
+    wavs = [noisy(c, 5.0, seed=i) for i, c in enumerate(clean)]
+    cond = policy.condition(wavs)
+    targets = policy.encode_targets(clean)
+    z = targets.extra["content"]
+    assert z.shape == (2, 45, 512) and z[0, :35].abs().sum(-1).min() > 0 and not z[0, 35:].any()
+    assert "content" not in plain.encode_targets(clean).extra
+
+    # the loss is the flow-matching loss plus 2 × mean(1 − cos) of block 1's projected states
+    torch.manual_seed(1)
+    base = plain.sft_loss(cond, targets)
+    torch.manual_seed(1)
+    loss = policy.sft_loss(cond, targets)
+    torch.manual_seed(1)
+    hidden: list[torch.Tensor] = []
+    states, m = policy._cond_states(cond)
+    x1 = targets.values
+    t = torch.rand(2)
+    x0 = policy._start(cond, torch.randn(x1.shape), m.unsqueeze(-1).float())
+    policy._velocity(states, m, (1 - t)[:, None, None] * x0 + t[:, None, None] * x1, t, 0.0, hidden)
+    cos = torch.nn.functional.cosine_similarity(policy.repa_proj(hidden[0]), z, dim=-1)
+    align = ((1 - cos) * m).sum() / m.sum()
+    torch.testing.assert_close(loss, base + 2.0 * align)
+    align.backward()  # the alignment term trains the projection and the blocks up to layer 1
+    assert policy.repa_proj[0].weight.grad.abs().sum() > 0
+    assert policy.blocks[0].qkv.weight.grad.abs().sum() > 0
+    assert policy.blocks[1].qkv.weight.grad is None
+
+    # saved with the projection; loads into a model without one (dropped) and back
+    policy.save(tmp_path / "repa")
+    loaded = load_policy(tmp_path / "repa")
+    assert torch.equal(loaded.repa_proj[0].weight, policy.repa_proj[0].weight)
+    plain.load_state_dict(policy.state_dict())
+    assert torch.equal(plain.head.weight, policy.head.weight)

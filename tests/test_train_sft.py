@@ -375,3 +375,10 @@ def test_target_split_and_collate_round_trip():
     back = collate_targets(split_targets(Targets(lat, mask)))
     assert torch.equal(back.values[1], lat[1]) and torch.equal(back.values[0, :3], lat[0, :3])
     assert torch.all(back.values[0, 3] == 0)
+    z = torch.randn(2, 4, 3)  # per-frame extras (FM clean content) are split and padded alike
+    back = collate_targets(split_targets(Targets(lat, mask, {"content": z})))
+    assert torch.equal(back.extra["content"][1], z[1])
+    assert (
+        torch.equal(back.extra["content"][0, :3], z[0, :3])
+        and not back.extra["content"][0, 3].any()
+    )

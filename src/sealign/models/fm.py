@@ -83,6 +83,16 @@ frames add, the phonetic detail, as F5-TTS and Voicebox guide their text conditi
 samplers use the guided velocity (the SDE's score is derived from it, so its step log-probs are
 those of the guided steps); DPO's single-step error uses ``v_c``.
 
+Representation alignment with clean content (``repa_layer`` / ``repa_weight``; REPA, Yu et al.
+2024, with a speech encoder in place of DINOv2). With ``repa_layer = L > 0`` SFT adds
+``repa_weight ·`` mean over valid frames of ``1 − cos(h(proj_L), z)``: block ``L``'s hidden
+states, through a small MLP (``repa_proj``), should point the way the Whisper encoder frames
+``z`` of the *clean* reference do (``encode_targets`` computes them, ``Targets.extra
+["content"]``). The model conditions on the noisy input's encoder frames; this asks its early
+layers to carry what a clean reading of the same speech would give, the part of the content
+that noise and reverberation hide from the encoder. The MLP is used in training only (it is
+saved with the weights; loading a checkpoint without it initializes it afresh).
+
 Rollout ``actions``: ``states [N, S+1, T, D]`` (``x_0 … x_S``; zero on padding), ``times
 [N, S+1]``, ``sde_a [N]`` (0 for ODE rollouts), ``guidance [N]``, ``frame_mask [N, T]`` and
 ``num_samples [N]``.
@@ -146,6 +156,8 @@ class FMConfig(BackboneConfig):
     ``content_dropout``: probability that SFT zeroes a training row's content features (the
     "no content" condition of classifier-free guidance); ``guidance``: the samplers' default
     guidance scale ``w`` on the content features (0 = none; see :meth:`FMPolicy.sample`).
+    ``repa_layer``: block whose output SFT aligns with the clean reference's content-encoder
+    frames (0 = off; see the module docstring), with weight ``repa_weight``.
     """
 
     latent_dim: int = 68
@@ -159,6 +171,8 @@ class FMConfig(BackboneConfig):
     logp_reduction: str = "mean"  # per-step log-density: "mean" per valid element or "sum"
     content_dropout: float = 0.0
     guidance: float = 0.0
+    repa_layer: int = 0
+    repa_weight: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,6 +196,12 @@ class FMConfig(BackboneConfig):
             raise ValueError(f"content_dropout must be in [0, 1), got {self.content_dropout}")
         if not math.isfinite(self.guidance):
             raise ValueError(f"guidance must be a finite number, got {self.guidance}")
+        if not 0 <= self.repa_layer <= self.layers:
+            raise ValueError(
+                f"repa_layer must be in [0, layers={self.layers}], got {self.repa_layer}"
+            )
+        if not (self.repa_weight >= 0 and math.isfinite(self.repa_weight)):
+            raise ValueError(f"repa_weight must be a number >= 0, got {self.repa_weight}")
         if (self.content_dropout or self.guidance) and self.features.content == "none":
             raise ValueError(
                 "content_dropout and guidance act on content features, but features.content "
@@ -332,6 +352,11 @@ class FMPolicy(nn.Module):
         self.norm_out = nn.RMSNorm(d, eps=1e-6, elementwise_affine=False)
         self.out_mod = nn.Linear(d, 2 * d)
         self.head = nn.Linear(d, cfg.latent_dim)
+        self.repa_proj = (
+            nn.Sequential(nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, fc.content_dim))
+            if cfg.repa_layer
+            else None
+        )
         self._init_weights()
 
     codec: Codec
@@ -345,6 +370,9 @@ class FMPolicy(nn.Module):
             nn.init.normal_(p, std=std)
         for lin in (self.x_in, self.cond_in, self.head):
             nn.init.zeros_(lin.bias)
+        if self.repa_proj is not None:
+            for lin in self.repa_proj[0::2]:
+                nn.init.zeros_(lin.bias)
         nn.init.zeros_(self.out_mod.weight)  # AdaLN-zero: starts as a plain norm
         nn.init.zeros_(self.out_mod.bias)
 
@@ -375,15 +403,19 @@ class FMPolicy(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor,
         dropout: float = 0.0,
+        hidden: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``v_θ(x, t)`` ``[B, T, D]`` (zero on padding) from precomputed conditioning states."""
+        """``v_θ(x, t)`` ``[B, T, D]`` (zero on padding) from precomputed conditioning states;
+        block ``repa_layer``'s output is appended to ``hidden`` when a list is given."""
         cfg = self.config
         temb = self.time_mlp(timestep_embedding(t.to(self.device), cfg.time_freqs))
         h = self.x_in(x.to(self.device, torch.float32)) + states + temb[:, None]
         cos, sin = rope_tables(h.shape[1], cfg.dim // cfg.heads, cfg.rope_base, h.device)
         h = drop(h, dropout)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks, 1):
             h = block(h, cos, sin, dropout=dropout, mask=m)
+            if hidden is not None and i == cfg.repa_layer:
+                hidden.append(h)
         scale, shift = self.out_mod(F.silu(temb)).chunk(2, dim=-1)
         h = self.norm_out(h) * (1.0 + scale[:, None]) + shift[:, None]
         return self.head(h) * m.unsqueeze(-1).to(h.dtype)
@@ -491,7 +523,28 @@ class FMPolicy(nn.Module):
                 lat = np.concatenate([lat, np.repeat(lat[:, -1:], n - lat.shape[1], 1)], axis=1)
             values[i, :n] = torch.from_numpy(np.ascontiguousarray(lat[:, :n].T))
             mask[i, :n] = True
-        return Targets(values.to(self.device), mask.to(self.device))
+        extra = {}
+        if self.repa_proj is not None:
+            extra["content"] = self._clean_content(items, values.shape[1]).to(self.device)
+        return Targets(values.to(self.device), mask.to(self.device), extra)
+
+    def _clean_content(self, items: list[np.ndarray], t_max: int) -> torch.Tensor:
+        """Content-encoder frames of clean waveforms, one per codec frame, ``[B, T, C]``
+        (zero-padded), the targets of representation alignment."""
+        from sealign.models.content import content_encoder
+
+        fc = self.config.features
+        enc = content_encoder(fc.content_model, fc.content_threads, fc.content_cache_gb)
+        out = torch.zeros(len(items), t_max, fc.content_dim)
+        for i, f in enumerate(enc(items, self.sample_rate)):
+            if f.shape[1] != fc.content_dim:
+                raise ValueError(
+                    f"content encoder {enc.name} gives {f.shape[1]}-dim frames, but repa_proj "
+                    f"was built for content_dim={fc.content_dim}"
+                )
+            n = min(t_max, len(f))
+            out[i, :n] = torch.from_numpy(f[:n])
+        return out
 
     def sample(
         self,
@@ -720,9 +773,19 @@ class FMPolicy(nn.Module):
         x1 = x1 * mf
         xt = (1.0 - t)[:, None, None] * x0 + t[:, None, None] * x1
         dropout = self.config.dropout if self.training else 0.0
-        v = self._velocity(states, m, xt, t, dropout)
+        hidden: list[torch.Tensor] = []
+        v = self._velocity(states, m, xt, t, dropout, hidden)
         err = (v - (x1 - x0)).square() * mf
-        return err.sum() / (mf.sum() * x1.shape[-1])
+        loss = err.sum() / (mf.sum() * x1.shape[-1])
+        z = targets.extra.get("content")
+        if self.repa_proj is None or z is None:
+            return loss
+        z = z.to(self.device, torch.float32)
+        if z.shape[:2] != m.shape:
+            raise ValueError(f"content targets {tuple(z.shape)} do not match {tuple(m.shape)}")
+        cos = F.cosine_similarity(self.repa_proj(hidden[0]), z, dim=-1, eps=1e-6)
+        align = ((1.0 - cos) * m).sum() / m.sum().clamp(min=1)
+        return loss + self.config.repa_weight * align
 
     def preference_noise(
         self, targets: Targets, generator: torch.Generator | None = None
@@ -754,6 +817,16 @@ class FMPolicy(nn.Module):
         return -((v - (x1 - x0)).square() * mf).sum(dim=(1, 2))
 
     # -- persistence ----------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """As :meth:`torch.nn.Module.load_state_dict`, except that the training-only
+        ``repa_proj`` may be absent (it keeps its fresh initialization) or superfluous (it is
+        dropped), so a checkpoint trained with or without it loads either way."""
+        state = {k: v for k, v in state_dict.items() if not k.startswith("repa_proj.")}
+        if self.repa_proj is not None:
+            mine = {f"repa_proj.{k}": v for k, v in self.repa_proj.state_dict().items()}
+            state.update({k: state_dict.get(k, v) for k, v in mine.items()})
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
         ``codec_spec`` was given): the folder is enough for :meth:`load`."""

@@ -102,10 +102,13 @@ class Rollout:
 @dataclass
 class Targets:
     """Clean targets in the family's output space (AR/MGM: ``tokens [B, K, T]``; FM: ``latents
-    [B, T, D]``) with a ``mask [B, T]`` of valid frames."""
+    [B, T, D]``) with a ``mask [B, T]`` of valid frames. ``extra``: per-frame tensors ``[B, T,
+    ...]`` a family uses in training (e.g. the FM's clean content features for representation
+    alignment)."""
 
     values: torch.Tensor
     mask: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable

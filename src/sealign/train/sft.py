@@ -292,7 +292,8 @@ def split_targets(t: Targets) -> list[Targets]:
     out = []
     for i in range(t.values.shape[0]):
         n = int(t.mask[i].sum())
-        out.append(Targets(t.values[i : i + 1].narrow(axis, 0, n), t.mask[i : i + 1, :n]))
+        extra = {k: v[i : i + 1, :n] for k, v in t.extra.items()}
+        out.append(Targets(t.values[i : i + 1].narrow(axis, 0, n), t.mask[i : i + 1, :n], extra))
     return out
 
 
@@ -302,13 +303,16 @@ def collate_targets(rows: Sequence[Targets]) -> Targets:
     axis = v0.dim() - 1 if not v0.is_floating_point() else 1
     t_max = max(r.mask.shape[1] for r in rows)
     values, masks = [], []
+    extra: dict[str, list[torch.Tensor]] = {k: [] for k in rows[0].extra}
     for r in rows:
         pad = t_max - r.mask.shape[1]
         shape = list(r.values.shape)
         shape[axis] = pad
         values.append(torch.cat([r.values, r.values.new_zeros(shape)], dim=axis))
         masks.append(torch.cat([r.mask, r.mask.new_zeros(1, pad)], dim=1))
-    return Targets(torch.cat(values), torch.cat(masks))
+        for k, v in r.extra.items():
+            extra[k].append(torch.cat([v, v.new_zeros(1, pad, *v.shape[2:])], dim=1))
+    return Targets(torch.cat(values), torch.cat(masks), {k: torch.cat(v) for k, v in extra.items()})
 
 
 def enable_analysis_cache(
