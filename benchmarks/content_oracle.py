@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from world_param_swap import print_wer_by_reverb
 
 from sealign.audio.io import load_audio
-from sealign.metrics.base import Utterance
-from sealign.metrics.registry import build_metric
 from sealign.models.features import compute_features
 from sealign.models.registry import load_policy
 from sealign.utils.threads import set_torch_threads
@@ -62,19 +61,8 @@ def main() -> None:
         for key, c in (("model", cond), ("model, clean content", oracle)):
             gen = torch.Generator().manual_seed(lo)
             outputs[key] += policy.decode(policy.sample(c, args.temperature, generator=gen))
-    wer = build_metric("wer", num_threads=args.threads)
-    reverb = np.array(["reverb" in e.get("degradation", {}).get("ops", []) for e in entries])
-    print(f"{args.model}: {len(entries)} utterances, {reverb.sum()} with reverb")
-    print(f"{'output':24s} {'WER all':>8s} {'reverb':>8s} {'other':>8s}")
-    for key, wavs in outputs.items():
-        utts = [
-            Utterance(e["id"], w, sr, text=e["text"]) for e, w in zip(entries, wavs, strict=True)
-        ]
-        v = np.array([r.values.get("wer", np.nan) for r in wer(utts)])
-        print(
-            f"{key:24s} {np.nanmean(v):8.3f} {np.nanmean(v[reverb]):8.3f} "
-            f"{np.nanmean(v[~reverb]):8.3f}"
-        )
+    print(f"{args.model}:")
+    print_wer_by_reverb(entries, outputs, sr, args.threads)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,26 @@ def with_pitch_of(spec: np.ndarray, pitch: np.ndarray) -> np.ndarray:
     return z
 
 
+def print_wer_by_reverb(
+    entries: list[dict], outputs: dict[str, list[np.ndarray]], sr: int, threads: int
+) -> None:
+    """Whisper-base WER of each named list of outputs (one per manifest entry): mean over all
+    entries, over those whose degradation includes reverb, and over the rest."""
+    wer = build_metric("wer", num_threads=threads)
+    reverb = np.array(["reverb" in e.get("degradation", {}).get("ops", []) for e in entries])
+    print(f"{len(entries)} utterances, {reverb.sum()} with reverb")
+    print(f"{'output':28s} {'WER all':>8s} {'reverb':>8s} {'other':>8s}")
+    for key, wavs in outputs.items():
+        utts = [
+            Utterance(e["id"], w, sr, text=e["text"]) for e, w in zip(entries, wavs, strict=True)
+        ]
+        v = np.array([r.values.get("wer", np.nan) for r in wer(utts)])
+        print(
+            f"{key:28s} {np.nanmean(v):8.3f} {np.nanmean(v[reverb]):8.3f} "
+            f"{np.nanmean(v[~reverb]):8.3f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--enhanced", required=True, help="folder of <id>.wav written by eval")
@@ -68,20 +88,7 @@ def main() -> None:
         latents = [zc, zm, with_pitch_of(zm, zc), with_pitch_of(zc, zm), with_pitch_of(zn, zc)]
         for key, wav in zip(rows, codec.decode_latent(latents), strict=True):
             rows[key].append(wav)
-    wer = build_metric("wer", num_threads=args.threads)
-    reverb = np.array(["reverb" in e.get("degradation", {}).get("ops", []) for e in entries])
-    print(f"{len(entries)} utterances, {reverb.sum()} with reverb")
-    print(f"{'latent':28s} {'WER all':>8s} {'reverb':>8s} {'other':>8s}")
-    for key, wavs in rows.items():
-        utts = [
-            Utterance(e["id"], w, codec.sample_rate, text=e["text"])
-            for e, w in zip(entries, wavs, strict=True)
-        ]
-        v = np.array([r.values.get("wer", np.nan) for r in wer(utts)])
-        print(
-            f"{key:28s} {np.nanmean(v):8.3f} {np.nanmean(v[reverb]):8.3f} "
-            f"{np.nanmean(v[~reverb]):8.3f}"
-        )
+    print_wer_by_reverb(entries, rows, codec.sample_rate, args.threads)
 
 
 if __name__ == "__main__":
