@@ -85,7 +85,7 @@ those of the guided steps); DPO's single-step error uses ``v_c``.
 
 Representation alignment with clean content (``repa_layer`` / ``repa_weight``; REPA, Yu et al.
 2024, with a speech encoder in place of DINOv2). With ``repa_layer = L > 0`` SFT adds
-``repa_weight ·`` mean over valid frames of ``1 − cos(h(proj_L), z)``: block ``L``'s hidden
+``repa_weight ·`` mean over valid frames of ``1 − cos(proj(h_L), z)``: block ``L``'s hidden
 states, through a small MLP (``repa_proj``), should point the way the Whisper encoder frames
 ``z`` of the *clean* reference do (``encode_targets`` computes them, ``Targets.extra
 ["content"]``). The model conditions on the noisy input's encoder frames; this asks its early
