@@ -25,6 +25,7 @@ from world_param_swap import print_wer_by_reverb
 
 from sealign.audio.io import load_audio
 from sealign.models.features import compute_features
+from sealign.models.policy import Conditioning
 from sealign.models.registry import load_policy
 from sealign.utils.threads import set_torch_threads
 
@@ -56,8 +57,9 @@ def main() -> None:
         if any(len(c) != len(n) for c, n in zip(clean, noisy, strict=True)):
             raise SystemExit("noisy and clean lengths differ; the oracle needs aligned pairs")
         cond = policy.condition(noisy)
-        oracle = policy.condition(noisy)
-        oracle.features[..., fc.n_mels :] = compute_features(clean, fc).features[..., fc.n_mels :]
+        feats = cond.features.clone()
+        feats[..., fc.n_mels :] = compute_features(clean, fc).features[..., fc.n_mels :]
+        oracle = Conditioning(feats, cond.mask, cond.num_samples, cond.extra)
         for key, c in (("model", cond), ("model, clean content", oracle)):
             gen = torch.Generator().manual_seed(lo)
             outputs[key] += policy.decode(policy.sample(c, args.temperature, generator=gen))

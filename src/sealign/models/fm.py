@@ -479,7 +479,7 @@ class FMPolicy(nn.Module):
         mean of the flow's starting point."""
         cond = compute_features(noisy, self.config.features, self.config.max_frames)
         if self.config.prior == "noisy":
-            cond.extra["prior"] = self.encode_targets(noisy).values.cpu()
+            cond.extra["prior"] = self._latents(noisy)[0].cpu()
         return cond.to(self.device)
 
     def _prior_mean(self, cond: Conditioning) -> torch.Tensor | None:
@@ -503,12 +503,22 @@ class FMPolicy(nn.Module):
     def encode_targets(self, clean: list[np.ndarray]) -> Targets:
         """Clean waveforms → codec latents ``[B, T, D]`` float32 with ``T = ceil(n /
         token_samples)`` frames each (codec output trimmed or edge-padded to that), padded
-        with 0, and the frame mask ``[B, T]``."""
+        with 0, and the frame mask ``[B, T]``; with ``repa_layer`` also their content-encoder
+        frames (``extra["content"]``)."""
         if isinstance(clean, np.ndarray) and clean.ndim == 1:
             clean = [clean]
         items = [np.asarray(w, dtype=np.float32) for w in clean]
         if not items:
             raise ValueError("no clean targets given")
+        values, mask = self._latents(items)
+        extra = {}
+        if self.repa_proj is not None:
+            extra["content"] = self._clean_content(items, values.shape[1]).to(self.device)
+        return Targets(values.to(self.device), mask.to(self.device), extra)
+
+    def _latents(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codec latents ``[B, T, D]`` (see :meth:`encode_targets`) and frame mask ``[B, T]``."""
+        items = [np.asarray(w, dtype=np.float32) for w in wavs]
         lats = self.codec.encode_latent(items)  # type: ignore[attr-defined]
         fc = self.config.features
         lengths = [fc.num_tokens(w.size) for w in items]
@@ -523,10 +533,7 @@ class FMPolicy(nn.Module):
                 lat = np.concatenate([lat, np.repeat(lat[:, -1:], n - lat.shape[1], 1)], axis=1)
             values[i, :n] = torch.from_numpy(np.ascontiguousarray(lat[:, :n].T))
             mask[i, :n] = True
-        extra = {}
-        if self.repa_proj is not None:
-            extra["content"] = self._clean_content(items, values.shape[1]).to(self.device)
-        return Targets(values.to(self.device), mask.to(self.device), extra)
+        return values, mask
 
     def _clean_content(self, items: list[np.ndarray], t_max: int) -> torch.Tensor:
         """Content-encoder frames of clean waveforms, one per codec frame, ``[B, T, C]``
