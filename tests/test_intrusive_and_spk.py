@@ -56,6 +56,18 @@ def test_distillmos_clean_beats_noisy(speech, noisy):
     assert 1 <= n.values["distillmos"] < c.values["distillmos"] <= 5
 
 
+@pytest.mark.parametrize("n", [100, 161, 52_000, 122_799, 122_880, 130_000])
+def test_distillmos_padded_front_end_equals_the_models_forward(speech, n):
+    import torch
+
+    m = build_metric("distillmos", num_threads=1)
+    m.load()
+    x = np.resize(speech(3), n).astype(np.float32)  # speech cycled to n samples
+    with torch.inference_mode():
+        want = float(m._model(torch.from_numpy(x)[None]).reshape(-1)[0])
+        assert m.predict(x) == pytest.approx(want, abs=1e-5)
+
+
 def test_spk_sim_hf_encoder_from_local_path(tmp_path, speech):
     from transformers import WavLMConfig, WavLMForXVector
 
