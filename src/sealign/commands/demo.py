@@ -75,14 +75,14 @@ def _demo_gspo() -> GSPOConfig:
         # DNSMOS term, whose raw spread is the largest, steered the updates (BAK up, ESTOI and
         # speaker similarity down); the KL to the base keeps non-target metrics in place
         # (docs/gspo_demo.md has the runs behind both choices)
-        # the three metrics side by side with one thread each: Whisper (CTranslate2) on two
-        # threads halves torch's speed for the rest of the process (generation 1.6 -> 2.5 s a
-        # step), and three one-thread metrics on two cores finish sooner than two two-thread
-        # ones (benchmarks/gspo_step.py, docs/gspo_demo.md "Step time")
+        # metrics on one thread each, two at a time: Whisper (CTranslate2) on two threads halves
+        # torch's speed for the rest of the process (generation 1.6 -> 2.5 s a step); DNSMOS
+        # (the costliest) takes one core while Whisper then DistillMOS take the other, 12%
+        # sooner than all three side by side (benchmarks/gspo_step.py, docs/gspo_demo.md)
         reward=RewardConfig(
             aggregation="normalize_then_sum",
             metric_options={"dnsmos": {"mode": "fast"}},
-            workers=3,
+            workers=2,
             metric_threads=1,
         ),
         beta=0.1,
