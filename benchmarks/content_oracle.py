@@ -103,10 +103,7 @@ def _fit_ridge(manifests: list[str], policy, k: int) -> np.ndarray:
     xs, ys = [], []
     for m in manifests:
         root = Path(m).parent
-        for line in Path(m).read_text().splitlines():
-            e = json.loads(line) if line.strip() else None
-            if e is None:
-                continue
+        for e in (json.loads(line) for line in Path(m).read_text().splitlines() if line.strip()):
             noisy, clean = (load_audio(root / e[key], sr)[0] for key in ("audio", "reference"))
             xs.append(_with_context(compute_features([noisy], fc).features[0].numpy(), k))
             ys.append(compute_features([clean], fc).features[0, :, fc.n_mels :].numpy())
@@ -127,8 +124,11 @@ def _fit_ridge(manifests: list[str], policy, k: int) -> np.ndarray:
         )
 
     d = (xs[0].shape[1] - 1) // (2 * k + 1)
-    print(f"ridge: {len(fit)} pairs ({x.shape[0]} frames) to fit, {len(held)} held out; "
-          f"noisy frames' centred cosine with clean {centred_cos(xh[:, k * d + fc.n_mels : (k + 1) * d]):.3f}")  # fmt: skip
+    own = xh[:, k * d + fc.n_mels : (k + 1) * d]  # the noisy frames' own content columns
+    print(f"ridge: {len(fit)} pairs ({x.shape[0]} frames) to fit, {len(held)} held out")
+    print(
+        f"noisy frames: MSE {np.mean((own - yh) ** 2):.3f}, centred cosine {centred_cos(own):.3f}"
+    )
     best = None
     for lam in (1.0, 1e2, 1e4):
         w = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross).astype(np.float32)
