@@ -1,14 +1,16 @@
 """Step-time breakdown of GSPO at the demo defaults, and scored samples per second.
 
     .venv/bin/python benchmarks/gspo_step.py [--model DIR] [--data data/demo] [--steps 4]
-        [--workers 2] [--metric-threads N] [--threads 2] [--json out.json]
+        [--workers 2] [--metric-threads N] [--threads 2] [--solo] [--json out.json]
 
 Runs the real trainer pieces (:func:`sealign.rl.gspo.generate_and_score` and
 :func:`sealign.rl.gspo.update`) on the demo train split with the demo's GSPO settings
 (``sealign demo``: 8 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS, KL
 to the base when ``beta`` > 0, two metrics at a time on one thread each) and reports seconds
 per phase (generate / decode / score, per metric / update) averaged over ``--steps`` steps
-after one warm-up step, the share of decode + scoring, and scored samples/s.
+after one warm-up step, the share of decode + scoring, and scored samples/s. ``--solo`` also
+scores each step's rollouts with every metric alone, one after another (outside the step's
+timing): the CPU cost each metric brings, at its own thread count.
 ``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``);
 ``--metric-threads`` sets each metric backend's threads (``reward.metric_threads``).
 The default model is the shipped checkpoint (``sealign demo``'s base).
@@ -38,13 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="threads per metric backend (default: the demo's reward.metric_threads; 0: --threads)",
     )
+    p.add_argument(
+        "--solo",
+        action="store_true",
+        help="also time each reward metric alone on each step's rollouts (untimed in the step)",
+    )
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args(argv)
 
     from sealign.commands.demo import _demo_gspo, shipped_checkpoint
     from sealign.models.registry import load_policy
     from sealign.rewards import CompositeReward
-    from sealign.rl.gspo import generate_and_score, update
+    from sealign.rl.gspo import _utterances, generate_and_score, update
     from sealign.train.checkpoint import policy_dir
     from sealign.train.data import PairDataset
     from sealign.train.sft import make_optimizer, make_scheduler
@@ -83,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             row["time/step"] = t2 - t0
             row["samples"] = len(batch.rollout)
             row["audio_seconds"] = float(sum(batch.rollout.actions["num_samples"])) / 16000
+            if args.solo:  # the step's outputs again, each metric alone (no cache)
+                wavs = policy.decode(batch.rollout)
+                utts = _utterances(batch.examples, batch.group, wavs, policy.sample_rate)
+                for name, metric in reward.metrics.items():
+                    t = time.perf_counter()
+                    metric.score_batch(utts)
+                    row[f"solo/{name}"] = time.perf_counter() - t
             rows.append(row)
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         mean["decode_plus_score_share"] = (mean["time/decode"] + mean["time/score"]) / mean[
@@ -97,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---|" * len(results))
     for k in keys:
         print(f"| {k[5:]} (s) | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |")
+    for k in [k for k in next(iter(results.values())) if k.startswith("solo/")]:
+        print(
+            f"| {k[5:]} alone (s) | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |"
+        )
     for k in ("decode_plus_score_share", "scored_samples_per_s", "audio_seconds"):
         print(f"| {k} | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |")
     if args.json:
