@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,13 +85,13 @@ from torch import nn
 
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
-from sealign.models.backbone import BackboneConfig, check_framing, codec_features
+from sealign.models.backbone import BackboneConfig, codec_features
 from sealign.models.features import (
     compute_features,
     frame_conditioner_layers,
     frame_states,
 )
-from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
+from sealign.models.persist import PolicyFolder, fit_length
 from sealign.models.policy import Conditioning, Rollout, Targets
 from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
 from sealign.models.transformer import (
@@ -270,7 +269,7 @@ def _draw(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 # the policy
 
 
-class ARPolicy(nn.Module):
+class ARPolicy(PolicyFolder, nn.Module):
     """Codec-token language model for speech enhancement (family ``"ar"``); see the module
     docstring. Build with ``ARPolicy(codec, ARConfig.for_codec(codec, ...))`` or
     :func:`sealign.models.registry.build_policy`; load with :meth:`load`.
@@ -280,6 +279,8 @@ class ARPolicy(nn.Module):
     """
 
     family = FAMILY
+    format_version = FORMAT_VERSION
+    config_class = ARConfig
 
     def __init__(
         self, codec: Codec, config: ARConfig | None = None, codec_spec: str | None = None
@@ -291,12 +292,8 @@ class ARPolicy(nn.Module):
             raise ValueError(
                 f"config vocab_sizes {cfg.vocab_sizes} do not match the codec's {sizes}"
             )
+        self._bind_codec(codec, cfg, codec_spec)
         fc = cfg.features
-        check_framing(fc, codec)
-        self.__dict__["codec"] = codec  # not a submodule: its weights are not trained or saved
-        self.codec_spec = codec_spec
-        self.config = cfg
-        self.sample_rate = int(codec.sample_rate)
         d = cfg.dim
         self.embeds = nn.ModuleList(nn.Embedding(v + 1, d) for v in cfg.vocab_sizes)  # +BOS
         self.cond_in, self.cond_conv = frame_conditioner_layers(fc, d, cfg.lookahead)
@@ -697,20 +694,3 @@ class ARPolicy(nn.Module):
         for k, lg in enumerate(logits):
             total = total + F.log_softmax(lg, dim=-1).gather(-1, tokens[:, k, :, None])[..., 0]
         return (total * targets.mask.to(self.device, total.dtype)).sum(dim=1)
-
-    # -- persistence ----------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
-        ``codec_spec`` was given): the folder is enough for :meth:`load`."""
-        return save_policy_dir(
-            directory, self, FAMILY, self.config.to_dict(), self.codec, self.codec_spec,
-            FORMAT_VERSION,
-        )  # fmt: skip
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> ARPolicy:
-        """Load a folder written by :meth:`save`."""
-        cfg, codec, spec, state = read_policy_dir(directory, FAMILY, FORMAT_VERSION, map_location)
-        policy = cls(codec, ARConfig.from_dict(cfg), codec_spec=spec)
-        policy.load_state_dict(state)
-        return policy.to(map_location)

@@ -107,7 +107,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,14 +116,14 @@ from torch import nn
 
 from sealign.codecs.base import Codec
 from sealign.config import from_dict_strict
-from sealign.models.backbone import BackboneConfig, check_framing, codec_features
+from sealign.models.backbone import BackboneConfig, codec_features
 from sealign.models.features import (
     compute_features,
     drop_content,
     frame_conditioner_layers,
     frame_states,
 )
-from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
+from sealign.models.persist import PolicyFolder, fit_length
 from sealign.models.policy import Conditioning, Rollout, Targets
 from sealign.models.transformer import Block, drop, rope_tables
 
@@ -317,7 +316,7 @@ def gaussian_entropy(
 # the policy
 
 
-class FMPolicy(nn.Module):
+class FMPolicy(PolicyFolder, nn.Module):
     """Flow-matching speech enhancement over continuous codec latents (family ``"fm"``); see the
     module docstring. Build with ``FMPolicy(codec, FMConfig.for_codec(codec, ...))`` or
     :func:`sealign.models.registry.build_policy`; load with :meth:`load`. ``codec`` must be a
@@ -327,6 +326,8 @@ class FMPolicy(nn.Module):
     """
 
     family = FAMILY
+    format_version = FORMAT_VERSION
+    config_class = FMConfig
 
     def __init__(
         self, codec: Codec, config: FMConfig | None = None, codec_spec: str | None = None
@@ -338,12 +339,8 @@ class FMPolicy(nn.Module):
             raise ValueError(
                 f"config latent_dim {cfg.latent_dim} does not match the codec's {latent_dim}"
             )
+        self._bind_codec(codec, cfg, codec_spec)
         fc = cfg.features
-        check_framing(fc, codec)
-        self.__dict__["codec"] = codec  # not a submodule: its weights are not trained or saved
-        self.codec_spec = codec_spec
-        self.config = cfg
-        self.sample_rate = int(codec.sample_rate)
         d = cfg.dim
         self.x_in = nn.Linear(cfg.latent_dim, d)
         self.cond_in, self.cond_conv = frame_conditioner_layers(fc, d, cfg.lookahead)
@@ -833,19 +830,3 @@ class FMPolicy(nn.Module):
             mine = {f"repa_proj.{k}": v for k, v in self.repa_proj.state_dict().items()}
             state.update({k: state_dict.get(k, v) for k, v in mine.items()})
         return super().load_state_dict(state, strict=strict, assign=assign)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
-        ``codec_spec`` was given): the folder is enough for :meth:`load`."""
-        return save_policy_dir(
-            directory, self, FAMILY, self.config.to_dict(), self.codec, self.codec_spec,
-            FORMAT_VERSION,
-        )  # fmt: skip
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> FMPolicy:
-        """Load a folder written by :meth:`save`."""
-        cfg, codec, spec, state = read_policy_dir(directory, FAMILY, FORMAT_VERSION, map_location)
-        policy = cls(codec, FMConfig.from_dict(cfg), codec_spec=spec)
-        policy.load_state_dict(state)
-        return policy.to(map_location)

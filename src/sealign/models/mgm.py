@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,13 +44,13 @@ from torch import nn
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
 from sealign.models.ar import SamplingTransform, _entropy, sampling_settings
-from sealign.models.backbone import BackboneConfig, check_framing, codec_features
+from sealign.models.backbone import BackboneConfig, codec_features
 from sealign.models.features import (
     compute_features,
     frame_conditioner_layers,
     frame_states,
 )
-from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
+from sealign.models.persist import PolicyFolder, fit_length
 from sealign.models.policy import Conditioning, Rollout, Targets
 from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
 from sealign.models.transformer import Block, drop, rope_tables
@@ -105,11 +104,13 @@ def cosine_mask_count(n: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.ceil(ratio * n).clamp(min=1), n).long()
 
 
-class MGMPolicy(nn.Module):
+class MGMPolicy(PolicyFolder, nn.Module):
     """Masked generative token model for speech enhancement (family ``"mgm"``); see the module
     docstring."""
 
     family = FAMILY
+    format_version = FORMAT_VERSION
+    config_class = MGMConfig
 
     def __init__(
         self, codec: Codec, config: MGMConfig | None = None, codec_spec: str | None = None
@@ -121,12 +122,8 @@ class MGMPolicy(nn.Module):
             raise ValueError(
                 f"config vocab_sizes {cfg.vocab_sizes} do not match the codec's {sizes}"
             )
+        self._bind_codec(codec, cfg, codec_spec)
         fc = cfg.features
-        check_framing(fc, codec)
-        self.__dict__["codec"] = codec
-        self.codec_spec = codec_spec
-        self.config = cfg
-        self.sample_rate = int(codec.sample_rate)
         d = cfg.dim
         self.embeds = nn.ModuleList(nn.Embedding(v + 1, d) for v in cfg.vocab_sizes)  # + MASK
         self.cond_in, self.cond_conv = frame_conditioner_layers(fc, d, cfg.lookahead)
@@ -394,18 +391,3 @@ class MGMPolicy(nn.Module):
         masked = noise["mask"].to(self.device).bool()
         lp, _ = self._masked_log_probs(cond, tokens, masked)
         return (lp * masked).sum(dim=(1, 2))
-
-    # -- persistence ---------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Weights, ``config.json`` and the codec, like the AR family."""
-        return save_policy_dir(
-            directory, self, FAMILY, self.config.to_dict(), self.codec, self.codec_spec,
-            FORMAT_VERSION,
-        )  # fmt: skip
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MGMPolicy:
-        cfg, codec, spec, state = read_policy_dir(directory, FAMILY, FORMAT_VERSION, map_location)
-        policy = cls(codec, MGMConfig.from_dict(cfg), codec_spec=spec)
-        policy.load_state_dict(state)
-        return policy.to(map_location)

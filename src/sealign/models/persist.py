@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from sealign.codecs.base import Codec, load_codec
+from sealign.models.backbone import check_framing
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -132,3 +133,45 @@ def read_policy_dir(
     else:
         codec = load_codec(f"{entry['kind']}:{directory / entry['path']}", **entry["options"])
     return meta["config"], codec, spec, load_file(str(w_path), device=str(map_location))
+
+
+_P = TypeVar("_P", bound="PolicyFolder")
+
+
+class PolicyFolder:
+    """:meth:`save` and :meth:`load` for a built-in family, mixed into its ``nn.Module``.
+
+    The family class sets ``family``, ``format_version`` and ``config_class`` (a config with
+    ``from_dict``); its constructor is ``(codec, config, codec_spec=None)`` and it binds
+    them with :meth:`_bind_codec`."""
+
+    family: str
+    format_version: int
+    config_class: Any
+    codec: Codec
+    codec_spec: str | None
+
+    def _bind_codec(self, codec: Codec, config: Any, codec_spec: str | None) -> None:
+        check_framing(config.features, codec)
+        self.__dict__["codec"] = codec  # not a submodule: its weights are not trained or saved
+        self.codec_spec = codec_spec
+        self.config = config
+        self.sample_rate = int(codec.sample_rate)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
+        ``codec_spec`` was given): the folder is enough for :meth:`load`."""
+        return save_policy_dir(
+            directory, self, self.family, self.config.to_dict(), self.codec, self.codec_spec,
+            self.format_version,
+        )  # type: ignore[arg-type]  # fmt: skip
+
+    @classmethod
+    def load(cls: type[_P], directory: str | Path, map_location: str | torch.device = "cpu") -> _P:
+        """Load a folder written by :meth:`save`."""
+        cfg, codec, spec, state = read_policy_dir(
+            directory, cls.family, cls.format_version, map_location
+        )
+        policy = cls(codec, cls.config_class.from_dict(cfg), codec_spec=spec)  # type: ignore[call-arg]
+        policy.load_state_dict(state)  # type: ignore[attr-defined]
+        return policy.to(map_location)  # type: ignore[attr-defined]
