@@ -23,6 +23,30 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_arguments(p: argparse.ArgumentParser, steps: str) -> None:
+    """The flags every training command shares (``steps`` says what ``--max-steps`` counts),
+    then the config arguments; :func:`run_flags` maps them to config keys."""
+    p.add_argument("--output", help="run folder (output_dir)")
+    p.add_argument("--max-steps", type=int, help=f"{steps} (max_steps)")
+    p.add_argument("--device", help="torch device (device)")
+    p.add_argument("--threads", type=int, help="torch threads (threads)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --output"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(p)
+
+
+def run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys of :func:`add_run_arguments`' flags (for :func:`resolve_flags`)."""
+    return {
+        "output_dir": args.output,
+        "max_steps": args.max_steps,
+        "device": args.device,
+        "threads": args.threads,
+    }
+
+
 def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] | None = None) -> T:
     """Defaults ← --config ← explicit flags (``extra``) ← positional overrides; printed to the log."""
     cfg = load_config(cls, args.config, [*(extra or []), *args.overrides])

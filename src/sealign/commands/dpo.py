@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import argparse
 
-from sealign.commands.common import add_config_arguments, log, resolve_flags, reuse_run_config
+from sealign.commands.common import (
+    add_run_arguments,
+    log,
+    resolve_flags,
+    reuse_run_config,
+    run_flags,
+)
 from sealign.models.policy import FAMILIES
 from sealign.rl.dpo import DPOConfig, train_dpo
 
@@ -27,12 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=FAMILIES, help="expected model family (checked)")
     p.add_argument("--init-from", help="policy to align: run, checkpoint or policy dir")
     p.add_argument("--dataset", help="preference dataset folder (sealign prefs)")
-    p.add_argument("--output", help="run folder (output_dir)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
-    p.add_argument("--threads", type=int, help="torch threads (threads)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p)
+    add_run_arguments(p, "optimizer steps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
         "family": args.family,
         "model.init_from": args.init_from,
         "dataset": args.dataset,
-        "output_dir": args.output,
-        "max_steps": args.max_steps,
-        "threads": args.threads,
+        **run_flags(args),
     }
     reuse_run_config(args, args.resume)
     cfg = resolve_flags(DPOConfig, args, flags)

@@ -23,7 +23,13 @@ from __future__ import annotations
 
 import argparse
 
-from sealign.commands.common import add_config_arguments, log, resolve_flags, reuse_run_config
+from sealign.commands.common import (
+    add_run_arguments,
+    log,
+    resolve_flags,
+    reuse_run_config,
+    run_flags,
+)
 from sealign.rl.gspo import GSPOConfig, train_gspo
 
 HELP = "online RL (GSPO / GRPO) on a composite perceptual reward"
@@ -31,26 +37,15 @@ HELP = "online RL (GSPO / GRPO) on a composite perceptual reward"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="policy to post-train: run, checkpoint or policy dir")
-    p.add_argument("--output", help="run folder (output_dir)")
-    p.add_argument("--max-steps", type=int, help="rollout steps (max_steps)")
     p.add_argument("--max-minutes", type=float, help="wall-time budget (max_minutes)")
-    p.add_argument("--device", help="torch device (device)")
-    p.add_argument("--threads", type=int, help="torch threads (threads)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in --output"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p)
+    add_run_arguments(p, "rollout steps")
 
 
 def run(args: argparse.Namespace) -> int:
     flags = {
         "model.init_from": args.init_from,
-        "output_dir": args.output,
-        "max_steps": args.max_steps,
         "max_minutes": args.max_minutes,
-        "device": args.device,
-        "threads": args.threads,
+        **run_flags(args),
     }
     reuse_run_config(args, args.resume)
     cfg = resolve_flags(GSPOConfig, args, flags)

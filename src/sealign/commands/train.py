@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import argparse
 
-from sealign.commands.common import add_config_arguments, log, resolve_flags, reuse_run_config
+from sealign.commands.common import (
+    add_run_arguments,
+    log,
+    resolve_flags,
+    reuse_run_config,
+    run_flags,
+)
 from sealign.models.policy import FAMILIES
 from sealign.train.sft import SFTConfig, train_sft
 
@@ -29,15 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=FAMILIES, help="model family of a new model (model.family)")
     p.add_argument("--codec", help="codec spec of a new model, e.g. world:runs/codec (model.codec)")
     p.add_argument("--init-from", help="start from a run, checkpoint or policy dir")
-    p.add_argument("--output", help="run folder (output_dir)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (max_steps)")
-    p.add_argument("--device", help="torch device (device)")
-    p.add_argument("--threads", type=int, help="torch threads (threads)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in --output"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p)
+    add_run_arguments(p, "optimizer steps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
         "model.family": args.family,
         "model.codec": args.codec,
         "model.init_from": args.init_from,
-        "output_dir": args.output,
-        "max_steps": args.max_steps,
-        "device": args.device,
-        "threads": args.threads,
+        **run_flags(args),
     }
     reuse_run_config(args, args.resume)
     cfg = resolve_flags(SFTConfig, args, flags)
