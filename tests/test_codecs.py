@@ -227,6 +227,10 @@ def test_bad_input_is_a_clear_error(codec):
         codec.decode(np.zeros((1, 5), np.float32))
     with pytest.raises(CodecError, match="latent of shape"):
         codec.decode_latent(np.zeros((3, 5), np.float32))
+    bad = np.zeros((codec.latent_dim, 5), np.float32)
+    bad[0, 2] = np.nan
+    with pytest.raises(CodecError, match="item 1: latent contains NaN"):
+        codec.decode_latent([np.zeros((codec.latent_dim, 3), np.float32), bad])
     with pytest.raises(FileNotFoundError, match="not a WORLD codec"):
         load_codec("world:/nonexistent/codec")
     with pytest.raises(ValueError, match="unknown codec kind"):
@@ -369,6 +373,8 @@ def test_encodec_adapter_round_trip(tiny_encodec_dir, tmp_path, speech):
         load_codec(f"encodec:{tiny_encodec_dir}?bandwidth=3.0")
     with pytest.raises(CodecError, match="silent"):
         c.encode(np.zeros(4000, np.float32))
+    with pytest.raises(CodecError, match="latent contains NaN"):
+        c.decode_latent(np.full((16, 10), np.nan, np.float32))
 
 
 def test_dac_adapter_round_trip(tmp_path, speech):

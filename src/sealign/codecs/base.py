@@ -123,6 +123,16 @@ def check_waveform(wav: np.ndarray, sr: int, name: str, min_duration: float) -> 
     return wav.astype(np.float64)
 
 
+def check_latent(latent: np.ndarray, dim: int, name: str) -> np.ndarray:
+    """Validate one ``[dim, T]`` continuous latent (non-empty, finite); return it as float64."""
+    latent = np.asarray(latent, dtype=np.float64)
+    if latent.ndim != 2 or latent.shape[0] != dim or latent.shape[1] == 0:
+        raise CodecError(f"{name}: expected a latent of shape [{dim}, T], got {latent.shape}")
+    if not np.all(np.isfinite(latent)):
+        raise CodecError(f"{name}: latent contains NaN or inf")
+    return latent
+
+
 def check_tokens(tokens: np.ndarray, sizes: Sequence[int], name: str) -> np.ndarray:
     """Validate one ``[K, T]`` token array against per-codebook ``sizes``; return it as int64."""
     tokens = np.asarray(tokens)

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from sealign.codecs.base import (
-    CodecError,
     CodecUnavailable,
+    check_latent,
     check_tokens,
     check_waveform,
     join_batch,
@@ -131,11 +131,7 @@ class _TorchCodec:
         out = []
         with torch.inference_mode():
             for i, z in enumerate(items):
-                z = np.asarray(z, dtype=np.float32)
-                if z.ndim != 2 or z.shape[0] != self.latent_dim or z.shape[1] == 0:
-                    raise CodecError(
-                        f"item {i}: expected a latent of shape [{self.latent_dim}, T], got {z.shape}"
-                    )
+                z = check_latent(z, self.latent_dim, f"item {i}").astype(np.float32)
                 wav = self._decoder(torch.from_numpy(z)[None])
                 out.append(self._fit(wav, z.shape[1] * self.hop_length))
         return join_batch(out, single)

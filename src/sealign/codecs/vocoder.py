@@ -37,6 +37,7 @@ import numpy as np
 from sealign.codecs.base import (
     CodecError,
     CodecUnavailable,
+    check_latent,
     check_waveform,
     join_batch,
     split_batch,
@@ -201,13 +202,7 @@ class MelVocoderCodec:
         items, single = split_batch(latents, 2)
         out = []
         for i, lat in enumerate(items):
-            lat = np.asarray(lat, dtype=np.float64)
-            if lat.ndim != 2 or lat.shape[0] != self.latent_dim or lat.shape[1] == 0:
-                raise CodecError(
-                    f"item {i}: expected a latent of shape [{self.latent_dim}, T], got {lat.shape}"
-                )
-            if not np.all(np.isfinite(lat)):
-                raise CodecError(f"item {i}: latent contains NaN or inf")
+            lat = check_latent(lat, self.latent_dim, f"item {i}")
             logm = (lat * self._std[:, None] + self._mean[:, None]).T  # [T, n_mels]
             spec = torch.as_tensor(logm, dtype=torch.float32, device=self.device)
             with torch.inference_mode():

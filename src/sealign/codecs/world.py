@@ -51,6 +51,7 @@ import numpy as np
 from sealign.codecs.base import (
     CodecError,
     CodecUnavailable,
+    check_latent,
     check_tokens,
     check_waveform,
     join_batch,
@@ -631,16 +632,7 @@ class WorldCodec:
     ) -> list[np.ndarray] | np.ndarray:
         """Latent(s) ``[latent_dim, T]`` → float32 waveform(s)."""
         items, single = split_batch(latents, 2)
-        checked = []
-        for i, lat in enumerate(items):
-            lat = np.asarray(lat, dtype=np.float64)
-            if lat.ndim != 2 or lat.shape[0] != self.latent_dim or lat.shape[1] == 0:
-                raise CodecError(
-                    f"item {i}: expected a latent of shape [{self.latent_dim}, T], got {lat.shape}"
-                )
-            if not np.all(np.isfinite(lat)):
-                raise CodecError(f"item {i}: latent contains NaN or inf")
-            checked.append(lat)
+        checked = [check_latent(lat, self.latent_dim, f"item {i}") for i, lat in enumerate(items)]
         mean, std = self.arrays["z_mean"], self.arrays["z_std"]
         out = map_threads(lambda lat: self._render(lat.T * std + mean), checked)
         return join_batch(out, single)
