@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -333,6 +335,11 @@ def test_save_load_round_trip(codec, codec_dir, pair, tmp_path):
     meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert meta["family"] == "ar" and meta["codec"]["kind"] == "world"
     assert (tmp_path / "ckpt" / "codec" / "codec.safetensors").is_file()
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("model.safetensors", "codec/codec.safetensors", "config.json"):
+        # safetensors writes owner-only files; a checkpoint is readable like any other file
+        assert stat.S_IMODE((tmp_path / "ckpt" / name).stat().st_mode) == 0o666 & ~mask, name
     for loaded in (
         ARPolicy.load(tmp_path / "ckpt"),
         load_policy(tmp_path / "ckpt" / "config.json"),

@@ -58,6 +58,7 @@ from sealign.codecs.base import (
     split_batch,
 )
 from sealign.config import from_dict_strict
+from sealign.utils.paths import share_file
 from sealign.utils.threads import map_threads
 
 log = logging.getLogger(__name__)
@@ -648,6 +649,7 @@ class WorldCodec:
             {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.arrays.items()},
             str(directory / _ARRAYS_FILE),
         )
+        share_file(directory / _ARRAYS_FILE)
         meta = {"kind": "world", "format_version": FORMAT_VERSION, "config": asdict(self.config)}
         if extra:
             meta["training"] = extra

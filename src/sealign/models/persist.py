@@ -16,6 +16,7 @@ import torch
 
 from sealign.codecs.base import Codec, load_codec
 from sealign.models.backbone import check_framing
+from sealign.utils.paths import share_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -96,6 +97,7 @@ def save_policy_dir(
         codec_entry = {"kind": kind, "path": CODEC_DIR, "options": options}
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
+    share_file(directory / WEIGHTS_FILE)
     meta = {
         "family": family,
         "format_version": format_version,
