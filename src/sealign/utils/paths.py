@@ -18,9 +18,14 @@ def _umask() -> int:
     return mask
 
 
+# Read once at import: os.umask can only be read by setting it, which must not race with other
+# threads creating files later on.
+_UMASK = _umask()
+
+
 def share_file(path: str | Path) -> None:
     """Give ``path`` the permissions a plain ``open()`` would (0666 minus the umask).
 
     safetensors (0.8) writes its files through a private temporary file, so without this a
     checkpoint or a shipped model folder would be readable by its owner only."""
-    os.chmod(path, 0o666 & ~_umask())
+    os.chmod(path, 0o666 & ~_UMASK)
