@@ -74,7 +74,6 @@ described in ``docs/custom_models.md``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,10 +92,16 @@ from sealign.models.features import (
 )
 from sealign.models.persist import PolicyFolder, fit_length
 from sealign.models.policy import Conditioning, Rollout, Targets
-from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
+from sealign.models.tokens import (
+    check_sampling,
+    check_vocab_sizes,
+    decode_token_rows,
+    encode_token_targets,
+)
 from sealign.models.transformer import (
     Block,
     drop,
+    init_transformer_weights,
     l2_eps,
     rope_rotation,
     rope_tables,
@@ -287,11 +292,7 @@ class ARPolicy(PolicyFolder, nn.Module):
     ) -> None:
         super().__init__()
         cfg = config or ARConfig.for_codec(codec)
-        sizes = list(codebook_sizes(codec))
-        if sizes != cfg.vocab_sizes:
-            raise ValueError(
-                f"config vocab_sizes {cfg.vocab_sizes} do not match the codec's {sizes}"
-            )
+        check_vocab_sizes(codec, cfg.vocab_sizes)
         self._bind_codec(codec, cfg, codec_spec)
         fc = cfg.features
         d = cfg.dim
@@ -312,12 +313,7 @@ class ARPolicy(PolicyFolder, nn.Module):
     codec: Codec
 
     def _init_weights(self) -> None:
-        out_std = 0.02 / math.sqrt(2 * self.config.layers)
-        for name, p in self.named_parameters():
-            if p.dim() < 2 or name.startswith("cond_conv"):
-                continue
-            std = out_std if name.endswith(("proj.weight", "mlp_out.weight")) else 0.02
-            nn.init.normal_(p, std=std)
+        init_transformer_weights(self, self.config.layers)
         nn.init.zeros_(self.cond_in.bias)
 
     @property

@@ -125,7 +125,7 @@ from sealign.models.features import (
 )
 from sealign.models.persist import PolicyFolder, fit_length
 from sealign.models.policy import Conditioning, Rollout, Targets
-from sealign.models.transformer import Block, drop, rope_tables
+from sealign.models.transformer import Block, drop, init_transformer_weights, rope_tables
 
 FAMILY = "fm"
 FORMAT_VERSION = 1
@@ -359,12 +359,7 @@ class FMPolicy(PolicyFolder, nn.Module):
     codec: Codec
 
     def _init_weights(self) -> None:
-        out_std = 0.02 / math.sqrt(2 * self.config.layers)
-        for name, p in self.named_parameters():
-            if p.dim() < 2 or name.startswith("cond_conv"):
-                continue
-            std = out_std if name.endswith(("proj.weight", "mlp_out.weight")) else 0.02
-            nn.init.normal_(p, std=std)
+        init_transformer_weights(self, self.config.layers)
         for lin in (self.x_in, self.cond_in, self.head):
             nn.init.zeros_(lin.bias)
         if self.repa_proj is not None:

@@ -52,8 +52,13 @@ from sealign.models.features import (
 )
 from sealign.models.persist import PolicyFolder, fit_length
 from sealign.models.policy import Conditioning, Rollout, Targets
-from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
-from sealign.models.transformer import Block, drop, rope_tables
+from sealign.models.tokens import (
+    check_sampling,
+    check_vocab_sizes,
+    decode_token_rows,
+    encode_token_targets,
+)
+from sealign.models.transformer import Block, drop, init_transformer_weights, rope_tables
 
 FAMILY = "mgm"
 FORMAT_VERSION = 1
@@ -117,11 +122,7 @@ class MGMPolicy(PolicyFolder, nn.Module):
     ) -> None:
         super().__init__()
         cfg = config or MGMConfig.for_codec(codec)
-        sizes = list(codebook_sizes(codec))
-        if sizes != cfg.vocab_sizes:
-            raise ValueError(
-                f"config vocab_sizes {cfg.vocab_sizes} do not match the codec's {sizes}"
-            )
+        check_vocab_sizes(codec, cfg.vocab_sizes)
         self._bind_codec(codec, cfg, codec_spec)
         fc = cfg.features
         d = cfg.dim
@@ -130,13 +131,7 @@ class MGMPolicy(PolicyFolder, nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
         self.norm = nn.RMSNorm(d, eps=1e-6)
         self.heads = nn.ModuleList(nn.Linear(d, v, bias=False) for v in cfg.vocab_sizes)
-        out_std = 0.02 / math.sqrt(2 * cfg.layers)
-        for name, p in self.named_parameters():
-            if p.dim() < 2 or name.startswith("cond_conv"):
-                continue
-            nn.init.normal_(
-                p, std=out_std if name.endswith(("proj.weight", "mlp_out.weight")) else 0.02
-            )
+        init_transformer_weights(self, cfg.layers)
         nn.init.zeros_(self.cond_in.bias)
 
     codec: Codec

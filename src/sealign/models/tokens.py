@@ -7,10 +7,17 @@ import math
 import numpy as np
 import torch
 
-from sealign.codecs.base import Codec
+from sealign.codecs.base import Codec, codebook_sizes
 from sealign.models.features import FeatureConfig
 from sealign.models.persist import fit_length
 from sealign.models.policy import Targets
+
+
+def check_vocab_sizes(codec: Codec, vocab_sizes: list[int]) -> None:
+    """Raise ``ValueError`` unless the config's ``vocab_sizes`` are the codec's codebooks."""
+    sizes = list(codebook_sizes(codec))
+    if sizes != list(vocab_sizes):
+        raise ValueError(f"config vocab_sizes {vocab_sizes} do not match the codec's {sizes}")
 
 
 def encode_token_targets(

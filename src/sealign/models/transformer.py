@@ -3,9 +3,23 @@ block (RMSNorm, self-attention through ``scaled_dot_product_attention``, SwiGLU 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def init_transformer_weights(module: nn.Module, layers: int) -> None:
+    """GPT-2 style initialization of every matrix in ``module``: N(0, 0.02), residual output
+    projections scaled by ``1 / sqrt(2 · layers)``. Vectors (biases, norms) and the
+    conditioning convolution (``cond_conv``) keep PyTorch's defaults."""
+    out_std = 0.02 / math.sqrt(2 * layers)
+    for name, p in module.named_parameters():
+        if p.dim() < 2 or name.startswith("cond_conv"):
+            continue
+        std = out_std if name.endswith(("proj.weight", "mlp_out.weight")) else 0.02
+        nn.init.normal_(p, std=std)
 
 
 def rope_tables(
