@@ -13,7 +13,7 @@ from sealign.cli import main
 from sealign.codecs.base import CodecError, LatentCodec, load_codec
 from sealign.models import registry
 from sealign.models.fm import FMConfig, FMPolicy
-from sealign.models.policy import Policy, Rollout
+from sealign.models.policy import Policy, Rollout, keep_passes, step_passes
 from sealign.models.registry import build_policy, load_policy
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 
@@ -231,6 +231,27 @@ def test_step_log_probs_recompute_perturb_and_entropy(codec, pair):
     assert torch.all(ode.mask == 0) and torch.all(ode.logp == 0)
     with pytest.raises(ValueError, match="method='sde'"):
         policy.step_log_probs(cond, ode)
+
+
+def test_step_log_probs_leave_out_steps_masked_in_every_row(codec, pair, monkeypatch):
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    r = policy.sample(cond, generator=gen(1), method="sde")
+    full, full_ent = policy.step_log_probs(cond, r)
+    passes = step_passes(policy, r)
+    assert passes.tolist() == [[0, 1, 2, 3]] * 2
+    part = keep_passes(r, passes, 0.5, gen(0))
+    kept = part.mask[0] > 0
+    assert int(kept.sum()) == 2 and torch.equal(part.mask, kept.expand(2, 4).to(part.mask))
+    rows = []
+    velocity = policy._guided_velocity
+    monkeypatch.setattr(
+        policy, "_guided_velocity", lambda *a: rows.append(len(a[3])) or velocity(*a)
+    )
+    lp, ent = policy.step_log_probs(cond, part)
+    assert rows == [2 * 2]  # two inputs x the two kept steps, in one batch
+    torch.testing.assert_close(lp, full * part.mask, atol=1e-9, rtol=0)
+    torch.testing.assert_close(ent, full_ent * part.mask)
 
 
 def test_seed_determinism_and_default_ode(codec, pair):

@@ -345,6 +345,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("data.crop_seconds=2", "crop_seconds"),
         ("steps_per_generation=99", "steps_per_generation"),
         ("negative_advantage_scale=-1", "negative_advantage_scale"),
+        ("step_fraction=0", "step_fraction"),
         ("eval.metrics=[nope]", "eval.metrics"),
         ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
         ("reward.components=[{metric: wer, credit: word}]", "credit: word"),  # loss gspo
@@ -414,6 +415,8 @@ def test_gspo_trains_masked_and_flow_matching_policies(setup, tmp_path, family, 
     kw = {"model.init_from": str(tmp_path / "base"), "eval.metrics": "[si_sdr]"}
     if family == "fm":  # family-specific sampler options reach Policy.sample
         kw["sampling.extra"] = "{steps: 2, sde_a: 0.3}"
+    else:  # each minibatch trains on half of the decoding iterations
+        kw["step_fraction"] = 0.5
     assert main(["gspo", "--no-progress", *overrides(setup, run, max_steps=2, **kw)]) == 0
     loss = logged(run, "loss")
     assert set(loss) == {1, 2} and all(np.isfinite(v) for v in loss.values())

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sealign.cli import main
 from sealign.codecs.base import load_codec
 from sealign.models.mgm import MGMConfig, MGMPolicy
-from sealign.models.policy import Policy, Targets
+from sealign.models.policy import Policy, Targets, keep_passes, step_passes
 from sealign.models.registry import build_policy, load_policy
 
 torch.set_num_threads(1)
@@ -62,6 +62,26 @@ def test_sampled_log_probs_equal_recomputed(policy, waves):
     assert not torch.allclose(lp2, r.logp, atol=1e-3)
     lp2.sum().backward()
     assert policy.heads[0].weight.grad is not None
+
+
+def test_step_log_probs_skip_iterations_outside_the_mask(policy, waves, monkeypatch):
+    # the trainer's step_fraction masks whole iterations: those need no forward pass, and the
+    # others' log-probs are unchanged
+    cond = policy.condition(waves[1])
+    r = policy.sample(cond, temperature=0.8, generator=torch.Generator().manual_seed(3))
+    full, _ = policy.step_log_probs(cond, r)
+    passes = step_passes(policy, r)
+    assert passes.shape == r.mask.shape and set(passes.unique().tolist()) == {-1, 0, 1, 2, 3}
+    part = keep_passes(r, passes, 0.5, torch.Generator().manual_seed(0))
+    kept = set(passes[part.mask > 0].unique().tolist())
+    assert len(kept) == 2 and (part.mask <= r.mask).all()
+    calls = []
+    forward = policy._forward
+    monkeypatch.setattr(policy, "_forward", lambda *a: calls.append(1) or forward(*a))
+    lp, _ = policy.step_log_probs(cond, part)
+    assert len(calls) == 2
+    torch.testing.assert_close(lp, full * part.mask, atol=1e-6, rtol=0)
+    assert keep_passes(r, passes, 1.0, torch.Generator()) is r
 
 
 def test_sampling_is_deterministic_by_seed(policy, waves):

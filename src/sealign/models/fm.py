@@ -669,8 +669,9 @@ class FMPolicy(PolicyFolder, nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, S]`` float64 Gaussian log-densities of the rollout's stored SDE transitions
         under the current weights (with gradients), and the per-step Gaussian entropies (which
-        do not depend on the weights); zero where ``rollout.mask`` is 0. All steps go through
-        the model in one batch of ``N·S`` rows."""
+        do not depend on the weights); zero where ``rollout.mask`` is 0. The steps go through
+        the model in one batch of ``N·S`` rows, leaving out a step that is masked in every row
+        (e.g. by the trainer's ``step_fraction``)."""
         act = rollout.actions
         states = act["states"].to(self.device, torch.float32)
         times = act["times"].to(self.device, torch.float32)
@@ -681,33 +682,42 @@ class FMPolicy(PolicyFolder, nn.Module):
                 "with method='sde' (see rl_sample_options())"
             )
         n, s1, t_max, d = states.shape
-        n_steps = s1 - 1
         if times.dim() == 1:
             times = times.unsqueeze(0).expand(n, -1)
+        mask = rollout.mask.to(self.device, torch.float64)
+        sel = torch.nonzero(mask.any(dim=0)).squeeze(1)  # steps some row needs
+        k = sel.numel()
         c = cond.select(rollout.source.cpu())
         w = act.get("guidance", torch.zeros(n)).to(self.device, torch.float32)
         cstates, m, null = self._guided_states(c, w)
         self._check_frames(states[:, 0], m)
-        x = states[:, :-1].reshape(n * n_steps, t_max, d)
-        s = times[:, :-1].reshape(n * n_steps)
+        x0, t0, t1 = states[:, sel], times[:, sel], times[:, sel + 1]
 
         def rows(z: torch.Tensor) -> torch.Tensor:
-            return z.repeat_interleave(n_steps, dim=0)
+            return z.repeat_interleave(k, dim=0)
 
         v = self._guided_velocity(
-            rows(cstates), None if null is None else rows(null), rows(m), x, s, rows(w)
-        ).view(n, n_steps, t_max, d)
-        s_min = times[:, 1:2].expand(n, n_steps)
+            rows(cstates), None if null is None else rows(null), rows(m),
+            x0.reshape(n * k, t_max, d), t0.reshape(n * k), rows(w),
+        ).view(n, k, t_max, d)  # fmt: skip
+        s_min = times[:, 1:2].expand(n, k)
         mu = self._prior_mean(c)
         mean, std = sde_step(
-            states[:, :-1], v, times[:, :-1], times[:, 1:], a[:, None].expand(n, n_steps), s_min,
+            x0, v, t0, t1, a[:, None].expand(n, k), s_min,
             None if mu is None else mu.unsqueeze(1), self.config.prior_std,
         )  # fmt: skip
-        fm = m.unsqueeze(1).expand(n, n_steps, t_max)
-        logp = gaussian_log_prob(states[:, 1:], mean, std, fm, self._per_element)
-        ent = gaussian_entropy(std, fm, d, self._per_element)
-        mask = rollout.mask.to(self.device, torch.float64)
+        fm = m.unsqueeze(1).expand(n, k, t_max)
+        logp = mask.new_zeros(n, s1 - 1)
+        ent = mask.new_zeros(n, s1 - 1)
+        logp[:, sel] = gaussian_log_prob(states[:, sel + 1], mean, std, fm, self._per_element)
+        ent[:, sel] = gaussian_entropy(std, fm, d, self._per_element).to(ent.dtype)
         return logp * mask, ent * mask
+
+    def step_passes(self, rollout: Rollout) -> torch.Tensor:
+        """``[N, S]`` SDE step index of each step (-1 where ``rollout.mask`` is 0)."""
+        n, s = rollout.mask.shape
+        steps = torch.arange(s, device=rollout.mask.device).expand(n, s)
+        return torch.where(rollout.mask > 0, steps, -1)
 
     def decode(self, rollout: Rollout) -> list[np.ndarray]:
         """Waveforms of the final latents ``x_S``, trimmed (or zero-padded) to the inputs'

@@ -272,7 +272,8 @@ class MGMPolicy(PolicyFolder, nn.Module):
         self, cond: Conditioning, rollout: Rollout
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token ``[N, K·T]`` log-probs of the committed tokens given the masked state of
-        their iteration (one forward pass per iteration), and the entropies; 0 on padding."""
+        their iteration (one forward pass per iteration), and the entropies; 0 where
+        ``rollout.mask`` is 0. An iteration none of whose tokens is in the mask is skipped."""
         tokens = self._tokens3(rollout.actions["tokens"])
         commit = rollout.actions["commit_step"].to(self.device)
         c = cond.select(rollout.source.cpu())
@@ -284,10 +285,11 @@ class MGMPolicy(PolicyFolder, nn.Module):
         warps = [SamplingTransform(settings, v, self.device) for v in self.config.vocab_sizes]
         logp = torch.zeros(tokens.shape, device=self.device)
         ent = torch.zeros(tokens.shape, device=self.device)
+        live = rollout.mask.to(self.device).view(tokens.shape) > 0
         n_steps = int(commit.max()) + 1 if commit.numel() else 0
         for s in range(n_steps):
-            at = commit == s
-            if not bool(at.any()):
+            at = (commit == s) & live
+            if not bool(at.any()):  # e.g. an iteration left out by the trainer's step_fraction
                 continue
             logits = self._forward(states, m, self._masked_input(tokens, commit >= s))
             for k, lg in enumerate(logits):
@@ -298,6 +300,12 @@ class MGMPolicy(PolicyFolder, nn.Module):
         n = tokens.shape[0]
         mask = rollout.mask.to(self.device, logp.dtype)
         return logp.reshape(n, -1) * mask, ent.reshape(n, -1) * mask
+
+    def step_passes(self, rollout: Rollout) -> torch.Tensor:
+        """``[N, K·T]`` decoding iteration of each step (-1 where ``rollout.mask`` is 0): the
+        steps that :meth:`step_log_probs` computes in one forward pass share an index."""
+        commit = rollout.actions["commit_step"].reshape(len(rollout), -1)
+        return torch.where(rollout.mask.to(commit.device) > 0, commit, -1)
 
     def decode(self, rollout: Rollout) -> list[np.ndarray]:
         """Waveforms of the decoded token grids, trimmed to the inputs' lengths."""

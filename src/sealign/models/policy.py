@@ -21,6 +21,7 @@ differences are computed the same way for every family.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -180,6 +181,34 @@ class Policy(Protocol):
     def save(self, directory: str | Path) -> Path:
         """Weights (safetensors) + JSON config, enough for :func:`load_policy`."""
         ...
+
+
+def step_passes(policy: Policy, rollout: Rollout) -> torch.Tensor:
+    """``[N, S]`` index of the model pass in which :meth:`Policy.step_log_probs` computes each
+    step (-1 where ``rollout.mask`` is 0): the decoding iteration for ``mgm``, the SDE step for
+    ``fm``. A family without a ``step_passes`` method (``ar``: one teacher-forced pass) gives 0
+    for every step."""
+    method = getattr(policy, "step_passes", None)
+    if method is not None:
+        return method(rollout)
+    return torch.where(rollout.mask > 0, 0, -1)
+
+
+def keep_passes(
+    rollout: Rollout, passes: torch.Tensor, fraction: float, generator: torch.Generator
+) -> Rollout:
+    """``rollout`` with its mask cut to the steps of a random ``ceil(fraction · P)`` of its
+    ``P`` passes (at least one), so that :meth:`Policy.step_log_probs` can skip the others
+    (Flow-GRPO trains on a fraction of the denoising steps the same way)."""
+    n_pass = int(passes.max()) + 1 if passes.numel() else 0
+    n_keep = max(1, math.ceil(fraction * n_pass - 1e-9))
+    if n_pass <= 1 or n_keep >= n_pass:
+        return rollout
+    chosen = torch.randperm(n_pass, generator=generator)[:n_keep]
+    keep = torch.isin(passes, chosen.to(passes.device)) & (passes >= 0)
+    return Rollout(
+        rollout.actions, rollout.logp, rollout.mask * keep.to(rollout.mask), rollout.source
+    )
 
 
 def check_sample_options(policy: Policy, options: dict[str, Any], where: str) -> None:

@@ -38,7 +38,13 @@ from tqdm import tqdm
 
 from sealign.config import save_config
 from sealign.metrics.base import Utterance
-from sealign.models.policy import Policy, Rollout, check_sample_options
+from sealign.models.policy import (
+    Policy,
+    Rollout,
+    check_sample_options,
+    keep_passes,
+    step_passes,
+)
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages
 from sealign.rewards.word_credit import step_advantages
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
@@ -119,6 +125,10 @@ class GSPOConfig:
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
     negative_advantage_scale: float = 1.0
     steps_per_generation: int = 4  # minibatch updates per pass over a rollout batch (K)
+    # share of a rollout's model passes (MGM decoding iterations, FM SDE steps) whose steps
+    # enter each minibatch's loss, drawn at random: < 1 makes those families' updates cheaper
+    # (Flow-GRPO's timestep fraction); AR policies compute every step in one pass anyway
+    step_fraction: float = 1.0
     num_iterations: int = 1  # passes over each rollout batch (μ): K·μ optimizer steps
     optim: OptimConfig = field(default_factory=_gspo_optim)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
@@ -146,6 +156,8 @@ class GSPOConfig:
                     "threads"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.step_fraction <= 1:
+            raise ValueError(f"step_fraction must be in (0, 1], got {self.step_fraction}")
         if self.save_steps < 0 or self.max_minutes < 0 or self.save_total_limit < 1:
             raise ValueError("save_steps and max_minutes must be >= 0, save_total_limit >= 1")
 
@@ -388,6 +400,8 @@ def update(
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
     for rows in chunks:
         mb = batch.rollout.select(torch.as_tensor(rows))
+        if cfg.step_fraction < 1:
+            mb = keep_passes(mb, step_passes(policy, mb), cfg.step_fraction, generator)
         logp, ent = policy.step_log_probs(batch.cond, mb)
         ref_logp = None
         if ref is not None:
