@@ -82,6 +82,10 @@ def test_step_log_probs_skip_iterations_outside_the_mask(policy, waves, monkeypa
     assert len(calls) == 2
     torch.testing.assert_close(lp, full * part.mask, atol=1e-6, rtol=0)
     assert keep_passes(r, passes, 1.0, torch.Generator()) is r
+    # a family without step_passes (AR: one teacher-forced pass) keeps every step
+    one = step_passes(object(), r)  # type: ignore[arg-type]
+    assert set(one.unique().tolist()) == {-1, 0}
+    assert keep_passes(r, one, 0.25, torch.Generator()) is r
 
 
 def test_sampling_is_deterministic_by_seed(policy, waves):
