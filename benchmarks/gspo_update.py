@@ -7,7 +7,8 @@ Samples ``--batches`` rollout batches at the demo's size (8 inputs × 4 samples 
 split, the family's RL sampler), gives them random group-relative advantages (an update costs
 the same whatever the reward), and times :func:`sealign.rl.gspo.update` (demo settings: one
 minibatch of all 32 samples, k3 KL to the base) on each batch at each ``step_fraction``,
-restoring the weights and optimizer before every update so each setting does the same work.
+restoring the weights and optimizer before every update so each setting does the same work
+(after one untimed warm-up pass over the settings).
 Prints the mean update time per setting and the model passes per update (MGM decoding
 iterations, FM SDE steps).
 """
@@ -69,18 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(f) for f in args.fractions.split(",")]
     times: dict[float, list[float]] = {f: [] for f in fractions}
     passes: dict[float, list[int]] = {f: [] for f in fractions}
-    for batch in batches:
-        for f in fractions:
+    for b, batch in enumerate([batches[0], *batches]):
+        # the first pass is an untimed warm-up (allocations); later batches alternate the
+        # order of the settings so that none always runs first
+        for f in fractions if b % 2 else fractions[::-1]:
             policy.load_state_dict(weights)
             opt = make_optimizer(policy, cfg.optim)  # type: ignore[arg-type]
             sched = make_scheduler(opt, cfg.optim, 1000)
             cfg.step_fraction = f
             draw = torch.Generator().manual_seed(1)
             kept = keep_passes(batch.rollout, step_passes(policy, batch.rollout), f, draw)
-            passes[f].append(len(step_passes(policy, kept).unique()) - 1)  # minus the -1
             t = time.perf_counter()
             update(policy, ref, batch, cfg, opt, sched, torch.Generator().manual_seed(1), Dist())
-            times[f].append(time.perf_counter() - t)
+            if b:
+                times[f].append(time.perf_counter() - t)
+                passes[f].append(len(step_passes(policy, kept).unique()) - 1)  # minus the -1
     n = len(batches[0].rollout)
     print(f"{policy.family} model {model}; {args.batches} batches of {n} rollouts; "
           f"{args.threads} threads; update = one minibatch of {n}, KL to the base")  # fmt: skip
