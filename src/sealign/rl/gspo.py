@@ -125,11 +125,11 @@ class GSPOConfig:
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
     negative_advantage_scale: float = 1.0
     steps_per_generation: int = 4  # minibatch updates per pass over a rollout batch (K)
+    num_iterations: int = 1  # passes over each rollout batch (μ): K·μ optimizer steps
     # share of a rollout's model passes (MGM decoding iterations, FM SDE steps) whose steps
     # enter each minibatch's loss, drawn at random: < 1 makes those families' updates cheaper
     # (Flow-GRPO's timestep fraction); AR policies compute every step in one pass anyway
     step_fraction: float = 1.0
-    num_iterations: int = 1  # passes over each rollout batch (μ): K·μ optimizer steps
     optim: OptimConfig = field(default_factory=_gspo_optim)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     max_steps: int = 100  # rollout steps
