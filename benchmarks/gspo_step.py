@@ -10,7 +10,9 @@ to the base when ``beta`` > 0, two metrics at a time on one thread each) and rep
 per phase (generate / decode / score, per metric / update) averaged over ``--steps`` steps
 after one warm-up step, the share of decode + scoring, and scored samples/s. ``--solo`` also
 scores each step's rollouts with every metric alone, one after another (outside the step's
-timing): the CPU cost each metric brings, at its own thread count.
+timing): the CPU cost each metric brings, at its own thread count. ``--cpu`` also reports the
+process's CPU seconds per phase and the cores it kept busy (CPU / wall): on a machine whose
+cores every phase already keeps busy, overlapping phases cannot shorten a step.
 ``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``);
 ``--metric-threads`` sets each metric backend's threads (``reward.metric_threads``).
 The default model is the shipped checkpoint (``sealign demo``'s base).
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time each reward metric alone on each step's rollouts (untimed in the step)",
     )
+    p.add_argument(
+        "--cpu", action="store_true", help="also report CPU seconds and busy cores per phase"
+    )
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args(argv)
 
@@ -76,14 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         opt = make_optimizer(policy, cfg.optim)  # type: ignore[arg-type]
         sched = make_scheduler(opt, cfg.optim, 1000)
         gen = torch.Generator().manual_seed(0)
+        cpu: dict[str, list[tuple[float, float]]] = {}
+        if args.cpu:
+            for name in ("condition", "sample", "decode"):
+                setattr(policy, name, _cpu_timed(getattr(policy, name), name, cpu))
+            reward._score = _cpu_timed(reward._score, "score", cpu)  # type: ignore[method-assign]
         rows = []
         for step in range(args.steps + 1):
             t0 = time.perf_counter()
             batch = generate_and_score(policy, ds.next_batch(), cfg, reward, gen)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             update(policy, ref, batch, cfg, opt, sched, gen, _single())
             t2 = time.perf_counter()
+            cpu.setdefault("update", []).append((t2 - t1, time.process_time() - c1))
             if step == 0:
+                cpu.clear()
                 continue  # warm-up (first calls allocate, lazy imports)
             row = {k: v for k, v in batch.stats.items() if k.startswith("time/")}
             row["time/update"] = t2 - t1
@@ -91,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             row["samples"] = len(batch.rollout)
             row["audio_seconds"] = float(sum(batch.rollout.actions["num_samples"])) / 16000
             if args.solo:  # the step's outputs again, each metric alone (no cache)
-                wavs = policy.decode(batch.rollout)
+                wavs = type(policy).decode(policy, batch.rollout)  # not --cpu's timer
                 utts = _utterances(batch.examples, batch.group, wavs, policy.sample_rate)
                 for name, metric in reward.metrics.items():
                     t = time.perf_counter()
@@ -99,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"solo/{name}"] = time.perf_counter() - t
             rows.append(row)
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        if args.cpu:
+            for name, calls in cpu.items():
+                wall, used = np.sum(calls, axis=0) / args.steps
+                mean[f"cpu/{name}"], mean[f"cores_busy/{name}"] = used, used / wall
         mean["decode_plus_score_share"] = (mean["time/decode"] + mean["time/score"]) / mean[
             "time/step"
         ]
@@ -115,11 +131,27 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {k[5:]} alone (s) | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |"
         )
+    for k in [k for k in next(iter(results.values())) if k.startswith(("cpu/", "cores_busy/"))]:
+        unit = " (s)" if k.startswith("cpu/") else ""
+        print(f"| {k}{unit} | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |")
     for k in ("decode_plus_score_share", "scored_samples_per_s", "audio_seconds"):
         print(f"| {k} | " + " | ".join(f"{r[k]:.2f}" for r in results.values()) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def _cpu_timed(fn, name: str, out: dict[str, list[tuple[float, float]]]):
+    """``fn`` recording (wall, process CPU) seconds of each call under ``name``."""
+
+    def timed(*args, **kwargs):
+        w, c = time.perf_counter(), time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            out.setdefault(name, []).append((time.perf_counter() - w, time.process_time() - c))
+
+    return timed
 
 
 def _single():
