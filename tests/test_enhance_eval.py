@@ -160,6 +160,23 @@ def test_outputs_over_full_scale_are_scaled_not_clipped(tmp_path):
     assert np.nanmax(ratio) - np.nanmin(ratio) < 1e-3
 
 
+def test_remix_mixes_the_input_back_into_each_chunk(tmp_path):
+    x = sine_ish(9.0, 4)
+    sf.write(tmp_path / "x.wav", x, SR)
+    write_manifest(tmp_path / "in.jsonl", [{"id": "x", "audio": "x.wav"}])
+    runs = {
+        w: enhance_files(GainPolicy(), tmp_path / "in.jsonl", tmp_path / f"out{w}", batch_size=2,
+                         chunk_seconds=4.0, overlap_seconds=0.5, seed=3, progress=False, remix=w)
+        for w in (0.0, 0.25)
+    }  # fmt: skip
+    plain, mixed = (sf.read(runs[w].entries[0].audio, dtype="float32")[0] for w in (0.0, 0.25))
+    x16 = sf.read(tmp_path / "x.wav", dtype="float32")[0]
+    np.testing.assert_allclose(mixed, 0.75 * plain + 0.25 * x16, atol=3 / 32768)
+    with pytest.raises(ValueError, match="remix"):
+        EnhanceConfig(remix=1.0)
+    assert EnhanceConfig(remix=0.2).for_checkpoint(tmp_path).file_options()["remix"] == 0.2
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, speech, noisy):
     """Two tiny untrained AR policies and a test manifest with one long (chunked) file."""

@@ -57,14 +57,20 @@ def add_enhance_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         help="sampling temperature (default: the checkpoint's sampling.json, else 0.3)",
     )
+    p.add_argument(
+        "--remix",
+        type=float,
+        help="weight in [0, 1) of the noisy input mixed back into each output "
+        "(observation adding; 0 = off)",
+    )
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--device", help="torch device")
     p.add_argument("--threads", type=int, help="torch threads")
 
 
 def enhance_flags(args: argparse.Namespace) -> list[str]:
-    names = ["batch_size", "chunk_seconds", "overlap_seconds", "temperature", "seed", "device"]
-    names.append("threads")
+    names = ["batch_size", "chunk_seconds", "overlap_seconds", "temperature", "remix", "seed"]
+    names += ["device", "threads"]
     return [f"enhance.{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None]
 
 
