@@ -247,6 +247,26 @@ def test_eval_samples_average_several_outputs_per_utterance(setup, tmp_path):
     assert main([*args, "--samples", "0"]) == 2
 
 
+def test_eval_sweep_enhances_once_per_value_and_plots(setup, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl")]
+    args += ["--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]
+    assert main([*args, "--sweep", "remix=0,0.5", "n_boot=200", "baseline=model0_remix0"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["systems"]) == {"noisy", "model0_remix0", "model0_remix0.5", "clean"}
+    assert res["sweep"] == {"key": "remix", "values": [0, 0.5],
+                            "systems": {"model0": ["model0_remix0", "model0_remix0.5"]}}  # fmt: skip
+    assert res["sampling"]["model0_remix0.5"]["remix"] == 0.5
+    # same seed, same samples: half of the noisy input mixed in raises SI-SDR towards noisy's
+    sdr = {s: res["systems"][s]["si_sdr"]["mean"] for s in res["systems"]}
+    assert sdr["model0_remix0"] < sdr["model0_remix0.5"] < sdr["noisy"]
+    assert "model0_remix0.5" in res["diff_vs_model0_remix0"]
+    assert (out / "sweep.png").stat().st_size > 1000
+    for bad in ("remix=0,2", "remix=", "colour=1,2", "remix=0,0", "top_k=1.5"):
+        assert main([*args[:-3], "--sweep", bad, "--output", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_mean_over_samples_keeps_missing_columns_and_skips():
     a = [
         {"id": "u1", "scores": {"x": 1.0, "y": 2.0}},

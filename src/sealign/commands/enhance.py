@@ -85,22 +85,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load_model(path: str, cfg: EnhanceConfig) -> tuple[Any, EnhanceConfig]:
     """The policy saved at ``path`` (run, checkpoint or policy folder) in eval mode, and
     ``cfg`` with the sampling settings it leaves unset taken from the checkpoint."""
-    from sealign.models.policy import check_sample_options
     from sealign.models.registry import load_policy
 
     set_torch_threads(cfg.threads)
-    folder = policy_dir(path)
-    policy = load_policy(folder)
+    policy = load_policy(policy_dir(path))
+    cfg = model_settings(policy, path, cfg)
+    return policy.to(cfg.device).eval(), cfg  # type: ignore[attr-defined]
+
+
+def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
+    """``cfg`` checked against the policy loaded from ``path`` (its sampler's options), with
+    the sampling settings it leaves unset taken from the checkpoint."""
+    from sealign.models.policy import check_sample_options
+
     check_sample_options(policy, cfg.extra, "enhance.extra")
-    cfg = cfg.for_checkpoint(folder)
+    cfg = cfg.for_checkpoint(policy_dir(path))
     log.info(
-        "%s: sampling temperature %g, top_k %d, top_p %g",
+        "%s: sampling temperature %g, top_k %d, top_p %g%s",
         path,
         cfg.temperature,
         cfg.top_k,
         cfg.top_p,
+        f", remix {cfg.remix:g}" if cfg.remix else "",
     )
-    return policy.to(cfg.device).eval(), cfg  # type: ignore[attr-defined]
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:

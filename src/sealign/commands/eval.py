@@ -11,12 +11,19 @@ With --samples N each model enhances every utterance N times (seeds seed, seed +
 outputs in enhanced/<model>_sample<i>/) and its score per utterance is the mean over the N
 outputs: the expected quality of a sampling model, with less of its sampling noise in the CIs.
 
+With --sweep KEY=V1,V2,... each model enhances the test set once per value of one enhancement
+setting (temperature, top_k, top_p, remix, seed, or extra.<option> of the model's sampler);
+each value is a system named <model>_<key><value> (e.g. fm_remix0.1) and sweep.png plots every
+metric against the values.
+
 examples:
   sealign eval --model runs/sft --manifest data/test.jsonl --output runs/eval
   sealign eval --model runs/sft --model runs/gspo --name sft --name gspo \\
       --manifest data/test.jsonl --output runs/eval2 --metrics dnsmos,pesq_wb,wer
   sealign eval --model runs/sft --model runs/gspo --samples 4 baseline=sft \
       --manifest data/test.jsonl --output runs/eval3
+  sealign eval --model runs/fm --sweep temperature=0.1,0.3,0.7 baseline=fm_temperature0.1 \
+      --manifest data/valid.jsonl --output runs/eval_t
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
-from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model
+from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model, model_settings
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import ScoreConfig, build_metrics, mean_over_samples, score_entries
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import EnhanceConfig, enhance_samples
+from sealign.report.plots import plot_sweep
 from sealign.utils.logging import RunLogger
 
 HELP = "enhance a test set with one or more models and compare them with noisy and clean"
@@ -52,6 +60,7 @@ class EvalRunConfig:
     n_boot: int = 2000
     baseline: str = "noisy"  # paired differences are taken against this system (or a model name)
     samples: int = 1  # outputs per utterance and model (seeds enhance.seed + i), scores averaged
+    sweep: str = ""  # "KEY=V1,V2,...": each model enhanced once per value of enhance.KEY
     seed: int = 0  # of the bootstrap
 
     def check(self) -> None:
@@ -71,6 +80,38 @@ class EvalRunConfig:
             raise ValueError(f"n_boot must be >= 100, got {self.n_boot}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
+        self.variants("model")  # a bad sweep fails here
+
+    def variants(self, name: str) -> list[tuple[str, EnhanceConfig]]:
+        """``(system name, enhancement settings)`` of model ``name``: one, or one per value of
+        the sweep."""
+        if not self.sweep:
+            return [(name, self.enhance)]
+        key, values = parse_sweep(self.sweep)
+        out = []
+        for v in values:
+            try:
+                out.append(
+                    (f"{name}_{key.removeprefix('extra.')}{v}", self.enhance.with_setting(key, v))
+                )
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"sweep: {key}={v}: {err}") from err
+        return out
+
+
+def parse_sweep(spec: str) -> tuple[str, list[Any]]:
+    """``"KEY=V1,V2,..."`` → ``(KEY, [V1, V2, ...])`` with values read as YAML scalars."""
+    import yaml
+
+    key, sep, values = spec.partition("=")
+    key = key.strip().removeprefix("enhance.")
+    items = [v.strip() for v in values.split(",")]
+    if not sep or not key or not all(items):
+        raise ValueError(f"sweep: expected KEY=V1,V2,... (e.g. remix=0,0.1,0.2), got {spec!r}")
+    parsed = [yaml.safe_load(v) for v in items]
+    if len(set(map(str, parsed))) != len(parsed):
+        raise ValueError(f"sweep: repeated values in {spec!r}")
+    return key, parsed
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,6 +122,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", help="comma-separated metric names (see `sealign metrics`)")
     p.add_argument("--no-cache", action="store_true", help="do not use the score cache")
     p.add_argument("--samples", type=int, help="outputs per utterance and model, scores averaged")
+    p.add_argument(
+        "--sweep",
+        help="KEY=V1,V2,...: enhance once per value of a setting (e.g. remix=0,0.1,0.2)",
+    )
     add_enhance_flags(p)
     add_config_arguments(p)
 
@@ -115,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"score.threads={args.threads}")
     if args.samples is not None:
         extra.append(f"samples={args.samples}")
+    if args.sweep:
+        extra.append(f"sweep='{args.sweep}'")
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
     entries = read_manifest(cfg.manifest)
@@ -126,17 +173,27 @@ def run(args: argparse.Namespace) -> int:
     samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}  # system → its sampled outputs
     failed: dict[str, dict[str, str]] = {}
     sampling: dict[str, dict[str, Any]] = {}
+    paths: dict[str, str] = {}  # system → model path
+    series: dict[str, list[str]] = {}  # model → its systems
     for name, path in zip(names, cfg.models, strict=True):
-        log.info("enhancing with %s (%s)", name, path)
-        policy, e = load_model(path, cfg.enhance)
-        sampling[name] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
-        results = enhance_samples(
-            policy, entries, out / "enhanced", name, cfg.samples, e.seed, **e.file_options()
-        )
-        samples_of[name] = list(results)
-        for tag, res in results.items():
-            systems_entries[tag] = res.entries
-            failed[tag] = res.failed
+        policy = None
+        for system, settings in cfg.variants(name):
+            log.info("enhancing with %s (%s)", system, path)
+            if policy is None:
+                policy, e = load_model(path, settings)
+            else:
+                e = model_settings(policy, path, settings)
+            sampling[system] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
+            sampling[system].update({"remix": e.remix} if e.remix else {}, **e.extra)
+            results = enhance_samples(
+                policy, entries, out / "enhanced", system, cfg.samples, e.seed, **e.file_options()
+            )
+            samples_of[system] = list(results)
+            for tag, res in results.items():
+                systems_entries[tag] = res.entries
+                failed[tag] = res.failed
+            paths[system] = path
+            series.setdefault(name, []).append(system)
         del policy
         gc.collect()
     clean = [
@@ -160,10 +217,14 @@ def run(args: argparse.Namespace) -> int:
     infos = {n: m.info for n, m in metrics.items()}
     if cfg.baseline not in systems:
         raise ValueError(f"baseline: {cfg.baseline!r} is not one of {', '.join(systems)}")
-    others = [n for n in names if n != cfg.baseline]
+    others = [n for n in paths if n != cfg.baseline]
     stats = compare_stats(systems, infos, others, cfg.n_boot, cfg.seed, baseline=cfg.baseline)
-    stats.update(models=dict(zip(names, cfg.models, strict=True)), sampling=sampling, failed=failed)
+    stats.update(models=paths, sampling=sampling, failed=failed)
     stats["samples_per_utterance"] = cfg.samples
+    if cfg.sweep:
+        key, values = parse_sweep(cfg.sweep)
+        stats["sweep"] = {"key": key, "values": values, "systems": series}
+        plot_sweep(stats, out / "sweep.png")
     table = compare_table(systems, infos)
     diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"
@@ -189,5 +250,6 @@ def run(args: argparse.Namespace) -> int:
     logger.log(scalars)
     logger.close()
     print(text)
-    log.info("wrote %s/{results.md,results.json,scores/,enhanced/}", out)
+    log.info("wrote %s/{results.md,results.json,scores/,enhanced/}%s", out,
+             ", sweep.png" if cfg.sweep else "")  # fmt: skip
     return 0

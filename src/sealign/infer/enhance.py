@@ -38,6 +38,7 @@ MANIFEST = "manifest.jsonl"
 
 
 SAMPLING_FALLBACK: dict[str, Any] = {"temperature": 0.3, "top_k": 0, "top_p": 1.0}
+SWEEPABLE = ("temperature", "top_k", "top_p", "remix", "seed")  # see EnhanceConfig.with_setting
 
 
 @dataclass
@@ -72,6 +73,19 @@ class EnhanceConfig:
             return replace(self, **filled)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{Path(directory) / SAMPLING_FILE}: {err}") from err
+
+    def with_setting(self, key: str, value: Any) -> EnhanceConfig:
+        """A copy with one setting changed: a field of :data:`SWEEPABLE` or ``extra.<option>``
+        (an option of the model's sampler). Raises ``ValueError`` on an unknown key or a bad
+        value."""
+        if key.startswith("extra.") and len(key) > 6:
+            return replace(self, extra={**self.extra, key[6:]: value})
+        if key not in SWEEPABLE:
+            raise ValueError(f"unknown setting {key!r}: one of {SWEEPABLE} or extra.<option>")
+        kind = float if key in ("temperature", "top_p", "remix") else int
+        if isinstance(value, bool) or not isinstance(value, int | float) or kind(value) != value:
+            raise ValueError(f"{key} must be {'a number' if kind is float else 'an integer'}")
+        return replace(self, **{key: kind(value)})
 
     def sample_options(self) -> dict[str, Any]:
         """Token filters for ``policy.sample`` (only those that are switched on) and ``extra``."""

@@ -89,3 +89,45 @@ def plot_spectrograms(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def plot_sweep(stats: dict, out: str | Path, max_columns: int = 4) -> Path:
+    """One panel per metric column of an ``eval --sweep`` result (``stats`` as written to
+    ``results.json``): each model's mean ± 95% CI against the swept values, with the noisy input
+    and the clean reference as dashed lines."""
+    sweep, systems = stats["sweep"], stats["systems"]
+    values = sweep["values"]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    x = np.array(values, dtype=float) if numeric else np.arange(len(values), dtype=float)
+    columns = list(stats["higher_is_better"])
+    plt = _plt()
+    ncols = min(max_columns, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, columns, strict=False):
+        for model, names in sweep["systems"].items():
+            cells = [systems[n][col] for n in names]
+            mean = np.array([c["mean"] if c["n"] else np.nan for c in cells])
+            low = np.array([c["low"] if c["n"] else np.nan for c in cells])
+            high = np.array([c["high"] if c["n"] else np.nan for c in cells])
+            yerr = np.nan_to_num([mean - low, high - mean])  # no bar where n < 2
+            ax.errorbar(x, mean, yerr=yerr, marker="o", capsize=3, label=model)
+        for ref, style in (("noisy", "tab:gray"), ("clean", "tab:green")):
+            cell = systems.get(ref, {}).get(col)
+            if cell and cell["n"]:
+                ax.axhline(cell["mean"], ls="--", color=style, lw=1, label=ref)
+        arrow = "↑" if stats["higher_is_better"][col] else "↓"
+        ax.set_title(f"{col} {arrow}")
+        ax.set_xlabel(sweep["key"])
+        if not numeric:
+            ax.set_xticks(x, [str(v) for v in values])
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
