@@ -229,10 +229,15 @@ def test_enhance_extra_sampler_options(setup, tmp_path, capsys):
     assert "enhance.extra" in err and "sde_a" in err and "use_cache" in err
 
 
+def eval_model0(setup, out) -> list[str]:
+    """``sealign eval`` arguments: the tiny model0 on the test manifest, scored by SI-SDR."""
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl")]
+    return args + ["--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]
+
+
 def test_eval_samples_average_several_outputs_per_utterance(setup, tmp_path):
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl")]
-    args += ["--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]
+    args = eval_model0(setup, out)
     assert main([*args, "--samples", "2", "enhance.temperature=1.0", "n_boot=200"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["samples_per_utterance"] == 2
@@ -249,8 +254,7 @@ def test_eval_samples_average_several_outputs_per_utterance(setup, tmp_path):
 
 def test_eval_sweep_enhances_once_per_value_and_plots(setup, tmp_path):
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl")]
-    args += ["--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]
+    args = eval_model0(setup, out)
     assert main([*args, "--sweep", "remix=0,0.5", "n_boot=200", "baseline=model0_remix0"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert set(res["systems"]) == {"noisy", "model0_remix0", "model0_remix0.5", "clean"}
@@ -263,7 +267,7 @@ def test_eval_sweep_enhances_once_per_value_and_plots(setup, tmp_path):
     assert "model0_remix0.5" in res["diff_vs_model0_remix0"]
     assert (out / "sweep.png").stat().st_size > 1000
     for bad in ("remix=0,2", "remix=", "colour=1,2", "remix=0,0", "top_k=1.5"):
-        assert main([*args[:-3], "--sweep", bad, "--output", str(tmp_path / "bad")]) == 2
+        assert main([*eval_model0(setup, tmp_path / "bad"), "--sweep", bad]) == 2
     assert not (tmp_path / "bad").exists()
 
 

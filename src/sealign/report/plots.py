@@ -17,6 +17,16 @@ def _plt():
     return plt
 
 
+def _save(fig, out: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``out`` (parent folders created) and free it."""
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    _plt().close(fig)
+    return out
+
+
 def read_log(path: str | Path) -> list[dict]:
     """Records of a run's ``log.jsonl`` (lines cut by a crash are skipped)."""
     out = []
@@ -56,12 +66,7 @@ def plot_reward_curves(log_path: str | Path, out: str | Path, smooth: int = 5) -
         ax.set_title("composite reward" if key == "reward" else key[8:-5])
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=110)
 
 
 def plot_spectrograms(
@@ -83,12 +88,7 @@ def plot_spectrograms(
     axes[-1, 0].set_xlabel("s")
     if title:
         axes[0, 0].set_title(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=100)
 
 
 def plot_sweep(stats: dict, out: str | Path, max_columns: int = 4) -> Path:
@@ -125,9 +125,4 @@ def plot_sweep(stats: dict, out: str | Path, max_columns: int = 4) -> Path:
     for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=110)
