@@ -14,7 +14,7 @@ import torch
 from sealign.cli import main
 from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 from sealign.data.manifest import read_manifest, write_manifest
-from sealign.eval.score import mean_over_samples
+from sealign.eval.score import best_of_samples, mean_over_samples
 from sealign.infer.enhance import EnhanceConfig, chunk_bounds, enhance_files, stitch
 from sealign.models.policy import Conditioning, Policy, Rollout
 from sealign.models.registry import build_policy
@@ -250,6 +250,39 @@ def test_eval_samples_average_several_outputs_per_utterance(setup, tmp_path):
     assert res["systems"]["model0"]["si_sdr"]["mean"] == pytest.approx(want)
     assert res["systems"]["model0"]["si_sdr"]["n"] == 3
     assert main([*args, "--samples", "0"]) == 2
+
+
+def test_eval_best_of_keeps_the_best_sample_per_utterance(setup, tmp_path):
+    out = tmp_path / "eval"
+    args = [*eval_model0(setup, out), "--samples", "3", "enhance.temperature=1.0", "n_boot=200"]
+    assert main([*args, "--best-of", "si_sdr"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["systems"]) == ["noisy", "model0", "model0_best", "clean"]
+    assert list(res["diff_vs_noisy"]) == ["model0", "model0_best"]
+    per = []
+    for tag in ("model0", "model0_sample1", "model0_sample2"):
+        lines = (out / "scores" / f"{tag}.jsonl").read_text().splitlines()
+        per.append({r["id"]: r["scores"]["si_sdr"] for r in map(json.loads, lines)})
+    want = np.mean([max(p[i] for p in per) for i in per[0]])
+    assert res["systems"]["model0_best"]["si_sdr"]["mean"] == pytest.approx(want)
+    assert (
+        res["systems"]["model0_best"]["si_sdr"]["mean"] > res["systems"]["model0"]["si_sdr"]["mean"]
+    )
+    assert sum(res["best_of"]["selected"]["model0_best"].values()) == 3
+    assert res["best_of"]["columns"] == {"si_sdr": "identity"}
+    assert res["best_of"]["oracle"] == ["si_sdr"]  # SI-SDR reads the clean reference
+    assert main([*eval_model0(setup, tmp_path / "e1"), "--best-of", "si_sdr"]) == 2  # one sample
+    assert main([*args[:-4], "--output", str(tmp_path / "e2"), "--samples", "2",
+                 "--best-of", "pesq_wb"]) == 2  # fmt: skip
+
+
+def test_best_of_samples_skips_incomplete_candidates():
+    a = [{"id": "u1", "scores": {"wer": 0.5, "dnsmos_ovrl": 3.0}}, {"id": "u2", "scores": {}}]
+    b = [{"id": "u2", "scores": {}}, {"id": "u1", "scores": {"wer": 0.1, "dnsmos_ovrl": 2.0}}]
+    got = best_of_samples([a, b], {"wer": "error_rate", "dnsmos_ovrl": "mos"})
+    # 1 - 0.5 + 0.5 = 1.0 against 1 - 0.1 + 0.25 = 1.15: the second sample wins u1
+    assert got[0]["selected"] == 1 and got[0]["scores"]["wer"] == 0.1
+    assert got[1]["selected"] == 0 and "best_of" in got[1]["skipped"]
 
 
 def test_eval_sweep_enhances_once_per_value_and_plots(setup, tmp_path):

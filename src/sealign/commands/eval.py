@@ -10,6 +10,9 @@ results.json (every number), config.yaml, log.jsonl and TensorBoard events.
 With --samples N each model enhances every utterance N times (seeds seed, seed + 1, ...; extra
 outputs in enhanced/<model>_sample<i>/) and its score per utterance is the mean over the N
 outputs: the expected quality of a sampling model, with less of its sampling noise in the CIs.
+--best-of COLS adds, for each model, a system <model>_best that keeps per utterance the one of
+its N outputs with the highest sum of those columns on the reward scale (best-of-N selection;
+columns that read the reference make it an oracle, and the log says so).
 
 With --sweep KEY=V1,V2,... each model enhances the test set once per value of one enhancement
 setting (temperature, top_k, top_p, remix, seed, or extra.<option> of the model's sampler);
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,14 @@ from typing import Any
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
 from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model, model_settings
 from sealign.data.manifest import Entry, read_manifest
-from sealign.eval.score import ScoreConfig, build_metrics, mean_over_samples, score_entries
+from sealign.eval.score import (
+    ScoreConfig,
+    best_of_samples,
+    build_metrics,
+    mean_over_samples,
+    score_entries,
+    selection_columns,
+)
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import EnhanceConfig, enhance_samples
 from sealign.report.plots import plot_sweep
@@ -61,6 +72,7 @@ class EvalRunConfig:
     baseline: str = "noisy"  # paired differences are taken against this system (or a model name)
     samples: int = 1  # outputs per utterance and model (seeds enhance.seed + i), scores averaged
     sweep: str = ""  # "KEY=V1,V2,...": each model enhanced once per value of enhance.KEY
+    best_of: list[str] = field(default_factory=list)  # columns to pick the best of `samples` by
     seed: int = 0  # of the bootstrap
 
     def check(self) -> None:
@@ -80,6 +92,8 @@ class EvalRunConfig:
             raise ValueError(f"n_boot must be >= 100, got {self.n_boot}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.best_of and self.samples < 2:
+            raise ValueError("best_of needs samples >= 2 (outputs to choose from)")
         self.variants("model")  # a bad sweep fails here
 
     def variants(self, name: str) -> list[tuple[str, EnhanceConfig]]:
@@ -123,6 +137,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not use the score cache")
     p.add_argument("--samples", type=int, help="outputs per utterance and model, scores averaged")
     p.add_argument(
+        "--best-of",
+        help="comma-separated columns (e.g. dnsmos_ovrl,distillmos): add each model's best of "
+        "its --samples outputs by their sum on the reward scale",
+    )
+    p.add_argument(
         "--sweep",
         help="KEY=V1,V2,...: enhance once per value of a setting (e.g. remix=0,0.1,0.2)",
     )
@@ -162,12 +181,16 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"samples={args.samples}")
     if args.sweep:
         extra.append(f"sweep='{args.sweep}'")
+    if args.best_of:
+        extra.append(f"best_of=[{args.best_of}]")
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
     entries = read_manifest(cfg.manifest)
     names = list(cfg.names) or model_names(cfg.models)
     out = prepare_run_dir(cfg.output, cfg)
     metrics = build_metrics(cfg.score)  # unknown or unavailable metrics fail before enhancing
+    infos = {n: m.info for n, m in metrics.items()}
+    selection, oracle = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
 
     systems_entries: dict[str, list[Entry]] = {"noisy": entries}
     samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}  # system → its sampled outputs
@@ -211,16 +234,22 @@ def run(args: argparse.Namespace) -> int:
     for s, ents in systems_entries.items():
         log.info("scoring %s (%d utterances)", s, len(ents))
         scored[s] = score_entries(ents, cfg.score, out / "scores" / f"{s}.jsonl", metrics=metrics)
-    systems = {
-        s: mean_over_samples([scored[tag] for tag in tags]) for s, tags in samples_of.items()
-    }
-    infos = {n: m.info for n, m in metrics.items()}
+    systems: dict[str, list[dict[str, Any]]] = {}
+    selected: dict[str, dict[int, int]] = {}
+    for s, tags in samples_of.items():
+        systems[s] = mean_over_samples([scored[tag] for tag in tags])
+        if selection and s in paths:
+            best = best_of_samples([scored[tag] for tag in tags], selection)
+            systems[f"{s}_best"], paths[f"{s}_best"] = best, paths[s]
+            selected[f"{s}_best"] = dict(Counter(r["selected"] for r in best))
     if cfg.baseline not in systems:
         raise ValueError(f"baseline: {cfg.baseline!r} is not one of {', '.join(systems)}")
-    others = [n for n in paths if n != cfg.baseline]
+    others = [n for n in systems if n in paths and n != cfg.baseline]
     stats = compare_stats(systems, infos, others, cfg.n_boot, cfg.seed, baseline=cfg.baseline)
     stats.update(models=paths, sampling=sampling, failed=failed)
     stats["samples_per_utterance"] = cfg.samples
+    if selection:
+        stats["best_of"] = {"columns": selection, "oracle": oracle, "selected": selected}
     if cfg.sweep:
         key, values = parse_sweep(cfg.sweep)
         stats["sweep"] = {"key": key, "values": values, "systems": series}

@@ -322,3 +322,55 @@ def mean_over_samples(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def selection_columns(
+    infos: dict[str, MetricInfo], columns: list[str]
+) -> tuple[dict[str, str], list[str]]:
+    """``{column: reward scale}`` for best-of-N selection by ``columns`` (each an output
+    column of one of the metrics in ``infos``), and the columns that read the reference, the
+    text or the speaker, which make the selection an oracle (logged as a warning)."""
+    from sealign.rewards.composite import auto_scale
+
+    known = {column_name(m, out): (info, out) for m, info in infos.items() for out in info.outputs}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise ValueError(f"best_of: {unknown} not among the scored columns {sorted(known)}")
+    oracle = [c for c in columns if any(
+        (known[c][0].needs_reference, known[c][0].needs_text, known[c][0].needs_speaker_ref))]  # fmt: skip
+    if oracle:
+        log.warning("best_of selects by %s, which read(s) the clean reference, text or speaker: "
+                    "an oracle selection, not one a deployed system could make", oracle)  # fmt: skip
+    return {c: auto_scale(*known[c]) for c in columns}, oracle
+
+
+def best_of_samples(
+    runs: list[list[dict[str, Any]]], scales: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Records of several sampled outputs of the same utterances → per utterance, the record of
+    the sample with the highest sum of the ``scales`` columns on the reward scale (MOS →
+    (m − 1)/4, error rates → 1 − min(e, 1)); ``selected`` is its index. Samples missing a
+    column are not candidates; an utterance with no candidate keeps sample 0, its reason in
+    ``skipped["best_of"]``."""
+    from sealign.rewards.composite import to_reward_scale
+
+    by_id: dict[str, list[dict[str, Any] | None]] = defaultdict(lambda: [None] * len(runs))
+    for k, recs in enumerate(runs):
+        for r in recs:
+            by_id[r["id"]][k] = r
+    out = []
+    for uid in [r["id"] for r in runs[0]]:
+        recs = by_id[uid]
+        value = [
+            sum(to_reward_scale(r["scores"][c], s) for c, s in scales.items())
+            if r is not None and all(c in r["scores"] for c in scales)
+            else -np.inf
+            for r in recs
+        ]
+        k = int(np.argmax(value))
+        rec = dict(recs[0] if value[k] == -np.inf else recs[k])  # type: ignore[arg-type]
+        if value[k] == -np.inf:
+            k = 0
+            rec["skipped"] = {**rec.get("skipped", {}), "best_of": "no sample has every column"}
+        out.append({**rec, "selected": k})
+    return out
