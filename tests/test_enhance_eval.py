@@ -299,6 +299,11 @@ def test_eval_sweep_enhances_once_per_value_and_plots(setup, tmp_path):
     assert sdr["model0_remix0"] < sdr["model0_remix0.5"] < sdr["noisy"]
     assert "model0_remix0.5" in res["diff_vs_model0_remix0"]
     assert (out / "sweep.png").stat().st_size > 1000
+    both = [*eval_model0(setup, tmp_path / "both"), "--sweep", "remix=0,0.5", "--samples", "2"]
+    assert main([*both, "--best-of", "si_sdr", "n_boot=200"]) == 0
+    res = json.loads((tmp_path / "both" / "results.json").read_text())
+    assert res["sweep"]["systems"]["model0, best of 2"] == ["model0_remix0_best",
+                                                            "model0_remix0.5_best"]  # fmt: skip
     for bad in ("remix=0,2", "remix=", "colour=1,2", "remix=0,0", "top_k=1.5"):
         assert main([*eval_model0(setup, tmp_path / "bad"), "--sweep", bad]) == 2
     assert not (tmp_path / "bad").exists()

@@ -252,6 +252,9 @@ def run(args: argparse.Namespace) -> int:
         stats["best_of"] = {"columns": selection, "oracle": oracle, "selected": selected}
     if cfg.sweep:
         key, values = parse_sweep(cfg.sweep)
+        if selection:  # each model's best-of-N systems as a second line
+            series.update({f"{m}, best of {cfg.samples}": [f"{x}_best" for x in series[m]]
+                           for m in list(series)})  # fmt: skip
         stats["sweep"] = {"key": key, "values": values, "systems": series}
         plot_sweep(stats, out / "sweep.png")
     table = compare_table(systems, infos)
