@@ -339,6 +339,30 @@ def test_text_likelihood_matches_greedy_decoding_scores(text_ll, speech):
     np.testing.assert_allclose(np.exp(got[:-1]), np.exp(want[:-1]), atol=0.02)
 
 
+def test_asr_confidence_needs_no_text_and_drops_with_noise(speech, noisy):
+    m = build_metric("asr_confidence", num_threads=2)
+    info = m.info
+    assert not (info.needs_text or info.needs_reference or info.needs_speaker_ref)
+    x = speech(0)
+    clean, dirty, buried, silent = m(
+        [
+            Utterance("c", x, 16000, text="ignored"),
+            Utterance("d", noisy(x, 0.0), 16000),
+            Utterance("b", noisy(x, -15.0, seed=3), 16000),
+            Utterance("s", np.zeros(16000, dtype=np.float32), 16000),
+        ]
+    )
+    c, d, b = (r.values["asr_confidence"] for r in (clean, dirty, buried))
+    assert c > 0.4 and c > d > b, (c, d, b)
+    assert silent.values["asr_confidence"] < d  # Whisper may still "hear" a word in silence
+    # equal to the text likelihood of its own transcript
+    hyp = m.asr.transcribe([x], 16000)[0]
+    (tl,) = build_metric("text_likelihood", num_threads=2)([Utterance("c", x, 16000, text=hyp)])
+    assert c == pytest.approx(tl.values["text_prob"], abs=1e-9)
+    m.asr.transcribe = lambda wavs, sr: [""] * len(wavs)  # no words recognized → 0
+    assert m([Utterance("e", x, 16000)])[0].values == {"asr_confidence": 0.0}
+
+
 def test_text_likelihood_skips_clips_longer_than_a_window(text_ll):
     long = np.zeros(16000 * 31, dtype=np.float32)
     (r,) = text_ll([Utterance("l", long, 16000, text="hello")])

@@ -18,6 +18,7 @@ _BUILTIN: dict[str, str] = {
     "wer": "sealign.metrics.wer:WER",
     "cer": "sealign.metrics.wer:CER",
     "text_likelihood": "sealign.metrics.text_likelihood:TextLikelihood",
+    "asr_confidence": "sealign.metrics.text_likelihood:ASRConfidence",
     "spk_sim": "sealign.metrics.spk_sim:SpeakerSimilarity",
     "speechbertscore": "sealign.metrics.speechbertscore:SpeechBERTScore",
     "pesq_wb": "sealign.metrics.intrusive:PESQWideband",

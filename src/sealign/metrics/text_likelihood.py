@@ -7,6 +7,10 @@ changes. The teacher-forced probability of the reference text moves with every t
 text as given) after the transcription prompt, ``text_logprob`` the mean per-token
 log-probability. Both are higher for more intelligible speech. The ASR model and its padding are
 those of :class:`sealign.metrics.asr.WhisperASR` (default: offline Whisper-base, int8).
+
+``asr_confidence`` needs no text: the mean per-token probability of Whisper's own greedy
+transcript (0 when it recognizes no words), for data without transcripts and for choosing among
+outputs at inference (``sealign eval --best-of``).
 """
 
 from __future__ import annotations
@@ -79,4 +83,35 @@ class TextLikelihood(Metric):
             if lp.size == 0:
                 raise ValueError("the text has no tokens")
             out.append({"text_prob": float(np.exp(lp).mean()), "text_logprob": float(lp.mean())})
+        return out
+
+
+class ASRConfidence(TextLikelihood):
+    """Whisper's confidence in its own transcript: a reference-free intelligibility score."""
+
+    info = MetricInfo(
+        name="asr_confidence",
+        outputs=("asr_confidence",),
+        higher_is_better=(True,),
+        ranges=((0.0, 1.0),),
+        description=(
+            "Mean per-token probability of Whisper's greedy transcript given the audio "
+            "(0 when it recognizes no words); needs no reference or text."
+        ),
+    )
+
+    def settings(self) -> dict[str, Any]:
+        return self.asr.settings()  # the transcript depends on the decoding options too
+
+    def _score(self, utts: list[Utterance]) -> list[dict[str, Any]]:
+        audio = [u.audio for u in utts]
+        hyps = self.asr.transcribe(audio, self.info.sample_rate)
+        said = [k for k, h in enumerate(hyps) if h.split()]
+        out = [{"asr_confidence": 0.0} for _ in utts]
+        if said:
+            logps = self.asr.text_logprobs(
+                [audio[k] for k in said], self.info.sample_rate, [hyps[k] for k in said]
+            )
+            for k, lp in zip(said, logps, strict=True):
+                out[k] = {"asr_confidence": float(np.exp(lp).mean()) if lp.size else 0.0}
         return out
