@@ -274,6 +274,7 @@ def test_eval_best_of_keeps_the_best_sample_per_utterance(setup, tmp_path):
     assert main([*eval_model0(setup, tmp_path / "e1"), "--best-of", "si_sdr"]) == 2  # one sample
     assert main([*args[:-4], "--output", str(tmp_path / "e2"), "--samples", "2",
                  "--best-of", "pesq_wb"]) == 2  # fmt: skip
+    assert not (tmp_path / "e2").exists()  # an unknown column fails before any work
 
 
 def test_best_of_samples_skips_incomplete_candidates():

@@ -187,10 +187,10 @@ def run(args: argparse.Namespace) -> int:
     cfg.check()
     entries = read_manifest(cfg.manifest)
     names = list(cfg.names) or model_names(cfg.models)
-    out = prepare_run_dir(cfg.output, cfg)
-    metrics = build_metrics(cfg.score)  # unknown or unavailable metrics fail before enhancing
+    metrics = build_metrics(cfg.score)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
     selection, oracle = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
+    out = prepare_run_dir(cfg.output, cfg)
 
     systems_entries: dict[str, list[Entry]] = {"noisy": entries}
     samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}  # system → its sampled outputs
