@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,6 +218,31 @@ def test_enhance_cli_with_ar_policy(setup, tmp_path):
     assert main(["enhance", "--model", str(setup / "model0"), "--input", str(out),
                  "--output", str(tmp_path / "enh2"), "enhance.threads=1"]) == 0  # fmt: skip
     assert len(read_manifest(tmp_path / "enh2" / "manifest.jsonl")) == 3
+
+
+def test_enhance_best_of_keeps_the_output_the_metric_prefers(setup, tmp_path):
+    out = tmp_path / "bo"
+    args = ["enhance", "--model", str(setup / "model0"), "--input", str(setup / "test.jsonl")]
+    args += ["--output", str(out), "--threads", "1", "--samples", "2"]
+    assert main([*args, "--best-of", "dnsmos_p808", "enhance.temperature=1.0"]) == 0
+    got = read_manifest(out / "manifest.jsonl")
+    assert [e.id for e in got] == ["u0", "u1", "u2"] and got[0].reference is not None
+    scores = [
+        {r["id"]: r["scores"]["dnsmos_p808"] for r in map(json.loads, f.read_text().splitlines())}
+        for f in (out / "candidates" / "sample.scores.jsonl",
+                  out / "candidates" / "sample_sample1.scores.jsonl")
+    ]  # fmt: skip
+    assert any(a != b for a, b in zip(scores[0].values(), scores[1].values(), strict=True))
+    for e in got:
+        k = e.extra["best_of"]["selected"]
+        assert scores[k][e.id] == max(s[e.id] for s in scores) == e.extra["best_of"]["dnsmos_p808"]
+        tag = "sample" if k == 0 else "sample_sample1"
+        cand = out / "candidates" / tag / Path(e.audio).name
+        assert Path(e.audio).parent == out and Path(e.audio).read_bytes() == cand.read_bytes()
+    for bad in (["--samples", "2"], ["--best-of", "dnsmos_ovrl"], ["--best-of", "wer"],
+                ["--best-of", "nope"]):  # fmt: skip
+        assert main([*args[:-2], "--output", str(tmp_path / "bad"), *bad]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_enhance_extra_sampler_options(setup, tmp_path, capsys):

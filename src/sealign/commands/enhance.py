@@ -6,8 +6,14 @@ audio files. Long files are enhanced in overlapping chunks and crossfaded. Write
 one wav per input, manifest.jsonl (audio = enhanced, noisy = input), config.yaml, log.jsonl and
 TensorBoard events.
 
+With --samples N --best-of COLS each input is enhanced N times and the output with the highest
+sum of those reference-free columns on the reward scale is kept (best-of-N selection, as `eval
+--best-of` measures it); the candidates and their scores stay in <output>/candidates/.
+
 examples:
   sealign enhance --model runs/sft --input data/test.jsonl --output runs/enh
+  sealign enhance --model runs/sft --input recordings/ --output out --samples 4 \
+      --best-of dnsmos_ovrl,distillmos,asr_confidence
   sealign enhance --model runs/sft/checkpoints/step_00002000 --input recordings/ --output out \\
       --chunk-seconds 8 --overlap-seconds 0.5 enhance.temperature=0.5
 """
@@ -36,6 +42,8 @@ class EnhanceRunConfig:
     input: str = ""
     output: str = ""
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    samples: int = 1  # outputs per input to choose from (with best_of)
+    best_of: list[str] = field(default_factory=list)  # reference-free columns that pick the best
 
     def check(self) -> None:
         """Required settings and paths (defaults stay constructible for ``load_config``)."""
@@ -45,6 +53,12 @@ class EnhanceRunConfig:
         for key in ("model", "input"):
             if not Path(getattr(self, key)).exists():
                 raise ValueError(f"{key}: not found: {getattr(self, key)}")
+        if (self.samples > 1) != bool(self.best_of) or self.samples < 1:
+            raise ValueError("samples > 1 and best_of go together (N outputs, columns to pick by)")
+        if self.best_of:
+            from sealign.infer.best_of import selection_metrics
+
+            selection_metrics(self.best_of)  # unknown or reference-based columns fail here
 
 
 def add_enhance_flags(p: argparse.ArgumentParser) -> None:
@@ -78,6 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="run, checkpoint or policy folder")
     p.add_argument("--input", help="JSONL manifest or folder of audio files")
     p.add_argument("--output", help="output folder")
+    p.add_argument("--samples", type=int, help="outputs per input to choose from (--best-of)")
+    p.add_argument(
+        "--best-of",
+        help="comma-separated reference-free columns (e.g. dnsmos_ovrl,distillmos): keep the "
+        "output of the --samples with the highest sum on the reward scale",
+    )
     add_enhance_flags(p)
     add_config_arguments(p)
 
@@ -113,12 +133,22 @@ def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
 
 def run(args: argparse.Namespace) -> int:
     flags = [f"{k}={getattr(args, k)}" for k in ("model", "input", "output") if getattr(args, k)]
+    if args.samples is not None:
+        flags.append(f"samples={args.samples}")
+    if args.best_of:
+        flags.append(f"best_of=[{args.best_of}]")
     cfg = resolve_config(EnhanceRunConfig, args, [*flags, *enhance_flags(args)])
     cfg.check()
     entries = resolve_inputs(cfg.input)
     out = prepare_run_dir(cfg.output, cfg)
     policy, e = load_model(cfg.model, cfg.enhance)
-    res = enhance_files(policy, entries, out, seed=e.seed, **e.file_options())
+    if cfg.best_of:
+        from sealign.infer.best_of import enhance_best_of
+
+        res = enhance_best_of(policy, entries, out, cfg.samples, cfg.best_of, e.seed, e.threads,
+                              **e.file_options())  # fmt: skip
+    else:
+        res = enhance_files(policy, entries, out, seed=e.seed, **e.file_options())
     logger = RunLogger(out)
     logger.log(
         {

@@ -19,7 +19,7 @@ from sealign.data.manifest import Entry
 from sealign.eval.stats import mean_ci
 from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
 from sealign.metrics.cache import ScoreCache, score_with_cache
-from sealign.metrics.registry import build_metric, metric_names
+from sealign.metrics.registry import build_metric, metric_info, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,15 @@ class ScoreConfig:
 def column_name(metric: str, output: str) -> str:
     """Flat column name of a metric output: ``dnsmos_ovrl``, ``wer``, ``nisqa_mos``."""
     return output if output.startswith(metric) else f"{metric}_{output}"
+
+
+def metrics_of_columns(columns: list[str]) -> list[str]:
+    """Names of the registered metrics that output ``columns`` (in first-use order)."""
+    owner = {column_name(m, out): m for m in metric_names() for out in metric_info(m).outputs}
+    unknown = [c for c in columns if c not in owner]
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; known: {', '.join(sorted(owner))}")
+    return list(dict.fromkeys(owner[c] for c in columns))
 
 
 def build_metrics(cfg: ScoreConfig) -> dict[str, Metric]:
