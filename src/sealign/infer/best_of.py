@@ -26,6 +26,7 @@ from sealign.eval.score import (
     selection_columns,
 )
 from sealign.infer.enhance import MANIFEST, EnhanceResult, enhance_samples
+from sealign.metrics.registry import metric_info
 from sealign.models.policy import Policy
 
 
@@ -33,8 +34,7 @@ def selection_metrics(columns: list[str], threads: int = 2) -> tuple[ScoreConfig
     """The scoring settings and ``{column: reward scale}`` of a reference-free selection by
     ``columns``; raises ``ValueError`` for unknown columns or ones that need a reference."""
     cfg = ScoreConfig(metrics=metrics_of_columns(columns), threads=threads)
-    infos = {n: m.info for n, m in build_metrics(cfg).items()}
-    scales, oracle = selection_columns(infos, columns)
+    scales, oracle = selection_columns({m: metric_info(m) for m in cfg.metrics}, columns)
     if oracle:
         raise ValueError(
             f"select: {oracle} need a reference, text or speaker; best-of-N enhancement selects "
