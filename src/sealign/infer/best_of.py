@@ -37,7 +37,7 @@ def selection_metrics(columns: list[str], threads: int = 2) -> tuple[ScoreConfig
     scales, oracle = selection_columns({m: metric_info(m) for m in cfg.metrics}, columns)
     if oracle:
         raise ValueError(
-            f"select: {oracle} need a reference, text or speaker; best-of-N enhancement selects "
+            f"best_of: {oracle} need a reference, text or speaker; best-of-N enhancement selects "
             "by reference-free columns (measure an oracle with `sealign eval --best-of`)"
         )
     return cfg, scales
