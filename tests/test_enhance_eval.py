@@ -178,6 +178,30 @@ def test_remix_mixes_the_input_back_into_each_chunk(tmp_path):
     assert EnhanceConfig(remix=0.2).for_checkpoint(tmp_path).file_options()["remix"] == 0.2
 
 
+def test_mask_fusion_keeps_the_input_scaled_by_each_chunks_gain(tmp_path):
+    x = sine_ish(9.0, 5)
+    sf.write(tmp_path / "x.wav", x, SR)
+    write_manifest(tmp_path / "in.jsonl", [{"id": "x", "audio": "x.wav"}])
+    cfg = EnhanceConfig(batch_size=2, chunk_seconds=4.0, overlap_seconds=0.5).with_setting(
+        "fuse", "mask"
+    )
+    res = enhance_files(GainPolicy(), tmp_path / "in.jsonl", tmp_path / "out", seed=1,
+                        progress=False, **cfg.for_checkpoint(tmp_path).file_options())  # fmt: skip
+    y = sf.read(res.entries[0].audio, dtype="float32")[0]
+    x16 = sf.read(tmp_path / "x.wav", dtype="float32")[0]
+    # each chunk's output is the input times a gain (seed 1: 1.05, 0.96, 0.98): the mask is
+    # min(gain, 1), so the first chunk gives the input itself and none is amplified
+    ratio = y / np.where(np.abs(x16) > 0.1, x16, np.nan)
+    first = ratio[: 2 * SR]  # the first chunk alone (the second starts at 2.5 s)
+    assert np.nanmin(first) > 0.999 and np.nanmax(first) < 1.001
+    assert np.nanmin(ratio) > 0.95 and np.nanmax(ratio) < 1.001
+    for bad in ({"fuse": "wiener"}, {"fuse_smooth_ms": -1.0}):
+        with pytest.raises(ValueError, match="fuse"):
+            EnhanceConfig(**bad)
+    with pytest.raises(ValueError, match="fuse"):
+        EnhanceConfig().with_setting("fuse", 1)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, speech, noisy):
     """Two tiny untrained AR policies and a test manifest with one long (chunked) file."""

@@ -77,13 +77,20 @@ def add_enhance_flags(p: argparse.ArgumentParser) -> None:
         help="weight in [0, 1) of the noisy input mixed back into each output "
         "(observation adding; 0 = off)",
     )
+    p.add_argument(
+        "--fuse",
+        choices=("none", "mask"),
+        help="mask: write the noisy input masked by the output's smoothed share of its power "
+        "(keeps the input's own speech; no dereverberation or gap filling)",
+    )
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--device", help="torch device")
     p.add_argument("--threads", type=int, help="torch threads")
 
 
 def enhance_flags(args: argparse.Namespace) -> list[str]:
-    names = ["batch_size", "chunk_seconds", "overlap_seconds", "temperature", "remix", "seed"]
+    names = ["batch_size", "chunk_seconds", "overlap_seconds", "temperature", "remix", "fuse"]
+    names += ["seed"]
     names += ["device", "threads"]
     return [f"enhance.{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None]
 
@@ -126,7 +133,8 @@ def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
         cfg.temperature,
         cfg.top_k,
         cfg.top_p,
-        f", remix {cfg.remix:g}" if cfg.remix else "",
+        (f", remix {cfg.remix:g}" if cfg.remix else "")
+        + (f", {cfg.fuse} fusion" if cfg.fuse != "none" else ""),
     )
     return cfg
 

@@ -15,7 +15,7 @@ its N outputs with the highest sum of those columns on the reward scale (best-of
 columns that read the reference make it an oracle, and the log says so).
 
 With --sweep KEY=V1,V2,... each model enhances the test set once per value of one enhancement
-setting (temperature, top_k, top_p, remix, seed, or extra.<option> of the model's sampler);
+setting (temperature, top_k, top_p, remix, fuse, seed, or extra.<option> of the model's sampler);
 each value is a system named <model>_<key><value> (e.g. fm_remix0.1) and sweep.png plots every
 metric against the values.
 
@@ -208,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
                 e = model_settings(policy, path, settings)
             sampling[system] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
             sampling[system].update({"remix": e.remix} if e.remix else {}, **e.extra)
+            if e.fuse != "none":
+                sampling[system].update(
+                    fuse=e.fuse, fuse_smooth_hz=e.fuse_smooth_hz, fuse_smooth_ms=e.fuse_smooth_ms
+                )
             results = enhance_samples(
                 policy, entries, out / "enhanced", system, cfg.samples, e.seed, **e.file_options()
             )

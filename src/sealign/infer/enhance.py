@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from sealign.audio.io import AudioError, AudioLimits, load_audio, write_audio
 from sealign.data.manifest import Entry, ManifestError, read_manifest, relocate, write_manifest
+from sealign.infer.fusion import FUSIONS, mask_fusion
 from sealign.models.persist import SAMPLING_FILE, checkpoint_sampling
 from sealign.models.policy import Policy
 
@@ -38,7 +39,8 @@ MANIFEST = "manifest.jsonl"
 
 
 SAMPLING_FALLBACK: dict[str, Any] = {"temperature": 0.3, "top_k": 0, "top_p": 1.0}
-SWEEPABLE = ("temperature", "top_k", "top_p", "remix", "seed")  # see EnhanceConfig.with_setting
+# see EnhanceConfig.with_setting
+SWEEPABLE = ("temperature", "top_k", "top_p", "remix", "fuse", "fuse_smooth_hz", "seed")
 
 
 @dataclass
@@ -60,6 +62,10 @@ class EnhanceConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     # weight of the noisy input mixed back into each output (observation adding): 0 = off
     remix: float = 0.0
+    # "mask": the output only masks the noisy input (sealign.infer.fusion); box of the smoothing
+    fuse: str = "none"
+    fuse_smooth_hz: float = 280.0
+    fuse_smooth_ms: float = 24.0
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
@@ -82,7 +88,11 @@ class EnhanceConfig:
             return replace(self, extra={**self.extra, key[6:]: value})
         if key not in SWEEPABLE:
             raise ValueError(f"unknown setting {key!r}: one of {SWEEPABLE} or extra.<option>")
-        kind = float if key in ("temperature", "top_p", "remix") else int
+        if key == "fuse":
+            if value not in FUSIONS:
+                raise ValueError(f"fuse must be one of {FUSIONS}, got {value!r}")
+            return replace(self, fuse=value)
+        kind = float if key in ("temperature", "top_p", "remix", "fuse_smooth_hz") else int
         if isinstance(value, bool) or not isinstance(value, int | float) or kind(value) != value:
             raise ValueError(f"{key} must be {'a number' if kind is float else 'an integer'}")
         return replace(self, **{key: kind(value)})
@@ -108,6 +118,8 @@ class EnhanceConfig:
             "sample_options": self.sample_options(),
             "crossfade": self.crossfade,
             "remix": self.remix,
+            "fuse": self.fuse,
+            "fuse_smooth": (self.fuse_smooth_hz, self.fuse_smooth_ms),
         }
 
     def __post_init__(self) -> None:
@@ -132,6 +144,10 @@ class EnhanceConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.remix < 1:
             raise ValueError(f"remix must be in [0, 1), got {self.remix}")
+        if self.fuse not in FUSIONS:
+            raise ValueError(f"fuse must be one of {FUSIONS}, got {self.fuse!r}")
+        if self.fuse_smooth_hz < 0 or self.fuse_smooth_ms < 0:
+            raise ValueError("fuse_smooth_hz and fuse_smooth_ms must be >= 0")
 
 
 # -------------------------------------------------------------------------------- stitching
@@ -290,13 +306,16 @@ def enhance_files(
     progress: bool = True,
     sample_options: dict[str, Any] | None = None,
     remix: float = 0.0,
+    fuse: str = "none",
+    fuse_smooth: tuple[float, float] = (280.0, 24.0),
 ) -> EnhanceResult:
     """Enhance ``inputs`` (entries, a manifest or a folder) into ``output_dir``.
 
     Chunks of all files are batched together in input order; results are deterministic for a
     given ``seed`` and ``batch_size``. ``sample_options`` go to ``policy.sample`` (e.g. AR
-    ``top_k`` / ``top_p``). ``remix`` > 0 writes ``(1 - remix) * enhanced + remix * noisy``
-    (:func:`remix_noisy`).
+    ``top_k`` / ``top_p``). ``fuse="mask"`` writes the noisy input masked by the output
+    (:func:`~sealign.infer.fusion.mask_fusion`, smoothed over ``fuse_smooth`` = (Hz, ms));
+    then ``remix`` > 0 writes ``(1 - remix) * out + remix * noisy`` (:func:`remix_noisy`).
     """
     t0 = time.perf_counter()
     entries = resolve_inputs(inputs) if isinstance(inputs, str | Path) else list(inputs)
@@ -326,8 +345,9 @@ def enhance_files(
                 if len(f.bounds) == 1:
                     failed[f.entry.id] = "the model rejected the input (see the warning above)"
                 y = np.zeros_like(w)
-            elif remix:
-                y = remix_noisy(y, w, remix)
+            else:
+                y = mask_fusion(y, w, sr, *fuse_smooth) if fuse == "mask" else y
+                y = remix_noisy(y, w, remix) if remix else y
             f.outputs[k] = y
         for f in [f for f in open_files if f.done]:
             open_files.remove(f)
