@@ -375,10 +375,14 @@ def test_mean_over_samples_keeps_missing_columns_and_skips():
 
 def test_checkpoint_sampling_defaults(tmp_path):
     cfg = EnhanceConfig(top_p=0.9)
-    assert cfg.for_checkpoint(tmp_path) == replace(cfg, temperature=0.3, top_k=0, top_p=0.9)
-    (tmp_path / "sampling.json").write_text('{"temperature": 0.1, "top_k": 50, "top_p": 0.5}')
+    want = replace(cfg, temperature=0.3, top_k=0, top_p=0.9, fuse="none")
+    assert cfg.for_checkpoint(tmp_path) == want
+    (tmp_path / "sampling.json").write_text(
+        '{"temperature": 0.1, "top_k": 50, "top_p": 0.5, "fuse": "mask"}'
+    )
     got = cfg.for_checkpoint(tmp_path)  # what the user sets wins over the checkpoint
-    assert (got.temperature, got.top_k, got.top_p) == (0.1, 50, 0.9)
+    assert (got.temperature, got.top_k, got.top_p, got.fuse) == (0.1, 50, 0.9, "mask")
+    assert replace(cfg, fuse="none").for_checkpoint(tmp_path).fuse == "none"
     assert got.sample_options() == {"top_k": 50, "top_p": 0.9}
     with pytest.raises(ValueError, match="for_checkpoint"):
         cfg.sample_options()
@@ -387,6 +391,8 @@ def test_checkpoint_sampling_defaults(tmp_path):
         ('{"top_k": 2.5}', "top_k must be an integer"),
         ('{"temperature": "hot"}', "temperature must be a number"),
         ('{"temperature": -1}', "temperature must be > 0"),
+        ('{"fuse": 1}', "fuse must be a string"),
+        ('{"fuse": "wiener"}', "fuse must be one of"),
         ("[1]", "unknown keys"),
         ("{", "not valid JSON"),
     ]:
@@ -444,13 +450,13 @@ def test_export_cli_half_precision_and_sampling(setup, tmp_path):
 
     src, out = setup / "model1", tmp_path / "shipped"
     args = ["export", "--model", str(src), "--output", str(out), "--temperature", "0.2"]
-    assert main(args + ["--top-k", "7"]) == 0
+    assert main(args + ["--top-k", "7", "--fuse", "mask"]) == 0
     weights = load_file(str(out / "model.safetensors"))
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
     size = {d: (d / "model.safetensors").stat().st_size for d in (src, out)}
     assert size[out] < 0.6 * size[src]
     a, b = load_policy(src), load_policy(out)
-    assert b.sampling_defaults == {"temperature": 0.2, "top_k": 7}
+    assert b.sampling_defaults == {"temperature": 0.2, "top_k": 7, "fuse": "mask"}
     for k, v in a.state_dict().items():
         assert b.state_dict()[k].dtype == v.dtype  # loaded back as float32 parameters
         torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-3, atol=1e-4)

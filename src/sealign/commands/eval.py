@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 e = model_settings(policy, path, settings)
             sampling[system] = {"temperature": e.temperature, "top_k": e.top_k, "top_p": e.top_p}
             sampling[system].update({"remix": e.remix} if e.remix else {}, **e.extra)
-            if e.fuse != "none":
+            if e.fuse and e.fuse != "none":
                 sampling[system].update(
                     fuse=e.fuse, fuse_smooth_hz=e.fuse_smooth_hz, fuse_smooth_ms=e.fuse_smooth_ms
                 )

@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="recommended sampling temperature")
     p.add_argument("--top-k", type=int, help="recommended top-k (0 = off)")
     p.add_argument("--top-p", type=float, help="recommended top-p (1 = off)")
+    p.add_argument("--fuse", choices=("none", "mask"), help="recommended post-processing")
 
 
 def cast_weights(path: Path, dtype: str) -> int:
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             ("temperature", args.temperature),
             ("top_k", args.top_k),
             ("top_p", args.top_p),
+            ("fuse", args.fuse),
         )
         if v is not None
     }

@@ -38,7 +38,7 @@ CROSSFADES = ("linear", "equal_power")
 MANIFEST = "manifest.jsonl"
 
 
-SAMPLING_FALLBACK: dict[str, Any] = {"temperature": 0.3, "top_k": 0, "top_p": 1.0}
+SAMPLING_FALLBACK: dict[str, Any] = {"temperature": 0.3, "top_k": 0, "top_p": 1.0, "fuse": "none"}
 # see EnhanceConfig.with_setting
 SWEEPABLE = ("temperature", "top_k", "top_p", "remix", "fuse", "fuse_smooth_hz", "seed")
 
@@ -47,9 +47,9 @@ SWEEPABLE = ("temperature", "top_k", "top_p", "remix", "fuse", "fuse_smooth_hz",
 class EnhanceConfig:
     """Settings of ``sealign enhance`` (and of the enhancement step of ``sealign eval``).
 
-    ``temperature``, ``top_k`` and ``top_p`` left unset (``None``) take the checkpoint's
-    ``sampling.json`` (:func:`checkpoint_sampling`), else 0.3, 0 (off) and 1.0: see
-    :meth:`for_checkpoint`."""
+    ``temperature``, ``top_k``, ``top_p`` and ``fuse`` left unset (``None``) take the
+    checkpoint's ``sampling.json`` (:func:`checkpoint_sampling`), else 0.3, 0 (off), 1.0 and
+    ``"none"``: see :meth:`for_checkpoint`."""
 
     batch_size: int = 4  # chunks per forward pass
     chunk_seconds: float = 10.0  # 0 = never chunk
@@ -63,7 +63,7 @@ class EnhanceConfig:
     # weight of the noisy input mixed back into each output (observation adding): 0 = off
     remix: float = 0.0
     # "mask": the output only masks the noisy input (sealign.infer.fusion); box of the smoothing
-    fuse: str = "none"
+    fuse: str | None = None
     fuse_smooth_hz: float = 280.0
     fuse_smooth_ms: float = 24.0
     seed: int = 0
@@ -99,7 +99,7 @@ class EnhanceConfig:
 
     def sample_options(self) -> dict[str, Any]:
         """Token filters for ``policy.sample`` (only those that are switched on) and ``extra``."""
-        if None in (self.temperature, self.top_k, self.top_p):
+        if None in (self.temperature, self.top_k, self.top_p, self.fuse):
             raise ValueError("sampling settings unset: call EnhanceConfig.for_checkpoint first")
         out: dict[str, Any] = dict(self.extra)
         if self.top_k:
@@ -144,7 +144,7 @@ class EnhanceConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.remix < 1:
             raise ValueError(f"remix must be in [0, 1), got {self.remix}")
-        if self.fuse not in FUSIONS:
+        if self.fuse is not None and self.fuse not in FUSIONS:
             raise ValueError(f"fuse must be one of {FUSIONS}, got {self.fuse!r}")
         if self.fuse_smooth_hz < 0 or self.fuse_smooth_ms < 0:
             raise ValueError("fuse_smooth_hz and fuse_smooth_ms must be >= 0")
