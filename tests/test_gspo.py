@@ -38,6 +38,15 @@ def flaky_reward(utts: list[Utterance]) -> list[float | None]:
     return out
 
 
+SEEN: list[np.ndarray] = []
+
+
+def recording_reward(utts: list[Utterance]) -> list[float | None]:
+    """Loudness reward that keeps the audio it was given."""
+    SEEN.extend(u.audio for u in utts)
+    return [float(np.abs(u.audio).mean()) for u in utts]
+
+
 # ------------------------------------------------------------------------------ advantages
 
 
@@ -282,6 +291,27 @@ def test_negative_advantage_scale_shrinks_only_below_average_samples(setup, tmp_
     np.testing.assert_allclose(advantages[0.25], np.where(full < 0, 0.25 * full, full), atol=1e-6)
 
 
+def test_fuse_mask_scores_each_output_as_a_mask_on_its_input(setup, tmp_path):
+    from sealign.infer.fusion import fuse_outputs
+
+    seen, noisy = {}, {}
+    for fuse in ("none", "mask"):
+        kw = {"reward.components": "[{function: 'test_gspo:recording_reward'}]", "fuse": fuse}
+        cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", **kw))
+        policy = init_policy(cfg.model)
+        data = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, 0, True)
+        examples = data.next_batch()
+        SEEN.clear()
+        gen = torch.Generator().manual_seed(0)
+        batch = generate_and_score(policy, examples, cfg, CompositeReward(cfg.reward), gen)
+        seen[fuse] = list(SEEN)
+        noisy[fuse] = [examples[k].noisy for k in batch.group]
+    want = fuse_outputs(seen["none"], noisy["none"], policy.sample_rate, "mask")
+    for got, w in zip(seen["mask"], want, strict=True):
+        np.testing.assert_allclose(got, w, atol=1e-6)
+    assert not np.allclose(seen["mask"][0], seen["none"][0][: want[0].size], atol=1e-3)
+
+
 def test_nan_reward_sample_is_excluded_not_fatal(setup, tmp_path, caplog):
     CALLS.clear()
     kw = {
@@ -346,6 +376,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("steps_per_generation=99", "steps_per_generation"),
         ("negative_advantage_scale=-1", "negative_advantage_scale"),
         ("step_fraction=0", "step_fraction"),
+        ("fuse=wiener", "fuse"),
         ("eval.metrics=[nope]", "eval.metrics"),
         ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
         ("reward.components=[{metric: wer, credit: word}]", "credit: word"),  # loss gspo

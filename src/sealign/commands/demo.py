@@ -247,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
             chunk_seconds=0.0,
             temperature=g.sampling.temperature,
             sample_options=options,
+            fuse=g.fuse,  # judge what the rewards judged
         )
         samples_of[name] = list(results)
         systems_entries.update({tag: res.entries for tag, res in results.items()})

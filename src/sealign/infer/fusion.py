@@ -57,3 +57,24 @@ def mask_fusion(
     mask = np.sqrt(np.minimum(1.0, power_e / np.maximum(power_y, tiny)))
     out = istft(mask * y, **kw)[1][:n]
     return np.pad(out, (0, n - out.size)).astype(np.float32)
+
+
+def fuse_outputs(
+    outputs: list[np.ndarray],
+    noisy: list[np.ndarray],
+    sample_rate: int,
+    method: str,
+    smooth: tuple[float, float] = (280.0, 24.0),
+) -> list[np.ndarray]:
+    """``outputs`` post-processed by ``method`` (one of :data:`FUSIONS`) against their inputs
+    ``noisy``; each output is first cut or zero-padded to its input's length."""
+    if method not in FUSIONS:
+        raise ValueError(f"fuse must be one of {FUSIONS}, got {method!r}")
+    if method == "none":
+        return outputs
+    out = []
+    for y, x in zip(outputs, noisy, strict=True):
+        y = np.asarray(y, np.float32)
+        y = y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
+        out.append(mask_fusion(y, np.asarray(x, np.float32), sample_rate, *smooth))
+    return out

@@ -23,6 +23,7 @@ import torch
 from sealign.audio.io import write_audio
 from sealign.eval.score import column_name, score_records, summarize_records
 from sealign.eval.stats import paired_bootstrap_diff
+from sealign.infer.fusion import fuse_outputs
 from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import Policy
 from sealign.train.checkpoint import rng_state, set_rng_state
@@ -150,12 +151,14 @@ class HeldOut:
         run: Path,
         rewarded: set[str] | None = None,
         sample_options: dict[str, Any] | None = None,
+        fuse: str = "none",
     ) -> None:
         from sealign.metrics.registry import build_metric
 
         self.cfg, self.seed, self.run = cfg, seed, Path(run)
         self.rewarded = set(rewarded or ())
         self.sample_options = dict(sample_options or {})
+        self.fuse = fuse  # post-processing of each output (sealign.infer.fusion)
         self.examples: list[Example] = []
         if cfg.manifests:
             d = dataclasses.replace(data, degrade=False, batch_size=8, crop_seconds=0.0)
@@ -183,6 +186,7 @@ class HeldOut:
             set_rng_state(saved)
             module.eval()
         sr = policy.sample_rate
+        wavs = fuse_outputs(wavs, [ex.noisy for ex in self.examples], sr, self.fuse)
         utts = [
             Utterance(ex.id, w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
             for ex, w in zip(self.examples, wavs, strict=True)

@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from sealign.config import save_config
+from sealign.infer.fusion import FUSIONS, fuse_outputs
 from sealign.metrics.base import Utterance
 from sealign.models.policy import (
     Policy,
@@ -130,6 +131,10 @@ class GSPOConfig:
     # enter each minibatch's loss, drawn at random: < 1 makes those families' updates cheaper
     # (Flow-GRPO's timestep fraction); AR policies compute every step in one pass anyway
     step_fraction: float = 1.0
+    # post-processing of each decoded output before it is scored, in rollouts and held-out
+    # evaluation ("mask": the output masks its noisy input, sealign.infer.fusion), so the
+    # reward judges what `sealign enhance` writes with the same setting
+    fuse: str = "none"
     optim: OptimConfig = field(default_factory=_gspo_optim)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     max_steps: int = 100  # rollout steps
@@ -156,6 +161,8 @@ class GSPOConfig:
                     "threads"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.fuse not in FUSIONS:
+            raise ValueError(f"fuse must be one of {FUSIONS}, got {self.fuse!r}")
         if not 0 < self.step_fraction <= 1:
             raise ValueError(f"step_fraction must be in (0, 1], got {self.step_fraction}")
         if self.save_steps < 0 or self.max_minutes < 0 or self.save_total_limit < 1:
@@ -330,6 +337,7 @@ def generate_and_score(
     )
     t1 = time.perf_counter()
     wavs = policy.decode(rollout)
+    wavs = fuse_outputs(wavs, [examples[k].noisy for k in group], policy.sample_rate, cfg.fuse)
     t2 = time.perf_counter()
     scores = reward(_utterances(examples, group, wavs, policy.sample_rate))
     t3 = time.perf_counter()
@@ -492,7 +500,7 @@ def train_gspo(
     metric_threads = cfg.reward.threads_per_metric(cfg.threads)
     held = (
         HeldOut(cfg.eval, cfg.data, policy.sample_rate, cfg.seed, metric_threads, run, rewarded,
-                cfg.sampling.options())
+                cfg.sampling.options(), cfg.fuse)
         if d.main
         else None
     )  # fmt: skip
