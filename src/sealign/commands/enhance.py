@@ -10,6 +10,11 @@ With --samples N --best-of COLS each input is enhanced N times and the output wi
 sum of those reference-free columns on the reward scale is kept (best-of-N selection, as `eval
 --best-of` measures it); the candidates and their scores stay in <output>/candidates/.
 
+Sampling settings (--temperature, enhance.top_k / top_p) and the post-processing (--fuse) not
+given here come from the policy folder's sampling.json. --fuse mask writes the noisy input
+masked by the output instead of the output (the shipped AR and MGM do so by default; --fuse
+none writes the model's own output); --remix W then mixes a share W of the input back in.
+
 examples:
   sealign enhance --model runs/sft --input data/test.jsonl --output runs/enh
   sealign enhance --model runs/sft --input recordings/ --output out --samples 4 \
