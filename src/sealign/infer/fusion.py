@@ -21,6 +21,8 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 from scipy.signal import istft, stft
 
+from sealign.models.persist import fit_length
+
 FUSIONS = ("none", "mask")
 WINDOW_SECONDS = 0.032  # 512 samples at 16 kHz; hop a quarter of it
 
@@ -74,7 +76,5 @@ def fuse_outputs(
         return outputs
     out = []
     for y, x in zip(outputs, noisy, strict=True):
-        y = np.asarray(y, np.float32)
-        y = y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
-        out.append(mask_fusion(y, np.asarray(x, np.float32), sample_rate, *smooth))
+        out.append(mask_fusion(fit_length(y, x.size), x, sample_rate, *smooth))
     return out
