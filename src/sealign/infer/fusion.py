@@ -10,7 +10,7 @@ cell, how much of the input is speech:
 where S̄ is the power spectrogram smoothed over ``smooth_hz`` × ``smooth_ms`` (a box), which
 makes the mask insensitive to the output's harmonics not lining up with the input's (its pitch
 and phase are its own). It is a magnitude ratio mask with the generative output as the speech
-estimate, the way predictive-generative hybrids (e.g. StoRM) pair a mask with a generator. It
+estimate (hybrids such as StoRM pair the two kinds of model the other way round). It
 removes stationary and non-stationary noise but, being a mask on the input, cannot undo
 reverberation, fill packet losses or extend bandwidth; `docs/demo_checkpoint.md` measures it.
 """
