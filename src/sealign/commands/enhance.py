@@ -32,6 +32,7 @@ from typing import Any
 
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
 from sealign.infer.enhance import EnhanceConfig, enhance_files, resolve_inputs
+from sealign.infer.fusion import FUSIONS
 from sealign.train.checkpoint import policy_dir
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
@@ -84,7 +85,7 @@ def add_enhance_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fuse",
-        choices=("none", "mask"),
+        choices=FUSIONS,
         help="mask: write the noisy input masked by the output's smoothed share of its power "
         "(keeps the input's own speech; no dereverberation or gap filling)",
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sealign.commands.common import log
 from sealign.infer.enhance import EnhanceConfig
+from sealign.infer.fusion import FUSIONS
 from sealign.models.persist import (
     SAMPLING_FILE,
     WEIGHTS_FILE,
@@ -38,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="recommended sampling temperature")
     p.add_argument("--top-k", type=int, help="recommended top-k (0 = off)")
     p.add_argument("--top-p", type=float, help="recommended top-p (1 = off)")
-    p.add_argument("--fuse", choices=("none", "mask"), help="recommended post-processing")
+    p.add_argument("--fuse", choices=FUSIONS, help="recommended post-processing")
 
 
 def cast_weights(path: Path, dtype: str) -> int:
