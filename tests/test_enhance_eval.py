@@ -14,8 +14,9 @@ import torch
 
 from sealign.cli import main
 from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
-from sealign.data.manifest import read_manifest, write_manifest
+from sealign.data.manifest import Entry, read_manifest, write_manifest
 from sealign.eval.score import best_of_samples, mean_over_samples
+from sealign.infer.dereverb import wpe_dereverb
 from sealign.infer.enhance import EnhanceConfig, chunk_bounds, enhance_files, stitch
 from sealign.models.policy import Conditioning, Policy, Rollout
 from sealign.models.registry import build_policy
@@ -202,6 +203,28 @@ def test_mask_fusion_keeps_the_input_scaled_by_each_chunks_gain(tmp_path):
         EnhanceConfig().with_setting("fuse", 1)
 
 
+def test_dereverb_feeds_the_model_and_the_mask_the_dereverberated_input(tmp_path):
+    x = 0.3 * sine_ish(3.0, 2)  # quiet enough that no output needs peak limiting
+    sf.write(tmp_path / "x.wav", x, SR)
+    (tmp_path / "sampling.json").write_text('{"dereverb": "wpe"}')
+    x16 = sf.read(tmp_path / "x.wav", dtype="float32")[0]
+    want = wpe_dereverb(x16, SR)  # a steady tone is predictable: WPE changes it a lot
+    assert np.abs(want - x16).max() > 0.1
+    for fuse in ("none", "mask"):
+        cfg = EnhanceConfig(chunk_seconds=0.0, fuse=fuse).for_checkpoint(tmp_path)
+        assert cfg.dereverb == "wpe"
+        res = enhance_files(GainPolicy(), [Entry("x", str(tmp_path / "x.wav"))],
+                            tmp_path / fuse, seed=1, progress=False, **cfg.file_options())  # fmt: skip
+        y = sf.read(res.entries[0].audio, dtype="float32")[0]
+        gain = np.dot(y, want) / np.dot(want, want)  # the policy's random gain (min(g, 1) masked)
+        assert 0.9 < gain < 1.1 and np.abs(y - gain * want).max() < 3e-3
+    with pytest.raises(ValueError, match="dereverb must be one of"):
+        EnhanceConfig().with_setting("dereverb", "dry")
+    with pytest.raises(ValueError, match="dereverb must be one of"):
+        EnhanceConfig(dereverb="dry")
+    assert EnhanceConfig().with_setting("dereverb", "none").dereverb == "none"
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, speech, noisy):
     """Two tiny untrained AR policies and a test manifest with one long (chunked) file."""
@@ -375,7 +398,7 @@ def test_mean_over_samples_keeps_missing_columns_and_skips():
 
 def test_checkpoint_sampling_defaults(tmp_path):
     cfg = EnhanceConfig(top_p=0.9)
-    want = replace(cfg, temperature=0.3, top_k=0, top_p=0.9, fuse="none")
+    want = replace(cfg, temperature=0.3, top_k=0, top_p=0.9, fuse="none", dereverb="none")
     assert cfg.for_checkpoint(tmp_path) == want
     (tmp_path / "sampling.json").write_text(
         '{"temperature": 0.1, "top_k": 50, "top_p": 0.5, "fuse": "mask"}'
@@ -393,6 +416,8 @@ def test_checkpoint_sampling_defaults(tmp_path):
         ('{"temperature": -1}', "temperature must be > 0"),
         ('{"fuse": 1}', "fuse must be a string"),
         ('{"fuse": "wiener"}', "fuse must be one of"),
+        ('{"dereverb": 0}', "dereverb must be a string"),
+        ('{"dereverb": "dry"}', "dereverb must be one of"),
         ("[1]", "unknown keys"),
         ("{", "not valid JSON"),
     ]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from sealign.cli import main
 from sealign.codecs.world import WorldCodecConfig, train_world_codec
 from sealign.config import load_config
 from sealign.data.manifest import write_manifest
+from sealign.infer.dereverb import wpe_dereverb
 from sealign.models.ar import ARPolicy
 from sealign.models.policy import Targets
 from sealign.models.registry import load_policy
@@ -256,6 +258,16 @@ def test_data_stream_is_deterministic_resumable_and_sharded(corpus):
     assert np.array_equal(a.noisy, b.noisy) and np.array_equal(a.clean, b.clean)
     assert not np.allclose(a.noisy, a.clean, atol=1e-3)
     assert not np.array_equal(a.noisy, d1.get(0, 3).noisy)
+
+
+def test_dereverb_applies_to_the_noisy_side_only(corpus):
+    cfg = DataConfig(train=[str(corpus / "train.jsonl")], crop_seconds=1.0)
+    plain = PairDataset(cfg.train, cfg, 16000, seed=3).get(0, 1)
+    wet = PairDataset(cfg.train, replace(cfg, dereverb="wpe"), 16000, seed=3).get(0, 1)
+    np.testing.assert_array_equal(wet.clean, plain.clean)
+    np.testing.assert_allclose(wet.noisy, wpe_dereverb(plain.noisy, 16000), atol=1e-6)
+    with pytest.raises(ValueError, match="data.dereverb"):
+        replace(cfg, dereverb="dry").check()
 
 
 def test_draw_cycle_repeats_crops_and_the_cached_run_trains_identically(

@@ -248,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
             temperature=g.sampling.temperature,
             sample_options=options,
             fuse=g.fuse,  # judge what the rewards judged
+            dereverb=g.data.dereverb,
         )
         samples_of[name] = list(results)
         systems_entries.update({tag: res.entries for tag, res in results.items()})

@@ -10,10 +10,12 @@ With --samples N --best-of COLS each input is enhanced N times and the output wi
 sum of those reference-free columns on the reward scale is kept (best-of-N selection, as `eval
 --best-of` measures it); the candidates and their scores stay in <output>/candidates/.
 
-Sampling settings (--temperature, enhance.top_k / top_p) and the post-processing (--fuse) not
-given here come from the policy folder's sampling.json. --fuse mask writes the noisy input
-masked by the output instead of the output (the shipped AR and MGM do so by default; --fuse
-none writes the model's own output); --remix W then mixes a share W of the input back in.
+Sampling settings (--temperature, enhance.top_k / top_p), the pre-processing (--dereverb) and
+the post-processing (--fuse) not given here come from the policy folder's sampling.json.
+--dereverb wpe dereverberates each chunk of the input (weighted prediction error) before the
+model sees it. --fuse mask writes the (dereverberated) input masked by the output instead of
+the output (the shipped models do so by default; --fuse none writes the model's own output);
+--remix W then mixes a share W of the input back in.
 
 examples:
   sealign enhance --model runs/sft --input data/test.jsonl --output runs/enh
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.infer.dereverb import DEREVERBS
 from sealign.infer.enhance import EnhanceConfig, enhance_files, resolve_inputs
 from sealign.infer.fusion import FUSIONS
 from sealign.train.checkpoint import policy_dir
@@ -89,6 +92,11 @@ def add_enhance_flags(p: argparse.ArgumentParser) -> None:
         help="mask: write the noisy input masked by the output's smoothed share of its power "
         "(keeps the input's own speech; no dereverberation or gap filling)",
     )
+    p.add_argument(
+        "--dereverb",
+        choices=DEREVERBS,
+        help="wpe: dereverberate the input by weighted prediction error before the model",
+    )
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--device", help="torch device")
     p.add_argument("--threads", type=int, help="torch threads")
@@ -96,7 +104,7 @@ def add_enhance_flags(p: argparse.ArgumentParser) -> None:
 
 def enhance_flags(args: argparse.Namespace) -> list[str]:
     names = ["batch_size", "chunk_seconds", "overlap_seconds", "temperature", "remix", "fuse"]
-    names += ["seed"]
+    names += ["dereverb", "seed"]
     names += ["device", "threads"]
     return [f"enhance.{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None]
 
@@ -140,7 +148,8 @@ def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
         cfg.top_k,
         cfg.top_p,
         (f", remix {cfg.remix:g}" if cfg.remix else "")
-        + (f", {cfg.fuse} fusion" if cfg.fuse != "none" else ""),
+        + (f", {cfg.fuse} fusion" if cfg.fuse != "none" else "")
+        + (f", {cfg.dereverb} dereverberation" if cfg.dereverb != "none" else ""),
     )
     return cfg
 

@@ -15,9 +15,9 @@ its N outputs with the highest sum of those columns on the reward scale (best-of
 columns that read the reference make it an oracle, and the log says so).
 
 With --sweep KEY=V1,V2,... each model enhances the test set once per value of one enhancement
-setting (temperature, top_k, top_p, remix, fuse, seed, or extra.<option> of the model's sampler);
-each value is a system named <model>_<key><value> (e.g. fm_remix0.1) and sweep.png plots every
-metric against the values.
+setting (temperature, top_k, top_p, remix, fuse, dereverb, seed, or extra.<option> of the
+model's sampler); each value is a system named <model>_<key><value> (e.g. fm_remix0.1) and
+sweep.png plots every metric against the values.
 
 examples:
   sealign eval --model runs/sft --manifest data/test.jsonl --output runs/eval
@@ -212,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
                 sampling[system].update(
                     fuse=e.fuse, fuse_smooth_hz=e.fuse_smooth_hz, fuse_smooth_ms=e.fuse_smooth_ms
                 )
+            if e.dereverb and e.dereverb != "none":
+                sampling[system]["dereverb"] = e.dereverb
             results = enhance_samples(
                 policy, entries, out / "enhanced", system, cfg.samples, e.seed, **e.file_options()
             )

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from sealign.commands.common import log
+from sealign.infer.dereverb import DEREVERBS
 from sealign.infer.enhance import EnhanceConfig
 from sealign.infer.fusion import FUSIONS
 from sealign.models.persist import (
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, help="recommended top-k (0 = off)")
     p.add_argument("--top-p", type=float, help="recommended top-p (1 = off)")
     p.add_argument("--fuse", choices=FUSIONS, help="recommended post-processing")
+    p.add_argument("--dereverb", choices=DEREVERBS, help="recommended pre-processing")
 
 
 def cast_weights(path: Path, dtype: str) -> int:
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             ("top_k", args.top_k),
             ("top_p", args.top_p),
             ("fuse", args.fuse),
+            ("dereverb", args.dereverb),
         )
         if v is not None
     }

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from sealign.audio.io import AudioError, AudioLimits, load_audio, write_audio
 from sealign.data.manifest import Entry, ManifestError, read_manifest, relocate, write_manifest
+from sealign.infer.dereverb import DEREVERBS, dereverb_input
 from sealign.infer.fusion import FUSIONS, mask_fusion
 from sealign.models.persist import SAMPLING_FILE, checkpoint_sampling
 from sealign.models.policy import Policy
@@ -38,18 +39,25 @@ CROSSFADES = ("linear", "equal_power")
 MANIFEST = "manifest.jsonl"
 
 
-SAMPLING_FALLBACK: dict[str, Any] = {"temperature": 0.3, "top_k": 0, "top_p": 1.0, "fuse": "none"}
+SAMPLING_FALLBACK: dict[str, Any] = {
+    "temperature": 0.3,
+    "top_k": 0,
+    "top_p": 1.0,
+    "fuse": "none",
+    "dereverb": "none",
+}
 # see EnhanceConfig.with_setting
-SWEEPABLE = ("temperature", "top_k", "top_p", "remix", "fuse", "fuse_smooth_hz", "seed")
+SWEEPABLE = ("temperature", "top_k", "top_p", "remix", "fuse", "fuse_smooth_hz", "dereverb", "seed")
+CHOICES = {"fuse": FUSIONS, "dereverb": DEREVERBS}
 
 
 @dataclass
 class EnhanceConfig:
     """Settings of ``sealign enhance`` (and of the enhancement step of ``sealign eval``).
 
-    ``temperature``, ``top_k``, ``top_p`` and ``fuse`` left unset (``None``) take the
-    checkpoint's ``sampling.json`` (:func:`checkpoint_sampling`), else 0.3, 0 (off), 1.0 and
-    ``"none"``: see :meth:`for_checkpoint`."""
+    ``temperature``, ``top_k``, ``top_p``, ``fuse`` and ``dereverb`` left unset (``None``) take
+    the checkpoint's ``sampling.json`` (:func:`checkpoint_sampling`), else 0.3, 0 (off), 1.0,
+    ``"none"`` and ``"none"``: see :meth:`for_checkpoint`."""
 
     batch_size: int = 4  # chunks per forward pass
     chunk_seconds: float = 10.0  # 0 = never chunk
@@ -66,6 +74,9 @@ class EnhanceConfig:
     fuse: str | None = None
     fuse_smooth_hz: float = 280.0
     fuse_smooth_ms: float = 24.0
+    # "wpe": dereverberate each chunk of the input first (sealign.infer.dereverb); the model,
+    # the mask and the remix then all see the dereverberated input
+    dereverb: str | None = None
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
@@ -88,10 +99,10 @@ class EnhanceConfig:
             return replace(self, extra={**self.extra, key[6:]: value})
         if key not in SWEEPABLE:
             raise ValueError(f"unknown setting {key!r}: one of {SWEEPABLE} or extra.<option>")
-        if key == "fuse":
-            if value not in FUSIONS:
-                raise ValueError(f"fuse must be one of {FUSIONS}, got {value!r}")
-            return replace(self, fuse=value)
+        if key in CHOICES:
+            if value not in CHOICES[key]:
+                raise ValueError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
+            return replace(self, **{key: value})
         kind = float if key in ("temperature", "top_p", "remix", "fuse_smooth_hz") else int
         if isinstance(value, bool) or not isinstance(value, int | float) or kind(value) != value:
             raise ValueError(f"{key} must be {'a number' if kind is float else 'an integer'}")
@@ -99,7 +110,7 @@ class EnhanceConfig:
 
     def sample_options(self) -> dict[str, Any]:
         """Token filters for ``policy.sample`` (only those that are switched on) and ``extra``."""
-        if None in (self.temperature, self.top_k, self.top_p, self.fuse):
+        if None in (self.temperature, self.top_k, self.top_p, self.fuse, self.dereverb):
             raise ValueError("sampling settings unset: call EnhanceConfig.for_checkpoint first")
         out: dict[str, Any] = dict(self.extra)
         if self.top_k:
@@ -120,6 +131,7 @@ class EnhanceConfig:
             "remix": self.remix,
             "fuse": self.fuse,
             "fuse_smooth": (self.fuse_smooth_hz, self.fuse_smooth_ms),
+            "dereverb": self.dereverb,
         }
 
     def __post_init__(self) -> None:
@@ -144,8 +156,9 @@ class EnhanceConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.remix < 1:
             raise ValueError(f"remix must be in [0, 1), got {self.remix}")
-        if self.fuse is not None and self.fuse not in FUSIONS:
-            raise ValueError(f"fuse must be one of {FUSIONS}, got {self.fuse!r}")
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in (None, *allowed):
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.fuse_smooth_hz < 0 or self.fuse_smooth_ms < 0:
             raise ValueError("fuse_smooth_hz and fuse_smooth_ms must be >= 0")
 
@@ -308,15 +321,19 @@ def enhance_files(
     remix: float = 0.0,
     fuse: str = "none",
     fuse_smooth: tuple[float, float] = (280.0, 24.0),
+    dereverb: str = "none",
 ) -> EnhanceResult:
     """Enhance ``inputs`` (entries, a manifest or a folder) into ``output_dir``.
 
     Chunks of all files are batched together in input order; results are deterministic for a
     given ``seed`` and ``batch_size``. ``sample_options`` go to ``policy.sample`` (e.g. AR
-    ``top_k`` / ``top_p``). ``fuse="mask"`` writes the noisy input masked by the output
+    ``top_k`` / ``top_p``). ``dereverb="wpe"`` dereverberates each chunk before the model
+    sees it (:mod:`sealign.infer.dereverb`), and what follows uses that chunk. ``fuse="mask"`` writes the noisy input masked by the output
     (:func:`~sealign.infer.fusion.mask_fusion`, smoothed over ``fuse_smooth`` = (Hz, ms));
     then ``remix`` > 0 writes ``(1 - remix) * out + remix * noisy`` (:func:`remix_noisy`).
     """
+    if dereverb not in DEREVERBS:
+        raise ValueError(f"dereverb must be one of {DEREVERBS}, got {dereverb!r}")
     t0 = time.perf_counter()
     entries = resolve_inputs(inputs) if isinstance(inputs, str | Path) else list(inputs)
     out = Path(output_dir)
@@ -368,7 +385,8 @@ def enhance_files(
             bounds = chunk_bounds(wav.size, chunk, overlap)
             f = _File(e, wav.size, bounds, [None] * len(bounds))
             open_files.append(f)
-            queue.extend((f, k, wav[a:b]) for k, (a, b) in enumerate(bounds))
+            for k, (a, b) in enumerate(bounds):
+                queue.append((f, k, dereverb_input(wav[a:b], sr, dereverb)))
             while len(queue) >= batch_size:
                 flush(queue[:batch_size])
                 queue = queue[batch_size:]

@@ -22,7 +22,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CODEC_DIR = "codec"
 SAMPLING_FILE = "sampling.json"
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "fuse")
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "fuse", "dereverb")
 
 
 def fit_length(wav: np.ndarray, n: int) -> np.ndarray:
@@ -33,8 +33,9 @@ def fit_length(wav: np.ndarray, n: int) -> np.ndarray:
 
 def checkpoint_sampling(directory: str | Path) -> dict[str, Any]:
     """A policy folder's recommended sampling settings: its optional ``sampling.json`` (any
-    of ``temperature``, ``top_k``, ``top_p`` and ``fuse``, the post-processing of
-    :mod:`sealign.infer.fusion`), e.g. ``{"temperature": 0.1}`` chosen on a validation split;
+    of ``temperature``, ``top_k``, ``top_p``, ``fuse`` (the post-processing of
+    :mod:`sealign.infer.fusion`) and ``dereverb`` (the pre-processing of
+    :mod:`sealign.infer.dereverb`)), e.g. ``{"temperature": 0.1}`` chosen on a validation split;
     ``{}`` when the file is absent."""
     path = Path(directory) / SAMPLING_FILE
     if not path.is_file():
@@ -48,9 +49,9 @@ def checkpoint_sampling(directory: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {SAMPLING_KEYS}")
     types = {"temperature": float, "top_k": int, "top_p": float}
     for k, v in d.items():
-        if k == "fuse":
+        if k in ("fuse", "dereverb"):
             if not isinstance(v, str):
-                raise ValueError(f"{path}: fuse must be a string, got {v!r}")
+                raise ValueError(f"{path}: {k} must be a string, got {v!r}")
             continue
         if isinstance(v, bool) or not isinstance(v, int | float) or types[k](v) != v:
             kind = "an integer" if types[k] is int else "a number"

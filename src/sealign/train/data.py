@@ -26,6 +26,7 @@ from sealign.audio.io import AudioLimits, load_audio
 from sealign.data.degrade import DegradationConfig, RirBank, build_noise_bank, degrade
 from sealign.data.manifest import Entry, ManifestError, _parse_line
 from sealign.data.noise import NoiseBank, SampleContext
+from sealign.infer.dereverb import DEREVERBS, dereverb_input
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class DataConfig:
     # reshuffles), so a codec with an analysis cache analyses each draw once
     draw_cycle: int = 0
     analysis_cache_gb: float = 6.0  # memory the codec may use to cache those draws' analyses
+    # "wpe": dereverberate each noisy example before the model sees it (sealign.infer.dereverb)
+    dereverb: str = "none"
 
     def check(self, prefix: str = "data.") -> None:
         """Raise ``ValueError`` naming the first invalid key (with ``prefix``)."""
@@ -82,6 +85,8 @@ class DataConfig:
             raise ValueError(f"{prefix}max_length_mismatch must be >= 0")
         if self.draw_cycle < 0 or self.analysis_cache_gb < 0:
             raise ValueError(f"{prefix}draw_cycle and {prefix}analysis_cache_gb must be >= 0")
+        if self.dereverb not in DEREVERBS:
+            raise ValueError(f"{prefix}dereverb must be one of {DEREVERBS}, got {self.dereverb!r}")
 
 
 @dataclass
@@ -240,6 +245,7 @@ class PairDataset:
                 )
             else:
                 noisy = noisy[start:stop]
+            noisy = dereverb_input(noisy, self.sample_rate, self.cfg.dereverb)
         except Exception as err:  # noqa: BLE001
             log.warning("skipping %s in epoch %d: %s: %s", e.id, epoch, type(err).__name__, err)
             return None
