@@ -39,18 +39,19 @@ def wpe_stft(spec: np.ndarray, taps: int = 10, delay: int = 3, iterations: int =
         raise ValueError(f"expected an [F, T] spectrogram, got shape {spec.shape}")
     if taps < 1 or delay < 1 or iterations < 1:
         raise ValueError(f"taps, delay and iterations must be >= 1: {taps}, {delay}, {iterations}")
-    past = _delayed_frames(spec, taps, delay)
+    past = _delayed_frames(spec, taps, delay)  # [F, T, taps]
+    past_h = past.conj().transpose(0, 2, 1)  # [F, taps, T]
     out = spec
     for _ in range(iterations):
         power = np.abs(out) ** 2
         floor = 1e-10 * power.max()
         # an all-zero input has no scale; any constant weight gives the same (zero) predictor
         weight = np.ones_like(power) if floor == 0 else 1.0 / np.maximum(power, floor)
-        weighted = past * weight[..., None]
-        corr = np.einsum("ftk,ftl->fkl", weighted, past.conj())
-        cross = np.einsum("ftk,ft->fk", weighted, spec.conj())
+        weighted_h = past_h * weight[:, None, :]  # ỹᴴ / λ, batched over frequencies
+        corr = (weighted_h @ past).conj()  # Σ_t ỹ ỹᴴ / λ
+        cross = (weighted_h @ spec[..., None])[..., 0].conj()  # Σ_t ỹ Y* / λ
         filt = _solve(corr, cross)  # [F, taps]
-        out = spec - np.einsum("fk,ftk->ft", filt.conj(), past)
+        out = spec - (past @ filt.conj()[..., None])[..., 0]
     return out
 
 
