@@ -47,3 +47,15 @@ def test_bad_input_is_refused_and_short_chunks_work():
         mask_fusion(x, x[:50], SR)
     with pytest.raises(ValueError, match="smoothing"):
         mask_fusion(x, x, SR, smooth_hz=-1)
+
+
+def test_a_loud_burst_beside_silence_gives_a_finite_output():
+    # the smoothing's running sums leave tiny negative powers next to a loud burst; unclamped,
+    # their square root was NaN
+    rng = np.random.default_rng(0)
+    noisy = (0.1 * rng.standard_normal(SR)).astype(np.float32)
+    enhanced = np.zeros(SR, np.float32)
+    enhanced[4000:6000] = 10 * rng.standard_normal(2000)
+    out = mask_fusion(enhanced, noisy, SR)
+    assert np.isfinite(out).all()
+    assert np.abs(out[9000:]).max() < 1e-6  # silent output: nothing of the input kept

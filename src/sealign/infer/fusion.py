@@ -53,8 +53,9 @@ def mask_fusion(
         int(round(smooth_hz * nfft / sample_rate)) | 1,
         int(round(smooth_ms * 1e-3 * sample_rate / hop)) | 1,
     )
-    power_e = uniform_filter(np.abs(e) ** 2, size=size)
-    power_y = uniform_filter(np.abs(y) ** 2, size=size)
+    # the box filter's running sums can leave tiny negative powers beside loud cells
+    power_e = np.maximum(uniform_filter(np.abs(e) ** 2, size=size), 0.0)
+    power_y = np.maximum(uniform_filter(np.abs(y) ** 2, size=size), 0.0)
     tiny = np.finfo(np.float64).tiny
     mask = np.sqrt(np.minimum(1.0, power_e / np.maximum(power_y, tiny)))
     out = istft(mask * y, **kw)[1][:n]
