@@ -475,13 +475,18 @@ def test_export_cli_half_precision_and_sampling(setup, tmp_path):
 
     src, out = setup / "model1", tmp_path / "shipped"
     args = ["export", "--model", str(src), "--output", str(out), "--temperature", "0.2"]
-    assert main(args + ["--top-k", "7", "--fuse", "mask"]) == 0
+    assert main(args + ["--top-k", "7", "--fuse", "mask", "--dereverb", "wpe"]) == 0
     weights = load_file(str(out / "model.safetensors"))
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
     size = {d: (d / "model.safetensors").stat().st_size for d in (src, out)}
     assert size[out] < 0.6 * size[src]
     a, b = load_policy(src), load_policy(out)
-    assert b.sampling_defaults == {"temperature": 0.2, "top_k": 7, "fuse": "mask"}
+    assert b.sampling_defaults == {
+        "temperature": 0.2,
+        "top_k": 7,
+        "fuse": "mask",
+        "dereverb": "wpe",
+    }
     for k, v in a.state_dict().items():
         assert b.state_dict()[k].dtype == v.dtype  # loaded back as float32 parameters
         torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-3, atol=1e-4)
