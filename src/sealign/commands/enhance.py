@@ -14,8 +14,8 @@ Sampling settings (--temperature, enhance.top_k / top_p), the pre-processing (--
 the post-processing (--fuse) not given here come from the policy folder's sampling.json.
 --dereverb wpe dereverberates each chunk of the input (weighted prediction error) before the
 model sees it. --fuse mask writes the (dereverberated) input masked by the output instead of
-the output (the shipped models do so by default; --fuse none writes the model's own output);
---remix W then mixes a share W of the input back in.
+the output. The shipped AR and MGM do both by default; --fuse none --dereverb none writes the
+model's own output for the noisy input. --remix W then mixes a share W of the input back in.
 
 examples:
   sealign enhance --model runs/sft --input data/test.jsonl --output runs/enh

@@ -9,8 +9,9 @@ linear prediction", IEEE TASLP 2010; Yoshioka & Nakatani 2012):
     λ(t) = |X(t)|²,   G = (Σ_t ỹ(t) ỹ(t)ᴴ / λ(t))⁻¹ Σ_t ỹ(t) Y(t)* / λ(t),   X(t) = Y(t) − Gᴴ ỹ(t)
 
 with ỹ(t) the stacked delayed frames. It needs no training and keeps the direct sound and
-early reflections (the ``delay`` guard), which is why a recognizer reads its output better
-than the reverberant input. ``nara_wpe`` is the reference implementation the tests compare to.
+early reflections (the ``delay`` guard). With one microphone it removes only part of the late
+reverberation (about 1 dB on simulated rooms; `docs/demo_checkpoint.md` measures what it does
+for the shipped models). ``nara_wpe`` is the reference implementation the tests compare to.
 """
 
 from __future__ import annotations
