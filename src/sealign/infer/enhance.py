@@ -329,9 +329,9 @@ def enhance_files(
     given ``seed`` and ``batch_size``. ``sample_options`` go to ``policy.sample`` (e.g. AR
     ``top_k`` / ``top_p``). ``dereverb="wpe"`` dereverberates each chunk before the model
     sees it (:mod:`sealign.infer.dereverb`), and what follows uses that chunk as the input.
-    ``fuse="mask"`` writes the input masked by the output (:func:`~sealign.infer.fusion.
-    mask_fusion`, smoothed over ``fuse_smooth`` = (Hz, ms)); then ``remix`` > 0 writes
-    ``(1 - remix) * out + remix * noisy`` (:func:`remix_noisy`).
+    ``fuse="mask"`` writes the input masked by the output
+    (:func:`~sealign.infer.fusion.mask_fusion`, smoothed over ``fuse_smooth`` = (Hz, ms));
+    then ``remix`` > 0 writes ``(1 - remix) * out + remix * noisy`` (:func:`remix_noisy`).
     """
     if dereverb not in DEREVERBS:
         raise ValueError(f"dereverb must be one of {DEREVERBS}, got {dereverb!r}")
