@@ -253,6 +253,30 @@ def test_compression_ratio_flags_repetition_loops():
     assert compression_ratio("") == 0.0
 
 
+def test_a_sentence_read_twice_is_decoded_again_with_the_30s_window(monkeypatch):
+    from sealign.metrics.asr import _MAX_FRAMES, WhisperASR, compression_ratio, repeats_words
+
+    twice = "Max and Beatrice worry that I am going to dust. Max and Beatrice worry that I am"
+    assert compression_ratio(twice) < 1.8 and repeats_words(twice, 4)
+    assert not repeats_words("I think that I think that the cat sat on the mat.", 4)
+    assert not repeats_words("no no no no no", 4)  # overlapping runs are not a repeat
+
+    asr = WhisperASR()
+    asr._fw = object()  # nothing is loaded: _decode is replaced below
+    calls = []
+
+    def decode(wavs, frames):
+        calls.append(frames)
+        return ["Max and Beatrice worry." if frames == _MAX_FRAMES else twice for _ in wavs]
+
+    monkeypatch.setattr(asr, "_decode", decode)
+    clip = np.zeros(16000, np.float32)
+    assert asr.transcribe([clip], 16000) == ["Max and Beatrice worry."]
+    assert calls[-1] == _MAX_FRAMES and len(calls) == 2
+    asr.fallback_repeat_words = None  # off: the looping transcript stands
+    assert asr.transcribe([clip], 16000) == [twice]
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokenizer repair and the text likelihood
 

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import math
+import re
 import threading
 import zlib
 from abc import ABC, abstractmethod
@@ -66,6 +67,20 @@ def compression_ratio(text: str) -> float:
     sentences score about 1.0-1.4, a sentence repeated three times about 2.3)."""
     b = text.encode("utf-8")
     return len(b) / len(zlib.compress(b)) if b else 0.0
+
+
+def repeats_words(text: str, n: int) -> bool:
+    """True when some run of ``n`` words occurs twice in ``text`` without overlapping (case and
+    punctuation ignored): a sentence Whisper read twice, too short a loop for
+    :func:`compression_ratio` to flag."""
+    words = re.findall(r"[\w']+", text.lower())
+    first: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        key = tuple(words[i : i + n])
+        if key in first and i - first[key] >= n:
+            return True
+        first.setdefault(key, i)
+    return False
 
 
 def resolve_whisper_model(model: str | None) -> tuple[str, str]:
@@ -170,7 +185,10 @@ class WhisperASR(ASR):
     was seen to stop after the first word, as if the speech were cut off at the window's end.
     ``benchmarks/whisper_padding.py`` checks on synthetic speech (clean and noisy) that the short
     path does not raise WER over 30-s padding. Clips of equal padded length are encoded and
-    decoded as one batch.
+    decoded as one batch. On enhanced speech the short window sometimes makes Whisper read a
+    sentence twice; a transcript that loops (compression ratio above
+    ``fallback_compression_ratio``, or a run of ``fallback_repeat_words`` words occurring twice)
+    is decoded again with the 30-s window.
 
     Clips longer than 30 s (minus the tail) go through faster-whisper's sequential long-form
     transcription instead.
@@ -195,6 +213,7 @@ class WhisperASR(ASR):
         batch_size: int = 8,
         max_tokens_per_s: float | None = 15.0,
         fallback_compression_ratio: float | None = 1.8,
+        fallback_repeat_words: int | None = 4,
     ) -> None:
         if beam_size < 1:
             raise ValueError("beam_size must be >= 1 (1 = greedy)")
@@ -213,6 +232,7 @@ class WhisperASR(ASR):
         self.batch_size = max(1, int(batch_size))
         self.max_tokens_per_s = max_tokens_per_s
         self.fallback_compression_ratio = fallback_compression_ratio
+        self.fallback_repeat_words = fallback_repeat_words
         self.name = whisper_label(model)
         self._fw: Any = None
         self._tokenizer: Any = None
@@ -241,6 +261,7 @@ class WhisperASR(ASR):
         if not self.pad_to_30s:
             s.update(tail_s=self.tail_s, bucket_s=self.bucket_s)
             s.update(fallback_compression_ratio=self.fallback_compression_ratio)
+            s.update(fallback_repeat_words=self.fallback_repeat_words)
         return s
 
     # -- loading -------------------------------------------------------------------------------
@@ -299,20 +320,23 @@ class WhisperASR(ASR):
                 texts = self._decode([audio[k] for k in chunk], frames)
                 for k, t in zip(chunk, texts, strict=True):
                     out[k] = t
-        if not self.pad_to_30s and self.fallback_compression_ratio is not None:
-            # Whisper's own hallucination test: a transcript that compresses too well is a
-            # repetition loop. Those clips (rare) are decoded again with the standard 30-s window.
-            redo = [
-                k
-                for k, t in enumerate(out)
-                if audio[k].size <= limit and compression_ratio(t) > self.fallback_compression_ratio
-            ]
+        if not self.pad_to_30s:
+            # Whisper's own hallucination test (a transcript that compresses too well), and a
+            # run of words read twice: repetition loops, which the short window invites. Those
+            # clips are decoded again with the standard 30-s window.
+            redo = [k for k, t in enumerate(out) if audio[k].size <= limit and self._loops(t)]
             for start in range(0, len(redo), self.batch_size):
                 chunk = redo[start : start + self.batch_size]
                 texts = self._decode([audio[k] for k in chunk], _MAX_FRAMES)
                 for k, t in zip(chunk, texts, strict=True):
                     out[k] = t
         return out
+
+    def _loops(self, text: str) -> bool:
+        ratio, n = self.fallback_compression_ratio, self.fallback_repeat_words
+        return (ratio is not None and compression_ratio(text) > ratio) or (
+            n is not None and repeats_words(text, n)
+        )
 
     def encode(self, wavs: list[np.ndarray], sr: int) -> list[np.ndarray]:
         """Encoder output frames ``(n, d_model)`` covering each clip's real audio (20 ms per frame).
