@@ -19,7 +19,7 @@ model's own output for the noisy input. --remix W then mixes a share W of the in
 
 examples:
   sealign enhance --model runs/sft --input data/test.jsonl --output runs/enh
-  sealign enhance --model runs/sft --input recordings/ --output out --samples 4 \
+  sealign enhance --model runs/sft --input recordings/ --output out --samples 4 \\
       --best-of dnsmos_ovrl,distillmos,asr_confidence
   sealign enhance --model runs/sft/checkpoints/step_00002000 --input recordings/ --output out \\
       --chunk-seconds 8 --overlap-seconds 0.5 enhance.temperature=0.5

@@ -23,9 +23,9 @@ examples:
   sealign eval --model runs/sft --manifest data/test.jsonl --output runs/eval
   sealign eval --model runs/sft --model runs/gspo --name sft --name gspo \\
       --manifest data/test.jsonl --output runs/eval2 --metrics dnsmos,pesq_wb,wer
-  sealign eval --model runs/sft --model runs/gspo --samples 4 baseline=sft \
+  sealign eval --model runs/sft --model runs/gspo --samples 4 baseline=sft \\
       --manifest data/test.jsonl --output runs/eval3
-  sealign eval --model runs/fm --sweep temperature=0.1,0.3,0.7 baseline=fm_temperature0.1 \
+  sealign eval --model runs/fm --sweep temperature=0.1,0.3,0.7 baseline=fm_temperature0.1 \\
       --manifest data/valid.jsonl --output runs/eval_t
 """
 
