@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from sealign import __version__
@@ -62,9 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# a dotted config override, e.g. optim.lr=1e-5 or 'reward.components=[...]'
+_OVERRIDE = re.compile(r"[A-Za-z_][\w.-]*=")
+
+
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """``parser.parse_args``, but KEY=VALUE overrides may sit anywhere among the options.
+
+    argparse fills a ``nargs="*"`` positional from one run of tokens only, so overrides on both
+    sides of an option (``--config c.yaml a=1 --output o b=2``) would be rejected; the later runs
+    are appended in command-line order."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or not all(_OVERRIDE.match(t) for t in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
