@@ -2,9 +2,12 @@
 
 The held-out set is enhanced with fixed seeds (the same draws at every evaluation) and scored on
 every metric of the evaluation set, including metrics that are not in the reward. A metric
-*not* in the reward whose paired difference to the first evaluation (step 0, the base model)
-has its whole bootstrap 95% CI on the bad side of zero raises the alarm: the policy is probably
-gaming the rewarded metrics at the expense of what they do not see.
+*not* in the reward that got significantly worse than at the first evaluation (step 0, the base
+model) raises the alarm: the policy is probably gaming the rewarded metrics at the expense of
+what they do not see. "Significantly": a one-sided paired t-test per metric, utterances paired
+by id, with Holm's correction across the metrics at a family-wise level of 5%, so that a policy
+that changed nothing those metrics see raises a false alarm at most 5% of the time however many
+metrics are watched (`benchmarks/hacking_alarm.py` measures it).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 
 from sealign.audio.io import write_audio
 from sealign.eval.score import column_name, score_records, summarize_records
-from sealign.eval.stats import paired_bootstrap_diff
+from sealign.eval.stats import mean_ci
 from sealign.infer.fusion import fuse_outputs
 from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import Policy
@@ -58,11 +62,25 @@ def enhance_examples(
 class Alarm:
     column: str
     diff: float
-    low: float
+    low: float  # 95% t-interval of the mean paired difference
     high: float
+    p: float  # Holm-adjusted one-sided p-value
 
     def __str__(self) -> str:
-        return f"{self.column} changed by {self.diff:+.3f} (95% CI [{self.low:+.3f}, {self.high:+.3f}])"
+        return (
+            f"{self.column} changed by {self.diff:+.3f} "
+            f"(95% CI [{self.low:+.3f}, {self.high:+.3f}], Holm-adjusted p = {self.p:.3g})"
+        )
+
+
+def _p_worse(d: np.ndarray, higher_is_better: bool) -> float:
+    """One-sided paired t-test p-value for "the mean of ``d`` is on the bad side of zero"."""
+    if not higher_is_better:
+        d = -d
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0.0:
+        return 0.0 if mean < 0 else 1.0
+    return float(stats.t.cdf(mean / (sd / np.sqrt(d.size)), d.size - 1))
 
 
 def hacking_alarms(
@@ -70,27 +88,35 @@ def hacking_alarms(
     current: list[dict[str, Any]],
     higher_is_better: dict[str, bool],
     rewarded: set[str],
-    n_boot: int = 1000,
-    seed: int = 0,
+    alpha: float = 0.05,
 ) -> list[Alarm]:
-    """Non-rewarded columns that got significantly worse than ``baseline`` (paired by id)."""
+    """Non-rewarded columns significantly worse than ``baseline`` (paired by id): one-sided
+    paired t-tests, Holm–Bonferroni across the tested columns at family-wise level ``alpha``."""
     base = {r["id"]: r["scores"] for r in baseline}
-    alarms = []
+    tested: list[tuple[str, np.ndarray, float]] = []
     for col, hib in higher_is_better.items():
         if col in rewarded:
             continue
-        pairs = [
-            (base[r["id"]][col], r["scores"][col])
-            for r in current
-            if r["id"] in base and col in base[r["id"]] and col in r["scores"]
-        ]
-        if len(pairs) < 2:
-            continue
-        a, b = (np.array(x) for x in zip(*pairs, strict=True))
-        ci = paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
-        worse = ci.high < 0 if hib else ci.low > 0
-        if worse:
-            alarms.append(Alarm(col, ci.mean, ci.low, ci.high))
+        d = np.array(
+            [
+                r["scores"][col] - base[r["id"]][col]
+                for r in current
+                if r["id"] in base and col in base[r["id"]] and col in r["scores"]
+            ],
+            dtype=np.float64,
+        )
+        d = d[np.isfinite(d)]
+        if d.size >= 2:
+            tested.append((col, d, _p_worse(d, hib)))
+    alarms = []
+    m = len(tested)
+    adjusted = 0.0
+    for k, (col, d, p) in enumerate(sorted(tested, key=lambda x: x[2])):
+        adjusted = max(adjusted, min(1.0, (m - k) * p))  # Holm's step-down adjustment
+        if adjusted > alpha:
+            break
+        ci = mean_ci(d)
+        alarms.append(Alarm(col, ci.mean, ci.low, ci.high, adjusted))
     return alarms
 
 
