@@ -6,7 +6,7 @@ every metric of the evaluation set, including metrics that are not in the reward
 model) raises the alarm: the policy is probably gaming the rewarded metrics at the expense of
 what they do not see. "Significantly": a one-sided paired t-test per metric, utterances paired
 by id, with Holm's correction across the metrics at a family-wise level of 5%, so that a policy
-that changed nothing those metrics see raises a false alarm at most 5% of the time however many
+that changed nothing those metrics see raises a false alarm about 5% of the time however many
 metrics are watched (`benchmarks/hacking_alarm.py` measures it).
 """
 
