@@ -24,6 +24,7 @@ from sealign.commands import (
 )
 from sealign.commands import eval as eval_cmd
 from sealign.metrics.base import MetricUnavailable
+from sealign.plugins import load_plugins
 from sealign.utils.logging import setup_console_logging
 
 COMMANDS = {
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_console_logging(args.log_level)
     try:
+        load_plugins()
         return int(args.func(args) or 0)
     except (ValueError, MetricUnavailable, FileNotFoundError) as err:
         # Config, manifest, audio and metric-availability errors carry a message meant for users.

@@ -1,5 +1,6 @@
 """Audio codecs: the :class:`Codec` contract, the built-in WORLD codec and neural-codec adapters
-(:mod:`sealign.codecs.neural`). Build any of them from a spec string with :func:`load_codec`."""
+(:mod:`sealign.codecs.neural`). Build any of them from a spec string with :func:`load_codec`;
+add your own kind with :func:`register_codec`."""
 
 from sealign.codecs.base import (
     Codec,
@@ -7,7 +8,9 @@ from sealign.codecs.base import (
     CodecUnavailable,
     LatentCodec,
     codebook_sizes,
+    codec_kinds,
     load_codec,
+    register_codec,
 )
 from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 
@@ -19,6 +22,8 @@ __all__ = [
     "WorldCodec",
     "WorldCodecConfig",
     "codebook_sizes",
+    "codec_kinds",
     "load_codec",
+    "register_codec",
     "train_world_codec",
 ]

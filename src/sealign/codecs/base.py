@@ -10,12 +10,13 @@ Codecs with a continuous representation also implement :class:`LatentCodec`
 
 :func:`load_codec` builds a codec from a spec string such as ``"world:runs/codec"``,
 ``"world:runs/codec?layout=mgm"``, ``"encodec:path/or/hub-id?bandwidth=6.0"`` or
-``"dac:path/to/weights"``.
+``"dac:path/to/weights"``; :func:`register_codec` adds kinds of your own.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -190,17 +191,63 @@ _KINDS = {
     "dac": "sealign.codecs.neural:DacCodec",
     "mel_vocoder": "sealign.codecs.vocoder:MelVocoderCodec",
 }
+_USER_KINDS: dict[str, type] = {}
+
+
+def register_codec(kind: str, cls: type) -> None:
+    """Make ``kind:<location>`` specs build ``cls.load(location, **options)`` (a user codec).
+
+    ``cls`` implements :class:`Codec` and a classmethod ``load(location, **options)`` that
+    rebuilds what ``save(directory)`` wrote; policies saved with it then record ``kind`` and
+    load again in any process that registered it (see :mod:`sealign.plugins`)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", kind):
+        raise ValueError(f"codec kind {kind!r} must be lowercase letters, digits or _")
+    if kind in _KINDS or kind in _USER_KINDS:
+        raise ValueError(f"codec kind {kind!r} is already registered")
+    if not callable(getattr(cls, "load", None)):
+        raise ValueError(f"{cls.__name__} needs a classmethod load(location, **options)")
+    _USER_KINDS[kind] = cls
+
+
+def codec_kinds() -> list[str]:
+    """Every kind :func:`load_codec` accepts: the built-in ones, then registered ones."""
+    return [*_KINDS, *_USER_KINDS]
+
+
+def codec_class(kind: str) -> type:
+    """The class behind codec ``kind``; :class:`ValueError` for an unknown kind."""
+    if kind in _USER_KINDS:
+        return _USER_KINDS[kind]
+    if kind not in _KINDS:
+        raise ValueError(
+            f"unknown codec kind {kind!r}; known: {', '.join(codec_kinds())} "
+            "(register your own with sealign.codecs.register_codec, see sealign.plugins)"
+        )
+    module, cls = _KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def kind_of(codec: Codec) -> str | None:
+    """The registered kind of ``codec``'s class, or None."""
+    target = f"{type(codec).__module__}:{type(codec).__qualname__}"
+    for kind, where in _KINDS.items():
+        if where == target:
+            return kind
+    for kind, cls in _USER_KINDS.items():
+        if type(codec) is cls:
+            return kind
+    return None
 
 
 def load_codec(spec: str, **options: Any) -> Codec:
     """Build a codec from ``spec`` (``world:<dir>``, ``encodec:<path-or-hub-id>``,
-    ``dac:<weights-path>``); ``?key=value`` options in the spec and keyword ``options`` are passed
-    to the codec's ``load`` (keywords win)."""
+    ``dac:<weights-path>``, or a registered kind); ``?key=value`` options in the spec and keyword
+    ``options`` are passed to the codec's ``load`` (keywords win)."""
     kind, location, opts = parse_spec(spec)
-    if kind not in _KINDS:
-        raise ValueError(f"unknown codec kind {kind!r} in {spec!r}; known: {', '.join(_KINDS)}")
+    try:
+        factory = codec_class(kind)
+    except ValueError as err:
+        raise ValueError(f"codec spec {spec!r}: {err}") from None
     if not location:
         raise ValueError(f"codec spec {spec!r} has no location after '{kind}:'")
-    module, cls = _KINDS[kind].split(":")
-    factory = getattr(importlib.import_module(module), cls)
     return factory.load(location, **{**opts, **options})

@@ -76,13 +76,23 @@ def export_policy(
         raise ValueError(f"output exists: {dst}")
     settings = {**checkpoint_sampling(src), **(sampling or {})}
     EnhanceConfig(**settings)  # the settings' own checks, before any work
+    # the policy's weight files: a custom policy may name them as it likes (the codec's arrays
+    # live in a subfolder and are left as they are)
+    weights = sorted(p.name for p in src.glob("*.safetensors"))
+    if not weights:
+        raise ValueError(f"{src}: no *.safetensors weights file to cast (expected {WEIGHTS_FILE})")
     original = load_policy(src)
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
-    cast_weights(tmp / WEIGHTS_FILE, dtype)
-    (tmp / SAMPLING_FILE).unlink(missing_ok=True)
-    write_sampling(tmp, settings)
+    try:
+        for name in weights:
+            cast_weights(tmp / name, dtype)
+        (tmp / SAMPLING_FILE).unlink(missing_ok=True)
+        write_sampling(tmp, settings)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     tmp.rename(dst)
     exported = load_policy(dst).state_dict()  # type: ignore[attr-defined]
     diffs = [

@@ -20,6 +20,7 @@ from sealign.eval.stats import mean_ci
 from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
 from sealign.metrics.cache import ScoreCache, score_with_cache
 from sealign.metrics.registry import build_metric, metric_info, metric_names
+from sealign.utils.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class ScoreConfig:
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: int = 2
     batch_size: int = 8
-    cache: str | None = "~/.cache/sealign/scores.sqlite"
+    # score cache (SQLite); None or "" turns it off
+    cache: str | None = field(default_factory=lambda: str(cache_root() / "scores.sqlite"))
     min_duration: float = 0.1
     max_duration: float = 600.0
 

@@ -104,10 +104,23 @@ class MetricUnavailable(RuntimeError):
     to provide it."""
 
 
+_INFO_ONLY = ("needs_reference", "needs_text", "needs_speaker_ref", "higher_is_better", "outputs")
+
+
 class Metric:
     """Base class of all metrics. Subclasses set ``info`` and implement ``_score``."""
 
     info: MetricInfo
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # an easy mistake that would otherwise be ignored: the runner reads these from `info`
+        misplaced = [k for k in _INFO_ONLY if k in cls.__dict__]
+        if misplaced:
+            raise TypeError(
+                f"{cls.__name__}: declare {', '.join(misplaced)} as MetricInfo fields "
+                f"(info = MetricInfo(..., {misplaced[0]}=True)), not as class attributes"
+            )
 
     def __init__(self, num_threads: int = 2) -> None:
         self.num_threads = num_threads

@@ -67,18 +67,20 @@ def write_sampling(directory: str | Path, settings: dict[str, Any] | None) -> No
 
 
 def codec_kind(codec: Codec) -> tuple[str, dict[str, Any]]:
-    """The :func:`load_codec` kind of a built-in codec object, and options to restore it."""
+    """The :func:`load_codec` kind of a built-in or registered codec object, and options to
+    restore it."""
     from sealign.codecs import base
 
-    target = f"{type(codec).__module__}:{type(codec).__qualname__}"
-    for kind, where in base._KINDS.items():
-        if where == target:
-            layout = getattr(codec, "layout", None)
-            return kind, ({"layout": layout} if layout is not None else {})
-    raise ValueError(
-        f"{type(codec).__name__} is not a built-in codec kind ({', '.join(base._KINDS)}); "
-        "pass codec_spec=... to the policy so the checkpoint can refer to it"
-    )
+    kind = base.kind_of(codec)
+    if kind is None:
+        raise ValueError(
+            f"{type(codec).__name__} is not a registered codec kind "
+            f"({', '.join(base.codec_kinds())}); "
+            "register it with sealign.codecs.register_codec (see sealign.plugins), or pass "
+            "codec_spec=... to the policy so the checkpoint can refer to it"
+        )
+    layout = getattr(codec, "layout", None)
+    return kind, ({"layout": layout} if layout is not None else {})
 
 
 def save_policy_dir(

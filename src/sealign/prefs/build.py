@@ -33,7 +33,7 @@ from sealign.data.manifest import read_manifest
 from sealign.eval.score import column_name
 from sealign.metrics.base import Metric, MetricUnavailable, Utterance
 from sealign.metrics.cache import ScoreCache, score_with_cache
-from sealign.models.policy import Policy, Targets
+from sealign.models.policy import Policy, Targets, check_sample_options
 from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_message
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
@@ -166,6 +166,7 @@ def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric
         log.info(
             "resuming: %d inputs done, %d to go", len(done & {e.id for e in entries}), len(todo)
         )
+    check_sample_options(policy, cfg.sample_options, "sample_options")
     limits = AudioLimits(max_duration=cfg.max_seconds)
     sr = policy.sample_rate
     cache = ScoreCache(cfg.cache) if cfg.cache else None

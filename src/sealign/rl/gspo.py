@@ -480,6 +480,9 @@ def train_gspo(
             f"the input's time axis (the ar family); a {policy.family} policy's do not"
         )
     check_sample_options(policy, cfg.sampling.extra, "sampling.extra")
+    # rollouts always pass top_k and top_p: a sampler without them fails here, not mid-run
+    filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
+    check_sample_options(policy, filters, "sampling.top_k / top_p (every rollout passes them)")
     ref: Policy | None = None
     if cfg.beta > 0:
         ref_src = cfg.reference_model or cfg.model.init_from
