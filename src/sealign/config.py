@@ -110,7 +110,7 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{prefix or 'config'}: {err}") from err
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from err
     return obj
 
 
@@ -141,7 +141,11 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         k = k.strip()
         if not k:
             raise ConfigError(f"override {o!r} has an empty key")
-        out.append((k, yaml.safe_load(v) if v.strip() else ""))
+        try:
+            out.append((k, yaml.safe_load(v) if v.strip() else ""))
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0]
+            raise ConfigError(f"{k}: {v!r} is not a valid YAML value ({first})") from None
     return out
 
 
@@ -198,4 +202,23 @@ def from_dict_strict(cls: type[T], d: dict[str, Any], what: str) -> T:
     unknown = sorted(set(d) - known)
     if unknown:
         raise ValueError(f"unknown {what} config keys: {', '.join(unknown)}")
-    return cls(**d)
+    # plain scalar fields are type-checked here, so a damaged or hand-edited config.json names
+    # the key instead of failing inside the class's own checks
+    hints = typing.get_type_hints(cls)
+    scalars = (int, float, bool, str)
+    d = {
+        k: _coerce(v, hints[k], f"{what} config: {k}") if _scalar_hint(hints[k], scalars) else v
+        for k, v in d.items()
+    }
+    try:
+        return cls(**d)
+    except TypeError as err:
+        raise ValueError(f"{what} config: {err}") from err
+
+
+def _scalar_hint(tp: Any, scalars: tuple[type, ...]) -> bool:
+    """True for ``int``, ``float``, ``bool``, ``str`` and their ``| None`` forms."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return len(args) == 1 and args[0] in scalars
+    return tp in scalars

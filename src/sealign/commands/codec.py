@@ -17,7 +17,14 @@ import time
 from dataclasses import dataclass, field
 
 from sealign.codecs.world import WorldCodecConfig
-from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    flag,
+    flags_of,
+    log,
+    prepare_run_dir,
+    resolve_config,
+)
 
 HELP = "train the built-in WORLD codec"
 
@@ -58,13 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from sealign.codecs.train_cli import espeak_corpus
     from sealign.codecs.world import train_world_codec
 
-    extra = [
-        f"{k}={getattr(args, k)}"
-        for k in ("output", "manifest", "espeak")
-        if getattr(args, k) is not None
-    ]
+    extra = flags_of(args, ("output", "manifest", "espeak"))
     if args.seed is not None:
-        extra.append(f"world.seed={args.seed}")
+        extra.append(flag("world.seed", args.seed))
     cfg = resolve_config(CodecTrainConfig, args, extra)
     prepare_run_dir(cfg.output, cfg)
     progress = not args.no_progress

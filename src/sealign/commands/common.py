@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +48,26 @@ def run_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def flag(key: str, value: Any) -> str:
+    """A ``KEY=VALUE`` override that the config parser reads back as exactly ``value``.
+
+    Overrides are YAML, so a raw path such as ``runs/a #2``, ``yes`` or ``[x`` would be cut,
+    turned into a boolean or rejected; JSON (strings, numbers, booleans, lists) is YAML too."""
+    return f"{key}={json.dumps(value)}"
+
+
+def flags_of(
+    args: argparse.Namespace, names: list[str] | tuple[str, ...], prefix: str = ""
+) -> list[str]:
+    """:func:`flag` overrides ``<prefix><name>`` for each of ``args``' ``names`` that is set."""
+    return [flag(prefix + n, getattr(args, n)) for n in names if getattr(args, n, None) is not None]
+
+
+def split_list(value: str) -> list[str]:
+    """``"a, b,c"`` → ``["a", "b", "c"]`` (comma-separated command-line lists)."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 def resolve_config(cls: type[T], args: argparse.Namespace, extra: list[str] | None = None) -> T:
     """Defaults ← --config ← explicit flags (``extra``) ← positional overrides; printed to the log."""
     cfg = load_config(cls, args.config, [*(extra or []), *args.overrides])
@@ -66,11 +87,14 @@ def reuse_run_config(args: argparse.Namespace, when: bool) -> None:
 
 def resolve_flags(cls: type[T], args: argparse.Namespace, flags: dict[str, Any]) -> T:
     """:func:`resolve_config` with explicit flags given as ``{dotted key: value or None}``."""
-    return resolve_config(cls, args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+    return resolve_config(cls, args, [flag(k, v) for k, v in flags.items() if v is not None])
 
 
 def prepare_run_dir(path: str | Path, cfg: Any) -> Path:
+    """Create the output folder ``path`` (an existing file there is an error) and save ``cfg``."""
     out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sealign.commands import data_synth
 from sealign.commands.common import (
     add_config_arguments,
+    flags_of,
     log,
     log_run_scalars,
     prepare_run_dir,
@@ -75,13 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data_synth.add_parsers(sub)
 
 
-def _flags(args: argparse.Namespace, names: list[str]) -> list[str]:
-    return [f"{n}={getattr(args, n)}" for n in names if getattr(args, n, None) is not None]
-
-
 def _run_degrade(args: argparse.Namespace) -> int:
     cfg = resolve_config(
-        DegradeConfig, args, _flags(args, ["manifest", "output", "seed", "workers"])
+        DegradeConfig, args, flags_of(args, ["manifest", "output", "seed", "workers"])
     )
     out = prepare_run_dir(cfg.output, cfg)
     rep = degrade_manifest(cfg.manifest, out, cfg.degradation, seed=cfg.seed, workers=cfg.workers)

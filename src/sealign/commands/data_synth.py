@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sealign.commands.common import (
     add_config_arguments,
+    flag,
     log,
     log_run_scalars,
     prepare_run_dir,
@@ -189,9 +190,9 @@ def hash_split(split: str) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     extra = list(PRESETS[args.preset])
     if args.output:
-        extra.append(f"output={args.output}")
+        extra.append(flag("output", args.output))
     if args.workers:
-        extra.append(f"synth.workers={args.workers}")
+        extra.append(flag("synth.workers", args.workers))
     cfg = resolve_config(DataDemoConfig, args, extra)
     prepare_run_dir(cfg.output, cfg)
     manifests = build_demo_corpus(cfg)

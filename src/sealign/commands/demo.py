@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sealign.audio.io import load_audio
-from sealign.commands.common import add_config_arguments, log, log_run_scalars, resolve_config
+from sealign.commands.common import add_config_arguments, flag, log, log_run_scalars, resolve_config
 from sealign.config import save_config
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import (
@@ -141,7 +141,9 @@ def ensure_demo_data(root: str | Path, workers: int = 2) -> dict[str, Path]:
 
     log.info("demo corpus not found in %s: building it (a few minutes, once)", root)
     cfg = load_config(
-        DataDemoConfig, None, [*PRESETS["demo"], f"output={root}", f"synth.workers={workers}"]
+        DataDemoConfig,
+        None,
+        [*PRESETS["demo"], flag("output", str(root)), flag("synth.workers", workers)],
     )
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root / "config.yaml")
@@ -179,9 +181,9 @@ REWARD_INFO = MetricInfo(
 
 
 def run(args: argparse.Namespace) -> int:
-    extra = [f"output={args.output}"] if args.output else []
+    extra = [flag("output", args.output)] if args.output else []
     if args.minutes is not None:
-        extra.append(f"gspo.max_minutes={args.minutes}")
+        extra.append(flag("gspo.max_minutes", args.minutes))
     cfg = resolve_config(DemoConfig, args, extra)
     t_start = time.perf_counter()
     out = Path(cfg.output)

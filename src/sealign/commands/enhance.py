@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    flag,
+    flags_of,
+    log,
+    prepare_run_dir,
+    resolve_config,
+    split_list,
+)
 from sealign.infer.dereverb import DEREVERBS
 from sealign.infer.enhance import EnhanceConfig, enhance_files, resolve_inputs
 from sealign.infer.fusion import FUSIONS
@@ -106,7 +114,7 @@ def enhance_flags(args: argparse.Namespace) -> list[str]:
     names = ["batch_size", "chunk_seconds", "overlap_seconds", "temperature", "remix", "fuse"]
     names += ["dereverb", "seed"]
     names += ["device", "threads"]
-    return [f"enhance.{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None]
+    return flags_of(args, names, prefix="enhance.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -156,11 +164,9 @@ def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    flags = [f"{k}={getattr(args, k)}" for k in ("model", "input", "output") if getattr(args, k)]
-    if args.samples is not None:
-        flags.append(f"samples={args.samples}")
+    flags = flags_of(args, ("model", "input", "output", "samples"))
     if args.best_of:
-        flags.append(f"best_of=[{args.best_of}]")
+        flags.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EnhanceRunConfig, args, [*flags, *enhance_flags(args)])
     cfg.check()
     entries = resolve_inputs(cfg.input)

@@ -39,7 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sealign.commands.common import add_config_arguments, log, prepare_run_dir, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    flag,
+    flags_of,
+    log,
+    prepare_run_dir,
+    resolve_config,
+    split_list,
+)
 from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model, model_settings
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import (
@@ -166,23 +174,19 @@ def model_names(paths: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    extra = [f"{k}={getattr(args, k)}" for k in ("manifest", "output") if getattr(args, k)]
+    extra = flags_of(args, ("manifest", "output", "samples", "sweep"))
     if args.model:
-        extra.append("models=[" + ",".join(args.model) + "]")
+        extra.append(flag("models", args.model))
     if args.name:
-        extra.append("names=[" + ",".join(args.name) + "]")
+        extra.append(flag("names", args.name))
     if args.metrics:
-        extra.append(f"score.metrics=[{args.metrics}]")
+        extra.append(flag("score.metrics", split_list(args.metrics)))
     if args.no_cache:
         extra.append("score.cache=null")
     if args.threads:
-        extra.append(f"score.threads={args.threads}")
-    if args.samples is not None:
-        extra.append(f"samples={args.samples}")
-    if args.sweep:
-        extra.append(f"sweep='{args.sweep}'")
+        extra.append(flag("score.threads", args.threads))
     if args.best_of:
-        extra.append(f"best_of=[{args.best_of}]")
+        extra.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
     entries = read_manifest(cfg.manifest)
@@ -225,10 +229,18 @@ def run(args: argparse.Namespace) -> int:
             series.setdefault(name, []).append(system)
         del policy
         gc.collect()
+    # the clean column covers the utterances the models could enhance, as the others do
+    usable = {e.id for tag, ents in systems_entries.items() if tag != "noisy" for e in ents}
+    if not usable:
+        raise ValueError(
+            f"none of the {len(entries)} utterances of {cfg.manifest} could be enhanced "
+            "(the reasons are logged above)"
+        )
+    systems_entries["noisy"] = [e for e in entries if e.id in usable]
     clean = [
         Entry(x.id, x.reference, reference=x.reference, text=x.text, speaker_ref=x.speaker_ref)
         for x in entries
-        if x.reference
+        if x.reference and x.id in usable
     ]
     if clean:
         systems_entries["clean"] = clean

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from sealign.commands.common import add_config_arguments, prepare_run_dir, resolve_config
+from sealign.commands.common import add_config_arguments, flags_of, prepare_run_dir, resolve_config
 from sealign.models.policy import FAMILIES
 from sealign.prefs.ablation import AblationConfig, run_ablation
 
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     keys = ("family", "model", "dataset", "cross_dataset", "test", "output")
-    flags = [f"{k}={getattr(args, k)}" for k in keys if getattr(args, k)]
+    flags = flags_of(args, keys)
     cfg = resolve_config(AblationConfig, args, flags)
     cfg.check()
     prepare_run_dir(cfg.output, cfg)

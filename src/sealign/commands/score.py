@@ -16,10 +16,12 @@ import argparse
 
 from sealign.commands.common import (
     add_config_arguments,
+    flag,
     log,
     log_run_scalars,
     prepare_run_dir,
     resolve_config,
+    split_list,
 )
 from sealign.data.importers import import_parallel, import_recordings
 from sealign.data.manifest import ManifestError, from_kaldi, read_manifest
@@ -57,9 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     extra = []
     if args.metrics:
-        extra.append(f"metrics=[{args.metrics}]")
+        extra.append(flag("metrics", split_list(args.metrics)))
     if args.threads:
-        extra.append(f"threads={args.threads}")
+        extra.append(flag("threads", args.threads))
     if args.no_cache:
         extra.append("cache=null")
     cfg = resolve_config(ScoreConfig, args, extra)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,17 @@ def _finish(
 
 def _rel_key(path: Path, root: Path) -> str:
     return str(path.relative_to(root).with_suffix("")).replace(os.sep, "/")
+
+
+def file_ids(files: list[Path], root: Path) -> list[str]:
+    """An id per file: its path relative to ``root`` without the extension, or with it where two
+    files would otherwise share an id (``a.wav`` and ``a.flac``)."""
+    keys = [_rel_key(p, root) for p in files]
+    counts = Counter(keys)
+    return [
+        k if counts[k] == 1 else str(p.relative_to(root)).replace(os.sep, "/")
+        for k, p in zip(keys, files, strict=True)
+    ]
 
 
 def _sidecar_text(*paths: Path) -> str | None:
@@ -381,9 +393,10 @@ def import_recordings(
     root = _require_dir(Path(folder), "recordings")
     problems: list[ImportProblem] = []
     entries = []
-    for p in _audio_files(root, "recordings"):
+    files = list(_audio_files(root, "recordings"))
+    for p, key in zip(files, file_ids(files, root), strict=True):
         if _probe(p, sample_rate, problems) is not None:
-            entries.append(Entry(_rel_key(p, root), str(p), text=_sidecar_text(p)))
+            entries.append(Entry(key, str(p), text=_sidecar_text(p)))
     return _finish("recordings", entries, problems, strict)
 
 

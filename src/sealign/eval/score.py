@@ -18,7 +18,7 @@ from sealign.audio.io import AudioError, AudioLimits, load_audio
 from sealign.data.manifest import Entry
 from sealign.eval.stats import mean_ci
 from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
-from sealign.metrics.cache import ScoreCache, score_with_cache
+from sealign.metrics.cache import ScoreCache, open_score_cache, score_with_cache
 from sealign.metrics.registry import build_metric, metric_info, metric_names
 from sealign.utils.paths import cache_root
 
@@ -54,6 +54,13 @@ class ScoreConfig:
             raise ValueError("threads must be >= 1")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if not self.metrics:
+            raise ValueError("metrics: give at least one metric (see `sealign metrics`)")
+        if not 0 <= self.min_duration < self.max_duration:
+            raise ValueError(
+                f"need 0 <= min_duration < max_duration, got {self.min_duration} and "
+                f"{self.max_duration}"
+            )
         unknown = [m for m in self.metrics if m not in metric_names()]
         if unknown:
             raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(metric_names())}")
@@ -83,13 +90,29 @@ def build_metrics(cfg: ScoreConfig) -> dict[str, Metric]:
     }
 
 
-def entry_to_utterance(e: Entry, limits: AudioLimits, sr: int = 16000) -> Utterance:
-    """Load an entry's audio. The speaker reference defaults to the clean reference, else the noisy input."""
+def entry_to_utterance(
+    e: Entry, limits: AudioLimits, sr: int = 16000
+) -> tuple[Utterance, dict[str, str]]:
+    """Load an entry's audio, and ``{side input: error}`` for a reference or speaker reference
+    that cannot be used (it is then left out, so only the metrics needing it skip the
+    utterance). The speaker reference defaults to the clean reference, else the noisy input.
+    An unusable ``audio`` raises :class:`AudioError`."""
     audio, _ = load_audio(e.audio, sr, limits)
-    ref = load_audio(e.reference, sr, limits)[0] if e.reference else None
+    problems: dict[str, str] = {}
+
+    def side(key: str, path: str | None) -> np.ndarray | None:
+        if not path:
+            return None
+        try:
+            return load_audio(path, sr, limits)[0]
+        except AudioError as err:
+            problems[key] = str(err)
+            return None
+
+    ref = side("reference", e.reference)
     spk_path = e.speaker_ref or (None if e.reference else e.noisy)
-    spk = load_audio(spk_path, sr, limits)[0] if spk_path else None
-    return Utterance(e.id, audio, sr, reference=ref, text=e.text, speaker_ref=spk)
+    spk = side("speaker_ref", spk_path)
+    return Utterance(e.id, audio, sr, reference=ref, text=e.text, speaker_ref=spk), problems
 
 
 def _done_ids(path: Path) -> set[str]:
@@ -127,7 +150,7 @@ def score_entries(
     """
     metrics = metrics if metrics is not None else build_metrics(cfg)
     limits = AudioLimits(min_duration=cfg.min_duration, max_duration=cfg.max_duration)
-    cache = ScoreCache(Path(cfg.cache).expanduser()) if cfg.cache else None
+    cache = open_score_cache(cfg.cache)
     out_file = None
     done: set[str] = set()
     if out_path is not None:
@@ -171,11 +194,16 @@ def _score_batch(
     where: list[int] = []
     for k, e in enumerate(batch):
         try:
-            utts.append(entry_to_utterance(e, limits))
-            where.append(k)
+            utt, problems = entry_to_utterance(e, limits)
         except AudioError as err:
             log.warning("skipping %s: %s", e.id, err)
             recs[k]["errors"]["audio"] = str(err)
+            continue
+        for key, msg in problems.items():
+            log.warning("%s: %s unusable, metrics that need it skip it: %s", e.id, key, msg)
+            recs[k]["errors"][key] = msg
+        utts.append(utt)
+        where.append(k)
     if not utts:
         return recs
     for name, metric in metrics.items():

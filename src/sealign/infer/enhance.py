@@ -32,6 +32,7 @@ from sealign.infer.dereverb import DEREVERBS, dereverb_input
 from sealign.infer.fusion import FUSIONS, mask_fusion
 from sealign.models.persist import SAMPLING_FILE, checkpoint_sampling
 from sealign.models.policy import Policy
+from sealign.utils.device import check_device
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class EnhanceConfig:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.fuse_smooth_hz < 0 or self.fuse_smooth_ms < 0:
             raise ValueError("fuse_smooth_hz and fuse_smooth_ms must be >= 0")
+        check_device(self.device)
 
 
 # -------------------------------------------------------------------------------- stitching
@@ -243,7 +245,9 @@ def resolve_inputs(path: str | Path) -> list[Entry]:
         files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
             raise ManifestError(f"{p}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-        return [Entry(id=str(f.relative_to(p).with_suffix("")), audio=str(f)) for f in files]
+        from sealign.data.importers import file_ids
+
+        return [Entry(id=k, audio=str(f)) for f, k in zip(files, file_ids(files, p), strict=True)]
     raise FileNotFoundError(f"{p}: input not found")
 
 

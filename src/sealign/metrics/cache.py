@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -47,6 +48,9 @@ def cache_key(metric: Metric, utt: Utterance) -> str:
     if "text" in used:
         h.update(b"\0text" + (utt.text or "").encode())
     return h.hexdigest()
+
+
+log = logging.getLogger("sealign")
 
 
 class ScoreCache:
@@ -104,3 +108,21 @@ def score_with_cache(
             results[i] = r
             cache.put(keys[i], r)
     return results  # type: ignore[return-value]
+
+
+def open_score_cache(path: str | Path | None) -> ScoreCache | None:
+    """The score cache at ``path``, or None (no path, or a cache that cannot be opened: a
+    damaged file, a folder in the way, no permission; logged, and scoring goes on uncached)."""
+    if not path:
+        return None
+    path = Path(path).expanduser()
+    try:
+        return ScoreCache(path)
+    except (sqlite3.DatabaseError, OSError) as err:
+        log.warning(
+            "score cache %s cannot be used (%s); scoring without it (delete the file, or set "
+            "another path with cache=...)",
+            path,
+            err,
+        )
+        return None

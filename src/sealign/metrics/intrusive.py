@@ -13,6 +13,30 @@ def _aligned(u: Utterance) -> tuple[np.ndarray, np.ndarray]:
     return u.audio[:n].astype(np.float64), u.reference[:n].astype(np.float64)
 
 
+class _Intrusive(Metric):
+    """A metric comparing the output with its reference sample by sample. Lengths may differ
+    by ``max_length_mismatch`` seconds (then both are cut to the shorter); a larger difference
+    means the two are not the same utterance, time-aligned, so it is skipped with the reason."""
+
+    def __init__(self, num_threads: int = 2, max_length_mismatch: float = 0.1) -> None:
+        super().__init__(num_threads)
+        if not max_length_mismatch >= 0:
+            raise ValueError(f"max_length_mismatch must be >= 0, got {max_length_mismatch}")
+        self.max_length_mismatch = float(max_length_mismatch)
+
+    def missing_requirement(self, utt: Utterance) -> str | None:
+        reason = super().missing_requirement(utt)
+        if reason is not None or utt.reference is None:
+            return reason
+        diff = abs(utt.audio.size - utt.reference.size) / utt.sample_rate
+        if diff > self.max_length_mismatch:
+            return (
+                f"output and reference lengths differ by {diff:.3f} s "
+                f"(more than max_length_mismatch {self.max_length_mismatch:g} s)"
+            )
+        return None
+
+
 def si_sdr(estimate: np.ndarray, reference: np.ndarray, eps: float = 1e-12) -> float:
     """Scale-invariant SDR in dB (Le Roux et al. 2019), both signals zero-meaned."""
     est = estimate - estimate.mean()
@@ -23,7 +47,7 @@ def si_sdr(estimate: np.ndarray, reference: np.ndarray, eps: float = 1e-12) -> f
     return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
 
 
-class PESQWideband(Metric):
+class PESQWideband(_Intrusive):
     """ITU-T P.862.2 wideband PESQ (MOS-LQO, ≈1–4.64) via the ``pesq`` package."""
 
     info = MetricInfo(
@@ -46,7 +70,7 @@ class PESQWideband(Metric):
         return out
 
 
-class ESTOI(Metric):
+class ESTOI(_Intrusive):
     """Extended short-time objective intelligibility (Jensen & Taal 2016) via ``pystoi``."""
 
     info = MetricInfo(
@@ -69,7 +93,7 @@ class ESTOI(Metric):
         return out
 
 
-class SISDR(Metric):
+class SISDR(_Intrusive):
     """Scale-invariant signal-to-distortion ratio in dB."""
 
     info = MetricInfo(

@@ -4,6 +4,7 @@ and a backend whose package is missing only fails when it is used."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,17 @@ def metric_class(name: str) -> Callable[..., Metric]:
 def build_metric(name: str, **options: Any) -> Metric:
     """Instantiate metric ``name`` with backend-specific ``options`` (e.g. ``num_threads``)."""
     factory = metric_class(name)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a callable without a signature: let the call decide
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(options) - set(params)) if params and not takes_any else []
+    if unknown:
+        known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        raise ValueError(
+            f"metric {name!r}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(known)}"
+        )
     try:
         return factory(**options)
     except TypeError as err:

@@ -25,10 +25,21 @@ import numpy as np
 
 from sealign.metrics.asr import ASR, build_asr
 from sealign.metrics.base import Metric, MetricInfo, Utterance
-from sealign.metrics.text_norm import NORMALIZER_VERSION, EditCounts, char_counts, word_counts
+from sealign.metrics.text_norm import (
+    NORMALIZER_VERSION,
+    EditCounts,
+    char_counts,
+    normalize_text,
+    word_counts,
+)
 
 _INF = float("inf")
 _REF_CACHE_SIZE = 512
+
+
+def _has_words(text: str | None) -> bool:
+    """True if ``text`` has a word left after normalization (not only punctuation)."""
+    return bool(text and normalize_text(text).strip())
 
 
 class _ASRErrorRate(Metric):
@@ -85,17 +96,19 @@ class _ASRErrorRate(Metric):
         self.asr.load()
 
     def missing_requirement(self, utt: Utterance) -> str | None:
-        has_text = bool(utt.text and utt.text.strip())
-        if not has_text and self.transcribe_reference_if_no_text:
+        if _has_words(utt.text):
+            return None
+        if self.transcribe_reference_if_no_text:
             return None if utt.reference is not None else "no text and no reference"
-        return super().missing_requirement(utt)
+        # an error rate against no words would count every recognized word as an error
+        return "no text" if not (utt.text and utt.text.strip()) else "text has no words"
 
     def _counts(self, ref: str, hyp: str) -> EditCounts:
         raise NotImplementedError
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, Any]]:
         sr = self.info.sample_rate
-        refs: list[str | None] = [u.text if u.text and u.text.strip() else None for u in utts]
+        refs: list[str | None] = [u.text if _has_words(u.text) else None for u in utts]
         pending: dict[str, list[int]] = {}
         ref_wavs: dict[str, np.ndarray] = {}
         for k, u in enumerate(utts):

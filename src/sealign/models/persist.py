@@ -128,7 +128,11 @@ def read_policy_dir(
         raise FileNotFoundError(
             f"{directory}: not a policy checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
         )
-    meta = json.loads(cfg_path.read_text())
+    try:
+        meta = json.loads(cfg_path.read_text())
+        entry = meta["codec"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{cfg_path}: not a valid policy config ({err!r})") from err
     if meta.get("family") != family:
         raise ValueError(f"{cfg_path}: family {meta.get('family')!r} is not {family!r}")
     if int(meta.get("format_version", 0)) > format_version:
@@ -136,13 +140,16 @@ def read_policy_dir(
             f"{cfg_path}: format version {meta['format_version']} is newer than this "
             f"sealign supports ({format_version})"
         )
-    entry = meta["codec"]
     spec = entry.get("spec")
     if spec is not None:
         codec = load_codec(spec)
     else:
         codec = load_codec(f"{entry['kind']}:{directory / entry['path']}", **entry["options"])
-    return meta["config"], codec, spec, load_file(str(w_path), device=str(map_location))
+    try:
+        weights = load_file(str(w_path), device=str(map_location))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{w_path}: cannot read the weights ({err})") from err
+    return meta["config"], codec, spec, weights
 
 
 _P = TypeVar("_P", bound="PolicyFolder")

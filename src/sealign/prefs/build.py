@@ -32,7 +32,7 @@ from sealign.audio.io import AudioLimits, load_audio, write_audio
 from sealign.data.manifest import read_manifest
 from sealign.eval.score import column_name
 from sealign.metrics.base import Metric, MetricUnavailable, Utterance
-from sealign.metrics.cache import ScoreCache, score_with_cache
+from sealign.metrics.cache import open_score_cache, score_with_cache
 from sealign.models.policy import Policy, Targets, check_sample_options
 from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_message
 from sealign.rewards.composite import auto_scale
@@ -97,6 +97,10 @@ class PrefsConfig:
             raise ValueError(f"num_candidates must be >= 2, got {self.num_candidates}")
         if self.batch_size < 1 or self.max_inputs < 0:
             raise ValueError("batch_size must be >= 1 and max_inputs >= 0")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
         known = []
         for m in self.metrics:
             if m not in metric_names():
@@ -143,8 +147,15 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def load_targets(root: str | Path, rec: dict[str, Any]) -> Targets:
     """The stored output of one candidate as unbatched :class:`Targets` (batch of 1)."""
-    with np.load(Path(root) / rec["targets"]) as z:
-        values = torch.from_numpy(z[rec["cand_id"]])
+    path = Path(root) / rec["targets"]
+    try:
+        with np.load(path) as z:  # allow_pickle stays off: these are plain arrays
+            values = torch.from_numpy(z[rec["cand_id"]])
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"{path}: cannot read candidate {rec['cand_id']!r} ({err}); delete the input's lines "
+            "from candidates.jsonl and re-run `sealign prefs` on the dataset to redo it"
+        ) from err
     axis = values.dim() - 1 if not values.is_floating_point() else 0
     frames = values.shape[axis]
     return Targets(values.unsqueeze(0), torch.ones(1, frames, dtype=torch.bool))
@@ -169,7 +180,7 @@ def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric
     check_sample_options(policy, cfg.sample_options, "sample_options")
     limits = AudioLimits(max_duration=cfg.max_seconds)
     sr = policy.sample_rate
-    cache = ScoreCache(cfg.cache) if cfg.cache else None
+    cache = open_score_cache(cfg.cache)
     module: Any = policy
     module.eval()
     path = root / "candidates.jsonl"

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, Utterance
-from sealign.metrics.cache import ScoreCache, score_with_cache
+from sealign.metrics.cache import open_score_cache, score_with_cache
 from sealign.rewards.word_credit import ReferenceAligner, WordCredit, word_hits
 from sealign.utils.threads import torch_threads
 
@@ -251,7 +251,7 @@ class CompositeReward:
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"reward.components: two components share a name {self.names}")
         self.weights = np.array([c.weight for c in cfg.components], dtype=np.float64)
-        self.cache = ScoreCache(cfg.cache) if cfg.cache else None
+        self.cache = open_score_cache(cfg.cache)
         self._pool: Any = None
         self.word_credit = cfg.word_credit
         self._aligner = (

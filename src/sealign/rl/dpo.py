@@ -57,6 +57,7 @@ from sealign.train.sft import (
     optimizer_step,
     reference_config,
 )
+from sealign.utils.device import check_device
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -122,6 +123,7 @@ class DPOConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"objective: {self.objective!r} unknown; known: {', '.join(OBJECTIVES)}"
@@ -159,6 +161,22 @@ class PairItem:
     rejected: Targets
 
 
+def read_pairs(path: Path) -> list[dict[str, Any]]:
+    """The pairs of a ``pairs/<criterion>.jsonl`` file; a damaged line is an error naming it."""
+    pairs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            p = json.loads(line)
+            if not all(isinstance(p.get(k), str) for k in ("input_id", "winner", "loser")):
+                raise ValueError("needs string input_id, winner and loser")
+        except (ValueError, AttributeError) as err:
+            raise ValueError(f"{path}:{n}: not a pair record ({err})") from None
+        pairs.append(p)
+    return pairs
+
+
 class PairData:
     """The pairs of one criterion with their inputs and stored targets."""
 
@@ -176,7 +194,20 @@ class PairData:
             pcfg = load_config(PrefsConfig, root / "config.yaml", [])
             metrics = {m: build_metric(m) for m in pcfg.metrics}
             require_pairs(pair_dataset(pcfg, metrics, cfg.criterion))
-        self.pairs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+        self.pairs = read_pairs(path)
+        missing = [
+            (p["input_id"], c)
+            for p in self.pairs
+            for c in (p["winner"], p["loser"])
+            if c != GT and (p["input_id"], c) not in self.cands
+        ]
+        if missing:
+            raise ValueError(
+                f"{path}: {len(missing)} pair members have no candidate record in "
+                f"{root / 'candidates.jsonl'} (first: {missing[0]}); the dataset is damaged: "
+                "re-run `sealign prefs` on it (it redoes inputs whose records are missing and "
+                "forms the pairs again)"
+            )
         if cfg.objective == "sft-gt":  # one item per input with a reference
             self.pairs = [
                 {"input_id": i, "winner": GT, "loser": GT}

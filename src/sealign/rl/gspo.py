@@ -70,6 +70,7 @@ from sealign.train.sft import (
     optimizer_step,
     reference_config,
 )
+from sealign.utils.device import check_device
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -147,6 +148,7 @@ class GSPOConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.loss not in LOSSES:
             raise ValueError(f"loss: {self.loss!r} unknown; known: {', '.join(LOSSES)}")
         if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):

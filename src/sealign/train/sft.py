@@ -43,6 +43,7 @@ from sealign.train.checkpoint import (
     set_rng_state,
 )
 from sealign.train.data import DataConfig, DataError, Example, PairDataset
+from sealign.utils.device import check_device
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -170,12 +171,7 @@ class SFTConfig:
         for key in ("eval_steps", "save_steps", "stop_at"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        try:
-            dev = torch.device(self.device)
-        except RuntimeError as err:
-            raise ValueError(f"device: {err}") from err
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device: {self.device!r} requested but CUDA is not available")
+        check_device(self.device)
 
     def check(self) -> None:
         """Checks that touch the file system (manifests, init checkpoint, codec spec)."""
