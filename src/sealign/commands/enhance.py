@@ -149,7 +149,7 @@ def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
 
     check_sample_options(policy, cfg.extra, "enhance.extra")
     cfg = cfg.for_checkpoint(policy_dir(path))
-    check_sample_options(policy, cfg.sample_options(), f"{path}: top_k / top_p")
+    check_sample_options(policy, cfg.sample_options(), f"{path}: top_k / top_p", False)
     log.info(
         "%s: sampling temperature %g, top_k %d, top_p %g%s",
         path,

@@ -211,11 +211,17 @@ def keep_passes(
     )
 
 
-def check_sample_options(policy: Policy, options: dict[str, Any], where: str) -> None:
+def check_sample_options(
+    policy: Policy, options: dict[str, Any], where: str, named: bool = True
+) -> None:
     """Fail, naming ``where``, if ``policy.sample`` has no parameter of one of ``options``
-    (family samplers accept and ignore unknown keywords, so a typo would pass silently)."""
+    (family samplers accept and ignore unknown keywords, so a typo would pass silently).
+    ``named=False`` also accepts options a ``**kwargs`` of ``sample`` takes (options every
+    caller passes, such as ``top_k``, that a sampler may ignore)."""
     var = inspect.Parameter.VAR_KEYWORD
     params = inspect.signature(policy.sample).parameters
+    if not named and any(p.kind is var for p in params.values()):
+        return
     unknown = sorted(k for k in options if k not in params or params[k].kind is var)
     if unknown:
         known = [k for k, p in params.items() if p.kind is not var and k != "cond"]

@@ -484,7 +484,7 @@ def train_gspo(
     check_sample_options(policy, cfg.sampling.extra, "sampling.extra")
     # rollouts always pass top_k and top_p: a sampler without them fails here, not mid-run
     filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
-    check_sample_options(policy, filters, "sampling.top_k / top_p (every rollout passes them)")
+    check_sample_options(policy, filters, "sampling.top_k / top_p (rollouts pass them)", False)
     ref: Policy | None = None
     if cfg.beta > 0:
         ref_src = cfg.reference_model or cfg.model.init_from
