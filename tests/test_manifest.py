@@ -53,7 +53,7 @@ def test_relocated_entries_read_back_from_a_relative_working_directory(tmp_path,
             ['{"id": "a", "audio": "x.wav"}', '{"id": "a", "audio": "y.wav"}'],
             r"m.jsonl:2: duplicate id",
         ),
-        (['{"id": "a", "audio": 3}'], r"m.jsonl:1: missing or empty field 'audio'"),
+        (['{"id": "a", "audio": 3}'], r"m.jsonl:1: field 'audio' must be a string, got int"),
     ],
 )
 def test_errors_carry_line_numbers(tmp_path, lines, msg):

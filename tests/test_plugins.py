@@ -153,3 +153,17 @@ def test_requirements_declared_outside_metric_info_are_refused():
         class RefRatio(Metric):  # noqa: F841 - defining it is the test
             info = MetricInfo("ref_ratio", ("r",), (True,), ((0.0, 1.0),))
             needs_reference = True
+
+
+def test_entry_point_plugins_are_imported(tmp_path, monkeypatch, clean_registries):
+    from importlib.metadata import EntryPoint
+
+    (tmp_path / "plug_ep.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(plugins.ENV_VAR, raising=False)
+    eps = [EntryPoint(name="lab", value="plug_ep", group=plugins.GROUP)]
+    monkeypatch.setattr(
+        plugins, "entry_points", lambda group: eps if group == plugins.GROUP else []
+    )
+    assert plugins.load_plugins() == ["plug_ep"]
+    assert "loudness" in metric_registry.metric_names()

@@ -51,7 +51,12 @@ def _parse_line(line: str, where: str, base: Path) -> Entry:
     if not isinstance(d, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(d).__name__}")
     for key in ("id", "audio"):
-        if not isinstance(d.get(key), str) or not d[key]:
+        if key in d and d[key] != "" and not isinstance(d[key], str):
+            raise ManifestError(
+                f"{where}: field {key!r} must be a string, got {type(d[key]).__name__} "
+                f"{d[key]!r}"
+            )
+        if not d.get(key):
             raise ManifestError(f"{where}: missing or empty field {key!r}")
     for key in PATH_FIELDS:
         v = d.get(key)
