@@ -53,8 +53,7 @@ def _parse_line(line: str, where: str, base: Path) -> Entry:
     for key in ("id", "audio"):
         if key in d and d[key] != "" and not isinstance(d[key], str):
             raise ManifestError(
-                f"{where}: field {key!r} must be a string, got {type(d[key]).__name__} "
-                f"{d[key]!r}"
+                f"{where}: field {key!r} must be a string, got {type(d[key]).__name__} {d[key]!r}"
             )
         if not d.get(key):
             raise ManifestError(f"{where}: missing or empty field {key!r}")
