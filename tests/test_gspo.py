@@ -17,9 +17,11 @@ from sealign.cli import main
 from sealign.config import load_config
 from sealign.metrics.base import Utterance
 from sealign.metrics.registry import metric_info
+from sealign.models.registry import load_policy
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages, to_reward_scale
 from sealign.rewards.composite import auto_scale
 from sealign.rl.gspo import GSPOConfig, generate_and_score, train_gspo
+from sealign.train.checkpoint import policy_dir
 from sealign.train.data import PairDataset
 from sealign.train.sft import init_policy
 
@@ -337,6 +339,21 @@ def test_resume_gives_the_same_losses(setup, tmp_path):
     for s in (3, 4):
         assert a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-9)
     assert logged(full, "reward")[4] == pytest.approx(logged(part, "reward")[4])
+
+
+def test_micro_batches_accumulate_to_the_same_update(setup, tmp_path):
+    kw = {"eval.manifests": "[]", "max_steps": 2, "steps_per_generation": 1, "beta": 0.1}
+    whole, micro = tmp_path / "whole", tmp_path / "micro"
+    assert main(["gspo", "--no-progress", *overrides(setup, whole, **kw)]) == 0
+    assert main(["gspo", "--no-progress", *overrides(setup, micro, micro_batch_size=2, **kw)]) == 0
+    for key in ("loss", "kl", "grad_norm"):
+        a, b = logged(whole, key), logged(micro, key)
+        for s in (1, 2):
+            assert a[s] == pytest.approx(b[s], rel=1e-4, abs=1e-7), key
+    wa = load_policy(policy_dir(whole)).state_dict()
+    wb = load_policy(policy_dir(micro)).state_dict()
+    for k, v in wa.items():
+        torch.testing.assert_close(v, wb[k], rtol=1e-4, atol=1e-6)
 
 
 def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):

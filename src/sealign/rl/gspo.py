@@ -64,10 +64,10 @@ from sealign.train.sft import (
     OptimConfig,
     _keep_working,
     _truncate_log,
+    finish_step,
     init_policy,
     make_optimizer,
     make_scheduler,
-    optimizer_step,
     reference_config,
 )
 from sealign.utils.device import check_device
@@ -132,6 +132,10 @@ class GSPOConfig:
     # enter each minibatch's loss, drawn at random: < 1 makes those families' updates cheaper
     # (Flow-GRPO's timestep fraction); AR policies compute every step in one pass anyway
     step_fraction: float = 1.0
+    # rollouts per forward/backward pass within a minibatch (0 = the whole minibatch at once):
+    # gradients are accumulated over the micro-batches before the one optimizer step, so the
+    # update is the same, with the activations of only this many rollouts in memory at a time
+    micro_batch_size: int = 0
     # post-processing of each decoded output before it is scored, in rollouts and held-out
     # evaluation ("mask": the output masks its noisy input, sealign.infer.fusion), so the
     # reward judges what `sealign enhance` writes with the same setting
@@ -165,6 +169,8 @@ class GSPOConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.fuse not in FUSIONS:
             raise ValueError(f"fuse must be one of {FUSIONS}, got {self.fuse!r}")
+        if self.micro_batch_size < 0:
+            raise ValueError(f"micro_batch_size must be >= 0, got {self.micro_batch_size}")
         if not 0 < self.step_fraction <= 1:
             raise ValueError(f"step_fraction must be in (0, 1], got {self.step_fraction}")
         if self.save_steps < 0 or self.max_minutes < 0 or self.save_total_limit < 1:
@@ -381,6 +387,35 @@ def generate_and_score(
     return RolloutBatch(examples, cond, rollout, group, advantages, adv.valid, stats)
 
 
+def _micro_loss(
+    policy: Policy,
+    ref: Policy | None,
+    cond: Any,
+    mb: Any,
+    advantages: torch.Tensor,
+    cfg: GSPOConfig,
+) -> Any:
+    """The policy loss (and its statistics) of the rollouts ``mb``."""
+    logp, ent = policy.step_log_probs(cond, mb)
+    ref_logp = None
+    if ref is not None:
+        with torch.no_grad():
+            ref_logp, _ = ref.step_log_probs(cond, mb)
+    return policy_loss(
+        logp,
+        mb.logp.to(logp.device),
+        advantages.to(logp.device),
+        mb.mask.to(logp.device),
+        cfg.loss,
+        cfg.epsilon_low,
+        cfg.epsilon_high,
+        ref_logp=ref_logp,
+        beta=cfg.beta,
+        entropy=ent,
+        entropy_coef=cfg.entropy_coef,
+    )
+
+
 def update(
     policy: Policy,
     ref: Policy | None,
@@ -412,29 +447,25 @@ def update(
         mb = batch.rollout.select(torch.as_tensor(rows))
         if cfg.step_fraction < 1:
             mb = keep_passes(mb, step_passes(policy, mb), cfg.step_fraction, generator)
-        logp, ent = policy.step_log_probs(batch.cond, mb)
-        ref_logp = None
-        if ref is not None:
-            with torch.no_grad():
-                ref_logp, _ = ref.step_log_probs(batch.cond, mb)
-        out = policy_loss(
-            logp,
-            mb.logp.to(logp.device),
-            adv_all[rows].to(logp.device),
-            mb.mask.to(logp.device),
-            cfg.loss,
-            cfg.epsilon_low,
-            cfg.epsilon_high,
-            ref_logp=ref_logp,
-            beta=cfg.beta,
-            entropy=ent,
-            entropy_coef=cfg.entropy_coef,
-        )
-        loss_value, grad_norm = optimizer_step(
-            out.loss, params, optimizer, scheduler, cfg.optim.max_grad_norm,
+        # the loss is a mean over sequences, so micro-batch losses weighted by their share of
+        # the rows add up to the minibatch's loss, and so do their gradients
+        size = cfg.micro_batch_size or len(rows)
+        optimizer.zero_grad(set_to_none=True)
+        loss_value, stats = 0.0, {}
+        for lo in range(0, len(rows), size):
+            part = torch.arange(lo, min(lo + size, len(rows)))
+            share = len(part) / len(rows)
+            micro = mb if size >= len(rows) else mb.select(part)
+            out = _micro_loss(policy, ref, batch.cond, micro, adv_all[rows[part.numpy()]], cfg)
+            (out.loss * share).backward()
+            loss_value += float(out.loss.detach()) * share
+            for key, v in out.stats.items():
+                stats[key] = stats.get(key, 0.0) + v * share
+        loss_value, grad_norm = finish_step(
+            loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm,
             lambda: _average_gradients(params, d),
         )  # fmt: skip
-        for key, v in {"loss": loss_value, "grad_norm": grad_norm, **out.stats}.items():
+        for key, v in {"loss": loss_value, "grad_norm": grad_norm, **stats}.items():
             sums[key] = sums.get(key, 0.0) + v / len(chunks)
     return sums
 

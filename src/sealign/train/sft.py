@@ -249,10 +249,24 @@ def optimizer_step(
     Returns ``(loss, grad_norm)``."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    return finish_step(
+        float(loss.detach()), params, optimizer, scheduler, max_grad_norm, after_backward
+    )
+
+
+def finish_step(
+    loss_value: float,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    max_grad_norm: float,
+    after_backward: Callable[[], None] | None = None,
+) -> tuple[float, float]:
+    """The rest of :func:`optimizer_step` once the gradients are in ``params`` (accumulated
+    over micro-batches by the caller): ``after_backward``, clip, AdamW step, LR schedule step."""
     if after_backward is not None:
         after_backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
-    loss_value = float(loss.detach())
     if math.isfinite(loss_value) and math.isfinite(grad_norm):
         optimizer.step()
     else:
