@@ -183,6 +183,26 @@ def test_stop_at_then_resume_with_a_shorter_schedule(corpus, tmp_path):
         load_config(SFTConfig, None, [*args, "stop_at=-1"])
 
 
+def test_gradient_accumulation_equals_the_larger_batch(corpus, tmp_path):
+    """Two batches of 2 accumulated = one batch of 4: the same examples (the stream is in
+    order), equal lengths (1-s crops), no dropout, so the same mean loss and update."""
+    kw = {"data.crop_seconds": 1.0, "max_steps": 3, "eval_steps": 0, "save_steps": 0}
+    big, acc = tmp_path / "big", tmp_path / "acc"
+    train_sft(load_config(SFTConfig, None, overrides(corpus, big, **kw, **{"data.batch_size": 4})),
+              progress=False)  # fmt: skip
+    args = overrides(corpus, acc, **kw, **{"data.batch_size": 2, "gradient_accumulation_steps": 2})
+    train_sft(load_config(SFTConfig, None, args), progress=False)
+    for key in ("train/loss", "train/grad_norm"):
+        a, b = logged(big, key), logged(acc, key)
+        assert sorted(a) == sorted(b) == [1, 2, 3]
+        for s in a:
+            assert a[s] == pytest.approx(b[s], rel=1e-4), (key, s)
+    wa = load_policy(policy_dir(big)).state_dict()
+    wb = load_policy(policy_dir(acc)).state_dict()
+    for k, v in wa.items():
+        torch.testing.assert_close(v, wb[k], rtol=1e-4, atol=1e-6)
+
+
 def _dropout_model() -> str:
     return "{dim: 32, layers: 1, heads: 2, dropout: 0.2, features: {n_mels: 20}}"
 

@@ -151,6 +151,9 @@ class SFTConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     max_steps: int = 1000
+    # batches (of data.batch_size) whose gradients are summed into each optimizer step: an
+    # effective batch of data.batch_size × this, with one batch's activations in memory
+    gradient_accumulation_steps: int = 1
     # stop (with a checkpoint) after this step, 0 = at max_steps; the lr schedule still runs to
     # max_steps, so `--resume max_steps=N` afterwards reproduces a run shortened on the way
     stop_at: int = 0
@@ -165,7 +168,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ValueError("output_dir is required")
-        for key in ("max_steps", "logging_steps", "threads", "save_total_limit"):
+        for key in ("max_steps", "logging_steps", "threads", "save_total_limit",
+                    "gradient_accumulation_steps"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("eval_steps", "save_steps", "stop_at"):
@@ -574,18 +578,25 @@ def train_sft(
     try:
         while state.step < end:
             t0 = time.perf_counter()
-            prepared = prepare_batch(policy, train_ds.next_batch(), encode)
-            if prepared is None:
-                rejected += 1
-                if rejected > max(10, len(train_ds)):
-                    raise DataError(f"the model rejected every example of {rejected} batches")
-                continue
-            rejected = 0
-            _, cond, targets = prepared
-            loss = policy.sft_loss(cond, targets)
+            accum = cfg.gradient_accumulation_steps
+            optimizer.zero_grad(set_to_none=True)
+            loss_value, done = 0.0, 0
+            while done < accum:  # each batch's mean loss weighs 1/accum in the step
+                prepared = prepare_batch(policy, train_ds.next_batch(), encode)
+                if prepared is None:
+                    rejected += 1
+                    if rejected > max(10, len(train_ds)):
+                        raise DataError(f"the model rejected every example of {rejected} batches")
+                    continue
+                rejected = 0
+                _, cond, targets = prepared
+                loss = policy.sft_loss(cond, targets) / accum
+                loss.backward()
+                loss_value += float(loss.detach())
+                done += 1
             lr = scheduler.get_last_lr()[0]
-            loss_value, grad_norm = optimizer_step(
-                loss, params, optimizer, scheduler, cfg.optim.max_grad_norm
+            loss_value, grad_norm = finish_step(
+                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm
             )
             state.step += 1
             state.epoch, state.index = train_ds.epoch, train_ds.index
