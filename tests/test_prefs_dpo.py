@@ -164,6 +164,18 @@ def test_dpo_trains_logs_and_resumes_exactly(prefs_ar, tiny_setup, tmp_path):
         assert a[s] == pytest.approx(b[s], rel=1e-6)
 
 
+def test_dpo_gradient_accumulation_equals_the_larger_batch(prefs_ar, tiny_setup, tmp_path):
+    big, acc = tmp_path / "big", tmp_path / "acc"
+    steps = ("--max-steps", "3")
+    assert main(_dpo_args(tiny_setup, prefs_ar, big, *steps, "batch_size=4")) == 0
+    args = _dpo_args(tiny_setup, prefs_ar, acc, *steps, "batch_size=2")
+    assert main([*args, "gradient_accumulation_steps=2"]) == 0
+    for key in ("loss", "grad_norm", "rewards/margins"):
+        a, b = _logged(big, key), _logged(acc, key)
+        for s in (1, 2, 3):
+            assert a[s] == pytest.approx(b[s], rel=1e-4, abs=1e-7), (key, s)
+
+
 @pytest.mark.parametrize("objective", ["sft-gt", "sft-winner"])
 def test_sft_baselines_run(prefs_ar, tiny_setup, tmp_path, objective):
     run = tmp_path / objective

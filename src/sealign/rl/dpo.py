@@ -51,10 +51,10 @@ from sealign.train.sft import (
     OptimConfig,
     _truncate_log,
     collate_targets,
+    finish_step,
     init_policy,
     make_optimizer,
     make_scheduler,
-    optimizer_step,
     reference_config,
 )
 from sealign.utils.device import check_device
@@ -110,7 +110,10 @@ class DPOConfig:
     # distinct draws of the family's randomness (FM t and noise, MGM mask) per pair, used in
     # turn, one per pass over the pairs; the reference is precomputed for each
     noise_draws: int = 1
-    batch_size: int = 4  # pairs per step
+    batch_size: int = 4  # pairs per batch
+    # batches whose gradients are summed into each optimizer step (pairs per step: batch_size
+    # × this, with one batch's activations in memory)
+    gradient_accumulation_steps: int = 1
     optim: OptimConfig = field(default_factory=_dpo_optim)
     eval: RLEvalConfig = field(default_factory=lambda: RLEvalConfig(steps=0))
     eval_temperature: float | None = None
@@ -131,7 +134,7 @@ class DPOConfig:
         if not self.beta > 0 or self.sft_weight < 0:
             raise ValueError("beta must be > 0 and sft_weight >= 0")
         for key in ("batch_size", "max_steps", "logging_steps", "threads", "save_total_limit",
-                    "noise_draws"):  # fmt: skip
+                    "gradient_accumulation_steps", "noise_draws"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.save_steps < 0:
@@ -409,46 +412,60 @@ def train_dpo(
     logger = RunLogger(run)
     history: list[dict[str, Any]] = []
     params = [p for p in module.parameters() if p.requires_grad]
+
+    def batch_loss() -> tuple[torch.Tensor, dict[str, float]]:
+        """Draw the next batch of pairs and return its loss (and statistics)."""
+        idx, draws = [], []
+        while len(idx) < cfg.batch_size:
+            order = np.random.default_rng([cfg.seed, state.epoch]).permutation(len(data))
+            if state.index >= len(order):
+                state.epoch, state.index = state.epoch + 1, 0
+                continue
+            idx.append(int(order[state.index]))
+            draws.append(state.epoch % cfg.noise_draws)
+            state.index += 1
+        batch = make_batch(policy, [data.item(i) for i in idx], cfg.seed, draws)
+        module.train(cfg.objective != "dpo")  # dropout only for the SFT objectives
+        stats: dict[str, float] = {}
+        if cfg.objective == "dpo":
+            lw = policy.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
+            ll = policy.preference_log_likelihood(batch.cond, batch.rejected, batch.noise)
+            if ref is not None:
+                with torch.no_grad():
+                    rw = ref.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
+                    rl = ref.preference_log_likelihood(batch.cond, batch.rejected, batch.noise)
+            else:
+                ref_pairs = [ref_ll[i][d] for i, d in zip(idx, draws, strict=True)]
+                rw = torch.tensor([w for w, _ in ref_pairs], device=lw.device)
+                rl = torch.tensor([l_ for _, l_ in ref_pairs], device=lw.device)
+            loss, stats = dpo_loss(lw, ll, rw, rl, cfg.beta)
+            if cfg.sft_weight:
+                sft = policy.sft_loss(batch.cond, batch.chosen)
+                stats["sft_loss"] = float(sft.detach())
+                loss = loss + cfg.sft_weight * sft
+        else:
+            loss = policy.sft_loss(batch.cond, batch.chosen)
+        module.eval()
+        return loss, stats
+
     held.evaluate(policy, 0, logger)
     last_ckpt, saved_step = ckpt, state.step
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=cfg.objective, disable=not progress)
     try:
         while state.step < cfg.max_steps:
             t0 = time.perf_counter()
-            idx, draws = [], []
-            while len(idx) < cfg.batch_size:
-                order = np.random.default_rng([cfg.seed, state.epoch]).permutation(len(data))
-                if state.index >= len(order):
-                    state.epoch, state.index = state.epoch + 1, 0
-                    continue
-                idx.append(int(order[state.index]))
-                draws.append(state.epoch % cfg.noise_draws)
-                state.index += 1
-            batch = make_batch(policy, [data.item(i) for i in idx], cfg.seed, draws)
-            module.train(cfg.objective != "dpo")  # dropout only for the SFT objectives
-            stats: dict[str, float] = {}
-            if cfg.objective == "dpo":
-                lw = policy.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
-                ll = policy.preference_log_likelihood(batch.cond, batch.rejected, batch.noise)
-                if ref is not None:
-                    with torch.no_grad():
-                        rw = ref.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
-                        rl = ref.preference_log_likelihood(batch.cond, batch.rejected, batch.noise)
-                else:
-                    ref_pairs = [ref_ll[i][d] for i, d in zip(idx, draws, strict=True)]
-                    rw = torch.tensor([w for w, _ in ref_pairs], device=lw.device)
-                    rl = torch.tensor([l_ for _, l_ in ref_pairs], device=lw.device)
-                loss, stats = dpo_loss(lw, ll, rw, rl, cfg.beta)
-                if cfg.sft_weight:
-                    sft = policy.sft_loss(batch.cond, batch.chosen)
-                    stats["sft_loss"] = float(sft.detach())
-                    loss = loss + cfg.sft_weight * sft
-            else:
-                loss = policy.sft_loss(batch.cond, batch.chosen)
-            module.eval()
+            accum = cfg.gradient_accumulation_steps
+            optimizer.zero_grad(set_to_none=True)
+            loss_value, stats = 0.0, {}
+            for _ in range(accum):  # each batch's mean loss weighs 1/accum in the step
+                loss, part = batch_loss()
+                (loss / accum).backward()
+                loss_value += float(loss.detach()) / accum
+                for key, v in part.items():
+                    stats[key] = stats.get(key, 0.0) + v / accum
             lr = scheduler.get_last_lr()[0]
-            loss_value, grad_norm = optimizer_step(
-                loss, params, optimizer, scheduler, cfg.optim.max_grad_norm
+            loss_value, grad_norm = finish_step(
+                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm
             )
             state.step += 1
             stats.update(loss=loss_value, grad_norm=grad_norm, lr=lr)
