@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,6 +175,14 @@ def test_dpo_gradient_accumulation_equals_the_larger_batch(prefs_ar, tiny_setup,
         a, b = _logged(big, key), _logged(acc, key)
         for s in (1, 2, 3):
             assert a[s] == pytest.approx(b[s], rel=1e-4, abs=1e-7), (key, s)
+
+
+def test_dpo_runs_under_bf16_autocast(prefs_ar, tiny_setup, tmp_path):
+    run, ref = tmp_path / "bf16", tmp_path / "fp32"
+    assert main(_dpo_args(tiny_setup, prefs_ar, ref, "--max-steps", "2")) == 0
+    assert main(_dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "2", "precision=bf16")) == 0
+    a, b = _logged(ref, "loss"), _logged(run, "loss")
+    assert np.isfinite(b[2]) and a[1] == pytest.approx(b[1], rel=5e-2)
 
 
 @pytest.mark.parametrize("objective", ["sft-gt", "sft-winner"])

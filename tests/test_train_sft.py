@@ -203,6 +203,21 @@ def test_gradient_accumulation_equals_the_larger_batch(corpus, tmp_path):
         torch.testing.assert_close(v, wb[k], rtol=1e-4, atol=1e-6)
 
 
+def test_bf16_autocast_trains_close_to_fp32(corpus, tmp_path):
+    kw = {"data.crop_seconds": 1.0, "max_steps": 3, "eval_steps": 0, "save_steps": 0}
+    fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"
+    train_sft(load_config(SFTConfig, None, overrides(corpus, fp32, **kw)), progress=False)
+    cfg = load_config(SFTConfig, None, overrides(corpus, bf16, precision="bf16", **kw))
+    train_sft(cfg, progress=False)
+    a, b = logged(fp32, "train/loss"), logged(bf16, "train/loss")
+    assert a[1] == pytest.approx(b[1], rel=2e-2) and a[1] != b[1]  # bfloat16 matmuls ran
+    assert all(np.isfinite(v) for v in b.values())
+    for v in load_policy(policy_dir(bf16)).state_dict().values():
+        assert v.dtype != torch.bfloat16  # the weights stay float32
+    with pytest.raises(ValueError, match="precision"):
+        load_config(SFTConfig, None, overrides(corpus, bf16, precision="fp8"))
+
+
 def _dropout_model() -> str:
     return "{dim: 32, layers: 1, heads: 2, dropout: 0.2, features: {n_mels: 20}}"
 

@@ -57,7 +57,7 @@ from sealign.train.sft import (
     make_scheduler,
     reference_config,
 )
-from sealign.utils.device import check_device
+from sealign.utils.device import autocast, check_device, check_precision
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -114,6 +114,7 @@ class DPOConfig:
     # batches whose gradients are summed into each optimizer step (pairs per step: batch_size
     # × this, with one batch's activations in memory)
     gradient_accumulation_steps: int = 1
+    precision: str = "fp32"  # "bf16": forward passes under bfloat16 autocast (see SFT)
     optim: OptimConfig = field(default_factory=_dpo_optim)
     eval: RLEvalConfig = field(default_factory=lambda: RLEvalConfig(steps=0))
     eval_temperature: float | None = None
@@ -127,6 +128,7 @@ class DPOConfig:
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        check_precision(self.precision)
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"objective: {self.objective!r} unknown; known: {', '.join(OBJECTIVES)}"
@@ -458,7 +460,8 @@ def train_dpo(
             optimizer.zero_grad(set_to_none=True)
             loss_value, stats = 0.0, {}
             for _ in range(accum):  # each batch's mean loss weighs 1/accum in the step
-                loss, part = batch_loss()
+                with autocast(cfg.device, cfg.precision):
+                    loss, part = batch_loss()
                 (loss / accum).backward()
                 loss_value += float(loss.detach()) / accum
                 for key, v in part.items():

@@ -43,7 +43,7 @@ from sealign.train.checkpoint import (
     set_rng_state,
 )
 from sealign.train.data import DataConfig, DataError, Example, PairDataset
-from sealign.utils.device import check_device
+from sealign.utils.device import autocast, check_device, check_precision
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -154,6 +154,9 @@ class SFTConfig:
     # batches (of data.batch_size) whose gradients are summed into each optimizer step: an
     # effective batch of data.batch_size × this, with one batch's activations in memory
     gradient_accumulation_steps: int = 1
+    # "bf16": forward passes under bfloat16 autocast (GPUs with bf16 support, recent CPUs);
+    # weights, gradients and optimizer state stay float32
+    precision: str = "fp32"
     # stop (with a checkpoint) after this step, 0 = at max_steps; the lr schedule still runs to
     # max_steps, so `--resume max_steps=N` afterwards reproduces a run shortened on the way
     stop_at: int = 0
@@ -176,6 +179,7 @@ class SFTConfig:
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         check_device(self.device)
+        check_precision(self.precision)
 
     def check(self) -> None:
         """Checks that touch the file system (manifests, init checkpoint, codec spec)."""
@@ -590,7 +594,8 @@ def train_sft(
                     continue
                 rejected = 0
                 _, cond, targets = prepared
-                loss = policy.sft_loss(cond, targets) / accum
+                with autocast(cfg.device, cfg.precision):
+                    loss = policy.sft_loss(cond, targets) / accum
                 loss.backward()
                 loss_value += float(loss.detach())
                 done += 1
