@@ -489,3 +489,11 @@ def test_word_credit_trains_an_ar_policy_with_per_step_advantages(setup, tmp_pat
     assert main(["gspo", "--no-progress", *overrides(setup, run, **kw)]) == 0
     assert set(logged(run, "frac_words_with_spread")) == {1, 2}
     assert all(np.isfinite(v) for v in logged(run, "loss").values())
+
+
+def test_each_rank_of_a_cuda_run_gets_its_own_gpu():
+    from sealign.rl.gspo import rank_device
+
+    assert rank_device("cuda", 3) == "cuda:3"
+    assert rank_device("cuda:1", 3) == "cuda:1"  # an explicit index is the user's choice
+    assert rank_device("cpu", 3) == "cpu"

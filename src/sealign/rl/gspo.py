@@ -218,13 +218,22 @@ class Dist:
         return self.rank == 0
 
 
+def rank_device(device: str, local_rank: int) -> str:
+    """The device of one process of a multi-process run: a bare ``cuda`` becomes this
+    process's own GPU (``cuda:<LOCAL_RANK>``, as NCCL needs); anything else is kept."""
+    return f"cuda:{local_rank}" if device == "cuda" else device
+
+
 def init_distributed(device: str) -> Dist:
-    """Rank and world size from ``torchrun``'s environment; process group when > 1."""
+    """Rank and world size from ``torchrun``'s environment; process group when > 1 (on
+    ``cuda``, after selecting this process's GPU, see :func:`rank_device`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     import torch.distributed as dist
 
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(rank_device(device, int(os.environ["LOCAL_RANK"]))))
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
@@ -498,12 +507,15 @@ def train_gspo(
     if ckpt is not None and not resume:
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
     d = init_distributed(cfg.device)
+    # this process's device (the saved config keeps the device as given)
+    local = int(os.environ.get("LOCAL_RANK", d.rank))
+    device = rank_device(cfg.device, local) if d.world_size > 1 else cfg.device
     set_torch_threads(cfg.threads)
     seed = cfg.seed + 1000 * d.rank
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, cfg.device)
+    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, device)
     module: torch.nn.Module = policy  # type: ignore[assignment]
     module.eval()  # sampling and log-prob recomputation must see the same function
     j = cfg.reward.word_credit
@@ -519,7 +531,7 @@ def train_gspo(
     ref: Policy | None = None
     if cfg.beta > 0:
         ref_src = cfg.reference_model or cfg.model.init_from
-        ref = init_policy(reference_config(cfg.model, ref_src), cfg.device) if ref_src else None
+        ref = init_policy(reference_config(cfg.model, ref_src), device) if ref_src else None
         if ref is None:  # a fresh model: its initial weights are the reference
             ref = copy.deepcopy(policy)
         ref_module: torch.nn.Module = ref  # type: ignore[assignment]
