@@ -32,6 +32,8 @@ def test_unanimous_needs_every_metric_and_respects_direction_and_margins():
     rep = make_pairs(c, COLS, HIB, SCALES, "unanimous", margins={"a": 0.5})
     assert rep.pairs == []
     assert "a" in no_pairs_message(rep) and "no pairs" in no_pairs_message(rep)
+    empty = make_pairs([], COLS, HIB, SCALES, "unanimous")
+    assert "every input was skipped" in no_pairs_message(empty)
 
 
 def test_single_weighted_and_gt_winner():

@@ -161,6 +161,11 @@ def make_pairs(
 
 def no_pairs_message(report: PairReport) -> str:
     """Why a criterion gave nothing, naming the metrics that disagreed most."""
+    if report.inputs == 0:
+        return (
+            f"criterion {report.criterion!r}: no input has candidates to pair; every input was "
+            "skipped (the reasons are logged above: unreadable, silent or too long audio...)"
+        )
     worst = sorted(report.disagreement.items(), key=lambda kv: -kv[1])[:3]
     detail = ", ".join(
         f"{k} disagreed with the others on {v:.0%} of candidate pairs" for k, v in worst
