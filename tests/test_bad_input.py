@@ -137,3 +137,15 @@ def test_damaged_pair_lines_are_named(tmp_path):
     path.write_text('{"input_id": "a", "winner": 3, "loser": "c1"}\n')
     with pytest.raises(ValueError, match=r":1: .*string input_id"):
         read_pairs(path)
+
+
+def test_sampler_option_values_are_type_checked_before_work():
+    from sealign.models.policy import check_sample_options
+
+    class Sampler:
+        def sample(self, cond, temperature: float = 1.0, generator=None, steps: int = 8):
+            raise AssertionError("never called")
+
+    check_sample_options(Sampler(), {"steps": 4}, "enhance.extra")
+    with pytest.raises(ValueError, match="enhance.extra.steps: expected an integer"):
+        check_sample_options(Sampler(), {"steps": "abc"}, "enhance.extra")

@@ -216,6 +216,13 @@ def from_dict_strict(cls: type[T], d: dict[str, Any], what: str) -> T:
         raise ValueError(f"{what} config: {err}") from err
 
 
+def check_scalar(value: Any, tp: Any, key: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` if ``value`` does not fit ``tp`` when ``tp`` is
+    ``int``, ``float``, ``bool`` or ``str`` (or one of them ``| None``); other types pass."""
+    if _scalar_hint(tp, (int, float, bool, str)):
+        _coerce(value, tp, key)
+
+
 def _scalar_hint(tp: Any, scalars: tuple[type, ...]) -> bool:
     """True for ``int``, ``float``, ``bool``, ``str`` and their ``| None`` forms."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from sealign.config import check_scalar
 
 FAMILIES = ("ar", "mgm", "fm")
 
@@ -223,6 +226,14 @@ def check_sample_options(
     if not named and any(p.kind is var for p in params.values()):
         return
     unknown = sorted(k for k in options if k not in params or params[k].kind is var)
+    if not unknown:
+        try:
+            hints = typing.get_type_hints(policy.sample)
+        except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check
+            hints = {}
+        for k, v in options.items():
+            if k in hints:
+                check_scalar(v, hints[k], f"{where}.{k}")
     if unknown:
         known = [k for k, p in params.items() if p.kind is not var and k != "cond"]
         raise ValueError(
