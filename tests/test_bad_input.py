@@ -149,3 +149,16 @@ def test_sampler_option_values_are_type_checked_before_work():
     check_sample_options(Sampler(), {"steps": 4}, "enhance.extra")
     with pytest.raises(ValueError, match="enhance.extra.steps: expected an integer"):
         check_sample_options(Sampler(), {"steps": "abc"}, "enhance.extra")
+
+
+def test_an_unusable_reference_only_skips_the_metrics_that_need_it(tmp_path):
+    from sealign.data.manifest import Entry
+    from sealign.eval.score import score_entries
+
+    sf.write(tmp_path / "out.wav", np.random.default_rng(0).normal(0, 0.1, 16000), 16000)
+    (tmp_path / "ref.wav").write_bytes(b"not audio")
+    entry = Entry("u", str(tmp_path / "out.wav"), reference=str(tmp_path / "ref.wav"))
+    cfg = ScoreConfig(metrics=["dnsmos", "si_sdr"], threads=1, cache=None)
+    (rec,) = score_entries([entry], cfg, progress=False)
+    assert "dnsmos_ovrl" in rec["scores"] and "si_sdr" not in rec["scores"]
+    assert rec["skipped"]["si_sdr"] == "no reference" and "reference" in rec["errors"]
