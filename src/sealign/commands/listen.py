@@ -1,0 +1,173 @@
+"""Blind listening tests of enhanced outputs: MUSHRA-style ratings or A/B preferences.
+
+  sealign listen make --eval runs/eval --output runs/listen [--kind mushra|ab]
+  sealign listen make --system base=out/base --system aligned=out/al --system clean=ref.jsonl \\
+      --reference clean --output runs/listen
+  sealign listen analyze --test runs/listen --results results-*.json [--baseline base]
+
+`make` draws items present in every system, loudness-matches and blinds them, and writes the
+test folder: send its page/ subfolder to listeners (open page/index.html in a browser, rate,
+press "Download results"); key.json, beside page/, says which code is which system. `analyze`
+post-screens MUSHRA listeners (hidden reference below 90 in > 15% of trials), and writes the
+per-system scores with 95% CIs (or the A/B preference shares) to results.md / results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sealign.commands.common import (
+    add_config_arguments,
+    flag,
+    flags_of,
+    log,
+    log_run_scalars,
+    prepare_run_dir,
+    resolve_config,
+)
+from sealign.data.manifest import Entry, read_manifest
+from sealign.eval.listening import (
+    ListeningConfig,
+    analyze_ab,
+    analyze_mushra,
+    make_test,
+    read_results,
+    report_markdown,
+)
+
+HELP = "blind listening tests (MUSHRA or A/B) of enhanced outputs, and their analysis"
+
+
+@dataclass
+class AnalyzeConfig:
+    """Settings of ``sealign listen analyze``."""
+
+    test: str = ""  # the folder `listen make` wrote (its key.json)
+    results: list[str] = field(default_factory=list)  # the listeners' downloaded JSON files
+    output: str = ""  # default: <test>/analysis
+    baseline: str = ""  # MUSHRA: report every system's difference to this one
+
+    def __post_init__(self) -> None:
+        if not self.test or not self.results:
+            raise ValueError("test and results are required")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="listen_command", metavar="STEP", required=True)
+    m = sub.add_parser("make", help="build a test folder to send to listeners")
+    m.add_argument("--eval", help="an `sealign eval` output folder: its models, noisy and clean")
+    m.add_argument(
+        "--system",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a system's outputs (manifest or folder; repeat); ids match across systems",
+    )
+    m.add_argument("--reference", help="MUSHRA reference system (default with --eval: clean)")
+    m.add_argument("--kind", choices=["mushra", "ab"])
+    m.add_argument("--n", type=int, dest="n_items", help="items (utterances) in the test")
+    m.add_argument("--output", help="test folder")
+    add_config_arguments(m)
+    m.set_defaults(listen_func=_run_make)
+    a = sub.add_parser("analyze", help="score the listeners' result files")
+    a.add_argument("--test", help="the test folder")
+    a.add_argument("--results", nargs="+", help="result JSON files downloaded by listeners")
+    a.add_argument("--baseline", help="MUSHRA: system to report differences against")
+    a.add_argument("--output", help="analysis folder (default <test>/analysis)")
+    add_config_arguments(a)
+    a.set_defaults(listen_func=_run_analyze)
+
+
+def eval_systems(folder: str | Path) -> dict[str, str]:
+    """``{name: manifest}`` of an ``sealign eval`` folder's first-sample outputs, plus
+    ``noisy`` and ``clean`` (as manifests written beside them, from the outputs' fields)."""
+    root = Path(folder) / "enhanced"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder}: not an `sealign eval` output (no enhanced/)")
+    out: dict[str, str] = {}
+    for d in sorted(p for p in root.iterdir() if (p / "manifest.jsonl").is_file()):
+        if "_sample" not in d.name:
+            out[d.name] = str(d / "manifest.jsonl")
+    if not out:
+        raise FileNotFoundError(f"{root}: no outputs")
+    return out
+
+
+def _side_systems(manifest: str) -> dict[str, dict[str, Entry]]:
+    """The noisy inputs and clean references named by an eval output manifest."""
+    noisy, clean = {}, {}
+    for e in read_manifest(manifest):
+        if e.noisy:
+            noisy[e.id] = Entry(e.id, e.noisy)
+        if e.reference:
+            clean[e.id] = Entry(e.id, e.reference)
+    return {k: v for k, v in (("noisy", noisy), ("clean", clean)) if v}
+
+
+def _run_make(args: argparse.Namespace) -> int:
+    from sealign.infer.enhance import resolve_inputs
+
+    systems: dict[str, str] = {}
+    extra_entries: dict[str, dict[str, Entry]] = {}
+    if args.eval:
+        systems.update(eval_systems(args.eval))
+        extra_entries = _side_systems(next(iter(systems.values())))
+        systems.update({k: f"({args.eval}: {k})" for k in extra_entries})
+    for s in args.system:
+        name, sep, path = s.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--system {s!r}: expected NAME=PATH")
+        systems[name] = path
+    extra = flags_of(args, ("kind", "n_items", "output", "reference"))
+    if args.eval and not args.reference and "clean" in systems:
+        extra.append(flag("reference", "clean"))
+    extra.append(flag("systems", systems))
+    cfg = resolve_config(ListeningConfig, args, extra)
+    cfg.check()
+    entries = {
+        name: extra_entries[name] if name in extra_entries else
+        {e.id: e for e in resolve_inputs(path)}
+        for name, path in cfg.systems.items()
+    }  # fmt: skip
+    built = make_test(cfg, entries)
+    for uid, why in built.skipped.items():
+        log.warning("left out %s: %s", uid, why)
+    log.info(
+        "%s test with %d trials: send %s to listeners (they open index.html); key.json stays",
+        cfg.kind, built.trials, built.root / "page",
+    )  # fmt: skip
+    return 0
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    cfg = resolve_config(
+        AnalyzeConfig, args, flags_of(args, ("test", "results", "baseline", "output"))
+    )
+    key_path = Path(cfg.test) / "key.json"
+    if not key_path.is_file():
+        raise FileNotFoundError(f"{key_path}: the test's key is missing")
+    key = json.loads(key_path.read_text(encoding="utf-8"))
+    results = read_results(cfg.results, key)
+    if key["kind"] == "mushra":
+        res = analyze_mushra(key, results, cfg.baseline or None)
+    else:
+        res = analyze_ab(key, results)
+    out = prepare_run_dir(cfg.output or Path(cfg.test) / "analysis", cfg)
+    md = report_markdown(res)
+    (out / "results.md").write_text(md, encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    if key["kind"] == "mushra":
+        scalars = {f"listen/{s}/mean": v["mean"] for s, v in res["systems"].items()}
+    else:
+        scalars = {f"listen/{k}/a_share": v["a_share"] for k, v in res["pairs"].items()}
+    log_run_scalars(out, scalars)
+    print(md)
+    log.info("%d listeners -> %s", len(results), out / "results.md")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.listen_func(args)

@@ -1,0 +1,422 @@
+"""Blind listening tests: MUSHRA-style ratings and A/B preferences, built from enhanced
+outputs, run in a browser (one self-contained HTML page, no server), and analysed.
+
+Design (``make_test``): ``n_items`` utterances present in every system are drawn by seed; each
+becomes a trial whose stimuli carry random codes, in random order, loudness-matched (equal RMS,
+lowered together when a stimulus would clip). MUSHRA (ITU-R BS.1534-3) trials add the open
+reference, the same reference hidden among the stimuli, and a 3.5 kHz low-pass anchor; an A/B
+trial plays two systems and asks which one sounds better (or no preference). Listeners get the
+``page/`` subfolder, which holds only codes; ``key.json`` (which code is which system) sits
+outside it, with the experimenter.
+
+Analysis (``analyze``): MUSHRA listeners who rate the hidden reference below 90 in more than
+15% of trials are excluded (BS.1534-3 post-screening); each system's score is the mean over the
+remaining listeners of their mean rating, with a t interval over listeners, and the paired
+difference to a baseline system with a bootstrap interval over listeners. A/B preferences are
+counted per pair, with the share of decided trials won, its Wilson interval, and a two-sided
+binomial test against 50%.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from scipy.signal import butter, sosfiltfilt
+
+from sealign.audio.io import AudioError, load_audio, write_audio
+from sealign.data.manifest import Entry
+from sealign.eval.stats import mean_ci, paired_bootstrap_diff
+
+KINDS = ("mushra", "ab")
+REFERENCE = "reference"  # the hidden reference's system name in key.json
+ANCHOR = "anchor_lp3.5k"
+ANCHOR_HZ = 3500.0
+PAGE = "page"  # the subfolder listeners get (index.html, test.json, audio/); key.json stays out
+
+
+@dataclass
+class ListeningConfig:
+    """Settings of ``sealign listen make``."""
+
+    output: str = ""
+    kind: str = "mushra"  # mushra | ab
+    # system name → manifest or folder of its outputs (matched by utterance id)
+    systems: dict[str, str] = field(default_factory=dict)
+    # MUSHRA: the system that is the reference (e.g. clean); it is also hidden among the stimuli
+    reference: str = ""
+    anchor: bool = True  # MUSHRA: add the 3.5 kHz low-pass of the reference
+    # A/B: "a:b" system pairs to compare (default: every pair of systems)
+    pairs: list[str] = field(default_factory=list)
+    n_items: int = 12
+    rms_dbfs: float = -26.0  # loudness every stimulus is matched to
+    sample_rate: int = 16000
+    seed: int = 0
+    title: str = "Listening test"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: {self.kind!r} unknown; known: {', '.join(KINDS)}")
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        if not -60 <= self.rms_dbfs <= -6:
+            raise ValueError(f"rms_dbfs must be in [-60, -6], got {self.rms_dbfs}")
+        if self.kind == "mushra" and self.reference and self.reference not in self.systems:
+            raise ValueError(f"reference: {self.reference!r} is not one of the systems")
+        for p in self.pairs:
+            a, sep, b = p.partition(":")
+            if not sep or a not in self.systems or b not in self.systems or a == b:
+                raise ValueError(f"pairs: {p!r} must be 'a:b' with two different systems")
+
+    def check(self) -> None:
+        """Checks that need the systems (run before any work)."""
+        if not self.output:
+            raise ValueError("output is required")
+        if self.kind == "mushra":
+            if not self.reference:
+                raise ValueError("reference: a MUSHRA test needs the reference system (e.g. clean)")
+            if len(self.systems) < 2:
+                raise ValueError("systems: a MUSHRA test needs the reference and >= 1 system")
+        elif len(self.systems) < 2:
+            raise ValueError("systems: an A/B test needs at least two systems")
+
+    def ab_pairs(self) -> list[tuple[str, str]]:
+        if self.pairs:
+            return [tuple(p.split(":", 1)) for p in self.pairs]  # type: ignore[misc]
+        names = list(self.systems)
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def _low_pass(wav: np.ndarray, sr: int, hz: float) -> np.ndarray:
+    sos = butter(8, hz, btype="low", fs=sr, output="sos")
+    return sosfiltfilt(sos, wav).astype(np.float32)
+
+
+def _match_loudness(wavs: dict[str, np.ndarray], rms_dbfs: float) -> dict[str, np.ndarray]:
+    """Every signal scaled to ``rms_dbfs``; the target is lowered for all when one would clip."""
+    target = 10 ** (rms_dbfs / 20)
+    rms = {k: float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) for k, w in wavs.items()}
+    if min(rms.values()) <= 1e-8:
+        silent = [k for k, r in rms.items() if r <= 1e-8]
+        raise AudioError(f"silent stimulus: {', '.join(silent)}")
+    peak = max(float(np.max(np.abs(w))) * target / rms[k] for k, w in wavs.items())
+    scale = min(1.0, 0.99 / peak)
+    return {k: (w * (target * scale / rms[k])).astype(np.float32) for k, w in wavs.items()}
+
+
+def _code(rng: np.random.Generator, used: set[str]) -> str:
+    while True:
+        c = "".join(rng.choice(list("abcdefghjkmnpqrstuvwxyz23456789"), size=4))
+        if c not in used:
+            used.add(c)
+            return c
+
+
+@dataclass
+class BuiltTest:
+    root: Path
+    trials: int
+    skipped: dict[str, str]  # utterance id → why it was left out
+
+
+def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> BuiltTest:
+    """Write the test folder (``page/`` with ``index.html``, ``test.json`` and ``audio/``, the
+    part listeners get; ``key.json`` beside it) for
+    ``entries`` (system → utterance id → entry of that system's output)."""
+    cfg.check()
+    root = Path(cfg.output)
+    common = sorted(set.intersection(*(set(e) for e in entries.values())))
+    if not common:
+        raise ValueError("no utterance id is present in every system")
+    rng = np.random.default_rng(cfg.seed)
+    order = [common[i] for i in rng.permutation(len(common))]
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trials: list[dict[str, Any]] = []
+    key: dict[str, Any] = {"kind": cfg.kind, "seed": cfg.seed, "trials": {}}
+    skipped: dict[str, str] = {}
+    units = (
+        [(None, None)] if cfg.kind == "mushra" else [(a, b) for a, b in cfg.ab_pairs()]
+    )  # MUSHRA: one trial per item; A/B: one per item and pair
+    for uid in order:
+        if len(trials) >= cfg.n_items * len(units):
+            break
+        try:
+            wavs = {
+                name: load_audio(entries[name][uid].audio, cfg.sample_rate)[0]
+                for name in cfg.systems
+            }
+        except AudioError as err:
+            skipped[uid] = str(err)
+            continue
+        n = min(w.size for w in wavs.values())
+        wavs = {k: w[:n] for k, w in wavs.items()}
+        if cfg.kind == "mushra" and cfg.anchor:
+            wavs[ANCHOR] = _low_pass(wavs[cfg.reference], cfg.sample_rate, ANCHOR_HZ)
+        try:
+            wavs = _match_loudness(wavs, cfg.rms_dbfs)
+        except AudioError as err:
+            skipped[uid] = str(err)
+            continue
+        for a, b in units:
+            tid = f"t{len(trials) + 1:03d}"
+            names = [k for k in wavs if k != cfg.reference] + [REFERENCE]
+            if a is not None:
+                names = [a, b]
+            names = [names[i] for i in rng.permutation(len(names))]
+            used: set[str] = set()
+            codes = {}
+            for name in names:
+                code = _code(rng, used)
+                src = cfg.reference if name == REFERENCE else name
+                write_audio(tmp / PAGE / "audio" / tid / f"{code}.wav", wavs[src], cfg.sample_rate)
+                codes[code] = name
+            trial: dict[str, Any] = {"id": tid, "stimuli": list(codes)}
+            if cfg.kind == "mushra":
+                ref_path = tmp / PAGE / "audio" / tid / "ref.wav"
+                write_audio(ref_path, wavs[cfg.reference], cfg.sample_rate)
+                trial["reference"] = "ref"
+            trials.append(trial)
+            key["trials"][tid] = {"item": uid, "codes": codes}
+    if not trials:
+        raise ValueError(f"no usable item: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
+    test = {"title": cfg.title, "kind": cfg.kind, "trials": trials}
+    (tmp / PAGE / "test.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")
+    (tmp / "key.json").write_text(json.dumps(key, indent=1) + "\n", encoding="utf-8")
+    (tmp / PAGE / "index.html").write_text(listening_page(test), encoding="utf-8")
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return BuiltTest(root, len(trials), skipped)
+
+
+def listening_page(test: dict[str, Any]) -> str:
+    """The self-contained page that runs ``test`` (open ``index.html`` next to ``audio/``)."""
+    return _PAGE.replace("__TEST__", json.dumps(test)).replace("__TITLE__", test["title"])
+
+
+# ---------------------------------------------------------------------------------- analysis
+
+
+def read_results(paths: list[str | Path], key: dict[str, Any]) -> list[dict[str, Any]]:
+    """The listeners' result files, checked against the test's ``key``."""
+    out = []
+    for p in paths:
+        try:
+            r = json.loads(Path(p).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{p}: not a results file ({err})") from None
+        if r.get("kind") != key["kind"] or not isinstance(r.get("answers"), dict):
+            raise ValueError(f"{p}: not a {key['kind']} results file of this test")
+        unknown = sorted(set(r["answers"]) - set(key["trials"]))
+        if unknown:
+            raise ValueError(f"{p}: trials {unknown[:3]} are not in this test")
+        r.setdefault("listener", Path(p).stem)
+        out.append(r)
+    if not out:
+        raise ValueError("no results files given")
+    return out
+
+
+def analyze_mushra(
+    key: dict[str, Any], results: list[dict[str, Any]], baseline: str | None = None
+) -> dict[str, Any]:
+    """Post-screened per-system scores (see the module doc) and differences to ``baseline``."""
+    per: dict[str, dict[str, list[float]]] = {}  # listener → system → ratings
+    hidden_low: dict[str, float] = {}
+    for r in results:
+        ratings: dict[str, list[float]] = {}
+        low = total = 0
+        for tid, answer in r["answers"].items():
+            codes = key["trials"][tid]["codes"]
+            for code, score in answer.items():
+                if code not in codes or not isinstance(score, int | float):
+                    raise ValueError(f"{r['listener']}: bad rating {code!r}: {score!r} in {tid}")
+                ratings.setdefault(codes[code], []).append(float(score))
+            ref_scores = [s for c, s in answer.items() if codes[c] == REFERENCE]
+            if ref_scores:
+                total += 1
+                low += ref_scores[0] < 90
+        per[r["listener"]] = ratings
+        hidden_low[r["listener"]] = low / total if total else 0.0
+    kept = [name for name, share in hidden_low.items() if share <= 0.15]
+    systems = sorted({s for ratings in per.values() for s in ratings})
+    means = {
+        s: {lis: float(np.mean(per[lis][s])) for lis in kept if per[lis].get(s)} for s in systems
+    }
+    table: dict[str, Any] = {}
+    for s in systems:
+        ci = mean_ci(list(means[s].values()))
+        table[s] = {"mean": ci.mean, "low": ci.low, "high": ci.high, "listeners": ci.n}
+        if baseline and s != baseline and baseline in means:
+            both = [lis for lis in means[s] if lis in means[baseline]]
+            d = paired_bootstrap_diff(
+                [means[baseline][lis] for lis in both], [means[s][lis] for lis in both]
+            )
+            table[s]["diff_vs_baseline"] = {"mean": d.mean, "low": d.low, "high": d.high}
+    excluded = sorted(set(per) - set(kept))
+    return {"kind": "mushra", "systems": table, "excluded_listeners": excluded,
+            "hidden_reference_below_90": hidden_low, "baseline": baseline}  # fmt: skip
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return mid - half, mid + half
+
+
+def analyze_ab(key: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Preference counts per system pair (see the module doc)."""
+    counts: dict[tuple[str, str], list[int]] = {}  # (a, b) sorted → [a wins, b wins, none]
+    for r in results:
+        for tid, answer in r["answers"].items():
+            codes = key["trials"][tid]["codes"]
+            a, b = sorted(codes.values())
+            c = counts.setdefault((a, b), [0, 0, 0])
+            choice = answer.get("choice") if isinstance(answer, dict) else None
+            if choice == "none":
+                c[2] += 1
+            elif choice in codes:
+                c[0 if codes[choice] == a else 1] += 1
+            else:
+                raise ValueError(f"{r['listener']}: bad answer {answer!r} in {tid}")
+    pairs = {}
+    for (a, b), (wa, wb, none) in sorted(counts.items()):
+        n = wa + wb
+        lo, hi = wilson(wa, n)
+        p = float(stats.binomtest(wa, n).pvalue) if n else float("nan")
+        pairs[f"{a} vs {b}"] = {
+            "a": a, "b": b, "a_preferred": wa, "b_preferred": wb, "no_preference": none,
+            "a_share": wa / n if n else float("nan"), "a_share_low": lo, "a_share_high": hi,
+            "p_value": p,
+        }  # fmt: skip
+    return {"kind": "ab", "pairs": pairs}
+
+
+def report_markdown(res: dict[str, Any]) -> str:
+    """The analysis as a Markdown table."""
+    if res["kind"] == "mushra":
+        base = res.get("baseline")
+        head = "| system | score (0–100) | 95% CI | listeners |"
+        rule = "|---|---|---|---|"
+        if base:
+            head += f" Δ vs {base} (95% CI) |"
+            rule += "---|"
+        lines = [head, rule]
+        for s, v in sorted(res["systems"].items(), key=lambda kv: -kv[1]["mean"]):
+            row = (
+                f"| {s} | {v['mean']:.1f} | [{v['low']:.1f}, {v['high']:.1f}] | {v['listeners']} |"
+            )
+            if base:
+                d = v.get("diff_vs_baseline")
+                row += f" {d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] |" if d else " |"
+            lines.append(row)
+        if res["excluded_listeners"]:
+            lines.append("")
+            lines.append(
+                "Excluded (hidden reference below 90 in more than 15% of trials): "
+                + ", ".join(res["excluded_listeners"])
+            )
+        return "\n".join(lines) + "\n"
+    lines = [
+        "| pair | A preferred | B preferred | no preference | A's share (95% CI) | p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in res["pairs"].items():
+        lines.append(
+            f"| {name} | {v['a_preferred']} | {v['b_preferred']} | {v['no_preference']} | "
+            f"{v['a_share']:.2f} [{v['a_share_low']:.2f}, {v['a_share_high']:.2f}] | "
+            f"{v['p_value']:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}
+.stim{display:flex;align-items:center;gap:1rem;margin:.4rem 0}
+.stim input[type=range]{flex:1}
+button{padding:.3rem .8rem}
+.scale{color:#666;font-size:.85rem}
+</style></head><body>
+<h1>__TITLE__</h1>
+<p id="intro"></p>
+<p>Listener: <input id="listener" placeholder="your name or code"></p>
+<div id="trial"></div>
+<p><button id="prev">Previous</button> <span id="pos"></span> <button id="next">Next</button></p>
+<p><button id="save">Download results</button> <span id="status"></span></p>
+<script>
+const TEST = __TEST__;
+const KEY = "sealign-listen-" + TEST.title + "-" + TEST.kind;
+const state = JSON.parse(localStorage.getItem(KEY) || '{"answers":{}}');
+let at = 0;
+const audio = new Audio();
+function play(src){ audio.pause(); audio.src = src; audio.currentTime = 0; audio.play(); }
+function store(){ localStorage.setItem(KEY, JSON.stringify(state)); }
+document.getElementById("intro").textContent = TEST.kind === "mushra"
+  ? "Rate how close each sound is to the reference (0 = bad, 100 = excellent). One of them is the reference itself."
+  : "Play A and B and choose the one that sounds better, or no preference.";
+function render(){
+  const t = TEST.trials[at], box = document.getElementById("trial");
+  const ans = state.answers[t.id] = state.answers[t.id] || {};
+  box.innerHTML = "";
+  document.getElementById("pos").textContent = (at + 1) + " / " + TEST.trials.length;
+  const dir = "audio/" + t.id + "/";
+  if (TEST.kind === "mushra") {
+    const ref = document.createElement("p");
+    const rb = document.createElement("button"); rb.textContent = "Reference";
+    rb.onclick = () => play(dir + t.reference + ".wav"); ref.appendChild(rb); box.appendChild(ref);
+    t.stimuli.forEach((code, i) => {
+      const row = document.createElement("div"); row.className = "stim";
+      const b = document.createElement("button"); b.textContent = "Sound " + (i + 1);
+      b.onclick = () => play(dir + code + ".wav");
+      const r = document.createElement("input"); r.type = "range"; r.min = 0; r.max = 100;
+      r.value = ans[code] ?? 50;
+      const v = document.createElement("span"); v.textContent = ans[code] ?? "-";
+      r.oninput = () => { ans[code] = Number(r.value); v.textContent = r.value; store(); };
+      row.append(b, r, v); box.appendChild(row);
+    });
+    const s = document.createElement("p"); s.className = "scale";
+    s.textContent = "0-20 bad, 20-40 poor, 40-60 fair, 60-80 good, 80-100 excellent";
+    box.appendChild(s);
+  } else {
+    ["A", "B"].forEach((lab, i) => {
+      const b = document.createElement("button"); b.textContent = "Play " + lab;
+      b.onclick = () => play(dir + t.stimuli[i] + ".wav"); box.appendChild(b);
+    });
+    const opts = [[t.stimuli[0], "A is better"], ["none", "No preference"], [t.stimuli[1], "B is better"]];
+    opts.forEach(([val, lab]) => {
+      const l = document.createElement("label"); const r = document.createElement("input");
+      r.type = "radio"; r.name = "c"; r.checked = ans.choice === val;
+      r.onchange = () => { ans.choice = val; store(); };
+      l.append(r, " " + lab + " "); box.appendChild(document.createElement("br")); box.appendChild(l);
+    });
+  }
+}
+document.getElementById("prev").onclick = () => { if (at > 0) { at--; render(); } };
+document.getElementById("next").onclick = () => { if (at < TEST.trials.length - 1) { at++; render(); } };
+document.getElementById("save").onclick = () => {
+  const name = document.getElementById("listener").value.trim() || "anonymous";
+  const answers = {};
+  for (const [k, v] of Object.entries(state.answers)) if (Object.keys(v).length) answers[k] = v;
+  const blob = new Blob([JSON.stringify({listener: name, kind: TEST.kind, answers}, null, 1)],
+                        {type: "application/json"});
+  const a = document.createElement("a"); a.href = URL.createObjectURL(blob);
+  a.download = "results-" + name + ".json"; a.click();
+  document.getElementById("status").textContent = Object.keys(answers).length + " trials saved";
+};
+render();
+</script></body></html>
+"""

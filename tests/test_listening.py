@@ -1,0 +1,192 @@
+"""Listening tests: blinded, loudness-matched test folders; MUSHRA post-screening and scores;
+A/B preference counts; the command line from `make` to `analyze`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import welch
+
+from sealign.cli import main
+from sealign.data.manifest import Entry
+from sealign.eval.listening import (
+    ANCHOR,
+    REFERENCE,
+    ListeningConfig,
+    analyze_ab,
+    analyze_mushra,
+    make_test,
+    wilson,
+)
+
+SR = 16000
+
+
+@pytest.fixture
+def systems(tmp_path):
+    """Three systems' outputs for four utterances: clean speech-like noise, a quieter
+    noisier copy, and a louder one (the loudness matching must undo both)."""
+    rng = np.random.default_rng(0)
+    out: dict[str, dict[str, Entry]] = {"clean": {}, "noisy": {}, "loud": {}}
+    for i in range(4):
+        clean = rng.normal(0, 0.05, SR + 800 * i).astype(np.float32)
+        sigs = {
+            "clean": clean,
+            "noisy": 0.3 * (clean + rng.normal(0, 0.05, clean.size)),
+            "loud": 4 * clean,
+        }
+        for name, w in sigs.items():
+            path = tmp_path / name / f"u{i}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, w, SR, subtype="FLOAT")
+            out[name][f"u{i}"] = Entry(f"u{i}", str(path))
+    return out
+
+
+def _rms_db(path) -> float:
+    w, _ = sf.read(path)
+    return 20 * np.log10(np.sqrt(np.mean(w**2)))
+
+
+def test_mushra_folder_is_blind_loudness_matched_with_hidden_reference_and_anchor(
+    systems, tmp_path
+):
+    cfg = ListeningConfig(
+        output=str(tmp_path / "test"),
+        systems={k: "-" for k in systems},
+        reference="clean",
+        n_items=3,
+        seed=1,
+    )
+    built = make_test(cfg, systems)
+    assert built.trials == 3 and not built.skipped
+    test = json.loads((built.root / "page" / "test.json").read_text())
+    key = json.loads((built.root / "key.json").read_text())
+    page = (built.root / "page" / "index.html").read_text()
+    assert sorted(p.name for p in (built.root / "page").iterdir()) == [
+        "audio",
+        "index.html",
+        "test.json",
+    ]
+    for text in (json.dumps(test), page):  # listeners see codes only
+        assert not re.search(r"clean|noisy|loud|anchor", text)  # no system name
+    items = set()
+    for t in test["trials"]:
+        codes = key["trials"][t["id"]]["codes"]
+        items.add(key["trials"][t["id"]]["item"])
+        assert sorted(codes.values()) == sorted(["noisy", "loud", REFERENCE, ANCHOR])
+        assert list(codes) == t["stimuli"]
+        folder = built.root / "page" / "audio" / t["id"]
+        for code in [*t["stimuli"], "ref"]:
+            assert _rms_db(folder / f"{code}.wav") == pytest.approx(-26.0, abs=0.05)
+        by_name = {name: folder / f"{code}.wav" for code, name in codes.items()}
+        ref, hidden = sf.read(folder / "ref.wav")[0], sf.read(by_name[REFERENCE])[0]
+        np.testing.assert_array_equal(ref, hidden)
+        f, pxx = welch(sf.read(by_name[ANCHOR])[0], SR, nperseg=1024)
+        f, pref = welch(ref, SR, nperseg=1024)
+        assert pxx[f > 4500].sum() < 1e-3 * pref[f > 4500].sum()  # the 3.5 kHz low-pass
+    assert len(items) == 3
+    # the order of stimuli is shuffled per trial
+    assert len({tuple(key["trials"][t]["codes"].values()) for t in key["trials"]}) > 1
+
+
+def _mushra_key():
+    return {
+        "kind": "mushra",
+        "trials": {
+            f"t{i}": {"item": f"u{i}", "codes": {"r": REFERENCE, "a": "sys_a", "b": "sys_b"}}
+            for i in range(4)
+        },
+    }
+
+
+def test_mushra_post_screening_scores_and_differences():
+    key = _mushra_key()
+    good1 = {"t0": {"r": 100, "a": 60, "b": 40}, "t1": {"r": 95, "a": 70, "b": 50},
+             "t2": {"r": 100, "a": 80, "b": 30}, "t3": {"r": 90, "a": 50, "b": 40}}  # fmt: skip
+    good2 = {t: {"r": 100, "a": v["a"] + 10, "b": v["b"]} for t, v in good1.items()}
+    bad = {t: {"r": 50, "a": 90, "b": 90} for t in good1}  # misses the hidden reference
+    results = [
+        {"listener": "l1", "kind": "mushra", "answers": good1},
+        {"listener": "l2", "kind": "mushra", "answers": good2},
+        {"listener": "l3", "kind": "mushra", "answers": bad},
+    ]
+    res = analyze_mushra(key, results, baseline="sys_b")
+    assert res["excluded_listeners"] == ["l3"]
+    a = res["systems"]["sys_a"]
+    assert a["listeners"] == 2 and a["mean"] == pytest.approx((65 + 75) / 2)
+    assert res["systems"]["sys_b"]["mean"] == pytest.approx(40.0)
+    assert a["diff_vs_baseline"]["mean"] == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="bad rating"):
+        analyze_mushra(key, [{"listener": "x", "kind": "mushra", "answers": {"t0": {"z": 1}}}])
+
+
+def test_ab_counts_shares_and_tests():
+    key = {
+        "kind": "ab",
+        "trials": {
+            f"t{i}": {"item": f"u{i}", "codes": {"p": "new", "q": "old"}} for i in range(10)
+        },
+    }
+    answers = {f"t{i}": {"choice": "p"} for i in range(8)} | {"t8": {"choice": "q"}}
+    answers["t9"] = {"choice": "none"}
+    res = analyze_ab(key, [{"listener": "l", "kind": "ab", "answers": answers}])
+    (pair,) = res["pairs"].values()
+    assert (pair["a"], pair["a_preferred"], pair["b_preferred"], pair["no_preference"]) == (
+        "new", 8, 1, 1,
+    )  # fmt: skip
+    assert pair["a_share"] == pytest.approx(8 / 9)
+    assert pair["p_value"] == pytest.approx(20 / 512)  # two-sided binomial, 8 of 9
+    lo, hi = wilson(8, 9)
+    assert lo < 8 / 9 < hi and lo == pytest.approx(0.5650, abs=1e-3)
+
+
+def test_cli_make_then_analyze_an_ab_test(systems, tmp_path, capsys):
+    args = ["listen", "make", "--kind", "ab", "--n", "2", "--output", str(tmp_path / "ab")]
+    for name in ("clean", "noisy"):
+        args += ["--system", f"{name}={tmp_path / name}"]
+    assert main(args) == 0
+    key = json.loads((tmp_path / "ab" / "key.json").read_text())
+    assert len(key["trials"]) == 2
+    answers = {}
+    for tid, t in key["trials"].items():
+        clean_code = next(c for c, n in t["codes"].items() if n == "clean")
+        answers[tid] = {"choice": clean_code}
+    res_file = tmp_path / "results-l.json"
+    res_file.write_text(json.dumps({"listener": "l", "kind": "ab", "answers": answers}))
+    out = tmp_path / "analysis"
+    cmd = ["listen", "analyze", "--test", str(tmp_path / "ab"), "--results", str(res_file)]
+    assert main([*cmd, "--output", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["pairs"]["clean vs noisy"]["a_preferred"] == 2
+    assert "clean vs noisy" in (out / "results.md").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "mushra", "answers": {}}))
+    assert main(["listen", "analyze", "--test", str(tmp_path / "ab"), "--results", str(bad)]) == 2
+    assert "not a ab results file" in capsys.readouterr().err
+
+
+def test_bad_settings_fail_before_work(systems, tmp_path, capsys):
+    with pytest.raises(ValueError, match="reference"):
+        ListeningConfig(output="x", systems={"a": "-", "b": "-"}, reference="c")
+    with pytest.raises(ValueError, match="pairs"):
+        ListeningConfig(output="x", kind="ab", systems={"a": "-", "b": "-"}, pairs=["a:a"])
+    args = ["listen", "make", "--system", f"clean={tmp_path / 'clean'}", "--output", "o"]
+    assert main(args) == 2  # MUSHRA without a reference
+    assert "reference" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_page_script_is_valid_javascript(systems, tmp_path):
+    cfg = ListeningConfig(output=str(tmp_path / "t"), systems={k: "-" for k in systems},
+                          reference="clean", n_items=1)  # fmt: skip
+    page = (make_test(cfg, systems).root / "page" / "index.html").read_text()
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    (tmp_path / "page.js").write_text(script)
+    subprocess.run(["node", "--check", str(tmp_path / "page.js")], check=True)
