@@ -61,6 +61,9 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     assert html.count("whisper-base heard: ") == 8  # the WER metric's recognizer, per audio
     assert (out / "report" / "reward_curves.png").is_file()
     assert len(list((out / "report" / "audio").glob("*.wav"))) == 8
+    key = json.loads((out / "listen" / "key.json").read_text())  # the blind A/B test
+    assert key["kind"] == "ab" and len(key["trials"]) == 3
+    assert all(sorted(t["codes"].values()) == ["aligned", "base"] for t in key["trials"].values())
     # a second run continues the finished GSPO run instead of starting over
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["gspo"]["steps"] == 2

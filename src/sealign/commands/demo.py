@@ -112,12 +112,17 @@ class DemoConfig:
     # paired CIs hold less of the models' sampling noise
     eval_samples: int = 3
     n_examples: int = 4  # examples with spectrograms and audio in the report
+    # items of the blind A/B listening test of base vs aligned written to <output>/listen
+    # (`sealign listen analyze` scores the answers); 0 = none
+    listening_items: int = 12
     n_boot: int = 2000
     threads: int = 2
 
     def __post_init__(self) -> None:
         if self.test_limit < 0 or self.n_examples < 0 or self.n_boot < 100:
             raise ValueError("test_limit and n_examples must be >= 0, n_boot >= 100")
+        if self.listening_items < 0:
+            raise ValueError(f"listening_items must be >= 0, got {self.listening_items}")
         if self.eval_samples < 1:
             raise ValueError(f"eval_samples must be >= 1, got {self.eval_samples}")
         if self.family not in SHIPPED_FAMILIES:
@@ -302,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
     # what the WER metric's recognizer heard in each report example (when WER is scored)
     asr = getattr(metrics.get("wer"), "asr", None)
     write_demo_report(out, cfg, systems_entries, text, results, asr)
+    if cfg.listening_items:
+        write_listening_test(out / "listen", systems_entries, cfg.listening_items, g.seed)
     scalars = {
         f"demo/{s}/{col}": v["mean"]
         for s, cols in vs_noisy["systems"].items()
@@ -323,6 +330,24 @@ def run(args: argparse.Namespace) -> int:
         out / "report" / "index.html",
     )
     return 0
+
+
+def write_listening_test(
+    folder: Path, systems_entries: dict[str, list[Entry]], n_items: int, seed: int
+) -> None:
+    """A blind A/B test of the base and aligned outputs (first sample of each) in ``folder``."""
+    from sealign.eval.listening import ListeningConfig, make_test
+
+    pair = ("base", "aligned")
+    cfg = ListeningConfig(
+        output=str(folder), kind="ab", systems={s: "-" for s in pair}, n_items=n_items,
+        seed=seed, title="sealign demo: which one sounds better?",
+    )  # fmt: skip
+    built = make_test(cfg, {s: {e.id: e for e in systems_entries[s]} for s in pair})
+    log.info(
+        "listening test (A/B, %d trials): send %s to listeners, then `sealign listen analyze "
+        "--test %s --results <their files>`", built.trials, built.root / "page", folder,
+    )  # fmt: skip
 
 
 def write_demo_report(
