@@ -176,7 +176,7 @@ def test_dpo_gradient_accumulation_equals_the_larger_batch(prefs_ar, tiny_setup,
     for key in ("loss", "grad_norm", "rewards/margins"):
         a, b = _logged(big, key), _logged(acc, key)
         for s in (1, 2, 3):
-            assert a[s] == pytest.approx(b[s], rel=1e-4, abs=1e-7), (key, s)
+            assert a[s] == pytest.approx(b[s], rel=1e-3, abs=1e-6), (key, s)
 
 
 def test_dpo_runs_under_bf16_autocast(prefs_ar, tiny_setup, tmp_path):

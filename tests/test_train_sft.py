@@ -200,7 +200,7 @@ def test_gradient_accumulation_equals_the_larger_batch(corpus, tmp_path):
     wa = load_policy(policy_dir(big)).state_dict()
     wb = load_policy(policy_dir(acc)).state_dict()
     for k, v in wa.items():
-        torch.testing.assert_close(v, wb[k], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(v, wb[k], rtol=1e-3, atol=5e-5)  # Adam: see test_gspo
 
 
 def test_bf16_autocast_trains_close_to_fp32(corpus, tmp_path):
