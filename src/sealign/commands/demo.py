@@ -89,6 +89,9 @@ def _demo_gspo() -> GSPOConfig:
         # one update per rollout batch on all its samples: four updates on four samples each let
         # gradient noise drift the model (DistillMOS and OVRL rise with one, docs/gspo_demo.md)
         steps_per_generation=1,
+        # the same update in passes of 8 rollouts: less memory and, on CPU, faster (AR 6.6 ->
+        # 5.2 s, MGM 73 -> 37 s, FM 77 -> 42 s; benchmarks/gspo_micro_batch.py)
+        micro_batch_size=8,
         optim=OptimConfig(lr=1e-4, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0),
         eval=RLEvalConfig(num_samples=8, steps=0, metrics=["dnsmos", "distillmos", "wer"]),
         max_steps=10_000,
