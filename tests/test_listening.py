@@ -158,14 +158,20 @@ def test_cli_make_then_analyze_an_ab_test(systems, tmp_path, capsys):
     for tid, t in key["trials"].items():
         clean_code = next(c for c, n in t["codes"].items() if n == "clean")
         answers[tid] = {"choice": clean_code}
+    test_id = json.loads((tmp_path / "ab" / "page" / "test.json").read_text())["id"]
     res_file = tmp_path / "results-l.json"
-    res_file.write_text(json.dumps({"listener": "l", "kind": "ab", "answers": answers}))
+    res = {"listener": "l", "test": test_id, "kind": "ab", "answers": answers}
+    res_file.write_text(json.dumps(res))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**res, "test": "0123456789ab"}))
     out = tmp_path / "analysis"
     cmd = ["listen", "analyze", "--test", str(tmp_path / "ab"), "--results", str(res_file)]
     assert main([*cmd, "--output", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["pairs"]["clean vs noisy"]["a_preferred"] == 2
     assert "clean vs noisy" in (out / "results.md").read_text()
+    assert main([*cmd[:-1], str(other)]) == 2
+    assert "answers to another test" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"kind": "mushra", "answers": {}}))
     assert main(["listen", "analyze", "--test", str(tmp_path / "ab"), "--results", str(bad)]) == 2

@@ -19,6 +19,7 @@ binomial test against 50%.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -186,7 +187,7 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
             key["trials"][tid] = {"item": uid, "codes": codes}
     if not trials:
         raise ValueError(f"no usable item: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
-    test = {"title": cfg.title, "kind": cfg.kind, "trials": trials}
+    test = {"id": listening_test_id(key), "title": cfg.title, "kind": cfg.kind, "trials": trials}
     (tmp / PAGE / "test.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")
     (tmp / "key.json").write_text(json.dumps(key, indent=1) + "\n", encoding="utf-8")
     (tmp / PAGE / "index.html").write_text(listening_page(test), encoding="utf-8")
@@ -194,6 +195,12 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
         shutil.rmtree(root)
     tmp.rename(root)
     return BuiltTest(root, len(trials), skipped)
+
+
+def listening_test_id(key: dict[str, Any]) -> str:
+    """The id of the test with this key: pages keep answers apart by it (the random codes make
+    it unique) and result files carry it."""
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def listening_page(test: dict[str, Any]) -> str:
@@ -214,6 +221,10 @@ def read_results(paths: list[str | Path], key: dict[str, Any]) -> list[dict[str,
             raise ValueError(f"{p}: not a results file ({err})") from None
         if r.get("kind") != key["kind"] or not isinstance(r.get("answers"), dict):
             raise ValueError(f"{p}: not a {key['kind']} results file of this test")
+        if r.get("test", listening_test_id(key)) != listening_test_id(key):
+            raise ValueError(
+                f"{p}: answers to another test ({r['test']}, not {listening_test_id(key)})"
+            )
         unknown = sorted(set(r["answers"]) - set(key["trials"]))
         if unknown:
             raise ValueError(f"{p}: trials {unknown[:3]} are not in this test")
@@ -359,7 +370,7 @@ button{padding:.3rem .8rem}
 <p><button id="save">Download results</button> <span id="status"></span></p>
 <script>
 const TEST = __TEST__;
-const KEY = "sealign-listen-" + TEST.title + "-" + TEST.kind;
+const KEY = "sealign-listen-" + TEST.id;
 const state = JSON.parse(localStorage.getItem(KEY) || '{"answers":{}}');
 let at = 0;
 const audio = new Audio();
@@ -411,7 +422,7 @@ document.getElementById("save").onclick = () => {
   const name = document.getElementById("listener").value.trim() || "anonymous";
   const answers = {};
   for (const [k, v] of Object.entries(state.answers)) if (Object.keys(v).length) answers[k] = v;
-  const blob = new Blob([JSON.stringify({listener: name, kind: TEST.kind, answers}, null, 1)],
+  const blob = new Blob([JSON.stringify({listener: name, test: TEST.id, kind: TEST.kind, answers}, null, 1)],
                         {type: "application/json"});
   const a = document.createElement("a"); a.href = URL.createObjectURL(blob);
   a.download = "results-" + name + ".json"; a.click();
