@@ -266,6 +266,19 @@ def test_first_update_is_on_policy_and_later_ones_are_off_policy(setup, tmp_path
     assert 0.0 <= h["clip_ratio/region_mean"] <= 1.0  # whether any clips depends on the signs
 
 
+def test_bf16_updates_compare_like_with_like(setup, tmp_path):
+    """Under bf16 the old log-probs are recomputed by the bf16 forward, so the first full-batch
+    update is on-policy (ratio 1, nothing clipped at GSPO's tiny ε) as in fp32."""
+    kw = {"eval.manifests": "[]", "steps_per_generation": 1, "epsilon_low": 3e-4,
+          "epsilon_high": 4e-4, "precision": "bf16", "beta": 0.1}  # fmt: skip
+    cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", max_steps=2, **kw))
+    res = train_gspo(cfg, progress=False)
+    h = res.history[0]
+    assert h["ratio/mean"] == pytest.approx(1.0, abs=1e-6)
+    assert h["clip_ratio/region_mean"] == 0.0 and h["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert all(np.isfinite(r["loss"]) for r in res.history)
+
+
 @pytest.mark.parametrize("passes", [1, 2])
 def test_each_pass_over_the_rollout_batch_is_one_more_update(setup, tmp_path, passes):
     kw = {"eval.manifests": "[]", "steps_per_generation": 1, "num_iterations": passes}

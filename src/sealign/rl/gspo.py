@@ -70,7 +70,7 @@ from sealign.train.sft import (
     make_scheduler,
     reference_config,
 )
-from sealign.utils.device import check_device
+from sealign.utils.device import autocast, check_device, check_precision
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -136,6 +136,10 @@ class GSPOConfig:
     # gradients are accumulated over the micro-batches before the one optimizer step, so the
     # update is the same, with the activations of only this many rollouts in memory at a time
     micro_batch_size: int = 0
+    # "bf16": the update's forward passes under bfloat16 autocast; the rollouts' old log-probs
+    # are then recomputed by the same bf16 forward before the update, so that the ratio
+    # compares like with like (sampled fp32 log-probs differ from bf16 ones by more than ε)
+    precision: str = "fp32"
     # post-processing of each decoded output before it is scored, in rollouts and held-out
     # evaluation ("mask": the output masks its noisy input, sealign.infer.fusion), so the
     # reward judges what `sealign enhance` writes with the same setting
@@ -153,6 +157,7 @@ class GSPOConfig:
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        check_precision(self.precision)
         if self.loss not in LOSSES:
             raise ValueError(f"loss: {self.loss!r} unknown; known: {', '.join(LOSSES)}")
         if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
@@ -405,11 +410,14 @@ def _micro_loss(
     cfg: GSPOConfig,
 ) -> Any:
     """The policy loss (and its statistics) of the rollouts ``mb``."""
-    logp, ent = policy.step_log_probs(cond, mb)
-    ref_logp = None
-    if ref is not None:
-        with torch.no_grad():
-            ref_logp, _ = ref.step_log_probs(cond, mb)
+    with autocast(cfg.device, cfg.precision):
+        logp, ent = policy.step_log_probs(cond, mb)
+        ref_logp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_logp, _ = ref.step_log_probs(cond, mb)
+    logp, ent = logp.float(), ent.float()
+    ref_logp = ref_logp.float() if ref_logp is not None else None
     return policy_loss(
         logp,
         mb.logp.to(logp.device),
@@ -423,6 +431,23 @@ def _micro_loss(
         entropy=ent,
         entropy_coef=cfg.entropy_coef,
     )
+
+
+@torch.no_grad()
+def _recompute_old_logp(policy: Policy, cond: Any, rollout: Rollout, cfg: GSPOConfig) -> Rollout:
+    """``rollout`` with its log-probs recomputed by the update's own (autocast) forward pass."""
+    size = cfg.micro_batch_size or len(rollout)
+    parts = []
+    for lo in range(0, len(rollout), size):
+        part = rollout.select(torch.arange(lo, min(lo + size, len(rollout))))
+        with autocast(cfg.device, cfg.precision):
+            logp, _ = policy.step_log_probs(cond, part)
+        if logp.shape != part.logp.shape:
+            raise ValueError(
+                f"step_log_probs gave {tuple(logp.shape)} for {tuple(part.logp.shape)}"
+            )
+        parts.append(logp.float().to(rollout.logp.device) * part.mask.to(rollout.logp.device))
+    return Rollout(rollout.actions, torch.cat(parts), rollout.mask, rollout.source)
 
 
 def update(
@@ -452,8 +477,11 @@ def update(
         perm = torch.randperm(idx.size, generator=generator).numpy()
         chunks += [c for c in np.array_split(idx[perm], k) if c.size]
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
+    rollout = batch.rollout
+    if cfg.precision != "fp32":
+        rollout = _recompute_old_logp(policy, batch.cond, rollout, cfg)
     for rows in chunks:
-        mb = batch.rollout.select(torch.as_tensor(rows))
+        mb = rollout.select(torch.as_tensor(rows))
         if cfg.step_fraction < 1:
             mb = keep_passes(mb, step_passes(policy, mb), cfg.step_fraction, generator)
         # the loss is a mean over sequences, so micro-batch losses weighted by their share of
