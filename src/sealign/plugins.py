@@ -1,4 +1,4 @@
-"""User extensions loaded before any command runs: metrics, codecs and rewards of your own.
+"""User extensions loaded before any command runs: metrics and codecs of your own.
 
 A plugin is any importable module whose import registers something, e.g.
 ``sealign.metrics.register("loudness", Loudness)`` or
