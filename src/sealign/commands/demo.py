@@ -343,7 +343,8 @@ def write_listening_test(
 
     pair = ("base", "aligned")
     cfg = ListeningConfig(
-        output=str(folder), kind="ab", systems={s: "-" for s in pair}, n_items=n_items,
+        output=str(folder), kind="ab", n_items=n_items,
+        systems={s: str(Path(systems_entries[s][0].audio).parent) for s in pair},
         seed=seed, title="sealign demo: which one sounds better?",
     )  # fmt: skip
     built = make_test(cfg, {s: {e.id: e for e in systems_entries[s]} for s in pair})

@@ -114,8 +114,10 @@ def _run_make(args: argparse.Namespace) -> int:
     extra_entries: dict[str, dict[str, Entry]] = {}
     if args.eval:
         systems.update(eval_systems(args.eval))
-        extra_entries = _side_systems(next(iter(systems.values())))
-        systems.update({k: f"({args.eval}: {k})" for k in extra_entries})
+        first = next(iter(systems.values()))
+        extra_entries = _side_systems(first)
+        field_of = {"noisy": "noisy", "clean": "reference"}
+        systems.update({k: f"{first} ({field_of[k]} paths)" for k in extra_entries})
     for s in args.system:
         name, sep, path = s.partition("=")
         if not sep or not name or not path:

@@ -244,24 +244,6 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
-def optimizer_step(
-    loss: torch.Tensor,
-    params: list[torch.nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    max_grad_norm: float,
-    after_backward: Callable[[], None] | None = None,
-) -> tuple[float, float]:
-    """Backward, ``after_backward`` (e.g. averaging gradients across ranks), clip, AdamW step
-    (skipped, with a warning, when the loss or gradient is not finite), LR schedule step.
-    Returns ``(loss, grad_norm)``."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    return finish_step(
-        float(loss.detach()), params, optimizer, scheduler, max_grad_norm, after_backward
-    )
-
-
 def finish_step(
     loss_value: float,
     params: list[torch.nn.Parameter],
@@ -270,8 +252,10 @@ def finish_step(
     max_grad_norm: float,
     after_backward: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
-    """The rest of :func:`optimizer_step` once the gradients are in ``params`` (accumulated
-    over micro-batches by the caller): ``after_backward``, clip, AdamW step, LR schedule step."""
+    """One optimizer step once the gradients are in ``params`` (the caller's backward passes,
+    accumulated over micro-batches): ``after_backward`` (e.g. averaging gradients across
+    ranks), clip, AdamW step (skipped, with a warning, when the loss or gradient is not
+    finite), LR schedule step. Returns ``(loss_value, grad_norm)``."""
     if after_backward is not None:
         after_backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
