@@ -1,4 +1,5 @@
-"""DNSMOS backend: equality with ``speechmos.dnsmos.run``, batching, fast mode, windowing."""
+"""DNSMOS backend: equality with ``speechmos.dnsmos.run`` and with the whole ONNX model, batching,
+fast mode, windowing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from sealign.metrics import MetricUnavailable, Utterance, build_metric
-from sealign.metrics.dnsmos import DNSMOS, WINDOW, window_starts
+from sealign.metrics.dnsmos import DNSMOS, WINDOW, group_windows, plan_clip, window_starts
 
 sm = pytest.importorskip("speechmos.dnsmos")
 
@@ -114,6 +115,17 @@ class _FakeSession:
         return [(out + 2.5).astype(np.float32)]
 
 
+class _FakeP835:
+    """The split P.835 model's interface over a fake whole-window session."""
+
+    def __init__(self, session: _FakeSession) -> None:
+        self.session = session
+
+    def raw(self, audio: np.ndarray, starts: list[int]) -> np.ndarray:
+        windows = np.stack([audio[s : s + WINDOW] for s in starts])
+        return self.session.run(None, {"input_1": windows})[0]
+
+
 def test_windowing_matches_speechmos_with_fake_models(monkeypatch) -> None:
     """Tiling, window selection (incl. windows speechmos drops), de-duplication and the P.808
     features agree with speechmos for many lengths; models replaced by cheap fakes."""
@@ -126,7 +138,7 @@ def test_windowing_matches_speechmos_with_fake_models(monkeypatch) -> None:
     monkeypatch.setattr(sm, "dnsmos", ref_model)
     ours = DNSMOS(batch_size=3)
     ours.load()
-    ours._primary, ours._p808 = primary, p808
+    ours._primary, ours._p808 = _FakeP835(primary), p808
 
     rng = np.random.default_rng(7)
     lengths = [0.3, 1.0, 2.0, 2.76, 4.0, 4.4, 8.7, 9.0, 9.01, 10.5, 11.5, 17.0, 35.0]
@@ -136,6 +148,38 @@ def test_windowing_matches_speechmos_with_fake_models(monkeypatch) -> None:
         ref = sm.run(x, sr=SR)
         for key, ref_key in OUTPUTS.items():
             assert r.values[key] == pytest.approx(float(ref[ref_key]), abs=1e-4), (s, key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("personalized", [False, True])
+def test_shared_convolutions_equal_the_whole_model(speech, personalized: bool) -> None:
+    """Windows scored through the split model equal the ONNX model run on each window: one
+    window, overlapping windows of a doubled clip, and a long clip split into groups."""
+    import onnxruntime as ort
+
+    metric = DNSMOS(num_threads=2, personalized=personalized, batch_size=3)
+    metric.load()
+    sub = "pdnsmos_models" if personalized else "dnsmos_models"
+    whole = ort.InferenceSession(
+        os.path.join(os.path.dirname(sm.__file__), sub, "sig_bak_ovr.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
+    rng = np.random.default_rng(3)
+    long = np.concatenate([speech(i) for i in range(6)])
+    long = long + 0.01 * rng.standard_normal(long.size).astype(np.float32)
+    for seconds in (10.0, 3.7, 16.5):
+        audio, starts = plan_clip(long[: int(seconds * SR)])
+        groups = group_windows(starts, 3)
+        assert [len(g) for g in groups] == {10.0: [1], 3.7: [3, 2], 16.5: [3, 3, 1]}[seconds]
+        ours = np.concatenate([metric._primary.raw(audio, g) for g in groups])
+        ref = whole.run(None, {"input_1": np.stack([audio[s : s + WINDOW] for s in starts])})[0]
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6, err_msg=str(seconds))
+
+
+def test_group_windows() -> None:
+    assert group_windows([0, SR, 2 * SR, 3 * SR], 2) == [[0, SR], [2 * SR, 3 * SR]]
+    # windows that do not overlap share nothing (fast mode on a long clip)
+    assert group_windows([0, 10 * SR, 11 * SR], 8) == [[0], [10 * SR, 11 * SR]]
 
 
 def test_window_starts() -> None:
