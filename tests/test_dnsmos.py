@@ -121,7 +121,7 @@ class _FakeP835:
     def __init__(self, session: _FakeSession) -> None:
         self.session = session
 
-    def raw(self, audio: np.ndarray, starts: list[int]) -> np.ndarray:
+    def raw(self, audio: np.ndarray, starts: list[int], period: int = 0) -> np.ndarray:
         windows = np.stack([audio[s : s + WINDOW] for s in starts])
         return self.session.run(None, {"input_1": windows})[0]
 
@@ -154,7 +154,8 @@ def test_windowing_matches_speechmos_with_fake_models(monkeypatch) -> None:
 @pytest.mark.parametrize("personalized", [False, True])
 def test_shared_convolutions_equal_the_whole_model(speech, personalized: bool) -> None:
     """Windows scored through the split model equal the ONNX model run on each window: one
-    window, overlapping windows of a doubled clip, and a long clip split into groups."""
+    window, overlapping windows of a doubled clip, a long clip split into groups, and doubled
+    clips whose length is a whole number of frames (one pass over a period serves all)."""
     import onnxruntime as ort
 
     metric = DNSMOS(num_threads=2, personalized=personalized, batch_size=3)
@@ -167,13 +168,23 @@ def test_shared_convolutions_equal_the_whole_model(speech, personalized: bool) -
     rng = np.random.default_rng(3)
     long = np.concatenate([speech(i) for i in range(6)])
     long = long + 0.01 * rng.standard_normal(long.size).astype(np.float32)
-    for seconds in (10.0, 3.7, 16.5):
-        audio, starts = plan_clip(long[: int(seconds * SR)])
-        groups = group_windows(starts, 3)
-        assert [len(g) for g in groups] == {10.0: [1], 3.7: [3, 2], 16.5: [3, 3, 1]}[seconds]
-        ours = np.concatenate([metric._primary.raw(audio, g) for g in groups])
+    cases = {  # samples: (windows per group, or [] for one periodic pass), windows
+        10 * SR + 37: ([1], 1),
+        int(3.7 * SR) + 37: ([3, 2], 5),
+        int(16.5 * SR): ([3, 3, 1], 7),
+        int(3.7 * SR): ([], 5),
+        int(0.31 * SR): ([], 1),
+        int(8.99 * SR): ([], 7),
+        5 * SR: ([], 1),
+    }
+    for n, (sizes, windows) in cases.items():
+        audio, starts, period = plan_clip(long[:n])
+        assert len(starts) == windows and period == (0 if sizes else n)
+        groups = group_windows(starts, 3) if sizes else [starts]
+        assert [len(g) for g in groups] == (sizes or [windows])
+        ours = np.concatenate([metric._primary.raw(audio, g, period) for g in groups])
         ref = whole.run(None, {"input_1": np.stack([audio[s : s + WINDOW] for s in starts])})[0]
-        np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6, err_msg=str(seconds))
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6, err_msg=str(n))
 
 
 def test_group_windows() -> None:

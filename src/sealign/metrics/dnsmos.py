@@ -93,16 +93,19 @@ def pick_evenly(count: int, k: int) -> list[int]:
     return [int((j + 0.5) * count / k) for j in range(k)]
 
 
-def plan_clip(audio: np.ndarray, max_windows: int | None = None) -> tuple[np.ndarray, list[int]]:
-    """The (doubled) clip and the start of every window to score; ``max_windows`` keeps that
-    many, spread evenly."""
+def plan_clip(
+    audio: np.ndarray, max_windows: int | None = None
+) -> tuple[np.ndarray, list[int], int]:
+    """The (doubled) clip, the start of every window to score (``max_windows`` keeps that many,
+    spread evenly) and the clip's length if the windows repeat it on the frame grid, else 0."""
     x = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
     _, starts = window_starts(x.size)
     if max_windows is not None:
         starts = [starts[i] for i in pick_evenly(len(starts), max_windows)]
+    period = x.size if x.size < WINDOW and x.size % MEL_HOP == 0 else 0
     if starts[-1] + WINDOW > x.size:
         x = np.resize(x, starts[-1] + WINDOW)  # cyclic repetition, as the doubling produces
-    return x, starts
+    return x, starts, period
 
 
 def group_windows(starts: list[int], size: int) -> list[list[int]]:
@@ -187,23 +190,41 @@ class _P835:
         x = np.ascontiguousarray(frames.transpose(0, 2, 1), dtype=np.float32)
         return self.front.run(None, {"x": x})[0]
 
-    def raw(self, audio: np.ndarray, starts: list[int]) -> np.ndarray:
-        """(len(starts), 3) raw outputs of the windows ``audio[s:s + WINDOW]``; the starts are
-        sorted, on one frame grid and overlapping (one group of :func:`group_windows`)."""
+    def raw(self, audio: np.ndarray, starts: list[int], period: int = 0) -> np.ndarray:
+        """(len(starts), 3) raw outputs of the windows ``audio[s:s + WINDOW]``.
+
+        The starts are sorted and on one frame grid. Without ``period`` they overlap (one group
+        of :func:`group_windows`) and the activations come from one pass over their span. With
+        ``period`` (a multiple of the hop) the audio repeats with that period, so its frames and,
+        away from a window's edges, its activations repeat every ``period // 160`` frames: one
+        pass over a period serves every window.
+        """
         n, e = _P835_FRAMES, _EDGE
-        base = starts[0]
-        span = self._front(_frames(audio, base, (starts[-1] - base) // MEL_HOP + n)[None])[0]
         acts = np.empty((len(starts), 32, n, 161), dtype=np.float32)
-        for w, s in enumerate(starts):
-            first = (s - base) // MEL_HOP
-            acts[w] = span[:, first : first + n]
-        if len(starts) > 1:
-            # the span's own ends are the first window's start and the last window's end
-            left = [_frames(audio, s, 2 * e) for s in starts[1:]]
-            right = [_frames(audio, s + MEL_HOP * (n - 2 * e), 2 * e) for s in starts[:-1]]
-            edges = self._front(np.stack(left + right))
-            acts[1:, :, :e] = edges[: len(left), :, :e]
-            acts[:-1, :, -e:] = edges[len(left) :, :, e:]
+        if period:
+            m = period // MEL_HOP
+            cyclic = np.resize(audio[:period], period + MEL_HOP * (m + 2 * e + 1))
+            one = self._front(_frames(cyclic, period - e * MEL_HOP, m + 2 * e)[None])[0, :, e:-e]
+            for w, s in enumerate(starts):
+                acts[w] = one[:, (s // MEL_HOP + np.arange(n)) % m]
+            skip = 0
+        else:
+            base = starts[0]
+            span = self._front(_frames(audio, base, (starts[-1] - base) // MEL_HOP + n)[None])[0]
+            for w, s in enumerate(starts):
+                first = (s - base) // MEL_HOP
+                acts[w] = span[:, first : first + n]
+            skip = 1  # the span's ends are the first window's start and the last one's end
+        lefts, rights = starts[skip:], starts[: len(starts) - skip]
+        if lefts:
+            edges = self._front(
+                np.stack(
+                    [_frames(audio, s, 2 * e) for s in lefts]
+                    + [_frames(audio, s + MEL_HOP * (n - 2 * e), 2 * e) for s in rights]
+                )
+            )
+            acts[skip:, :, :e] = edges[: len(lefts), :, :e]
+            acts[: len(rights), :, -e:] = edges[len(lefts) :, :, e:]
         return self.back.run(None, {"x": acts})[0]
 
 
@@ -349,10 +370,10 @@ class DNSMOS(Metric):
         polys = _POLYS[self.personalized]
         out: list[dict[str, float]] = []
         for u in utts:
-            audio, starts = plan_clip(u.audio, limit)
+            audio, starts, period = plan_clip(u.audio, limit)
             raw, p808 = [], []
-            for group in group_windows(starts, self.batch_size):
-                raw.append(self._primary.raw(audio, group))
+            for group in [starts] if period else group_windows(starts, self.batch_size):
+                raw.append(self._primary.raw(audio, group, period))
                 p808.append(self._run(self._p808, self._mel.features(audio, group))[:, 0])
             r = np.concatenate(raw).astype(np.float64)
             out.append(
