@@ -19,7 +19,12 @@ applies four 3×3 convolutions at full time resolution (98% of its multiply-adds
 So the model is split after those four layers: they run once over the span of a clip's windows,
 each window takes its 900 frames from that span, and only the 4 frames at each of its edges,
 which see the window's zero padding, are computed from the window alone; pooling and the dense
-layers then run per window. The P.808 mel features of all windows likewise come from one STFT.
+layers then run per window. A clip shorter than a window whose length is a whole number of
+frames (a multiple of 10 ms, as every demo clip is) repeats on the frame grid, so its activations
+repeat too: one pass over a single period serves all its windows. The P.808 mel features of all
+windows likewise come from one STFT. On one thread (``benchmarks/dnsmos_speed.py``), exact mode
+takes 0.39 s for a 3.7-s clip of whole frames, 0.79 s for one of 3.70125 s (1.70 s before the
+sharing, 2.2 s in speechmos), and 1.1 s for a 20-s clip (3.5 s before).
 """
 
 from __future__ import annotations
