@@ -1,0 +1,96 @@
+"""Fast vs exact DNSMOS as a GSPO reward: do they rank a group's outputs alike, and at what cost?
+
+    .venv/bin/python benchmarks/dnsmos_fast_reward.py [--model DIR] [--data data/demo]
+        [--batches 4] [--threads 1]
+
+Samples rollout batches as the demo's GSPO does (shipped AR base, 8 inputs of the demo train
+split × 4 outputs, T = 1, top-k 50, seeded), scores every output with DNSMOS in exact and in fast
+mode (one window per clip, the demo reward's setting) and reports, for OVRL: the mean and max
+absolute difference, the within-group spread (std over a group's 4 outputs, averaged over
+groups), the correlation of the group-normalized advantages of the two modes, the share of
+output pairs within a group that both modes order the same way, and the seconds each mode took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
+    p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
+    p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1, help="DNSMOS onnxruntime threads")
+    args = p.parse_args(argv)
+
+    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.metrics.dnsmos import DNSMOS
+    from sealign.models.registry import load_policy
+    from sealign.rl.gspo import _utterances, rl_options
+    from sealign.train.checkpoint import policy_dir
+    from sealign.train.data import PairDataset
+    from sealign.utils.threads import set_torch_threads
+
+    set_torch_threads(2)
+    cfg = _demo_gspo()
+    model = Path(args.model) if args.model else shipped_checkpoint()
+    policy = load_policy(policy_dir(model)).eval()  # type: ignore[attr-defined]
+    ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
+    metrics = {m: DNSMOS(num_threads=args.threads, mode=m) for m in ("exact", "fast")}
+    for metric in metrics.values():
+        metric.load()
+    gen = torch.Generator().manual_seed(0)
+    g = cfg.sampling.group_size
+    ovrl: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+    seconds = dict.fromkeys(metrics, 0.0)
+    lengths = []
+    for _ in range(args.batches):
+        examples = ds.next_batch()
+        group = np.repeat(np.arange(len(examples)), g)
+        with torch.no_grad():
+            cond = policy.condition([e.noisy for e in examples])
+            cond = cond.select(torch.as_tensor(group))
+            rollout = policy.sample(
+                cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
+            )
+        utts = _utterances(examples, group, policy.decode(rollout), policy.sample_rate)
+        lengths += [u.audio.size for u in utts]
+        for name, metric in metrics.items():
+            t = time.perf_counter()
+            res = metric.score_batch(utts)
+            seconds[name] += time.perf_counter() - t
+            ovrl[name].append(np.array([r.values["ovrl"] for r in res]).reshape(-1, g))
+
+    exact, fast = (np.concatenate(ovrl[m]) for m in ("exact", "fast"))
+
+    def advantages(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-8)
+
+    same = [
+        np.sign(exact[:, i] - exact[:, j]) == np.sign(fast[:, i] - fast[:, j])
+        for i, j in itertools.combinations(range(g), 2)
+    ]
+    n = exact.size
+    whole = np.mean([size % 160 == 0 for size in lengths])
+    print(f"{n} outputs ({exact.shape[0]} groups of {g}); {whole:.0%} of whole 10-ms frames")
+    print(
+        f"mean |fast - exact| OVRL: {np.abs(fast - exact).mean():.3f} (max {np.abs(fast - exact).max():.3f})"
+    )
+    print(f"within-group OVRL std: exact {exact.std(1).mean():.3f}, fast {fast.std(1).mean():.3f}")
+    corr = np.corrcoef(advantages(exact).ravel(), advantages(fast).ravel())[0, 1]
+    print(f"correlation of group-normalized advantages: {corr:.3f}")
+    print(f"output pairs ordered alike: {np.mean(same):.3f}")
+    for name, s in seconds.items():
+        print(f"{name}: {s:.2f} s, {s / n:.3f} s per output ({args.threads} thread(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
