@@ -208,8 +208,9 @@ class _P835:
         acts = np.empty((len(starts), 32, n, 161), dtype=np.float32)
         if period:
             m = period // MEL_HOP
-            cyclic = np.resize(audio[:period], period + MEL_HOP * (m + 2 * e + 1))
-            one = self._front(_frames(cyclic, period - e * MEL_HOP, m + 2 * e)[None])[0, :, e:-e]
+            lead = -(-e // m) * period  # whole periods before the one computed, at least e frames
+            cyclic = np.resize(audio[:period], lead + MEL_HOP * (m + e + 1))
+            one = self._front(_frames(cyclic, lead - e * MEL_HOP, m + 2 * e)[None])[0, :, e:-e]
             for w, s in enumerate(starts):
                 acts[w] = one[:, (s // MEL_HOP + np.arange(n)) % m]
             skip = 0
