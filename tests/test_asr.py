@@ -360,7 +360,11 @@ def test_text_likelihood_matches_greedy_decoding_scores(text_ll, speech):
     assert tok.encode(" " + " ".join(text.split())) == ids
     (got,) = asr.text_logprobs([x], 16000, [text])
     assert isinstance(enc, ctranslate2.StorageView) and got.shape == want.shape
-    np.testing.assert_allclose(np.exp(got[:-1]), np.exp(want[:-1]), atol=0.02)
+    # int8 kernels round differently with the batch shape and the CPU's instruction set: up to
+    # 0.024 apart on an AVX2-only EPYC (< 0.02 with AVX-512); a token off by one position would
+    # differ by far more (neighbouring probabilities above range from 0.3 to 0.99)
+    diff = np.abs(np.exp(got[:-1]) - np.exp(want[:-1]))
+    assert diff.max() < 0.05 and diff.mean() < 0.015, diff
 
 
 def test_asr_confidence_needs_no_text_and_drops_with_noise(speech, noisy):
