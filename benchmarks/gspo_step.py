@@ -1,14 +1,14 @@
 """Step-time breakdown of GSPO at the demo defaults, and scored samples per second.
 
     .venv/bin/python benchmarks/gspo_step.py [--model DIR] [--data data/demo] [--steps 4]
-        [--workers 2] [--metric-threads N] [--threads 2] [--solo] [--json out.json]
+        [--workers 3] [--metric-threads N] [--threads 2] [--solo] [--json out.json]
 
 Runs the real trainer pieces (:func:`sealign.rl.gspo.generate_and_score` and
 :func:`sealign.rl.gspo.update`) on the demo train split with the demo's GSPO settings
 (``sealign demo``: 8 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS, KL
-to the base when ``beta`` > 0, two metrics at a time on one thread each) and reports seconds
-per phase (generate / decode / score, per metric / update) averaged over ``--steps`` steps
-after one warm-up step, the share of decode + scoring, and scored samples/s. ``--solo`` also
+to the base when ``beta`` > 0, the three metrics side by side on one thread each) and reports
+seconds per phase (generate / decode / score, per metric / update) averaged over ``--steps``
+steps after one warm-up step, the share of decode + scoring, and scored samples/s. ``--solo`` also
 scores each step's rollouts with every metric alone, one after another (outside the step's
 timing): the CPU cost each metric brings, at its own thread count. ``--cpu`` also reports the
 process's CPU seconds per phase and the cores it kept busy (CPU / wall): on a machine whose
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--workers", default="2", help="reward.workers settings to compare")
+    p.add_argument("--workers", default="3", help="reward.workers settings to compare")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--metric-threads",

@@ -76,14 +76,15 @@ def _demo_gspo() -> GSPOConfig:
         # DNSMOS term, whose raw spread is the largest, steered the updates (BAK up, ESTOI and
         # speaker similarity down); the KL to the base keeps non-target metrics in place
         # (docs/gspo_demo.md has the runs behind both choices)
-        # metrics on one thread each, two at a time: Whisper (CTranslate2) on two threads halves
-        # torch's speed for the rest of the process (generation 1.6 -> 2.5 s a step); DNSMOS
-        # (the costliest) takes one core while Whisper then DistillMOS take the other, 12%
-        # sooner than all three side by side (benchmarks/gspo_step.py, docs/gspo_demo.md)
+        # metrics on one thread each: Whisper (CTranslate2) on two threads halves torch's speed
+        # for the rest of the process (generation 1.6 -> 2.5 s a step). All three side by side:
+        # since DNSMOS shares its convolutions, the three cost about the same, and scoring took
+        # 15.3 / 15.7 s against 15.9 / 16.9 s two at a time (benchmarks/gspo_step.py, two runs;
+        # two at a time was 12% sooner while DNSMOS cost twice as much, docs/gspo_demo.md)
         reward=RewardConfig(
             aggregation="normalize_then_sum",
             metric_options={"dnsmos": {"mode": "fast"}},
-            workers=2,
+            workers=3,
             metric_threads=1,
         ),
         beta=0.1,
