@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,37 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="DNSMOS onnxruntime threads")
     args = p.parse_args(argv)
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
-    from sealign.metrics.dnsmos import DNSMOS
-    from sealign.models.registry import load_policy
-    from sealign.rl.gspo import _utterances, rl_options
-    from sealign.train.checkpoint import policy_dir
-    from sealign.train.data import PairDataset
-    from sealign.utils.threads import set_torch_threads
+    from rollouts import demo_rollouts
 
-    set_torch_threads(2)
-    cfg = _demo_gspo()
-    model = Path(args.model) if args.model else shipped_checkpoint()
-    policy = load_policy(policy_dir(model)).eval()  # type: ignore[attr-defined]
-    ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
+    from sealign.metrics.dnsmos import DNSMOS
+    from sealign.rl.gspo import _utterances
+
     metrics = {m: DNSMOS(num_threads=args.threads, mode=m) for m in ("exact", "fast")}
     for metric in metrics.values():
         metric.load()
-    gen = torch.Generator().manual_seed(0)
-    g = cfg.sampling.group_size
+    g = 0  # outputs per input
     ovrl: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     seconds = dict.fromkeys(metrics, 0.0)
     lengths = []
-    for _ in range(args.batches):
-        examples = ds.next_batch()
-        group = np.repeat(np.arange(len(examples)), g)
-        with torch.no_grad():
-            cond = policy.condition([e.noisy for e in examples])
-            cond = cond.select(torch.as_tensor(group))
-            rollout = policy.sample(
-                cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
-            )
-        utts = _utterances(examples, group, policy.decode(rollout), policy.sample_rate)
+    for wavs, group, examples, sr in demo_rollouts(args.model, args.data, args.batches):
+        utts = _utterances(examples, group, wavs, sr)
+        g = int(np.bincount(group).max())
         lengths += [u.audio.size for u in utts]
         for name, metric in metrics.items():
             t = time.perf_counter()

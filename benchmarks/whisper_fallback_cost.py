@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,20 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", default="", help="shorter fallback windows to try (frames)")
     args = p.parse_args(argv)
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
-    from sealign.metrics.asr import _MAX_FRAMES, WhisperASR
-    from sealign.models.registry import load_policy
-    from sealign.rl.gspo import rl_options
-    from sealign.train.checkpoint import policy_dir
-    from sealign.train.data import PairDataset
-    from sealign.utils.threads import set_torch_threads
+    from rollouts import demo_rollouts
 
-    set_torch_threads(2)
-    cfg = _demo_gspo()
-    model = Path(args.model) if args.model else shipped_checkpoint()
-    policy = load_policy(policy_dir(model)).eval()  # type: ignore[attr-defined]
-    ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
-    gen = torch.Generator().manual_seed(0)
+    from sealign.metrics.asr import _MAX_FRAMES, WhisperASR
+
     asr = WhisperASR(cpu_threads=args.threads)
     asr.load()
     decode = asr._decode
@@ -61,18 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
     asr._decode = timed  # type: ignore[method-assign]
     total = redone = clips = 0.0
-    for b in range(args.batches):
-        examples = ds.next_batch()
-        group = np.repeat(np.arange(len(examples)), cfg.sampling.group_size)
-        with torch.no_grad():
-            cond = policy.condition([e.noisy for e in examples]).select(torch.as_tensor(group))
-            rollout = policy.sample(
-                cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
-            )
-        wavs = policy.decode(rollout)
+    batches = demo_rollouts(args.model, args.data, args.batches)
+    for b, (wavs, _, _, sr) in enumerate(batches):
         calls.clear()
         t = time.perf_counter()
-        asr.transcribe(wavs, policy.sample_rate)
+        asr.transcribe(wavs, sr)
         dt = time.perf_counter() - t
         long = [c for c in calls if c[1] == _MAX_FRAMES]
         n, s = sum(c[0] for c in long), sum(c[2] for c in long)
