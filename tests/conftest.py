@@ -75,3 +75,20 @@ def tiny_setup(tmp_path_factory, speech):
     write_manifest(root / "valid.jsonl", rows[4:])
     write_manifest(root / "test.jsonl", rows[3:])
     return root
+
+
+@pytest.fixture
+def on_meta():
+    """``on_meta(metric, call)`` runs ``call(metric)`` with the metric's device set to ``meta``
+    (tensors without data, on which every op runs): it must get as far as copying a result back
+    to the CPU. A model or input left on the CPU fails earlier, with a device mismatch."""
+
+    def run(metric, call):
+        metric.device = "meta"
+        with pytest.raises((RuntimeError, NotImplementedError)) as err:
+            call(metric)
+        msg = str(err.value)
+        assert "meta tensor" in msg, msg
+        assert "device" not in msg, msg
+
+    return run

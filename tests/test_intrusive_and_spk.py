@@ -68,7 +68,7 @@ def test_distillmos_padded_front_end_equals_the_models_forward(speech, n):
         assert m.predict(x) == pytest.approx(want, abs=1e-5)
 
 
-def test_spk_sim_hf_encoder_from_local_path(tmp_path, speech):
+def test_spk_sim_hf_encoder_from_local_path(tmp_path, speech, on_meta):
     from transformers import WavLMConfig, WavLMForXVector
 
     torch = pytest.importorskip("torch")
@@ -86,6 +86,10 @@ def test_spk_sim_hf_encoder_from_local_path(tmp_path, speech):
     x = speech(0)
     (same,) = m.score_batch([Utterance("a", x, 16000, speaker_ref=x)])
     assert same.values["spk_sim"] == pytest.approx(1.0, abs=1e-3)
+    on_device = build_metric(
+        "spk_sim", encoder="hf", model_path=str(tmp_path / "tiny_wavlm_xvector")
+    )
+    on_meta(on_device, lambda m: (m.load(), m._embed(x)))
     missing = build_metric("spk_sim", encoder="hf", model_path=str(tmp_path / "nope"))
     with pytest.raises(MetricUnavailable, match="not found"):
         missing.load()

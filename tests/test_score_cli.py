@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from sealign.cli import main
 from sealign.data.manifest import write_manifest
@@ -93,6 +94,9 @@ def test_score_directory_pairs_and_bad_config(tmp_path, speech, noisy):
         main(["score", "--input", str(tmp_path / "enh"), "--output", str(out), "--metrics", "nope"])
         == 2
     )
+    if not torch.cuda.is_available():  # a GPU this machine lacks, before any scoring
+        gpu = ["--metrics", "pesq_wb,dnsmos", "--metric-device", "cuda"]
+        assert main(["score", "--input", str(tmp_path / "enh"), "--output", str(out), *gpu]) == 2
 
 
 def test_sine_is_not_speech_but_scores(tmp_path):

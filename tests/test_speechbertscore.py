@@ -102,6 +102,11 @@ def tiny_models(tmp_path_factory):
     return root
 
 
+def test_hf_encoder_runs_on_its_device(tiny_models, speech, on_meta):
+    m = build_metric("speechbertscore", encoder="hf", model_path=str(tiny_models / "tiny-wavlm"))
+    on_meta(m, lambda m: m.features([speech(0)[:16000]]))
+
+
 @pytest.mark.parametrize("name", ["tiny-hubert", "tiny-wavlm"])
 def test_hf_encoder_on_random_tiny_model(tiny_models, speech, noisy, name):
     m = build_metric(

@@ -177,3 +177,9 @@ def test_not_a_state_dict(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(MetricUnavailable, match="not a UTMOS22 strong state dict"):
         UTMOS(num_threads=1, checkpoint=str(tmp_path / "list.pt"), arch=SMALL).load()
+
+
+def test_runs_on_its_device(small_ckpt, on_meta):
+    m = UTMOS(num_threads=1, checkpoint=str(small_ckpt), arch=SMALL)
+    x = np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32)
+    on_meta(m, lambda m: m.predict([x, x[:20001]]))

@@ -270,7 +270,9 @@ def run(args: argparse.Namespace) -> int:
         for e in entries
     ]
     samples_of["clean"] = ["clean"]
-    score_cfg = ScoreConfig(metrics=list(cfg.metrics), threads=cfg.threads)
+    score_cfg = ScoreConfig(
+        metrics=list(cfg.metrics), metric_device=g.reward.metric_device, threads=cfg.threads
+    )
     metrics = build_metrics(score_cfg)
     scored: dict[str, list[dict[str, Any]]] = {}
     t = time.perf_counter()

@@ -143,6 +143,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder")
     p.add_argument("--metrics", help="comma-separated metric names (see `sealign metrics`)")
     p.add_argument("--no-cache", action="store_true", help="do not use the score cache")
+    p.add_argument(
+        "--metric-device",
+        help="where metrics with a model run: cpu, cuda, cuda:N (score.metric_device)",
+    )
     p.add_argument("--samples", type=int, help="outputs per utterance and model, scores averaged")
     p.add_argument(
         "--best-of",
@@ -185,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append("score.cache=null")
     if args.threads:
         extra.append(flag("score.threads", args.threads))
+    if args.metric_device:
+        extra.append(flag("score.metric_device", args.metric_device))
     if args.best_of:
         extra.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])

@@ -30,7 +30,7 @@ from sealign.commands.common import (
     reuse_run_config,
 )
 from sealign.config import save_config
-from sealign.metrics.registry import build_metric
+from sealign.metrics.registry import build_metric, with_device
 from sealign.prefs.build import (
     PrefsConfig,
     all_criteria,
@@ -71,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v})
     cfg.check()
     metrics = {
-        m: build_metric(m, num_threads=cfg.threads, **cfg.metric_options.get(m, {}))
+        m: build_metric(
+            m,
+            num_threads=cfg.threads,
+            **with_device(m, cfg.metric_options.get(m, {}), cfg.metric_device),
+        )
         for m in cfg.metrics
     }
     out = Path(cfg.output)

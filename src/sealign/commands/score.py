@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, help="threads per backend (torch / onnxruntime / ctranslate2)"
     )
+    p.add_argument(
+        "--metric-device", help="where metrics with a model run: cpu, cuda, cuda:N (metric_device)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
     p.add_argument(
         "--no-cache", action="store_true", help="do not use the content-hash score cache"
@@ -62,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append(flag("metrics", split_list(args.metrics)))
     if args.threads:
         extra.append(flag("threads", args.threads))
+    if args.metric_device:
+        extra.append(flag("metric_device", args.metric_device))
     if args.no_cache:
         extra.append("cache=null")
     cfg = resolve_config(ScoreConfig, args, extra)

@@ -19,7 +19,8 @@ from sealign.data.manifest import Entry
 from sealign.eval.stats import mean_ci
 from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
 from sealign.metrics.cache import ScoreCache, open_score_cache, score_with_cache
-from sealign.metrics.registry import build_metric, metric_info, metric_names
+from sealign.metrics.registry import build_metric, metric_info, metric_names, with_device
+from sealign.utils.device import parse_device
 from sealign.utils.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class ScoreConfig:
 
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # where metrics with a model run (cpu, cuda, cuda:N), for every metric that takes a device
+    metric_device: str = "cpu"
     threads: int = 2
     batch_size: int = 8
     # score cache (SQLite); None or "" turns it off
@@ -54,6 +57,7 @@ class ScoreConfig:
             raise ValueError("threads must be >= 1")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        parse_device(self.metric_device, "metric_device")
         if not self.metrics:
             raise ValueError("metrics: give at least one metric (see `sealign metrics`)")
         if not 0 <= self.min_duration < self.max_duration:
@@ -85,7 +89,11 @@ def metrics_of_columns(columns: list[str]) -> list[str]:
 
 def build_metrics(cfg: ScoreConfig) -> dict[str, Metric]:
     return {
-        name: build_metric(name, num_threads=cfg.threads, **cfg.metric_options.get(name, {}))
+        name: build_metric(
+            name,
+            num_threads=cfg.threads,
+            **with_device(name, cfg.metric_options.get(name, {}), cfg.metric_device),
+        )
         for name in cfg.metrics
     }
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from sealign.audio.io import resample
 from sealign.metrics.base import MetricUnavailable
+from sealign.utils.device import ct2_device
 from sealign.utils.threads import torch_threads
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,11 @@ def whisper_label(model: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int = 2) -> Any:
-    """A cached ``faster_whisper.WhisperModel`` on CPU (shared by WER and SpeechBERTScore)."""
+def load_faster_whisper(
+    model: str, compute_type: str = "int8", cpu_threads: int = 2, device: str = "cpu"
+) -> Any:
+    """A cached ``faster_whisper.WhisperModel`` (shared by WER and SpeechBERTScore) on
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``)."""
     try:
         from faster_whisper import WhisperModel
     except ImportError as err:
@@ -119,9 +123,11 @@ def load_faster_whisper(model: str, compute_type: str = "int8", cpu_threads: int
         ) from err
     try:
         with torch_threads():  # CTranslate2 may set the shared OpenMP thread count
+            kind, index = ct2_device(device)
             fw = WhisperModel(
                 model,
-                device="cpu",
+                device=kind,
+                device_index=index,
                 compute_type=compute_type,
                 cpu_threads=max(1, int(cpu_threads)),
                 num_workers=1,
@@ -214,6 +220,7 @@ class WhisperASR(ASR):
         max_tokens_per_s: float | None = 15.0,
         fallback_compression_ratio: float | None = 1.8,
         fallback_repeat_words: int | None = 4,
+        device: str = "cpu",
     ) -> None:
         if beam_size < 1:
             raise ValueError("beam_size must be >= 1 (1 = greedy)")
@@ -233,6 +240,8 @@ class WhisperASR(ASR):
         self.max_tokens_per_s = max_tokens_per_s
         self.fallback_compression_ratio = fallback_compression_ratio
         self.fallback_repeat_words = fallback_repeat_words
+        ct2_device(device)  # fails here, before any work, when the GPU is not usable
+        self.device = device
         self.name = whisper_label(model)
         self._fw: Any = None
         self._tokenizer: Any = None
@@ -272,7 +281,7 @@ class WhisperASR(ASR):
             from faster_whisper.tokenizer import Tokenizer
 
             path, self.name = resolve_whisper_model(self.model)
-            fw = load_faster_whisper(path, self.compute_type, self.cpu_threads)
+            fw = load_faster_whisper(path, self.compute_type, self.cpu_threads, self.device)
             self._tokenizer = Tokenizer(
                 fw.hf_tokenizer, fw.model.is_multilingual, task="transcribe", language=self.language
             )

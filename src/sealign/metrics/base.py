@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sealign.audio.io import resample
+from sealign.utils.device import parse_device
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,11 @@ class Metric:
                 f"(info = MetricInfo(..., {misplaced[0]}=True)), not as class attributes"
             )
 
-    def __init__(self, num_threads: int = 2) -> None:
+    def __init__(self, num_threads: int = 2, device: str = "cpu") -> None:
+        """``device``: where the metric's model runs (``cpu``, ``cuda``, ``cuda:N``); only
+        metrics whose constructor takes ``device`` run anywhere but on the CPU."""
         self.num_threads = num_threads
+        self.device = parse_device(device)
 
     def settings(self) -> dict[str, Any]:
         """Settings that change the numbers (part of the cache key)."""

@@ -22,6 +22,7 @@ import types
 import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.utils.device import check_device
 from sealign.utils.threads import torch_threads
 
 
@@ -90,7 +91,8 @@ class _PaddedFrontEnd:
         import torch
 
         if self._silence is None:
-            out = self.cnn.cnn(self._spectrum(torch.zeros(1, self._window)))
+            device = next(self.cnn.parameters()).device
+            out = self.cnn.cnn(self._spectrum(torch.zeros(1, self._window, device=device)))
             self._silence = (out[..., self.columns // 2], out[..., -(self.reach + 1) :])
         return self._silence
 
@@ -129,8 +131,9 @@ class DistillMOS(Metric):
         description="DistillMOS v7 quality MOS (Stahl & Gamper 2025), weights shipped in the wheel",
     )
 
-    def __init__(self, num_threads: int = 2, batch_size: int = 8) -> None:
-        super().__init__(num_threads)
+    def __init__(self, num_threads: int = 2, batch_size: int = 8, device: str = "cpu") -> None:
+        super().__init__(num_threads, device)
+        check_device(device)
         self.batch_size = batch_size
         self._model = None
 
@@ -144,7 +147,7 @@ class DistillMOS(Metric):
         ckpt = mod.sqa.DEFAULT_WEIGHTS_CHKPT
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        self._model = model.eval()
+        self._model = model.eval().to(self.device)
         self._window = int(mod.sqa.SEQ_LEN)
         self._front = _PaddedFrontEnd(model.cnn, self._window, mod.sqa._complex_compressed)
 
@@ -154,7 +157,7 @@ class DistillMOS(Metric):
 
         self.load()
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1))
-        n = x.shape[1]
+        x, n = x.to(self.device), x.shape[1]
         with torch.inference_mode():
             if n >= self._window:
                 return float(self._model(x).reshape(-1)[0])

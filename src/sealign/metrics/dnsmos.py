@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.utils.device import onnx_providers
 from sealign.utils.threads import ort_session_options
 
 SR = 16000
@@ -137,7 +138,7 @@ class _P835:
     any F; ``back`` maps a window's (N, 32, 900, 161) activations to the 3 raw outputs.
     """
 
-    def __init__(self, path: Path, options: Any) -> None:
+    def __init__(self, path: Path, options: Any, providers: list[Any]) -> None:
         import onnx
         import onnxruntime as ort
 
@@ -157,7 +158,6 @@ class _P835:
         back = self._subgraph(
             model, nodes[cut:], [act], ["N", 32, _P835_FRAMES, 161], out, ["N", 3]
         )
-        providers = ["CPUExecutionProvider"]
         self.front = ort.InferenceSession(front, options, providers=providers)
         self.back = ort.InferenceSession(back, options, providers=providers)
 
@@ -330,8 +330,10 @@ class DNSMOS(Metric):
         mode: str = "exact",
         fast_windows: int = 1,
         batch_size: int = 8,
+        device: str = "cpu",
     ) -> None:
-        super().__init__(num_threads)
+        super().__init__(num_threads, device)
+        self._providers = onnx_providers(device)  # fails now, not after a rollout, without a GPU
         if mode not in ("exact", "fast"):
             raise ValueError(f"dnsmos: mode must be 'exact' or 'fast', not {mode!r}")
         if fast_windows < 1 or batch_size < 1:
@@ -363,8 +365,8 @@ class DNSMOS(Metric):
 
         opts = ort_session_options(self.num_threads)
         self._mel = _MelFrontEnd()
-        self._p808 = ort.InferenceSession(str(paths[1]), opts, providers=["CPUExecutionProvider"])
-        self._primary = _P835(paths[0], opts)
+        self._p808 = ort.InferenceSession(str(paths[1]), opts, providers=self._providers)
+        self._primary = _P835(paths[0], opts, self._providers)
 
     @staticmethod
     def _run(session: Any, x: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.utils.device import check_device
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class _Framewise(nn.Module):
     def forward(self, x: Tensor, n_wins: Tensor) -> Tensor:
         """``x`` (B, L, 1, H, W) with ``n_wins`` valid segments each → (B, max n_wins, F)."""
         b, length = x.shape[:2]
-        valid = torch.arange(length)[None, :] < n_wins[:, None]
+        valid = torch.arange(length, device=n_wins.device)[None, :] < n_wins[:, None]
         feats = self.model(x[valid])
         out = feats.new_zeros(b, length, feats.shape[-1])
         out[valid] = feats
@@ -193,7 +194,7 @@ class _Framewise(nn.Module):
 
 def _padding_mask(n_wins: Tensor, length: int) -> Tensor:
     """True at padded time steps, (B, length)."""
-    return torch.arange(length)[None, :] >= n_wins[:, None]
+    return torch.arange(length, device=n_wins.device)[None, :] >= n_wins[:, None]
 
 
 class _PositionalEncoding(nn.Module):
@@ -257,7 +258,7 @@ class _LSTM(nn.Module):
         self.fan_out = hidden * (2 if bidirectional else 1)
 
     def forward(self, x: Tensor, n_wins: Tensor) -> Tensor:
-        packed = pack_padded_sequence(x, n_wins, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, n_wins.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = pad_packed_sequence(
             self.lstm(packed)[0], batch_first=True, total_length=int(n_wins.max())
         )
@@ -340,7 +341,7 @@ class _PoolLinear(nn.Module):
     def forward(self, x: Tensor, n_wins: Tensor) -> Tensor:
         pad = _padding_mask(n_wins, x.shape[1]).unsqueeze(-1)
         last = n_wins.long() - 1
-        rows = torch.arange(x.shape[0])
+        rows = torch.arange(x.shape[0], device=x.device)
         if self.mode == "avg":
             v = x.masked_fill(pad, 0.0).sum(1) / n_wins[:, None].to(x.dtype)
         elif self.mode == "max":
@@ -532,8 +533,10 @@ class NISQA(Metric):
         batch_size: int = 8,
         sample_rate: int | None = None,
         trust_pickle: bool = False,
+        device: str = "cpu",
     ) -> None:
-        super().__init__(num_threads)
+        super().__init__(num_threads, device)
+        check_device(device)
         self.weights = weights or os.environ.get(self.weights_env) or None
         self.batch_size = max(1, int(batch_size))
         self.trust_pickle = trust_pickle
@@ -581,7 +584,7 @@ class NISQA(Metric):
                 f"with {self.n_outputs}"
             )
         self._args = dict(ckpt["args"])
-        self._net = net
+        self._net = net.to(self.device)
 
     def features(self, wav: np.ndarray, sr: int) -> Tensor:
         """Mel segments of one signal, as the official pipeline builds them."""
@@ -619,7 +622,9 @@ class NISQA(Metric):
                 x = feats[idx[0]].new_zeros((len(idx), int(n_wins.max()), *feats[idx[0]].shape[1:]))
                 for j, i in enumerate(idx):
                     x[j, : feats[i].shape[0]] = feats[i]
-                out[idx] = self._net(x, n_wins).double().numpy()
+                out[idx] = (
+                    self._net(x.to(self.device), n_wins.to(self.device)).double().cpu().numpy()
+                )
         return out
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:

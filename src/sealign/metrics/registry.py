@@ -49,13 +49,26 @@ def metric_class(name: str) -> Callable[..., Metric]:
     return getattr(importlib.import_module(module), cls)
 
 
-def build_metric(name: str, **options: Any) -> Metric:
-    """Instantiate metric ``name`` with backend-specific ``options`` (e.g. ``num_threads``)."""
-    factory = metric_class(name)
+def _parameters(factory: Callable[..., Metric]) -> Any:
     try:
-        params = inspect.signature(factory).parameters
+        return inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a callable without a signature: let the call decide
-        params = {}
+        return {}
+
+
+def with_device(name: str, options: dict[str, Any], device: str) -> dict[str, Any]:
+    """``options`` for metric ``name`` plus ``device`` when the metric's constructor takes one by
+    that name and the options do not set it already (metrics without one stay on the CPU)."""
+    if device == "cpu" or "device" in options or "device" not in _parameters(metric_class(name)):
+        return dict(options)
+    return {**options, "device": device}
+
+
+def build_metric(name: str, **options: Any) -> Metric:
+    """Instantiate metric ``name`` with backend-specific ``options`` (e.g. ``num_threads``,
+    ``device``)."""
+    factory = metric_class(name)
+    params = _parameters(factory)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = sorted(set(options) - set(params)) if params and not takes_any else []
     if unknown:
@@ -67,6 +80,8 @@ def build_metric(name: str, **options: Any) -> Metric:
         return factory(**options)
     except TypeError as err:
         raise ValueError(f"metric {name!r}: bad options {sorted(options)}: {err}") from err
+    except ValueError as err:  # e.g. a device this machine lacks
+        raise ValueError(f"metric {name!r}: {err}") from err
 
 
 def metric_info(name: str) -> MetricInfo:

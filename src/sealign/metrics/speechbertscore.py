@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.utils.device import check_device
 
 DEFAULT_OUTPUT = "speechbertscore_whisper_base"
 _CACHE_SIZE = 256
@@ -84,11 +85,12 @@ class SpeechBERTScore(Metric):
         compute_type: str = "int8",
         pad_to_30s: bool = False,
         batch_size: int = 8,
+        device: str = "cpu",
     ) -> None:
         """``encoder``: ``"whisper"`` (``model``: a local CTranslate2 Whisper directory, default
         the offline Whisper-base; ``compute_type``, ``pad_to_30s``) or ``"hf"`` (``model_path``: a
         local transformers model directory; ``layer``: hidden-state index, default last)."""
-        super().__init__(num_threads=num_threads)
+        super().__init__(num_threads=num_threads, device=device)
         self.encoder = encoder
         self.layer = layer
         self.batch_size = batch_size
@@ -104,6 +106,7 @@ class SpeechBERTScore(Metric):
                 cpu_threads=num_threads,
                 pad_to_30s=pad_to_30s,
                 batch_size=batch_size,
+                device=device,
             )
             self.model_path = model
             label = self._whisper.name
@@ -112,6 +115,7 @@ class SpeechBERTScore(Metric):
                 f"encoder: final encoder layer of {label} (CTranslate2 {compute_type}, {padding})"
             )
         elif encoder == "hf":
+            check_device(device)
             if not model_path:
                 raise ValueError(
                     "encoder='hf' needs model_path (a local transformers model directory)"
@@ -180,7 +184,7 @@ class SpeechBERTScore(Metric):
             self._hf_extractor = AutoFeatureExtractor.from_pretrained(
                 str(path), local_files_only=True
             )
-        self._hf = model.eval()
+        self._hf = model.eval().to(self.device)
 
     def _hf_features(self, wav: np.ndarray) -> np.ndarray:
         import torch
@@ -194,10 +198,11 @@ class SpeechBERTScore(Metric):
             ][0]
         with torch.inference_mode():
             out = self._hf(
-                torch.from_numpy(np.ascontiguousarray(x))[None], output_hidden_states=True
+                torch.from_numpy(np.ascontiguousarray(x))[None].to(self.device),
+                output_hidden_states=True,
             )
         hidden = out.hidden_states[-1 if self.layer is None else self.layer]
-        return hidden[0].float().numpy()
+        return hidden[0].float().cpu().numpy()
 
     def features(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Frame features ``(frames, dim)`` of 16-kHz waveforms, with the configured encoder."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.utils.device import check_device
 from sealign.utils.threads import torch_threads
 
 
@@ -36,9 +37,14 @@ class SpeakerSimilarity(Metric):
     )
 
     def __init__(
-        self, num_threads: int = 2, encoder: str = "resemblyzer", model_path: str | None = None
+        self,
+        num_threads: int = 2,
+        encoder: str = "resemblyzer",
+        model_path: str | None = None,
+        device: str = "cpu",
     ) -> None:
-        super().__init__(num_threads)
+        super().__init__(num_threads, device)
+        check_device(device)
         if encoder not in ("resemblyzer", "hf"):
             raise ValueError(f"spk_sim: encoder must be 'resemblyzer' or 'hf', got {encoder!r}")
         if encoder == "hf" and not model_path:
@@ -71,7 +77,7 @@ class SpeakerSimilarity(Metric):
                 raise MetricUnavailable(
                     "spk_sim needs resemblyzer: pip install --no-deps resemblyzer==0.1.4 webrtcvad-wheels"
                 ) from err
-            enc = VoiceEncoder("cpu", verbose=False)
+            enc = VoiceEncoder(self.device, verbose=False)
 
             def embed(wav: np.ndarray) -> np.ndarray:
                 pre = preprocess_wav(wav)  # volume normalization + long-silence trimming (VAD)
@@ -81,7 +87,7 @@ class SpeakerSimilarity(Metric):
 
             self._embed = embed
         else:
-            self._embed = _hf_embedder(self.model_path)
+            self._embed = _hf_embedder(self.model_path, self.device)
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         self.load()
@@ -95,7 +101,7 @@ class SpeakerSimilarity(Metric):
         return out
 
 
-def _hf_embedder(model_path: str):
+def _hf_embedder(model_path: str, device: str = "cpu"):
     """Embedding function for a local ``transformers`` audio model (x-vector head if present)."""
     import torch
 
@@ -109,15 +115,15 @@ def _hf_embedder(model_path: str):
     cfg = AutoConfig.from_pretrained(path, local_files_only=True)
     has_xvector = any("XVector" in a for a in (cfg.architectures or []))
     cls = AutoModelForAudioXVector if has_xvector else AutoModel
-    model = cls.from_pretrained(path, local_files_only=True).eval()
+    model = cls.from_pretrained(path, local_files_only=True).eval().to(device)
 
     def embed(wav: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(wav, dtype=np.float32))[None]
+        x = torch.from_numpy(np.asarray(wav, dtype=np.float32))[None].to(device)
         x = (x - x.mean()) / (x.std() + 1e-7)
         with torch.inference_mode():
             out = model(x)
         if has_xvector:
-            return out.embeddings[0].numpy()
-        return out.last_hidden_state[0].mean(0).numpy()
+            return out.embeddings[0].cpu().numpy()
+        return out.last_hidden_state[0].mean(0).cpu().numpy()
 
     return embed

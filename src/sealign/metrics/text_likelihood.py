@@ -42,16 +42,18 @@ class TextLikelihood(Metric):
         num_threads: int = 2,
         compute_type: str = "int8",
         batch_size: int = 8,
+        device: str = "cpu",
         **asr_options: Any,
     ) -> None:
         """``model``: a local CTranslate2 Whisper directory or model name (default: offline
         Whisper-base); the other options go to :class:`~sealign.metrics.asr.WhisperASR`."""
-        super().__init__(num_threads=num_threads)
+        super().__init__(num_threads=num_threads, device=device)
         self.asr = WhisperASR(
             model=model,
             compute_type=compute_type,
             cpu_threads=num_threads,
             batch_size=batch_size,
+            device=device,
             **asr_options,
         )
         base = type(self).info

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.utils.device import check_device
 from sealign.utils.threads import set_torch_threads
 
 CKPT_NAME = "utmos22_strong_step7459_v1.pt"
@@ -297,8 +298,10 @@ class UTMOS(Metric):
         num_threads: int = 2,
         batch_size: int = 4,
         arch: UTMOSArch | Mapping[str, Any] | None = None,
+        device: str = "cpu",
     ) -> None:
-        super().__init__(num_threads)
+        super().__init__(num_threads, device)
+        check_device(device)
         self.checkpoint = checkpoint or os.environ.get(self.checkpoint_env) or None
         self.batch_size = max(1, int(batch_size))
         self.arch = UTMOSArch.from_options(arch)
@@ -334,7 +337,7 @@ class UTMOS(Metric):
 
     def load(self) -> None:
         if self._model is None:
-            self._model = load_utmos_checkpoint(self._path(), self.arch)
+            self._model = load_utmos_checkpoint(self._path(), self.arch).to(self.device)
 
     def predict(self, wavs: list[np.ndarray]) -> np.ndarray:
         """Unclipped MOS-scale scores of 16 kHz signals. Only equal-length signals share a batch,
@@ -355,7 +358,7 @@ class UTMOS(Metric):
                 for s in range(0, len(idx_all), self.batch_size):
                     idx = idx_all[s : s + self.batch_size]
                     x = torch.from_numpy(np.stack([np.asarray(wavs[i], np.float32) for i in idx]))
-                    out[idx] = self._model(x).double().numpy()
+                    out[idx] = self._model(x.to(self.device)).double().cpu().numpy()
         return out
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:

@@ -58,13 +58,14 @@ class _ASRErrorRate(Metric):
         beam_size: int = 1,
         pad_to_30s: bool = False,
         batch_size: int = 8,
+        device: str = "cpu",
         **asr_options: Any,
     ) -> None:
         """``asr``: ``"whisper"`` or ``"pocketsphinx"``; ``model``: a local CTranslate2 Whisper
         directory or model name (default: offline Whisper-base), or a PocketSphinx acoustic-model
-        directory. ``compute_type``, ``beam_size``, ``pad_to_30s``, ``batch_size`` and any extra
-        ``asr_options`` go to :class:`~sealign.metrics.asr.WhisperASR`."""
-        super().__init__(num_threads=num_threads)
+        directory. ``compute_type``, ``beam_size``, ``pad_to_30s``, ``batch_size``, ``device``
+        and any extra ``asr_options`` go to :class:`~sealign.metrics.asr.WhisperASR`."""
+        super().__init__(num_threads=num_threads, device=device)
         self.asr_kind = asr
         self.transcribe_reference_if_no_text = transcribe_reference_if_no_text
         self._ref_cache: OrderedDict[str, str] = OrderedDict()  # reference hash → transcript
@@ -74,8 +75,11 @@ class _ASRErrorRate(Metric):
                 beam_size=beam_size,
                 pad_to_30s=pad_to_30s,
                 batch_size=batch_size,
+                device=device,
                 **asr_options,
             )
+        elif self.device != "cpu":
+            raise ValueError(f"device: {asr} runs on the CPU only, not on {device!r}")
         self.asr: ASR = build_asr(asr, model=model, num_threads=num_threads, **asr_options)
         base = type(self).info
         self.info = replace(base, description=f"{base.description} ASR: {self.asr.describe()}.")

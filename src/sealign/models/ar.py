@@ -495,7 +495,8 @@ class ARPolicy(PolicyFolder, nn.Module):
     # -- Policy protocol ----------------------------------------------------------------------
     def condition(self, noisy: list[np.ndarray]) -> Conditioning:
         """Normalized log-mels of the noisy waveforms (at :attr:`sample_rate`), padded."""
-        cond = compute_features(noisy, self.config.features, self.config.max_frames)
+        cfg = self.config
+        cond = compute_features(noisy, cfg.features, cfg.max_frames, str(self.device))
         return cond.to(self.device)
 
     def encode_targets(self, clean: list[np.ndarray]) -> Targets:

@@ -6,19 +6,22 @@ condition on a noise-robust speech encoder instead. Here the encoder is Whisper'
 offline Whisper-base that WER uses, int8): its 50-Hz frames line up with a 50-Hz codec frame by
 frame. Features are rounded to float16 (cached or not, so a cache never changes a result) and
 kept in a bounded in-memory cache keyed by the waveform's bytes, because SFT with
-``data.draw_cycle`` shows the same noisy crops again every few epochs.
+``data.draw_cycle`` shows the same noisy crops again every few epochs. The encoder runs on the
+policy's GPU when CTranslate2 can use it (:func:`content_device`), else on the CPU.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 CONTENT_ENCODERS = ("none", "whisper")
 CONTENT_FRAME_SECONDS = 0.02  # Whisper encoder frame
 
@@ -26,12 +29,18 @@ CONTENT_FRAME_SECONDS = 0.02  # Whisper encoder frame
 class ContentEncoder:
     """Whisper encoder frames ``[ceil(n / token), d_model]`` of 1-D waveforms, cached."""
 
-    def __init__(self, model: str | None = None, threads: int = 1, cache_gb: float = 2.0) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        threads: int = 1,
+        cache_gb: float = 2.0,
+        device: str = "cpu",
+    ) -> None:
         from sealign.metrics.asr import WhisperASR
 
         # One CTranslate2 thread: on two, its OpenMP runtime halves the speed of torch's
         # two-thread kernels in the same process (docs/gspo_demo.md, "Why one thread per metric").
-        self.asr = WhisperASR(model=model, cpu_threads=threads)
+        self.asr = WhisperASR(model=model, cpu_threads=threads, device=device)
         self.cache_bytes = int(cache_gb * 2**30)
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._held = 0
@@ -74,6 +83,24 @@ class ContentEncoder:
 
 
 @functools.lru_cache(maxsize=4)
-def content_encoder(model: str | None, threads: int, cache_gb: float) -> ContentEncoder:
+def content_encoder(
+    model: str | None, threads: int, cache_gb: float, device: str = "cpu"
+) -> ContentEncoder:
     """One shared encoder (and cache) per setting in a process."""
-    return ContentEncoder(model, threads, cache_gb)
+    return ContentEncoder(model, threads, cache_gb, device)
+
+
+@functools.lru_cache(maxsize=8)
+def content_device(policy_device: str) -> str:
+    """Where the content encoder of a policy on ``policy_device`` runs: that GPU when
+    CTranslate2 can use it, else the CPU (logged once; the features are the same up to rounding)."""
+    from sealign.utils.device import ct2_device
+
+    if not policy_device.startswith("cuda"):
+        return "cpu"
+    try:
+        kind, index = ct2_device(policy_device)
+    except ValueError as err:
+        log.warning("content features on the CPU: %s", err)
+        return "cpu"
+    return f"{kind}:{index}"

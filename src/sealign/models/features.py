@@ -195,12 +195,16 @@ def normalize(feats: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def compute_features(
-    noisy: Sequence[np.ndarray], cfg: FeatureConfig, max_frames: int | None = None
+    noisy: Sequence[np.ndarray],
+    cfg: FeatureConfig,
+    max_frames: int | None = None,
+    device: str = "cpu",
 ) -> Conditioning:
-    """Batched, padded, normalized log-mels of ``noisy`` → :class:`Conditioning`.
+    """Batched, padded, normalized log-mels of ``noisy`` → :class:`Conditioning` (on the CPU).
 
     ``features [B, T_c, n_mels]`` (zeros past each item's end), ``mask [B, T_c]`` (True = valid),
     ``num_samples``. ``max_frames`` bounds the codec frames per item (a clear error beyond).
+    ``device``: the policy's, where content features are computed if the encoder can run there.
     """
     if isinstance(noisy, np.ndarray) and noisy.ndim == 1:
         noisy = [noisy]
@@ -218,7 +222,8 @@ def compute_features(
     feats = [normalize(log_mel(w, cfg), cfg.normalize) for w in items]
     if cfg.content != "none":
         feats = [
-            torch.cat([f, c], dim=1) for f, c in zip(feats, content_frames(items, cfg), strict=True)
+            torch.cat([f, c], dim=1)
+            for f, c in zip(feats, content_frames(items, cfg, device), strict=True)
         ]
     t_max = max(f.shape[0] for f in feats)
     out = torch.zeros(len(feats), t_max, cfg.dim)
@@ -229,12 +234,15 @@ def compute_features(
     return Conditioning(out, mask, [int(w.size) for w in items])
 
 
-def content_frames(items: Sequence[np.ndarray], cfg: FeatureConfig) -> list[torch.Tensor]:
+def content_frames(
+    items: Sequence[np.ndarray], cfg: FeatureConfig, device: str = "cpu"
+) -> list[torch.Tensor]:
     """Content features of each waveform, repeated for each feature frame of a codec frame:
-    ``[num_frames, content_dim]``."""
-    from sealign.models.content import content_encoder
+    ``[num_frames, content_dim]`` (computed on the policy's ``device`` where possible)."""
+    from sealign.models.content import content_device, content_encoder
 
-    enc = content_encoder(cfg.content_model, cfg.content_threads, cfg.content_cache_gb)
+    where = content_device(str(device))
+    enc = content_encoder(cfg.content_model, cfg.content_threads, cfg.content_cache_gb, where)
     out = []
     for frames in enc(items, cfg.sample_rate):
         if frames.shape[1] != cfg.content_dim:

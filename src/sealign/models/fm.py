@@ -469,7 +469,8 @@ class FMPolicy(PolicyFolder, nn.Module):
         """Normalized log-mels of the noisy waveforms (at :attr:`sample_rate`), padded; with
         ``prior="noisy"`` also their codec latents (``extra["prior"]``, ``[B, T, D]``), the
         mean of the flow's starting point."""
-        cond = compute_features(noisy, self.config.features, self.config.max_frames)
+        cfg = self.config
+        cond = compute_features(noisy, cfg.features, cfg.max_frames, str(self.device))
         if self.config.prior == "noisy":
             cond.extra["prior"] = self._latents(noisy)[0].cpu()
         return cond.to(self.device)
@@ -530,10 +531,11 @@ class FMPolicy(PolicyFolder, nn.Module):
     def _clean_content(self, items: list[np.ndarray], t_max: int) -> torch.Tensor:
         """Content-encoder frames of clean waveforms, one per codec frame, ``[B, T, C]``
         (zero-padded), the targets of representation alignment."""
-        from sealign.models.content import content_encoder
+        from sealign.models.content import content_device, content_encoder
 
         fc = self.config.features
-        enc = content_encoder(fc.content_model, fc.content_threads, fc.content_cache_gb)
+        where = content_device(str(self.device))
+        enc = content_encoder(fc.content_model, fc.content_threads, fc.content_cache_gb, where)
         out = torch.zeros(len(items), t_max, fc.content_dim)
         for i, f in enumerate(enc(items, self.sample_rate)):
             if f.shape[1] != fc.content_dim:

@@ -181,7 +181,10 @@ class MGMPolicy(PolicyFolder, nn.Module):
     # -- Policy protocol -----------------------------------------------------------------------
     def condition(self, noisy: list[np.ndarray]) -> Conditioning:
         """Normalized log-mels of the noisy waveforms, padded."""
-        return compute_features(noisy, self.config.features, self.config.max_frames).to(self.device)
+        cfg = self.config
+        return compute_features(noisy, cfg.features, cfg.max_frames, str(self.device)).to(
+            self.device
+        )
 
     def encode_targets(self, clean: list[np.ndarray]) -> Targets:
         """Clean waveforms → codec tokens ``[B, K, T]``."""

@@ -36,6 +36,7 @@ from sealign.prefs.build import PrefsConfig
 from sealign.rl.dpo import DPOConfig, train_dpo
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 from sealign.train.sft import ModelConfig, OptimConfig
+from sealign.utils.device import parse_device
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class AblationConfig:
         default_factory=lambda: ["dnsmos", "distillmos", "speechbertscore", "spk_sim", "wer"]
     )
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_device: str = "cpu"  # where metrics with a model run (cpu, cuda, cuda:N)
     test_limit: int = 0
     temperature: float = 1.0
     sample_options: dict[str, Any] = field(default_factory=dict)  # e.g. {top_k: 50}
@@ -79,6 +81,7 @@ class AblationConfig:
             raise ValueError(f"cross_dataset: not found: {self.cross_dataset}")
         if not self.output:
             raise ValueError("output is required")
+        parse_device(self.metric_device, "metric_device")
         known = set(self.default_arms())
         for arm in self.arms:
             if arm not in known:
@@ -187,7 +190,10 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         systems_entries[name] = res.entries
         del policy
     score_cfg = ScoreConfig(
-        metrics=list(cfg.metrics), metric_options=dict(cfg.metric_options), threads=cfg.threads
+        metrics=list(cfg.metrics),
+        metric_options=dict(cfg.metric_options),
+        metric_device=cfg.metric_device,
+        threads=cfg.threads,
     )
     metrics = build_metrics(score_cfg)
     systems = {

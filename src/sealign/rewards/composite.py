@@ -39,6 +39,7 @@ import numpy as np
 from sealign.metrics.base import Metric, MetricInfo, Utterance
 from sealign.metrics.cache import open_score_cache, score_with_cache
 from sealign.rewards.word_credit import ReferenceAligner, WordCredit, word_hits
+from sealign.utils.device import parse_device
 from sealign.utils.threads import torch_threads
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class RewardConfig:
     workers: int = 1  # metrics scored concurrently (threads; ONNX / torch / CTranslate2 release
     # the GIL, so e.g. DNSMOS, Whisper and DistillMOS can overlap on separate cores)
     metric_threads: int = 0  # threads of each metric backend (0 = the command's `threads`)
+    # where metrics with a model run: cpu, cuda (under torchrun: each rank's own GPU), cuda:N
+    metric_device: str = "cpu"
 
     def __post_init__(self) -> None:
         from sealign.rewards.advantages import AGGREGATIONS
@@ -135,6 +138,7 @@ class RewardConfig:
             raise ValueError(f"reward.workers must be >= 1, got {self.workers}")
         if self.metric_threads < 0:
             raise ValueError(f"reward.metric_threads must be >= 0, got {self.metric_threads}")
+        parse_device(self.metric_device, "reward.metric_device")
         if sum(c.weight for c in self.components) <= 0:
             raise ValueError("reward.components: the weights sum to 0")
         names = [c.name for c in self.components if c.name]
@@ -218,13 +222,17 @@ class CompositeReward:
         num_threads: int = 2,
         metrics: dict[str, Metric] | None = None,
         functions: dict[str, RewardFunction] | None = None,
+        device: str | None = None,
     ) -> None:
+        """``device``: where the metrics run, overriding ``cfg.metric_device`` (e.g. a rank's
+        own GPU)."""
         from sealign.eval.score import column_name
-        from sealign.metrics.registry import build_metric
+        from sealign.metrics.registry import build_metric, with_device
 
         cfg.check()
         self.cfg = cfg
         num_threads = cfg.threads_per_metric(num_threads)
+        device = device or cfg.metric_device
         self.metrics: dict[str, Metric] = dict(metrics or {})
         self.functions: dict[str, RewardFunction] = dict(functions or {})
         self.outputs: list[str] = []
@@ -241,7 +249,7 @@ class CompositeReward:
                 self.names.append(c.name or c.function.rpartition(":")[2])
                 continue
             if c.metric not in self.metrics:
-                opts = cfg.metric_options.get(c.metric, {})
+                opts = with_device(c.metric, cfg.metric_options.get(c.metric, {}), device)
                 self.metrics[c.metric] = build_metric(c.metric, num_threads=num_threads, **opts)
             info = self.metrics[c.metric].info
             out = c.output or info.outputs[0]

@@ -178,8 +178,9 @@ class HeldOut:
         rewarded: set[str] | None = None,
         sample_options: dict[str, Any] | None = None,
         fuse: str = "none",
+        device: str = "cpu",
     ) -> None:
-        from sealign.metrics.registry import build_metric
+        from sealign.metrics.registry import build_metric, with_device
 
         self.cfg, self.seed, self.run = cfg, seed, Path(run)
         self.rewarded = set(rewarded or ())
@@ -191,7 +192,9 @@ class HeldOut:
             ds = PairDataset(cfg.manifests, d, sample_rate, seed, train=False)
             self.examples = [ex for b in ds.iter_batches(cfg.num_samples or None) for ex in b]
         self.metrics = {
-            n: build_metric(n, num_threads=threads, **cfg.metric_options.get(n, {}))
+            n: build_metric(
+                n, num_threads=threads, **with_device(n, cfg.metric_options.get(n, {}), device)
+            )
             for n in cfg.metrics
         }
         self.directions = metric_directions(self.metrics)

@@ -538,6 +538,8 @@ def train_gspo(
     # this process's device (the saved config keeps the device as given)
     local = int(os.environ.get("LOCAL_RANK", d.rank))
     device = rank_device(cfg.device, local) if d.world_size > 1 else cfg.device
+    metric_device = cfg.reward.metric_device
+    metric_device = rank_device(metric_device, local) if d.world_size > 1 else metric_device
     set_torch_threads(cfg.threads)
     seed = cfg.seed + 1000 * d.rank
     random.seed(seed)
@@ -565,7 +567,7 @@ def train_gspo(
         ref_module: torch.nn.Module = ref  # type: ignore[assignment]
         ref_module.eval().requires_grad_(False)
     if reward is None:
-        reward = CompositeReward(cfg.reward, num_threads=cfg.threads)
+        reward = CompositeReward(cfg.reward, num_threads=cfg.threads, device=metric_device)
         reward.load()  # a metric that cannot load fails now, not after the first rollout
     train_ds = PairDataset(
         cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, True, d.rank, d.world_size
@@ -576,7 +578,7 @@ def train_gspo(
     metric_threads = cfg.reward.threads_per_metric(cfg.threads)
     held = (
         HeldOut(cfg.eval, cfg.data, policy.sample_rate, cfg.seed, metric_threads, run, rewarded,
-                cfg.sampling.options(), cfg.fuse)
+                cfg.sampling.options(), cfg.fuse, metric_device)
         if d.main
         else None
     )  # fmt: skip
