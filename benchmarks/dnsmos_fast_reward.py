@@ -14,7 +14,6 @@ output pairs within a group that both modes order the same way, and the seconds 
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
 import numpy as np
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="DNSMOS onnxruntime threads")
     args = p.parse_args(argv)
 
-    from rollouts import demo_rollouts
+    from rollouts import demo_rollouts, group_agreement
 
     from sealign.metrics.dnsmos import DNSMOS
     from sealign.rl.gspo import _utterances
@@ -52,13 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
     exact, fast = (np.concatenate(ovrl[m]) for m in ("exact", "fast"))
 
-    def advantages(x: np.ndarray) -> np.ndarray:
-        return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-8)
-
-    same = [
-        np.sign(exact[:, i] - exact[:, j]) == np.sign(fast[:, i] - fast[:, j])
-        for i, j in itertools.combinations(range(g), 2)
-    ]
     n = exact.size
     whole = np.mean([size % 160 == 0 for size in lengths])
     print(f"{n} outputs ({exact.shape[0]} groups of {g}); {whole:.0%} of whole 10-ms frames")
@@ -66,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         f"mean |fast - exact| OVRL: {np.abs(fast - exact).mean():.3f} (max {np.abs(fast - exact).max():.3f})"
     )
     print(f"within-group OVRL std: exact {exact.std(1).mean():.3f}, fast {fast.std(1).mean():.3f}")
-    corr = np.corrcoef(advantages(exact).ravel(), advantages(fast).ravel())[0, 1]
+    corr, same = group_agreement(exact, fast)
     print(f"correlation of group-normalized advantages: {corr:.3f}")
-    print(f"output pairs ordered alike: {np.mean(same):.3f}")
+    print(f"output pairs ordered alike: {same:.3f}")
     for name, s in seconds.items():
         print(f"{name}: {s:.2f} s, {s / n:.3f} s per output ({args.threads} thread(s))")
     return 0

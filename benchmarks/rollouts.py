@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,3 +38,21 @@ def demo_rollouts(
                 cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
             )
         yield policy.decode(rollout), group, examples, policy.sample_rate
+
+
+def group_agreement(exact: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """How alike two scorings of the same rollouts drive GSPO, both ``[groups, G]``: the
+    correlation of their group-normalized advantages (a group without spread has advantage 0),
+    and the share of output pairs within a group that both order the same way (ties included)."""
+
+    def advantages(x: np.ndarray) -> np.ndarray:
+        std = x.std(1, keepdims=True)
+        return np.where(std > 1e-9, (x - x.mean(1, keepdims=True)) / (std + 1e-8), 0.0)
+
+    g = exact.shape[1]
+    same = [
+        np.sign(exact[:, i] - exact[:, j]) == np.sign(other[:, i] - other[:, j])
+        for i, j in itertools.combinations(range(g), 2)
+    ]
+    corr = np.corrcoef(advantages(exact).ravel(), advantages(other).ravel())[0, 1]
+    return float(corr), float(np.mean(same))
