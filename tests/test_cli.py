@@ -37,3 +37,12 @@ def test_anything_else_left_over_is_still_an_error(argv, capsys):
         parse_command_line(build_parser(), argv)
     assert exc.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_metric_device_flags_name_their_config_keys(tmp_path, capsys):
+    from sealign.cli import main
+
+    assert main(["gspo", "--output", str(tmp_path / "g"), "--metric-device", "gpu"]) == 2
+    assert "reward.metric_device: 'gpu' is not a device" in capsys.readouterr().err
+    assert main(["eval", "--output", str(tmp_path / "e"), "--metric-device", "gpu"]) == 2
+    assert "metric_device: 'gpu' is not a device" in capsys.readouterr().err

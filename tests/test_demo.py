@@ -30,6 +30,10 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
         "demo",
         "--output",
         str(out),
+        "--device",
+        "cpu",
+        "--metric-device",
+        "cpu",
         f"data={tiny}",
         f"checkpoint={tiny / 'base'}",
         "metrics=[si_sdr, estoi, wer]",
@@ -55,6 +59,7 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     # held-out checks during GSPO sample at the temperature the test split is enhanced with
     gspo_cfg = yaml.safe_load((out / "gspo" / "config.yaml").read_text())
     assert gspo_cfg["eval"]["temperature"] == 0.8
+    assert gspo_cfg["device"] == gspo_cfg["reward"]["metric_device"] == "cpu"
     assert res["diff_vs_base"]["aligned"]["reward"]["n"] == 3
     html = (out / "report" / "index.html").read_text()
     assert "reward_curves.png" in html and html.count("<audio") == 8
@@ -73,6 +78,15 @@ def test_missing_checkpoint_is_a_clear_error(tiny, tmp_path, capsys):
     args = ["demo", "--output", str(tmp_path / "d"), f"data={tiny}", "checkpoint=/nope"]
     assert main(args) == 2
     assert "base checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_a_missing_gpu_fails_before_any_work(tmp_path, capsys):
+    data = tmp_path / "no_corpus_yet"
+    args = ["demo", "--output", str(tmp_path / "d"), f"data={data}", "--metric-device", "cuda"]
+    assert main(args) == 2
+    assert "device: 'cuda' requested" in capsys.readouterr().err
+    assert not data.exists()  # the corpus was not built
 
 
 def test_reward_column_matches_the_gspo_composite():

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from sealign.audio.io import load_audio
-from sealign.commands.common import add_config_arguments, flag, log, log_run_scalars, resolve_config
+from sealign.commands.common import (
+    add_config_arguments,
+    flag,
+    flags_of,
+    log,
+    log_run_scalars,
+    resolve_config,
+)
 from sealign.config import save_config
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import (
@@ -137,6 +144,11 @@ class DemoConfig:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder (default runs/demo)")
     p.add_argument("--minutes", type=float, help="GSPO wall-time budget (gspo.max_minutes)")
+    p.add_argument("--device", help="where the policy runs: cpu, cuda, cuda:N (gspo.device)")
+    p.add_argument(
+        "--metric-device",
+        help="where the metrics run: cpu, cuda, cuda:N (gspo.reward.metric_device)",
+    )
     add_config_arguments(p)
 
 
@@ -194,7 +206,15 @@ def run(args: argparse.Namespace) -> int:
     extra = [flag("output", args.output)] if args.output else []
     if args.minutes is not None:
         extra.append(flag("gspo.max_minutes", args.minutes))
+    extra += flags_of(args, ("device",), "gspo.")
+    if args.metric_device:
+        extra.append(flag("gspo.reward.metric_device", args.metric_device))
     cfg = resolve_config(DemoConfig, args, extra)
+    # the evaluation's metrics first: an unknown one or a device this machine lacks fails now
+    score_cfg = ScoreConfig(
+        metrics=list(cfg.metrics), metric_device=cfg.gspo.reward.metric_device, threads=cfg.threads
+    )
+    metrics = build_metrics(score_cfg)
     t_start = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     options = g.sampling.options()
     for name, path in (("base", base), ("aligned", aligned)):
         log.info("enhancing the test split with the %s model", name)
-        policy = load_policy(policy_dir(path))
+        policy = load_policy(policy_dir(path), map_location=g.device)
         results = enhance_samples(
             policy,
             entries,
@@ -270,10 +290,6 @@ def run(args: argparse.Namespace) -> int:
         for e in entries
     ]
     samples_of["clean"] = ["clean"]
-    score_cfg = ScoreConfig(
-        metrics=list(cfg.metrics), metric_device=g.reward.metric_device, threads=cfg.threads
-    )
-    metrics = build_metrics(score_cfg)
     scored: dict[str, list[dict[str, Any]]] = {}
     t = time.perf_counter()
     for s, ents in systems_entries.items():

@@ -38,6 +38,10 @@ HELP = "online RL (GSPO / GRPO) on a composite perceptual reward"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="policy to post-train: run, checkpoint or policy dir")
     p.add_argument("--max-minutes", type=float, help="wall-time budget (max_minutes)")
+    p.add_argument(
+        "--metric-device",
+        help="where the reward's metrics run: cpu, cuda, cuda:N (reward.metric_device)",
+    )
     add_run_arguments(p, "rollout steps")
 
 
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {
         "model.init_from": args.init_from,
         "max_minutes": args.max_minutes,
+        "reward.metric_device": args.metric_device,
         **run_flags(args),
     }
     reuse_run_config(args, args.resume)
