@@ -121,9 +121,9 @@ def load_faster_whisper(
         raise MetricUnavailable(
             "Whisper ASR needs faster-whisper: pip install faster-whisper"
         ) from err
+    kind, index = ct2_device(device)
     try:
         with torch_threads():  # CTranslate2 may set the shared OpenMP thread count
-            kind, index = ct2_device(device)
             fw = WhisperModel(
                 model,
                 device=kind,
