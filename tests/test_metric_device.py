@@ -64,6 +64,10 @@ def test_onnx_providers(monkeypatch):
         onnx_providers("mps")
 
 
+def test_the_metrics_that_take_a_device_are_the_model_metrics():
+    assert {n for n in registry.metric_names() if registry.takes_device(n)} == set(MODEL_METRICS)
+
+
 @NO_CUDA
 @pytest.mark.parametrize("name", MODEL_METRICS)
 def test_a_missing_gpu_fails_when_the_metric_is_built(name):

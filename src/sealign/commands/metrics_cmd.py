@@ -1,10 +1,11 @@
-"""List the registered metrics and what each needs (reference, text, speaker reference)."""
+"""List the registered metrics, what each needs (reference, text, speaker reference) and which
+run on a GPU (their constructor takes a ``device``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from sealign.metrics.registry import metric_info, metric_names
+from sealign.metrics.registry import metric_info, metric_names, takes_device
 
 HELP = "list available metrics and their requirements"
 
@@ -15,13 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     del args
-    print("| metric | outputs | better | needs | rate | description |")
-    print("|---|---|---|---|---|---|")
+    print("| metric | outputs | better | needs | rate | GPU | description |")
+    print("|---|---|---|---|---|---|---|")
     for name in metric_names():
         try:
             i = metric_info(name)
         except Exception as err:  # noqa: BLE001 - a backend whose package is missing still lists
-            print(f"| {name} | ? | ? | ? | ? | unavailable: {err} |")
+            print(f"| {name} | ? | ? | ? | ? | ? | unavailable: {err} |")
             continue
         needs = [
             k
@@ -33,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
             if v
         ] or ["-"]
         better = ",".join("↑" if h else "↓" for h in i.higher_is_better)
+        gpu = "yes" if takes_device(name) else "-"
         print(
-            f"| {name} | {', '.join(i.outputs)} | {better} | {', '.join(needs)} | {i.sample_rate} | {i.description} |"
+            f"| {name} | {', '.join(i.outputs)} | {better} | {', '.join(needs)} | {i.sample_rate} "
+            f"| {gpu} | {i.description} |"
         )
     return 0

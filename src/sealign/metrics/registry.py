@@ -56,10 +56,15 @@ def _parameters(factory: Callable[..., Metric]) -> Any:
         return {}
 
 
+def takes_device(name: str) -> bool:
+    """Whether metric ``name``'s constructor takes a ``device`` (it can run on a GPU)."""
+    return "device" in _parameters(metric_class(name))
+
+
 def with_device(name: str, options: dict[str, Any], device: str) -> dict[str, Any]:
     """``options`` for metric ``name`` plus ``device`` when the metric's constructor takes one by
     that name and the options do not set it already (metrics without one stay on the CPU)."""
-    if device == "cpu" or "device" in options or "device" not in _parameters(metric_class(name)):
+    if device == "cpu" or "device" in options or not takes_device(name):
         return dict(options)
     return {**options, "device": device}
 
