@@ -287,3 +287,10 @@ def test_clean_scores_higher_than_noisy(speech, noisy):
     assert res[0].values["nisqa_noi"] > res[1].values["nisqa_noi"] + 0.5
     raw = m.predict([resample(w, 16000, 48000) for w in (clean, noisy(clean, 0.0, 3))])
     assert raw[0, 0] > raw[1, 0] + 0.3
+
+
+def test_runs_on_its_device(tmp_path, speech, on_meta):
+    # the self-attention model (NISQA_DIM's layout); the LSTM one's packing has no meta kernels
+    m = NISQA(num_threads=1, weights=str(_random_checkpoint(tmp_path, DIM_ARGS, "rand.tar")))
+    x = resample(speech(0), 16000, 48000)
+    on_meta(m, lambda m: m.predict([x, x[: x.size // 2]]))

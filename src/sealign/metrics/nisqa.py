@@ -180,11 +180,12 @@ class _Framewise(nn.Module):
     def forward(self, x: Tensor, n_wins: Tensor) -> Tensor:
         """``x`` (B, L, 1, H, W) with ``n_wins`` valid segments each → (B, max n_wins, F)."""
         b, length = x.shape[:2]
-        valid = torch.arange(length, device=n_wins.device)[None, :] < n_wins[:, None]
-        feats = self.model(x[valid])
-        out = feats.new_zeros(b, length, feats.shape[-1])
-        out[valid] = feats
-        return out[:, : int(n_wins.max())]
+        # the valid segments' rows, from the lengths on the CPU (no data-dependent op on x)
+        rows = torch.cat([torch.arange(int(n)) + i * length for i, n in enumerate(n_wins)])
+        rows = rows.to(x.device)
+        feats = self.model(x.flatten(0, 1).index_select(0, rows))
+        out = feats.new_zeros(b * length, feats.shape[-1]).index_copy(0, rows, feats)
+        return out.view(b, length, -1)[:, : int(n_wins.max())]
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,9 +193,9 @@ class _Framewise(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _padding_mask(n_wins: Tensor, length: int) -> Tensor:
-    """True at padded time steps, (B, length)."""
-    return torch.arange(length, device=n_wins.device)[None, :] >= n_wins[:, None]
+def _padding_mask(n_wins: Tensor, length: int, device: torch.device) -> Tensor:
+    """True at padded time steps, (B, length), on ``device`` (``n_wins`` stays on the CPU)."""
+    return (torch.arange(length)[None, :] >= n_wins[:, None]).to(device)
 
 
 class _PositionalEncoding(nn.Module):
@@ -243,7 +244,7 @@ class _SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, n_wins: Tensor) -> Tensor:
         h = self.pos_encoder(self.norm1(self.linear(x).transpose(0, 1)))  # (T, B, E)
-        pad = _padding_mask(n_wins, h.shape[0])
+        pad = _padding_mask(n_wins, h.shape[0], h.device)
         for layer in self.layers:
             h = layer(h, pad)
         return h.transpose(0, 1)
@@ -258,7 +259,7 @@ class _LSTM(nn.Module):
         self.fan_out = hidden * (2 if bidirectional else 1)
 
     def forward(self, x: Tensor, n_wins: Tensor) -> Tensor:
-        packed = pack_padded_sequence(x, n_wins.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, n_wins, batch_first=True, enforce_sorted=False)
         out, _ = pad_packed_sequence(
             self.lstm(packed)[0], batch_first=True, total_length=int(n_wins.max())
         )
@@ -304,7 +305,8 @@ class _TimeDependency(nn.Module):
 
 
 def _attention_pool(logits: Tensor, x: Tensor, n_wins: Tensor) -> Tensor:
-    logits = logits.squeeze(-1).masked_fill(_padding_mask(n_wins, x.shape[1]), float("-inf"))
+    pad = _padding_mask(n_wins, x.shape[1], x.device)
+    logits = logits.squeeze(-1).masked_fill(pad, float("-inf"))
     return torch.bmm(torch.softmax(logits, dim=1).unsqueeze(1), x).squeeze(1)
 
 
@@ -339,11 +341,11 @@ class _PoolLinear(nn.Module):
         self.linear = nn.Linear(d, 1)
 
     def forward(self, x: Tensor, n_wins: Tensor) -> Tensor:
-        pad = _padding_mask(n_wins, x.shape[1]).unsqueeze(-1)
-        last = n_wins.long() - 1
+        pad = _padding_mask(n_wins, x.shape[1], x.device).unsqueeze(-1)
+        last = (n_wins.long() - 1).to(x.device)
         rows = torch.arange(x.shape[0], device=x.device)
         if self.mode == "avg":
-            v = x.masked_fill(pad, 0.0).sum(1) / n_wins[:, None].to(x.dtype)
+            v = x.masked_fill(pad, 0.0).sum(1) / n_wins[:, None].to(x)
         elif self.mode == "max":
             v = x.masked_fill(pad, float("-inf")).max(1)[0]
         elif self.mode == "last_step":
@@ -378,8 +380,8 @@ class _Pooling(nn.Module):
 class NisqaNet(nn.Module):
     """NISQA (one output) or NISQA_DIM (MOS, NOI, DIS, COL, LOUD), built from checkpoint ``args``.
 
-    Input: mel segments (B, L, 1, n_mels, seg_length), padded, with ``n_wins`` (B,) valid
-    segments per item. Output: (B, n_outputs).
+    Input: mel segments (B, L, 1, n_mels, seg_length), padded, on the model's device, with
+    ``n_wins`` (B,) valid segments per item, on the CPU. Output: (B, n_outputs).
     """
 
     def __init__(self, args: dict[str, Any]) -> None:
@@ -622,9 +624,7 @@ class NISQA(Metric):
                 x = feats[idx[0]].new_zeros((len(idx), int(n_wins.max()), *feats[idx[0]].shape[1:]))
                 for j, i in enumerate(idx):
                     x[j, : feats[i].shape[0]] = feats[i]
-                out[idx] = (
-                    self._net(x.to(self.device), n_wins.to(self.device)).double().cpu().numpy()
-                )
+                out[idx] = self._net(x.to(self.device), n_wins).double().cpu().numpy()
         return out
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
