@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
+
+
+def rollout_parser(doc: str, batches: int = 4) -> argparse.ArgumentParser:
+    """A benchmark's argument parser with the options of :func:`demo_rollouts` (``--model``,
+    ``--data``, ``--batches``); the description is ``doc``'s first paragraph."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
+    p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
+    p.add_argument("--batches", type=int, default=batches)
+    return p
 
 
 def demo_rollouts(
@@ -16,6 +26,8 @@ def demo_rollouts(
     """Yield ``(waveforms, group index per output, examples, sample rate)`` for ``batches``
     batches: the policy at ``model`` (default: the shipped AR checkpoint) on ``data``'s train
     split with the demo's sampling (8 inputs × 4 outputs, T = 1, top-k 50), seeded."""
+    import torch
+
     from sealign.commands.demo import _demo_gspo, shipped_checkpoint
     from sealign.models.registry import load_policy
     from sealign.rl.gspo import rl_options

@@ -15,7 +15,6 @@ advantages with the standard's, the share of a group's output pairs ordered alik
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -33,14 +32,11 @@ VARIANTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
-    p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
-    p.add_argument("--batches", type=int, default=4)
+    from rollouts import demo_rollouts, group_agreement, rollout_parser
+
+    p = rollout_parser(__doc__)
     p.add_argument("--threads", type=int, default=1, help="CTranslate2 threads")
     args = p.parse_args(argv)
-
-    from rollouts import demo_rollouts, group_agreement
 
     from sealign.metrics.wer import WER
     from sealign.rl.gspo import _utterances

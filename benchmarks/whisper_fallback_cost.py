@@ -14,22 +14,18 @@ many transcripts equal the 30-s ones and how many still loop.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
-    p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
-    p.add_argument("--batches", type=int, default=3)
+    from rollouts import demo_rollouts, rollout_parser
+
+    p = rollout_parser(__doc__, 3)
     p.add_argument("--threads", type=int, default=1, help="CTranslate2 threads")
     p.add_argument("--compare", default="", help="shorter fallback windows to try (frames)")
     args = p.parse_args(argv)
-
-    from rollouts import demo_rollouts
 
     from sealign.metrics.asr import _MAX_FRAMES, WhisperASR
 
