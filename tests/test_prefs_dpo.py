@@ -312,3 +312,19 @@ def test_prefs_reads_several_manifests_and_rejects_repeated_ids(tiny_setup, tmp_
     twice = f"{tiny_setup / 'valid.jsonl'},{tiny_setup / 'valid.jsonl'}"
     assert main(_prefs_args(tiny_setup / "base", twice, tmp_path / "twice")) == 2
     assert "more than once: u4, u5" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_prefs_and_ablation_check_their_devices_first(prefs_ar, tiny_setup, tmp_path, capsys):
+    out = tmp_path / "p"
+    gpu = ("--device", "cuda")
+    assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", out, *gpu)) == 2
+    assert "device: 'cuda' requested but CUDA is not available" in capsys.readouterr().err
+    assert not (out / "candidates.jsonl").exists()
+    abl = tmp_path / "abl"
+    args = ["pref-ablation", "--family", "ar", "--model", str(tiny_setup / "base"), "--dataset",
+            str(prefs_ar), "--test", str(tiny_setup / "test.jsonl"), "--output", str(abl),
+            "--metric-device", "cuda", "metrics=[dnsmos, si_sdr]"]  # fmt: skip
+    assert main(args) == 2
+    assert "metric 'dnsmos': device: 'cuda'" in capsys.readouterr().err
+    assert not (abl / "arms").exists()  # no arm was trained

@@ -30,11 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cross-dataset", help="preference dataset sampled by another family")
     p.add_argument("--test", help="test manifest")
     p.add_argument("--output", help="output folder")
+    p.add_argument("--device", help="where the arms train and enhance: cpu, cuda, cuda:N")
+    p.add_argument(
+        "--metric-device", help="where metrics with a model run: cpu, cuda, cuda:N (metric_device)"
+    )
     add_config_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    keys = ("family", "model", "dataset", "cross_dataset", "test", "output")
+    keys = ("family", "model", "dataset", "cross_dataset", "test", "output", "device",
+            "metric_device")  # fmt: skip
     flags = flags_of(args, keys)
     cfg = resolve_config(AblationConfig, args, flags)
     cfg.check()

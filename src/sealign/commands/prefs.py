@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="dataset folder")
     p.add_argument("--n", type=int, help="candidates per input (num_candidates)")
     p.add_argument("--criterion", help="unanimous | weighted | gt-winner | single:<column>")
+    p.add_argument("--device", help="where the policy samples: cpu, cuda, cuda:N (device)")
+    p.add_argument(
+        "--metric-device", help="where metrics with a model run: cpu, cuda, cuda:N (metric_device)"
+    )
     p.add_argument("--repair", action="store_true", help="only re-form pairs of --output")
     add_config_arguments(p)
 
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         "output": args.output,
         "num_candidates": args.n,
         "criterion": args.criterion,
+        "device": args.device,
+        "metric_device": args.metric_device,
     }
     cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v})
     cfg.check()
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.repair:
         for m in metrics.values():
             m.load()  # a metric that cannot load fails before any sampling
-        policy = load_policy(policy_dir(cfg.model))
+        policy = load_policy(policy_dir(cfg.model), map_location=cfg.device)
         build_candidates(cfg, policy, metrics)
     reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
     chosen = next(r for r in reports if r.criterion == cfg.criterion)

@@ -36,7 +36,7 @@ from sealign.prefs.build import PrefsConfig
 from sealign.rl.dpo import DPOConfig, train_dpo
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 from sealign.train.sft import ModelConfig, OptimConfig
-from sealign.utils.device import parse_device
+from sealign.utils.device import check_device, parse_device
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class AblationConfig:
     )
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_device: str = "cpu"  # where metrics with a model run (cpu, cuda, cuda:N)
+    device: str = "cpu"  # where the arms train and the test split is enhanced
     test_limit: int = 0
     temperature: float = 1.0
     sample_options: dict[str, Any] = field(default_factory=dict)  # e.g. {top_k: 50}
@@ -82,6 +83,7 @@ class AblationConfig:
         if not self.output:
             raise ValueError("output is required")
         parse_device(self.metric_device, "metric_device")
+        check_device(self.device)
         known = set(self.default_arms())
         for arm in self.arms:
             if arm not in known:
@@ -120,6 +122,7 @@ def arm_config(cfg: AblationConfig, arm: str, out: Path) -> DPOConfig:
         save_steps=0,
         seed=cfg.seed,
         threads=cfg.threads,
+        device=cfg.device,
     )
 
 
@@ -154,6 +157,14 @@ def cosine_table(cos: dict[str, dict[str, float]]) -> str:
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     """Train every arm (reusing finished ones), evaluate, and write ``results.{md,json}``."""
     cfg.check()
+    # the evaluation's metrics first: an unknown one or a device this machine lacks fails now
+    score_cfg = ScoreConfig(
+        metrics=list(cfg.metrics),
+        metric_options=dict(cfg.metric_options),
+        metric_device=cfg.metric_device,
+        threads=cfg.threads,
+    )
+    metrics = build_metrics(score_cfg)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     arms = cfg.arms or cfg.default_arms()
@@ -181,7 +192,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     from sealign.models.registry import load_policy
 
     for name, path in {"base": Path(cfg.model), **trained}.items():
-        policy = load_policy(policy_dir(path))
+        policy = load_policy(policy_dir(path), map_location=cfg.device)
         res = enhance_files(
             policy, entries, out / "enhanced" / name.replace(":", "_"), batch_size=8,
             chunk_seconds=0.0, temperature=cfg.temperature, seed=cfg.seed, progress=False,
@@ -189,13 +200,6 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         )  # fmt: skip
         systems_entries[name] = res.entries
         del policy
-    score_cfg = ScoreConfig(
-        metrics=list(cfg.metrics),
-        metric_options=dict(cfg.metric_options),
-        metric_device=cfg.metric_device,
-        threads=cfg.threads,
-    )
-    metrics = build_metrics(score_cfg)
     systems = {
         s: score_entries(
             e, score_cfg, out / "scores" / f"{s.replace(':', '_')}.jsonl", metrics=metrics

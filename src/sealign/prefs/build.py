@@ -37,7 +37,7 @@ from sealign.models.policy import Policy, Targets, check_sample_options
 from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_message
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
-from sealign.utils.device import parse_device
+from sealign.utils.device import check_device, parse_device
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class PrefsConfig:
     )
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_device: str = "cpu"  # where metrics with a model run (cpu, cuda, cuda:N)
+    device: str = "cpu"  # where the policy samples the candidates
     columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
     criterion: str = "unanimous"
     margins: dict[str, float] = field(default_factory=dict)
@@ -102,6 +103,7 @@ class PrefsConfig:
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         parse_device(self.metric_device, "metric_device")
+        check_device(self.device)
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
         known = []
