@@ -110,6 +110,12 @@ def test_configs_fail_before_any_work():
     # well-formed but absent: building the metrics (the first thing `score` / `eval` do) fails
     with pytest.raises(ValueError, match="metric 'dnsmos'"):
         build_metrics(ScoreConfig(metrics=["pesq_wb", "dnsmos"], metric_device="cuda"))
+    from sealign.train.sft import EvalConfig, build_eval_metrics
+
+    with pytest.raises(ValueError, match="eval.metric_device"):
+        EvalConfig(metric_device="gpu").check()
+    with pytest.raises(ValueError, match="metric 'dnsmos'"):  # SFT validation, built first
+        build_eval_metrics(EvalConfig(metrics=["dnsmos"], metric_device="cuda"), threads=1)
     # metrics without a model stay on the CPU, so a GPU setting leaves them buildable
     assert list(build_metrics(ScoreConfig(metrics=["pesq_wb"], metric_device="cuda"))) == [
         "pesq_wb"

@@ -43,7 +43,7 @@ from sealign.train.checkpoint import (
     set_rng_state,
 )
 from sealign.train.data import DataConfig, DataError, Example, PairDataset
-from sealign.utils.device import autocast, check_device, check_precision
+from sealign.utils.device import autocast, check_device, check_precision, parse_device
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -122,6 +122,7 @@ class EvalConfig:
     temperature: float = 0.3
     metrics: list[str] = field(default_factory=lambda: ["dnsmos"])
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_device: str = "cpu"  # where metrics with a model run (cpu, cuda, cuda:N)
     save_audio: bool = True  # decoded samples → <run>/samples/step_<N>/
 
     def check(self, prefix: str = "eval.") -> None:
@@ -131,6 +132,7 @@ class EvalConfig:
             raise ValueError(f"{prefix}max_batches and {prefix}num_samples must be >= 0")
         if not self.temperature > 0:
             raise ValueError(f"{prefix}temperature must be > 0, got {self.temperature}")
+        parse_device(self.metric_device, f"{prefix}metric_device")
         for m in self.metrics:
             if m not in metric_names():
                 raise ValueError(
@@ -395,10 +397,14 @@ def _eid(ex: Example) -> str:
 
 
 def build_eval_metrics(cfg: EvalConfig, threads: int) -> dict[str, Metric]:
-    from sealign.metrics.registry import build_metric
+    from sealign.metrics.registry import build_metric, with_device
 
     return {
-        name: build_metric(name, num_threads=threads, **cfg.metric_options.get(name, {}))
+        name: build_metric(
+            name,
+            num_threads=threads,
+            **with_device(name, cfg.metric_options.get(name, {}), cfg.metric_device),
+        )
         for name in cfg.metrics
     }
 
