@@ -99,6 +99,10 @@ def test_with_device_fills_in_only_where_a_metric_takes_one(monkeypatch):
 
     monkeypatch.setitem(registry._USER, "on_device_probe", OnDevice)
     assert with_device("on_device_probe", {}, "cuda") == {"device": "cuda"}
+    # build_metric takes the command-wide device the same way
+    assert build_metric("on_device_probe", metric_device="cuda:1").device == "cuda:1"
+    assert build_metric("on_device_probe", metric_device="cuda", device="cpu").device == "cpu"
+    assert build_metric("pesq_wb", metric_device="cuda").device == "cpu"
 
 
 @NO_CUDA

@@ -30,7 +30,7 @@ from sealign.commands.common import (
     reuse_run_config,
 )
 from sealign.config import save_config
-from sealign.metrics.registry import build_metric, with_device
+from sealign.metrics.registry import build_metric
 from sealign.prefs.build import (
     PrefsConfig,
     all_criteria,
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         m: build_metric(
             m,
             num_threads=cfg.threads,
-            **with_device(m, cfg.metric_options.get(m, {}), cfg.metric_device),
+            metric_device=cfg.metric_device,
+            **cfg.metric_options.get(m, {}),
         )
         for m in cfg.metrics
     }

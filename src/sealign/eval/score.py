@@ -19,7 +19,7 @@ from sealign.data.manifest import Entry
 from sealign.eval.stats import mean_ci
 from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
 from sealign.metrics.cache import ScoreCache, open_score_cache, score_with_cache
-from sealign.metrics.registry import build_metric, metric_info, metric_names, with_device
+from sealign.metrics.registry import build_metric, metric_info, metric_names
 from sealign.utils.device import parse_device
 from sealign.utils.paths import cache_root
 
@@ -92,7 +92,8 @@ def build_metrics(cfg: ScoreConfig) -> dict[str, Metric]:
         name: build_metric(
             name,
             num_threads=cfg.threads,
-            **with_device(name, cfg.metric_options.get(name, {}), cfg.metric_device),
+            metric_device=cfg.metric_device,
+            **cfg.metric_options.get(name, {}),
         )
         for name in cfg.metrics
     }

@@ -69,9 +69,11 @@ def with_device(name: str, options: dict[str, Any], device: str) -> dict[str, An
     return {**options, "device": device}
 
 
-def build_metric(name: str, **options: Any) -> Metric:
+def build_metric(name: str, metric_device: str = "cpu", **options: Any) -> Metric:
     """Instantiate metric ``name`` with backend-specific ``options`` (e.g. ``num_threads``,
-    ``device``)."""
+    ``device``). ``metric_device``: a command-wide device, the metric's ``device`` unless
+    ``options`` set one (see :func:`with_device`)."""
+    options = with_device(name, options, metric_device)
     factory = metric_class(name)
     params = _parameters(factory)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -227,7 +227,7 @@ class CompositeReward:
         """``device``: where the metrics run, overriding ``cfg.metric_device`` (e.g. a rank's
         own GPU)."""
         from sealign.eval.score import column_name
-        from sealign.metrics.registry import build_metric, with_device
+        from sealign.metrics.registry import build_metric
 
         cfg.check()
         self.cfg = cfg
@@ -249,8 +249,10 @@ class CompositeReward:
                 self.names.append(c.name or c.function.rpartition(":")[2])
                 continue
             if c.metric not in self.metrics:
-                opts = with_device(c.metric, cfg.metric_options.get(c.metric, {}), device)
-                self.metrics[c.metric] = build_metric(c.metric, num_threads=num_threads, **opts)
+                opts = cfg.metric_options.get(c.metric, {})
+                self.metrics[c.metric] = build_metric(
+                    c.metric, num_threads=num_threads, metric_device=device, **opts
+                )
             info = self.metrics[c.metric].info
             out = c.output or info.outputs[0]
             self.outputs.append(out)

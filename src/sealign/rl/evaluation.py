@@ -180,7 +180,7 @@ class HeldOut:
         fuse: str = "none",
         device: str = "cpu",
     ) -> None:
-        from sealign.metrics.registry import build_metric, with_device
+        from sealign.metrics.registry import build_metric
 
         self.cfg, self.seed, self.run = cfg, seed, Path(run)
         self.rewarded = set(rewarded or ())
@@ -193,7 +193,7 @@ class HeldOut:
             self.examples = [ex for b in ds.iter_batches(cfg.num_samples or None) for ex in b]
         self.metrics = {
             n: build_metric(
-                n, num_threads=threads, **with_device(n, cfg.metric_options.get(n, {}), device)
+                n, num_threads=threads, metric_device=device, **cfg.metric_options.get(n, {})
             )
             for n in cfg.metrics
         }

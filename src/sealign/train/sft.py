@@ -397,13 +397,14 @@ def _eid(ex: Example) -> str:
 
 
 def build_eval_metrics(cfg: EvalConfig, threads: int) -> dict[str, Metric]:
-    from sealign.metrics.registry import build_metric, with_device
+    from sealign.metrics.registry import build_metric
 
     return {
         name: build_metric(
             name,
             num_threads=threads,
-            **with_device(name, cfg.metric_options.get(name, {}), cfg.metric_device),
+            metric_device=cfg.metric_device,
+            **cfg.metric_options.get(name, {}),
         )
         for name in cfg.metrics
     }
