@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -90,5 +94,19 @@ def on_meta():
         msg = str(err.value)
         assert "meta tensor" in msg, msg
         assert "device" not in msg, msg
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """``torchrun(port, *args)`` runs ``sealign <args>`` in two processes under
+    ``torch.distributed.run`` (gloo, one thread each) and returns the completed process."""
+
+    def run(port: int, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", str(port), "-m", "sealign", *args]  # fmt: skip
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     return run

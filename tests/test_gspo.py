@@ -421,41 +421,25 @@ def test_invalid_config_fails_before_work(setup, tmp_path, override, key, capsys
     assert not (run / "checkpoints").exists()
 
 
-def _torchrun(setup, run, port: int, *extra: str, **kw) -> subprocess.CompletedProcess:
+def _gspo_ddp(torchrun, setup, run, port: int, *extra: str, **kw):
     kw = {"eval.manifests": "[]", "data.batch_size": 1, **kw}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(port),
-        "-m",
-        "sealign",
-        "gspo",
-        "--no-progress",
-        *extra,
-        *overrides(setup, run, **kw),
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return torchrun(port, "gspo", "--no-progress", *extra, *overrides(setup, run, **kw))
 
 
-def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path):
+def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path, torchrun):
     run = tmp_path / "ddp"
-    proc = _torchrun(setup, run, 29571, max_steps=2)
+    proc = _gspo_ddp(torchrun, setup, run, 29571, max_steps=2)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert set(logged(run, "loss")) == {1, 2}  # rank 0 logs
     assert (run / "checkpoints" / "step_00000002").is_dir()
 
 
-def test_two_rank_resume_continues_every_rank_exactly(setup, tmp_path):
+def test_two_rank_resume_continues_every_rank_exactly(setup, tmp_path, torchrun):
     # rank 1's sampling stream and data position are checkpointed too: after a resume both
     # ranks draw what they would have drawn, so the averaged updates are the same
     full, part = tmp_path / "full", tmp_path / "part"
     for run, steps, extra in ((full, 4, ()), (part, 2, ()), (part, 4, ("--resume",))):
-        proc = _torchrun(setup, run, 29572, *extra, max_steps=steps, save_steps=2)
+        proc = _gspo_ddp(torchrun, setup, run, 29572, *extra, max_steps=steps, save_steps=2)
         assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = logged(full, "loss"), logged(part, "loss")
     assert set(b) == {1, 2, 3, 4}
@@ -504,11 +488,3 @@ def test_word_credit_trains_an_ar_policy_with_per_step_advantages(setup, tmp_pat
     assert main(["gspo", "--no-progress", *overrides(setup, run, **kw)]) == 0
     assert set(logged(run, "frac_words_with_spread")) == {1, 2}
     assert all(np.isfinite(v) for v in logged(run, "loss").values())
-
-
-def test_each_rank_of_a_cuda_run_gets_its_own_gpu():
-    from sealign.rl.gspo import rank_device
-
-    assert rank_device("cuda", 3) == "cuda:3"
-    assert rank_device("cuda:1", 3) == "cuda:1"  # an explicit index is the user's choice
-    assert rank_device("cpu", 3) == "cpu"

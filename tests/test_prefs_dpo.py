@@ -179,6 +179,26 @@ def test_dpo_gradient_accumulation_equals_the_larger_batch(prefs_ar, tiny_setup,
             assert a[s] == pytest.approx(b[s], rel=1e-3, abs=1e-6), (key, s)
 
 
+def test_two_rank_dpo_equals_one_process_accumulating(prefs_ar, tiny_setup, tmp_path, torchrun):
+    """Under torchrun both ranks walk the same stream of pairs, each taking its own batch:
+    two ranks of two pairs = one process accumulating two batches of two. The reference
+    log-likelihoods are computed half on each rank and gathered."""
+    ddp, acc = tmp_path / "ddp", tmp_path / "acc"
+    steps = ("--max-steps", "3")
+    proc = torchrun(29583, *_dpo_args(tiny_setup, prefs_ar, ddp, *steps, "batch_size=2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = _dpo_args(tiny_setup, prefs_ar, acc, *steps, "batch_size=2")
+    assert main([*args, "gradient_accumulation_steps=2"]) == 0
+    ref = [json.loads((run / "reference_loglik.json").read_text()) for run in (ddp, acc)]
+    assert ref[0].keys() == ref[1].keys() and len(ref[0]) == 12
+    for k, v in ref[0].items():
+        np.testing.assert_allclose(v, ref[1][k], rtol=1e-5)
+    for key in ("loss", "grad_norm", "rewards/margins", "rewards/accuracies"):
+        a, b = _logged(ddp, key), _logged(acc, key)
+        for s in (1, 2, 3):
+            assert a[s] == pytest.approx(b[s], rel=1e-3, abs=1e-6), (key, s)
+
+
 def test_dpo_runs_under_bf16_autocast(prefs_ar, tiny_setup, tmp_path):
     run, ref = tmp_path / "bf16", tmp_path / "fp32"
     assert main(_dpo_args(tiny_setup, prefs_ar, ref, "--max-steps", "2")) == 0

@@ -203,6 +203,46 @@ def test_gradient_accumulation_equals_the_larger_batch(corpus, tmp_path):
         torch.testing.assert_close(v, wb[k], rtol=1e-3, atol=5e-5)  # Adam: see test_gspo
 
 
+def test_two_ranks_equal_one_process_accumulating_their_batches(corpus, tmp_path, torchrun):
+    """Under torchrun, rank r reads examples r, r + 2, ... of each epoch's order: with one
+    example per rank, a step sees the same two examples as one process accumulating two
+    batches of one, and the averaged gradients give the same update on both ranks."""
+    kw = {"data.crop_seconds": 1.0, "max_steps": 4, "eval_steps": 0, "data.batch_size": 1}
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    proc = torchrun(29581, "train", "--no-progress", *overrides(corpus, ddp, **kw, save_steps=2))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = overrides(corpus, one, **kw, gradient_accumulation_steps=2)
+    train_sft(load_config(SFTConfig, None, args), progress=False)
+    for key in ("train/loss", "train/grad_norm"):
+        a, b = logged(ddp, key), logged(one, key)
+        assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+        for s in a:
+            assert a[s] == pytest.approx(b[s], rel=1e-4), (key, s)
+    wa = load_policy(policy_dir(ddp)).state_dict()
+    wb = load_policy(policy_dir(one)).state_dict()
+    for k, v in wa.items():
+        torch.testing.assert_close(v, wb[k], rtol=1e-3, atol=5e-5)
+    # rank 0 validated on the whole split, and its checkpoint holds both ranks' positions
+    assert set(logged(ddp, "eval/loss")) == {4}
+    ranks = load_checkpoint(latest_checkpoint(ddp)).extra["ranks"]
+    assert [(r["epoch"], r["index"]) for r in ranks] == [(1, 1), (1, 1)]  # 3 each per epoch
+
+
+def test_two_rank_sft_resumes_exactly(corpus, tmp_path, torchrun):
+    # dropout and random crops: each rank's random streams must come back from the checkpoint
+    kw = {"data.crop_seconds": 0.6, "data.batch_size": 2, "eval_steps": 0, "save_steps": 2,
+          "model.config": _dropout_model()}  # fmt: skip
+    full, part = tmp_path / "full", tmp_path / "part"
+    for run, stop, extra in ((full, 0, ()), (part, 2, ()), (part, 0, ("--resume",))):
+        args = overrides(corpus, run, **kw, max_steps=4, stop_at=stop)
+        proc = torchrun(29582, "train", "--no-progress", *extra, *args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = logged(full, "train/loss"), logged(part, "train/loss")
+    assert sorted(b) == [1, 2, 3, 4]
+    for s in (3, 4):
+        assert a[s] == pytest.approx(b[s], rel=1e-6)
+
+
 def test_bf16_autocast_trains_close_to_fp32(corpus, tmp_path):
     kw = {"data.crop_seconds": 1.0, "max_steps": 3, "eval_steps": 0, "save_steps": 0}
     fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"

@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,20 @@ from sealign.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
 )
 from sealign.train.data import DataConfig
+from sealign.train.distributed import (
+    broadcast_weights,
+    close_distributed,
+    gather_to_all,
+    init_distributed,
+    mean_over_ranks,
+    restore_rank_state,
+    seed_everything,
+    store_rank_states,
+)
 from sealign.train.sft import (
     ModelConfig,
     OptimConfig,
@@ -311,12 +322,21 @@ def make_batch(
 
 @torch.no_grad()
 def reference_log_likelihoods(
-    ref: Policy, data: PairData, seed: int, batch_size: int, draws: int = 1
+    ref: Policy,
+    data: PairData,
+    seed: int,
+    batch_size: int,
+    draws: int = 1,
+    indices: Sequence[int] | None = None,
+    progress: bool = True,
 ) -> dict[int, list[tuple[float, float]]]:
-    """``{pair index: [(winner, loser) reference log-likelihood per draw]}``."""
+    """``{pair index: [(winner, loser) reference log-likelihood per draw]}`` for the pairs
+    ``indices`` (default: all)."""
+    todo = list(range(len(data)) if indices is None else indices)
     out: dict[int, list[tuple[float, float]]] = {}
-    for start in tqdm(range(0, len(data), batch_size), desc="reference", unit="batch"):
-        items = [data.item(i) for i in range(start, min(len(data), start + batch_size))]
+    starts = range(0, len(todo), batch_size)
+    for start in tqdm(starts, desc="reference", unit="batch", disable=not progress):
+        items = [data.item(i) for i in todo[start : start + batch_size]]
         cond = ref.condition([it.noisy for it in items])
         for d in range(draws):
             b = make_batch(ref, items, seed, [d] * len(items), cond)
@@ -361,17 +381,20 @@ def train_dpo(
     ckpt = latest_checkpoint(run)
     if ckpt is not None and not resume:
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
+    d = init_distributed(cfg.device)
+    device = d.device(cfg.device)
     set_torch_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, cfg.device)
+    seed = d.seed(cfg.seed)
+    seed_everything(seed)
+    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, device)
     if cfg.family and policy.family != cfg.family:
         raise ValueError(f"family: the model is {policy.family!r}, not {cfg.family!r}")
     module: torch.nn.Module = policy  # type: ignore[assignment]
+    broadcast_weights(module, d)
     data = PairData(cfg, policy)
     run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
+    if d.main:
+        save_config(cfg, run / "config.yaml")
     ref_ll: dict[int, list[tuple[float, float]]] = {}
     ref: Policy | None = None
     if cfg.objective == "dpo":
@@ -383,42 +406,52 @@ def train_dpo(
         if cached is not None:
             ref_ll = cached
         else:
-            ref = init_policy(reference_config(cfg.model, ref_path), cfg.device)
+            ref = init_policy(reference_config(cfg.model, ref_path), device)
             ref_module: torch.nn.Module = ref  # type: ignore[assignment]
             ref_module.eval().requires_grad_(False)
-            if cfg.precompute_ref:
-                ref_ll = reference_log_likelihoods(
-                    ref, data, cfg.seed, cfg.batch_size, cfg.noise_draws
-                )
-                tmp = cache.with_name(cache.name + ".tmp")
-                tmp.write_text(json.dumps(ref_ll))
-                tmp.replace(cache)
+            if cfg.precompute_ref:  # each rank computes a share of the pairs
+                mine = reference_log_likelihoods(
+                    ref, data, cfg.seed, cfg.batch_size, cfg.noise_draws,
+                    range(d.rank, len(data), d.world_size), progress and d.main,
+                )  # fmt: skip
+                ref_ll = {k: v for part in gather_to_all(mine, d) for k, v in part.items()}
+                if d.main:
+                    tmp = cache.with_name(cache.name + ".tmp")
+                    tmp.write_text(json.dumps(ref_ll))
+                    tmp.replace(cache)
                 ref = None  # freed: only the numbers are needed
     optimizer = make_optimizer(module, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
     state = TrainerState()
     if ckpt is not None:
         state = load_checkpoint(ckpt, optimizer, scheduler)
-        _truncate_log(run / "log.jsonl", state.step)
+        restore_rank_state(state, d, seed)  # dropout of the SFT objectives
+        if d.main:
+            _truncate_log(run / "log.jsonl", state.step)
         log.info("resumed from %s (step %d)", ckpt, state.step)
-    held = HeldOut(
-        cfg.eval, DataConfig(), policy.sample_rate, cfg.seed, cfg.threads, run,
-        sample_options={},
-    )  # fmt: skip
+    eval_cfg = cfg.eval
     if cfg.eval_temperature is not None:
-        held.cfg = dataclasses.replace(held.cfg, temperature=cfg.eval_temperature)
+        eval_cfg = dataclasses.replace(eval_cfg, temperature=cfg.eval_temperature)
+    held = (
+        HeldOut(eval_cfg, DataConfig(), policy.sample_rate, cfg.seed, cfg.threads, run,
+                sample_options={})
+        if d.main
+        else None
+    )  # fmt: skip
     log.info(
         "%s on %d %s pairs (%s policy), %d steps of %d pairs",
-        cfg.objective, len(data), cfg.criterion, policy.family, cfg.max_steps, cfg.batch_size,
+        cfg.objective, len(data), cfg.criterion, policy.family, cfg.max_steps,
+        cfg.batch_size * d.world_size,
     )  # fmt: skip
-    logger = RunLogger(run)
+    logger = RunLogger(run) if d.main else None
     history: list[dict[str, Any]] = []
     params = [p for p in module.parameters() if p.requires_grad]
 
     def batch_loss() -> tuple[torch.Tensor, dict[str, float]]:
-        """Draw the next batch of pairs and return its loss (and statistics)."""
+        """Draw the next batch of pairs and return its loss (and statistics). Every rank walks
+        the same stream of pairs and keeps its own consecutive share of batch_size pairs."""
         idx, draws = [], []
-        while len(idx) < cfg.batch_size:
+        while len(idx) < cfg.batch_size * d.world_size:
             order = np.random.default_rng([cfg.seed, state.epoch]).permutation(len(data))
             if state.index >= len(order):
                 state.epoch, state.index = state.epoch + 1, 0
@@ -426,6 +459,8 @@ def train_dpo(
             idx.append(int(order[state.index]))
             draws.append(state.epoch % cfg.noise_draws)
             state.index += 1
+        share = slice(d.rank * cfg.batch_size, (d.rank + 1) * cfg.batch_size)
+        idx, draws = idx[share], draws[share]
         batch = make_batch(policy, [data.item(i) for i in idx], cfg.seed, draws)
         module.train(cfg.objective != "dpo")  # dropout only for the SFT objectives
         stats: dict[str, float] = {}
@@ -450,9 +485,27 @@ def train_dpo(
         module.eval()
         return loss, stats
 
-    held.evaluate(policy, 0, logger)
+    def evaluate(step: int) -> None:
+        if held is not None:
+            held.evaluate(policy, step, logger)
+
+    def save() -> Path | None:
+        store_rank_states(state, d, {"rng": rng_state()})
+        if not d.main:
+            return None
+        return save_checkpoint(
+            run, policy, optimizer, scheduler, state, cfg, None, cfg.save_total_limit
+        )
+
+    evaluate(0)
     last_ckpt, saved_step = ckpt, state.step
-    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=cfg.objective, disable=not progress)
+    saved_any = ckpt is not None  # the same on every rank (only rank 0 gets a path back)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=state.step,
+        desc=cfg.objective,
+        disable=not (progress and d.main),
+    )
     try:
         while state.step < cfg.max_steps:
             t0 = time.perf_counter()
@@ -468,28 +521,26 @@ def train_dpo(
                     stats[key] = stats.get(key, 0.0) + v / accum
             lr = scheduler.get_last_lr()[0]
             loss_value, grad_norm = finish_step(
-                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm
+                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d
             )
             state.step += 1
+            stats = mean_over_ranks(stats, d)
             stats.update(loss=loss_value, grad_norm=grad_norm, lr=lr)
             stats["time/step"] = time.perf_counter() - t0
             history.append({"step": state.step, **stats})
             bar.update(1)
-            if state.step % cfg.logging_steps == 0:
+            if logger is not None and state.step % cfg.logging_steps == 0:
                 logger.log(stats, step=state.step)
             if cfg.eval.steps and state.step % cfg.eval.steps == 0:
-                held.evaluate(policy, state.step, logger)
+                evaluate(state.step)
             if cfg.save_steps and state.step % cfg.save_steps == 0:
-                last_ckpt = save_checkpoint(
-                    run, policy, optimizer, scheduler, state, cfg, None, cfg.save_total_limit
-                )
-                saved_step = state.step
-        if saved_step != state.step or last_ckpt is None:
-            last_ckpt = save_checkpoint(
-                run, policy, optimizer, scheduler, state, cfg, None, cfg.save_total_limit
-            )
-        held.evaluate(policy, state.step, logger)
+                last_ckpt, saved_step, saved_any = save(), state.step, True
+        if saved_step != state.step or not saved_any:
+            last_ckpt = save()
+        evaluate(state.step)
     finally:
         bar.close()
-        logger.close()
-    return DPOResult(run, state.step, last_ckpt, history, held.evals)
+        if logger is not None:
+            logger.close()
+    close_distributed(d)
+    return DPOResult(run, state.step, last_ckpt, history, held.evals if held else {})

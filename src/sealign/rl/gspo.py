@@ -25,8 +25,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +54,18 @@ from sealign.train.checkpoint import (
     load_checkpoint,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from sealign.train.data import DataConfig, DataError, Example, PairDataset
+from sealign.train.distributed import (
+    Dist,
+    any_rank,
+    broadcast_weights,
+    close_distributed,
+    init_distributed,
+    restore_rank_state,
+    seed_everything,
+    store_rank_states,
+)
 from sealign.train.sft import (
     ModelConfig,
     OptimConfig,
@@ -207,101 +214,6 @@ class GSPOConfig:
                 f"steps_per_generation ({self.steps_per_generation}) exceeds the "
                 f"{n} samples of a rollout batch (data.batch_size x sampling.group_size)"
             )
-
-
-# ------------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    owns_group: bool = False  # the process group was created here (and is destroyed at the end)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def rank_device(device: str, local_rank: int) -> str:
-    """The device of one process of a multi-process run: a bare ``cuda`` becomes this
-    process's own GPU (``cuda:<LOCAL_RANK>``, as NCCL needs); anything else is kept."""
-    return f"cuda:{local_rank}" if device == "cuda" else device
-
-
-def init_distributed(device: str) -> Dist:
-    """Rank and world size from ``torchrun``'s environment; process group when > 1 (on
-    ``cuda``, after selecting this process's GPU, see :func:`rank_device`)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(rank_device(device, int(os.environ["LOCAL_RANK"]))))
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), owns)
-
-
-def close_distributed(d: Dist) -> None:
-    """Destroy the process group :func:`init_distributed` created, once every rank is done: a
-    rank that exits while another still uses the group can abort ("terminate called without an
-    active exception")."""
-    if d.owns_group:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def _any_rank(flag: bool, d: Dist) -> bool:
-    """``flag`` OR-ed over the ranks (so that a decision like a time budget is taken by all)."""
-    if d.world_size == 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([int(flag)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def _restore_rank_state(
-    state: TrainerState, gen: torch.Generator, ds: PairDataset, d: Dist, seed: int
-) -> None:
-    """After ``load_checkpoint`` (which restores rank 0's RNG states on every rank): this rank's
-    own sampling RNG and data position, as :func:`_save` stored them."""
-    ranks = state.extra.get("ranks")
-    if d.world_size == 1 and not ranks:
-        return
-    if not ranks or len(ranks) != d.world_size:
-        n = len(ranks) if ranks else "?"
-        log.warning(
-            "checkpoint holds the random state of %s rank(s), this run has %d: rank %d "
-            "reseeds its sampling stream (the run continues, but not as an uninterrupted one)",
-            n, d.world_size, d.rank,
-        )  # fmt: skip
-        random.seed(seed + state.step)
-        np.random.seed(seed + state.step)
-        torch.manual_seed(seed + state.step)
-        gen.manual_seed(seed + state.step)
-        return
-    mine = ranks[d.rank]
-    set_rng_state(mine["rng"], {"sample": gen})
-    ds.load_state_dict(mine)
-
-
-def _average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
-    if d.world_size == 1:
-        return
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad /= d.world_size
 
 
 # ------------------------------------------------------------------------------------- steps
@@ -499,9 +411,8 @@ def update(
             for key, v in out.stats.items():
                 stats[key] = stats.get(key, 0.0) + v * share
         loss_value, grad_norm = finish_step(
-            loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm,
-            lambda: _average_gradients(params, d),
-        )  # fmt: skip
+            loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d
+        )
         for key, v in {"loss": loss_value, "grad_norm": grad_norm, **stats}.items():
             sums[key] = sums.get(key, 0.0) + v / len(chunks)
     return sums
@@ -535,18 +446,14 @@ def train_gspo(
     if ckpt is not None and not resume:
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
     d = init_distributed(cfg.device)
-    # this process's device (the saved config keeps the device as given)
-    local = int(os.environ.get("LOCAL_RANK", d.rank))
-    device = rank_device(cfg.device, local) if d.world_size > 1 else cfg.device
-    metric_device = cfg.reward.metric_device
-    metric_device = rank_device(metric_device, local) if d.world_size > 1 else metric_device
+    # this process's devices (the saved config keeps them as given)
+    device, metric_device = d.device(cfg.device), d.device(cfg.reward.metric_device)
     set_torch_threads(cfg.threads)
-    seed = cfg.seed + 1000 * d.rank
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed = d.seed(cfg.seed)
+    seed_everything(seed)
     policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, device)
     module: torch.nn.Module = policy  # type: ignore[assignment]
+    broadcast_weights(module, d)
     module.eval()  # sampling and log-prob recomputation must see the same function
     j = cfg.reward.word_credit
     if j is not None and getattr(policy, "step_seconds", None) is None:
@@ -593,7 +500,9 @@ def train_gspo(
     if ckpt is not None:
         state = load_checkpoint(ckpt, optimizer, scheduler, generators={"sample": gen})
         train_ds.load_state_dict({"epoch": state.epoch, "index": state.index})
-        _restore_rank_state(state, gen, train_ds, d, seed)
+        mine = restore_rank_state(state, d, seed, {"sample": gen})
+        if mine is not None:
+            train_ds.load_state_dict(mine)
         if d.main:
             _truncate_log(run / "log.jsonl", state.step)
         log.info("resumed from %s (step %d)", ckpt, state.step)
@@ -628,7 +537,7 @@ def train_gspo(
                 cfg.max_minutes
                 and elapsed0 + time.perf_counter() - start_time > 60 * cfg.max_minutes
             )
-            if _any_rank(bool(over), d):  # every rank stops at the same step
+            if any_rank(bool(over), d):  # every rank stops at the same step
                 log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, state.step)
                 break
             t0 = time.perf_counter()
@@ -684,17 +593,10 @@ def _save(
     elapsed: float,
 ) -> Path | None:
     # every rank's sampling RNG and data position go into rank 0's checkpoint
-    mine = {"rng": rng_state({"sample": gen}), **train_ds.state_dict()}
-    ranks = [mine]
-    if d.world_size > 1:
-        import torch.distributed as dist
-
-        ranks = [None] * d.world_size if d.main else None
-        dist.gather_object(mine, ranks, dst=0)
+    store_rank_states(state, d, {"rng": rng_state({"sample": gen}), **train_ds.state_dict()})
     if not d.main:
         return None
     state.extra["elapsed"] = elapsed
-    state.extra["ranks"] = ranks
     return save_checkpoint(
         run, policy, optimizer, scheduler, state, cfg, {"sample": gen}, cfg.save_total_limit
     )

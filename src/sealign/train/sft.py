@@ -18,14 +18,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -43,6 +41,17 @@ from sealign.train.checkpoint import (
     set_rng_state,
 )
 from sealign.train.data import DataConfig, DataError, Example, PairDataset
+from sealign.train.distributed import (
+    Dist,
+    average_gradients,
+    broadcast_weights,
+    close_distributed,
+    init_distributed,
+    mean_over_ranks,
+    restore_rank_state,
+    seed_everything,
+    store_rank_states,
+)
 from sealign.utils.device import autocast, check_device, check_precision, parse_device
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
@@ -252,14 +261,16 @@ def finish_step(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     max_grad_norm: float,
-    after_backward: Callable[[], None] | None = None,
+    d: Dist | None = None,
 ) -> tuple[float, float]:
     """One optimizer step once the gradients are in ``params`` (the caller's backward passes,
-    accumulated over micro-batches): ``after_backward`` (e.g. averaging gradients across
-    ranks), clip, AdamW step (skipped, with a warning, when the loss or gradient is not
-    finite), LR schedule step. Returns ``(loss_value, grad_norm)``."""
-    if after_backward is not None:
-        after_backward()
+    accumulated over micro-batches): gradients and loss averaged over the ranks of ``d`` (so
+    that every rank takes the same decision and update), clip, AdamW step (skipped, with a
+    warning, when the loss or gradient is not finite), LR schedule step. Returns
+    ``(loss_value, grad_norm)``."""
+    if d is not None and d.world_size > 1:
+        average_gradients(params, d)
+        loss_value = mean_over_ranks({"loss": loss_value}, d)["loss"]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
     if math.isfinite(loss_value) and math.isfinite(grad_norm):
         optimizer.step()
@@ -520,56 +531,66 @@ def train_sft(
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
     if resume and ckpt is None:
         log.info("resume: no checkpoint in %s yet, starting from scratch", run)
-    if ckpt is not None:
+    d = init_distributed(cfg.device)
+    if ckpt is not None and d.main:
         _warn_config_changes(ckpt, cfg)
     set_torch_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    if ckpt is not None:  # weights from the checkpoint; RNGs are restored further down
-        policy = init_policy(ModelConfig(init_from=str(ckpt)), cfg.device)
-    else:
-        policy = init_policy(cfg.model, cfg.device)
+    seed = d.seed(cfg.seed)
+    seed_everything(seed)
+    # weights from the checkpoint (RNGs are restored further down)
+    policy = init_policy(
+        ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, d.device(cfg.device)
+    )
     module: torch.nn.Module = policy  # type: ignore[assignment]
+    broadcast_weights(module, d)
     module.train()
-    train_ds = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, train=True)
+    train_ds = PairDataset(
+        cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, True, d.rank, d.world_size
+    )
+    # rank 0 validates on the whole validation split
     valid_ds = (
         PairDataset(cfg.data.valid, cfg.data, policy.sample_rate, cfg.seed, train=False)
-        if cfg.data.valid
+        if cfg.data.valid and d.main
         else None
     )
     metrics = build_eval_metrics(cfg.eval, cfg.threads) if valid_ds is not None else {}
     if cfg.data.draw_cycle:
         enable_analysis_cache(policy, train_ds, valid_ds)
     run.mkdir(parents=True, exist_ok=True)  # everything above can fail on a bad config
-    save_config(cfg, run / "config.yaml")
+    if d.main:
+        save_config(cfg, run / "config.yaml")
     optimizer = make_optimizer(module, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
     state = TrainerState()
     if ckpt is not None:
         state = load_checkpoint(ckpt, optimizer, scheduler)
-        train_ds.load_state_dict({"epoch": state.epoch, "index": state.index})
-        _truncate_log(run / "log.jsonl", state.step)
+        mine = restore_rank_state(state, d, seed)
+        train_ds.load_state_dict(mine or {"epoch": state.epoch, "index": state.index})
+        if d.main:
+            _truncate_log(run / "log.jsonl", state.step)
         log.info("resumed from %s (step %d, epoch %d)", ckpt, state.step, state.epoch)
     n_params = sum(p.numel() for p in module.parameters())
     log.info(
-        "SFT %s policy (%.2fM params): %d train / %d valid utterances, %d steps",
+        "SFT %s policy (%.2fM params): %d train / %d valid utterances, %d steps%s",
         policy.family,
         n_params / 1e6,
         len(train_ds),
         len(valid_ds) if valid_ds is not None else 0,
         cfg.max_steps,
+        f" on {d.world_size} ranks of {cfg.data.batch_size} examples" if d.world_size > 1 else "",
     )
     encode = TargetEncoder(policy, cfg.data.cache_targets)
     encode_valid = TargetEncoder(policy, cfg.data.cache_targets)
-    logger = RunLogger(run)
+    logger = RunLogger(run) if d.main else None
     history: list[dict[str, Any]] = []
     acc = state.extra.setdefault("window", {"loss": 0.0, "grad_norm": 0.0, "n": 0, "secs": 0.0})
     last_ckpt: Path | None = ckpt
     params = [p for p in module.parameters() if p.requires_grad]
     rejected = 0  # consecutive batches the policy could not use at all
     end = min(cfg.stop_at, cfg.max_steps) if cfg.stop_at else cfg.max_steps
-    bar = tqdm(total=end, initial=state.step, desc="sft", unit="step", disable=not progress)
+    bar = tqdm(
+        total=end, initial=state.step, desc="sft", unit="step", disable=not (progress and d.main)
+    )
     try:
         while state.step < end:
             t0 = time.perf_counter()
@@ -592,7 +613,7 @@ def train_sft(
                 done += 1
             lr = scheduler.get_last_lr()[0]
             loss_value, grad_norm = finish_step(
-                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm
+                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d
             )
             state.step += 1
             state.epoch, state.index = train_ds.epoch, train_ds.index
@@ -612,7 +633,8 @@ def train_sft(
                     "train/epoch": state.epoch + state.index / max(1, len(train_ds.order(0))),
                 }
                 acc.update(loss=0.0, grad_norm=0.0, n=0, secs=0.0)
-                logger.log(rec, step=state.step)
+                if logger is not None:
+                    logger.log(rec, step=state.step)
                 history.append({"step": state.step, **rec})
                 bar.set_postfix(loss=f"{rec['train/loss']:.4f}", lr=f"{lr:.2e}")
             if valid_ds is not None and (
@@ -620,18 +642,25 @@ def train_sft(
             ):
                 samples = run / "samples" if cfg.eval.save_audio else None
                 rec = evaluate(policy, valid_ds, cfg, metrics, state.step, encode_valid, samples)
-                logger.log(rec, step=state.step)
+                if logger is not None:
+                    logger.log(rec, step=state.step)
                 history.append({"step": state.step, **rec})
                 log.info(
                     "step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in rec.items())
                 )
             if (cfg.save_steps and state.step % cfg.save_steps == 0) or state.step == end:
-                last_ckpt = save_checkpoint(
-                    run, policy, optimizer, scheduler, state, cfg, keep_last=cfg.save_total_limit
-                )
+                # every rank's random state and data position go into rank 0's checkpoint
+                store_rank_states(state, d, {"rng": rng_state(), **train_ds.state_dict()})
+                if d.main:
+                    last_ckpt = save_checkpoint(
+                        run, policy, optimizer, scheduler, state, cfg,
+                        keep_last=cfg.save_total_limit,
+                    )  # fmt: skip
     finally:
         bar.close()
-        logger.close()
+        if logger is not None:
+            logger.close()
+    close_distributed(d)
     if train_ds.skipped:
         log.info("skipped %d training utterances (reasons logged above)", len(train_ds.skipped))
     log.info("done: step %d, checkpoint %s", state.step, last_ckpt)

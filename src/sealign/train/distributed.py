@@ -1,0 +1,193 @@
+"""Data-parallel training under ``torchrun``, shared by the SFT, DPO and GSPO trainers.
+
+With ``WORLD_SIZE > 1`` every process builds the same model, reads its own share of the data and
+seeds its own random streams (rank 0 as a single process would); gradients are averaged across
+ranks before each optimizer step, so every rank applies the same update and the weights stay
+equal. Rank 0 logs, evaluates and saves; its checkpoint holds every rank's random state (and,
+where ranks read different data, their data positions), so a resume with the same number of ranks
+continues as an uninterrupted run would. Without ``torchrun`` all of this reduces to no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sealign.train.checkpoint import TrainerState, set_rng_state
+
+log = logging.getLogger(__name__)
+
+RANK_SEED_STRIDE = 1000  # rank r seeds its random streams with seed + 1000 r
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # the process group was created here (and is destroyed at the end)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device: str) -> str:
+        """This process's device: a bare ``cuda`` becomes its own GPU when there are several
+        processes (see :func:`rank_device`)."""
+        return rank_device(device, self.local_rank) if self.world_size > 1 else device
+
+    def seed(self, seed: int) -> int:
+        """This rank's seed: ``seed`` on rank 0 (the same streams as a single process)."""
+        return seed + RANK_SEED_STRIDE * self.rank
+
+
+def rank_device(device: str, local_rank: int) -> str:
+    """The device of one process of a multi-process run: a bare ``cuda`` becomes this
+    process's own GPU (``cuda:<LOCAL_RANK>``, as NCCL needs); anything else is kept."""
+    return f"cuda:{local_rank}" if device == "cuda" else device
+
+
+def init_distributed(device: str) -> Dist:
+    """Rank and world size from ``torchrun``'s environment; process group when > 1 (on
+    ``cuda``, after selecting this process's GPU, see :func:`rank_device`)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(rank_device(device, local)))
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local, owns)
+
+
+def close_distributed(d: Dist) -> None:
+    """Destroy the process group :func:`init_distributed` created, once every rank is done: a
+    rank that exits while another still uses the group can abort ("terminate called without an
+    active exception")."""
+    if d.owns_group:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """``flag`` OR-ed over the ranks (so that a decision like a time budget is taken by all)."""
+    if d.world_size == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:
+    """Each value averaged over the ranks (every rank must pass the same keys)."""
+    if d.world_size == 1 or not values:
+        return values
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return {k: float(v) / d.world_size for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def broadcast_weights(module: torch.nn.Module, d: Dist) -> None:
+    """Give every rank rank 0's parameters and buffers (a freshly built model is initialized from
+    each rank's own random stream)."""
+    if d.world_size == 1:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
+    """Replace each gradient by its mean over the ranks (a parameter without a gradient on
+    this rank counts as zero)."""
+    if d.world_size == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= d.world_size
+
+
+def gather_to_main(obj: Any, d: Dist) -> list[Any] | None:
+    """Every rank's ``obj`` as a list on rank 0 (None on the others)."""
+    if d.world_size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * d.world_size if d.main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def gather_to_all(obj: Any, d: Dist) -> list[Any]:
+    """Every rank's ``obj`` as a list on every rank."""
+    if d.world_size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def store_rank_states(state: TrainerState, d: Dist, mine: dict[str, Any]) -> None:
+    """Put every rank's ``mine`` (its random state, data position, ...) into
+    ``state.extra["ranks"]`` on rank 0, before rank 0 saves ``state``. Collective: every rank
+    calls it."""
+    ranks = gather_to_main(mine, d)
+    if d.main and d.world_size > 1:
+        state.extra["ranks"] = ranks
+
+
+def restore_rank_state(
+    state: TrainerState, d: Dist, seed: int, generators: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """After ``load_checkpoint`` (which restores rank 0's random states on every rank): set this
+    rank's own random streams (and ``generators``) from ``state.extra["ranks"]`` and return its
+    entry (for the caller's data position). When the checkpoint has no entry per rank of this
+    run, the rank reseeds from ``seed`` and the step instead and None is returned (logged: the
+    run goes on, but not as an uninterrupted one would)."""
+    ranks = state.extra.get("ranks")
+    if d.world_size == 1 and not ranks:
+        return None  # a single-process checkpoint: load_checkpoint restored everything
+    if not ranks or len(ranks) != d.world_size:
+        log.warning(
+            "checkpoint holds the random state of %s rank(s), this run has %d: rank %d "
+            "reseeds its random streams (the run continues, but not as an uninterrupted one)",
+            len(ranks) if ranks else 1, d.world_size, d.rank,
+        )  # fmt: skip
+        seed_everything(seed + state.step)
+        for g in (generators or {}).values():
+            g.manual_seed(seed + state.step)
+        return None
+    mine = ranks[d.rank]
+    set_rng_state(mine["rng"], generators)
+    return mine

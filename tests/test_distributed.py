@@ -1,0 +1,61 @@
+"""Single-process behaviour of the data-parallel helpers (the multi-process runs are tested with
+their trainers: test_train_sft, test_prefs_dpo, test_gspo)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from sealign.train.checkpoint import TrainerState, rng_state
+from sealign.train.distributed import (
+    Dist,
+    gather_to_all,
+    init_distributed,
+    mean_over_ranks,
+    rank_device,
+    restore_rank_state,
+)
+
+
+def test_each_rank_of_a_cuda_run_gets_its_own_gpu():
+    assert rank_device("cuda", 3) == "cuda:3"
+    assert rank_device("cuda:1", 3) == "cuda:1"  # an explicit index is the user's choice
+    assert rank_device("cpu", 3) == "cpu"
+    assert Dist(1, 2, local_rank=1).device("cuda") == "cuda:1"
+    assert Dist().device("cuda") == "cuda"  # one process: the device as given
+
+
+def test_rank_zero_seeds_as_a_single_process_and_the_others_apart():
+    assert Dist().seed(7) == Dist(0, 4).seed(7) == 7
+    assert len({Dist(r, 4).seed(7) for r in range(4)}) == 4
+
+
+def test_without_torchrun_everything_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    d = init_distributed("cpu")
+    assert (d.rank, d.world_size, d.main) == (0, 1, True)
+    assert mean_over_ranks({"loss": 2.0}, d) == {"loss": 2.0}
+    assert gather_to_all({"a": 1}, d) == [{"a": 1}]
+    assert restore_rank_state(TrainerState(step=3), d, 0) is None
+
+
+def test_a_rank_missing_from_the_checkpoint_reseeds_and_says_so(caplog):
+    torch.manual_seed(0)
+    saved = [{"rng": rng_state(), "epoch": 1, "index": 4}]  # a one-rank checkpoint
+    g = torch.Generator().manual_seed(123)
+    with caplog.at_level(logging.WARNING):
+        got = restore_rank_state(
+            TrainerState(step=5, extra={"ranks": saved}), Dist(1, 2), 10, {"g": g}
+        )
+    assert got is None and "reseeds" in caplog.text
+    a = torch.rand(3, generator=g)
+    assert torch.equal(a, torch.rand(3, generator=torch.Generator().manual_seed(15)))
+    # with an entry per rank, the rank gets its own state back
+    torch.manual_seed(1)
+    mine = {"rng": rng_state(), "epoch": 2, "index": 1}
+    want = torch.rand(2)
+    torch.manual_seed(99)
+    state = TrainerState(step=5, extra={"ranks": [saved[0], mine]})
+    assert restore_rank_state(state, Dist(1, 2), 10) is mine
+    assert torch.equal(torch.rand(2), want)
