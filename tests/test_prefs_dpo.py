@@ -7,11 +7,14 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from sealign.cli import main
 from sealign.codecs.base import load_codec
+from sealign.config import load_config
 from sealign.models.registry import build_policy
+from sealign.prefs.build import PrefsConfig, read_candidates
 from sealign.prefs.pairs import Candidate, make_pairs, no_pairs_message
 
 torch.set_num_threads(1)
@@ -111,6 +114,41 @@ def test_prefs_writes_candidates_pairs_and_yields(prefs_ar, tiny_setup, capsys):
     # resuming samples nothing new
     assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", prefs_ar)) == 0
     assert len((prefs_ar / "candidates.jsonl").read_text().splitlines()) == 12
+
+
+def _candidate_ids(root):
+    return sorted((r["input_id"], r["cand_id"]) for r in read_candidates(root))
+
+
+def test_prefs_shards_merge_into_one_dataset(prefs_ar, tiny_setup, tmp_path, capsys):
+    out = tmp_path / "sharded"
+    args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", out)
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert (out / "candidates.shard-1-of-2.jsonl").is_file() and not (out / "pairs").exists()
+    assert {i for i, _ in _candidate_ids(out)} == {"u1", "u3"}  # inputs 1 and 3 of 4
+    assert main([*args, "--shard", "0/2"]) == 0
+    assert main(["prefs", "--output", str(out), "--repair"]) == 0
+    assert not list(out.glob("candidates.shard-*"))  # merged, markers removed
+    assert _candidate_ids(out) == _candidate_ids(prefs_ar)  # the unsharded run's candidates
+    y = json.loads((out / "yield.json").read_text())
+    assert y["criteria"]["gt-winner"]["pairs"] == 12
+    # the shards sampled with their own seeds: different audio from the unsharded run for u1
+    a = sf.read(out / "audio" / "u1" / "c0.wav")[0]
+    b = sf.read(prefs_ar / "audio" / "u1" / "c0.wav")[0]
+    assert a.shape != b.shape or not np.allclose(a, b)
+    assert load_config(PrefsConfig, out / "config.yaml").shard == ""  # the whole job's config
+    assert main([*args, "--shard", "2/2"]) == 2
+    assert "shard: '2/2' is not K/N" in capsys.readouterr().err
+
+
+def test_prefs_under_torchrun_splits_the_inputs_and_rank_zero_pairs(tiny_setup, tmp_path, torchrun):
+    out = tmp_path / "ddp"
+    args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", out)
+    args[args.index("--n")] = "--num-candidates"  # torchrun's parser takes --n for its own
+    proc = torchrun(29584, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(_candidate_ids(out)) == 12 and not list(out.glob("candidates.shard-*"))
+    assert (out / "pairs" / "single_si_sdr.jsonl").is_file()
 
 
 def test_prefs_criterion_without_pairs_stops_with_the_reason(prefs_ar, tmp_path, capsys):

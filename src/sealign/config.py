@@ -10,6 +10,7 @@ message, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -187,10 +188,11 @@ def dump_config(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
-    """Write the resolved config as YAML, atomically."""
+    """Write the resolved config as YAML, atomically (processes of one sharded job may write
+    the same file at once, hence a temporary file per process)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(dump_config(cfg))
     tmp.replace(path)
     return path

@@ -14,12 +14,21 @@ examples:
       metric_options.nisqa.weights=weights/nisqa.tar \\
       'columns=[dnsmos_sig,dnsmos_bak,dnsmos_ovrl,nisqa_mos,spk_sim,speechbertscore_whisper_base]'
   sealign prefs --output runs/prefs --repair criterion=single:dnsmos_ovrl
+
+on several GPUs or machines: each process samples and scores its share of the inputs
+  torchrun --nproc-per-node 8 -m sealign prefs --model runs/sft --manifest m.jsonl \\
+      --output runs/prefs --num-candidates 4 --device cuda --metric-device cuda
+      # (rank 0 forms the pairs)
+  sealign prefs ... --shard 3/8      # one of 8 independent jobs (e.g. a cluster job array);
+  sealign prefs --output runs/prefs --repair    # once all 8 are done: merge, form pairs
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 from sealign.commands.common import (
@@ -32,13 +41,16 @@ from sealign.commands.common import (
 from sealign.config import save_config
 from sealign.metrics.registry import build_metric
 from sealign.prefs.build import (
+    CANDIDATES,
     PrefsConfig,
     all_criteria,
     build_candidates,
+    merge_shards,
     pair_dataset,
     require_pairs,
     yield_table,
 )
+from sealign.utils.shard import Shard
 
 HELP = "sample, score and pair candidates into a preference dataset (unanimous agreement)"
 
@@ -50,19 +62,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="noisy inputs (audio = noisy, reference = clean); a.jsonl,b.jsonl: several",
     )
     p.add_argument("--output", help="dataset folder")
-    p.add_argument("--n", type=int, help="candidates per input (num_candidates)")
+    # the long form also works after `torchrun ... -m sealign prefs`, whose parser would take
+    # a bare --n for an abbreviation of its own --nnodes / --nproc-per-node
+    p.add_argument(
+        "--n", "--num-candidates", type=int, dest="n", help="candidates per input (num_candidates)"
+    )
     p.add_argument("--criterion", help="unanimous | weighted | gt-winner | single:<column>")
     p.add_argument("--device", help="where the policy samples: cpu, cuda, cuda:N (device)")
     p.add_argument(
         "--metric-device", help="where metrics with a model run: cpu, cuda, cuda:N (metric_device)"
     )
     p.add_argument("--repair", action="store_true", help="only re-form pairs of --output")
+    p.add_argument("--shard", help="K/N: only inputs K, K+N, ... (one of N jobs; shard)")
     add_config_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from sealign.models.registry import load_policy
     from sealign.train.checkpoint import policy_dir
+    from sealign.train.distributed import rank_device
 
     reuse_run_config(args, args.repair)
     flags = {
@@ -73,26 +91,40 @@ def run(args: argparse.Namespace) -> int:
         "criterion": args.criterion,
         "device": args.device,
         "metric_device": args.metric_device,
+        "shard": args.shard,
     }
     cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v})
     cfg.check()
+    shard = Shard() if args.repair else Shard.resolve(cfg.shard)
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
     metrics = {
         m: build_metric(
             m,
             num_threads=cfg.threads,
-            metric_device=cfg.metric_device,
+            metric_device=rank_device(cfg.metric_device, local),
             **cfg.metric_options.get(m, {}),
         )
         for m in cfg.metrics
     }
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(dataclasses.replace(cfg, shard=""), out / "config.yaml")  # the whole job's
     if not args.repair:
         for m in metrics.values():
             m.load()  # a metric that cannot load fails before any sampling
-        policy = load_policy(policy_dir(cfg.model), map_location=cfg.device)
-        build_candidates(cfg, policy, metrics)
+        device = rank_device(cfg.device, local)
+        policy = load_policy(policy_dir(cfg.model), map_location=device)
+        build_candidates(cfg, policy, metrics, shard)
+        if shard.sharded:
+            if cfg.shard or shard.index != 0:  # rank 0 of a torchrun job goes on
+                log.info(
+                    "shard %d/%d done; when every shard is, form the pairs with `sealign prefs "
+                    "--output %s --repair`%s", shard.index, shard.count, out,
+                    "" if cfg.shard else " (rank 0 does it)",
+                )  # fmt: skip
+                return 0
+            shard.wait_for_all(out / CANDIDATES, log=log)
+    merge_shards(out)
     reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
     chosen = next(r for r in reports if r.criterion == cfg.criterion)
     summary = {r.criterion: r.summary() for r in reports}

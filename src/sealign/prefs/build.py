@@ -13,12 +13,16 @@ Layout of a preference dataset folder::
     yield.json, yield.md      pair yield of every criterion, total and per input
 
 Inputs already present in ``candidates.jsonl`` are skipped, so an interrupted run resumes.
+A job split into shards (``shard: K/N``, or one shard per ``torchrun`` rank) writes
+``candidates.shard-K-of-N.jsonl`` per shard (and ``.done`` when the shard has finished);
+:func:`merge_shards` folds them into ``candidates.jsonl`` before pairs are formed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +42,11 @@ from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_mess
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
 from sealign.utils.device import check_device, parse_device
+from sealign.utils.shard import Shard, shard_files
 
 log = logging.getLogger(__name__)
+
+CANDIDATES = "candidates.jsonl"
 
 DEFAULT_COLUMNS = [
     "dnsmos_sig",
@@ -79,6 +86,9 @@ class PrefsConfig:
     cache: str | None = None
     seed: int = 0
     threads: int = 2
+    # "K/N": sample and score only inputs K, K+N, ... (one job of N, e.g. on N machines);
+    # empty: all inputs, or this rank's share under torchrun
+    shard: str = ""
 
     def manifests(self) -> list[str]:
         """The input manifests (``manifest`` split at commas)."""
@@ -104,6 +114,7 @@ class PrefsConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         parse_device(self.metric_device, "metric_device")
         check_device(self.device)
+        Shard.parse(self.shard)
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
         known = []
@@ -130,10 +141,7 @@ def column_info(metrics: dict[str, Metric], columns: list[str]) -> tuple[dict, d
     return hib, scales
 
 
-def read_candidates(root: str | Path) -> list[dict[str, Any]]:
-    path = Path(root) / "candidates.jsonl"
-    if not path.is_file():
-        return []
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -141,6 +149,42 @@ def read_candidates(root: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a line cut by a kill: that input is redone
     return out
+
+
+def read_candidates(root: str | Path) -> list[dict[str, Any]]:
+    """Every stored candidate: ``candidates.jsonl``, then any shard files not merged yet."""
+    path = Path(root) / CANDIDATES
+    files = ([path] if path.is_file() else []) + shard_files(path)
+    return [rec for f in files for rec in _read_jsonl(f)]
+
+
+def merge_shards(root: str | Path) -> int:
+    """Fold the shard files of a sharded run into ``candidates.jsonl`` (atomically; a candidate
+    stored twice is kept once) and remove them with their ``.done`` markers. Returns the number
+    of shard files merged; a shard without its marker has not finished (logged: its missing
+    inputs are sampled by the next ``sealign prefs`` run on the folder)."""
+    path = Path(root) / CANDIDATES
+    shards = shard_files(path)
+    if not shards:
+        return 0
+    for f in shards:
+        if not f.with_suffix(".done").is_file():
+            log.warning("%s: that shard has not finished; merging what it wrote", f.name)
+    seen: set[tuple[str, str]] = set()
+    lines = []
+    for rec in read_candidates(root):
+        key = (rec["input_id"], rec["cand_id"])
+        if key not in seen:
+            seen.add(key)
+            lines.append(json.dumps(rec) + "\n")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    for f in shards:
+        f.unlink()
+        f.with_suffix(".done").unlink(missing_ok=True)
+    log.info("merged %d shard files into %s", len(shards), path)
+    return len(shards)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -166,8 +210,12 @@ def load_targets(root: str | Path, rec: dict[str, Any]) -> Targets:
     return Targets(values.unsqueeze(0), torch.ones(1, frames, dtype=torch.bool))
 
 
-def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric]) -> Path:
-    """Sample, decode, score and store candidates for every input (resumable)."""
+def build_candidates(
+    cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric], shard: Shard | None = None
+) -> Path:
+    """Sample, decode, score and store candidates for every input of ``shard`` (default: all;
+    resumable). Returns the file written."""
+    shard = shard or Shard()
     root = Path(cfg.output)
     root.mkdir(parents=True, exist_ok=True)
     entries = [e for m in cfg.manifests() for e in read_manifest(m)]
@@ -176,25 +224,25 @@ def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric
         raise ValueError(f"manifest: input ids occur more than once: {', '.join(dup[:5])}")
     if cfg.max_inputs:
         entries = entries[: cfg.max_inputs]
+    # (position in the whole input list, entry): positions seed the sampling, so shards differ
+    mine = shard.take(list(enumerate(entries)))
     done = {r["input_id"] for r in read_candidates(root)}
-    todo = [e for e in entries if e.id not in done]
-    if done:
-        log.info(
-            "resuming: %d inputs done, %d to go", len(done & {e.id for e in entries}), len(todo)
-        )
+    todo = [(i, e) for i, e in mine if e.id not in done]
+    if len(todo) < len(mine):
+        log.info("resuming: %d inputs done, %d to go", len(mine) - len(todo), len(todo))
     check_sample_options(policy, cfg.sample_options, "sample_options")
     limits = AudioLimits(max_duration=cfg.max_seconds)
     sr = policy.sample_rate
     cache = open_score_cache(cfg.cache)
     module: Any = policy
     module.eval()
-    path = root / "candidates.jsonl"
+    path = shard.path(root / CANDIDATES)
     bar = tqdm(total=len(todo), desc="prefs", unit="input")
     try:
         with path.open("a", encoding="utf-8") as f:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = []
-                for e in todo[start : start + cfg.batch_size]:
+                for _, e in todo[start : start + cfg.batch_size]:
                     try:
                         noisy, _ = load_audio(e.audio, sr, limits)
                         ref = load_audio(e.reference, sr)[0] if e.reference else None
@@ -205,7 +253,7 @@ def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric
                 if not batch:
                     bar.update(min(cfg.batch_size, len(todo) - start))
                     continue
-                recs = _sample_batch(cfg, policy, metrics, batch, root, cache, start)
+                recs = _sample_batch(cfg, policy, metrics, batch, root, cache, todo[start][0])
                 for rec in recs:
                     f.write(json.dumps(rec) + "\n")
                 f.flush()
@@ -214,6 +262,7 @@ def build_candidates(cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric
         bar.close()
         if cache is not None:
             cache.close()
+    shard.mark_done(root / CANDIDATES)
     return path
 
 
