@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -119,3 +120,50 @@ def test_sine_is_not_speech_but_scores(tmp_path):
         )
         == 0
     )
+
+
+def _score_args(m, out, *extra):
+    return ["score", "--manifest", str(m), "--output", str(out), "--metrics", "si_sdr,estoi",
+            "cache=null", *extra]  # fmt: skip
+
+
+def _same_records(a, b):
+    """Same ids in the same order, same skips and errors, scores equal up to float rounding (a
+    batch of other utterances may change the last bits)."""
+    ra, rb = (
+        [json.loads(x) for x in (d / "scores.jsonl").read_text().splitlines()] for d in (a, b)
+    )
+    assert [r["id"] for r in ra] == [r["id"] for r in rb]
+    for x, y in zip(ra, rb, strict=True):
+        assert (x["skipped"], x["errors"]) == (y["skipped"], y["errors"])
+        assert x["scores"] == pytest.approx(y["scores"], rel=1e-9)
+
+
+def test_shards_merge_into_the_unsharded_table(tmp_path, speech, noisy, capsys):
+    m = _make(tmp_path, speech, noisy)
+    one, split = tmp_path / "one", tmp_path / "split"
+    assert main(_score_args(m, one)) == 0
+    assert main(_score_args(m, split, "--shard", "1/2")) == 0
+    shard1 = [json.loads(x) for x in (split / "scores.shard-1-of-2.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in shard1] == ["u1", "noref"]  # rows 1 and 3 of 5
+    assert not (split / "summary.md").exists()
+    assert main(_score_args(m, split, "--shard", "0/2")) == 0
+    capsys.readouterr()
+    assert main(["score", "--output", str(split), "--merge"]) == 0
+    table = capsys.readouterr().out
+    assert not list(split.glob("scores.shard-*"))
+    _same_records(split, one)  # the merged file is the unsharded one
+    assert "si_sdr" in table and "1 no reference" in (split / "summary.md").read_text()
+    assert main(["score", "--output", str(split), "--merge"]) == 2  # nothing left to merge
+    assert main(_score_args(m, split, "--shard", "2/2")) == 2
+    assert "--shard: '2/2' is not K/N" in capsys.readouterr().err
+
+
+def test_score_under_torchrun_splits_the_utterances(tmp_path, speech, noisy, torchrun):
+    m = _make(tmp_path, speech, noisy)
+    one, ddp = tmp_path / "one", tmp_path / "ddp"
+    assert main(_score_args(m, one)) == 0
+    proc = torchrun(29585, *_score_args(m, ddp))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_records(ddp, one)
+    assert (ddp / "summary.md").is_file() and not list(ddp.glob("scores.shard-*"))

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                     "" if cfg.shard else " (rank 0 does it)",
                 )  # fmt: skip
                 return 0
-            shard.wait_for_all(out / CANDIDATES, log=log)
+            shard.wait_for_all(out / CANDIDATES)
     merge_shards(out)
     reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
     chosen = next(r for r in reports if r.criterion == cfg.criterion)

@@ -8,11 +8,20 @@ summary.md, config.yaml, log.jsonl and TensorBoard events.
 examples:
   sealign score --input enhanced/ --reference clean/ --output runs/score1 --metrics dnsmos,pesq_wb
   sealign score --manifest test.jsonl --output runs/score2 metric_options.wer.asr=pocketsphinx
+
+on several GPUs or machines: each process scores its share of the utterances
+  torchrun --nproc-per-node 4 -m sealign score --manifest big.jsonl --output runs/big \\
+      --metric-device cuda                    # rank 0 merges the shards and writes the table
+  sealign score --manifest big.jsonl --output runs/big --shard 2/4   # one of 4 jobs, then:
+  sealign score --output runs/big --merge
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+from pathlib import Path
 
 from sealign.commands.common import (
     add_config_arguments,
@@ -23,22 +32,29 @@ from sealign.commands.common import (
     resolve_config,
     split_list,
 )
+from sealign.config import load_config
 from sealign.data.importers import import_parallel, import_recordings
 from sealign.data.manifest import ManifestError, from_kaldi, read_manifest
 from sealign.eval.score import (
     ScoreConfig,
     build_metrics,
     format_table,
+    load_records,
     score_entries,
     summarize,
     write_summary,
 )
+from sealign.metrics.base import Metric
+from sealign.train.distributed import rank_device
+from sealign.utils.shard import Shard, merge_shard_files
+
+SCORES = "scores.jsonl"
 
 HELP = "score audio with metrics (table + per-utterance JSONL)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--manifest", help="JSONL manifest")
     src.add_argument("--input", help="folder of audio files to score")
     src.add_argument("--kaldi", help="Kaldi-style 'uid path' list (wav.scp)")
@@ -53,6 +69,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metric-device", help="where metrics with a model run: cpu, cuda, cuda:N (metric_device)"
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    p.add_argument("--shard", help="K/N: score only utterances K, K+N, ... (one of N jobs)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge the finished shards in --output, write the table",
+    )
     p.add_argument(
         "--no-cache", action="store_true", help="do not use the content-hash score cache"
     )
@@ -69,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
         extra.append(flag("metric_device", args.metric_device))
     if args.no_cache:
         extra.append("cache=null")
+    if args.merge:
+        return _merge(Path(args.output))
+    if not (args.manifest or args.input or args.kaldi):
+        raise ValueError("one of --manifest, --input or --kaldi is required (or --merge)")
     cfg = resolve_config(ScoreConfig, args, extra)
+    shard = Shard.resolve(args.shard or "", "--shard")
     if args.manifest:
         entries = read_manifest(args.manifest, check_files=False)
     elif args.input:
@@ -84,15 +111,51 @@ def run(args: argparse.Namespace) -> int:
     else:
         entries = from_kaldi(args.kaldi, args.text)
     out = prepare_run_dir(args.output, cfg)
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
+    cfg = dataclasses.replace(cfg, metric_device=rank_device(cfg.metric_device, local))
     metrics = build_metrics(cfg)
-    records = score_entries(entries, cfg, out / "scores.jsonl", resume=args.resume, metrics=metrics)
+    path = shard.path(out / SCORES)
+    records = score_entries(shard.take(entries), cfg, path, resume=args.resume, metrics=metrics)
     if args.resume:
-        from sealign.eval.score import load_records
+        records = load_records(path)
+    if shard.sharded:
+        shard.mark_done(out / SCORES)
+        if args.shard or shard.index != 0:  # rank 0 of a torchrun job goes on
+            log.info(
+                "shard %d/%d scored into %s; when every shard is done: sealign score --output %s "
+                "--merge%s", shard.index, shard.count, path, out,
+                "" if args.shard else " (rank 0 does it)",
+            )  # fmt: skip
+            return 0
+        shard.wait_for_all(out / SCORES)
+        records = merge_shard_files(out / SCORES, _rec_id, _rec_id, keep_existing=False) or records
+    _summary(out, records, metrics)
+    return 0
 
-        records = load_records(out / "scores.jsonl")
+
+def _rec_id(rec: dict) -> str:
+    return rec["id"]
+
+
+def _merge(out: Path) -> int:
+    """Fold the shard files of a sharded run in ``out`` into scores.jsonl and summarize."""
+    cfg = load_config(ScoreConfig, out / "config.yaml")
+    records = merge_shard_files(out / SCORES, _rec_id, _rec_id, keep_existing=False)
+    if records is None:
+        raise ValueError(f"{out}: no shard files (scores.shard-K-of-N.jsonl) to merge")
+    # the metrics are built (not loaded) for their output columns only: on the CPU, whatever
+    # device the shards used
+    options = {
+        m: {k: v for k, v in o.items() if k != "device"} for m, o in cfg.metric_options.items()
+    }
+    cfg = dataclasses.replace(cfg, metric_device="cpu", metric_options=options)
+    _summary(out, records, build_metrics(cfg))
+    return 0
+
+
+def _summary(out: Path, records: list[dict], metrics: dict[str, Metric]) -> None:
     rows = summarize(records, {name: m.info for name, m in metrics.items()})
     write_summary(rows, out)
     log_run_scalars(out, {f"score/{r.column}/mean": r.mean for r in rows if r.n})
     print(format_table(rows))
-    log.info("wrote %s/{scores.jsonl,summary.csv,summary.md}", out)
-    return 0
+    log.info("wrote %s/{%s,summary.csv,summary.md}", out, SCORES)

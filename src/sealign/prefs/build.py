@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_mess
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
 from sealign.utils.device import check_device, parse_device
-from sealign.utils.shard import Shard, shard_files
+from sealign.utils.shard import Shard, merge_shard_files, read_jsonl, shard_files
 
 log = logging.getLogger(__name__)
 
@@ -141,50 +140,22 @@ def column_info(metrics: dict[str, Metric], columns: list[str]) -> tuple[dict, d
     return hib, scales
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill: that input is redone
-    return out
-
-
 def read_candidates(root: str | Path) -> list[dict[str, Any]]:
     """Every stored candidate: ``candidates.jsonl``, then any shard files not merged yet."""
     path = Path(root) / CANDIDATES
     files = ([path] if path.is_file() else []) + shard_files(path)
-    return [rec for f in files for rec in _read_jsonl(f)]
+    return [rec for f in files for rec in read_jsonl(f)]
 
 
-def merge_shards(root: str | Path) -> int:
-    """Fold the shard files of a sharded run into ``candidates.jsonl`` (atomically; a candidate
-    stored twice is kept once) and remove them with their ``.done`` markers. Returns the number
-    of shard files merged; a shard without its marker has not finished (logged: its missing
-    inputs are sampled by the next ``sealign prefs`` run on the folder)."""
-    path = Path(root) / CANDIDATES
-    shards = shard_files(path)
-    if not shards:
-        return 0
-    for f in shards:
-        if not f.with_suffix(".done").is_file():
-            log.warning("%s: that shard has not finished; merging what it wrote", f.name)
-    seen: set[tuple[str, str]] = set()
-    lines = []
-    for rec in read_candidates(root):
-        key = (rec["input_id"], rec["cand_id"])
-        if key not in seen:
-            seen.add(key)
-            lines.append(json.dumps(rec) + "\n")
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
-    for f in shards:
-        f.unlink()
-        f.with_suffix(".done").unlink(missing_ok=True)
-    log.info("merged %d shard files into %s", len(shards), path)
-    return len(shards)
+def merge_shards(root: str | Path) -> None:
+    """Fold the shard files of a sharded run into ``candidates.jsonl`` (see
+    :func:`~sealign.utils.shard.merge_shard_files`; inputs a shard has not reached are sampled
+    by the next ``sealign prefs`` run on the folder)."""
+    merge_shard_files(
+        Path(root) / CANDIDATES,
+        key=lambda r: (r["input_id"], r["cand_id"]),
+        item=lambda r: r["input_id"],
+    )
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -8,15 +8,19 @@ arrays on a cluster) or, when that is empty, from ``torchrun``'s ``RANK`` / ``WO
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
+Record = dict[str, Any]
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
@@ -66,12 +70,12 @@ class Shard:
         if self.sharded:
             self.done_marker(path).write_text("")
 
-    def wait_for_all(self, path: Path, poll_seconds: float = 5.0, log=None) -> None:
+    def wait_for_all(self, path: Path, poll_seconds: float = 2.0) -> None:
         """Block until every shard of this job has marked ``path`` done."""
         markers = [Shard(k, self.count).done_marker(path) for k in range(self.count)]
         announced = False
         while not all(m.is_file() for m in markers):
-            if log is not None and not announced:
+            if not announced:
                 missing = [m.name for m in markers if not m.is_file()]
                 log.info("waiting for the other shards (%s)", ", ".join(missing))
                 announced = True
@@ -88,3 +92,67 @@ def shard_files(path: Path) -> list[Path]:
             if m:
                 found.append(((int(m.group(2)), int(m.group(1))), p))
     return [p for _, p in sorted(found)]
+
+
+def read_jsonl(path: Path) -> list[Record]:
+    """The records of a JSONL file; a line cut by a kill is left out (its item is redone)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def write_jsonl(path: Path, records: list[Record]) -> None:
+    """Write ``records`` to ``path`` atomically."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)
+
+
+def merge_shard_files(
+    path: Path,
+    key: Callable[[Record], Hashable],
+    item: Callable[[Record], Hashable],
+    keep_existing: bool = True,
+) -> list[Record] | None:
+    """Fold the shard files of ``path`` into ``path`` and remove them with their markers.
+
+    Records already in ``path`` come first (or are replaced, without ``keep_existing``); then
+    the shards' items (runs of consecutive records
+    with the same ``item``) are interleaved, shard 0's first, shard 1's first, ..., which restores
+    the job's input order; a record whose ``key`` is already there is dropped. Returns every
+    record of ``path``, or None when there was nothing to merge. A shard without its ``.done``
+    marker has not finished: what it wrote is merged, with a warning.
+    """
+    shards = shard_files(path)
+    if not shards:
+        return None
+    for f in shards:
+        if not f.with_suffix(".done").is_file():
+            log.warning("%s: that shard has not finished; merging what it wrote", f.name)
+    runs: list[list[list[Record]]] = []
+    for f in shards:
+        groups: list[list[Record]] = []
+        for rec in read_jsonl(f):
+            if groups and item(groups[-1][-1]) == item(rec):
+                groups[-1].append(rec)
+            else:
+                groups.append([rec])
+        runs.append(groups)
+    merged = read_jsonl(path) if keep_existing and path.is_file() else []
+    seen = {key(r) for r in merged}
+    for i in range(max(len(g) for g in runs)):
+        for groups in runs:
+            for rec in groups[i] if i < len(groups) else []:
+                if key(rec) not in seen:
+                    seen.add(key(rec))
+                    merged.append(rec)
+    write_jsonl(path, merged)
+    for f in shards:
+        f.unlink()
+        f.with_suffix(".done").unlink(missing_ok=True)
+    log.info("merged %d shard files into %s", len(shards), path)
+    return merged
