@@ -292,6 +292,25 @@ def test_enhance_best_of_keeps_the_output_the_metric_prefers(setup, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_enhance_shards_and_torchrun_merge_their_manifests(setup, tmp_path, torchrun):
+    base = ["enhance", "--model", str(setup / "model0"), "--input", str(setup / "test.jsonl"),
+            "enhance.threads=1"]  # fmt: skip
+    split = tmp_path / "split"
+    for k in (1, 0):
+        assert main([*base, "--output", str(split), "--shard", f"{k}/2"]) == 0
+    assert [e.id for e in read_manifest(split / "manifest.shard-1-of-2.jsonl")] == ["u1"]
+    assert main(["enhance", "--output", str(split), "--merge"]) == 0
+    got = read_manifest(split / "manifest.jsonl")
+    assert [e.id for e in got] == ["u0", "u1", "u2"] and all(Path(e.audio).is_file() for e in got)
+    assert not list(split.glob("manifest.shard-*"))
+    ddp = tmp_path / "ddp"
+    proc = torchrun(29586, *base, "--output", str(ddp), "--samples", "2", "--best-of", "dnsmos_p808")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = read_manifest(ddp / "manifest.jsonl")
+    assert [e.id for e in got] == ["u0", "u1", "u2"] and "best_of" in got[0].extra
+    assert (ddp / "candidates.shard-1-of-2" / "sample.scores.jsonl").is_file()
+
+
 def test_enhance_extra_sampler_options(setup, tmp_path, capsys):
     base = ["enhance", "--model", str(setup / "model0"), "--input", str(setup / "test.jsonl")]
     ok = [*base, "--output", str(tmp_path / "a"), "enhance.threads=1"]

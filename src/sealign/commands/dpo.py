@@ -10,6 +10,10 @@ examples:
   sealign dpo --init-from runs/sft --dataset runs/prefs --output runs/dpo_ovrl \\
       criterion=single:dnsmos_ovrl beta=0.1 max_steps=200
   sealign dpo --init-from runs/sft --dataset runs/prefs --output runs/sft_gt objective=sft-gt
+
+data-parallel on 8 GPUs (batch_size pairs per GPU; rank 0 evaluates, logs and saves):
+  torchrun --nproc-per-node 8 -m sealign dpo --init-from runs/sft --dataset runs/prefs \\
+      --output runs/dpo device=cuda
 """
 
 from __future__ import annotations

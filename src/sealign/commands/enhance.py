@@ -23,11 +23,19 @@ examples:
       --best-of dnsmos_ovrl,distillmos,asr_confidence
   sealign enhance --model runs/sft/checkpoints/step_00002000 --input recordings/ --output out \\
       --chunk-seconds 8 --overlap-seconds 0.5 enhance.temperature=0.5
+
+on several GPUs or machines: each process enhances its share of the inputs
+  torchrun --nproc-per-node 4 -m sealign enhance --model runs/sft --input big.jsonl \\
+      --output runs/enh --device cuda             # rank 0 merges the manifests
+  sealign enhance ... --shard 1/4                 # one of 4 jobs; when all are done:
+  sealign enhance --output runs/enh --merge
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +50,12 @@ from sealign.commands.common import (
     split_list,
 )
 from sealign.infer.dereverb import DEREVERBS
-from sealign.infer.enhance import EnhanceConfig, enhance_files, resolve_inputs
+from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_files, resolve_inputs
 from sealign.infer.fusion import FUSIONS
 from sealign.train.checkpoint import policy_dir
+from sealign.train.distributed import rank_device
 from sealign.utils.logging import RunLogger
+from sealign.utils.shard import Shard, merge_shard_files
 from sealign.utils.threads import set_torch_threads
 
 HELP = "enhance audio files with a trained policy"
@@ -121,6 +131,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="run, checkpoint or policy folder")
     p.add_argument("--input", help="JSONL manifest or folder of audio files")
     p.add_argument("--output", help="output folder")
+    p.add_argument("--shard", help="K/N: enhance only inputs K, K+N, ... (one of N jobs)")
+    p.add_argument(
+        "--merge", action="store_true", help="merge the finished shards' manifests in --output"
+    )
     p.add_argument("--samples", type=int, help="outputs per input to choose from (--best-of)")
     p.add_argument(
         "--best-of",
@@ -163,22 +177,41 @@ def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
     return cfg
 
 
+def _entry_id(rec: dict) -> str:
+    return rec["id"]
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        if not args.output:
+            raise ValueError("--merge needs --output")
+        merged = merge_shard_files(Path(args.output) / MANIFEST, _entry_id, _entry_id, False)
+        if merged is None:
+            raise ValueError(f"{args.output}: no shard manifests (manifest.shard-K-of-N.jsonl)")
+        log.info("%d enhanced files listed in %s", len(merged), Path(args.output) / MANIFEST)
+        return 0
     flags = flags_of(args, ("model", "input", "output", "samples"))
     if args.best_of:
         flags.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EnhanceRunConfig, args, [*flags, *enhance_flags(args)])
     cfg.check()
-    entries = resolve_inputs(cfg.input)
+    shard = Shard.resolve(args.shard or "", "--shard")
+    entries = shard.take(resolve_inputs(cfg.input))
     out = prepare_run_dir(cfg.output, cfg)
-    policy, e = load_model(cfg.model, cfg.enhance)
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
+    enh = dataclasses.replace(cfg.enhance, device=rank_device(cfg.enhance.device, local))
+    policy, e = load_model(cfg.model, enh)
+    manifest = shard.path(Path(MANIFEST)).name
     if cfg.best_of:
         from sealign.infer.best_of import enhance_best_of
 
         res = enhance_best_of(policy, entries, out, cfg.samples, cfg.best_of, e.seed, e.threads,
+                              manifest, shard.path(Path("candidates")).name,
                               **e.file_options())  # fmt: skip
     else:
-        res = enhance_files(policy, entries, out, seed=e.seed, **e.file_options())
+        res = enhance_files(
+            policy, entries, out, seed=e.seed, manifest=manifest, **e.file_options()
+        )
     logger = RunLogger(out)
     logger.log(
         {
@@ -198,4 +231,14 @@ def run(args: argparse.Namespace) -> int:
         res.real_time_factor,
         res.manifest,
     )
+    if shard.sharded:
+        shard.mark_done(out / MANIFEST)
+        if args.shard or shard.index != 0:  # rank 0 of a torchrun job goes on
+            log.info(
+                "shard %d/%d done; when every shard is: sealign enhance --output %s --merge%s",
+                shard.index, shard.count, out, "" if args.shard else " (rank 0 does it)",
+            )  # fmt: skip
+            return 0 if res.entries else 1
+        shard.wait_for_all(out / MANIFEST)
+        merge_shard_files(out / MANIFEST, _entry_id, _entry_id, keep_existing=False)
     return 0 if res.entries else 1

@@ -51,15 +51,17 @@ def enhance_best_of(
     columns: list[str],
     seed: int = 0,
     threads: int = 2,
+    manifest: str = MANIFEST,
+    candidates: str = "candidates",
     **options: Any,
 ) -> EnhanceResult:
     """Enhance ``inputs`` ``n`` times (seeds ``seed`` … ``seed + n - 1``, into
-    ``output_dir/candidates``), score the outputs by ``columns`` and write the best one per
-    input to ``output_dir`` with its manifest (``extra.best_of``: the chosen sample and its
+    ``output_dir/<candidates>``), score the outputs by ``columns`` and write the best one per
+    input to ``output_dir`` with its ``manifest`` (``extra.best_of``: the chosen sample and its
     scores). ``options`` go to :func:`~sealign.infer.enhance.enhance_files`."""
     t0 = time.perf_counter()
     score_cfg, scales = selection_metrics(columns, threads)
-    out, cand = Path(output_dir), Path(output_dir) / "candidates"
+    out, cand = Path(output_dir), Path(output_dir) / candidates
     results = enhance_samples(policy, inputs, cand, "sample", n, seed, **options)
     metrics = build_metrics(score_cfg)
     runs = [
@@ -79,7 +81,7 @@ def enhance_best_of(
         tmp.replace(dst)
         picked = {"selected": rec["selected"], **{c: rec["scores"].get(c) for c in scales}}
         written.append(replace(src, audio=str(dst), extra={**src.extra, "best_of": picked}))
-    manifest = write_manifest(out / MANIFEST, relocate(written, out / MANIFEST))
+    path = write_manifest(out / manifest, relocate(written, out / manifest))
     failed = {uid: why for r in results.values() for uid, why in r.failed.items()}
     first = results[tags[0]]
-    return EnhanceResult(written, manifest, failed, first.audio_seconds, time.perf_counter() - t0)
+    return EnhanceResult(written, path, failed, first.audio_seconds, time.perf_counter() - t0)

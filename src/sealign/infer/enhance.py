@@ -326,8 +326,10 @@ def enhance_files(
     fuse: str = "none",
     fuse_smooth: tuple[float, float] = (280.0, 24.0),
     dereverb: str = "none",
+    manifest: str = MANIFEST,
 ) -> EnhanceResult:
-    """Enhance ``inputs`` (entries, a manifest or a folder) into ``output_dir``.
+    """Enhance ``inputs`` (entries, a manifest or a folder) into ``output_dir``, listed in its
+    ``manifest``.
 
     Chunks of all files are batched together in input order; results are deterministic for a
     given ``seed`` and ``batch_size``. ``sample_options`` go to ``policy.sample`` (e.g. AR
@@ -402,8 +404,8 @@ def enhance_files(
         if hasattr(module, "train"):
             module.train(was_training)
     done = [written[e.id] for e in entries if e.id in written]
-    manifest = write_manifest(out / MANIFEST, relocate(done, out / MANIFEST))
-    return EnhanceResult(done, manifest, failed, audio_seconds, time.perf_counter() - t0)
+    path = write_manifest(out / manifest, relocate(done, out / manifest))
+    return EnhanceResult(done, path, failed, audio_seconds, time.perf_counter() - t0)
 
 
 def remix_noisy(enhanced: np.ndarray, noisy: np.ndarray, weight: float) -> np.ndarray:

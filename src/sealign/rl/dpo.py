@@ -15,6 +15,10 @@ references of the same inputs) and ``sft-winner`` (fine-tune on the winners) wit
 
 Logs (TRL names): ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``,
 ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``, ``grad_norm``, ``lr``.
+
+Under ``torchrun`` it runs data-parallel (:mod:`sealign.train.distributed`): every rank walks
+the same stream of pairs and takes its own ``batch_size`` of each step's pairs, so N ranks
+compute what one process accumulating N batches would.
 """
 
 from __future__ import annotations

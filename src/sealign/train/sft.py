@@ -11,6 +11,9 @@ validation loss ``eval/loss`` and metrics of a few decoded validation utterances
 (:mod:`sealign.train.checkpoint`). ``resume=True`` continues from the latest checkpoint and
 reproduces the losses of an uninterrupted run exactly: weights, optimizer, scheduler, RNGs and
 the data position are restored, and the data stream is a pure function of that position.
+Under ``torchrun`` it runs data-parallel (:mod:`sealign.train.distributed`): rank r reads
+examples r, r + N, ... of each epoch's order, gradients and losses are averaged over the ranks,
+rank 0 validates, logs and saves.
 """
 
 from __future__ import annotations

@@ -108,7 +108,9 @@ def read_jsonl(path: Path) -> list[Record]:
 def write_jsonl(path: Path, records: list[Record]) -> None:
     """Write ``records`` to ``path`` atomically."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    tmp.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
     tmp.replace(path)
 
 
