@@ -304,7 +304,9 @@ def test_enhance_shards_and_torchrun_merge_their_manifests(setup, tmp_path, torc
     assert [e.id for e in got] == ["u0", "u1", "u2"] and all(Path(e.audio).is_file() for e in got)
     assert not list(split.glob("manifest.shard-*"))
     ddp = tmp_path / "ddp"
-    proc = torchrun(29586, *base, "--output", str(ddp), "--samples", "2", "--best-of", "dnsmos_p808")
+    proc = torchrun(
+        29586, *base, "--output", str(ddp), "--samples", "2", "--best-of", "dnsmos_p808"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = read_manifest(ddp / "manifest.jsonl")
     assert [e.id for e in got] == ["u0", "u1", "u2"] and "best_of" in got[0].extra
