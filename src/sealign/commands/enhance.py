@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     shard = Shard.resolve(args.shard or "", "--shard")
     entries = shard.take(resolve_inputs(cfg.input))
     out = prepare_run_dir(cfg.output, cfg)
+    shard.begin(out / MANIFEST)
     local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
     enh = dataclasses.replace(cfg.enhance, device=rank_device(cfg.enhance.device, local))
     policy, e = load_model(cfg.model, enh)

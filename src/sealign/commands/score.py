@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, metric_device=rank_device(cfg.metric_device, local))
     metrics = build_metrics(cfg)
     path = shard.path(out / SCORES)
+    shard.begin(out / SCORES)
     records = score_entries(shard.take(entries), cfg, path, resume=args.resume, metrics=metrics)
     if args.resume:
         records = load_records(path)

@@ -208,6 +208,7 @@ def build_candidates(
     module: Any = policy
     module.eval()
     path = shard.path(root / CANDIDATES)
+    shard.begin(root / CANDIDATES)
     bar = tqdm(total=len(todo), desc="prefs", unit="input")
     try:
         with path.open("a", encoding="utf-8") as f:

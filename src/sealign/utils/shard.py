@@ -65,21 +65,40 @@ class Shard:
     def done_marker(self, path: Path) -> Path:
         return self.path(path).with_suffix(".done")
 
-    def mark_done(self, path: Path) -> None:
-        """Record that this shard has finished writing ``self.path(path)``."""
+    def begin(self, path: Path) -> None:
+        """Remove this shard's marker left by an earlier run of the same job (its records file
+        is being rewritten or extended now)."""
         if self.sharded:
-            self.done_marker(path).write_text("")
+            self.done_marker(path).unlink(missing_ok=True)
+
+    def mark_done(self, path: Path) -> None:
+        """Record that this shard has finished writing ``self.path(path)``; the marker holds
+        the torchrun launch's id, so a marker of another launch is not taken for this one's."""
+        if self.sharded:
+            self.done_marker(path).write_text(_launch_id())
 
     def wait_for_all(self, path: Path, poll_seconds: float = 2.0) -> None:
-        """Block until every shard of this job has marked ``path`` done."""
+        """Block until every shard of this torchrun launch has marked ``path`` done."""
         markers = [Shard(k, self.count).done_marker(path) for k in range(self.count)]
+        me = _launch_id()
+
+        def finished(m: Path) -> bool:
+            try:
+                return m.read_text() == me
+            except OSError:
+                return False
+
         announced = False
-        while not all(m.is_file() for m in markers):
+        while not all(finished(m) for m in markers):
             if not announced:
-                missing = [m.name for m in markers if not m.is_file()]
+                missing = [m.name for m in markers if not finished(m)]
                 log.info("waiting for the other shards (%s)", ", ".join(missing))
                 announced = True
             time.sleep(poll_seconds)
+
+
+def _launch_id() -> str:
+    return os.environ.get("TORCHELASTIC_RUN_ID", "")
 
 
 def shard_files(path: Path) -> list[Path]:

@@ -1,0 +1,76 @@
+"""Splitting offline jobs into shards: parsing, selection, file names, markers and merging."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from sealign.utils.shard import Shard, merge_shard_files, read_jsonl, shard_files, write_jsonl
+
+
+def test_parse_resolve_and_take(monkeypatch):
+    assert Shard.parse("") == Shard() and not Shard().sharded
+    assert Shard.parse(" 2 / 4 ") == Shard(2, 4)
+    for bad in ("4/4", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="is not K/N"):
+            Shard.parse(bad)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "1")
+    assert Shard.resolve("") == Shard(1, 3)  # torchrun's rank
+    assert Shard.resolve("0/2") == Shard(0, 2)  # an explicit shard wins
+    assert Shard(1, 3).take(list(range(8))) == [1, 4, 7]
+    assert sorted(sum((Shard(k, 3).take(list(range(8))) for k in range(3)), [])) == list(range(8))
+
+
+def test_paths_and_shard_files(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    assert Shard().path(path) == path
+    assert Shard(2, 8).path(path).name == "scores.shard-2-of-8.jsonl"
+    assert Shard(2, 8).done_marker(path).name == "scores.shard-2-of-8.done"
+    for k in (10, 2):
+        Shard(k, 12).path(path).write_text("")
+    (tmp_path / "scores.shard-x-of-2.jsonl").write_text("")
+    assert [p.name for p in shard_files(path)] == [
+        "scores.shard-2-of-12.jsonl",
+        "scores.shard-10-of-12.jsonl",
+    ]
+
+
+def test_merge_interleaves_items_dedupes_and_cleans_up(tmp_path, caplog):
+    path = tmp_path / "c.jsonl"
+    assert merge_shard_files(path, lambda r: r["k"], lambda r: r["i"]) is None
+    write_jsonl(path, [{"i": "a", "k": "a0"}])
+    # shard 0 holds items a, c (two records each), shard 1 item b; a0 is already in the file
+    write_jsonl(Shard(0, 2).path(path), [{"i": "a", "k": "a0"}, {"i": "a", "k": "a1"},
+                                         {"i": "c", "k": "c0"}, {"i": "c", "k": "c1"}])  # fmt: skip
+    write_jsonl(Shard(1, 2).path(path), [{"i": "b", "k": "b0"}])
+    Shard(0, 2).mark_done(path)
+    merged = merge_shard_files(path, lambda r: r["k"], lambda r: r["i"])
+    assert [r["k"] for r in merged] == ["a0", "a1", "b0", "c0", "c1"]
+    assert [r["k"] for r in read_jsonl(path)] == ["a0", "a1", "b0", "c0", "c1"]
+    assert "c.shard-1-of-2.jsonl: that shard has not finished" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+    # without keep_existing, the shards replace what was there
+    write_jsonl(Shard(0, 2).path(path), [{"i": "z", "k": "z0"}])
+    merged = merge_shard_files(path, lambda r: r["k"], lambda r: r["i"], keep_existing=False)
+    assert [r["k"] for r in merged] == ["z0"]
+    (tmp_path / "cut.jsonl").write_text(json.dumps({"k": 1}) + "\n" + '{"k": 2')  # killed writer
+    assert read_jsonl(tmp_path / "cut.jsonl") == [{"k": 1}]
+
+
+def test_rank_zero_waits_for_markers_of_its_own_launch(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-2")
+    path = tmp_path / "m.jsonl"
+    Shard(0, 2).mark_done(path)
+    Shard(1, 2).done_marker(path).write_text("launch-1")  # left by an earlier launch
+    waiter = threading.Thread(target=Shard(0, 2).wait_for_all, args=(path, 0.05))
+    waiter.start()
+    waiter.join(0.4)
+    assert waiter.is_alive()  # the stale marker does not count
+    Shard(1, 2).begin(path)  # a shard removes its old marker when it starts ...
+    assert not Shard(1, 2).done_marker(path).exists()
+    Shard(1, 2).mark_done(path)  # ... and marks this launch's when it is done
+    waiter.join(5)
+    assert not waiter.is_alive()
