@@ -489,6 +489,28 @@ def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     assert not (tmp_path / "e2").exists()
 
 
+def test_eval_under_torchrun_splits_the_utterances_and_rank_zero_tables(setup, tmp_path, torchrun):
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl"),
+            "--threads", "1", "--metrics", "si_sdr,estoi", "--no-cache", "--chunk-seconds", "4",
+            "--samples", "2", "n_boot=200"]  # fmt: skip
+    one, ddp = tmp_path / "one", tmp_path / "ddp"
+    assert main([*args, "--output", str(one)]) == 0
+    proc = torchrun(29587, *args, "--output", str(ddp))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (json.loads((d / "results.json").read_text()) for d in (one, ddp))
+    assert set(b["systems"]) == {"noisy", "model0", "clean"}
+    for system in ("noisy", "clean"):  # no sampling: the same numbers
+        for col in ("si_sdr", "estoi"):
+            x, y = a["systems"][system][col], b["systems"][system][col]
+            assert (x["n"], x["mean"]) == (y["n"], pytest.approx(y["mean"], rel=1e-9))
+    assert b["systems"]["model0"]["si_sdr"]["n"] == 3 and b["diff_vs_noisy"]["model0"]
+    for tag in ("model0", "model0_sample1"):  # every rank's outputs, one manifest and scores
+        assert len(read_manifest(ddp / "enhanced" / tag / "manifest.jsonl")) == 3
+        assert len((ddp / "scores" / f"{tag}.jsonl").read_text().splitlines()) == 3
+    assert not list(ddp.rglob("*.shard-*"))
+    assert (ddp / "results.md").read_text().splitlines()[0] == "| metric | noisy | model0 | clean |"
+
+
 def test_export_cli_half_precision_and_sampling(setup, tmp_path):
     from safetensors.torch import load_file
 

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from sealign.utils.shard import Shard, merge_shard_files, read_jsonl, shard_files, write_jsonl
+from sealign.utils.jsonio import read_jsonl, write_jsonl
+from sealign.utils.shard import Shard, merge_shard_files, shard_files
 
 
 def test_parse_resolve_and_take(monkeypatch):

@@ -27,6 +27,11 @@ examples:
       --manifest data/test.jsonl --output runs/eval3
   sealign eval --model runs/fm --sweep temperature=0.1,0.3,0.7 baseline=fm_temperature0.1 \\
       --manifest data/valid.jsonl --output runs/eval_t
+
+on several GPUs or machines, each rank enhances and scores its share of the utterances and
+rank 0 merges them and writes the tables:
+  torchrun --nproc-per-node 4 -m sealign eval --model runs/sft --manifest big.jsonl \\
+      --output runs/eval_big --device cuda --metric-device cuda
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +65,14 @@ from sealign.eval.score import (
     selection_columns,
 )
 from sealign.eval.tables import compare_stats, compare_table, diff_table
-from sealign.infer.enhance import EnhanceConfig, enhance_samples
+from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_samples
 from sealign.report.plots import plot_sweep
+from sealign.train.distributed import rank_device
+from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
+from sealign.utils.shard import Shard, merge_shard_files, shard_files
+
+RESULTS = "results.json"
 
 HELP = "enhance a test set with one or more models and compare them with noisy and clean"
 
@@ -195,12 +206,17 @@ def run(args: argparse.Namespace) -> int:
         extra.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
-    entries = read_manifest(cfg.manifest)
+    shard = Shard.resolve("")  # under torchrun: this rank's share of the utterances
+    entries = shard.take(read_manifest(cfg.manifest))
     names = list(cfg.names) or model_names(cfg.models)
-    metrics = build_metrics(cfg.score)  # unknown metrics and selection columns fail first
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
+    score_cfg = replace(cfg.score, metric_device=rank_device(cfg.score.metric_device, local))
+    metrics = build_metrics(score_cfg)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
     selection, oracle = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
     out = prepare_run_dir(cfg.output, cfg)
+    shard.begin(out / RESULTS)
+    manifest = shard.path(Path(MANIFEST)).name
 
     systems_entries: dict[str, list[Entry]] = {"noisy": entries}
     samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}  # system → its sampled outputs
@@ -211,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     for name, path in zip(names, cfg.models, strict=True):
         policy = None
         for system, settings in cfg.variants(name):
+            settings = replace(settings, device=rank_device(settings.device, local))
             log.info("enhancing with %s (%s)", system, path)
             if policy is None:
                 policy, e = load_model(path, settings)
@@ -225,8 +242,9 @@ def run(args: argparse.Namespace) -> int:
             if e.dereverb and e.dereverb != "none":
                 sampling[system]["dereverb"] = e.dereverb
             results = enhance_samples(
-                policy, entries, out / "enhanced", system, cfg.samples, e.seed, **e.file_options()
-            )
+                policy, entries, out / "enhanced", system, cfg.samples, e.seed,
+                manifest=manifest, **e.file_options(),
+            )  # fmt: skip
             samples_of[system] = list(results)
             for tag, res in results.items():
                 systems_entries[tag] = res.entries
@@ -237,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         gc.collect()
     # the clean column covers the utterances the models could enhance, as the others do
     usable = {e.id for tag, ents in systems_entries.items() if tag != "noisy" for e in ents}
-    if not usable:
+    if not usable and not shard.sharded:
         raise ValueError(
             f"none of the {len(entries)} utterances of {cfg.manifest} could be enhanced "
             "(the reasons are logged above)"
@@ -251,13 +269,26 @@ def run(args: argparse.Namespace) -> int:
     if clean:
         systems_entries["clean"] = clean
         samples_of["clean"] = ["clean"]
-    else:
+    elif not shard.sharded:
         log.warning("%s has no references: no clean column", cfg.manifest)
 
     scored: dict[str, list[dict[str, Any]]] = {}
     for s, ents in systems_entries.items():
         log.info("scoring %s (%d utterances)", s, len(ents))
-        scored[s] = score_entries(ents, cfg.score, out / "scores" / f"{s}.jsonl", metrics=metrics)
+        path = shard.path(out / "scores" / f"{s}.jsonl")
+        scored[s] = score_entries(ents, score_cfg, path, metrics=metrics)
+    if shard.sharded:
+        write_json(shard.path(out / "failed.json"), failed)
+        shard.mark_done(out / RESULTS)
+        if shard.index != 0:
+            log.info("rank %d: enhanced and scored its %d utterances", shard.index, len(entries))
+            return 0
+        shard.wait_for_all(out / RESULTS)
+        scored, failed = _merge_shards(out)
+        if "clean" in scored:
+            samples_of["clean"] = ["clean"]
+        if not any(scored.get(tag) for s in paths for tag in samples_of[s]):
+            raise ValueError(f"none of the utterances of {cfg.manifest} could be enhanced")
     systems: dict[str, list[dict[str, Any]]] = {}
     selected: dict[str, dict[int, int]] = {}
     for s, tags in samples_of.items():
@@ -285,9 +316,7 @@ def run(args: argparse.Namespace) -> int:
     diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"
     (out / "results.md").write_text(text, encoding="utf-8")
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=1, default=float) + "\n", encoding="utf-8")
-    tmp.replace(out / "results.json")
+    write_json(out / RESULTS, stats)
     logger = RunLogger(out)
     scalars = {
         f"eval/{s}/{col}": v["mean"]
@@ -309,3 +338,26 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s/{results.md,results.json,scores/,enhanced/}%s", out,
              ", sweep.png" if cfg.sweep else "")  # fmt: skip
     return 0
+
+
+def _record_id(rec: dict[str, Any]) -> str:
+    return rec["id"]
+
+
+def _merge_shards(out: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, str]]]:
+    """Fold every rank's files into one: the score files of each system, the enhanced outputs'
+    manifests and the failures. Returns ``(scores by system, failures by system)``."""
+    scored: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted({f.with_name(f.name.split(".shard-")[0] + ".jsonl")
+                        for f in (out / "scores").glob("*.shard-*-of-*.jsonl")}):  # fmt: skip
+        scored[path.stem] = merge_shard_files(path, _record_id, _record_id, False) or []
+    for folder in sorted(p for p in (out / "enhanced").glob("*") if p.is_dir()):
+        merge_shard_files(folder / MANIFEST, _record_id, _record_id, keep_existing=False)
+    failed: dict[str, dict[str, str]] = {}
+    for f in shard_files(out / "failed.json"):
+        for tag, reasons in json.loads(f.read_text(encoding="utf-8")).items():
+            failed.setdefault(tag, {}).update(reasons)
+        f.unlink()
+    for marker in out.glob(f"{Path(RESULTS).stem}.shard-*.done"):
+        marker.unlink()
+    return scored, failed

@@ -41,7 +41,8 @@ from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_mess
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
 from sealign.utils.device import check_device, parse_device
-from sealign.utils.shard import Shard, merge_shard_files, read_jsonl, shard_files
+from sealign.utils.jsonio import read_jsonl
+from sealign.utils.shard import Shard, merge_shard_files, shard_files
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import Policy
 from sealign.train.checkpoint import rng_state, set_rng_state
 from sealign.train.data import DataConfig, Example, PairDataset
+from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
 
 log = logging.getLogger(__name__)
@@ -156,13 +157,6 @@ class RLEvalConfig:
                 raise ValueError(f"{prefix}metrics: unknown metric {m!r}")
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 class HeldOut:
     """Held-out evaluation of a run: examples, metrics, and the records of every evaluated step
     (``<run>/eval/step_<N>.json``, reloaded on resume so a step is never evaluated twice)."""
@@ -232,7 +226,7 @@ class HeldOut:
         t = time.perf_counter()
         recs = self.records(policy, step)
         self.evals[step] = recs
-        _write_json(self.run / "eval" / f"step_{step:08d}.json", recs)
+        write_json(self.run / "eval" / f"step_{step:08d}.json", recs)
         scalars = summarize_records(recs)
         scalars["time/eval"] = time.perf_counter() - t
         alarms = []

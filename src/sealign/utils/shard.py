@@ -8,7 +8,6 @@ arrays on a cluster) or, when that is empty, from ``torchrun``'s ``RANK`` / ``WO
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -17,6 +16,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from sealign.utils.jsonio import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,26 +112,6 @@ def shard_files(path: Path) -> list[Path]:
             if m:
                 found.append(((int(m.group(2)), int(m.group(1))), p))
     return [p for _, p in sorted(found)]
-
-
-def read_jsonl(path: Path) -> list[Record]:
-    """The records of a JSONL file; a line cut by a kill is left out (its item is redone)."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def write_jsonl(path: Path, records: list[Record]) -> None:
-    """Write ``records`` to ``path`` atomically."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-    )
-    tmp.replace(path)
 
 
 def merge_shard_files(
