@@ -25,6 +25,22 @@ def test_synth_then_degrade(tmp_path):
     noisy = read_manifest(deg / "manifest.jsonl")
     assert [e.id for e in noisy] == [e.id for e in test]
     assert all("degradation" in e.extra and e.reference for e in noisy)
+    # in two shards (babble still drawn from the whole corpus), then once more without --shard:
+    # every utterance is reused and comes out as in the unsharded run
+    split = tmp_path / "split"
+    args = ["data", "degrade", "--manifest", str(out / "test.jsonl"), "--output", str(split),
+            "--workers", "1", "degradation.p_reverb=0.0"]  # fmt: skip
+    for k in (0, 1):
+        assert main([*args, "--shard", f"{k}/2"]) == 0
+    assert len(read_manifest(split / "manifest.shard-1-of-2.jsonl")) == 3
+    assert not (split / "manifest.jsonl").exists()
+    assert main(args) == 0
+    again = read_manifest(split / "manifest.jsonl")
+    assert [e.extra["degradation"] for e in again] == [e.extra["degradation"] for e in noisy]
+    for a, b in zip(again, noisy, strict=True):
+        np.testing.assert_array_equal(sf.read(a.audio)[0], sf.read(b.audio)[0])
+    log = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["data/reused"] == 6 and log[-1]["data/computed"] == 0
 
 
 def test_degrade_requires_manifest(tmp_path):

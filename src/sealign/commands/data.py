@@ -23,6 +23,9 @@ from sealign.commands.common import (
     resolve_config,
 )
 from sealign.data.degrade import DegradationConfig, degrade_manifest
+from sealign.utils.shard import Shard, merge_shard_files, record_id
+
+MANIFEST = "manifest.jsonl"
 
 HELP = "synthesize, degrade and import speech data"
 
@@ -56,6 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--output", help="output folder (wavs + manifest.jsonl)")
     d.add_argument("--seed", type=int)
     d.add_argument("--workers", type=int)
+    d.add_argument(
+        "--shard",
+        help="K/N: degrade only utterances K, K+N, ... (one of N jobs; then run once without "
+        "--shard: it reuses them all and writes the whole manifest)",
+    )
     add_config_arguments(d)
     d.set_defaults(data_func=_run_degrade)
 
@@ -81,7 +89,11 @@ def _run_degrade(args: argparse.Namespace) -> int:
         DegradeConfig, args, flags_of(args, ["manifest", "output", "seed", "workers"])
     )
     out = prepare_run_dir(cfg.output, cfg)
-    rep = degrade_manifest(cfg.manifest, out, cfg.degradation, seed=cfg.seed, workers=cfg.workers)
+    shard = Shard.resolve(args.shard or "", "--shard")
+    shard.begin(out / MANIFEST)
+    rep = degrade_manifest(
+        cfg.manifest, out, cfg.degradation, seed=cfg.seed, workers=cfg.workers, shard=shard
+    )
     log_run_scalars(out, {
         "data/utterances": len(rep.entries), "data/computed": rep.computed,
         "data/reused": rep.reused, "data/failed": len(rep.failed),
@@ -96,6 +108,11 @@ def _run_degrade(args: argparse.Namespace) -> int:
     )
     for f in rep.failed:
         log.warning("failed: %s", f)
+    if not shard.settle(out / MANIFEST, bool(args.shard), "the same command without --shard"):
+        return 0 if rep.entries else 1
+    if shard.sharded:
+        merged = merge_shard_files(out / MANIFEST, record_id, record_id, keep_existing=False)
+        log.info("%d utterances in %s", len(merged or []), out / MANIFEST)
     return 0 if rep.entries else 1
 
 

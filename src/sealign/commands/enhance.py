@@ -55,7 +55,7 @@ from sealign.infer.fusion import FUSIONS
 from sealign.train.checkpoint import policy_dir
 from sealign.train.distributed import rank_device
 from sealign.utils.logging import RunLogger
-from sealign.utils.shard import Shard, merge_shard_files
+from sealign.utils.shard import Shard, merge_shard_files, record_id
 from sealign.utils.threads import set_torch_threads
 
 HELP = "enhance audio files with a trained policy"
@@ -177,15 +177,11 @@ def model_settings(policy: Any, path: str, cfg: EnhanceConfig) -> EnhanceConfig:
     return cfg
 
 
-def _entry_id(rec: dict) -> str:
-    return rec["id"]
-
-
 def run(args: argparse.Namespace) -> int:
     if args.merge:
         if not args.output:
             raise ValueError("--merge needs --output")
-        merged = merge_shard_files(Path(args.output) / MANIFEST, _entry_id, _entry_id, False)
+        merged = merge_shard_files(Path(args.output) / MANIFEST, record_id, record_id, False)
         if merged is None:
             raise ValueError(f"{args.output}: no shard manifests (manifest.shard-K-of-N.jsonl)")
         log.info("%d enhanced files listed in %s", len(merged), Path(args.output) / MANIFEST)
@@ -232,14 +228,10 @@ def run(args: argparse.Namespace) -> int:
         res.real_time_factor,
         res.manifest,
     )
+    if not shard.settle(
+        out / MANIFEST, bool(args.shard), f"sealign enhance --output {out} --merge"
+    ):
+        return 0 if res.entries else 1
     if shard.sharded:
-        shard.mark_done(out / MANIFEST)
-        if args.shard or shard.index != 0:  # rank 0 of a torchrun job goes on
-            log.info(
-                "shard %d/%d done; when every shard is: sealign enhance --output %s --merge%s",
-                shard.index, shard.count, out, "" if args.shard else " (rank 0 does it)",
-            )  # fmt: skip
-            return 0 if res.entries else 1
-        shard.wait_for_all(out / MANIFEST)
-        merge_shard_files(out / MANIFEST, _entry_id, _entry_id, keep_existing=False)
+        merge_shard_files(out / MANIFEST, record_id, record_id, keep_existing=False)
     return 0 if res.entries else 1

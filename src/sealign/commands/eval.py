@@ -70,7 +70,7 @@ from sealign.report.plots import plot_sweep
 from sealign.train.distributed import rank_device
 from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
-from sealign.utils.shard import Shard, merge_shard_files, shard_files
+from sealign.utils.shard import Shard, merge_shard_files, record_id, shard_files
 
 RESULTS = "results.json"
 
@@ -279,11 +279,8 @@ def run(args: argparse.Namespace) -> int:
         scored[s] = score_entries(ents, score_cfg, path, metrics=metrics)
     if shard.sharded:
         write_json(shard.path(out / "failed.json"), failed)
-        shard.mark_done(out / RESULTS)
-        if shard.index != 0:
-            log.info("rank %d: enhanced and scored its %d utterances", shard.index, len(entries))
+        if not shard.settle(out / RESULTS, False, ""):
             return 0
-        shard.wait_for_all(out / RESULTS)
         scored, failed = _merge_shards(out)
         if "clean" in scored:
             samples_of["clean"] = ["clean"]
@@ -340,19 +337,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_id(rec: dict[str, Any]) -> str:
-    return rec["id"]
-
-
 def _merge_shards(out: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, str]]]:
     """Fold every rank's files into one: the score files of each system, the enhanced outputs'
     manifests and the failures. Returns ``(scores by system, failures by system)``."""
     scored: dict[str, list[dict[str, Any]]] = {}
     for path in sorted({f.with_name(f.name.split(".shard-")[0] + ".jsonl")
                         for f in (out / "scores").glob("*.shard-*-of-*.jsonl")}):  # fmt: skip
-        scored[path.stem] = merge_shard_files(path, _record_id, _record_id, False) or []
+        scored[path.stem] = merge_shard_files(path, record_id, record_id, False) or []
     for folder in sorted(p for p in (out / "enhanced").glob("*") if p.is_dir()):
-        merge_shard_files(folder / MANIFEST, _record_id, _record_id, keep_existing=False)
+        merge_shard_files(folder / MANIFEST, record_id, record_id, keep_existing=False)
     failed: dict[str, dict[str, str]] = {}
     for f in shard_files(out / "failed.json"):
         for tag, reasons in json.loads(f.read_text(encoding="utf-8")).items():

@@ -115,15 +115,10 @@ def run(args: argparse.Namespace) -> int:
         device = rank_device(cfg.device, local)
         policy = load_policy(policy_dir(cfg.model), map_location=device)
         build_candidates(cfg, policy, metrics, shard)
-        if shard.sharded:
-            if cfg.shard or shard.index != 0:  # rank 0 of a torchrun job goes on
-                log.info(
-                    "shard %d/%d done; when every shard is, form the pairs with `sealign prefs "
-                    "--output %s --repair`%s", shard.index, shard.count, out,
-                    "" if cfg.shard else " (rank 0 does it)",
-                )  # fmt: skip
-                return 0
-            shard.wait_for_all(out / CANDIDATES)
+        if not shard.settle(
+            out / CANDIDATES, bool(cfg.shard), f"sealign prefs --output {out} --repair"
+        ):
+            return 0
     merge_shards(out)
     reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
     chosen = next(r for r in reports if r.criterion == cfg.criterion)

@@ -46,7 +46,7 @@ from sealign.eval.score import (
 )
 from sealign.metrics.base import Metric
 from sealign.train.distributed import rank_device
-from sealign.utils.shard import Shard, merge_shard_files
+from sealign.utils.shard import Shard, merge_shard_files, record_id
 
 SCORES = "scores.jsonl"
 
@@ -119,29 +119,20 @@ def run(args: argparse.Namespace) -> int:
     records = score_entries(shard.take(entries), cfg, path, resume=args.resume, metrics=metrics)
     if args.resume:
         records = load_records(path)
+    if not shard.settle(out / SCORES, bool(args.shard), f"sealign score --output {out} --merge"):
+        return 0
     if shard.sharded:
-        shard.mark_done(out / SCORES)
-        if args.shard or shard.index != 0:  # rank 0 of a torchrun job goes on
-            log.info(
-                "shard %d/%d scored into %s; when every shard is done: sealign score --output %s "
-                "--merge%s", shard.index, shard.count, path, out,
-                "" if args.shard else " (rank 0 does it)",
-            )  # fmt: skip
-            return 0
-        shard.wait_for_all(out / SCORES)
-        records = merge_shard_files(out / SCORES, _rec_id, _rec_id, keep_existing=False) or records
+        records = (
+            merge_shard_files(out / SCORES, record_id, record_id, keep_existing=False) or records
+        )
     _summary(out, records, metrics)
     return 0
-
-
-def _rec_id(rec: dict) -> str:
-    return rec["id"]
 
 
 def _merge(out: Path) -> int:
     """Fold the shard files of a sharded run in ``out`` into scores.jsonl and summarize."""
     cfg = load_config(ScoreConfig, out / "config.yaml")
-    records = merge_shard_files(out / SCORES, _rec_id, _rec_id, keep_existing=False)
+    records = merge_shard_files(out / SCORES, record_id, record_id, keep_existing=False)
     if records is None:
         raise ValueError(f"{out}: no shard files (scores.shard-K-of-N.jsonl) to merge")
     # the metrics are built (not loaded) for their output columns only: on the CPU, whatever

@@ -57,7 +57,9 @@ from sealign.data.noise import (
     NoiseSource,
     SampleContext,
 )
+from sealign.utils.jsonio import write_json
 from sealign.utils.procs import pool_worker_init
+from sealign.utils.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -963,8 +965,14 @@ def degrade_manifest(
     noise_bank: NoiseBank | None = None,
     rir_bank: RirBank | None = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> DegradeReport:
     """Degrade every utterance of a clean manifest into ``out_dir``; writes ``manifest.jsonl``.
+
+    With ``shard`` only that shard's utterances (see :class:`~sealign.utils.shard.Shard`) are
+    degraded and listed, in ``manifest.shard-K-of-N.jsonl``; the noise bank (babble from the
+    corpus) is still built from every utterance, so each comes out as it would unsharded, and
+    a later run without ``shard`` reuses them all.
 
     Output entries: ``id``, ``audio`` (noisy wav), ``reference`` (target clean wav: the
     dereverberation target when reverb was applied), ``text``, ``speaker``, ``degradation``
@@ -976,6 +984,7 @@ def degrade_manifest(
     from tqdm import tqdm
 
     cfg = cfg or DegradationConfig()
+    shard = shard or Shard()
     out = Path(out_dir)
     entries = (
         read_manifest(clean_manifest)
@@ -1005,9 +1014,10 @@ def degrade_manifest(
                 f"{out}: holds outputs made with other settings ({settings_p}); "
                 "use a new output folder"
             )
-    else:
-        settings_p.write_text(json.dumps(_jsonable(settings), indent=1), encoding="utf-8")
+    else:  # atomically: the shards of one job may all write it
+        write_json(settings_p, _jsonable(settings))
 
+    entries = shard.take(entries)
     results: dict[str, dict[str, Any]] = {}
     todo = []
     for e in entries:
@@ -1060,7 +1070,7 @@ def degrade_manifest(
                 extra=extra,
             )
         )
-    manifest = write_manifest(out / "manifest.jsonl", out_entries)
+    manifest = write_manifest(shard.path(out / "manifest.jsonl"), out_entries)
     log.info(
         "degrade: %d utterances (%d computed, %d reused, %d failed) -> %s",
         len(out_entries),

@@ -78,6 +78,21 @@ class Shard:
         if self.sharded:
             self.done_marker(path).write_text(_launch_id())
 
+    def settle(self, path: Path, manual: bool, then: str) -> bool:
+        """After this shard's work on ``path``: mark it done and say whether this process goes
+        on to merge the shards. Only rank 0 of a torchrun job does, once every rank is done; the
+        other ranks, and each shard of a job array (``manual``: an explicit ``K/N``), log what
+        completes the job (``then``) and stop. Without shards: True."""
+        if not self.sharded:
+            return True
+        self.mark_done(path)
+        if manual or self.index != 0:
+            log.info("shard %d/%d done; %s", self.index, self.count,
+                     f"when every shard is: {then}" if manual else "rank 0 merges the shards")  # fmt: skip
+            return False
+        self.wait_for_all(path)
+        return True
+
     def wait_for_all(self, path: Path, poll_seconds: float = 2.0) -> None:
         """Block until every shard of this torchrun launch has marked ``path`` done."""
         markers = [Shard(k, self.count).done_marker(path) for k in range(self.count)]
@@ -112,6 +127,11 @@ def shard_files(path: Path) -> list[Path]:
             if m:
                 found.append(((int(m.group(2)), int(m.group(1))), p))
     return [p for _, p in sorted(found)]
+
+
+def record_id(rec: Record) -> Hashable:
+    """The ``id`` of a manifest or score record (their key and item for merging)."""
+    return rec["id"]
 
 
 def merge_shard_files(
