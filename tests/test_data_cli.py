@@ -43,6 +43,25 @@ def test_synth_then_degrade(tmp_path):
     assert log[-1]["data/reused"] == 6 and log[-1]["data/computed"] == 0
 
 
+def test_synth_in_shards_then_once_more_reuses_every_utterance(tmp_path):
+    args = ["data", "synth", "--num-utterances", "6", "--engines", "espeak", "--workers", "1",
+            "splits=[2,0,4]", "min_test_speakers=4"]  # fmt: skip
+    one, split = tmp_path / "one", tmp_path / "split"
+    assert main([*args, "--output", str(one)]) == 0
+    for k in (1, 0):
+        assert main([*args, "--output", str(split), "--shard", f"{k}/2"]) == 0
+    assert len(list(split.rglob("*.wav"))) == 6 and not (split / "test.jsonl").exists()
+    assert main([*args, "--output", str(split)]) == 0
+    for name in ("train.jsonl", "test.jsonl"):
+        a, b = read_manifest(one / name), read_manifest(split / name)
+        assert [(e.id, e.text, e.extra["speaker"]) for e in a] == [
+            (e.id, e.text, e.extra["speaker"]) for e in b
+        ]
+    log = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["data/reused"] == 6 and log[-1]["data/synthesized"] == 0
+    assert not list(split.glob("*.done"))
+
+
 def test_degrade_requires_manifest(tmp_path):
     assert main(["data", "degrade", "--output", str(tmp_path / "x")]) == 2
 

@@ -23,7 +23,7 @@ from sealign.commands.common import (
     resolve_config,
 )
 from sealign.data.degrade import DegradationConfig, degrade_manifest
-from sealign.utils.shard import Shard, merge_shard_files, record_id
+from sealign.utils.shard import Shard
 
 MANIFEST = "manifest.jsonl"
 
@@ -91,9 +91,17 @@ def _run_degrade(args: argparse.Namespace) -> int:
     out = prepare_run_dir(cfg.output, cfg)
     shard = Shard.resolve(args.shard or "", "--shard")
     shard.begin(out / MANIFEST)
-    rep = degrade_manifest(
-        cfg.manifest, out, cfg.degradation, seed=cfg.seed, workers=cfg.workers, shard=shard
-    )
+
+    def degrade(part: Shard):
+        return degrade_manifest(
+            cfg.manifest, out, cfg.degradation, seed=cfg.seed, workers=cfg.workers, shard=part
+        )
+
+    rep = degrade(shard)
+    if shard.sharded:
+        if not shard.settle(out / MANIFEST, bool(args.shard), "the same command without --shard"):
+            return 0 if rep.entries else 1
+        rep = degrade(Shard())  # rank 0, every rank done: list them all (each one reused)
     log_run_scalars(out, {
         "data/utterances": len(rep.entries), "data/computed": rep.computed,
         "data/reused": rep.reused, "data/failed": len(rep.failed),
@@ -108,11 +116,6 @@ def _run_degrade(args: argparse.Namespace) -> int:
     )
     for f in rep.failed:
         log.warning("failed: %s", f)
-    if not shard.settle(out / MANIFEST, bool(args.shard), "the same command without --shard"):
-        return 0 if rep.entries else 1
-    if shard.sharded:
-        merged = merge_shard_files(out / MANIFEST, record_id, record_id, keep_existing=False)
-        log.info("%d utterances in %s", len(merged or []), out / MANIFEST)
     return 0 if rep.entries else 1
 
 

@@ -17,6 +17,8 @@ from sealign.commands.common import (
 )
 from sealign.data.degrade import DegradationConfig, degrade_manifest
 from sealign.data.manifest import read_manifest, relocate, write_manifest
+from sealign.data.synth import CORPUS
+from sealign.utils.shard import Shard
 
 
 @dataclass
@@ -84,7 +86,7 @@ def usable_engines(engines: list[str], fallback: str | None) -> list[str]:
     return ok
 
 
-def synthesize(cfg: SynthConfig, output: str | Path):
+def synthesize(cfg: SynthConfig, output: str | Path, shard: Shard | None = None):
     from sealign.data.synth import synthesize_corpus
 
     engines = usable_engines(cfg.engines, cfg.fallback_engine)
@@ -102,6 +104,7 @@ def synthesize(cfg: SynthConfig, output: str | Path):
         min_duration=cfg.min_duration,
         max_duration=cfg.max_duration,
         min_test_speakers=cfg.min_test_speakers,
+        shard=shard,
     )
 
 
@@ -110,10 +113,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "synth", help="synthesize clean multi-speaker speech", description=SynthConfig.__doc__
     )
     s.add_argument("--output", help="output folder")
-    s.add_argument("--n", type=int, dest="n_utterances", help="number of utterances")
+    # --num-utterances also works after `torchrun ... -m sealign`, whose parser takes --n
+    s.add_argument(
+        "--n", "--num-utterances", type=int, dest="n_utterances", help="number of utterances"
+    )
     s.add_argument("--engines", help="comma-separated: kokoro,piper,espeak")
     s.add_argument("--workers", type=int)
     s.add_argument("--seed", type=int)
+    s.add_argument(
+        "--shard",
+        help="K/N: synthesize only utterances K, K+N, ... (one of N jobs; then run once without "
+        "--shard: it reuses them all and writes the manifests)",
+    )
     add_config_arguments(s)
     s.set_defaults(data_func=_run_synth)
 
@@ -140,8 +151,14 @@ def _run_synth(args: argparse.Namespace) -> int:
     if args.engines:
         extra.append(f"engines=[{args.engines}]")
     cfg = resolve_config(SynthConfig, args, extra)
-    prepare_run_dir(cfg.output, cfg)
-    res = synthesize(cfg, cfg.output)
+    out = prepare_run_dir(cfg.output, cfg)
+    shard = Shard.resolve(args.shard or "", "--shard")
+    shard.begin(out / CORPUS)
+    res = synthesize(cfg, cfg.output, shard)
+    if shard.sharded:
+        if not shard.settle(out / CORPUS, bool(args.shard), "the same command without --shard"):
+            return 0
+        res = synthesize(cfg, cfg.output)  # rank 0, every rank done: reuse all, write manifests
     log_run_scalars(cfg.output, {
         "data/synthesized": res.synthesized, "data/reused": res.reused,
         "data/failed": len(res.failed), "data/audio_seconds": res.audio_seconds,

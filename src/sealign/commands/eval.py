@@ -70,7 +70,13 @@ from sealign.report.plots import plot_sweep
 from sealign.train.distributed import rank_device
 from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
-from sealign.utils.shard import Shard, merge_shard_files, record_id, shard_files
+from sealign.utils.shard import (
+    Shard,
+    merge_shard_files,
+    record_id,
+    remove_shard_files,
+    shard_files,
+)
 
 RESULTS = "results.json"
 
@@ -351,6 +357,5 @@ def _merge_shards(out: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str,
         for tag, reasons in json.loads(f.read_text(encoding="utf-8")).items():
             failed.setdefault(tag, {}).update(reasons)
         f.unlink()
-    for marker in out.glob(f"{Path(RESULTS).stem}.shard-*.done"):
-        marker.unlink()
+    remove_shard_files(out / RESULTS)  # the ranks' markers
     return scored, failed

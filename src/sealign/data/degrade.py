@@ -59,7 +59,7 @@ from sealign.data.noise import (
 )
 from sealign.utils.jsonio import write_json
 from sealign.utils.procs import pool_worker_init
-from sealign.utils.shard import Shard
+from sealign.utils.shard import Shard, remove_shard_files
 
 log = logging.getLogger(__name__)
 
@@ -1071,6 +1071,8 @@ def degrade_manifest(
             )
         )
     manifest = write_manifest(shard.path(out / "manifest.jsonl"), out_entries)
+    if not shard.sharded:  # the whole manifest supersedes the shards' parts
+        remove_shard_files(out / "manifest.jsonl")
     log.info(
         "degrade: %d utterances (%d computed, %d reused, %d failed) -> %s",
         len(out_entries),

@@ -45,9 +45,13 @@ import numpy as np
 from sealign.audio.io import resample, write_audio
 from sealign.data.manifest import Entry, write_manifest
 from sealign.data.text import WORD_RANGE, count_words, sentence_for
+from sealign.utils.jsonio import write_json
 from sealign.utils.procs import pool_worker_init
+from sealign.utils.shard import Shard, remove_shard_files
 
 log = logging.getLogger(__name__)
+
+CORPUS = "corpus.json"
 
 SPLIT_NAMES = ("train", "valid", "test")
 TRIM_DB = 40.0
@@ -360,8 +364,13 @@ def synthesize_corpus(
     word_range: tuple[int, int] = WORD_RANGE,
     max_attempts: int = 12,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> CorpusResult:
     """Synthesize ``n_utterances`` clean utterances into ``out_dir``; see the module docstring.
+
+    With ``shard`` only that shard's share of the planned utterances is synthesized (the plan,
+    speakers and sentences are those of the whole corpus) and no manifest is written: a later
+    run without ``shard`` reuses every finished utterance and writes the manifests.
 
     ``engines``: names for :func:`sealign.data.tts.get_engine`. ``voices``: optional engine ->
     voices to use (default: each engine's ``voices()``). ``splits``: (train, valid, test)
@@ -423,6 +432,9 @@ def synthesize_corpus(
                 "word_range": tuple(word_range), "max_attempts": max_attempts, "digest": digest,
             }
         )  # fmt: skip
+    shard = shard or Shard()
+    if shard.sharded:
+        tasks = shard.take(tasks)
     results = _run_tasks(tasks, workers, options, progress)
     entries: dict[str, list[Entry]] = {k: [] for k in counts}
     res = CorpusResult(out, {}, {}, {k: [s.id for s in sorted(v)] for k, v in by_split.items()})
@@ -447,7 +459,7 @@ def synthesize_corpus(
         )  # fmt: skip
     for split, items in entries.items():
         res.counts[split] = len(items)
-        if items:
+        if items and not shard.sharded:
             res.manifests[split] = write_manifest(out / f"{split}.jsonl", items)
     summary = {
         "settings": settings,
@@ -458,9 +470,9 @@ def synthesize_corpus(
         "failed": res.failed,
         "loudness": f"active-frame RMS {target_dbfs} dBFS, peak <= {PEAK_LIMIT}",
     }
-    tmp = out / "corpus.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    tmp.replace(out / "corpus.json")
+    if not shard.sharded:
+        write_json(out / CORPUS, summary)
+        remove_shard_files(out / CORPUS)  # the shards' markers
     return res
 
 

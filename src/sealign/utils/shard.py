@@ -143,9 +143,8 @@ def merge_shard_files(
     """Fold the shard files of ``path`` into ``path`` and remove them with their markers.
 
     Records already in ``path`` come first (or are replaced, without ``keep_existing``); then
-    the shards' items (runs of consecutive records
-    with the same ``item``) are interleaved, shard 0's first, shard 1's first, ..., which restores
-    the job's input order; a record whose ``key`` is already there is dropped. Returns every
+    the shards' items (runs of consecutive records with the same ``item``) are interleaved,
+    shard 0's first, shard 1's first, ..., which restores the job's input order; a record whose ``key`` is already there is dropped. Returns every
     record of ``path``, or None when there was nothing to merge. A shard without its ``.done``
     marker has not finished: what it wrote is merged, with a warning.
     """
@@ -173,8 +172,14 @@ def merge_shard_files(
                     seen.add(key(rec))
                     merged.append(rec)
     write_jsonl(path, merged)
-    for f in shards:
-        f.unlink()
-        f.with_suffix(".done").unlink(missing_ok=True)
+    remove_shard_files(path)
     log.info("merged %d shard files into %s", len(shards), path)
     return merged
+
+
+def remove_shard_files(path: Path) -> None:
+    """Delete the shard files of ``path`` and every shard's ``.done`` marker."""
+    for f in shard_files(path):
+        f.unlink()
+    for marker in shard_files(path.with_suffix(".done")):
+        marker.unlink()
