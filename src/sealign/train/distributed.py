@@ -14,6 +14,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,11 @@ def init_distributed(device: str) -> Dist:
         torch.cuda.set_device(torch.device(rank_device(device, local)))
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # the other ranks wait in their next collective while rank 0 evaluates or saves: give
+        # that more than the backends' default (10 or 30 minutes)
+        dist.init_process_group(
+            "nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=2)
+        )
     return Dist(dist.get_rank(), dist.get_world_size(), local, owns)
 
 
