@@ -59,3 +59,17 @@ def test_a_rank_missing_from_the_checkpoint_reseeds_and_says_so(caplog):
     state = TrainerState(step=5, extra={"ranks": [saved[0], mine]})
     assert restore_rank_state(state, Dist(1, 2), 10) is mine
     assert torch.equal(torch.rand(2), want)
+
+
+def test_commands_that_do_not_split_their_work_refuse_torchrun(monkeypatch, capsys, tmp_path):
+    from sealign.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["metrics"]) == 2
+    err = capsys.readouterr().err
+    assert "sealign metrics runs as one process, not under torchrun (WORLD_SIZE=2)" in err
+    assert main(["data", "import", "recordings", "--noisy", str(tmp_path), "--output",
+                 str(tmp_path / "m.jsonl")]) == 2  # fmt: skip
+    assert "sealign data import runs as one process" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["metrics"]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 
@@ -44,6 +45,12 @@ COMMANDS = {
     "score": score,
     "metrics": metrics_cmd,
 }
+
+# the commands that split their work over torchrun's processes (see README, "On GPUs and
+# several machines"); the others would each do the whole job and write the same files
+TORCHRUN_COMMANDS = (
+    "train", "gspo", "dpo", "prefs", "enhance", "eval", "score", "data synth", "data degrade",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_console_logging(args.log_level)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    name = " ".join(x for x in (args.command, getattr(args, "data_command", None)) if x)
+    if world > 1 and name not in TORCHRUN_COMMANDS:
+        logging.getLogger("sealign").error(
+            "sealign %s runs as one process, not under torchrun (WORLD_SIZE=%d); these split "
+            "their work over processes: %s", name, world, ", ".join(TORCHRUN_COMMANDS),
+        )  # fmt: skip
+        return 2
     try:
         load_plugins()
         return int(args.func(args) or 0)
