@@ -100,13 +100,45 @@ def on_meta():
 
 @pytest.fixture(scope="session")
 def torchrun():
-    """``torchrun(port, *args)`` runs ``sealign <args>`` in two processes under
-    ``torch.distributed.run`` (gloo, one thread each) and returns the completed process."""
+    """``torchrun(port, *args, nodes=1)`` runs ``sealign <args>`` in two processes under
+    ``torch.distributed.run`` (gloo, one thread each) and returns the completed process:
+    two processes on one node, or with ``nodes=2`` one process on each of two "machines" on
+    localhost (then RANK 1 has LOCAL_RANK 0; the returned process is node 0's, its return code
+    non-zero if either node failed)."""
 
-    def run(port: int, *args: str) -> subprocess.CompletedProcess:
+    def run(port: int, *args: str, nodes: int = 1) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", str(port), "-m", "sealign", *args]  # fmt: skip
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        base = [sys.executable, "-m", "torch.distributed.run", "--master-port", str(port)]
+        if nodes == 1:
+            cmd = [*base, "--nproc-per-node", "2", "-m", "sealign", *args]
+            return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        procs = [
+            subprocess.Popen(
+                [
+                    *base,
+                    "--nnodes",
+                    str(nodes),
+                    "--node-rank",
+                    str(k),
+                    "--nproc-per-node",
+                    "1",
+                    "--master-addr",
+                    "127.0.0.1",
+                    "-m",
+                    "sealign",
+                    *args,
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for k in range(nodes)
+        ]
+        outs = [p.communicate(timeout=300) for p in procs]
+        rc = max(abs(p.returncode) for p in procs)
+        return subprocess.CompletedProcess(
+            procs[0].args, rc, outs[0][0], "".join(e for _, e in outs)
+        )
 
     return run

@@ -159,11 +159,13 @@ def test_shards_merge_into_the_unsharded_table(tmp_path, speech, noisy, capsys):
     assert "--shard: '2/2' is not K/N" in capsys.readouterr().err
 
 
-def test_score_under_torchrun_splits_the_utterances(tmp_path, speech, noisy, torchrun):
+@pytest.mark.parametrize("nodes, port", [(1, 29585), (2, 29588)])
+def test_score_under_torchrun_splits_the_utterances(tmp_path, speech, noisy, torchrun, nodes, port):
+    # two nodes: the shard follows the global RANK, not LOCAL_RANK (0 on both "machines")
     m = _make(tmp_path, speech, noisy)
     one, ddp = tmp_path / "one", tmp_path / "ddp"
     assert main(_score_args(m, one)) == 0
-    proc = torchrun(29585, *_score_args(m, ddp))
+    proc = torchrun(port, *_score_args(m, ddp), nodes=nodes)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same_records(ddp, one)
     assert (ddp / "summary.md").is_file() and not list(ddp.glob("scores.shard-*"))

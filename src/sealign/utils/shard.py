@@ -104,12 +104,17 @@ class Shard:
             except OSError:
                 return False
 
-        announced = False
+        start, told = time.monotonic(), -1
         while not all(finished(m) for m in markers):
-            if not announced:
+            waited = int((time.monotonic() - start) // 600)  # say so again every 10 minutes
+            if waited > told:
                 missing = [m.name for m in markers if not finished(m)]
-                log.info("waiting for the other shards (%s)", ", ".join(missing))
-                announced = True
+                log.info(
+                    "waiting for the other shards (%s)%s", ", ".join(missing),
+                    f"; {10 * waited} min so far: on several machines, {path.parent} must be a "
+                    "folder every machine sees" if waited else "",
+                )  # fmt: skip
+                told = waited
             time.sleep(poll_seconds)
 
 
