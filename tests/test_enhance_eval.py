@@ -509,6 +509,20 @@ def test_eval_under_torchrun_splits_the_utterances_and_rank_zero_tables(setup, t
         assert len((ddp / "scores" / f"{tag}.jsonl").read_text().splitlines()) == 3
     assert not list(ddp.rglob("*.shard-*"))
     assert (ddp / "results.md").read_text().splitlines()[0] == "| metric | noisy | model0 | clean |"
+    # as two jobs of a job array, then --merge: the same tables as under torchrun
+    split = tmp_path / "split"
+    for k in (1, 0):
+        assert main([*args, "--output", str(split), "--shard", f"{k}/2"]) == 0
+    assert not (split / "results.json").exists()
+    assert main(["eval", "--output", str(split), "--merge"]) == 0
+    c = json.loads((split / "results.json").read_text())
+    assert c["systems"].keys() == b["systems"].keys() and c["sampling"] == b["sampling"]
+    for system, cols in c["systems"].items():
+        for col, v in cols.items():
+            w = b["systems"][system][col]
+            assert (v["n"], v["mean"]) == (w["n"], pytest.approx(w["mean"], rel=1e-9))
+    assert not list(split.rglob("*.shard-*"))
+    assert main(["eval", "--output", str(split), "--merge"]) == 2  # nothing left to merge
 
 
 def test_export_cli_half_precision_and_sampling(setup, tmp_path):

@@ -32,6 +32,8 @@ on several GPUs or machines, each rank enhances and scores its share of the utte
 rank 0 merges them and writes the tables:
   torchrun --nproc-per-node 4 -m sealign eval --model runs/sft --manifest big.jsonl \\
       --output runs/eval_big --device cuda --metric-device cuda
+  sealign eval ... --shard 2/4        # one of 4 jobs (e.g. a cluster job array); when all are done:
+  sealign eval --output runs/eval_big --merge
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from sealign.commands.common import (
     split_list,
 )
 from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model, model_settings
+from sealign.config import load_config
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import (
     ScoreConfig,
@@ -65,7 +68,7 @@ from sealign.eval.score import (
     selection_columns,
 )
 from sealign.eval.tables import compare_stats, compare_table, diff_table
-from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_samples
+from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_samples, sample_tags
 from sealign.report.plots import plot_sweep
 from sealign.train.distributed import rank_device
 from sealign.utils.jsonio import write_json
@@ -79,6 +82,7 @@ from sealign.utils.shard import (
 )
 
 RESULTS = "results.json"
+PARTS = "parts.json"  # a shard's failures and sampling settings
 
 HELP = "enhance a test set with one or more models and compare them with noisy and clean"
 
@@ -174,6 +178,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sweep",
         help="KEY=V1,V2,...: enhance once per value of a setting (e.g. remix=0,0.1,0.2)",
     )
+    p.add_argument("--shard", help="K/N: only utterances K, K+N, ... (one of N jobs)")
+    p.add_argument(
+        "--merge", action="store_true", help="merge the finished shards in --output, write tables"
+    )
     add_enhance_flags(p)
     add_config_arguments(p)
 
@@ -195,6 +203,10 @@ def model_names(paths: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        if not args.output:
+            raise ValueError("--merge needs --output")
+        return _merge(Path(args.output))
     extra = flags_of(args, ("manifest", "output", "samples", "sweep"))
     if args.model:
         extra.append(flag("models", args.model))
@@ -212,14 +224,14 @@ def run(args: argparse.Namespace) -> int:
         extra.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
-    shard = Shard.resolve("")  # under torchrun: this rank's share of the utterances
+    shard = Shard.resolve(args.shard or "", "--shard")
     entries = shard.take(read_manifest(cfg.manifest))
     names = list(cfg.names) or model_names(cfg.models)
     local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
     score_cfg = replace(cfg.score, metric_device=rank_device(cfg.score.metric_device, local))
     metrics = build_metrics(score_cfg)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
-    selection, oracle = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
+    selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
     out = prepare_run_dir(cfg.output, cfg)
     shard.begin(out / RESULTS)
     manifest = shard.path(Path(MANIFEST)).name
@@ -284,14 +296,77 @@ def run(args: argparse.Namespace) -> int:
         path = shard.path(out / "scores" / f"{s}.jsonl")
         scored[s] = score_entries(ents, score_cfg, path, metrics=metrics)
     if shard.sharded:
-        write_json(shard.path(out / "failed.json"), failed)
-        if not shard.settle(out / RESULTS, False, ""):
+        write_json(shard.path(out / PARTS), {"failed": failed, "sampling": sampling})
+        if not shard.settle(
+            out / RESULTS, bool(args.shard), f"sealign eval --output {out} --merge"
+        ):
             return 0
-        scored, failed = _merge_shards(out)
-        if "clean" in scored:
-            samples_of["clean"] = ["clean"]
-        if not any(scored.get(tag) for s in paths for tag in samples_of[s]):
-            raise ValueError(f"none of the utterances of {cfg.manifest} could be enhanced")
+        return _merge(out)
+    _report(cfg, out, scored, samples_of, paths, series, sampling, failed, infos, selection)
+    return 0
+
+
+def _merge(out: Path) -> int:
+    """Fold the shards of a sharded run in ``out`` (every rank's, or every job's of a job array)
+    into one set of score files and manifests, and write the tables."""
+    cfg = load_config(EvalRunConfig, out / "config.yaml")
+    parts = shard_files(out / PARTS)
+    if not parts:
+        raise ValueError(f"{out}: no shards to merge ({Path(PARTS).stem}.shard-K-of-N.json)")
+    failed: dict[str, dict[str, str]] = {}
+    sampling: dict[str, dict[str, Any]] = {}
+    for f in parts:
+        part = json.loads(f.read_text(encoding="utf-8"))
+        sampling.update(part["sampling"])
+        for tag, reasons in part["failed"].items():
+            failed.setdefault(tag, {}).update(reasons)
+    scored: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted({f.with_name(f.name.split(".shard-")[0] + ".jsonl")
+                        for f in (out / "scores").glob("*.shard-*-of-*.jsonl")}):  # fmt: skip
+        scored[path.stem] = merge_shard_files(path, record_id, record_id, False) or []
+    for folder in sorted(p for p in (out / "enhanced").glob("*") if p.is_dir()):
+        merge_shard_files(folder / MANIFEST, record_id, record_id, keep_existing=False)
+    # which systems there are follows from the config, as when they were enhanced
+    samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}
+    paths: dict[str, str] = {}
+    series: dict[str, list[str]] = {}
+    for name, path in zip(list(cfg.names) or model_names(cfg.models), cfg.models, strict=True):
+        for system, _ in cfg.variants(name):
+            samples_of[system] = sample_tags(system, cfg.samples)
+            paths[system] = path
+            series.setdefault(name, []).append(system)
+    if "clean" in scored:
+        samples_of["clean"] = ["clean"]
+    if not any(scored.get(tag) for s in paths for tag in samples_of[s]):
+        raise ValueError(f"none of the utterances of {cfg.manifest} could be enhanced")
+    # the metrics are built (not loaded) for their output columns only, on the CPU
+    score_cfg = replace(cfg.score, metric_device="cpu", metric_options={
+        m: {k: v for k, v in o.items() if k != "device"} for m, o in cfg.score.metric_options.items()
+    })  # fmt: skip
+    infos = {n: m.info for n, m in build_metrics(score_cfg).items()}
+    selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
+    _report(cfg, out, scored, samples_of, paths, series, sampling, failed, infos, selection)
+    for f in parts:
+        f.unlink()
+    remove_shard_files(out / RESULTS)  # the shards' markers
+    return 0
+
+
+def _report(
+    cfg: EvalRunConfig,
+    out: Path,
+    scored: dict[str, list[dict[str, Any]]],
+    samples_of: dict[str, list[str]],
+    paths: dict[str, str],
+    series: dict[str, list[str]],
+    sampling: dict[str, dict[str, Any]],
+    failed: dict[str, dict[str, str]],
+    infos: dict[str, Any],
+    best_of: tuple[dict[str, str], list[str]],
+) -> None:
+    """The tables (``results.md``, ``results.json``, TensorBoard) from every system's scores;
+    ``best_of``: the selection columns and the oracle ones (:func:`selection_columns`)."""
+    selection, oracle = best_of
     systems: dict[str, list[dict[str, Any]]] = {}
     selected: dict[str, dict[int, int]] = {}
     for s, tags in samples_of.items():
@@ -340,22 +415,3 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     log.info("wrote %s/{results.md,results.json,scores/,enhanced/}%s", out,
              ", sweep.png" if cfg.sweep else "")  # fmt: skip
-    return 0
-
-
-def _merge_shards(out: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, str]]]:
-    """Fold every rank's files into one: the score files of each system, the enhanced outputs'
-    manifests and the failures. Returns ``(scores by system, failures by system)``."""
-    scored: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted({f.with_name(f.name.split(".shard-")[0] + ".jsonl")
-                        for f in (out / "scores").glob("*.shard-*-of-*.jsonl")}):  # fmt: skip
-        scored[path.stem] = merge_shard_files(path, record_id, record_id, False) or []
-    for folder in sorted(p for p in (out / "enhanced").glob("*") if p.is_dir()):
-        merge_shard_files(folder / MANIFEST, record_id, record_id, keep_existing=False)
-    failed: dict[str, dict[str, str]] = {}
-    for f in shard_files(out / "failed.json"):
-        for tag, reasons in json.loads(f.read_text(encoding="utf-8")).items():
-            failed.setdefault(tag, {}).update(reasons)
-        f.unlink()
-    remove_shard_files(out / RESULTS)  # the ranks' markers
-    return scored, failed
