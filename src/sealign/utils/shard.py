@@ -1,9 +1,12 @@
-"""Splitting an offline job (``sealign prefs``, ``sealign score``) over several processes or
-machines: shard ``K/N`` takes inputs ``K, K + N, K + 2N, ...`` of the job's input list and writes
-its own records file beside the others, so that shards never write to the same file.
+"""Splitting an offline job (``sealign prefs``, ``score``, ``enhance``, ``eval``, ``data synth``,
+``data degrade``) over several processes or machines: shard ``K/N`` takes inputs ``K, K + N,
+K + 2N, ...`` of the job's input list and writes its own records file beside the others
+(``<name>.shard-K-of-N.jsonl``), so that shards never write to the same file, and a ``.done``
+marker when it has finished; merging folds the parts back into one file in input order.
 
-A shard comes from the job's ``shard`` setting (``"2/8"``: 0-based index / count; for job
-arrays on a cluster) or, when that is empty, from ``torchrun``'s ``RANK`` / ``WORLD_SIZE``.
+A shard comes from the job's ``--shard`` (``"2/8"``: 0-based index / count; for job arrays on
+a cluster) or, when that is empty, from ``torchrun``'s ``RANK`` / ``WORLD_SIZE`` (the global
+rank, so it holds across machines; their output folder must be one they all see).
 """
 
 from __future__ import annotations
