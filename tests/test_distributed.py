@@ -73,3 +73,16 @@ def test_commands_that_do_not_split_their_work_refuse_torchrun(monkeypatch, caps
     assert "sealign data import runs as one process" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert main(["metrics"]) == 0
+
+
+def test_collectives_run_on_the_gpu_under_nccl(monkeypatch):
+    # NCCL has no CPU tensors: statistics and flags made on the CPU go through this GPU
+    import torch.distributed as dist
+
+    from sealign.train.distributed import collective_device
+
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert collective_device() == torch.device("cuda", 3)
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    assert collective_device() == torch.device("cpu")

@@ -92,6 +92,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def collective_device() -> torch.device:
+    """Where tensors must be for the process group's collectives: this process's GPU under
+    NCCL (which has no CPU tensors), else the CPU."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _collective(t: torch.Tensor, run: Any) -> None:
+    """``run(x)`` on ``t`` in place, through a copy on :func:`collective_device` if ``t`` is
+    elsewhere (e.g. a statistic on the CPU under NCCL)."""
+    dev = collective_device()
+    if t.device == dev:
+        run(t)
+        return
+    x = t.to(dev)
+    run(x)
+    t.copy_(x.to(t.device))
+
+
 def any_rank(flag: bool, d: Dist) -> bool:
     """``flag`` OR-ed over the ranks (so that a decision like a time budget is taken by all)."""
     if d.world_size == 1:
@@ -99,7 +121,7 @@ def any_rank(flag: bool, d: Dist) -> bool:
     import torch.distributed as dist
 
     t = torch.tensor([int(flag)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    _collective(t, lambda x: dist.all_reduce(x, op=dist.ReduceOp.MAX))
     return bool(t.item())
 
 
@@ -111,7 +133,7 @@ def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:
 
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    _collective(t, lambda x: dist.all_reduce(x, op=dist.ReduceOp.SUM))
     return {k: float(v) / d.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
@@ -124,7 +146,7 @@ def broadcast_weights(module: torch.nn.Module, d: Dist) -> None:
 
     with torch.no_grad():
         for t in module.state_dict().values():
-            dist.broadcast(t, src=0)
+            _collective(t, lambda x: dist.broadcast(x, src=0))
 
 
 def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
@@ -137,7 +159,7 @@ def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        _collective(p.grad, lambda x: dist.all_reduce(x, op=dist.ReduceOp.SUM))
         p.grad /= d.world_size
 
 
