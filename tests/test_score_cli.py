@@ -169,3 +169,13 @@ def test_score_under_torchrun_splits_the_utterances(tmp_path, speech, noisy, tor
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same_records(ddp, one)
     assert (ddp / "summary.md").is_file() and not list(ddp.glob("scores.shard-*"))
+
+
+def test_merging_builds_the_metrics_on_the_cpu_whatever_the_shards_ran_on():
+    from sealign.eval.score import ScoreConfig, build_metrics
+
+    cfg = ScoreConfig(metrics=["dnsmos"], metric_device="cuda",
+                      metric_options={"dnsmos": {"device": "cuda:1", "mode": "fast"}})  # fmt: skip
+    cpu = cfg.on_cpu()
+    assert cpu.metric_device == "cpu" and cpu.metric_options == {"dnsmos": {"mode": "fast"}}
+    assert build_metrics(cpu)["dnsmos"].info.outputs  # builds here, where cuda would not

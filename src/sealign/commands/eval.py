@@ -339,11 +339,8 @@ def _merge(out: Path) -> int:
         samples_of["clean"] = ["clean"]
     if not any(scored.get(tag) for s in paths for tag in samples_of[s]):
         raise ValueError(f"none of the utterances of {cfg.manifest} could be enhanced")
-    # the metrics are built (not loaded) for their output columns only, on the CPU
-    score_cfg = replace(cfg.score, metric_device="cpu", metric_options={
-        m: {k: v for k, v in o.items() if k != "device"} for m, o in cfg.score.metric_options.items()
-    })  # fmt: skip
-    infos = {n: m.info for n, m in build_metrics(score_cfg).items()}
+    # the metrics are built (not loaded) for their output columns only
+    infos = {n: m.info for n, m in build_metrics(cfg.score.on_cpu()).items()}
     selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
     _report(cfg, out, scored, samples_of, paths, series, sampling, failed, infos, selection)
     for f in parts:

@@ -135,13 +135,7 @@ def _merge(out: Path) -> int:
     records = merge_shard_files(out / SCORES, record_id, record_id, keep_existing=False)
     if records is None:
         raise ValueError(f"{out}: no shard files (scores.shard-K-of-N.jsonl) to merge")
-    # the metrics are built (not loaded) for their output columns only: on the CPU, whatever
-    # device the shards used
-    options = {
-        m: {k: v for k, v in o.items() if k != "device"} for m, o in cfg.metric_options.items()
-    }
-    cfg = dataclasses.replace(cfg, metric_device="cpu", metric_options=options)
-    _summary(out, records, build_metrics(cfg))
+    _summary(out, records, build_metrics(cfg.on_cpu()))  # built, not loaded: for their columns
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from collections import Counter, defaultdict
@@ -71,6 +72,13 @@ class ScoreConfig:
         unused = set(self.metric_options) - set(self.metrics)
         if unused:
             raise ValueError(f"metric_options given for metrics not selected: {sorted(unused)}")
+
+    def on_cpu(self) -> ScoreConfig:
+        """This config with every metric on the CPU (``device`` options dropped): for building
+        metrics only to read their output columns, e.g. on a machine without the GPU they ran on."""
+        options = {m: {k: v for k, v in o.items() if k != "device"}
+                   for m, o in self.metric_options.items()}  # fmt: skip
+        return dataclasses.replace(self, metric_device="cpu", metric_options=options)
 
 
 def column_name(metric: str, output: str) -> str:
