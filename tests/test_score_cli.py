@@ -167,6 +167,7 @@ def test_score_under_torchrun_splits_the_utterances(tmp_path, speech, noisy, tor
     assert main(_score_args(m, one)) == 0
     proc = torchrun(port, *_score_args(m, ddp), nodes=nodes)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[rank 1] INFO sealign.utils.shard: shard 1/2 done" in proc.stderr
     _same_records(ddp, one)
     assert (ddp / "summary.md").is_file() and not list(ddp.glob("scores.shard-*"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,9 +12,12 @@ from typing import Any
 
 
 def setup_console_logging(level: str = "INFO") -> None:
+    """Console logging; under ``torchrun`` each line names its rank (``[rank 1]``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = f"[rank {os.environ.get('RANK', '0')}] " if world > 1 else ""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {rank}%(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
         force=True,
