@@ -86,3 +86,14 @@ def test_collectives_run_on_the_gpu_under_nccl(monkeypatch):
     assert collective_device() == torch.device("cuda", 3)
     monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
     assert collective_device() == torch.device("cpu")
+
+
+def test_each_process_of_a_split_job_gets_its_own_gpu(monkeypatch):
+    from sealign.train.distributed import process_device
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert process_device("cuda") == "cuda"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert process_device("cuda") == "cuda:2" and process_device("cpu") == "cpu"
+    assert process_device("cuda:0") == "cuda:0"

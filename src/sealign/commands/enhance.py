@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ from sealign.infer.dereverb import DEREVERBS
 from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_files, resolve_inputs
 from sealign.infer.fusion import FUSIONS
 from sealign.train.checkpoint import policy_dir
-from sealign.train.distributed import rank_device
+from sealign.train.distributed import process_device
 from sealign.utils.logging import RunLogger
 from sealign.utils.shard import Shard, merge_shard_files, record_id
 from sealign.utils.threads import set_torch_threads
@@ -195,8 +194,7 @@ def run(args: argparse.Namespace) -> int:
     entries = shard.take(resolve_inputs(cfg.input))
     out = prepare_run_dir(cfg.output, cfg)
     shard.begin(out / MANIFEST)
-    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
-    enh = dataclasses.replace(cfg.enhance, device=rank_device(cfg.enhance.device, local))
+    enh = dataclasses.replace(cfg.enhance, device=process_device(cfg.enhance.device))
     policy, e = load_model(cfg.model, enh)
     manifest = shard.path(Path(MANIFEST)).name
     if cfg.best_of:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,7 +69,7 @@ from sealign.eval.score import (
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_samples, sample_tags
 from sealign.report.plots import plot_sweep
-from sealign.train.distributed import rank_device
+from sealign.train.distributed import process_device
 from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
 from sealign.utils.shard import (
@@ -227,8 +226,7 @@ def run(args: argparse.Namespace) -> int:
     shard = Shard.resolve(args.shard or "", "--shard")
     entries = shard.take(read_manifest(cfg.manifest))
     names = list(cfg.names) or model_names(cfg.models)
-    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
-    score_cfg = replace(cfg.score, metric_device=rank_device(cfg.score.metric_device, local))
+    score_cfg = replace(cfg.score, metric_device=process_device(cfg.score.metric_device))
     metrics = build_metrics(score_cfg)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
     selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
@@ -245,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     for name, path in zip(names, cfg.models, strict=True):
         policy = None
         for system, settings in cfg.variants(name):
-            settings = replace(settings, device=rank_device(settings.device, local))
+            settings = replace(settings, device=process_device(settings.device))
             log.info("enhancing with %s (%s)", system, path)
             if policy is None:
                 policy, e = load_model(path, settings)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 from sealign.commands.common import (
@@ -80,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sealign.models.registry import load_policy
     from sealign.train.checkpoint import policy_dir
-    from sealign.train.distributed import rank_device
+    from sealign.train.distributed import process_device
 
     reuse_run_config(args, args.repair)
     flags = {
@@ -96,12 +95,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v})
     cfg.check()
     shard = Shard() if args.repair else Shard.resolve(cfg.shard)
-    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
     metrics = {
         m: build_metric(
             m,
             num_threads=cfg.threads,
-            metric_device=rank_device(cfg.metric_device, local),
+            metric_device=process_device(cfg.metric_device),
             **cfg.metric_options.get(m, {}),
         )
         for m in cfg.metrics
@@ -112,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.repair:
         for m in metrics.values():
             m.load()  # a metric that cannot load fails before any sampling
-        device = rank_device(cfg.device, local)
+        device = process_device(cfg.device)
         policy = load_policy(policy_dir(cfg.model), map_location=device)
         build_candidates(cfg, policy, metrics, shard)
         if not shard.settle(

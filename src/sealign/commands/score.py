@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 
 from sealign.commands.common import (
@@ -45,7 +44,7 @@ from sealign.eval.score import (
     write_summary,
 )
 from sealign.metrics.base import Metric
-from sealign.train.distributed import rank_device
+from sealign.train.distributed import process_device
 from sealign.utils.shard import Shard, merge_shard_files, record_id
 
 SCORES = "scores.jsonl"
@@ -111,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         entries = from_kaldi(args.kaldi, args.text)
     out = prepare_run_dir(args.output, cfg)
-    local = int(os.environ.get("LOCAL_RANK", "0"))  # torchrun: this process's own GPU
-    cfg = dataclasses.replace(cfg, metric_device=rank_device(cfg.metric_device, local))
+    cfg = dataclasses.replace(cfg, metric_device=process_device(cfg.metric_device))
     metrics = build_metrics(cfg)
     path = shard.path(out / SCORES)
     shard.begin(out / SCORES)

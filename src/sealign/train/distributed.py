@@ -54,6 +54,15 @@ def rank_device(device: str, local_rank: int) -> str:
     return f"cuda:{local_rank}" if device == "cuda" else device
 
 
+def process_device(device: str) -> str:
+    """``device`` for this process of a job: under ``torchrun``, a bare ``cuda`` becomes its own
+    GPU (``cuda:<LOCAL_RANK>``); otherwise ``device`` as given. For the jobs that split their
+    inputs without a process group (``prefs``, ``score``, ``enhance``, ``eval``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    return rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def init_distributed(device: str) -> Dist:
     """Rank and world size from ``torchrun``'s environment; process group when > 1 (on
     ``cuda``, after selecting this process's GPU, see :func:`rank_device`)."""
