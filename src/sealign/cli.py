@@ -19,6 +19,7 @@ from sealign.commands import (
     gspo,
     listen,
     metrics_cmd,
+    plot,
     pref_ablation,
     prefs,
     score,
@@ -43,6 +44,7 @@ COMMANDS = {
     "listen": listen,
     "export": export,
     "score": score,
+    "plot": plot,
     "metrics": metrics_cmd,
 }
 

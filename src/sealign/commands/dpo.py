@@ -54,4 +54,5 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "%s reached step %d; latest checkpoint: %s", cfg.objective, result.step, result.checkpoint
     )
+    log.info("curves: sealign plot %s", cfg.output_dir)
     return 0

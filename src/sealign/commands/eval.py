@@ -410,3 +410,4 @@ def _report(
     print(text)
     log.info("wrote %s/{results.md,results.json,scores/,enhanced/}%s", out,
              ", sweep.png" if cfg.sweep else "")  # fmt: skip
+    log.info("figures: sealign plot %s", out)

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.check()
     result = train_gspo(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("GSPO reached step %d; latest checkpoint: %s", result.step, result.checkpoint)
+    log.info("curves: sealign plot %s", cfg.output_dir)
     for a in result.alarms:
         log.warning(a)
     return 0

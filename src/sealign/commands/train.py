@@ -54,4 +54,5 @@ def run(args: argparse.Namespace) -> int:
     cfg.check()  # manifests, init checkpoint, codec spec: fail before any work
     result = train_sft(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("trained to step %d; latest checkpoint: %s", result.step, result.checkpoint)
+    log.info("curves: sealign plot %s", cfg.output_dir)
     return 0

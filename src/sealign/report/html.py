@@ -65,7 +65,8 @@ def write_report(
     if notes:
         parts.append(f"<pre>{html.escape(notes)}</pre>")
     for heading, body in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if heading:
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
         table = markdown_table_to_html(body)
         parts.append(table or f"<pre>{html.escape(body)}</pre>")
     for caption, fig in figures:
