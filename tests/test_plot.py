@@ -47,8 +47,9 @@ def test_log_keys_map_to_figures_and_panels():
     assert panel_of("logps/chosen") == ("training", "logps")
     assert panel_of("rewards/rejected") == ("training", "rewards/chosen, rewards/rejected")
     assert panel_of("rewards/margins") == ("training", "rewards/margins")
-    assert panel_of("train/loss") == ("training", "train/loss")
-    assert panel_of("eval/loss") == ("held-out", "eval/loss")
+    assert panel_of("train/loss") == panel_of("eval/loss") == ("training", "loss")
+    assert panel_of("train/grad_norm") == ("training", "train/grad_norm")
+    assert panel_of("eval/dnsmos_ovrl") == ("held-out", "eval/dnsmos_ovrl")
     assert panel_of("time/score/wer") == ("time", "time/score")
     assert panel_of("time/update") == ("time", "time")
 

@@ -35,11 +35,14 @@ def panel_of(key: str) -> tuple[str, str] | None:
     """(figure, panel title) a log key is drawn in, or None for keys that are not series.
 
     Figures: ``training`` (losses, rewards, KL, clipping, ...), ``held-out`` (``eval/*`` and
-    ``val/*``, logged every N steps) and ``time`` (``time/*`` seconds per phase, one panel per
+    ``val/*``, logged every N steps; SFT's ``eval/loss`` shares a panel with ``train/loss``) and
+    ``time`` (``time/*`` seconds per phase, one panel per
     parent so that e.g. every ``time/score/<metric>`` shares an axis)."""
     if key in _NOT_SERIES or key.endswith("/std"):
         return None
     parts = key.split("/")
+    if key in ("train/loss", "eval/loss"):  # SFT's training and validation loss on one axis
+        return "training", "loss"
     if parts[0] in ("eval", "val"):
         return "held-out", key
     if parts[0] == "time":
