@@ -293,3 +293,18 @@ def test_kl_k3_nonnegative_and_zero_at_equality():
     kl = kl_k3(logp, ref)
     assert (kl >= 0).all() and (kl > 0).any()
     assert torch.equal(kl_k3(logp, logp.clone()), torch.zeros_like(logp))
+
+
+@pytest.mark.parametrize("coef", [0.05, -0.05])
+def test_entropy_term_is_a_bonus_or_a_penalty_of_the_per_sequence_mean(coef):
+    b = _batch("token")
+    ent = b["entropy"].clone().requires_grad_(True)
+    kw = dict(loss_type="grpo", eps_low=GRPO_EPS[0], eps_high=GRPO_EPS[1], entropy=ent)
+    plain = policy_loss(b["logp"], b["old_logp"], b["advantages"], b["mask"], **kw)
+    out = policy_loss(b["logp"], b["old_logp"], b["advantages"], b["mask"], **kw, entropy_coef=coef)
+    m = b["mask"]
+    seq_mean = ((b["entropy"] * m).sum(-1) / m.sum(-1)).mean()
+    torch.testing.assert_close(out.loss - plain.loss, -coef * seq_mean)
+    out.loss.backward()
+    # minimizing the loss raises entropy for a bonus and lowers it for a penalty
+    assert (torch.sign(-ent.grad[m > 0]) == (1 if coef > 0 else -1)).all()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,8 @@ class GSPOConfig:
     epsilon_low: float = 3e-4
     epsilon_high: float = 4e-4
     beta: float = 0.0  # weight of the k3 KL to the reference policy
+    # > 0: an entropy bonus (exploration); < 0: an entropy penalty (entropy minimization: the
+    # sampler sharpens, as a lower temperature would; measured in docs/gspo_demo.md)
     entropy_coef: float = 0.0
     # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
@@ -169,8 +172,10 @@ class GSPOConfig:
             raise ValueError(f"loss: {self.loss!r} unknown; known: {', '.join(LOSSES)}")
         if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
             raise ValueError("epsilon_low must be in [0, 1) and epsilon_high >= 0")
-        if self.beta < 0 or self.entropy_coef < 0:
-            raise ValueError("beta and entropy_coef must be >= 0")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if not math.isfinite(self.entropy_coef):
+            raise ValueError(f"entropy_coef must be finite, got {self.entropy_coef}")
         if not 0 <= self.negative_advantage_scale <= 1:
             raise ValueError(
                 f"negative_advantage_scale must be in [0, 1], got {self.negative_advantage_scale}"

@@ -12,8 +12,8 @@ log-ratio ``logp - old_logp``:
 
 The loss is ``-min(ratio · A, clip(ratio) · A) + β · KL_k3`` per step, averaged over the steps
 of each sequence, then over sequences (TRL's ``loss_type="grpo"``, which
-``tests/test_rl_losses.py`` checks against TRL itself). ``entropy_coef`` subtracts a bonus
-``coef · mean entropy``.
+``tests/test_rl_losses.py`` checks against TRL itself). ``entropy_coef`` subtracts
+``coef · mean entropy``: a bonus when positive, a penalty (entropy minimization) when negative.
 """
 
 from __future__ import annotations
