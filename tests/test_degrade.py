@@ -54,6 +54,31 @@ def test_babble_noise_from_other_speakers(speech):
     assert src.available(SampleContext("x", None))
 
 
+def test_silent_or_non_finite_noise_never_poisons_the_mix(speech, tmp_path):
+    good = [speech(1, "en+f2"), speech(2, "en-us+m7")]
+    bad = [np.full(SR, np.nan, np.float32), np.zeros(SR, np.float32)]
+    for seed in range(4):  # every draw that picks a bad talker leaves it out
+        x, info = babble_noise(2 * SR, _rng(seed), [bad[0], good[0], bad[1], good[1]])
+        assert np.isfinite(x).all() and np.std(x) > 1e-3
+        assert set(info["sources"]) <= {1, 3}
+    items = [BabbleItem(f"u{i}", f"s{i}", a) for i, a in enumerate([*bad, *good])]
+    for seed in range(4):
+        x, info = BabbleSource(items).sample(SR, _rng(seed), SR, SampleContext("x", None))
+        assert np.isfinite(x).all() and set(info["sources"]) <= {"u2", "u3"}
+    with pytest.raises(ValueError, match="non-silent, finite"):
+        babble_noise(SR, _rng(0), bad)
+    folder = tmp_path / "noise"
+    (folder).mkdir()
+    sf.write(folder / "a_nan.wav", np.full(SR, np.nan, np.float32), SR, subtype="FLOAT")
+    _write(folder / "b_silent.wav", np.zeros(SR))
+    _write(folder / "c_ok.wav", 0.1 * _rng(0).standard_normal(SR))
+    bank = NoiseBank.from_folder(folder)
+    for seed in range(4):
+        x, info = bank.sample(SR // 2, _rng(seed))
+        assert np.isfinite(x).all() and np.std(x) > 1e-3
+        assert {f.rsplit("/", 1)[-1] for f in info["files"]} == {"c_ok.wav"}
+
+
 def _write(path, x, sr=SR):
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, x, sr)

@@ -176,6 +176,24 @@ def test_cli_make_then_analyze_an_ab_test(systems, tmp_path, capsys):
     bad.write_text(json.dumps({"kind": "mushra", "answers": {}}))
     assert main(["listen", "analyze", "--test", str(tmp_path / "ab"), "--results", str(bad)]) == 2
     assert "not a ab results file" in capsys.readouterr().err
+    bad.write_text("[]")
+    assert main(["listen", "analyze", "--test", str(tmp_path / "ab"), "--results", str(bad)]) == 2
+    assert "a JSON object is expected" in capsys.readouterr().err
+    assert main(args) == 0  # a test is made again over the earlier one
+
+
+def test_make_never_writes_over_other_folders_or_files(systems, tmp_path, capsys):
+    kept = tmp_path / "mine" / "notes.txt"
+    kept.parent.mkdir()
+    kept.write_text("keep")
+    (tmp_path / "file").write_text("keep")
+    for out, why in (("mine", "is not a listening test"), ("file", "is a file")):
+        args = ["listen", "make", "--kind", "ab", "--n", "1", "--output", str(tmp_path / out)]
+        args += [f"--system=clean={tmp_path / 'clean'}", f"--system=noisy={tmp_path / 'noisy'}"]
+        assert main(args) == 2
+        assert why in capsys.readouterr().err
+    assert kept.read_text() == "keep" and (tmp_path / "file").read_text() == "keep"
+    assert not list(tmp_path.glob("*.partial"))
 
 
 def test_bad_settings_fail_before_work(systems, tmp_path, capsys):

@@ -142,9 +142,12 @@ def babble_noise(
     ``utterances`` are 1-D arrays at ``sr`` from speakers other than the target's; when fewer
     than the drawn talker count are given, utterances are reused with different offsets.
     """
-    usable = [(i, np.asarray(u, dtype=np.float64)) for i, u in enumerate(utterances) if np.any(u)]
+    usable = [(i, np.asarray(u, dtype=np.float64)) for i, u in enumerate(utterances)]
+    usable = [(i, u) for i, u in usable if np.any(u) and np.isfinite(u).all()]
     if not usable:
-        raise NoiseError("babble needs at least one non-silent utterance from another speaker")
+        raise NoiseError(
+            "babble needs at least one non-silent, finite utterance from another speaker"
+        )
     k = int(rng.integers(n_talkers[0], n_talkers[1] + 1))
     order = rng.permutation(len(usable))
     picks = [usable[int(order[i % len(usable)])] for i in range(k)]
@@ -389,7 +392,10 @@ class BabbleSource(NoiseSource):
         for i in pick:
             it = others[int(i)]
             try:
-                audio.append(self._load(it, sr))
+                x = self._load(it, sr)
+                if not np.isfinite(x).all() or not np.any(x):
+                    raise AudioError("silent or non-finite samples")
+                audio.append(x)
                 chosen.append(it)
             except AudioError as err:  # same outcome in every process: stays deterministic
                 log.warning("babble: skipping talker %s (%s)", it.utt_id, err)
@@ -429,6 +435,10 @@ class FileSource(NoiseSource):
         start = int(rng.integers(0, info.frames - want + 1)) if info.frames > want else 0
         data, _ = sf.read(str(path), start=start, frames=want, dtype="float32", always_2d=True)
         x = data.mean(axis=1)
+        if not np.isfinite(x).all():
+            raise ValueError("non-finite samples")
+        if not np.any(x):
+            raise ValueError("a silent segment")
         if f_sr != sr:
             x = resample(x, f_sr, sr)
         return x[:need]

@@ -132,6 +132,7 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
     ``entries`` (system → utterance id → entry of that system's output)."""
     cfg.check()
     root = Path(cfg.output)
+    _check_replaceable(root)
     common = sorted(set.intersection(*(set(e) for e in entries.values())))
     if not common:
         raise ValueError("no utterance id is present in every system")
@@ -197,6 +198,18 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
     return BuiltTest(root, len(trials), skipped)
 
 
+def _check_replaceable(root: Path) -> None:
+    """A test is written over an earlier one, never over anything else: ``root`` must be new,
+    empty, or a test folder (it holds ``key.json``)."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--output {root} is a file, not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / "key.json").is_file():
+        raise ValueError(
+            f"--output {root} exists and is not a listening test (no key.json); "
+            "give a new folder or remove it"
+        )
+
+
 def listening_test_id(key: dict[str, Any]) -> str:
     """The id of the test with this key: pages keep answers apart by it (the random codes make
     it unique) and result files carry it."""
@@ -219,6 +232,8 @@ def read_results(paths: list[str | Path], key: dict[str, Any]) -> list[dict[str,
             r = json.loads(Path(p).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{p}: not a results file ({err})") from None
+        if not isinstance(r, dict):
+            raise ValueError(f"{p}: not a results file (a JSON object is expected)")
         if r.get("kind") != key["kind"] or not isinstance(r.get("answers"), dict):
             raise ValueError(f"{p}: not a {key['kind']} results file of this test")
         if r.get("test", listening_test_id(key)) != listening_test_id(key):
