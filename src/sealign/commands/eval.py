@@ -79,6 +79,7 @@ from sealign.utils.shard import (
     remove_shard_files,
     shard_files,
 )
+from sealign.utils.threads import set_torch_threads
 
 RESULTS = "results.json"
 PARTS = "parts.json"  # a shard's failures and sampling settings
@@ -223,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         extra.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
+    set_torch_threads(cfg.enhance.threads)
     shard = Shard.resolve(args.shard or "", "--shard")
     entries = shard.take(read_manifest(cfg.manifest))
     names = list(cfg.names) or model_names(cfg.models)

@@ -50,6 +50,7 @@ from sealign.prefs.build import (
     yield_table,
 )
 from sealign.utils.shard import Shard
+from sealign.utils.threads import set_torch_threads
 
 HELP = "sample, score and pair candidates into a preference dataset (unanimous agreement)"
 
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     }
     cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v})
     cfg.check()
+    set_torch_threads(cfg.threads)
     shard = Shard() if args.repair else Shard.resolve(cfg.shard)
     metrics = {
         m: build_metric(

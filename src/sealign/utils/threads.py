@@ -14,13 +14,20 @@ _budget: int | None = None  # the process's thread count, as the running command
 
 
 def set_torch_threads(n: int) -> None:
-    """Limit torch intra-op threads (inter-op can only be set once per process); ``n`` also
+    """Limit torch intra-op threads (inter-op can only be set once per process) and numpy's
+    BLAS threads (WPE dereverberation's batched products and solves) to ``n``; ``n`` also
     becomes the :func:`thread_budget` of numpy-side work (WORLD analysis and synthesis)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     global _budget
     _budget = max(1, int(n))
     torch.set_num_threads(_budget)
+    # OpenBLAS otherwise starts one thread per core, whatever the command was told: on a
+    # shared or busy machine its spinning threads made WPE 5-45x slower at --threads 1
+    threadpool_limits(limits=_budget, user_api="blas")
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # BLAS libraries loaded later
+        os.environ[var] = str(_budget)
 
 
 @contextmanager
