@@ -174,6 +174,33 @@ def test_save_load_same_tokens(codec, codec_dir, tmp_path, speech):
     assert meta["training"]["utterances"] == 6
 
 
+def test_damaged_codec_folders_and_bad_settings_are_named(codec, tmp_path):
+    codec.save(tmp_path / "trunc")
+    arrays = tmp_path / "trunc" / "codec.safetensors"
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    with pytest.raises(CodecError, match="cannot read the codebooks"):
+        load_codec(f"world:{tmp_path / 'trunc'}")
+    codec.save(tmp_path / "json")
+    (tmp_path / "json" / "config.json").write_text("{\n 'kind': 'world'}")
+    with pytest.raises(CodecError, match="config.json: not a readable codec config"):
+        load_codec(f"world:{tmp_path / 'json'}")
+    (tmp_path / "json" / "config.json").write_text("[]")
+    with pytest.raises(CodecError, match="not a WORLD codec"):
+        load_codec(f"world:{tmp_path / 'json'}")
+    bad = {
+        "f0_floor": (dict(f0_floor=600, f0_ceil=100), "f0_floor < f0_ceil"),
+        "n_mcep": (dict(n_mcep=1), "n_mcep"),
+        "ar_spec_k": (dict(ar_spec_k=0), "ar_spec_k"),
+        "frame_period_ms": (dict(frame_period_ms=0), "frame_period_ms"),
+        "sample_rate": (dict(sample_rate=0), "sample_rate"),
+        "kmeans_iters": (dict(kmeans_iters=-1), "kmeans_iters"),
+        "mgm_spec_k": (dict(mgm_spec_k=[4, 0]), "mgm_spec_k"),
+    }
+    for settings, message in bad.values():
+        with pytest.raises(ValueError, match=message):
+            WorldCodecConfig(**settings)
+
+
 def test_training_is_deterministic_by_seed(train_wavs, codec):
     small = {**TINY, "kmeans_iters": 3}
     a = train_world_codec(train_wavs[:3], None, WorldCodecConfig(**small, seed=5))

@@ -146,6 +146,33 @@ class WorldCodecConfig:
         if not self.mgm_spec_k:
             raise ValueError("mgm_spec_k needs at least one stage")
         self.mgm_spec_k = [int(k) for k in self.mgm_spec_k]
+        positive = {
+            "sample_rate": self.sample_rate,
+            "frame_period_ms": self.frame_period_ms,
+            "frames_per_token": self.frames_per_token,
+            "f0_floor": self.f0_floor,
+            "n_mcep": self.n_mcep,
+            "ar_k": self.ar_k,
+            "ar_spec_k": self.ar_spec_k,
+            "spec_smooth": self.spec_smooth,
+            "f0_smooth_frames": self.f0_smooth_frames,
+            "kmeans_iters": self.kmeans_iters,
+            "kmeans_max_vectors": self.kmeans_max_vectors,
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{key} must be > 0, got {value}")
+        if min(self.mgm_spec_k) < 1:
+            raise ValueError(f"mgm_spec_k: every stage needs ≥ 1 cluster, got {self.mgm_spec_k}")
+        if self.n_mcep < 2:
+            raise ValueError(f"n_mcep must be ≥ 2, got {self.n_mcep}")
+        if not self.f0_floor < self.f0_ceil < self.sample_rate / 2:
+            raise ValueError(
+                f"need f0_floor < f0_ceil < sample_rate / 2, got {self.f0_floor}, "
+                f"{self.f0_ceil}, {self.sample_rate}"
+            )
+        if self.min_duration < 0:
+            raise ValueError(f"min_duration must be ≥ 0, got {self.min_duration}")
 
     @property
     def hop_samples(self) -> int:
@@ -666,9 +693,13 @@ class WorldCodec:
                 f"{directory}: not a WORLD codec folder (needs {_CONFIG_FILE} and {_ARRAYS_FILE}); "
                 "train one with `sealign codec train`"
             )
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("kind") != "world":
-            raise CodecError(f"{cfg_path}: not a WORLD codec (kind={meta.get('kind')!r})")
+        try:
+            meta = json.loads(cfg_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CodecError(f"{cfg_path}: not a readable codec config ({err})") from err
+        kind = meta.get("kind") if isinstance(meta, dict) else None
+        if kind != "world":
+            raise CodecError(f"{cfg_path}: not a WORLD codec (kind={kind!r})")
         if int(meta.get("format_version", 0)) > FORMAT_VERSION:
             raise CodecError(
                 f"{cfg_path}: format version {meta['format_version']} is newer than "
@@ -676,7 +707,11 @@ class WorldCodec:
             )
         from safetensors.numpy import load_file
 
-        return cls(WorldCodecConfig.from_dict(meta["config"]), load_file(str(arr_path)), layout)
+        try:
+            arrays = load_file(str(arr_path))
+        except Exception as err:  # safetensors raises its own error types for damaged files
+            raise CodecError(f"{arr_path}: cannot read the codebooks ({err})") from err
+        return cls(WorldCodecConfig.from_dict(meta["config"]), arrays, layout)
 
 
 # ---------------------------------------------------------------------------------------------
