@@ -161,3 +161,7 @@ def test_run_import_writes_manifest_and_problem_list(tmp_path):
     assert len(listed) == 2 and any("[wrong_rate]" in line for line in listed)
     with pytest.raises(ManifestError, match="unknown import kind"):
         run_import("librispeech", tmp_path / "x.jsonl")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError, match="a manifest is a .jsonl file"):
+        run_import("dns2020", tmp_path / "folder", root=root)
+    assert not list(tmp_path.glob("*.tmp"))

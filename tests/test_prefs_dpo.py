@@ -14,7 +14,7 @@ from sealign.cli import main
 from sealign.codecs.base import load_codec
 from sealign.config import load_config
 from sealign.models.registry import build_policy
-from sealign.prefs.build import PrefsConfig, read_candidates
+from sealign.prefs.build import PrefsConfig, load_targets, read_candidates
 from sealign.prefs.pairs import Candidate, make_pairs, no_pairs_message
 
 torch.set_num_threads(1)
@@ -114,6 +114,17 @@ def test_prefs_writes_candidates_pairs_and_yields(prefs_ar, tiny_setup, capsys):
     # resuming samples nothing new
     assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", prefs_ar)) == 0
     assert len((prefs_ar / "candidates.jsonl").read_text().splitlines()) == 12
+
+
+def test_a_damaged_targets_file_names_itself(prefs_ar, tmp_path):
+    rec = json.loads((prefs_ar / "candidates.jsonl").read_text().splitlines()[0])
+    copy = tmp_path / rec["targets"]
+    copy.parent.mkdir(parents=True)
+    data = (prefs_ar / rec["targets"]).read_bytes()
+    for damaged in (data[: len(data) // 2], b"", b"not a zip"):
+        copy.write_bytes(damaged)
+        with pytest.raises(ValueError, match="cannot read candidate"):
+            load_targets(tmp_path, rec)
 
 
 def _candidate_ids(root):

@@ -469,3 +469,12 @@ def test_target_split_and_collate_round_trip():
         torch.equal(back.extra["content"][0, :3], z[0, :3])
         and not back.extra["content"][0, 3].any()
     )
+
+
+def test_an_output_that_is_a_file_is_a_one_line_error(corpus, tmp_path, capsys):
+    run = tmp_path / "taken"
+    run.write_text("not a folder")
+    assert main(["train", "--no-progress", *overrides(corpus, run)]) == 2
+    err = capsys.readouterr().err
+    assert "File exists" in err and str(run) in err and "Traceback" not in err
+    assert run.read_text() == "not a folder"

@@ -113,8 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins()
         return int(args.func(args) or 0)
-    except (ValueError, MetricUnavailable, FileNotFoundError) as err:
-        # Config, manifest, audio and metric-availability errors carry a message meant for users.
+    except (
+        ValueError,
+        MetricUnavailable,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+    ) as err:
+        # Config, manifest, audio, path and metric-availability errors carry a message meant for
+        # users (the path ones name the path: e.g. an --output that is an existing file).
         logging.getLogger("sealign").debug("details", exc_info=True)
         logging.getLogger("sealign").error("%s", err)
         return 2

@@ -125,6 +125,8 @@ def write_manifest(path: str | Path, entries: Iterable[Entry | dict[str, Any]]) 
     """Write entries as JSONL atomically; paths are written as given (relative ones are read
     back against the manifest's folder: see :func:`relocate` for entries read elsewhere)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; a manifest is a .jsonl file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:

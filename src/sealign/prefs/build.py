@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,7 @@ def load_targets(root: str | Path, rec: dict[str, Any]) -> Targets:
     try:
         with np.load(path) as z:  # allow_pickle stays off: these are plain arrays
             values = torch.from_numpy(z[rec["cand_id"]])
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(
             f"{path}: cannot read candidate {rec['cand_id']!r} ({err}); delete the input's lines "
             "from candidates.jsonl and re-run `sealign prefs` on the dataset to redo it"
