@@ -298,6 +298,8 @@ def test_config_validation_and_roundtrip():
         D.DegradationConfig(snr_db=(10, 0))
     with pytest.raises(ValueError, match="unknown codecs"):
         D.DegradationConfig(codecs=["aac"])
+    with pytest.raises(ValueError, match="sample_rate must be"):
+        D.DegradationConfig(sample_rate=0)
     cfg = D.DegradationConfig(snr_db=(0, 5), room=D.RoomConfig(n_rays=1000))
     again = D.DegradationConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg

@@ -61,6 +61,14 @@ def test_score_manifest_then_resume(tmp_path, speech, noisy):
     assert sorted(r["id"] for r in again) == sorted(by_id)
     assert {r["id"]: r for r in again}["u1"]["scores"] == by_id["u1"]["scores"]
 
+    # resuming with a metric the first run did not have scores it for every utterance
+    assert main([*args[:-2], "si_sdr,estoi,pesq_wb", args[-1], "--resume"]) == 0
+    more = {r["id"]: r for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
+    assert sorted(more) == sorted(by_id)  # one record per utterance
+    assert all("pesq_wb" in more[u]["scores"] for u in ("u0", "u1", "u2"))
+    assert more["noref"]["skipped"]["pesq_wb"] == "no reference"
+    assert more["u1"]["scores"]["si_sdr"] == by_id["u1"]["scores"]["si_sdr"]
+
 
 def test_score_directory_pairs_and_bad_config(tmp_path, speech, noisy):
     (tmp_path / "clean").mkdir()

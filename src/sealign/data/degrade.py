@@ -701,6 +701,10 @@ class DegradationConfig:
     frame_ms: float = 20.0
 
     def __post_init__(self) -> None:
+        if self.sample_rate < 8000:
+            raise ValueError(f"sample_rate must be ≥ 8000 Hz, got {self.sample_rate}")
+        if self.frame_ms <= 0:
+            raise ValueError(f"frame_ms must be > 0, got {self.frame_ms}")
         for op in OP_ORDER:
             p = getattr(self, f"p_{op}")
             if not 0.0 <= p <= 1.0:

@@ -132,18 +132,37 @@ def entry_to_utterance(
     return Utterance(e.id, audio, sr, reference=ref, text=e.text, speaker_ref=spk), problems
 
 
-def _done_ids(path: Path) -> set[str]:
-    """Ids already in a scores file; a truncated last line (killed run) is dropped and rewritten."""
+def _has_outcome(rec: dict[str, Any], name: str, metric: Metric) -> bool:
+    """Whether ``rec`` says how ``metric`` went: its scores, a skip or an error (an unreadable
+    audio file is an outcome for every metric)."""
+    if name in rec["skipped"] or name in rec["errors"] or "audio" in rec["errors"]:
+        return True
+    return all(column_name(name, out) in rec["scores"] for out in metric.info.outputs)
+
+
+def _done_ids(path: Path, metrics: dict[str, Metric]) -> set[str]:
+    """Ids already in a scores file with an outcome for every one of ``metrics``; a truncated
+    last line (killed run) is dropped, and so is a record that lacks one of the metrics (a
+    resume with more metrics than before), which is then scored again (the score cache
+    serves the metrics it had)."""
     if not path.exists():
         return set()
-    good, ids = [], set()
+    good, ids, lacking = [], set(), 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
-            ids.add(rec["id"])
-            good.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
+            complete = all(_has_outcome(rec, n, m) for n, m in metrics.items())
+            rec_id = rec["id"]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             log.warning("%s: dropping a truncated line from an interrupted run", path)
+            continue
+        if complete:
+            ids.add(rec_id)
+            good.append(line)
+        else:
+            lacking += 1
+    if lacking:
+        log.info("%s: %d utterances lack one of the metrics; scoring them again", path, lacking)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(g + "\n" for g in good), encoding="utf-8")
     tmp.replace(path)
@@ -174,7 +193,7 @@ def score_entries(
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if resume:
-            done = _done_ids(out_path)
+            done = _done_ids(out_path, metrics)
             if done:
                 log.info("resuming: %d of %d utterances already scored", len(done), len(entries))
         out_file = out_path.open("a" if resume else "w", encoding="utf-8")
