@@ -78,3 +78,11 @@ def test_import_parallel_reports_mismatch(tmp_path):
                  "--clean", str(tmp_path / "clean"), "--output", str(out)]) == 0  # fmt: skip
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a"]
     assert "b" in (tmp_path / "m.jsonl.problems.txt").read_text()
+
+
+def test_import_names_the_missing_flags(tmp_path, capsys):
+    out = str(tmp_path / "m.jsonl")
+    assert main(["data", "import", "parallel", "--output", out]) == 2
+    assert "missing --noisy, --clean" in capsys.readouterr().err
+    assert main(["data", "import", "recordings", "--output", out]) == 2
+    assert "missing --noisy or --root" in capsys.readouterr().err

@@ -558,3 +558,17 @@ def test_export_cli_half_precision_and_sampling(setup, tmp_path):
     bad = ["export", "--model", str(src), "--output", str(tmp_path / "x"), "--top-k", "-1"]
     assert main(bad) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def test_eval_settings_are_checked_before_any_enhancement(setup, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = eval_model0(setup, out)
+    assert main([*args, "baseline=nosuch"]) == 2
+    assert "baseline: 'nosuch' is not one of noisy, clean, model0" in capsys.readouterr().err
+    assert not out.exists()
+    no_manifest = [a for a in args if a not in ("--manifest", str(setup / "test.jsonl"))]
+    assert main(no_manifest) == 2
+    assert "give --manifest" in capsys.readouterr().err
+    best = [*args, "--samples", "2", "--best-of", "si_sdr", "n_boot=200"]
+    assert main([*best, "baseline=model0_best"]) == 0  # a best-of system can be the baseline
+    assert "diff_vs_model0_best" in json.loads((out / "results.json").read_text())

@@ -131,9 +131,10 @@ def _run_import(args: argparse.Namespace) -> int:
         kw = {"noisy_dir": args.noisy, "clean_dir": args.clean, **common}
     else:
         kw = {"folder": args.noisy or args.root, **common}
-    missing = [k for k, v in kw.items() if k not in common and not v]
+    flags = {"noisy_dir": "--noisy", "clean_dir": "--clean", "folder": "--noisy or --root"}
+    missing = [flags.get(k, "--" + k) for k, v in kw.items() if k not in common and not v]
     if missing:
-        raise ValueError(f"import {args.kind}: missing {', '.join('--' + m for m in missing)}")
+        raise ValueError(f"import {args.kind}: missing {', '.join(missing)}")
     out, problems = run_import(args.kind, args.output, **kw)
     log.info("wrote %s (%d problems reported)", out, len(problems))
     return 0

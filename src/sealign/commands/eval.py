@@ -113,8 +113,10 @@ class EvalRunConfig:
                 raise ValueError(f"models: not found: {m}")
         if self.names and len(self.names) != len(self.models):
             raise ValueError(f"names: {len(self.names)} names for {len(self.models)} models")
-        if not self.manifest or not Path(self.manifest).is_file():
-            raise ValueError(f"manifest: not found: {self.manifest!r}")
+        if not self.manifest:
+            raise ValueError("manifest: give --manifest (the utterances to evaluate)")
+        if not Path(self.manifest).is_file():
+            raise ValueError(f"manifest: not found: {self.manifest}")
         if not self.output:
             raise ValueError("output is required")
         if self.n_boot < 100:
@@ -124,6 +126,12 @@ class EvalRunConfig:
         if self.best_of and self.samples < 2:
             raise ValueError("best_of needs samples >= 2 (outputs to choose from)")
         self.variants("model")  # a bad sweep fails here
+        systems = ["noisy", "clean"]
+        for name in self.names or model_names(self.models):
+            for system, _ in self.variants(name):
+                systems += [system, f"{system}_best"] if self.best_of else [system]
+        if self.baseline not in systems:
+            raise ValueError(f"baseline: {self.baseline!r} is not one of {', '.join(systems)}")
 
     def variants(self, name: str) -> list[tuple[str, EnhanceConfig]]:
         """``(system name, enhancement settings)`` of model ``name``: one, or one per value of
