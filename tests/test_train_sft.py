@@ -478,3 +478,21 @@ def test_an_output_that_is_a_file_is_a_one_line_error(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "File exists" in err and str(run) in err and "Traceback" not in err
     assert run.read_text() == "not a folder"
+
+
+def test_examples_whose_degradation_fails_are_dropped_and_counted(corpus, monkeypatch, caplog):
+    import sealign.train.data as data_mod
+
+    def failing(clean, rng, *args):
+        if rng.random() < 0.5:
+            raise ValueError("generated noise is silent or non-finite")
+        return clean + 0.01, clean, {}
+
+    monkeypatch.setattr(data_mod, "degrade", failing)
+    cfg = DataConfig(train=[str(corpus / "train.jsonl")], batch_size=4, degrade=True)
+    ds = PairDataset(cfg.train, cfg, 16000)
+    with caplog.at_level(logging.WARNING):
+        batches = [ds.next_batch() for _ in range(3)]
+    assert all(len(b) == 4 for b in batches)  # the stream refills from later examples
+    assert ds.failed_draws == caplog.text.count("generated noise is silent") > 0
+    assert not ds.skipped  # a failed draw is not a bad file

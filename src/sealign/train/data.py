@@ -163,6 +163,7 @@ class PairDataset:
         self.manifests = [str(m) for m in manifests]
         entries, self.problems = read_manifests(manifests)
         self.skipped: dict[str, str] = {}  # id → reason, for files that can never be used
+        self.failed_draws = 0  # examples dropped in one epoch only (a failed crop or degradation)
         self.entries: list[Entry] = []
         for e in entries:
             if not cfg.degrade and not e.reference:
@@ -248,6 +249,7 @@ class PairDataset:
             noisy = dereverb_input(noisy, self.sample_rate, self.cfg.dereverb)
         except Exception as err:  # noqa: BLE001
             log.warning("skipping %s in epoch %d: %s: %s", e.id, epoch, type(err).__name__, err)
+            self.failed_draws += 1
             return None
         return Example(e.id, index, noisy.copy(), clean.copy(), e.text, fixed)
 

@@ -665,7 +665,11 @@ def train_sft(
             logger.close()
     close_distributed(d)
     if train_ds.skipped:
-        log.info("skipped %d training utterances (reasons logged above)", len(train_ds.skipped))
+        log.info("skipped %d unusable training utterances (reasons logged above)",
+                 len(train_ds.skipped))  # fmt: skip
+    if train_ds.failed_draws:
+        log.info("dropped %d examples whose crop or degradation failed in one epoch (logged "
+                 "above)", train_ds.failed_draws)  # fmt: skip
     log.info("done: step %d, checkpoint %s", state.step, last_ckpt)
     return SFTResult(run, state.step, last_ckpt, history)
 
