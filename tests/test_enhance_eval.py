@@ -572,3 +572,28 @@ def test_eval_settings_are_checked_before_any_enhancement(setup, tmp_path, capsy
     best = [*args, "--samples", "2", "--best-of", "si_sdr", "n_boot=200"]
     assert main([*best, "baseline=model0_best"]) == 0  # a best-of system can be the baseline
     assert "diff_vs_model0_best" in json.loads((out / "results.json").read_text())
+
+
+def test_eval_resume_reuses_finished_outputs_and_scores(setup, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = [*eval_model0(setup, out), "--samples", "2", "enhance.temperature=1.0", "n_boot=200"]
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "enhanced" / "model0").glob("*.wav")}
+    # a run killed while enhancing its second sample, after scoring part of the noisy column
+    (out / "results.json").unlink()
+    (out / "enhanced" / "model0_sample1" / "manifest.jsonl.done.json").unlink()
+    noisy = out / "scores" / "noisy.jsonl"
+    noisy.write_text(noisy.read_text().splitlines()[0] + "\n")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "model0: its 3 outputs are complete" in err and "model0_sample1: its" not in err
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "enhanced" / "model0").glob("*.wav")}
+    again = json.loads((out / "results.json").read_text())
+    assert again["systems"] == first["systems"] and again["diff_vs_noisy"] == first["diff_vs_noisy"]
+    # other settings are not a resume of this run
+    assert main([*args, "--resume", "enhance.temperature=0.5"]) == 2
+    assert "enhance differ from the run" in capsys.readouterr().err
+    assert main([*eval_model0(setup, tmp_path / "new"), "--resume"]) == 2
+    assert "nothing to continue" in capsys.readouterr().err

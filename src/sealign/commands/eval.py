@@ -19,6 +19,10 @@ setting (temperature, top_k, top_p, remix, fuse, dereverb, seed, or extra.<optio
 model's sampler); each value is a system named <model>_<key><value> (e.g. fm_remix0.1) and
 sweep.png plots every metric against the values.
 
+A killed run continues with the same command plus --resume: every system whose outputs were
+finished (enhanced/<tag>/manifest.jsonl.done.json) is read back instead of enhanced again, and
+the utterances already in scores/<system>.jsonl are not scored again.
+
 examples:
   sealign eval --model runs/sft --manifest data/test.jsonl --output runs/eval
   sealign eval --model runs/sft --model runs/gspo --name sft --name gspo \\
@@ -42,7 +46,7 @@ import argparse
 import gc
 import json
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +194,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--merge", action="store_true", help="merge the finished shards in --output, write tables"
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run in --output (same settings): outputs a system finished are "
+        "not enhanced again, scored utterances are kept",
+    )
     add_enhance_flags(p)
     add_config_arguments(p)
 
@@ -240,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = build_metrics(score_cfg)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
     selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
+    if args.resume:
+        check_same_run(cfg, Path(cfg.output))
     out = prepare_run_dir(cfg.output, cfg)
     shard.begin(out / RESULTS)
     manifest = shard.path(Path(MANIFEST)).name
@@ -268,13 +280,15 @@ def run(args: argparse.Namespace) -> int:
             if e.dereverb and e.dereverb != "none":
                 sampling[system]["dereverb"] = e.dereverb
             results = enhance_samples(
-                policy, entries, out / "enhanced", system, cfg.samples, e.seed,
-                manifest=manifest, **e.file_options(),
+                policy, entries, out / "enhanced", system, cfg.samples, e.seed, record=True,
+                resume=args.resume, manifest=manifest, **e.file_options(),
             )  # fmt: skip
             samples_of[system] = list(results)
             for tag, res in results.items():
                 systems_entries[tag] = res.entries
                 failed[tag] = res.failed
+                if not res.resumed:  # new outputs: an earlier run's scores of the tag are stale
+                    shard.path(out / "scores" / f"{tag}.jsonl").unlink(missing_ok=True)
             paths[system] = path
             series.setdefault(name, []).append(system)
         del policy
@@ -302,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
     for s, ents in systems_entries.items():
         log.info("scoring %s (%d utterances)", s, len(ents))
         path = shard.path(out / "scores" / f"{s}.jsonl")
-        scored[s] = score_entries(ents, score_cfg, path, metrics=metrics)
+        scored[s] = score_entries(ents, score_cfg, path, resume=args.resume, metrics=metrics)
     if shard.sharded:
         write_json(shard.path(out / PARTS), {"failed": failed, "sampling": sampling})
         if not shard.settle(
@@ -312,6 +326,22 @@ def run(args: argparse.Namespace) -> int:
         return _merge(out)
     _report(cfg, out, scored, samples_of, paths, series, sampling, failed, infos, selection)
     return 0
+
+
+def check_same_run(cfg: EvalRunConfig, out: Path) -> None:
+    """``--resume`` continues the run in ``out`` only with the settings it was started with."""
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        raise ValueError(f"--resume: {saved} not found; nothing to continue")
+    before = load_config(EvalRunConfig, saved)
+    changed = [
+        f.name for f in fields(EvalRunConfig) if getattr(before, f.name) != getattr(cfg, f.name)
+    ]
+    if changed:
+        raise ValueError(
+            f"--resume: {', '.join(changed)} differ from the run in {out}; use the same "
+            "settings, or a new --output"
+        )
 
 
 def _merge(out: Path) -> int:
@@ -334,6 +364,9 @@ def _merge(out: Path) -> int:
         scored[path.stem] = merge_shard_files(path, record_id, record_id, False) or []
     for folder in sorted(p for p in (out / "enhanced").glob("*") if p.is_dir()):
         merge_shard_files(folder / MANIFEST, record_id, record_id, keep_existing=False)
+        stem, suffix = Path(MANIFEST).stem, Path(MANIFEST).suffix
+        for record in folder.glob(f"{stem}.shard-*-of-*{suffix}.done.json"):
+            record.unlink()  # the shards' resume records: the merged run is complete
     # which systems there are follows from the config, as when they were enhanced
     samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}
     paths: dict[str, str] = {}

@@ -38,7 +38,6 @@ from sealign.eval.score import (
     ScoreConfig,
     build_metrics,
     format_table,
-    load_records,
     score_entries,
     summarize,
     write_summary,
@@ -115,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
     path = shard.path(out / SCORES)
     shard.begin(out / SCORES)
     records = score_entries(shard.take(entries), cfg, path, resume=args.resume, metrics=metrics)
-    if args.resume:
-        records = load_records(path)
     if not shard.settle(out / SCORES, bool(args.shard), f"sealign score --output {out} --merge"):
         return 0
     if shard.sharded:

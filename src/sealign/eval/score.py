@@ -140,14 +140,14 @@ def _has_outcome(rec: dict[str, Any], name: str, metric: Metric) -> bool:
     return all(column_name(name, out) in rec["scores"] for out in metric.info.outputs)
 
 
-def _done_ids(path: Path, metrics: dict[str, Metric]) -> set[str]:
-    """Ids already in a scores file with an outcome for every one of ``metrics``; a truncated
-    last line (killed run) is dropped, and so is a record that lacks one of the metrics (a
-    resume with more metrics than before), which is then scored again (the score cache
-    serves the metrics it had)."""
+def _done_records(path: Path, metrics: dict[str, Metric]) -> dict[str, dict[str, Any]]:
+    """Records (by id) already in a scores file with an outcome for every one of ``metrics``;
+    a truncated last line (killed run) is dropped, and so is a record that lacks one of the
+    metrics (a resume with more metrics than before), which is then scored again (the score
+    cache serves the metrics it had)."""
     if not path.exists():
-        return set()
-    good, ids, lacking = [], set(), 0
+        return {}
+    good, ids, lacking = [], {}, 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
@@ -157,7 +157,7 @@ def _done_ids(path: Path, metrics: dict[str, Metric]) -> set[str]:
             log.warning("%s: dropping a truncated line from an interrupted run", path)
             continue
         if complete:
-            ids.add(rec_id)
+            ids[rec_id] = rec
             good.append(line)
         else:
             lacking += 1
@@ -178,22 +178,23 @@ def score_entries(
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Score entries; returns one record per entry.
+    """Score entries; returns one record per entry, in their order.
 
     A record is ``{"id", "scores": {column: value}, "skipped": {metric: reason},
     "errors": {metric: message}}``. With ``out_path`` every record is appended and flushed as soon
-    as its batch is scored; ``resume`` skips ids already present.
+    as its batch is scored; ``resume`` keeps the records already there (see
+    :func:`_done_records`) and scores the rest.
     """
     metrics = metrics if metrics is not None else build_metrics(cfg)
     limits = AudioLimits(min_duration=cfg.min_duration, max_duration=cfg.max_duration)
     cache = open_score_cache(cfg.cache)
     out_file = None
-    done: set[str] = set()
+    done: dict[str, dict[str, Any]] = {}
     if out_path is not None:
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if resume:
-            done = _done_ids(out_path, metrics)
+            done = _done_records(out_path, metrics)
             if done:
                 log.info("resuming: %d of %d utterances already scored", len(done), len(entries))
         out_file = out_path.open("a" if resume else "w", encoding="utf-8")
@@ -219,7 +220,10 @@ def score_entries(
         if cache is not None:
             log.info("score cache: %d hits, %d misses", cache.hits, cache.misses)
             cache.close()
-    return records
+    if not done:
+        return records
+    by_id = {**done, **{r["id"]: r for r in records}}
+    return [by_id[e.id] for e in entries if e.id in by_id]
 
 
 def _score_batch(
@@ -326,14 +330,6 @@ def write_summary(rows: list[SummaryRow], out_dir: str | Path) -> None:
     tmp = out_dir / "summary.md.tmp"
     tmp.write_text(format_table(rows) + "\n", encoding="utf-8")
     tmp.replace(out_dir / "summary.md")
-
-
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for line in Path(path).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
 
 
 def score_records(utts: list[Utterance], metrics: dict[str, Metric]) -> list[dict[str, Any]]:

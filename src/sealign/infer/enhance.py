@@ -33,6 +33,7 @@ from sealign.infer.fusion import FUSIONS, mask_fusion
 from sealign.models.persist import SAMPLING_FILE, checkpoint_sampling
 from sealign.models.policy import Policy
 from sealign.utils.device import check_device
+from sealign.utils.jsonio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,7 @@ class EnhanceResult:
     failed: dict[str, str] = field(default_factory=dict)  # id → reason
     audio_seconds: float = 0.0
     seconds: float = 0.0
+    resumed: bool = False  # read back from an earlier run's finished outputs
 
     @property
     def real_time_factor(self) -> float:
@@ -299,15 +301,45 @@ def enhance_samples(
     name: str,
     samples: int = 1,
     seed: int = 0,
+    record: bool = False,
+    resume: bool = False,
     **options: Any,
 ) -> dict[str, EnhanceResult]:
     """Enhance ``inputs`` ``samples`` times, with seeds ``seed``, ``seed + 1``, ..., into
     ``output_root/<tag>`` for each tag of :func:`sample_tags`; ``options`` go to
-    :func:`enhance_files`."""
-    return {
-        tag: enhance_files(policy, inputs, Path(output_root) / tag, seed=seed + i, **options)
-        for i, tag in enumerate(sample_tags(name, samples))
-    }
+    :func:`enhance_files`. With ``record`` each finished tag gets a record beside its manifest
+    (``<manifest>.done.json``); with ``resume``, a tag whose record lists the same inputs is
+    read back instead of enhanced again (its result has ``resumed`` set)."""
+    manifest = options.get("manifest", MANIFEST)
+    ids = [e.id for e in inputs]
+    out = {}
+    for i, tag in enumerate(sample_tags(name, samples)):
+        folder = Path(output_root) / tag
+        done = folder / f"{manifest}.done.json"
+        res = finished_outputs(folder / manifest, done, ids) if resume else None
+        if res is None:
+            res = enhance_files(policy, inputs, folder, seed=seed + i, **options)
+            if record:
+                write_json(done, {"inputs": ids, "failed": res.failed})
+        else:
+            log.info("%s: its %d outputs are complete; not enhancing again", tag, len(res.entries))
+        out[tag] = res
+    return out
+
+
+def finished_outputs(manifest: Path, done: Path, ids: list[str]) -> EnhanceResult | None:
+    """The result an earlier :func:`enhance_samples` recorded in ``done`` for the inputs
+    ``ids``, or None when it is missing, unreadable, for other inputs or its files are gone."""
+    import json
+
+    try:
+        record = json.loads(done.read_text(encoding="utf-8"))
+        entries = read_manifest(manifest, check_files=True)
+    except (OSError, ValueError, ManifestError):
+        return None
+    if not isinstance(record, dict) or record.get("inputs") != ids:
+        return None
+    return EnhanceResult(entries, manifest, dict(record.get("failed", {})), resumed=True)
 
 
 def enhance_files(
