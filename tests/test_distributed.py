@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 
 from sealign.train.checkpoint import TrainerState, rng_state
@@ -96,4 +97,23 @@ def test_each_process_of_a_split_job_gets_its_own_gpu(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "2")
     assert process_device("cuda") == "cuda:2" and process_device("cpu") == "cpu"
-    assert process_device("cuda:0") == "cuda:0"
+    assert process_device("cuda:0") == "cuda:0"  # one process per machine: the user's GPU
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(ValueError, match="all of this machine's torchrun processes on one GPU"):
+        process_device("cuda:0")
+    assert process_device("cuda") == "cuda:2"
+
+
+def test_cuda_rng_states_restore_onto_the_gpus_this_process_sees(monkeypatch):
+    from sealign.train import checkpoint
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: calls.append((s, i)))
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    state = rng_state()
+    assert "cuda" not in state  # CUDA never started: nothing to save, and it is not started
+    state["cuda"] = ["gpu0", "gpu1"]  # saved on a machine with two visible GPUs
+    checkpoint.set_rng_state(state)
+    assert calls == [("gpu0", 0)]

@@ -333,9 +333,12 @@ def reference_log_likelihoods(
     draws: int = 1,
     indices: Sequence[int] | None = None,
     progress: bool = True,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict[int, list[tuple[float, float]]]:
     """``{pair index: [(winner, loser) reference log-likelihood per draw]}`` for the pairs
-    ``indices`` (default: all)."""
+    ``indices`` (default: all), computed under the training's ``precision`` (so that at step
+    0, with equal weights, the policy's log-likelihoods equal these)."""
     todo = list(range(len(data)) if indices is None else indices)
     out: dict[int, list[tuple[float, float]]] = {}
     starts = range(0, len(todo), batch_size)
@@ -344,8 +347,9 @@ def reference_log_likelihoods(
         cond = ref.condition([it.noisy for it in items])
         for d in range(draws):
             b = make_batch(ref, items, seed, [d] * len(items), cond)
-            lw = ref.preference_log_likelihood(b.cond, b.chosen, b.noise)
-            ll = ref.preference_log_likelihood(b.cond, b.rejected, b.noise)
+            with autocast(device, precision):
+                lw = ref.preference_log_likelihood(b.cond, b.chosen, b.noise).float()
+                ll = ref.preference_log_likelihood(b.cond, b.rejected, b.noise).float()
             for it, w, l_ in zip(items, lw.tolist(), ll.tolist(), strict=True):
                 out.setdefault(it.index, []).append((w, l_))
     return out
@@ -417,6 +421,7 @@ def train_dpo(
                 mine = reference_log_likelihoods(
                     ref, data, cfg.seed, cfg.batch_size, cfg.noise_draws,
                     range(d.rank, len(data), d.world_size), progress and d.main,
+                    device, cfg.precision,
                 )  # fmt: skip
                 ref_ll = {k: v for part in gather_to_all(mine, d) for k, v in part.items()}
                 if d.main:

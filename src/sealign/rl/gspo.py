@@ -318,6 +318,12 @@ def generate_and_score(
     return RolloutBatch(examples, cond, rollout, group, advantages, adv.valid, stats)
 
 
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 when autocast made it lower; float64 (the FM's Gaussian log-densities)
+    stays float64, whose sums over a sequence float32 would round by about ε."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _micro_loss(
     policy: Policy,
     ref: Policy | None,
@@ -333,8 +339,8 @@ def _micro_loss(
         if ref is not None:
             with torch.no_grad():
                 ref_logp, _ = ref.step_log_probs(cond, mb)
-    logp, ent = logp.float(), ent.float()
-    ref_logp = ref_logp.float() if ref_logp is not None else None
+    logp, ent = _full_precision(logp), _full_precision(ent)
+    ref_logp = _full_precision(ref_logp) if ref_logp is not None else None
     return policy_loss(
         logp,
         mb.logp.to(logp.device),
@@ -363,7 +369,9 @@ def _recompute_old_logp(policy: Policy, cond: Any, rollout: Rollout, cfg: GSPOCo
             raise ValueError(
                 f"step_log_probs gave {tuple(logp.shape)} for {tuple(part.logp.shape)}"
             )
-        parts.append(logp.float().to(rollout.logp.device) * part.mask.to(rollout.logp.device))
+        parts.append(
+            _full_precision(logp).to(rollout.logp.device) * part.mask.to(rollout.logp.device)
+        )
     return Rollout(rollout.actions, torch.cat(parts), rollout.mask, rollout.source)
 
 
@@ -454,6 +462,10 @@ def train_gspo(
     # this process's devices (the saved config keeps them as given)
     device, metric_device = d.device(cfg.device), d.device(cfg.reward.metric_device)
     set_torch_threads(cfg.threads)
+    if device.startswith("cuda") and cfg.precision == "fp32":
+        # the ratio compares sampled and recomputed log-probs to ~1e-4 (ε = 3e-4): cuDNN's
+        # default TF32 convolutions, whose algorithm depends on the batch shape, differ by more
+        torch.backends.cudnn.allow_tf32 = False
     seed = d.seed(cfg.seed)
     seed_everything(seed)
     policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, device)

@@ -124,7 +124,7 @@ def rng_state(generators: dict[str, RandomGenerator] | None = None) -> dict[str,
         "torch": torch.get_rng_state(),
         "generators": {},
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run never starts CUDA
         state["cuda"] = torch.cuda.get_rng_state_all()
     for name, g in (generators or {}).items():
         if isinstance(g, torch.Generator):
@@ -141,7 +141,9 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, RandomGenerator] 
     np.random.set_state(_np_restore(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # as many GPUs as this process sees now (a run resumed with fewer visible GPUs)
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
     for name, g in (generators or {}).items():
         saved = state["generators"].get(name)
         if saved is None:

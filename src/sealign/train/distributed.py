@@ -50,7 +50,15 @@ class Dist:
 
 def rank_device(device: str, local_rank: int) -> str:
     """The device of one process of a multi-process run: a bare ``cuda`` becomes this
-    process's own GPU (``cuda:<LOCAL_RANK>``, as NCCL needs); anything else is kept."""
+    process's own GPU (``cuda:<LOCAL_RANK>``, as NCCL needs); anything else is kept. A GPU
+    index (``cuda:N``) is the user's choice with one process per machine, and an error when
+    torchrun starts several on one machine (``LOCAL_WORLD_SIZE`` > 1): all would share it."""
+    if device.startswith("cuda:") and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            f"device: {device!r} would put all of this machine's torchrun processes on one "
+            "GPU; give 'cuda' (each process takes the GPU of its LOCAL_RANK; choose the GPUs "
+            "with CUDA_VISIBLE_DEVICES)"
+        )
     return f"cuda:{local_rank}" if device == "cuda" else device
 
 

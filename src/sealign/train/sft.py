@@ -368,6 +368,8 @@ class TargetEncoder:
     """``policy.encode_targets`` with a per-utterance cache for clean sides that never change
     (whole files, no on-the-fly degradation). With the cache on, every batch goes through
     :func:`split_targets` / :func:`collate_targets`, so results do not depend on what is cached.
+    Cached rows are compact copies in CPU memory (a view would keep its whole padded batch
+    alive, on the GPU when training there), moved to the batch's device when used.
     """
 
     def __init__(self, policy: Policy, enabled: bool = True) -> None:
@@ -379,13 +381,28 @@ class TargetEncoder:
             return self.policy.encode_targets([ex.clean for ex in batch])
         todo = [ex for ex in batch if not (ex.fixed_clean and ex.id in self.cache)]
         fresh: dict[int, Targets] = {}
+        device = None
         if todo:
             rows = split_targets(self.policy.encode_targets([ex.clean for ex in todo]))
+            device = rows[0].values.device
             for ex, row in zip(todo, rows, strict=True):
                 fresh[id(ex)] = row
                 if ex.fixed_clean:
-                    self.cache[ex.id] = row
-        return collate_targets([fresh.get(id(ex)) or self.cache[ex.id] for ex in batch])
+                    self.cache[ex.id] = targets_to(row, "cpu", copy=True)
+        if device is None:
+            device = next(self.policy.parameters()).device  # type: ignore[attr-defined]
+        return collate_targets(
+            [fresh.get(id(ex)) or targets_to(self.cache[ex.id], device) for ex in batch]
+        )
+
+
+def targets_to(t: Targets, device: torch.device | str, copy: bool = False) -> Targets:
+    """``t`` with every tensor on ``device`` (``copy``: always new, compact tensors)."""
+
+    def move(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device, copy=True).contiguous() if copy else x.to(device)
+
+    return Targets(move(t.values), move(t.mask), {k: move(v) for k, v in t.extra.items()})
 
 
 def prepare_batch(
