@@ -98,8 +98,9 @@ def plot_curves(
     smooth: int = 5,
     max_columns: int = 4,
 ) -> Path:
-    """A grid of ``panels``: each key's points and, with ``smooth`` > 1 and more points than
-    that, their moving average; ``/std`` bands around ``/mean`` series."""
+    """A grid of ``panels``: each key's points joined by a line, or, from ``4 · smooth`` points
+    on, the points and their moving average over ``smooth``; ``/std`` bands around ``/mean``
+    series."""
     plt = _plt()
     ncols = min(max_columns, len(panels))
     nrows = -(-len(panels) // ncols)
@@ -109,7 +110,7 @@ def plot_curves(
             x, y = _series(records, key)
             color = f"C{i % 10}"
             label = key[len(panel.title) + 1 :] if key.startswith(panel.title + "/") else key
-            few = x.size <= max(smooth, 3)
+            few = x.size < 4 * smooth  # too few points for a moving average to help
             ax.plot(x, y, ".-" if few else ".", alpha=1.0 if few else 0.35, color=color,
                     label=label if few else None)  # fmt: skip
             if not few:
