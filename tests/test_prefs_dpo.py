@@ -169,6 +169,9 @@ def test_prefs_criterion_without_pairs_stops_with_the_reason(prefs_ar, tmp_path,
     assert main([*args, "margins={si_sdr: 1000}"]) == 2
     err = capsys.readouterr().err
     assert "produced no pairs" in err and "disagreed" in err
+    (tmp_path / "empty").mkdir()
+    assert main(["prefs", "--output", str(tmp_path / "empty"), "--repair"]) == 2
+    assert "holds no `sealign prefs` run" in capsys.readouterr().err
 
 
 def _dpo_args(tiny_setup, dataset, run, *extra):

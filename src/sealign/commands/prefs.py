@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from sealign.train.checkpoint import policy_dir
     from sealign.train.distributed import process_device
 
+    if args.repair and not (args.output and (Path(args.output) / "config.yaml").is_file()):
+        raise ValueError(f"--repair: {args.output} holds no `sealign prefs` run (no config.yaml)")
     reuse_run_config(args, args.repair)
     flags = {
         "model": args.model,
