@@ -9,12 +9,12 @@ only, with data.degrade=true). Writes to --output: config.yaml, log.jsonl, Tenso
 examples:
   sealign train --family ar --codec world:runs/codec --output runs/sft \\
       data.train=[data/train.jsonl] data.valid=[data/valid.jsonl]
-  sealign train --config configs/sft_ar.yaml --output runs/sft max_steps=20000 optim.lr=1e-4
+  sealign train --config configs/ar_whisper_demo.yaml --output runs/sft max_steps=20000 optim.lr=1e-4
   sealign train --output runs/sft --resume
   sealign train --init-from runs/sft --output runs/sft_more data.train=[more.jsonl]
 
 data-parallel on 8 GPUs (data.batch_size per GPU; rank 0 validates, logs and saves):
-  torchrun --nproc-per-node 8 -m sealign train --config configs/sft_ar.yaml \\
+  torchrun --nproc-per-node 8 -m sealign train --config configs/ar_whisper_demo.yaml \\
       --output runs/sft device=cuda
 """
 
