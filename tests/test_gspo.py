@@ -358,8 +358,13 @@ def test_micro_batches_accumulate_to_the_same_update(setup, tmp_path):
     # Adam's first steps are ±lr wherever |grad| >> eps, whatever the gradient's size: a rare
     # token's output row has a gradient near 1e-8 whose sign float rounding of the summed
     # micro-batches may flip (seen on CI). An eps above that noise keeps the update comparable.
-    kw = {"eval.manifests": "[]", "max_steps": 2, "steps_per_generation": 1, "beta": 0.1,
-          "optim.eps": 1e-4}
+    kw = {
+        "eval.manifests": "[]",
+        "max_steps": 2,
+        "steps_per_generation": 1,
+        "beta": 0.1,
+        "optim.eps": 1e-4,
+    }
     whole, micro = tmp_path / "whole", tmp_path / "micro"
     assert main(["gspo", "--no-progress", *overrides(setup, whole, **kw)]) == 0
     assert main(["gspo", "--no-progress", *overrides(setup, micro, micro_batch_size=2, **kw)]) == 0

@@ -187,8 +187,13 @@ def test_gradient_accumulation_equals_the_larger_batch(corpus, tmp_path):
     """Two batches of 2 accumulated = one batch of 4: the same examples (the stream is in
     order), equal lengths (1-s crops), no dropout, so the same mean loss and update."""
     # optim.eps above gradient rounding noise: see test_gspo's micro-batch test
-    kw = {"data.crop_seconds": 1.0, "max_steps": 3, "eval_steps": 0, "save_steps": 0,
-          "optim.eps": 1e-4}
+    kw = {
+        "data.crop_seconds": 1.0,
+        "max_steps": 3,
+        "eval_steps": 0,
+        "save_steps": 0,
+        "optim.eps": 1e-4,
+    }
     big, acc = tmp_path / "big", tmp_path / "acc"
     train_sft(load_config(SFTConfig, None, overrides(corpus, big, **kw, **{"data.batch_size": 4})),
               progress=False)  # fmt: skip
@@ -209,8 +214,13 @@ def test_two_ranks_equal_one_process_accumulating_their_batches(corpus, tmp_path
     """Under torchrun, rank r reads examples r, r + 2, ... of each epoch's order: with one
     example per rank, a step sees the same two examples as one process accumulating two
     batches of one, and the averaged gradients give the same update on both ranks."""
-    kw = {"data.crop_seconds": 1.0, "max_steps": 4, "eval_steps": 0, "data.batch_size": 1,
-          "optim.eps": 1e-4}  # see test_gspo's micro-batch test
+    kw = {
+        "data.crop_seconds": 1.0,
+        "max_steps": 4,
+        "eval_steps": 0,
+        "data.batch_size": 1,
+        "optim.eps": 1e-4,
+    }  # see test_gspo's micro-batch test
     ddp, one = tmp_path / "ddp", tmp_path / "one"
     proc = torchrun(29581, "train", "--no-progress", *overrides(corpus, ddp, **kw, save_steps=2))
     assert proc.returncode == 0, proc.stderr[-3000:]
