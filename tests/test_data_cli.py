@@ -78,6 +78,11 @@ def test_import_parallel_reports_mismatch(tmp_path):
                  "--clean", str(tmp_path / "clean"), "--output", str(out)]) == 0  # fmt: skip
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a"]
     assert "b" in (tmp_path / "m.jsonl.problems.txt").read_text()
+    sf.write(tmp_path / "clean" / "b.wav", np.zeros(16000, np.float32), 16000)
+    assert main(["data", "import", "parallel", "--noisy", str(tmp_path / "noisy"),
+                 "--clean", str(tmp_path / "clean"), "--output", str(out),
+                 "--check-audio"]) == 0  # fmt: skip
+    assert "every sample is zero [silent]" in (tmp_path / "m.jsonl.problems.txt").read_text()
 
 
 def test_import_names_the_missing_flags(tmp_path, capsys):

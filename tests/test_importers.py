@@ -165,3 +165,39 @@ def test_run_import_writes_manifest_and_problem_list(tmp_path):
     with pytest.raises(IsADirectoryError, match="a manifest is a .jsonl file"):
         run_import("dns2020", tmp_path / "folder", root=root)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_check_audio_reports_non_finite_and_silent_files(tmp_path):
+    _wav(tmp_path / "rec" / "good.wav")
+    bad = _wav(tmp_path / "rec" / "nan.wav")
+    x, sr = sf.read(bad, dtype="float32")
+    x[5] = np.nan
+    sf.write(bad, x, sr, subtype="FLOAT")
+    sf.write(tmp_path / "rec" / "zero.wav", np.zeros(1600, np.float32), 16000)
+    entries, problems = import_recordings(tmp_path / "rec")  # headers only: all three pass
+    assert len(entries) == 3 and not problems
+    entries, problems = import_recordings(tmp_path / "rec", check_audio=True)
+    assert [e.id for e in entries] == ["good"]
+    assert sorted((p.kind, p.path.rsplit("/", 1)[-1]) for p in problems) == [
+        ("non_finite", "nan.wav"),
+        ("silent", "zero.wav"),
+    ]
+    with pytest.raises(ManifestError, match="2 problems"):
+        import_recordings(tmp_path / "rec", check_audio=True, strict=True)
+    # a pair is dropped when either side fails
+    _wav(tmp_path / "noisy" / "a.wav")
+    _wav(tmp_path / "noisy" / "b.wav")
+    _wav(tmp_path / "clean" / "b.wav", seed=1)
+    sf.write(tmp_path / "clean" / "a.wav", np.zeros(1600, np.float32), 16000)
+    entries, problems = import_parallel(tmp_path / "noisy", tmp_path / "clean", check_audio=True)
+    assert [e.id for e in entries] == ["b"]
+    assert [(p.kind, p.path) for p in problems] == [("silent", str(tmp_path / "clean" / "a.wav"))]
+
+
+def test_multichannel_files_are_accepted_on_request(tmp_path):
+    _wav(tmp_path / "noisy" / "s.wav", channels=2)
+    _wav(tmp_path / "clean" / "s.wav", channels=2, seed=1)
+    entries, problems = import_parallel(tmp_path / "noisy", tmp_path / "clean", multichannel=True)
+    assert [e.id for e in entries] == ["s"] and not problems
+    with pytest.raises(ManifestError, match="--multichannel"):
+        import_parallel(tmp_path / "noisy", tmp_path / "clean")

@@ -78,6 +78,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="fail on the first problem instead of reporting"
     )
     i.add_argument(
+        "--check-audio",
+        action="store_true",
+        help="also decode every file and report NaN / inf or all-zero audio (reads the whole "
+        "corpus; without it only headers are checked and such files are skipped later, when "
+        "read)",
+    )
+    i.add_argument(
+        "--multichannel",
+        action="store_true",
+        help="accept files with several channels (every reader averages them) instead of "
+        "reporting them",
+    )
+    i.add_argument(
         "--output", required=True, help="manifest to write (problems go to <output>.problems.txt)"
     )
     i.set_defaults(data_func=_run_import)
@@ -122,7 +135,12 @@ def _run_degrade(args: argparse.Namespace) -> int:
 def _run_import(args: argparse.Namespace) -> int:
     from sealign.data.importers import run_import
 
-    common = {"sample_rate": args.sample_rate, "strict": args.strict}
+    common = {
+        "sample_rate": args.sample_rate,
+        "strict": args.strict,
+        "multichannel": args.multichannel,
+        "check_audio": args.check_audio,
+    }
     if args.kind == "dns2020":
         kw = {"root": args.root, "subsets": args.subsets.split(","), **common}
     elif args.kind == "voicebank":

@@ -8,11 +8,13 @@
 * :func:`import_parallel` - any parallel clean/noisy folders, paired by relative path.
 * :func:`import_recordings` - real recordings without references.
 
-Entries have ``audio`` = noisy, ``reference`` = clean, ``text`` when known. Every file is
-checked (readable, non-empty, mono, expected sample rate) and every pair (partner present, same
-rate, same length). A failed check is not dropped silently: it is returned as an
-:class:`ImportProblem` and logged, and the pair is left out of the entries (``strict=True``
-raises :class:`~sealign.data.manifest.ManifestError` instead). A missing or empty folder raises.
+Entries have ``audio`` = noisy, ``reference`` = clean, ``text`` when known. Every file's header
+is checked (readable, non-empty, mono unless ``multichannel``, expected sample rate) and every
+pair (partner present, same rate, same length); ``check_audio=True`` also reads every sample
+(NaN / inf, all zeros), which costs a full decode of the corpus. A failed check is not dropped
+silently: it is returned as an :class:`ImportProblem` and logged, and the pair is left out of
+the entries (``strict=True`` raises :class:`~sealign.data.manifest.ManifestError` instead). A
+missing or empty folder raises.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from sealign.audio.io import AUDIO_EXTENSIONS
 from sealign.data.manifest import Entry, ManifestError, relocate, write_manifest
@@ -38,7 +42,9 @@ PROBLEM_KINDS = (
     "length_mismatch",  # clean and noisy lengths differ (beyond the tolerance)
     "rate_mismatch",  # clean and noisy sample rates differ
     "wrong_rate",  # a file's sample rate is not the expected one
-    "not_mono",  # more than one channel
+    "not_mono",  # more than one channel (allowed with multichannel: loaders average them)
+    "non_finite",  # NaN or inf samples (check_audio)
+    "silent",  # every sample zero (check_audio)
     "unreadable",  # the decoder failed
     "empty",  # 0 samples
     "unrecognised_name",  # a DNS file without fileid_N
@@ -57,6 +63,14 @@ class ImportProblem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.detail} [{self.kind}]"
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """What every file must satisfy besides being readable and non-empty."""
+
+    sample_rate: int | None = None
+    multichannel: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,7 @@ def _audio_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
-def _probe(path: Path, sample_rate: int | None, problems: list[ImportProblem]) -> _Info | None:
+def _probe(path: Path, rules: _Rules, problems: list[ImportProblem]) -> _Info | None:
     """Header checks of one file; appends to ``problems`` and returns None when it fails."""
     try:
         info = sf.info(str(path))
@@ -95,11 +109,16 @@ def _probe(path: Path, sample_rate: int | None, problems: list[ImportProblem]) -
     if info.frames <= 0:
         problems.append(ImportProblem("empty", str(path), "empty audio (0 samples)"))
         return None
-    if info.channels != 1:
+    if info.channels != 1 and not rules.multichannel:
         problems.append(
-            ImportProblem("not_mono", str(path), f"{info.channels} channels; expected mono")
+            ImportProblem(
+                "not_mono",
+                str(path),
+                f"{info.channels} channels; expected mono (--multichannel: average them)",
+            )
         )
         return None
+    sample_rate = rules.sample_rate
     if sample_rate is not None and info.samplerate != sample_rate:
         problems.append(
             ImportProblem(
@@ -115,12 +134,12 @@ def _probe(path: Path, sample_rate: int | None, problems: list[ImportProblem]) -
 def _check_pair(
     noisy: Path,
     clean: Path,
-    sample_rate: int | None,
+    rules: _Rules,
     length_tolerance: int,
     problems: list[ImportProblem],
 ) -> bool:
-    n = _probe(noisy, sample_rate, problems)
-    c = _probe(clean, sample_rate, problems)
+    n = _probe(noisy, rules, problems)
+    c = _probe(clean, rules, problems)
     if n is None or c is None:
         return False
     if n.sample_rate != c.sample_rate:
@@ -144,9 +163,40 @@ def _check_pair(
     return True
 
 
+def _content_problem(path: Path) -> ImportProblem | None:
+    """Reads every sample of ``path`` (in blocks, so any length fits in memory)."""
+    heard = False
+    try:
+        for block in sf.blocks(str(path), blocksize=1 << 20, dtype="float32", always_2d=True):
+            if not np.isfinite(block).all():
+                return ImportProblem("non_finite", str(path), "NaN or inf samples")
+            heard = heard or bool(block.any())
+    except Exception as err:  # noqa: BLE001 - a decoder failure part-way through the file
+        return ImportProblem("unreadable", str(path), f"unreadable audio ({err})")
+    return None if heard else ImportProblem("silent", str(path), "every sample is zero")
+
+
+def _check_contents(name: str, entries: list[Entry], problems: list[ImportProblem]) -> list[Entry]:
+    """The entries whose audio and reference decode to finite, not all-zero samples."""
+    kept = []
+    for e in tqdm(entries, desc=f"{name}: reading audio", unit="entry"):
+        found = [_content_problem(Path(p)) for p in (e.audio, e.reference) if p]
+        found = [f for f in found if f is not None]
+        problems.extend(found)
+        if not found:
+            kept.append(e)
+    return kept
+
+
 def _finish(
-    name: str, entries: list[Entry], problems: list[ImportProblem], strict: bool
+    name: str,
+    entries: list[Entry],
+    problems: list[ImportProblem],
+    strict: bool,
+    check_audio: bool = False,
 ) -> tuple[list[Entry], list[ImportProblem]]:
+    if check_audio:
+        entries = _check_contents(name, entries, problems)
     for p in problems:
         log.warning("%s import: %s", name, p)
     if problems:
@@ -192,7 +242,7 @@ def _sidecar_text(*paths: Path) -> str | None:
 def _pair_maps(
     noisy: dict[str, Path],
     clean: dict[str, Path],
-    sample_rate: int | None,
+    rules: _Rules,
     length_tolerance: int,
     problems: list[ImportProblem],
     clean_dir: Path,
@@ -213,7 +263,7 @@ def _pair_maps(
                     "missing_partner", str(clean[key]), f"no noisy partner in {noisy_dir}"
                 )
             )
-        elif _check_pair(noisy[key], clean[key], sample_rate, length_tolerance, problems):
+        elif _check_pair(noisy[key], clean[key], rules, length_tolerance, problems):
             pairs.append((key, noisy[key], clean[key]))
     return pairs
 
@@ -266,6 +316,8 @@ def import_dns2020(
     sample_rate: int | None = 16000,
     length_tolerance: int = 0,
     strict: bool = False,
+    multichannel: bool = False,
+    check_audio: bool = False,
 ) -> tuple[list[Entry], list[ImportProblem]]:
     """DNS Challenge 2020 synthetic test set (``root`` = ``synthetic/``, its parent or a subset).
 
@@ -277,14 +329,13 @@ def import_dns2020(
     subsets = list(subsets)
     entries: list[Entry] = []
     problems: list[ImportProblem] = []
+    rules = _Rules(sample_rate, multichannel)
     for subset, folder in _dns_subsets(root, subsets):
         clean_dir = _require_dir(folder / "clean", f"DNS 2020 {subset}/clean")
         noisy_dir = _require_dir(folder / "noisy", f"DNS 2020 {subset}/noisy")
         clean = _keyed(_audio_files(clean_dir, "clean"), _dns_fileid, problems)
         noisy = _keyed(_audio_files(noisy_dir, "noisy"), _dns_fileid, problems)
-        pairs = _pair_maps(
-            noisy, clean, sample_rate, length_tolerance, problems, clean_dir, noisy_dir
-        )
+        pairs = _pair_maps(noisy, clean, rules, length_tolerance, problems, clean_dir, noisy_dir)
         for fid, n_path, c_path in pairs:
             extra: dict[str, Any] = {
                 "dataset": "dns2020",
@@ -300,7 +351,7 @@ def import_dns2020(
             entries.append(
                 Entry(f"{subset}/fileid_{fid}", str(n_path), reference=str(c_path), extra=extra)
             )
-    return _finish("DNS 2020", entries, problems, strict)
+    return _finish("DNS 2020", entries, problems, strict, check_audio)
 
 
 # ---------------------------------------------------------------------------- VoiceBank+DEMAND
@@ -323,6 +374,8 @@ def import_voicebank(
     sample_rate: int | None = None,
     length_tolerance: int = 0,
     strict: bool = False,
+    multichannel: bool = False,
+    check_audio: bool = False,
 ) -> tuple[list[Entry], list[ImportProblem]]:
     """VoiceBank+DEMAND: ``clean_<split>set*wav*`` and ``noisy_<split>set*wav*`` under ``root``.
 
@@ -342,9 +395,10 @@ def import_voicebank(
         )
     txt_dir = _vb_dir(root, f"{split}set*txt*", "transcript")
     problems: list[ImportProblem] = []
+    rules = _Rules(sample_rate, multichannel)
     clean = _keyed(_audio_files(clean_dir, "clean"), lambda p: _rel_key(p, clean_dir), problems)
     noisy = _keyed(_audio_files(noisy_dir, "noisy"), lambda p: _rel_key(p, noisy_dir), problems)
-    pairs = _pair_maps(noisy, clean, sample_rate, length_tolerance, problems, clean_dir, noisy_dir)
+    pairs = _pair_maps(noisy, clean, rules, length_tolerance, problems, clean_dir, noisy_dir)
     entries = []
     for key, n_path, c_path in pairs:
         text = None
@@ -355,7 +409,7 @@ def import_voicebank(
         name = Path(key).name
         extra = {"dataset": "voicebank_demand", "split": split, "speaker": name.split("_")[0]}
         entries.append(Entry(key, str(n_path), reference=str(c_path), text=text, extra=extra))
-    return _finish("VoiceBank+DEMAND", entries, problems, strict)
+    return _finish("VoiceBank+DEMAND", entries, problems, strict, check_audio)
 
 
 # ------------------------------------------------------------------------ generic and real
@@ -367,37 +421,41 @@ def import_parallel(
     sample_rate: int | None = None,
     length_tolerance: int = 0,
     strict: bool = False,
+    multichannel: bool = False,
+    check_audio: bool = False,
 ) -> tuple[list[Entry], list[ImportProblem]]:
     """Parallel folders paired by relative path (extension may differ); ``text`` from a
     ``.txt``/``.lab`` file beside the noisy or clean file when present."""
     noisy_root = _require_dir(Path(noisy_dir), "noisy")
     clean_root = _require_dir(Path(clean_dir), "clean")
     problems: list[ImportProblem] = []
+    rules = _Rules(sample_rate, multichannel)
     noisy = _keyed(_audio_files(noisy_root, "noisy"), lambda p: _rel_key(p, noisy_root), problems)
     clean = _keyed(_audio_files(clean_root, "clean"), lambda p: _rel_key(p, clean_root), problems)
-    pairs = _pair_maps(
-        noisy, clean, sample_rate, length_tolerance, problems, clean_root, noisy_root
-    )
+    pairs = _pair_maps(noisy, clean, rules, length_tolerance, problems, clean_root, noisy_root)
     entries = [
         Entry(key, str(n), reference=str(c), text=_sidecar_text(n, c)) for key, n, c in pairs
     ]
-    return _finish("parallel", entries, problems, strict)
+    return _finish("parallel", entries, problems, strict, check_audio)
 
 
 def import_recordings(
     folder: str | Path,
     sample_rate: int | None = None,
     strict: bool = False,
+    multichannel: bool = False,
+    check_audio: bool = False,
 ) -> tuple[list[Entry], list[ImportProblem]]:
     """Real recordings without references (non-intrusive evaluation, inference)."""
     root = _require_dir(Path(folder), "recordings")
     problems: list[ImportProblem] = []
+    rules = _Rules(sample_rate, multichannel)
     entries = []
     files = list(_audio_files(root, "recordings"))
     for p, key in zip(files, file_ids(files, root), strict=True):
-        if _probe(p, sample_rate, problems) is not None:
+        if _probe(p, rules, problems) is not None:
             entries.append(Entry(key, str(p), text=_sidecar_text(p)))
-    return _finish("recordings", entries, problems, strict)
+    return _finish("recordings", entries, problems, strict, check_audio)
 
 
 IMPORTERS: dict[str, Callable[..., tuple[list[Entry], list[ImportProblem]]]] = {
