@@ -91,8 +91,11 @@ def save_policy_dir(
     codec: Codec,
     codec_spec: str | None,
     format_version: int,
+    policy_class: str | None = None,
 ) -> Path:
-    """Write a policy folder (see the module doc)."""
+    """Write a policy folder (see the module doc). ``policy_class`` (``"package.module:Name"``)
+    names a custom policy's class, which :func:`~sealign.models.registry.load_policy` then
+    imports and loads the folder with."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -112,6 +115,8 @@ def save_policy_dir(
         "config": config,
         "codec": codec_entry,
     }
+    if policy_class is not None:
+        meta["class"] = policy_class
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 

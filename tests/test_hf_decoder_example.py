@@ -1,0 +1,147 @@
+"""``examples/hf_decoder_policy.py``: a ``transformers`` decoder behind the Policy protocol,
+checked like the built-in AR policy and run through every command that takes a policy."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sealign.cli import main
+from sealign.codecs.base import load_codec
+from sealign.models.policy import Policy
+from sealign.models.registry import load_policy
+from sealign.train.checkpoint import latest_checkpoint, policy_dir
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 512,
+    "vocab_size": 4,  # the decoder's own token table is unused: inputs arrive as embeddings
+}
+
+
+@pytest.fixture(scope="module")
+def hf_module():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import hf_decoder_policy
+
+        yield hf_decoder_policy
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+@pytest.fixture(scope="module")
+def hf_base(hf_module, tiny_setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hf") / "base"
+    args = ["--codec", f"world:{tiny_setup / 'codec'}", "--backbone", json.dumps(LLAMA)]
+    assert hf_module.main([*args, "--features", '{"n_mels": 20}', "--output", str(out)]) == 0
+    return out
+
+
+def _inputs(tiny_setup, policy, n=2):
+    import soundfile as sf
+
+    noisy = [sf.read(tiny_setup / f"n{k}.wav", dtype="float32")[0] for k in range(n)]
+    noisy[1] = noisy[1][:12000]  # rows of different lengths
+    return policy.condition(noisy), noisy
+
+
+def test_sampled_log_probs_equal_teacher_forced_ones(hf_module, hf_base, tiny_setup):
+    policy = load_policy(hf_base)
+    assert isinstance(policy, hf_module.HFDecoderPolicy) and isinstance(policy, Policy)
+    assert json.loads((hf_base / "config.json").read_text())["class"] == (
+        "hf_decoder_policy:HFDecoderPolicy"
+    )
+    cond, noisy = _inputs(tiny_setup, policy)
+    group = cond.select([0, 0, 1, 1])
+    g = torch.Generator().manual_seed(0)
+    roll = policy.sample(group, temperature=0.8, generator=g, top_k=6, top_p=0.9)
+    again = policy.sample(group, temperature=0.8, generator=torch.Generator().manual_seed(0),
+                          top_k=6, top_p=0.9)  # fmt: skip
+    assert torch.equal(roll.actions["tokens"], again.actions["tokens"])
+    assert roll.mask[2:].sum(1).tolist() == [38.0, 38.0]  # 0.75 s at 50 frames/s, rounded up
+    logp, entropy = policy.step_log_probs(group, roll)
+    torch.testing.assert_close(logp, roll.logp, atol=1e-4, rtol=0)
+    assert (entropy[roll.mask > 0] > 0).all() and (logp[roll.mask == 0] == 0).all()
+    assert [w.size for w in policy.decode(roll)] == [16000, 16000, 12000, 12000]
+    # at temperature 1 without filtering, DPO's likelihood is the summed step log-prob
+    plain = policy.sample(cond, generator=g)
+    targets = policy.targets_from_rollout(plain)
+    seq = policy.preference_log_likelihood(cond, targets, policy.preference_noise(targets))
+    torch.testing.assert_close(seq, policy.step_log_probs(cond, plain)[0].sum(1), atol=1e-4, rtol=0)
+    # reloading gives the same function
+    twice = load_policy(hf_base)
+    torch.testing.assert_close(twice.step_log_probs(group, roll)[0], logp, atol=0, rtol=0)
+
+
+def test_sft_learns_the_targets(hf_base, tiny_setup):
+    policy = load_policy(hf_base).train()
+    cond, noisy = _inputs(tiny_setup, policy)
+    import soundfile as sf
+
+    clean = [sf.read(tiny_setup / f"c{k}.wav", dtype="float32")[0] for k in range(2)]
+    clean[1] = clean[1][:12000]
+    targets = policy.encode_targets(clean)
+    assert [w.size for w in policy.decode_targets(targets)] == [16000, 12160]
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = policy.sft_loss(cond, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_commands_train_align_and_enhance_it(hf_module, hf_base, tiny_setup, tmp_path):
+    common = ["threads=1", "logging_steps=1"]
+    sft = tmp_path / "sft"
+    assert main(["train", "--no-progress", f"output_dir={sft}", f"model.init_from={hf_base}",
+                 f"data.train=[{tiny_setup / 'train.jsonl'}]", "data.batch_size=2",
+                 "max_steps=2", "eval_steps=0", *common]) == 0  # fmt: skip
+    gspo = tmp_path / "gspo"
+    assert main(["gspo", "--no-progress", f"output_dir={gspo}", f"model.init_from={sft}",
+                 f"data.train=[{tiny_setup / 'train.jsonl'}]", "data.batch_size=2",
+                 "sampling.group_size=3", "reward.components=[{metric: si_sdr}]",
+                 "eval.manifests=[]", "max_steps=2", "beta=0.1", "optim.lr=1e-3",
+                 *common]) == 0  # fmt: skip
+    aligned = load_policy(policy_dir(latest_checkpoint(gspo)))
+    assert isinstance(aligned, hf_module.HFDecoderPolicy)
+    steps = {r["step"]: r for r in map(json.loads, (gspo / "log.jsonl").read_text().splitlines())}
+    assert sorted(steps) == [1, 2] and all(np.isfinite(r["loss"]) for r in steps.values())
+    assert steps[1]["ratio/mean"] == pytest.approx(1.0, abs=1e-2)
+    prefs, dpo = tmp_path / "prefs", tmp_path / "dpo"
+    assert main(["prefs", "--model", str(sft), "--manifest", str(tiny_setup / "train.jsonl"),
+                 "--output", str(prefs), "--n", "3", "metrics=[si_sdr, estoi]",
+                 "columns=[si_sdr, estoi]", "criterion=single:si_sdr", "threads=1"]) == 0  # fmt: skip
+    assert main(["dpo", "--no-progress", "--init-from", str(sft), "--dataset", str(prefs),
+                 "--output", str(dpo), "--threads", "1", "criterion=single:si_sdr",
+                 "batch_size=3", "max_steps=2", "logging_steps=1"]) == 0  # fmt: skip
+    first = json.loads((dpo / "log.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(np.log(2), abs=1e-4)  # policy = reference at step 1
+    out = tmp_path / "enhanced"
+    assert main(["enhance", "--model", str(dpo), "--input", str(tiny_setup / "test.jsonl"),
+                 "--output", str(out), "--threads", "1"]) == 0  # fmt: skip
+    assert len(list(out.glob("*.wav"))) == 3
+
+
+def test_bad_settings_fail_clearly(hf_module, tiny_setup):
+    codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    with pytest.raises(ValueError, match="model_type"):
+        hf_module.HFDecoderPolicy(codec, {"hidden_size": 32})
+    policy = hf_module.HFDecoderPolicy(codec, LLAMA, {"n_mels": 20})
+    cond, _ = _inputs(tiny_setup, policy)
+    with pytest.raises(ValueError, match="temperature"):
+        policy.sample(cond, temperature=0.0)
