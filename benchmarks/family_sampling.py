@@ -10,7 +10,9 @@ speed does not depend on the weights) over the WORLD codec (``ar`` and ``mgm`` u
 default 8 parallel-decoding iterations, FM with the 16-step Euler ODE and the 10-step SDE used
 by RL. Reports seconds per batch and the real-time factor (compute time / audio time; lower is
 faster), fastest of ``--repeats`` runs after a warm-up. ``--shipped`` times the checkpoints that
-ship in the package (``sealign demo family=...``) instead of default-size random models.
+ship in the package (``sealign demo family=...``) instead of default-size random models;
+``--model DIR`` (repeatable) times policy folders instead, custom classes included (AR ones with
+top-k 50), e.g. ``PYTHONPATH=examples ... --model runs/hf_base --model src/sealign/assets/ar_demo``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--shipped", action="store_true", help="time the shipped checkpoints")
+    p.add_argument("--model", action="append", default=[], help="time this policy folder")
     p.add_argument("--json")
     args = p.parse_args(argv)
 
@@ -57,12 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         ("fm (ODE, 16 steps)", "latent", {}),
         ("fm (SDE, 10 steps)", "latent", {"method": "sde"}),
     ]
+    if args.model:
+        cases = [(m, "", {}) for m in args.model]
     results = {}
     for name, layout, opts in cases:
         family = name.split()[0]
         spec = f"world:{args.codec}" + ("?layout=mgm" if layout == "mgm" else "")
         torch.manual_seed(0)
-        if args.shipped:
+        if args.model:
+            policy = load_policy(name)
+            opts = {"top_k": 50} if policy.family == "ar" else {}
+        elif args.shipped:
             policy = load_policy(shipped_checkpoint(family))
         else:
             policy = build_policy(family, load_codec(spec))
