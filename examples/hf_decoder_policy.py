@@ -54,7 +54,15 @@ def build_decoder(backbone: dict[str, Any] | str) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModel
 
     if isinstance(backbone, str):
-        return AutoModel.from_pretrained(backbone)
+        if backbone.startswith(("/", ".", "~")) and not Path(backbone).expanduser().is_dir():
+            raise ValueError(f"decoder folder {backbone!r} not found")
+        try:
+            return AutoModel.from_pretrained(backbone)
+        except (OSError, ValueError) as err:  # no config / weights, no network, unknown id
+            raise ValueError(
+                f"cannot load the decoder {backbone!r} ({err}); give a local folder written by "
+                "save_pretrained (config.json + weights) or, online, a hub id"
+            ) from err
     d = dict(backbone)
     if "model_type" not in d:
         raise ValueError("backbone config needs a 'model_type' (e.g. 'llama')")

@@ -137,8 +137,23 @@ def test_commands_train_align_and_enhance_it(hf_module, hf_base, tiny_setup, tmp
     assert len(list(out.glob("*.wav"))) == 3
 
 
-def test_bad_settings_fail_clearly(hf_module, tiny_setup):
+def test_a_pretrained_decoder_loads_from_a_local_folder(hf_module, tiny_setup, tmp_path):
+    torch.manual_seed(1)
+    decoder = hf_module.build_decoder(LLAMA)
+    decoder.save_pretrained(tmp_path / "llama")
     codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    policy = hf_module.HFDecoderPolicy(codec, str(tmp_path / "llama"), {"n_mels": 20})
+    for k, v in decoder.state_dict().items():
+        assert torch.equal(policy.decoder.state_dict()[k], v), k
+
+
+def test_bad_settings_fail_clearly(hf_module, tiny_setup, tmp_path):
+    codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    with pytest.raises(ValueError, match="no_such_model' not found"):
+        hf_module.HFDecoderPolicy(codec, str(tmp_path / "no_such_model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="save_pretrained"):
+        hf_module.HFDecoderPolicy(codec, str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="model_type"):
         hf_module.HFDecoderPolicy(codec, {"hidden_size": 32})
     policy = hf_module.HFDecoderPolicy(codec, LLAMA, {"n_mels": 20})
