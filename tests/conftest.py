@@ -44,6 +44,22 @@ def add_noise(clean: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return (noisy / max(1.0, np.abs(noisy).max())).astype(np.float32)
 
 
+def fit_batch(policy, cond, targets, steps: int, optimizer=None, lr: float = 3e-3) -> list:
+    """``steps`` SFT updates of ``policy`` on one batch (Adam unless ``optimizer`` is given, a
+    class); the losses before each update."""
+    import torch
+
+    opt = (optimizer or torch.optim.Adam)(policy.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = policy.sft_loss(cond, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture(scope="session")
 def noisy():
     return add_noise

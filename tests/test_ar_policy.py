@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fit_batch
 from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 from sealign.models.ar import ARConfig, ARPolicy, SamplingTransform, sampling_settings
 from sealign.models.features import FeatureConfig, FeatureError, compute_features
@@ -193,14 +194,7 @@ def test_sft_overfits_one_batch(codec, pair):
     policy = make_policy(codec, dim=48, label_smoothing=0.05, dropout=0.1).train()
     cond, targets = policy.condition(noisy), policy.encode_targets(clean)
     assert targets.values.shape == (2, 1, cond.features.shape[1] // 2)
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = policy.sft_loss(cond, targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(policy, cond, targets, 30)
     assert losses[0] == pytest.approx(np.log(64), abs=0.3)
     assert losses[-1] < 0.6 * losses[0]
     policy.eval()

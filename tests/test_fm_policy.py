@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fit_batch
 from sealign.cli import main
 from sealign.codecs.base import CodecError, LatentCodec, load_codec
 from sealign.models import registry
@@ -353,15 +354,8 @@ def test_sft_loss_decreases_on_an_overfit_batch(codec, pair):
 
     before = fixed_loss()
     assert before == pytest.approx(2.0, abs=0.3)  # ≈ E||x1 - x0||² / D at initialization
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
     torch.manual_seed(0)
-    losses = []
-    for _ in range(60):
-        loss = policy.sft_loss(cond, targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(policy, cond, targets, 60)
     assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:5])
     assert fixed_loss() < 0.65 * before  # the flow loss has a floor well above 0
     with pytest.raises(ValueError, match="do not match"):

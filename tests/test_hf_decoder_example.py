@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fit_batch
 from sealign.cli import main
 from sealign.codecs.base import load_codec
 from sealign.models.policy import Policy
@@ -94,14 +95,7 @@ def test_sft_learns_the_targets(hf_base, tiny_setup):
     clean[1] = clean[1][:12000]
     targets = policy.encode_targets(clean)
     assert [w.size for w in policy.decode_targets(targets)] == [16000, 12160]
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = policy.sft_loss(cond, targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = fit_batch(policy, cond, targets, 30)
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import fit_batch
 from sealign.cli import main
 from sealign.codecs.base import load_codec
 from sealign.models.mgm import MGMConfig, MGMPolicy
@@ -130,14 +131,7 @@ def test_sft_overfits_a_batch_and_sampling_recovers_targets(codec, waves):
     policy = MGMPolicy(codec, MGMConfig.for_codec(codec, **TINY))
     clean, noisy = waves
     cond, targets = policy.condition(noisy), policy.encode_targets(clean)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss = policy.sft_loss(cond, targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(policy, cond, targets, 60, torch.optim.AdamW)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     policy.eval()
     r = policy.sample(cond, temperature=0.1, generator=torch.Generator().manual_seed(0))
