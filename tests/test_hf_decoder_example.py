@@ -125,8 +125,12 @@ def test_commands_train_align_and_enhance_it(hf_module, hf_base, tiny_setup, tmp
                  "batch_size=3", "max_steps=2", "logging_steps=1"]) == 0  # fmt: skip
     first = json.loads((dpo / "log.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(np.log(2), abs=1e-4)  # policy = reference at step 1
+    shipped = tmp_path / "shipped"
+    assert main(["export", "--model", str(dpo), "--output", str(shipped), "--dtype", "float16",
+                 "--temperature", "0.5"]) == 0  # fmt: skip
+    assert isinstance(load_policy(shipped), hf_module.HFDecoderPolicy)
     out = tmp_path / "enhanced"
-    assert main(["enhance", "--model", str(dpo), "--input", str(tiny_setup / "test.jsonl"),
+    assert main(["enhance", "--model", str(shipped), "--input", str(tiny_setup / "test.jsonl"),
                  "--output", str(out), "--threads", "1"]) == 0  # fmt: skip
     assert len(list(out.glob("*.wav"))) == 3
 
