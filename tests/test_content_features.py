@@ -178,3 +178,76 @@ def test_fm_representation_alignment_with_clean_content(tiny_setup, speech, nois
     assert torch.equal(loaded.repa_proj[0].weight, policy.repa_proj[0].weight)
     plain.load_state_dict(policy.state_dict())
     assert torch.equal(plain.head.weight, policy.head.weight)
+
+
+# ------------------------------------------------------------------- transformers SSL encoders
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm(tmp_path_factory):
+    """A randomly initialized 2-layer WavLM (32 wide) and its feature extractor, saved as a
+    user's local checkpoint would be."""
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    out = tmp_path_factory.mktemp("wavlm")
+    cfg = WavLMConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    WavLMModel(cfg).save_pretrained(out)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(out)
+    return out
+
+
+def test_ssl_encoder_frames_layers_and_rates(tiny_wavlm, speech, noisy):
+    from transformers import AutoModel
+
+    enc = ContentEncoder(str(tiny_wavlm), kind="ssl", layer=-1)
+    wavs = [noisy(speech(0)[:16000], 5.0), noisy(speech(1)[:11200], 5.0, seed=1)]
+    frames = enc(wavs, 16000)
+    assert [f.shape for f in frames] == [(50, 32), (35, 32)]  # ceil(n / 320) frames
+    # the last hidden state of the model itself, one utterance at a time, in float16 precision
+    model = AutoModel.from_pretrained(tiny_wavlm).eval()
+    x = torch.from_numpy((wavs[1] - wavs[1].mean()) / np.sqrt(wavs[1].var() + 1e-7))[None]
+    with torch.no_grad():
+        ref = model(x).last_hidden_state[0].numpy()
+    np.testing.assert_allclose(frames[1][: len(ref)], ref, atol=2e-3, rtol=2e-3)
+    assert np.array_equal(enc(wavs[1:], 16000)[0], frames[1])  # the same alone as in a batch
+    first = ContentEncoder(str(tiny_wavlm), kind="ssl", layer=0)(wavs[:1], 16000)[0]
+    assert first.shape == (50, 32) and not np.allclose(first, frames[0])
+    # another rate is resampled: 1 s at 24 kHz is still 50 frames
+    assert enc([np.resize(wavs[0], 24000)], 24000)[0].shape == (50, 32)
+
+
+def test_a_policy_conditions_on_ssl_features_end_to_end(tiny_wavlm, tiny_setup, speech, noisy,
+                                                        tmp_path):  # fmt: skip
+    codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    feats = {"n_mels": 20, "content": "ssl", "content_model": str(tiny_wavlm), "content_dim": 32}
+    torch.manual_seed(0)
+    policy = build_policy("ar", codec, {"dim": 32, "layers": 1, "heads": 2, "features": feats})
+    clean = [speech(0)[:11200], speech(1, "en-us+f2")[:14400]]
+    wavs = [noisy(c, 5.0, seed=i) for i, c in enumerate(clean)]
+    cond = policy.condition(wavs)
+    assert cond.features.shape[-1] == 52
+    loss = policy.sft_loss(cond, policy.encode_targets(clean))
+    loss.backward()
+    assert policy.cond_in.weight.grad[:, 20:52].abs().sum() > 0
+    policy.eval().save(tmp_path / "ckpt")
+    loaded = load_policy(tmp_path / "ckpt")
+    assert loaded.config.features.content_model == str(tiny_wavlm)
+    assert torch.equal(loaded.condition(wavs).features, cond.features)
+
+
+def test_ssl_settings_fail_clearly(tiny_wavlm, tiny_setup, speech, tmp_path):
+    with pytest.raises(ValueError, match="content: ssl needs content_model"):
+        FeatureConfig(content="ssl")
+    with pytest.raises(ValueError, match="cannot load the content encoder"):
+        ContentEncoder(str(tmp_path / "nope"), kind="ssl")
+    with pytest.raises(ValueError, match="content_layer 5: .* has layers 0..2"):
+        ContentEncoder(str(tiny_wavlm), kind="ssl", layer=5)
+    codec = load_codec(f"world:{tiny_setup / 'codec'}")
+    feats = {"n_mels": 20, "content": "ssl", "content_model": str(tiny_wavlm)}  # dim 512
+    policy = build_policy("ar", codec, {"dim": 32, "layers": 1, "heads": 2, "features": feats})
+    with pytest.raises(ValueError, match="32-dim frames but the model was built for content_dim"):
+        policy.condition([speech(0)[:16000]])

@@ -54,11 +54,14 @@ class FeatureConfig:
     log_floor: float = 1e-7  # relative to the utterance's largest mel power
     normalize: str = "utterance"
     min_duration: float = 0.1  # seconds; shorter input is an error
-    # Content features appended to every feature frame (sealign.models.content): "none" or
-    # "whisper" (encoder frames of `content_model`, default the offline Whisper-base; needs
-    # 20-ms codec frames). `content_dim` is the encoder's width (512 for Whisper-base).
+    # Content features appended to every feature frame (sealign.models.content): "none",
+    # "whisper" (encoder frames of `content_model`, default the offline Whisper-base) or "ssl"
+    # (hidden layer `content_layer` of the transformers speech encoder `content_model`, e.g.
+    # WavLM); both need 20-ms codec frames. `content_dim` is the encoder's width (512 for
+    # Whisper-base, 768 / 1024 for base / large SSL models).
     content: str = "none"
     content_model: str | None = None
+    content_layer: int = -1
     content_dim: int = 512
     content_threads: int = 1
     content_cache_gb: float = 2.0
@@ -75,6 +78,11 @@ class FeatureConfig:
             raise ValueError(
                 f"content={self.content!r} gives one frame per 20 ms, but a codec frame here is "
                 f"{frame * 1000:g} ms; use a 50-Hz codec or content: none"
+            )
+        if self.content == "ssl" and not self.content_model:
+            raise ValueError(
+                "content: ssl needs content_model, a local folder (save_pretrained) or hub id "
+                "of a transformers speech encoder such as microsoft/wavlm-large"
             )
         if self.content != "none" and (self.content_dim < 1 or self.content_threads < 1):
             raise ValueError("content_dim and content_threads must be >= 1")
@@ -239,10 +247,9 @@ def content_frames(
 ) -> list[torch.Tensor]:
     """Content features of each waveform, repeated for each feature frame of a codec frame:
     ``[num_frames, content_dim]`` (computed on the policy's ``device`` where possible)."""
-    from sealign.models.content import content_device, content_encoder
+    from sealign.models.content import encoder_for
 
-    where = content_device(str(device))
-    enc = content_encoder(cfg.content_model, cfg.content_threads, cfg.content_cache_gb, where)
+    enc = encoder_for(cfg, str(device))
     out = []
     for frames in enc(items, cfg.sample_rate):
         if frames.shape[1] != cfg.content_dim:

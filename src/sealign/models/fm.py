@@ -531,11 +531,10 @@ class FMPolicy(PolicyFolder, nn.Module):
     def _clean_content(self, items: list[np.ndarray], t_max: int) -> torch.Tensor:
         """Content-encoder frames of clean waveforms, one per codec frame, ``[B, T, C]``
         (zero-padded), the targets of representation alignment."""
-        from sealign.models.content import content_device, content_encoder
+        from sealign.models.content import encoder_for
 
         fc = self.config.features
-        where = content_device(str(self.device))
-        enc = content_encoder(fc.content_model, fc.content_threads, fc.content_cache_gb, where)
+        enc = encoder_for(fc, str(self.device))
         out = torch.zeros(len(items), t_max, fc.content_dim)
         for i, f in enumerate(enc(items, self.sample_rate)):
             if f.shape[1] != fc.content_dim:
