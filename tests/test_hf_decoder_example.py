@@ -14,6 +14,7 @@ import torch
 from conftest import fit_batch
 from sealign.cli import main
 from sealign.codecs.base import load_codec
+from sealign.models.conformance import check_policy, format_checks
 from sealign.models.policy import Policy
 from sealign.models.registry import load_policy
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
@@ -81,6 +82,8 @@ def test_sampled_log_probs_equal_teacher_forced_ones(hf_module, hf_base, tiny_se
     targets = policy.targets_from_rollout(plain)
     seq = policy.preference_log_likelihood(cond, targets, policy.preference_noise(targets))
     torch.testing.assert_close(seq, policy.step_log_probs(cond, plain)[0].sum(1), atol=1e-4, rtol=0)
+    checks = check_policy(policy, noisy, noisy, group_size=3)  # every protocol property
+    assert all(c.ok for c in checks), format_checks(checks)
     # reloading gives the same function
     twice = load_policy(hf_base)
     torch.testing.assert_close(twice.step_log_probs(group, roll)[0], logp, atol=0, rtol=0)

@@ -10,6 +10,7 @@ import sys
 
 from sealign import __version__
 from sealign.commands import (
+    check,
     codec,
     data,
     demo,
@@ -45,6 +46,7 @@ COMMANDS = {
     "export": export,
     "score": score,
     "plot": plot,
+    "check": check,
     "metrics": metrics_cmd,
 }
 

@@ -1,0 +1,95 @@
+"""``sealign check``: the protocol checks pass on the built-in families and name the broken
+property of a policy with a classic wrapping bug."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sealign.cli import main
+from sealign.models.ar import ARPolicy, sampling_settings
+from sealign.models.conformance import check_policy, format_checks, probe_audio
+from sealign.models.persist import fit_length
+from sealign.models.registry import build_policy, load_policy
+
+TINY = {"dim": 32, "layers": 1, "heads": 2, "features": {"n_mels": 20}}
+
+
+def outcome(checks) -> dict[str, bool | None]:
+    return {c.name: c.ok for c in checks}
+
+
+@pytest.mark.parametrize("family, extra", [("mgm", {"decode_steps": 2}), ("fm", {"sde_steps": 3})])
+def test_every_check_passes_on_the_built_in_families(family, extra, tiny_setup):
+    from sealign.codecs.base import load_codec
+
+    torch.manual_seed(0)
+    policy = build_policy(family, load_codec(f"world:{tiny_setup / 'codec'}"), {**TINY, **extra})
+    checks = check_policy(policy)
+    assert all(c.ok for c in checks), format_checks(checks)
+    assert len(checks) == 10
+
+
+def test_the_cli_prints_the_table_and_exits_0(tiny_setup, capsys):
+    assert main(["check", "--model", str(tiny_setup / "base"), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| pass |") == 10 and "ARPolicy" in out
+    args = ["check", "--model", str(tiny_setup / "base"), "--manifest"]
+    assert main([*args, str(tiny_setup / "valid.jsonl"), "--group-size", "3"]) == 0
+    assert main(["check", "--model", str(tiny_setup / "nope")]) == 2
+
+
+class IgnoresSettings(ARPolicy):
+    """Recomputes log-probs at temperature 1 without top-k: not the distribution sampled from."""
+
+    def step_log_probs(self, cond, rollout):
+        plain = sampling_settings(len(rollout), 1.0, 0, 1.0)
+        actions = {**rollout.actions, "sampling": plain}
+        return super().step_log_probs(cond, type(rollout)(actions, *_rest(rollout)))
+
+
+class IgnoresSource(ARPolicy):
+    """Indexes the conditioning by position instead of by ``rollout.source``."""
+
+    def step_log_probs(self, cond, rollout):
+        first = cond.select(list(range(len(rollout))))
+        arange = torch.arange(len(rollout))
+        fixed = type(rollout)(rollout.actions, rollout.logp, rollout.mask, arange)
+        return super().step_log_probs(first, fixed)
+
+
+class ShortAudio(ARPolicy):
+    def decode(self, rollout):
+        return [fit_length(w, w.size // 2) for w in super().decode(rollout)]
+
+
+def _rest(rollout):
+    return rollout.logp, rollout.mask, rollout.source
+
+
+@pytest.mark.parametrize(
+    "cls, broken, message",
+    [
+        (IgnoresSettings, "step_log_probs = sampled log-probs", "ratio is not 1"),
+        (IgnoresSource, "log-probs independent of the minibatch", "rollout.source"),
+        (ShortAudio, "decode", "decoded lengths"),
+    ],
+)
+def test_a_broken_policy_fails_the_check_that_names_its_bug(cls, broken, message, tiny_setup):
+    base = load_policy(tiny_setup / "base")
+    policy = cls(base.codec, base.config)
+    policy.load_state_dict(base.state_dict())
+    checks = {c.name: c for c in check_policy(policy)}
+    assert checks[broken].ok is False and message in checks[broken].detail
+    assert checks["condition"].ok and checks["sample"].ok
+
+
+def test_probe_audio_is_noisy_speech_like_and_of_two_lengths():
+    noisy, clean = probe_audio(16000)
+    assert [w.size for w in noisy] == [20800, 14400] == [w.size for w in clean]
+    for n, c in zip(noisy, clean, strict=True):
+        snr = 10 * np.log10(
+            np.sum(c.astype(np.float64) ** 2) / np.sum((n - c).astype(np.float64) ** 2)
+        )
+        assert snr == pytest.approx(5.0, abs=1e-3)
