@@ -3,6 +3,8 @@ property of a policy with a classic wrapping bug."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,60 @@ def test_probe_audio_is_noisy_speech_like_and_of_two_lengths():
             np.sum(c.astype(np.float64) ** 2) / np.sum((n - c).astype(np.float64) ** 2)
         )
         assert snr == pytest.approx(5.0, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------ codecs
+
+
+def test_the_world_codec_passes_in_both_layouts(tiny_setup, capsys):
+    from sealign.codecs.base import load_codec
+    from sealign.models.conformance import check_codec
+
+    for spec in (f"world:{tiny_setup / 'codec'}", f"world:{tiny_setup / 'codec'}?layout=mgm"):
+        checks = check_codec(load_codec(spec))
+        assert all(c.ok for c in checks), format_checks(checks)
+    assert main(["check", "--codec", f"world:{tiny_setup / 'codec'}", "--threads", "1"]) == 0
+    assert capsys.readouterr().out.count("| pass |") == 7
+
+
+class EnergyCodec:
+    """A codec with two classic bugs: NaN input encodes to garbage tokens instead of raising,
+    and decode returns half the samples."""
+
+    sample_rate, frame_rate, num_codebooks, codebook_size, hop = 16000, 50.0, 1, 16, 320
+
+    def encode(self, wavs):
+        from sealign.codecs.base import join_batch, split_batch
+
+        items, single = split_batch(wavs, 1)
+        out = []
+        for w in items:
+            frames = np.resize(w, -(-len(w) // self.hop) * self.hop).reshape(-1, self.hop)
+            db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+            out.append(np.clip(np.nan_to_num((db + 60) / 4), 0, 15).astype(np.int64)[None])
+        return join_batch(out, single)
+
+    def decode(self, tokens):
+        from sealign.codecs.base import join_batch, split_batch
+
+        items, single = split_batch(tokens, 2)
+        out = [np.zeros(t.shape[1] * self.hop // 2, np.float32) for t in items]
+        return join_batch(out, single)
+
+    def save(self, directory):
+        Path(directory).mkdir(parents=True)
+        return Path(directory)
+
+
+def test_a_broken_codec_fails_the_checks_that_name_its_bugs():
+    from sealign.models.conformance import check_codec
+
+    checks = {c.name: c for c in check_codec(EnergyCodec())}
+    assert checks["encode"].ok and checks["batching"].ok
+    assert checks["decode"].ok is False and "decoded lengths" in checks["decode"].detail
+    assert checks["bad input raises ValueError"].ok is False
+    assert "NaN audio was encoded" in checks["bad input raises ValueError"].detail
+    assert "no continuous latent" in checks["continuous latent"].detail
+    assert checks["save and load"].ok is False and "not a registered codec kind" in (
+        checks["save and load"].detail
+    )

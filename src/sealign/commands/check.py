@@ -1,29 +1,36 @@
-"""Check that a policy keeps the protocol the trainers rely on, before a long run.
+"""Check that a policy (or a codec) keeps the protocol the trainers rely on, before a long run.
 
 Loads --model (a run, checkpoint or policy folder, custom classes included), runs two short
 noisy inputs (generated, or the first two of --manifest) through every Policy method and prints
 one row per property with what it measured: shapes and masks, seeded sampling, sampled log-probs
 equal to the teacher-forced ones (GSPO's ratio is 1 at unchanged weights only then), log-probs
 that do not depend on the minibatch, decoding to the inputs' lengths, the SFT and DPO
-objectives, and save / load. Exit status 1 when a check fails.
+objectives, and save / load. --codec SPEC checks a codec instead (any spec load_codec takes,
+your registered kinds included): token shapes, ranges and frame counts, batching, decoding
+lengths, the continuous latent flow matching needs, bad input, save / reload. Exit status 1
+when a check fails.
 
 examples:
   sealign check --model src/sealign/assets/ar_demo
   PYTHONPATH=examples sealign check --model runs/hf_base --manifest data/demo/valid.jsonl
+  sealign check --codec world:src/sealign/assets/fm_demo/codec
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from sealign.commands.common import log
 from sealign.utils.threads import set_torch_threads
 
-HELP = "check that a policy (built-in or your own) keeps the Policy protocol"
+HELP = "check that a policy or codec (built-in or your own) keeps its protocol"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="run, checkpoint or policy folder")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="run, checkpoint or policy folder")
+    what.add_argument("--codec", help="codec spec, e.g. world:runs/codec or mykind:path")
     p.add_argument("--manifest", help="take the two inputs (noisy and clean) from here")
     p.add_argument("--group-size", type=int, default=2, help="samples per input (default 2)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -46,23 +53,32 @@ def _manifest_audio(path: str, sample_rate: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sealign.models.conformance import check_policy, format_checks
-    from sealign.models.registry import load_policy
-    from sealign.train.checkpoint import policy_dir
+    from sealign.models.conformance import check_codec, check_policy, format_checks
 
     if args.group_size < 1:
         raise ValueError("--group-size must be >= 1")
     set_torch_threads(args.threads)
     torch.manual_seed(args.seed)
-    path = policy_dir(args.model)
-    policy = load_policy(path)
-    noisy = clean = None
-    if args.manifest:
-        noisy, clean = _manifest_audio(args.manifest, policy.sample_rate)
-    checks = check_policy(
-        policy, noisy, clean, args.group_size, seed=args.seed, temperature=args.temperature
-    )
-    print(f"{type(policy).__module__}.{type(policy).__name__} from {path}\n")
+    if args.codec:
+        from sealign.codecs.base import load_codec
+
+        subject: Any = load_codec(args.codec)
+        clean = _manifest_audio(args.manifest, subject.sample_rate)[1] if args.manifest else None
+        checks = check_codec(subject, clean)
+        where = args.codec
+    else:
+        from sealign.models.registry import load_policy
+        from sealign.train.checkpoint import policy_dir
+
+        where = str(policy_dir(args.model))
+        subject = load_policy(where)
+        noisy = clean = None
+        if args.manifest:
+            noisy, clean = _manifest_audio(args.manifest, subject.sample_rate)
+        checks = check_policy(
+            subject, noisy, clean, args.group_size, seed=args.seed, temperature=args.temperature
+        )
+    print(f"{type(subject).__module__}.{type(subject).__name__} from {where}\n")
     print(format_checks(checks))
     failed = [c.name for c in checks if c.ok is False]
     if failed:

@@ -69,6 +69,8 @@ class SSLEncoder:
             raise ValueError(f"features.content_layer {layer}: {model!r} has layers 0..{n_layers}")
         self.layer, self.device = layer, device
         self.name = f"{type(self.model).__name__} {model} (layer {layer})"
+        width = self.model.config.hidden_size
+        log.info("content features: %s, %d-dim, on %s", self.name, width, device)
 
     def encode(self, wavs: Sequence[np.ndarray], sr: int) -> list[np.ndarray]:
         """Float32 frames of each waveform (about one per 20 ms; the caller fits the count)."""
