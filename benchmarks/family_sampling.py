@@ -11,8 +11,8 @@ default 8 parallel-decoding iterations, FM with the 16-step Euler ODE and the 10
 by RL. Reports seconds per batch and the real-time factor (compute time / audio time; lower is
 faster), fastest of ``--repeats`` runs after a warm-up. ``--shipped`` times the checkpoints that
 ship in the package (``sealign demo family=...``) instead of default-size random models;
-``--model DIR`` (repeatable) times policy folders instead, custom classes included (AR ones with
-top-k 50), e.g. ``PYTHONPATH=examples ... --model runs/hf_base --model src/sealign/assets/ar_demo``.
+``--model DIR`` (repeatable) times policy folders instead, custom classes included, as GSPO
+samples them (AR with top-k 50, flow matching with its SDE), e.g. ``PYTHONPATH=examples ... --model runs/hf_base --model src/sealign/assets/ar_demo``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         ("fm (ODE, 16 steps)", "latent", {}),
         ("fm (SDE, 10 steps)", "latent", {"method": "sde"}),
     ]
+    if args.model and args.shipped:
+        p.error("--model and --shipped exclude each other")
     if args.model:
         cases = [(m, "", {}) for m in args.model]
     results = {}
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         if args.model:
             policy = load_policy(name)
-            opts = {"top_k": 50} if policy.family == "ar" else {}
+            # what GSPO samples with: top-k 50 for AR, the RL sampler (the FM's SDE) if any
+            rl = getattr(policy, "rl_sample_options", None)
+            opts = {"top_k": 50} if policy.family == "ar" else (rl() if callable(rl) else {})
         elif args.shipped:
             policy = load_policy(shipped_checkpoint(family))
         else:

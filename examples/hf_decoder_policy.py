@@ -17,6 +17,11 @@ pretrained decoder; the codec any sealign codec spec with one codebook)::
                      "num_hidden_layers": 6, "num_attention_heads": 4,
                      "num_key_value_heads": 4, "vocab_size": 8}' --output runs/hf_base
 
+A pretrained decoder's own token table (``embed_tokens``) is not used, since codec tokens
+arrive as embeddings, but it stays in the saved weights (about 136 M parameters for
+Qwen2-0.5B); drop or shrink it before saving if disk matters. Inputs longer than the decoder's
+``max_position_embeddings`` codec frames are refused; ``sealign enhance`` chunks long files.
+
 then every command takes the folder, with the module importable (``PYTHONPATH=examples``)::
 
     PYTHONPATH=examples sealign train --output runs/hf_sft model.init_from=runs/hf_base ...
@@ -94,7 +99,10 @@ class HFDecoderPolicy(torch.nn.Module):
         self.__dict__["codec"] = codec  # not a submodule: the codec stays frozen and unsaved
         self.codec_spec, self.features, self.vocab = codec_spec, fc, sizes[0]
         self.sample_rate = int(codec.sample_rate)
-        self.decoder = build_decoder(backbone)
+        # float32 whatever the checkpoint stores (transformers 5 keeps a bf16 checkpoint in
+        # bf16, which the float32 layers around it cannot multiply); bf16 runs use autocast
+        self.decoder = build_decoder(backbone).float()
+        self.max_frames = int(getattr(self.decoder.config, "max_position_embeddings", 1 << 30))
         # transformers 5.x names the KV cache argument `cache`, earlier versions `past_key_values`
         params = inspect.signature(self.decoder.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
@@ -122,23 +130,27 @@ class HFDecoderPolicy(torch.nn.Module):
 
     def _frames(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, T, dim]`` conditioning per codec frame and its ``[B, T]`` validity mask."""
+        # the width comes from the padded features, not from these rows' lengths: a minibatch
+        # of a group's shorter inputs keeps the rollout's token width (Rollout.select)
         b, tc, _ = cond.features.shape
         fpt = self.features.frames_per_token
-        lengths = [self.features.num_tokens(n) for n in cond.num_samples]
-        t = max(lengths)
-        x = F.pad(cond.features, (0, 0, 0, max(0, t * fpt - tc)))[:, : t * fpt]
-        valid = (
-            torch.arange(t, device=self.device) < torch.tensor(lengths, device=self.device)[:, None]
-        )
-        return self.cond(x.reshape(b, t, -1)), valid
+        t = tc // fpt
+        if t > self.max_frames:
+            raise ValueError(
+                f"{t} codec frames exceed the decoder's {self.max_frames} positions; enhance "
+                "chunks long inputs (enhance.chunk_seconds)"
+            )
+        lengths = torch.tensor([self.features.num_tokens(n) for n in cond.num_samples])
+        valid = torch.arange(t) < lengths[:, None]
+        return self.cond(cond.features.reshape(b, t, -1)), valid.to(self.device)
 
     def _teacher_forced(self, cond: Conditioning, tokens: torch.Tensor) -> torch.Tensor:
         """``[N, T, V]`` logits of ``tokens [N, T]`` given the previous ones."""
         states, _ = self._frames(cond)
         bos = torch.full_like(tokens[:, :1], self.vocab)
         prev = torch.cat([bos, tokens[:, :-1]], dim=1)
-        hidden = self.decoder(inputs_embeds=self.embed(prev) + states[:, : tokens.shape[1]])
-        return self.head(hidden.last_hidden_state)
+        x = self.embed(prev) + states[:, : tokens.shape[1]]
+        return self.head(self.decoder(inputs_embeds=x, use_cache=False).last_hidden_state)
 
     # ---------------------------------------------------------------- sampling and log-probs
 
@@ -155,9 +167,26 @@ class HFDecoderPolicy(torch.nn.Module):
         n = len(cond)
         settings = sampling_settings(n, temperature, int(top_k), top_p).to(self.device)
         warp = SamplingTransform(settings, self.vocab, self.device)
-        gen_device = generator.device if generator is not None else torch.device("cpu")
         was_training = self.training
         self.eval()  # no dropout: the log-probs must be those step_log_probs recomputes
+        try:
+            tokens, logp, valid = self._generate(cond, warp, generator)
+        finally:
+            self.train(was_training)
+        mask = valid.float()
+        actions = {
+            "tokens": tokens * valid,
+            "sampling": settings,
+            "num_samples": torch.tensor(cond.num_samples, dtype=torch.long, device=self.device),
+        }
+        return Rollout(actions, logp * mask, mask, torch.arange(n, device=self.device))
+
+    def _generate(
+        self, cond: Conditioning, warp: SamplingTransform, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoding loop: ``tokens [N, T]``, ``logp [N, T]``, validity ``[N, T]``."""
+        n = len(cond)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
         with torch.inference_mode():
             states, valid = self._frames(cond)
             t_max = states.shape[1]
@@ -168,18 +197,12 @@ class HFDecoderPolicy(torch.nn.Module):
             for t in range(t_max):
                 x = (self.embed(prev) + states[:, t])[:, None]
                 out = self.decoder(inputs_embeds=x, use_cache=True, **{self._cache_arg: past})
-                past = getattr(out, self._cache_arg)
+                past = out.cache if hasattr(out, "cache") else out.past_key_values
                 u = torch.rand(n, generator=generator, device=gen_device).to(self.device)
                 tokens[:, t], logp[:, t] = warp.sample(self.head(out.last_hidden_state[:, -1]), u)
                 prev = tokens[:, t]
-        self.train(was_training)
-        mask = valid.float()
-        actions = {
-            "tokens": tokens.clone() * valid,
-            "sampling": settings,
-            "num_samples": torch.tensor(cond.num_samples, dtype=torch.long, device=self.device),
-        }
-        return Rollout(actions, logp.clone() * mask, mask, torch.arange(n, device=self.device))
+        # clones made outside inference mode are ordinary tensors, usable in autograd later
+        return tokens.clone(), logp.clone(), valid.clone()
 
     def step_log_probs(
         self, cond: Conditioning, rollout: Rollout

@@ -140,12 +140,39 @@ def test_commands_train_align_and_enhance_it(hf_module, hf_base, tiny_setup, tmp
 
 def test_a_pretrained_decoder_loads_from_a_local_folder(hf_module, tiny_setup, tmp_path):
     torch.manual_seed(1)
-    decoder = hf_module.build_decoder(LLAMA)
+    decoder = hf_module.build_decoder(LLAMA).to(torch.bfloat16)  # as most checkpoints are stored
     decoder.save_pretrained(tmp_path / "llama")
     codec = load_codec(f"world:{tiny_setup / 'codec'}")
     policy = hf_module.HFDecoderPolicy(codec, str(tmp_path / "llama"), {"n_mels": 20})
     for k, v in decoder.state_dict().items():
-        assert torch.equal(policy.decoder.state_dict()[k], v), k
+        w = policy.decoder.state_dict()[k]
+        assert w.dtype == torch.float32 and torch.equal(w, v.float()), k
+    cond, _ = _inputs(tiny_setup, policy)
+    assert (
+        policy.sample(cond, generator=torch.Generator().manual_seed(0)).logp.dtype == torch.float32
+    )
+
+
+def test_the_check_catches_a_conditioning_width_taken_from_the_rows(
+    hf_module, hf_base, tiny_setup, monkeypatch
+):
+    """The bug sealign check's minibatch check exists for: a minibatch of a group's shorter
+    inputs is narrower than the rollout it recomputes."""
+
+    def width_from_rows(self, cond):
+        fpt = self.features.frames_per_token
+        lengths = [self.features.num_tokens(n) for n in cond.num_samples]
+        t = max(lengths)
+        x = cond.features[:, : t * fpt].reshape(len(cond), t, -1)
+        valid = torch.arange(t) < torch.tensor(lengths)[:, None]
+        return self.cond(x), valid
+
+    policy = load_policy(hf_base)
+    _, noisy = _inputs(tiny_setup, policy)
+    monkeypatch.setattr(hf_module.HFDecoderPolicy, "_frames", width_from_rows)
+    checks = {c.name: c for c in check_policy(policy, noisy, noisy, group_size=1)}
+    assert checks["step_log_probs = sampled log-probs"].ok
+    assert checks["log-probs independent of the minibatch"].ok is False
 
 
 def test_bad_settings_fail_clearly(hf_module, tiny_setup, tmp_path):

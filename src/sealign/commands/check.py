@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device of the policy (e.g. cuda)")
 
 
 def _manifest_audio(path: str, sample_rate: int):
@@ -54,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sealign.models.conformance import check_codec, check_policy, format_checks
+    from sealign.utils.device import check_device
 
     if args.group_size < 1:
         raise ValueError("--group-size must be >= 1")
+    check_device(args.device, "--device")
     set_torch_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.codec:
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         from sealign.train.checkpoint import policy_dir
 
         where = str(policy_dir(args.model))
-        subject = load_policy(where)
+        subject = load_policy(where, map_location=args.device)
         noisy = clean = None
         if args.manifest:
             noisy, clean = _manifest_audio(args.manifest, subject.sample_rate)

@@ -195,7 +195,7 @@ def _finish(
     strict: bool,
     check_audio: bool = False,
 ) -> tuple[list[Entry], list[ImportProblem]]:
-    if check_audio:
+    if check_audio and not (strict and problems):  # strict fails below without a decode
         entries = _check_contents(name, entries, problems)
     for p in problems:
         log.warning("%s import: %s", name, p)

@@ -54,7 +54,8 @@ def probe_audio(sample_rate: int, seconds: tuple[float, ...] = (1.3, 0.9), seed:
 
 
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()
+    return float((a - b).abs().max()) if a.numel() else 0.0
 
 
 class _Runner:
@@ -142,7 +143,7 @@ def check_policy(
         for k, v in ro.actions.items():
             assert v.shape[0] == n, f"actions[{k!r}] has {v.shape[0]} rows, not {n}"
         assert torch.isfinite(ro.logp).all(), "non-finite log-probs"
-        assert (ro.logp[ro.mask == 0] == 0).all(), "log-probs not zero where mask is 0"
+        assert (ro.logp[ro.mask == 0] == 0).all(), "log-probs must be 0 where mask is 0"
         assert not ro.logp.requires_grad, "sampled log-probs carry gradients"
         assert (ro.mask.sum(1) > 0).all(), "a rollout with no real step"
         st["rollout"] = ro
@@ -155,7 +156,9 @@ def check_policy(
         )  # fmt: skip
         for k, v in st["rollout"].actions.items():
             assert torch.equal(v, again.actions[k]), f"actions[{k!r}] differ with the same seed"
-        return "same actions from the same generator seed"
+        diff = _max_abs(st["rollout"].logp, again.logp)
+        assert diff <= 1e-6, f"log-probs differ by {diff:.3g} with the same seed"
+        return "same actions and log-probs from the same generator seed"
 
     def log_probs() -> str:
         ro = st["rollout"]
@@ -167,7 +170,8 @@ def check_policy(
             f"{LOGP_TOLERANCE:g}): GSPO's ratio is not 1 at unchanged weights; check dropout, "
             "the sampling transform (temperature, top-k, top-p) and teacher-forcing alignment"
         )
-        assert torch.isfinite(ent).all() and (ent[ro.mask == 0] == 0).all(), "bad entropies"
+        assert torch.isfinite(ent).all(), "non-finite entropies"
+        assert (ent[ro.mask == 0] == 0).all(), "entropies must be 0 where mask is 0"
         policy.zero_grad(set_to_none=True)
         (logp * ro.mask).sum().backward()
         grads = [p.grad for p in policy.parameters() if p.grad is not None]
@@ -177,15 +181,21 @@ def check_policy(
         return f"max |recomputed − sampled| = {diff:.2e}"
 
     def subset() -> str:
-        rows = list(range(1, len(st["rollout"]), 2))
-        part = st["rollout"].select(rows)
-        logp, _ = policy.step_log_probs(st["cond"], part)
-        diff = _max_abs(logp, st["logp"][rows])
-        assert diff <= LOGP_TOLERANCE, (
-            f"log-probs of a rollout subset differ from the full batch's by {diff:.3g}: a "
-            "minibatch must not change a row's log-probs (index cond with rollout.source?)"
-        )
-        return f"rows {rows} alone: max difference {diff:.2e}"
+        # GSPO's minibatches: every other row, reversed, and the shortest input's rows alone
+        # (the batch is then shorter than the rollout's padded width)
+        cond, n = st["cond"], len(st["rollout"])
+        shortest = min(cond.num_samples)
+        short = [i for i in range(n) if cond.num_samples[i] == shortest]
+        worst = 0.0
+        for rows in (list(range(n - 1, -1, -2)), short):
+            logp, _ = policy.step_log_probs(cond, st["rollout"].select(rows))
+            diff = _max_abs(logp, st["logp"][rows])
+            assert diff <= LOGP_TOLERANCE, (
+                f"log-probs of rows {rows} alone differ from the full batch's by {diff:.3g}: a "
+                "minibatch must not change a row's log-probs (index cond with rollout.source?)"
+            )
+            worst = max(worst, diff)
+        return f"reversed odd rows, the shortest input's rows alone: max difference {worst:.2e}"
 
     def decode() -> str:
         wavs = policy.decode(st["rollout"])
@@ -225,9 +235,10 @@ def check_policy(
     def persistence() -> str:
         from sealign.models.registry import load_policy
 
+        device = str(next(policy.parameters()).device)
         with tempfile.TemporaryDirectory() as tmp:
             policy.save(Path(tmp) / "p")
-            back = load_policy(Path(tmp) / "p")
+            back = load_policy(Path(tmp) / "p", map_location=device)
             assert type(back) is type(policy), f"loads as {type(back).__name__}"
             back.eval()
             logp, _ = back.step_log_probs(st["cond"], st["rollout"])

@@ -36,9 +36,11 @@ CONTENT_FRAME_SECONDS = 0.02  # Whisper encoder frame, and the 320-sample hop of
 
 
 class SSLEncoder:
-    """Hidden states ``[frames, hidden]`` of a ``transformers`` speech encoder (WavLM, HuBERT,
-    wav2vec 2.0...) at hidden layer ``layer`` (0 = the CNN features after projection, -1 =
-    the last layer), one utterance at a time so a frame never depends on its batch."""
+    """Hidden states ``[frames, hidden]`` of a wav2vec2-style ``transformers`` speech encoder
+    (WavLM, HuBERT, wav2vec 2.0, data2vec-audio: a CNN front end with ``conv_stride``) at
+    ``hidden_states[layer]`` (0 = the transformer's input, the projected CNN features with
+    the positional convolution added; -1 = the last layer), one utterance at a time so a frame
+    never depends on its batch. Weights run in float32 whatever the checkpoint stores."""
 
     def __init__(self, model: str | None, layer: int = -1, device: str = "cpu") -> None:
         if not model:
@@ -50,7 +52,7 @@ class SSLEncoder:
 
         try:
             self.extractor = AutoFeatureExtractor.from_pretrained(model)
-            self.model = AutoModel.from_pretrained(model).eval().to(device)
+            self.model = AutoModel.from_pretrained(model).float().eval().to(device)
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"cannot load the content encoder {model!r} ({err}); features.content_model "
@@ -58,7 +60,15 @@ class SSLEncoder:
                 "(save_pretrained), or a hub id when online"
             ) from err
         self.rate = int(self.extractor.sampling_rate)
-        stride = math.prod(getattr(self.model.config, "conv_stride", ()) or (0,))
+        strides = getattr(self.model.config, "conv_stride", None)
+        inputs = getattr(self.extractor, "model_input_names", ["input_values"])
+        if not strides or "input_values" not in inputs:
+            raise ValueError(
+                f"content encoder {model!r} ({type(self.model).__name__}) is not a wav2vec2-style "
+                "model reading raw waveforms (no conv_stride / input_values); use WavLM, HuBERT, "
+                "wav2vec 2.0 or data2vec-audio"
+            )
+        stride = math.prod(strides)
         if abs(stride / self.rate - CONTENT_FRAME_SECONDS) > 1e-9:
             raise ValueError(
                 f"content encoder {model!r} gives one frame per {stride} samples at {self.rate} "
@@ -173,13 +183,14 @@ def encoder_for(fc: Any, policy_device: str) -> ContentEncoder:
     settings for a policy on ``policy_device`` (Whisper when ``content`` is ``none``: the FM's
     representation alignment reads clean content without conditioning on it)."""
     kind = "whisper" if fc.content == "none" else fc.content
-    if kind == "ssl":
-        where = policy_device if policy_device.startswith("cuda") else "cpu"
+    threads = fc.content_threads
+    if kind == "ssl":  # torch's own threads: content_threads only sets CTranslate2's
+        where, threads = (policy_device if policy_device.startswith("cuda") else "cpu"), 1
     else:
         where = content_device(policy_device)
     return content_encoder(
         fc.content_model,
-        fc.content_threads,
+        threads,
         fc.content_cache_gb,
         where,
         kind,

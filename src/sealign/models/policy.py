@@ -77,7 +77,7 @@ class Rollout:
 
     ``actions``: family payload (AR: ``tokens [N, T]``; MGM: the decoding trajectory; FM: the
     SDE states and noises). ``logp``: ``[N, S]`` per-step log-probs under the sampling policy
-    (detached). ``mask``: ``[N, S]`` float, 1 for real steps. ``source``: for each output, the
+    (detached; 0 where ``mask`` is 0). ``mask``: ``[N, S]`` float, 1 for real steps. ``source``: for each output, the
     row of the :class:`Conditioning` it was sampled from.
     """
 
