@@ -152,3 +152,57 @@ def test_a_broken_codec_fails_the_checks_that_name_its_bugs():
     assert checks["save and load"].ok is False and "not a registered codec kind" in (
         checks["save and load"].detail
     )
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def test_a_built_in_metric_passes_and_the_cli_checks_it(capsys):
+    from sealign.metrics.registry import build_metric
+    from sealign.models.conformance import check_metric
+
+    checks = check_metric(build_metric("si_sdr"))
+    assert all(c.ok for c in checks), format_checks(checks)
+    assert "skipped (no reference)" in checks[3].detail
+    assert main(["check", "--metric", "estoi", "--threads", "1"]) == 0
+    assert capsys.readouterr().out.count("| pass |") == 5
+    assert main(["check", "--metric", "nosuch"]) == 2
+
+
+def _metric(name, score, **info):
+    from sealign.metrics.base import Metric, MetricInfo
+
+    class Probe(Metric):
+        pass
+
+    Probe.info = MetricInfo(name, ("x",), (True,), ((0.0, 1.0),), **info)
+    Probe._score = lambda self, utts: score(utts)
+    return Probe()
+
+
+def test_a_broken_metric_fails_the_check_that_names_its_bug():
+    from sealign.models.conformance import check_metric
+
+    def batch_mean(utts):  # a value that depends on the rest of the batch
+        m = float(np.mean([np.abs(u.audio).mean() for u in utts]))
+        return [{"x": m} for _ in utts]
+
+    checks = {c.name: c for c in check_metric(_metric("batchy", batch_mean))}
+    assert checks["scores within the declared ranges"].ok
+    bad = checks["the same alone, in a batch and on a repeat"]
+    assert bad.ok is False and "depends on the utterance only" in bad.detail
+
+    too_big = _metric("loud", lambda utts: [{"x": 3.0} for _ in utts])
+    checks = {c.name: c for c in check_metric(too_big)}
+    bad = checks["scores within the declared ranges"]
+    assert bad.ok is False and "outside its range [0.0, 1.0]" in bad.detail
+
+    def needs_ref(utts):
+        return [{"x": float(np.corrcoef(u.audio, u.reference)[0, 1] ** 2)} for u in utts]
+
+    silent_about_it = _metric("ref", needs_ref)  # uses the reference without declaring it
+    checks = {c.name: c for c in check_metric(silent_about_it)}
+    bad = checks["missing inputs give a skip"]
+    assert bad.ok is False and "audio alone" in bad.detail
+    declared = _metric("ref2", needs_ref, needs_reference=True)
+    assert all(c.ok for c in check_metric(declared))

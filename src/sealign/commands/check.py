@@ -7,13 +7,16 @@ equal to the teacher-forced ones (GSPO's ratio is 1 at unchanged weights only th
 that do not depend on the minibatch, decoding to the inputs' lengths, the SFT and DPO
 objectives, and save / load. --codec SPEC checks a codec instead (any spec load_codec takes,
 your registered kinds included): token shapes, ranges and frame counts, batching, decoding
-lengths, the continuous latent flow matching needs, bad input, save / reload. Exit status 1
-when a check fails.
+lengths, the continuous latent flow matching needs, bad input, save / reload. --metric NAME
+checks a metric (yours via a plug-in): declared outputs and ranges, finite values within them,
+the same value alone, in a batch and on a repeat (scores are cached by content), a skip when a
+declared input is missing; a clean-vs-noisy hint. Exit status 1 when a check fails.
 
 examples:
   sealign check --model src/sealign/assets/ar_demo
   PYTHONPATH=examples sealign check --model runs/hf_base --manifest data/demo/valid.jsonl
   sealign check --codec world:src/sealign/assets/fm_demo/codec
+  sealign check --metric dnsmos --manifest data/demo/test.jsonl
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from typing import Any
 from sealign.commands.common import log
 from sealign.utils.threads import set_torch_threads
 
-HELP = "check that a policy or codec (built-in or your own) keeps its protocol"
+HELP = "check that a policy, codec or metric (built-in or your own) keeps its protocol"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="run, checkpoint or policy folder")
     what.add_argument("--codec", help="codec spec, e.g. world:runs/codec or mykind:path")
+    what.add_argument("--metric", help="metric name (see `sealign metrics`; plug-ins included)")
     p.add_argument("--manifest", help="take the two inputs (noisy and clean) from here")
     p.add_argument("--group-size", type=int, default=2, help="samples per input (default 2)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -39,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device of the policy (e.g. cuda)")
 
 
-def _manifest_audio(path: str, sample_rate: int):
+def _manifest_audio(path: str, sample_rate: int, with_text: bool = False):
     from sealign.audio.io import load_audio
     from sealign.data.manifest import read_manifest
 
@@ -48,13 +52,15 @@ def _manifest_audio(path: str, sample_rate: int):
         raise ValueError(f"{path}: needs two entries with a reference (clean) file")
     noisy = [load_audio(e.audio, sample_rate)[0] for e in rows]
     clean = [load_audio(e.reference, sample_rate)[0] for e in rows]
+    if with_text:
+        return noisy, clean, [e.text or "" for e in rows] if all(e.text for e in rows) else None
     return noisy, clean
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sealign.models.conformance import check_codec, check_policy, format_checks
+    from sealign.models.conformance import check_codec, check_metric, check_policy, format_checks
     from sealign.utils.device import check_device
 
     if args.group_size < 1:
@@ -62,7 +68,18 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device, "--device")
     set_torch_threads(args.threads)
     torch.manual_seed(args.seed)
-    if args.codec:
+    if args.metric:
+        from sealign.metrics.registry import build_metric, metric_names
+
+        if args.metric not in metric_names():
+            raise ValueError(f"unknown metric {args.metric!r}; known: {', '.join(metric_names())}")
+        subject = build_metric(args.metric, num_threads=args.threads)
+        noisy = clean = texts = None
+        if args.manifest:
+            noisy, clean, texts = _manifest_audio(args.manifest, subject.info.sample_rate, True)
+        checks = check_metric(subject, noisy, clean, texts)
+        where = f"metric {args.metric}"
+    elif args.codec:
         from sealign.codecs.base import load_codec
 
         subject: Any = load_codec(args.codec)
