@@ -163,9 +163,9 @@ def test_a_built_in_metric_passes_and_the_cli_checks_it(capsys):
 
     checks = check_metric(build_metric("si_sdr"))
     assert all(c.ok for c in checks), format_checks(checks)
-    assert "skipped (no reference)" in checks[3].detail
+    assert "skipped (no reference)" in checks[4].detail
     assert main(["check", "--metric", "estoi", "--threads", "1"]) == 0
-    assert capsys.readouterr().out.count("| pass |") == 5
+    assert capsys.readouterr().out.count("| pass |") == 6
     assert main(["check", "--metric", "nosuch"]) == 2
 
 

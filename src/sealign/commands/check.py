@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--model", help="run, checkpoint or policy folder")
     what.add_argument("--codec", help="codec spec, e.g. world:runs/codec or mykind:path")
     what.add_argument("--metric", help="metric name (see `sealign metrics`; plug-ins included)")
+    p.add_argument(
+        "--metric-options",
+        default="{}",
+        help="with --metric: its options as YAML, e.g. '{weights: /path/nisqa.tar}'",
+    )
     p.add_argument("--manifest", help="take the two inputs (noisy and clean) from here")
     p.add_argument("--group-size", type=int, default=2, help="samples per input (default 2)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -73,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
         if args.metric not in metric_names():
             raise ValueError(f"unknown metric {args.metric!r}; known: {', '.join(metric_names())}")
-        subject = build_metric(args.metric, num_threads=args.threads)
+        import yaml
+
+        options = yaml.safe_load(args.metric_options)
+        if not isinstance(options, dict):
+            raise ValueError(f"--metric-options must be a mapping, got {args.metric_options!r}")
+        subject = build_metric(args.metric, **{"num_threads": args.threads, **options})
         noisy = clean = texts = None
         if args.manifest:
             noisy, clean, texts = _manifest_audio(args.manifest, subject.info.sample_rate, True)

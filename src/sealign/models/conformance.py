@@ -447,7 +447,12 @@ def check_metric(
             hints.append(f"{o} clean {a:.3g} vs noisy {b:.3g}{'' if better else ' (!)'}")
         return "; ".join(hints)
 
+    def load() -> str:
+        metric.load()  # a missing model raises MetricUnavailable with what to provide
+        return "loaded"
+
     ok = r.run("declaration", declaration)
+    ok = r.run("load", load, ok)
     sc = r.run("scores within the declared ranges", scores, ok)
     r.run("the same alone, in a batch and on a repeat", consistency, sc)
     r.run("missing inputs give a skip", requirements, ok)
