@@ -7,7 +7,7 @@ conditioning (the noisy log-mels, and Whisper encoder frames with ``content: whi
 frames up to the one being generated). Sampling runs on the decoder's KV cache; log-probs are
 recomputed teacher-forced under the same temperature / top-k / top-p transform, so GSPO's ratio
 is exactly 1 at unchanged weights. The tests (``tests/test_hf_decoder_example.py``) run it
-through ``sealign train``, ``gspo``, ``dpo`` and ``enhance``.
+through ``sealign check``, ``train``, ``gspo``, ``prefs``, ``dpo``, ``export`` and ``enhance``.
 
 Build a base and save it (``--backbone`` is a JSON config, a local folder or a hub id of a
 pretrained decoder; the codec any sealign codec spec with one codebook)::
@@ -17,15 +17,16 @@ pretrained decoder; the codec any sealign codec spec with one codebook)::
                      "num_hidden_layers": 6, "num_attention_heads": 4,
                      "num_key_value_heads": 4, "vocab_size": 8}' --output runs/hf_base
 
-A pretrained decoder's own token table (``embed_tokens``) is not used, since codec tokens
-arrive as embeddings, but it stays in the saved weights (about 136 M parameters for
-Qwen2-0.5B); drop or shrink it before saving if disk matters. Inputs longer than the decoder's
-``max_position_embeddings`` codec frames are refused; ``sealign enhance`` chunks long files.
-
 then every command takes the folder, with the module importable (``PYTHONPATH=examples``)::
 
     PYTHONPATH=examples sealign train --output runs/hf_sft model.init_from=runs/hf_base ...
     PYTHONPATH=examples sealign gspo --config configs/gspo_demo.yaml model.init_from=runs/hf_sft
+    PYTHONPATH=examples sealign check --model runs/hf_base   # the protocol's properties
+
+A pretrained decoder's own token table (``embed_tokens``) is not used, since codec tokens
+arrive as embeddings, but it stays in the saved weights (about 136 M parameters for
+Qwen2-0.5B); drop or shrink it before saving if disk matters. Inputs longer than the decoder's
+``max_position_embeddings`` codec frames are refused; ``sealign enhance`` chunks long files.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Checks that a policy keeps the :class:`~sealign.models.policy.Policy` contract the trainers
-rely on, for users wrapping their own model (``sealign check --model DIR``).
+"""Checks that a policy, codec or metric keeps the contract the trainers rely on, for users
+plugging in their own (``sealign check --model DIR | --codec SPEC | --metric NAME``):
+:func:`check_policy`, :func:`check_codec`, :func:`check_metric`.
 
 A policy can pass every shape check and still break GSPO silently: a sampler whose log-probs
 are not the teacher-forced ones (dropout left on, temperature not applied on recomputation, a
