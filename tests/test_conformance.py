@@ -61,6 +61,13 @@ class IgnoresSource(ARPolicy):
         return super().step_log_probs(first, fixed)
 
 
+class ScaledLikelihood(ARPolicy):
+    """DPO's sequence log-prob on another scale than the step log-probs GSPO uses."""
+
+    def preference_log_likelihood(self, cond, targets, noise):
+        return 0.5 * super().preference_log_likelihood(cond, targets, noise)
+
+
 class ShortAudio(ARPolicy):
     def decode(self, rollout):
         return [fit_length(w, w.size // 2) for w in super().decode(rollout)]
@@ -76,6 +83,7 @@ def _rest(rollout):
         (IgnoresSettings, "step_log_probs = sampled log-probs", "ratio is not 1"),
         (IgnoresSource, "log-probs independent of the minibatch", "rollout.source"),
         (ShortAudio, "decode", "decoded lengths"),
+        (ScaledLikelihood, "preference log-likelihood", "summed step log-probs"),
     ],
 )
 def test_a_broken_policy_fails_the_check_that_names_its_bug(cls, broken, message, tiny_setup):

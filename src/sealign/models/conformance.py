@@ -231,7 +231,24 @@ def check_policy(
         again = policy.preference_log_likelihood(cond, tg, noise)
         diff = _max_abs(ll, again)
         assert diff <= 1e-5, f"not deterministic given the same noise ({diff:.3g})"
-        return f"[{len(cond)}] log-likelihoods, repeat difference {diff:.1e}"
+        policy.zero_grad(set_to_none=True)
+        ll.sum().backward()
+        assert any(p.grad is not None for p in policy.parameters()), "no gradient"
+        policy.zero_grad(set_to_none=True)
+        detail = f"[{len(cond)}] log-likelihoods, repeat difference {diff:.1e}"
+        if family != "ar":
+            return detail
+        # an AR likelihood is exact: the summed step log-probs of an unfiltered T = 1 sample
+        plain = policy.sample(cond, temperature=1.0, generator=torch.Generator().manual_seed(seed),
+                              top_k=0, top_p=1.0)  # fmt: skip
+        steps, _ = policy.step_log_probs(cond, plain)
+        seq = policy.preference_log_likelihood(cond, policy.targets_from_rollout(plain), noise)
+        gap = _max_abs(seq, steps.sum(1))
+        assert gap <= 1e-3, (
+            f"sequence log-prob differs from the summed step log-probs at temperature 1 by "
+            f"{gap:.3g}: DPO and GSPO would score the same tokens differently"
+        )
+        return f"{detail}; = summed step log-probs at T = 1 ({gap:.1e})"
 
     def persistence() -> str:
         from sealign.models.registry import load_policy
