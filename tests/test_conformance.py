@@ -3,6 +3,7 @@ property of a policy with a classic wrapping bug."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,13 @@ def test_every_check_passes_on_the_built_in_families(family, extra, tiny_setup):
     assert len(checks) == 10
 
 
-def test_the_cli_prints_the_table_and_exits_0(tiny_setup, capsys):
-    assert main(["check", "--model", str(tiny_setup / "base"), "--threads", "1"]) == 0
+def test_the_cli_prints_the_table_and_exits_0(tiny_setup, capsys, tmp_path):
+    args = ["check", "--model", str(tiny_setup / "base"), "--threads", "1"]
+    assert main([*args, "--json", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
     assert out.count("| pass |") == 10 and "ARPolicy" in out
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert [c["ok"] for c in saved["checks"]] == [True] * 10
     args = ["check", "--model", str(tiny_setup / "base"), "--manifest"]
     assert main([*args, str(tiny_setup / "valid.jsonl"), "--group-size", "3"]) == 0
     assert main(["check", "--model", str(tiny_setup / "nope")]) == 2

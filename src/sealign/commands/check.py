@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="torch device of the policy (e.g. cuda)")
+    p.add_argument("--json", help="also write the checks here (for a CI of your own)")
 
 
 def _manifest_audio(path: str, sample_rate: int, with_text: bool = False):
@@ -110,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"{type(subject).__module__}.{type(subject).__name__} from {where}\n")
     print(format_checks(checks))
+    if args.json:
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from sealign.utils.jsonio import write_json
+
+        write_json(Path(args.json), {"subject": where, "checks": [asdict(c) for c in checks]})
     failed = [c.name for c in checks if c.ok is False]
     if failed:
         log.error("%d of %d checks failed: %s", len(failed), len(checks), "; ".join(failed))
