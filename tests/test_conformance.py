@@ -34,6 +34,14 @@ def test_every_check_passes_on_the_built_in_families(family, extra, tiny_setup):
     assert len(checks) == 10
 
 
+@pytest.mark.parametrize("family", ["ar", "mgm", "fm"])
+def test_the_shipped_checkpoints_keep_the_contract(family):
+    from sealign.commands.demo import shipped_checkpoint
+
+    checks = check_policy(load_policy(shipped_checkpoint(family)))
+    assert all(c.ok for c in checks), format_checks(checks)
+
+
 def test_the_cli_prints_the_table_and_exits_0(tiny_setup, capsys, tmp_path):
     args = ["check", "--model", str(tiny_setup / "base"), "--threads", "1"]
     assert main([*args, "--json", str(tmp_path / "c.json")]) == 0
