@@ -79,7 +79,10 @@ class HFDecoderPolicy(torch.nn.Module):
     """Single-codebook codec-token LM on a ``transformers`` decoder (family ``"ar"``).
 
     Input at step ``t``: the embedding of token ``t - 1`` (a BOS index at ``t = 0``) plus a
-    projection of the noisy input's feature frames of codec frame ``t``.
+    projection of the noisy input's feature frames of codec frames ``t - lookahead`` to
+    ``t + lookahead`` (the whole noisy input is known before generation starts, so the
+    conditioning may look ahead; a convolution over the projected frames, zero past each
+    row's end so that a row's states never depend on the rows batched with it).
     """
 
     family = "ar"
@@ -90,8 +93,11 @@ class HFDecoderPolicy(torch.nn.Module):
         backbone: dict[str, Any] | str,
         features: FeatureConfig | dict[str, Any] | None = None,
         codec_spec: str | None = None,
+        lookahead: int = 2,
     ) -> None:
         super().__init__()
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, got {lookahead}")
         sizes = codebook_sizes(codec)
         if len(sizes) != 1:
             raise ValueError(f"this example needs a one-codebook codec, got {len(sizes)}")
@@ -110,6 +116,10 @@ class HFDecoderPolicy(torch.nn.Module):
         dim = self.decoder.config.hidden_size
         self.embed = torch.nn.Embedding(self.vocab + 1, dim)  # last index = BOS
         self.cond = torch.nn.Linear(fc.frames_per_token * fc.dim, dim)
+        self.lookahead = lookahead
+        self.context = (
+            torch.nn.Conv1d(dim, dim, 2 * lookahead + 1, padding=lookahead) if lookahead else None
+        )
         self.head = torch.nn.Linear(dim, self.vocab, bias=False)
 
     @property
@@ -142,8 +152,12 @@ class HFDecoderPolicy(torch.nn.Module):
                 "chunks long inputs (enhance.chunk_seconds)"
             )
         lengths = torch.tensor([self.features.num_tokens(n) for n in cond.num_samples])
-        valid = torch.arange(t) < lengths[:, None]
-        return self.cond(cond.features.reshape(b, t, -1)), valid.to(self.device)
+        valid = (torch.arange(t) < lengths[:, None]).to(self.device)
+        states = self.cond(cond.features.reshape(b, t, -1))
+        if self.context is not None:
+            states = states * valid[..., None]  # past a row's end: zeros, as the conv pads
+            states = states + self.context(states.transpose(1, 2)).transpose(1, 2)
+        return states, valid
 
     def _teacher_forced(self, cond: Conditioning, tokens: torch.Tensor) -> torch.Tensor:
         """``[N, T, V]`` logits of ``tokens [N, T]`` given the previous ones."""
@@ -262,6 +276,7 @@ class HFDecoderPolicy(torch.nn.Module):
         config = {
             "backbone": self.decoder.config.to_dict(),
             "features": self.features.to_dict(),
+            "lookahead": self.lookahead,
         }
         return save_policy_dir(
             directory, self, self.family, config, self.codec, self.codec_spec, FORMAT_VERSION,
@@ -274,7 +289,8 @@ class HFDecoderPolicy(torch.nn.Module):
             directory, cls.family, FORMAT_VERSION, map_location
         )
         features = FeatureConfig(**config["features"])
-        policy = cls(codec, config["backbone"], features, codec_spec=spec)
+        lookahead = int(config.get("lookahead", 0))
+        policy = cls(codec, config["backbone"], features, codec_spec=spec, lookahead=lookahead)
         policy.load_state_dict(state)
         return policy.to(map_location)
 
@@ -284,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec", required=True, help="codec spec, e.g. world:runs/codec")
     p.add_argument("--backbone", required=True, help="JSON config, local folder or hub id")
     p.add_argument("--features", default="{}", help="JSON FeatureConfig fields (n_mels...)")
+    p.add_argument("--lookahead", type=int, default=2, help="codec frames of future context")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
@@ -293,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         load_codec(args.codec),
         json.loads(backbone) if backbone.startswith("{") else backbone,
         json.loads(args.features),
+        lookahead=args.lookahead,
     )
     out = policy.save(args.output)
     n = sum(p.numel() for p in policy.parameters())

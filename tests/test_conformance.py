@@ -31,7 +31,7 @@ def test_every_check_passes_on_the_built_in_families(family, extra, tiny_setup):
     policy = build_policy(family, load_codec(f"world:{tiny_setup / 'codec'}"), {**TINY, **extra})
     checks = check_policy(policy)
     assert all(c.ok for c in checks), format_checks(checks)
-    assert len(checks) == 10
+    assert len(checks) == 11
 
 
 @pytest.mark.parametrize("family", ["ar", "mgm", "fm"])
@@ -46,9 +46,9 @@ def test_the_cli_prints_the_table_and_exits_0(tiny_setup, capsys, tmp_path):
     args = ["check", "--model", str(tiny_setup / "base"), "--threads", "1"]
     assert main([*args, "--json", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
-    assert out.count("| pass |") == 10 and "ARPolicy" in out
+    assert out.count("| pass |") == 11 and "ARPolicy" in out
     saved = json.loads((tmp_path / "c.json").read_text())
-    assert [c["ok"] for c in saved["checks"]] == [True] * 10
+    assert [c["ok"] for c in saved["checks"]] == [True] * 11
     args = ["check", "--model", str(tiny_setup / "base"), "--manifest"]
     assert main([*args, str(tiny_setup / "valid.jsonl"), "--group-size", "3"]) == 0
     assert main(["check", "--model", str(tiny_setup / "nope")]) == 2

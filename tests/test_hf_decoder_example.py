@@ -188,3 +188,28 @@ def test_bad_settings_fail_clearly(hf_module, tiny_setup, tmp_path):
     cond, _ = _inputs(tiny_setup, policy)
     with pytest.raises(ValueError, match="temperature"):
         policy.sample(cond, temperature=0.0)
+
+
+def test_the_check_catches_padding_leaking_through_the_lookahead(
+    hf_module, hf_base, tiny_setup, monkeypatch
+):
+    """Without zeroing the projected states past a row's end, the lookahead convolution mixes
+    the padding (the projection's bias) into a shorter input's last frames: its log-probs then
+    depend on what it was batched with."""
+
+    def unmasked(self, cond):
+        b, tc, _ = cond.features.shape
+        t = tc // self.features.frames_per_token
+        lengths = torch.tensor([self.features.num_tokens(n) for n in cond.num_samples])
+        states = self.cond(cond.features.reshape(b, t, -1))
+        states = states + self.context(states.transpose(1, 2)).transpose(1, 2)
+        return states, torch.arange(t) < lengths[:, None]
+
+    policy = load_policy(hf_base)
+    assert policy.lookahead == 2
+    _, noisy = _inputs(tiny_setup, policy)
+    assert all(c.ok for c in check_policy(policy, noisy, noisy))
+    monkeypatch.setattr(hf_module.HFDecoderPolicy, "_frames", unmasked)
+    checks = {c.name: c for c in check_policy(policy, noisy, noisy)}
+    assert checks["log-probs independent of the minibatch"].ok  # the same padded width
+    assert checks["an input alone = in a padded batch"].ok is False

@@ -198,6 +198,33 @@ def check_policy(
             worst = max(worst, diff)
         return f"reversed odd rows, the shortest input's rows alone: max difference {worst:.2e}"
 
+    def alone() -> str:
+        # enhance batches inputs of different lengths: a shorter input's log-probs, conditioned
+        # alone, must be those it had in the padded batch (AR: steps are frames, so its rollout
+        # can be cut to its own length)
+        if family != "ar":
+            return "AR only (an MGM / FM rollout cannot be cut to one input's frames)"
+        ro, cond = st["rollout"], st["cond"]
+        k = int(np.argmin([w.size for w in noisy]))
+        i = cond.num_samples.index(noisy[k].size)
+        t = int(ro.mask[i].sum())
+        width = ro.mask.shape[1]
+
+        def cut(v: torch.Tensor) -> torch.Tensor:
+            v = v[i : i + 1]
+            return v[..., :t] if v.dim() >= 2 and v.shape[-1] == width else v
+
+        one = Rollout({k: cut(v) for k, v in ro.actions.items()}, ro.logp[i : i + 1, :t],
+                      ro.mask[i : i + 1, :t], torch.zeros(1, dtype=torch.long))  # fmt: skip
+        logp, _ = policy.step_log_probs(policy.condition([noisy[k]]), one)
+        diff = _max_abs(logp, st["logp"][i : i + 1, :t])
+        assert diff <= LOGP_TOLERANCE, (
+            f"the shorter input's log-probs conditioned alone differ from those in the padded "
+            f"batch by {diff:.3g}: padding leaks into its valid frames (mask padded states "
+            "before any layer that mixes frames)"
+        )
+        return f"the shorter input alone vs in the batch: max difference {diff:.2e}"
+
     def decode() -> str:
         wavs = policy.decode(st["rollout"])
         want = [st["cond"].num_samples[i] for i in st["rollout"].source.tolist()]
@@ -270,6 +297,7 @@ def check_policy(
     r.run("seeded sampling repeats", determinism, ok)
     lp = r.run("step_log_probs = sampled log-probs", log_probs, ok)
     r.run("log-probs independent of the minibatch", subset, lp)
+    r.run("an input alone = in a padded batch", alone, lp)
     r.run("decode", decode, ok)
     r.run("encode_targets, sft_loss, decode_targets", targets, ok)
     r.run("preference log-likelihood", preference, ok)
