@@ -93,3 +93,47 @@ def test_spk_sim_hf_encoder_from_local_path(tmp_path, speech, on_meta):
     missing = build_metric("spk_sim", encoder="hf", model_path=str(tmp_path / "nope"))
     with pytest.raises(MetricUnavailable, match="not found"):
         missing.load()
+
+
+def _lsd_with_librosa(ref: np.ndarray, est: np.ndarray, sr: int, eps: float = 1e-8) -> float:
+    """The URGENT challenges' LSD written directly on librosa's STFT (the reference)."""
+    import librosa
+
+    est = est * np.sum(ref * est) / (np.sum(est**2) + eps)
+    n_fft, hop = int(0.032 * sr), int(0.016 * sr)
+    r = np.abs(librosa.stft(ref, n_fft=n_fft, hop_length=hop)).T
+    e = np.abs(librosa.stft(est, n_fft=n_fft, hop_length=hop)).T
+    per_frame = np.mean(np.log(r**2 / (e + eps) ** 2 + eps) ** 2, axis=1) ** 0.5
+    return float(np.mean(per_frame))
+
+
+@pytest.mark.parametrize("snr", [0, 10, 30])
+def test_lsd_equals_the_librosa_reference(speech, noisy, snr):
+    x = speech(3)
+    y = 0.6 * noisy(x, snr)  # a gain: LSD matches it away
+    (r,) = build_metric("lsd").score_batch([Utterance("a", y, 16000, reference=x)])
+    want = _lsd_with_librosa(x.astype(np.float64), y.astype(np.float64), 16000)
+    assert r.values["lsd"] == pytest.approx(want, rel=1e-6)
+
+
+def test_lsd_orders_by_distortion_and_takes_a_rate(speech, noisy):
+    x = speech(4)
+    m = build_metric("lsd")
+    same, mild, bad = m.score_batch(
+        [
+            Utterance(k, y, 16000, reference=x)
+            for k, y in [("s", x), ("m", noisy(x, 20)), ("b", noisy(x, 0))]
+        ]
+    )
+    # not exactly 0: the definition's eps terms weigh on near-silent bins
+    assert same.values["lsd"] < 0.05 < mild.values["lsd"] < bad.values["lsd"]
+    # at 48 kHz the frames are 1536 samples and the (empty) band above 8 kHz counts too
+    wide = build_metric("lsd", sample_rate=48000)
+    assert wide.info.sample_rate == 48000 and m.info.sample_rate == 16000
+    assert wide.settings() != m.settings()
+    (w,) = wide.score_batch([Utterance("m", noisy(x, 20), 16000, reference=x)])
+    assert np.isfinite(w.values["lsd"]) and w.values["lsd"] != mild.values["lsd"]
+    with pytest.raises(ValueError, match="sample_rate"):
+        build_metric("lsd", sample_rate=100)
+    (skip,) = m.score_batch([Utterance("n", x, 16000)])
+    assert skip.skipped == "no reference"

@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "pesq_wb": "sealign.metrics.intrusive:PESQWideband",
     "estoi": "sealign.metrics.intrusive:ESTOI",
     "si_sdr": "sealign.metrics.intrusive:SISDR",
+    "lsd": "sealign.metrics.intrusive:LSD",
 }
 _USER: dict[str, Callable[..., Metric]] = {}
 
