@@ -18,7 +18,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error
 # metrics that run a model, and so take a device
 MODEL_METRICS = [
     "dnsmos", "distillmos", "utmos", "nisqa", "nisqa_tts", "wer", "cer", "text_likelihood",
-    "asr_confidence", "spk_sim", "speechbertscore",
+    "asr_confidence", "spk_sim", "speechbertscore", "lps",
 ]  # fmt: skip
 
 

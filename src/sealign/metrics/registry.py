@@ -26,6 +26,7 @@ _BUILTIN: dict[str, str] = {
     "estoi": "sealign.metrics.intrusive:ESTOI",
     "si_sdr": "sealign.metrics.intrusive:SISDR",
     "lsd": "sealign.metrics.intrusive:LSD",
+    "lps": "sealign.metrics.phoneme:PhonemeSimilarity",
 }
 _USER: dict[str, Callable[..., Metric]] = {}
 
