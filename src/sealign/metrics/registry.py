@@ -27,6 +27,7 @@ _BUILTIN: dict[str, str] = {
     "si_sdr": "sealign.metrics.intrusive:SISDR",
     "lsd": "sealign.metrics.intrusive:LSD",
     "lps": "sealign.metrics.phoneme:PhonemeSimilarity",
+    "mcd": "sealign.metrics.cepstral:MCD",
 }
 _USER: dict[str, Callable[..., Metric]] = {}
 
