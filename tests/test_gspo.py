@@ -15,7 +15,7 @@ import torch
 
 from sealign.cli import main
 from sealign.config import load_config
-from sealign.metrics.base import Utterance
+from sealign.metrics.base import MetricInfo, Utterance
 from sealign.metrics.registry import metric_info
 from sealign.models.registry import load_policy
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages, to_reward_scale
@@ -60,8 +60,15 @@ def test_reward_scales():
     assert auto_scale(metric_info("dnsmos"), "ovrl") == "mos"
     assert auto_scale(metric_info("wer"), "wer") == "error_rate"
     assert auto_scale(metric_info("spk_sim"), "spk_sim") == "identity"
+    # distances without an upper bound declare their scale: lower distance, higher reward
+    assert (
+        auto_scale(metric_info("mcd"), "mcd") == auto_scale(metric_info("lsd"), "lsd") == "negated"
+    )
+    assert to_reward_scale(4.5, "negated") == -4.5
     with pytest.raises(ValueError, match="unknown reward scale"):
         to_reward_scale(1.0, "log")
+    with pytest.raises(ValueError, match="reward_scale 'log' unknown"):
+        MetricInfo("probe", ("x",), (False,), ((0.0, 1.0),), reward_scale="log")
 
 
 def test_sum_then_normalize_matches_definition():

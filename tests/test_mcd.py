@@ -87,3 +87,18 @@ def test_mcd_metric(speech, noisy):
     assert build_metric("mcd", alignment="none").settings() == {"alignment": "none"}
     with pytest.raises(ValueError, match="alignment"):
         build_metric("mcd", alignment="dtw")
+
+
+def test_mcd_as_a_reward_prefers_the_closer_output(speech, noisy):
+    from sealign.rewards import CompositeReward, RewardConfig
+
+    x = speech(7)
+    cfg = RewardConfig(components=[{"metric": "mcd"}], metric_options={}, cache="")
+    reward = CompositeReward(cfg, num_threads=1)
+    close, far = (
+        Utterance(k, noisy(x, snr), 16000, reference=x) for k, snr in (("c", 20), ("f", 0))
+    )
+    batch = reward([close, far])
+    direct = [r.values["mcd"] for r in build_metric("mcd").score_batch([close, far])]
+    np.testing.assert_allclose(batch.values[:, 0], [-d for d in direct])
+    assert batch.values[0, 0] > batch.values[1, 0]

@@ -20,9 +20,16 @@ from sealign.utils.device import parse_device
 log = logging.getLogger(__name__)
 
 
+# How a metric output becomes a reward (sealign.rewards.composite.to_reward_scale)
+REWARD_SCALES = ("auto", "mos", "error_rate", "identity", "negated")
+
+
 @dataclass(frozen=True)
 class MetricInfo:
-    """Static description of a metric (VERSA-style)."""
+    """Static description of a metric (VERSA-style). ``reward_scale``: what ``scale: auto``
+    means for its outputs in a reward; ``auto`` decides by range and direction (see
+    :func:`sealign.rewards.composite.auto_scale`), a distance without an upper bound such as
+    MCD declares ``negated``."""
 
     name: str
     outputs: tuple[str, ...]
@@ -34,8 +41,14 @@ class MetricInfo:
     needs_speaker_ref: bool = False
     version: str = "1"
     description: str = ""
+    reward_scale: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.reward_scale not in REWARD_SCALES:
+            raise ValueError(
+                f"metric {self.name}: reward_scale {self.reward_scale!r} unknown; "
+                f"known: {', '.join(REWARD_SCALES)}"
+            )
         n = len(self.outputs)
         if len(self.higher_is_better) != n or len(self.ranges) != n:
             raise ValueError(

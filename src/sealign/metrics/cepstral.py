@@ -164,6 +164,7 @@ class MCD(_Intrusive):
         ranges=((0.0, float("inf")),),
         sample_rate=16000,
         needs_reference=True,
+        reward_scale="negated",
         description="mel-cepstral distortion in dB (URGENT definition: SPTK mel-cepstra, "
         "order 23, FastDTW)",
     )

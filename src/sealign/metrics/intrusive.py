@@ -155,9 +155,10 @@ class LSD(_Intrusive):
         name="lsd",
         outputs=("lsd",),
         higher_is_better=(False,),
-        ranges=((0.0, 50.0),),
+        ranges=((0.0, float("inf")),),
         sample_rate=16000,
         needs_reference=True,
+        reward_scale="negated",
         description="log-spectral distance (URGENT definition; gain-matched, natural-log power)",
     )
 

@@ -13,8 +13,10 @@ scale before weighting (``scale``):
 - ``mos``: ``(m - 1) / 4`` for 1–5 opinion scores (DNSMOS, DistillMOS, UTMOS, NISQA);
 - ``error_rate``: ``1 - min(e, 1)`` for WER / CER;
 - ``identity``: the value as it is (similarities, ESTOI...);
-- ``auto`` (default): ``mos`` for outputs whose declared range is 1–5, ``error_rate`` for
-  lower-is-better outputs bounded below by 0, else ``identity``.
+- ``negated``: ``-v`` for distances without an upper bound (LSD, MCD);
+- ``auto`` (default): the metric's declared ``reward_scale`` if it has one, else ``mos`` for
+  outputs whose declared range is 1–5, ``error_rate`` for lower-is-better outputs bounded below
+  by 0, else ``identity``.
 
 ``credit: word`` on the WER component gives each rollout step of an AR policy the advantage of
 its own reference word instead of the output's whole ``1 - WER``
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from sealign.metrics.base import Metric, MetricInfo, Utterance
+from sealign.metrics.base import REWARD_SCALES, Metric, MetricInfo, Utterance
 from sealign.metrics.cache import open_score_cache, score_with_cache
 from sealign.rewards.word_credit import ReferenceAligner, WordCredit, word_hits
 from sealign.utils.device import parse_device
@@ -45,7 +47,7 @@ from sealign.utils.threads import torch_threads
 log = logging.getLogger(__name__)
 
 RewardFunction = Callable[[list[Utterance]], list[float | None]]
-SCALES = ("auto", "mos", "error_rate", "identity")
+SCALES = REWARD_SCALES
 CREDITS = ("sequence", "word")
 
 
@@ -57,12 +59,16 @@ def to_reward_scale(value: float, scale: str) -> float:
         return 1.0 - min(value, 1.0)
     if scale == "identity":
         return value
+    if scale == "negated":
+        return -value
     raise ValueError(f"unknown reward scale {scale!r}; known: {', '.join(SCALES[1:])}")
 
 
 def auto_scale(info: MetricInfo, output: str) -> str:
     """The scale ``auto`` resolves to for ``output`` of a metric (see the module doc)."""
     k = info.outputs.index(output)
+    if info.reward_scale != "auto":
+        return info.reward_scale
     lo, hi = info.ranges[k]
     if (lo, hi) == (1.0, 5.0):
         return "mos"
