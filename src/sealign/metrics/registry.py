@@ -28,6 +28,7 @@ _BUILTIN: dict[str, str] = {
     "lsd": "sealign.metrics.intrusive:LSD",
     "lps": "sealign.metrics.phoneme:PhonemeSimilarity",
     "mcd": "sealign.metrics.cepstral:MCD",
+    "composite": "sealign.metrics.composite_measures:CompositeMeasures",
 }
 _USER: dict[str, Callable[..., Metric]] = {}
 
