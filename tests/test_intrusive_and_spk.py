@@ -137,3 +137,19 @@ def test_lsd_orders_by_distortion_and_takes_a_rate(speech, noisy):
         build_metric("lsd", sample_rate=100)
     (skip,) = m.score_batch([Utterance("n", x, 16000)])
     assert skip.skipped == "no reference"
+
+
+def test_stoi_and_the_vbdmd_preset(speech, noisy):
+    from pystoi import stoi
+
+    from sealign.eval.score import ScoreConfig
+
+    x = speech(9)
+    y = noisy(x, 0)
+    same, deg = build_metric("stoi").score_batch(
+        [Utterance("s", x, 16000, reference=x), Utterance("d", y, 16000, reference=x)]
+    )
+    assert same.values["stoi"] == pytest.approx(1.0, abs=1e-6)
+    assert deg.values["stoi"] == stoi(x.astype(np.float64), y.astype(np.float64), 16000)
+    cfg = ScoreConfig(metrics=["dnsmos", "vbdmd", "pesq_wb"])
+    assert cfg.metrics == ["dnsmos", "pesq_wb", "composite", "stoi", "estoi", "si_sdr"]

@@ -174,7 +174,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", action="append", help="display name of each --model (repeat)")
     p.add_argument("--manifest", help="test manifest (audio = noisy, reference = clean)")
     p.add_argument("--output", help="output folder")
-    p.add_argument("--metrics", help="comma-separated metric names (see `sealign metrics`)")
+    p.add_argument(
+        "--metrics",
+        help="comma-separated metric names (see `sealign metrics`); `vbdmd` stands for the "
+        "VoiceBank-DEMAND table's pesq_wb, composite, stoi, estoi, si_sdr",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not use the score cache")
     p.add_argument(
         "--metric-device",

@@ -59,7 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", help="with --input: parallel folder of clean references")
     p.add_argument("--text", help="with --kaldi: 'uid transcript' file")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--metrics", help="comma-separated metric names (see `sealign metrics`)")
+    p.add_argument(
+        "--metrics",
+        help="comma-separated metric names (see `sealign metrics`); `vbdmd` stands for the "
+        "VoiceBank-DEMAND table's pesq_wb, composite, stoi, estoi, si_sdr",
+    )
     p.add_argument(
         "--threads", type=int, help="threads per backend (torch / onnxruntime / ctranslate2)"
     )

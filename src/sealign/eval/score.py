@@ -36,6 +36,17 @@ DEFAULT_METRICS = [
     "estoi",
     "si_sdr",
 ]
+# names that stand for a paper's set of metrics in `metrics` lists
+METRIC_PRESETS = {
+    # the VoiceBank-DEMAND table: PESQ (wideband), CSIG / CBAK / COVL / segSNR, STOI, ESTOI, SI-SDR
+    "vbdmd": ["pesq_wb", "composite", "stoi", "estoi", "si_sdr"],
+}
+
+
+def expand_presets(metrics: list[str]) -> list[str]:
+    """``metrics`` with each preset name replaced by its metrics, duplicates dropped."""
+    out = [m for name in metrics for m in METRIC_PRESETS.get(name, [name])]
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -61,6 +72,7 @@ class ScoreConfig:
         parse_device(self.metric_device, "metric_device")
         if not self.metrics:
             raise ValueError("metrics: give at least one metric (see `sealign metrics`)")
+        self.metrics = expand_presets(list(self.metrics))
         if not 0 <= self.min_duration < self.max_duration:
             raise ValueError(
                 f"need 0 <= min_duration < max_duration, got {self.min_duration} and "

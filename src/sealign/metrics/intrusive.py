@@ -95,6 +95,30 @@ class ESTOI(_Intrusive):
         return out
 
 
+class STOI(_Intrusive):
+    """Short-time objective intelligibility (Taal et al. 2011) via ``pystoi``: the classic
+    score of VoiceBank-DEMAND tables (ESTOI is its extension to modulated noise)."""
+
+    info = MetricInfo(
+        name="stoi",
+        outputs=("stoi",),
+        higher_is_better=(True,),
+        ranges=((-1.0, 1.0),),
+        sample_rate=16000,
+        needs_reference=True,
+        description="short-time objective intelligibility",
+    )
+
+    def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
+        from pystoi import stoi
+
+        out = []
+        for u in utts:
+            deg, ref = _aligned(u)
+            out.append({"stoi": float(stoi(ref, deg, 16000))})
+        return out
+
+
 class SISDR(_Intrusive):
     """Scale-invariant signal-to-distortion ratio in dB."""
 

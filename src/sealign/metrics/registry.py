@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "speechbertscore": "sealign.metrics.speechbertscore:SpeechBERTScore",
     "pesq_wb": "sealign.metrics.intrusive:PESQWideband",
     "estoi": "sealign.metrics.intrusive:ESTOI",
+    "stoi": "sealign.metrics.intrusive:STOI",
     "si_sdr": "sealign.metrics.intrusive:SISDR",
     "lsd": "sealign.metrics.intrusive:LSD",
     "lps": "sealign.metrics.phoneme:PhonemeSimilarity",
