@@ -158,3 +158,13 @@ def torchrun():
         )
 
     return run
+
+
+def random_phase(x: np.ndarray) -> np.ndarray:
+    """``x`` with its STFT phases replaced by random ones: the spectra a vocoder keeps, not the
+    waveform."""
+    from scipy.signal import istft, stft
+
+    _, _, spec = stft(x, nperseg=512)
+    phase = np.exp(2j * np.pi * np.random.default_rng(0).random(spec.shape))
+    return istft(np.abs(spec) * phase, nperseg=512)[1][: x.size]

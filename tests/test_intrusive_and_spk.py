@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from conftest import random_phase
 from sealign.metrics import MetricUnavailable, Utterance, build_metric
 from sealign.metrics.intrusive import si_sdr
 
@@ -153,3 +154,14 @@ def test_stoi_and_the_vbdmd_preset(speech, noisy):
     assert deg.values["stoi"] == stoi(x.astype(np.float64), y.astype(np.float64), 16000)
     cfg = ScoreConfig(metrics=["dnsmos", "vbdmd", "pesq_wb"])
     assert cfg.metrics == ["dnsmos", "pesq_wb", "composite", "stoi", "estoi", "si_sdr"]
+
+
+def test_lsd_gain_matching_for_outputs_without_the_references_phase(speech):
+    x = speech(10).astype(np.float64)
+    y = random_phase(x)
+    ls = build_metric("lsd").score_batch([Utterance("a", y, 16000, reference=x)])[0].values["lsd"]
+    rms = build_metric("lsd", gain="rms").score_batch([Utterance("a", y, 16000, reference=x)])[0]
+    assert rms.values["lsd"] < 0.5 * ls  # the least-squares gain nearly silences y
+    assert build_metric("lsd", gain="none").settings()["gain"] == "none"
+    with pytest.raises(ValueError, match="gain"):
+        build_metric("lsd", gain="peak")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import random_phase
 from sealign.metrics import Utterance, build_metric
 from sealign.metrics.cepstral import mcep_frames, mel_cepstral_distortion, mel_cepstrum
 
@@ -84,7 +85,10 @@ def test_mcd_metric(speech, noisy):
         ]
     )
     assert hi.values["mcd"] == pytest.approx(deg.values["mcd"], rel=0.05)
-    assert build_metric("mcd", alignment="none").settings() == {"alignment": "none"}
+    assert build_metric("mcd", alignment="none").settings() == {
+        "alignment": "none",
+        "gain": "least_squares",
+    }
     with pytest.raises(ValueError, match="alignment"):
         build_metric("mcd", alignment="dtw")
 
@@ -102,3 +106,13 @@ def test_mcd_as_a_reward_prefers_the_closer_output(speech, noisy):
     direct = [r.values["mcd"] for r in build_metric("mcd").score_batch([close, far])]
     np.testing.assert_allclose(batch.values[:, 0], [-d for d in direct])
     assert batch.values[0, 0] > batch.values[1, 0]
+
+
+def test_mcd_gain_matching(speech):
+    x = speech(10).astype(np.float64)
+    y = random_phase(x)
+    ls = mel_cepstral_distortion(y, x, 16000)
+    rms = mel_cepstral_distortion(y, x, 16000, gain="rms")
+    assert rms < 0.5 * ls
+    assert mel_cepstral_distortion(2 * x, x, 16000, gain="none") > 1.0  # c0 sees the level
+    assert mel_cepstral_distortion(2 * x, x, 16000, gain="rms") == pytest.approx(0, abs=1e-6)

@@ -4,7 +4,9 @@ analysis written in numpy.
 Per signal: frames of 1024 samples every 256 (no padding), a unit-power Hamming window, and the
 order-23 mel-cepstrum (all-pass constant 0.42 at 16 kHz) of each frame by SPTK's ``mcep``
 (Fukada et al. 1992: Newton-Raphson on the mel-warped cepstrum, periodogram floored by 1e-6).
-The output is first scaled by its least-squares gain onto the reference; the two frame sequences
+The output is first scaled by its least-squares gain onto the reference (``gain``, see
+:func:`sealign.metrics.intrusive.match_gain`: ``rms`` for outputs whose phase is not the
+reference's, whose least-squares gain is near 0, which c0 then reports); the two frame sequences
 are aligned by FastDTW (radius 1, Euclidean), and
 
     MCD = mean over aligned frame pairs of 10 / ln(10) * sqrt(2 * sum_d (c_d - c'_d)^2)   [dB]
@@ -20,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from sealign.metrics.base import MetricInfo, MetricUnavailable, Utterance
-from sealign.metrics.intrusive import _aligned, _Intrusive
+from sealign.metrics.intrusive import GAINS, _aligned, _Intrusive, match_gain
 
 # SPTK's recommended (order, all-pass constant) per sampling rate, as URGENT uses them
 MCEP_PARAMS = {
@@ -129,6 +131,7 @@ def mel_cepstral_distortion(
     shift: int = 256,
     alignment: str = "fastdtw",
     eps: float = 1e-8,
+    gain: str = "least_squares",
 ) -> float:
     """MCD in dB of ``estimate`` against ``reference`` (see the module doc)."""
     if sample_rate not in MCEP_PARAMS:
@@ -136,8 +139,9 @@ def mel_cepstral_distortion(
     if min(estimate.size, reference.size) < n_fft:
         raise ValueError(f"signals shorter than one {n_fft}-sample frame")
     order, alpha = MCEP_PARAMS[sample_rate]
-    gain = np.dot(reference, estimate) / (np.dot(estimate, estimate) + eps)
-    est = mel_cepstrum(mcep_frames(estimate * gain, n_fft, shift), order, alpha)
+    est = mel_cepstrum(
+        mcep_frames(match_gain(estimate, reference, gain, eps), n_fft, shift), order, alpha
+    )
     ref = mel_cepstrum(mcep_frames(reference, n_fft, shift), order, alpha)
     if alignment == "fastdtw":
         from fastdtw import fastdtw
@@ -155,7 +159,8 @@ def mel_cepstral_distortion(
 
 class MCD(_Intrusive):
     """Mel-cepstral distortion to the reference in dB (URGENT challenge definition, see the
-    module doc); ``alignment``: ``fastdtw`` (URGENT's) or ``none``."""
+    module doc); ``alignment``: ``fastdtw`` (URGENT's) or ``none``; ``gain``: see
+    :func:`sealign.metrics.intrusive.match_gain`."""
 
     info = MetricInfo(
         name="mcd",
@@ -170,15 +175,21 @@ class MCD(_Intrusive):
     )
 
     def __init__(
-        self, num_threads: int = 2, max_length_mismatch: float = 0.1, alignment: str = "fastdtw"
+        self,
+        num_threads: int = 2,
+        max_length_mismatch: float = 0.1,
+        alignment: str = "fastdtw",
+        gain: str = "least_squares",
     ) -> None:
         super().__init__(num_threads, max_length_mismatch)
         if alignment not in ("fastdtw", "none"):
             raise ValueError(f"mcd: alignment must be 'fastdtw' or 'none', got {alignment!r}")
-        self.alignment = alignment
+        if gain not in GAINS:
+            raise ValueError(f"mcd: gain must be one of {', '.join(GAINS)}, got {gain!r}")
+        self.alignment, self.gain = alignment, gain
 
     def settings(self) -> dict:
-        return {"alignment": self.alignment}
+        return {"alignment": self.alignment, "gain": self.gain}
 
     def load(self) -> None:
         if self.alignment == "fastdtw":
@@ -201,6 +212,10 @@ class MCD(_Intrusive):
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         self.load()
         return [
-            {"mcd": mel_cepstral_distortion(*_aligned(u), 16000, alignment=self.alignment)}
+            {
+                "mcd": mel_cepstral_distortion(
+                    *_aligned(u), 16000, alignment=self.alignment, gain=self.gain
+                )
+            }
             for u in utts
         ]

@@ -150,6 +150,28 @@ def _stft_magnitude(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(np.fft.rfft(frames * get_window("hann", n_fft), axis=1))
 
 
+GAINS = ("least_squares", "rms", "none")
+
+
+def match_gain(
+    estimate: np.ndarray, reference: np.ndarray, how: str = "least_squares", eps: float = 1e-8
+) -> np.ndarray:
+    """``estimate`` scaled onto ``reference`` before a spectral distance: by its least-squares
+    gain (the URGENT challenges'), to the reference's RMS, or not at all (``none``).
+
+    The least-squares gain is the waveform correlation over the output's energy, so it nearly
+    vanishes for an output whose phase does not follow the reference (a vocoder's, a
+    generative model's): the distance then mostly measures that level drop. ``rms`` compares
+    spectra at equal energy whatever the phase."""
+    if how == "least_squares":
+        return estimate * (np.dot(reference, estimate) / (np.dot(estimate, estimate) + eps))
+    if how == "rms":
+        return estimate * np.sqrt(np.dot(reference, reference) / (np.dot(estimate, estimate) + eps))
+    if how == "none":
+        return estimate
+    raise ValueError(f"gain must be one of {', '.join(GAINS)}, got {how!r}")
+
+
 def log_spectral_distance(
     estimate: np.ndarray,
     reference: np.ndarray,
@@ -157,15 +179,15 @@ def log_spectral_distance(
     frame_s: float = 0.032,
     hop_s: float = 0.016,
     eps: float = 1e-8,
+    gain: str = "least_squares",
 ) -> float:
-    """Log-spectral distance as the URGENT challenges compute it: the estimate is first scaled by
-    its least-squares gain onto the reference; then, per STFT frame (32 ms, hop 16 ms), the root
-    mean square over frequency of the natural-log power ratio, averaged over frames. 0 = equal
-    spectra; larger is worse."""
-    gain = np.dot(reference, estimate) / (np.dot(estimate, estimate) + eps)
+    """Log-spectral distance as the URGENT challenges compute it: the estimate is first scaled
+    onto the reference (:func:`match_gain`; theirs: ``least_squares``); then, per STFT frame
+    (32 ms, hop 16 ms), the root mean square over frequency of the natural-log power ratio,
+    averaged over frames. 0 = equal spectra; larger is worse."""
     n_fft, hop = int(sample_rate * frame_s), int(sample_rate * hop_s)
     ref = _stft_magnitude(reference, n_fft, hop)
-    est = _stft_magnitude(estimate * gain, n_fft, hop)
+    est = _stft_magnitude(match_gain(estimate, reference, gain, eps), n_fft, hop)
     log_ratio = np.log(ref**2 / (est + eps) ** 2 + eps)
     return float(np.mean(np.sqrt(np.mean(log_ratio**2, axis=1))))
 
@@ -173,7 +195,8 @@ def log_spectral_distance(
 class LSD(_Intrusive):
     """Log-spectral distance to the reference (URGENT challenge definition, see
     :func:`log_spectral_distance`), at 16 kHz unless ``sample_rate`` says otherwise (e.g. 48000
-    to judge the band above 8 kHz)."""
+    to judge the band above 8 kHz); ``gain``: see :func:`match_gain` (``rms`` for outputs
+    whose phase is not the reference's)."""
 
     info = MetricInfo(
         name="lsd",
@@ -187,9 +210,16 @@ class LSD(_Intrusive):
     )
 
     def __init__(
-        self, num_threads: int = 2, max_length_mismatch: float = 0.1, sample_rate: int = 16000
+        self,
+        num_threads: int = 2,
+        max_length_mismatch: float = 0.1,
+        sample_rate: int = 16000,
+        gain: str = "least_squares",
     ) -> None:
         super().__init__(num_threads, max_length_mismatch)
+        if gain not in GAINS:
+            raise ValueError(f"lsd: gain must be one of {', '.join(GAINS)}, got {gain!r}")
+        self.gain = gain
         if not (isinstance(sample_rate, int) and 8000 <= sample_rate <= 192000):
             raise ValueError(
                 f"lsd: sample_rate must be an integer in 8000..192000, got {sample_rate}"
@@ -198,7 +228,10 @@ class LSD(_Intrusive):
             self.info = replace(type(self).info, sample_rate=sample_rate)
 
     def settings(self) -> dict:
-        return {"sample_rate": self.info.sample_rate}
+        return {"sample_rate": self.info.sample_rate, "gain": self.gain}
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
-        return [{"lsd": log_spectral_distance(*_aligned(u), u.sample_rate)} for u in utts]
+        return [
+            {"lsd": log_spectral_distance(*_aligned(u), u.sample_rate, gain=self.gain)}
+            for u in utts
+        ]
