@@ -59,3 +59,12 @@ def test_composite_metric_orders_and_skips(speech, noisy):
     assert missing.skipped == "no reference"
     (short,) = m.score_batch([Utterance("t", x[:300], 16000, reference=x[:300])])
     assert "shorter than one 480-sample frame" in short.error
+
+
+def test_blocks_of_frames_give_the_same_numbers(monkeypatch):
+    from sealign.metrics import composite_measures
+
+    clean, processed = _signals()["noise_5db"]
+    whole = composite_components(clean, processed, 16000)
+    monkeypatch.setattr(composite_measures, "_BLOCK", 7)  # 156 frames in 23 blocks
+    assert composite_components(clean, processed, 16000) == whole

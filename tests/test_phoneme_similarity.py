@@ -121,3 +121,15 @@ def test_lps_without_weights_says_how_to_get_them(tmp_path, monkeypatch):
 def test_lps_runs_on_its_device(recognizer, on_meta, speech):
     m = build_metric("lps", model=str(recognizer), num_threads=1)
     on_meta(m, lambda m: m.phonemes(speech(0)))
+
+
+def test_long_audio_is_recognized_in_pieces(recognizer, speech, monkeypatch):
+    from sealign.metrics import phoneme
+
+    m = build_metric("lps", model=str(recognizer), num_threads=1)
+    x = speech(5)
+    whole = m.phonemes(x)
+    monkeypatch.setattr(phoneme, "_CHUNK_SECONDS", x.size / 16000 / 2)  # two pieces
+    halves = np.array_split(x, 2)
+    want = " ".join(t for t in (m._recognize(halves[0]), m._recognize(halves[1])) if t)
+    assert m.phonemes(x) == want != whole

@@ -123,6 +123,20 @@ def mcep_frames(x: np.ndarray, n_fft: int = 1024, shift: int = 256) -> np.ndarra
     return np.lib.stride_tricks.sliding_window_view(x, n_fft)[::shift] * window
 
 
+def _mel_cepstra(
+    x: np.ndarray, n_fft: int, shift: int, order: int, alpha: float, block: int = 1024
+) -> np.ndarray:
+    """:func:`mel_cepstrum` of :func:`mcep_frames`, ``block`` frames at a time (bounded memory
+    on long recordings)."""
+    count = (x.size - n_fft) // shift + 1
+    out = []
+    for first in range(0, count, block):
+        last = min(first + block, count) - 1
+        piece = x[first * shift : last * shift + n_fft]
+        out.append(mel_cepstrum(mcep_frames(piece, n_fft, shift), order, alpha))
+    return np.concatenate(out)
+
+
 def mel_cepstral_distortion(
     estimate: np.ndarray,
     reference: np.ndarray,
@@ -139,10 +153,8 @@ def mel_cepstral_distortion(
     if min(estimate.size, reference.size) < n_fft:
         raise ValueError(f"signals shorter than one {n_fft}-sample frame")
     order, alpha = MCEP_PARAMS[sample_rate]
-    est = mel_cepstrum(
-        mcep_frames(match_gain(estimate, reference, gain, eps), n_fft, shift), order, alpha
-    )
-    ref = mel_cepstrum(mcep_frames(reference, n_fft, shift), order, alpha)
+    est = _mel_cepstra(match_gain(estimate, reference, gain, eps), n_fft, shift, order, alpha)
+    ref = _mel_cepstra(reference, n_fft, shift, order, alpha)
     if alignment == "fastdtw":
         from fastdtw import fastdtw
         from scipy.spatial.distance import euclidean

@@ -43,15 +43,21 @@ _BAND_WIDTHS = (
 )  # fmt: skip
 
 
-def _frames(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Hann-windowed 30-ms frames every quarter frame, as many as ``composite.m`` takes."""
+_BLOCK = 4096  # frames analysed at once: bounds memory on long recordings
+
+
+def _frame_blocks(x: np.ndarray, sample_rate: int):
+    """Hann-windowed 30-ms frames every quarter frame, as many as ``composite.m`` takes, in
+    blocks of at most ``_BLOCK`` frames."""
     win = round(0.03 * sample_rate)
     skip = win // 4
     count = int(np.floor(x.size / skip - win / skip))
     if count < 1:
         raise ValueError(f"signals shorter than one {win}-sample frame")
     window = 0.5 * (1 - np.cos(2 * np.pi * np.arange(1, win + 1) / (win + 1)))
-    return np.lib.stride_tricks.sliding_window_view(x, win)[::skip][:count] * window
+    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::skip][:count]
+    for start in range(0, count, _BLOCK):
+        yield frames[start : start + _BLOCK] * window
 
 
 def segmental_snr(ref_frames: np.ndarray, out_frames: np.ndarray) -> np.ndarray:
@@ -160,12 +166,17 @@ def composite_components(
     n = min(reference.size, output.size)
     ref = np.asarray(reference[:n], dtype=np.float64) + _EPS
     out = np.asarray(output[:n], dtype=np.float64) + _EPS
-    ref_frames, out_frames = _frames(ref, sample_rate), _frames(out, sample_rate)
     order = 10 if sample_rate < 10000 else 16
+    llr, wss, seg = [], [], []
+    blocks = zip(_frame_blocks(ref, sample_rate), _frame_blocks(out, sample_rate), strict=True)
+    for ref_frames, out_frames in blocks:
+        llr.append(log_likelihood_ratio(ref_frames, out_frames, order))
+        wss.append(weighted_spectral_slope(ref_frames, out_frames, sample_rate))
+        seg.append(segmental_snr(ref_frames, out_frames))
     return {
-        "llr": _lowest_mean(log_likelihood_ratio(ref_frames, out_frames, order)),
-        "wss": _lowest_mean(weighted_spectral_slope(ref_frames, out_frames, sample_rate)),
-        "segsnr": float(np.mean(segmental_snr(ref_frames, out_frames))),
+        "llr": _lowest_mean(np.concatenate(llr)),
+        "wss": _lowest_mean(np.concatenate(wss)),
+        "segsnr": float(np.mean(np.concatenate(seg))),
     }
 
 

@@ -12,8 +12,9 @@ no language model, and it judges pronunciation rather than words.
 The recognizer is any ``transformers`` CTC model with its tokenizer and feature extractor, from a
 local ``save_pretrained`` folder or a hub id: by default ``facebook/wav2vec2-lv-60-espeak-cv-ft``,
 the one URGENT uses (numbers are comparable to theirs only with it). Each utterance is recognized
-alone (a result never depends on its batch), and reference transcripts are cached by content,
-since many outputs (a GSPO group, the models of an evaluation) share one reference.
+alone (a result never depends on its batch), in 30-s pieces when longer, and reference
+transcripts are cached by content, since many outputs (a GSPO group, the models of an
+evaluation) share one reference.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sealign.utils.threads import torch_threads
 DEFAULT_MODEL = "facebook/wav2vec2-lv-60-espeak-cv-ft"
 _MIN_SAMPLES = 400  # the wav2vec2 CNN front end's receptive field at 16 kHz
 _REF_CACHE_SIZE = 512
+_CHUNK_SECONDS = 30.0
 
 
 def phoneme_similarity(output: str, reference: str) -> float:
@@ -89,11 +91,17 @@ class PhonemeSimilarity(Metric):
         self._net = net.float().eval().to(self.device)
 
     def phonemes(self, audio: np.ndarray) -> str:
-        """The recognizer's greedy phoneme string of 16-kHz ``audio``."""
-        import torch
-
+        """The recognizer's greedy phoneme string of 16-kHz ``audio``; audio longer than
+        ``_CHUNK_SECONDS`` is recognized in equal pieces (self-attention over a whole long
+        recording would need memory quadratic in its length) whose strings are joined."""
         self.load()
         a = np.asarray(audio, dtype=np.float32).reshape(-1)
+        pieces = np.array_split(a, max(1, int(np.ceil(a.size / (_CHUNK_SECONDS * 16000)))))
+        return " ".join(t for t in map(self._recognize, pieces) if t)
+
+    def _recognize(self, a: np.ndarray) -> str:
+        import torch
+
         a = np.pad(a, (0, max(0, _MIN_SAMPLES - a.size)))
         x = self._extractor(a, sampling_rate=16000, return_tensors="pt").input_values
         with torch_threads(self.num_threads), torch.inference_mode():
