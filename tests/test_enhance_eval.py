@@ -487,6 +487,10 @@ def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nope"), "--manifest", str(setup / "test.jsonl"),
                  "--output", str(tmp_path / "e2")]) == 2  # fmt: skip
     assert not (tmp_path / "e2").exists()
+    # so does a metric whose model cannot load (NISQA without its weights): before enhancing
+    assert main(["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl"),
+                 "--output", str(tmp_path / "e3"), "--metrics", "si_sdr,nisqa"]) == 2  # fmt: skip
+    assert not (tmp_path / "e3").exists()
 
 
 def test_eval_under_torchrun_splits_the_utterances_and_rank_zero_tables(setup, tmp_path, torchrun):

@@ -400,3 +400,6 @@ def test_prefs_and_ablation_check_their_devices_first(prefs_ar, tiny_setup, tmp_
     assert main(args) == 2
     assert "metric 'dnsmos': device: 'cuda'" in capsys.readouterr().err
     assert not (abl / "arms").exists()  # no arm was trained
+    assert main([*args[:-3], "metrics=[si_sdr, nisqa]"]) == 2  # NISQA without its weights
+    assert "nisqa: no weights given" in capsys.readouterr().err
+    assert not (abl / "arms").exists()

@@ -453,6 +453,7 @@ def test_bad_manifest_lines_and_files_are_skipped_with_reasons(corpus, tmp_path,
         ("data.train=[/nonexistent/train.jsonl]", "data.train: manifest not found"),
         ("model.family=rnn", "model.family: expected one of"),
         ("eval.metrics=[nope]", "eval.metrics: unknown metric 'nope'"),
+        ("eval.metrics=[si_sdr, nisqa]", "nisqa: no weights given"),  # a model that cannot load
         ("max_steps=0", "max_steps must be >= 1"),
         ("model.config={dimm: 3}", "model.config"),
     ],

@@ -66,6 +66,7 @@ from sealign.eval.score import (
     ScoreConfig,
     best_of_samples,
     build_metrics,
+    load_metrics,
     mean_over_samples,
     score_entries,
     selection_columns,
@@ -254,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = build_metrics(score_cfg)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
     selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
+    load_metrics(metrics)  # and a metric that cannot load, before any enhancement
     if args.resume:
         check_same_run(cfg, Path(cfg.output))
     out = prepare_run_dir(cfg.output, cfg)

@@ -38,6 +38,7 @@ from sealign.commands.common import (
     reuse_run_config,
 )
 from sealign.config import save_config
+from sealign.eval.score import load_metrics
 from sealign.metrics.registry import build_metric
 from sealign.prefs.build import (
     CANDIDATES,
@@ -112,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_config(dataclasses.replace(cfg, shard=""), out / "config.yaml")  # the whole job's
     if not args.repair:
-        for m in metrics.values():
-            m.load()  # a metric that cannot load fails before any sampling
+        load_metrics(metrics)  # a metric that cannot load fails before any sampling
         device = process_device(cfg.device)
         policy = load_policy(policy_dir(cfg.model), map_location=device)
         build_candidates(cfg, policy, metrics, shard)

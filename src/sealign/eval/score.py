@@ -119,6 +119,13 @@ def build_metrics(cfg: ScoreConfig) -> dict[str, Metric]:
     }
 
 
+def load_metrics(metrics: dict[str, Metric]) -> None:
+    """Load every metric's model now: one that cannot load (missing weights, no network for a
+    hub id) then stops the command before hours of enhancement or training, not after."""
+    for m in metrics.values():
+        m.load()
+
+
 def entry_to_utterance(
     e: Entry, limits: AudioLimits, sr: int = 16000
 ) -> tuple[Utterance, dict[str, str]]:

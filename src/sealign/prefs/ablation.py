@@ -29,7 +29,7 @@ import torch
 
 from sealign.config import load_config
 from sealign.data.manifest import Entry, read_manifest
-from sealign.eval.score import ScoreConfig, build_metrics, score_entries
+from sealign.eval.score import ScoreConfig, build_metrics, load_metrics, score_entries
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import enhance_files
 from sealign.prefs.build import PrefsConfig
@@ -165,6 +165,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         threads=cfg.threads,
     )
     metrics = build_metrics(score_cfg)
+    load_metrics(metrics)  # one that cannot load fails before any arm is trained
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     arms = cfg.arms or cfg.default_arms()

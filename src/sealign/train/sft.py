@@ -574,6 +574,8 @@ def train_sft(
         else None
     )
     metrics = build_eval_metrics(cfg.eval, cfg.threads) if valid_ds is not None else {}
+    for m in metrics.values():
+        m.load()  # a validation metric that cannot load fails before training, not at step N
     if cfg.data.draw_cycle:
         enable_analysis_cache(policy, train_ds, valid_ds)
     run.mkdir(parents=True, exist_ok=True)  # everything above can fail on a bad config
