@@ -106,6 +106,15 @@ def test_lps_edge_cases(recognizer, speech):
     assert phoneme_similarity("a b d i k ə", "a") == -4.0  # below 0: more errors than phonemes
     with pytest.raises(ValueError, match="undefined"):
         phoneme_similarity("a", " ")
+    # a reference in which the recognizer hears no phoneme: a skip, not an error
+    quiet = np.full(8000, 1e-4, dtype=np.float32)
+    m._ref_cache.clear()
+    m._recognize = lambda a: "" if np.abs(a).max() < 1e-3 else "a b"
+    none, fine = m.score_batch(
+        [Utterance("q", x, 16000, reference=quiet), Utterance("x", x, 16000, reference=x)]
+    )
+    assert none.skipped == "no phonemes recognized in the reference (LPS is undefined)"
+    assert fine.values["lps"] == 1.0
 
 
 def test_lps_without_weights_says_how_to_get_them(tmp_path, monkeypatch):

@@ -205,6 +205,12 @@ class CompositeMeasures(_Intrusive):
         "wideband PESQ) and segmental SNR",
     )
 
+    def missing_requirement(self, utt: Utterance) -> str | None:
+        reason = super().missing_requirement(utt)
+        if reason is None and min(utt.audio.size, utt.reference.size) * 1000 < 30 * utt.sample_rate:
+            return "shorter than one 30-ms analysis frame"
+        return reason
+
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         from pesq import pesq
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from sealign.audio.io import resample
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
 from sealign.metrics.text_norm import edit_counts
 from sealign.utils.device import check_device
@@ -117,6 +118,14 @@ class PhonemeSimilarity(Metric):
         if len(self._ref_cache) > _REF_CACHE_SIZE:
             self._ref_cache.popitem(last=False)
         return text
+
+    def missing_requirement(self, utt: Utterance) -> str | None:
+        reason = super().missing_requirement(utt)
+        if reason is None:
+            ref = resample(utt.reference, utt.sample_rate, 16000)
+            if not self._reference_phonemes(ref).replace(" ", ""):
+                return "no phonemes recognized in the reference (LPS is undefined)"
+        return reason
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, Any]]:
         out = []
