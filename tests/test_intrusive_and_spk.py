@@ -164,3 +164,27 @@ def test_lsd_gain_matching_for_outputs_without_the_references_phase(speech):
     assert build_metric("lsd", gain="none").settings()["gain"] == "none"
     with pytest.raises(ValueError, match="gain"):
         build_metric("lsd", gain="peak")
+
+
+def test_scoring_keeps_a_files_rate_so_full_band_metrics_see_it(tmp_path):
+    import soundfile as sf
+    from scipy.signal import butter, sosfilt
+
+    from sealign.data.manifest import Entry
+    from sealign.eval.score import ScoreConfig, score_entries
+
+    rng = np.random.default_rng(3)
+    ref = 0.1 * rng.standard_normal(48000)  # 1 s of full-band noise at 48 kHz
+    low = sosfilt(butter(8, 7000, fs=48000, output="sos"), ref)  # nothing above 7 kHz
+    for name, x, sr in (("ref48", ref, 48000), ("low48", low, 48000), ("low16", low[::3], 16000)):
+        sf.write(tmp_path / f"{name}.wav", x, sr, subtype="FLOAT")
+    entries = [
+        Entry("full", str(tmp_path / "low48.wav"), reference=str(tmp_path / "ref48.wav")),
+        Entry("narrow", str(tmp_path / "low16.wav"), reference=str(tmp_path / "ref48.wav")),
+    ]
+    cfg = ScoreConfig(metrics=["lsd"], metric_options={"lsd": {"sample_rate": 48000}}, cache=None)
+    full, narrow = score_entries(entries, cfg, progress=False)
+    at16 = score_entries(entries[:1], ScoreConfig(metrics=["lsd"], cache=None), progress=False)[0]
+    # the 48-kHz LSD sees the missing 7-24 kHz band; the 16-kHz one only its 7-8 kHz part
+    assert full["scores"]["lsd"] > 2 * at16["scores"]["lsd"]
+    assert narrow["skipped"]["lsd"] == "audio at 16000 Hz, below the metric's 48000 Hz"

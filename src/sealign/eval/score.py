@@ -127,13 +127,17 @@ def load_metrics(metrics: dict[str, Metric]) -> None:
 
 
 def entry_to_utterance(
-    e: Entry, limits: AudioLimits, sr: int = 16000
+    e: Entry, limits: AudioLimits, sr: int | None = None
 ) -> tuple[Utterance, dict[str, str]]:
     """Load an entry's audio, and ``{side input: error}`` for a reference or speaker reference
     that cannot be used (it is then left out, so only the metrics needing it skip the
     utterance). The speaker reference defaults to the clean reference, else the noisy input.
-    An unusable ``audio`` raises :class:`AudioError`."""
-    audio, _ = load_audio(e.audio, sr, limits)
+    An unusable ``audio`` raises :class:`AudioError`.
+
+    The audio keeps its file's rate unless ``sr`` is given, and the side inputs are read at
+    the audio's rate: each metric then resamples from there to its own, so a 48-kHz metric
+    (NISQA) sees a 48-kHz file's full band, not a 16-kHz copy upsampled."""
+    audio, sr = load_audio(e.audio, sr, limits)
     problems: dict[str, str] = {}
 
     def side(key: str, path: str | None) -> np.ndarray | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from sealign.metrics.base import Metric, MetricInfo, Utterance
@@ -193,10 +195,14 @@ def log_spectral_distance(
 
 
 class LSD(_Intrusive):
-    """Log-spectral distance to the reference at 16 kHz (URGENT challenge definition, see
+    """Log-spectral distance to the reference (URGENT challenge definition, see
     :func:`log_spectral_distance`); ``gain``: see :func:`match_gain` (``rms`` for outputs whose
     phase is not the reference's). Frames where the reference is digitally silent count
-    ``|ln 1e-8|`` = 18.4 per bin whatever the output, as in URGENT's code."""
+    ``|ln 1e-8|`` = 18.4 per bin whatever the output, as in URGENT's code.
+
+    At 16 kHz by default; ``sample_rate=48000`` judges the full band of 48-kHz recordings, as
+    URGENT scores each file at its own rate (audio at a lower rate is then skipped: its upper
+    band would be empty, not wrong)."""
 
     info = MetricInfo(
         name="lsd",
@@ -210,15 +216,31 @@ class LSD(_Intrusive):
     )
 
     def __init__(
-        self, num_threads: int = 2, max_length_mismatch: float = 0.1, gain: str = "least_squares"
+        self,
+        num_threads: int = 2,
+        max_length_mismatch: float = 0.1,
+        gain: str = "least_squares",
+        sample_rate: int = 16000,
     ) -> None:
         super().__init__(num_threads, max_length_mismatch)
         if gain not in GAINS:
             raise ValueError(f"lsd: gain must be one of {', '.join(GAINS)}, got {gain!r}")
+        if not (isinstance(sample_rate, int) and 8000 <= sample_rate <= 192000):
+            raise ValueError(
+                f"lsd: sample_rate must be an integer in 8000..192000, got {sample_rate}"
+            )
         self.gain = gain
+        if sample_rate != type(self).info.sample_rate:
+            self.info = replace(type(self).info, sample_rate=sample_rate)
 
     def settings(self) -> dict:
-        return {"gain": self.gain}
+        return {"gain": self.gain, "sample_rate": self.info.sample_rate}
+
+    def missing_requirement(self, utt: Utterance) -> str | None:
+        reason = super().missing_requirement(utt)
+        if reason is None and utt.sample_rate < self.info.sample_rate:
+            return f"audio at {utt.sample_rate} Hz, below the metric's {self.info.sample_rate} Hz"
+        return reason
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         return [
