@@ -182,9 +182,12 @@ def test_scoring_keeps_a_files_rate_so_full_band_metrics_see_it(tmp_path):
         Entry("full", str(tmp_path / "low48.wav"), reference=str(tmp_path / "ref48.wav")),
         Entry("narrow", str(tmp_path / "low16.wav"), reference=str(tmp_path / "ref48.wav")),
     ]
-    cfg = ScoreConfig(metrics=["lsd"], metric_options={"lsd": {"sample_rate": 48000}}, cache=None)
+    wide = {"lsd": {"sample_rate": 48000}, "mcd": {"sample_rate": 48000}}
+    cfg = ScoreConfig(metrics=["lsd", "mcd"], metric_options=wide, cache=None)
     full, narrow = score_entries(entries, cfg, progress=False)
     at16 = score_entries(entries[:1], ScoreConfig(metrics=["lsd"], cache=None), progress=False)[0]
     # the 48-kHz LSD sees the missing 7-24 kHz band; the 16-kHz one only its 7-8 kHz part
     assert full["scores"]["lsd"] > 2 * at16["scores"]["lsd"]
-    assert narrow["skipped"]["lsd"] == "audio at 16000 Hz, below the metric's 48000 Hz"
+    assert np.isfinite(full["scores"]["mcd"])  # order 39, all-pass 0.55 at 48 kHz
+    for name in ("lsd", "mcd"):
+        assert narrow["skipped"][name] == "audio at 16000 Hz, below the metric's 48000 Hz"

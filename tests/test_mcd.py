@@ -88,7 +88,10 @@ def test_mcd_metric(speech, noisy):
     assert build_metric("mcd", alignment="none").settings() == {
         "alignment": "none",
         "gain": "least_squares",
+        "sample_rate": 16000,
     }
+    with pytest.raises(ValueError, match="sample_rate must be one of 8000, 16000"):
+        build_metric("mcd", sample_rate=11025)
     with pytest.raises(ValueError, match="alignment"):
         build_metric("mcd", alignment="dtw")
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from sealign.metrics.base import MetricInfo, MetricUnavailable, Utterance
-from sealign.metrics.intrusive import GAINS, _aligned, _Intrusive, match_gain
+from sealign.metrics.intrusive import _aligned, _SpectralDistance, match_gain
 
 # SPTK's recommended (order, all-pass constant) per sampling rate, as URGENT uses them
 MCEP_PARAMS = {
@@ -169,10 +169,12 @@ def mel_cepstral_distortion(
     return float(np.mean(per_frame))
 
 
-class MCD(_Intrusive):
+class MCD(_SpectralDistance):
     """Mel-cepstral distortion to the reference in dB (URGENT challenge definition, see the
     module doc); ``alignment``: ``fastdtw`` (URGENT's) or ``none``; ``gain``: see
-    :func:`sealign.metrics.intrusive.match_gain`."""
+    :func:`sealign.metrics.intrusive.match_gain`; ``sample_rate``: 16 kHz, or any rate of
+    ``MCEP_PARAMS`` with SPTK's order and all-pass constant for it (URGENT scores each file at
+    its own rate; audio at a lower rate is skipped)."""
 
     info = MetricInfo(
         name="mcd",
@@ -186,22 +188,23 @@ class MCD(_Intrusive):
         "order 23, FastDTW)",
     )
 
+    rates = tuple(MCEP_PARAMS)
+
     def __init__(
         self,
         num_threads: int = 2,
         max_length_mismatch: float = 0.1,
         alignment: str = "fastdtw",
         gain: str = "least_squares",
+        sample_rate: int = 16000,
     ) -> None:
-        super().__init__(num_threads, max_length_mismatch)
+        super().__init__(num_threads, max_length_mismatch, gain, sample_rate)
         if alignment not in ("fastdtw", "none"):
             raise ValueError(f"mcd: alignment must be 'fastdtw' or 'none', got {alignment!r}")
-        if gain not in GAINS:
-            raise ValueError(f"mcd: gain must be one of {', '.join(GAINS)}, got {gain!r}")
-        self.alignment, self.gain = alignment, gain
+        self.alignment = alignment
 
     def settings(self) -> dict:
-        return {"alignment": self.alignment, "gain": self.gain}
+        return {**super().settings(), "alignment": self.alignment}
 
     def load(self) -> None:
         if self.alignment == "fastdtw":
@@ -215,10 +218,9 @@ class MCD(_Intrusive):
 
     def missing_requirement(self, utt: Utterance) -> str | None:
         reason = super().missing_requirement(utt)
-        if reason is None and min(utt.audio.size, utt.reference.size) * 16000 < (
-            1024 * utt.sample_rate
-        ):
-            return "shorter than one 1024-sample (64-ms) analysis frame"
+        sr = self.info.sample_rate
+        if reason is None and min(utt.audio.size, utt.reference.size) * sr < 1024 * utt.sample_rate:
+            return f"shorter than one 1024-sample analysis frame at {sr} Hz"
         return reason
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
@@ -226,7 +228,7 @@ class MCD(_Intrusive):
         return [
             {
                 "mcd": mel_cepstral_distortion(
-                    *_aligned(u), 16000, alignment=self.alignment, gain=self.gain
+                    *_aligned(u), u.sample_rate, alignment=self.alignment, gain=self.gain
                 )
             }
             for u in utts

@@ -194,7 +194,43 @@ def log_spectral_distance(
     return float(np.mean(np.sqrt(np.mean(log_ratio**2, axis=1))))
 
 
-class LSD(_Intrusive):
+class _SpectralDistance(_Intrusive):
+    """A distance between output and reference spectra after :func:`match_gain` (``gain``),
+    at 16 kHz or at ``sample_rate`` (one of ``rates``; audio at a lower rate is skipped: its
+    upper band would be empty, not wrong)."""
+
+    rates: tuple[int, ...] = ()  # the rates the distance is defined at; () = 8000..192000
+
+    def __init__(
+        self,
+        num_threads: int = 2,
+        max_length_mismatch: float = 0.1,
+        gain: str = "least_squares",
+        sample_rate: int = 16000,
+    ) -> None:
+        super().__init__(num_threads, max_length_mismatch)
+        name = type(self).info.name
+        if gain not in GAINS:
+            raise ValueError(f"{name}: gain must be one of {', '.join(GAINS)}, got {gain!r}")
+        known = self.rates or range(8000, 192001)
+        if not (isinstance(sample_rate, int) and sample_rate in known):
+            allowed = ", ".join(map(str, self.rates)) if self.rates else "8000..192000"
+            raise ValueError(f"{name}: sample_rate must be one of {allowed}, got {sample_rate}")
+        self.gain = gain
+        if sample_rate != type(self).info.sample_rate:
+            self.info = replace(type(self).info, sample_rate=sample_rate)
+
+    def settings(self) -> dict:
+        return {"gain": self.gain, "sample_rate": self.info.sample_rate}
+
+    def missing_requirement(self, utt: Utterance) -> str | None:
+        reason = super().missing_requirement(utt)
+        if reason is None and utt.sample_rate < self.info.sample_rate:
+            return f"audio at {utt.sample_rate} Hz, below the metric's {self.info.sample_rate} Hz"
+        return reason
+
+
+class LSD(_SpectralDistance):
     """Log-spectral distance to the reference (URGENT challenge definition, see
     :func:`log_spectral_distance`); ``gain``: see :func:`match_gain` (``rms`` for outputs whose
     phase is not the reference's). Frames where the reference is digitally silent count
@@ -214,33 +250,6 @@ class LSD(_Intrusive):
         reward_scale="negated",
         description="log-spectral distance (URGENT definition; gain-matched, natural-log power)",
     )
-
-    def __init__(
-        self,
-        num_threads: int = 2,
-        max_length_mismatch: float = 0.1,
-        gain: str = "least_squares",
-        sample_rate: int = 16000,
-    ) -> None:
-        super().__init__(num_threads, max_length_mismatch)
-        if gain not in GAINS:
-            raise ValueError(f"lsd: gain must be one of {', '.join(GAINS)}, got {gain!r}")
-        if not (isinstance(sample_rate, int) and 8000 <= sample_rate <= 192000):
-            raise ValueError(
-                f"lsd: sample_rate must be an integer in 8000..192000, got {sample_rate}"
-            )
-        self.gain = gain
-        if sample_rate != type(self).info.sample_rate:
-            self.info = replace(type(self).info, sample_rate=sample_rate)
-
-    def settings(self) -> dict:
-        return {"gain": self.gain, "sample_rate": self.info.sample_rate}
-
-    def missing_requirement(self, utt: Utterance) -> str | None:
-        reason = super().missing_requirement(utt)
-        if reason is None and utt.sample_rate < self.info.sample_rate:
-            return f"audio at {utt.sample_rate} Hz, below the metric's {self.info.sample_rate} Hz"
-        return reason
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         return [
