@@ -185,7 +185,7 @@ class MCD(_SpectralDistance):
         needs_reference=True,
         reward_scale="negated",
         description="mel-cepstral distortion in dB (URGENT definition: SPTK mel-cepstra, "
-        "order 23, FastDTW)",
+        "order 23 at 16 kHz, FastDTW)",
     )
 
     rates = tuple(MCEP_PARAMS)
