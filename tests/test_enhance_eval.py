@@ -461,6 +461,8 @@ def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     assert header == "| metric | noisy | model0 | model1 | clean |"
     assert "| Δ vs noisy | model0 | model1 |" in printed
     assert (out / "results.md").read_text().strip() == printed.strip()
+    tex = (out / "results.tex").read_text()  # the same numbers as papers print them
+    assert "SI-SDR$\\uparrow$ & ESTOI$\\uparrow$" in tex and tex.count("model") == 2
     res = json.loads((out / "results.json").read_text())
     assert set(res["systems"]) == {"noisy", "model0", "model1", "clean"}
     noisy_sdr = res["systems"]["noisy"]["si_sdr"]

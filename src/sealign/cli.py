@@ -24,6 +24,7 @@ from sealign.commands import (
     pref_ablation,
     prefs,
     score,
+    table,
     train,
 )
 from sealign.commands import eval as eval_cmd
@@ -46,6 +47,7 @@ COMMANDS = {
     "export": export,
     "score": score,
     "plot": plot,
+    "table": table,
     "check": check,
     "metrics": metrics_cmd,
 }

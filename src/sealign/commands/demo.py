@@ -7,7 +7,7 @@
    (DNSMOS OVRL + (1 - WER, Whisper base) + DistillMOS);
 4. enhances the test split with the base and the aligned model, scores noisy / base / aligned /
    clean on every metric, and prints mean ± 95% CI plus the paired bootstrap CI of
-   aligned - base;
+   aligned - base (results.md, results.json; results.tex as papers print it);
 5. writes a report folder: index.html, reward curves, spectrograms and audio of a few examples.
 
 Re-running continues an interrupted GSPO run (and reuses cached scores).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from sealign.commands.common import (
 )
 from sealign.config import save_config
 from sealign.data.manifest import Entry, read_manifest
+from sealign.eval.paper_table import from_results, to_latex
 from sealign.eval.score import (
     ScoreConfig,
     build_metrics,
@@ -53,6 +53,7 @@ from sealign.rl.gspo import GSPOConfig, SamplingConfig, train_gspo
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 from sealign.train.data import DataConfig
 from sealign.train.sft import OptimConfig
+from sealign.utils.jsonio import write_json, write_text
 
 HELP = "the main job: GSPO-align the shipped model on the demo corpus, evaluate, report"
 
@@ -319,9 +320,8 @@ def run(args: argparse.Namespace) -> int:
         "samples_per_utterance": cfg.eval_samples,
         "seconds": {**timings, "total": time.perf_counter() - t_start},
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", results)
+    write_text(out / "results.tex", to_latex(from_results(results, "base")))
     text = (
         f"{table}\n\nPaired difference aligned - base (bootstrap 95% CI):\n\n{d_base}\n\n"
         f"Paired difference vs the noisy input:\n\n{d_noisy}\n"

@@ -5,7 +5,8 @@ The manifest gives the noisy input in `audio` and the clean reference in `refere
 utterances with the metric suite; the table shows mean ± 95% CI per system, and for each model the
 paired bootstrap 95% CI of its difference from the noisy input (utterances paired by id).
 Writes to --output: enhanced/<model>/ (wavs + manifest), scores/<system>.jsonl, results.md,
-results.json (every number), config.yaml, log.jsonl and TensorBoard events.
+results.json (every number), results.tex (the table as papers print it; `sealign table` makes
+others), config.yaml, log.jsonl and TensorBoard events.
 
 With --samples N each model enhances every utterance N times (seeds seed, seed + 1, ...; extra
 outputs in enhanced/<model>_sample<i>/) and its score per utterance is the mean over the N
@@ -62,6 +63,7 @@ from sealign.commands.common import (
 from sealign.commands.enhance import add_enhance_flags, enhance_flags, load_model, model_settings
 from sealign.config import load_config
 from sealign.data.manifest import Entry, read_manifest
+from sealign.eval.paper_table import from_results, to_latex
 from sealign.eval.score import (
     ScoreConfig,
     best_of_samples,
@@ -75,7 +77,7 @@ from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_samples, sample_tags
 from sealign.report.plots import plot_sweep
 from sealign.train.distributed import process_device
-from sealign.utils.jsonio import write_json
+from sealign.utils.jsonio import write_json, write_text
 from sealign.utils.logging import RunLogger
 from sealign.utils.shard import (
     Shard,
@@ -437,7 +439,8 @@ def _report(
     table = compare_table(systems, infos)
     diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"
-    (out / "results.md").write_text(text, encoding="utf-8")
+    write_text(out / "results.md", text)
+    write_text(out / "results.tex", to_latex(from_results(stats, cfg.baseline)))
     write_json(out / RESULTS, stats)
     logger = RunLogger(out)
     scalars = {
@@ -457,6 +460,6 @@ def _report(
     logger.log(scalars)
     logger.close()
     print(text)
-    log.info("wrote %s/{results.md,results.json,scores/,enhanced/}%s", out,
+    log.info("wrote %s/{results.md,results.json,results.tex,scores/,enhanced/}%s", out,
              ", sweep.png" if cfg.sweep else "")  # fmt: skip
     log.info("figures: sealign plot %s", out)

@@ -1,4 +1,4 @@
-"""Atomic JSON / JSONL files: written to a temporary file of this process, then renamed."""
+"""Atomic text, JSON and JSONL files: written to a temporary file of this process, then renamed."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (numpy scalars as floats), atomically."""
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (numpy scalars as floats), atomically."""
+    write_text(path, json.dumps(obj, indent=1, default=float) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -33,9 +38,4 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     """Write ``records`` one per line, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-    )
-    tmp.replace(path)
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

@@ -1,0 +1,206 @@
+"""Paper-style tables (`sealign.eval.paper_table`) and `sealign table`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from sealign.cli import main
+from sealign.eval.paper_table import PaperTable, from_results, to_csv, to_latex, to_markdown
+from sealign.eval.stats import paired_bootstrap_diff
+
+
+def ci(mean: float, half: float = 0.1, n: int = 10) -> dict:
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def results() -> dict:
+    """An evaluation's results.json: noisy / two models / clean on DNSMOS OVRL and WER."""
+    return {
+        "systems": {
+            "noisy": {"dnsmos_ovrl": ci(1.94), "wer": ci(0.235)},
+            "ar_v1": {"dnsmos_ovrl": ci(2.504), "wer": ci(0.280)},
+            "fm": {"dnsmos_ovrl": ci(2.496), "wer": ci(0.231)},
+            "clean": {"dnsmos_ovrl": ci(2.98), "wer": ci(0.030)},
+        },
+        "higher_is_better": {"dnsmos_ovrl": True, "wer": False},
+        "diff_vs_noisy": {
+            "ar_v1": {"dnsmos_ovrl": ci(0.56, 0.15), "wer": ci(0.045, 0.04)},
+            "fm": {"dnsmos_ovrl": ci(0.55, 0.15), "wer": ci(-0.004, 0.03)},
+        },
+    }
+
+
+def test_markdown_bolds_the_best_marks_significance_and_prints_wer_in_percent():
+    text = to_markdown(from_results(results()))
+    assert text.splitlines()[:6] == [
+        "| system | DNSMOS OVRL ↑ | WER (%) ↓ |",
+        "|---|---|---|",
+        "| noisy | 1.94 | 23.5 |",
+        # OVRL 2.504 and 2.496 both print as 2.50: a tie, both bold; the WER rise is
+        # significant (worse), the FM's fall is not; clean is never the best
+        "| ar_v1 | **2.50**† | 28.0‡ |",
+        "| fm | **2.50**† | **23.1** |",
+        "| clean | 2.98 | 3.0 |",
+    ]
+    assert "difference from noisy" in text
+
+
+def test_latex_has_grouped_headers_escapes_names_and_optional_cis():
+    r = results()
+    r["higher_is_better"]["dnsmos_bak"] = True
+    for s, v in zip(r["systems"], (2.29, 3.45, 3.61, 3.84), strict=True):
+        r["systems"][s]["dnsmos_bak"] = ci(v)
+    t = from_results(r, columns=["dnsmos_bak", "dnsmos_ovrl", "wer"])
+    tex = to_latex(t, ci=True, caption="Test 100% set.", label="tab:x")
+    lines = tex.splitlines()
+    assert r"\caption{Test 100\% set. Bold: best per column (without clean)." in tex
+    assert r"\label{tab:x}" in lines and r"\begin{tabular}{lccc}" in lines
+    assert r" & \multicolumn{2}{c}{DNSMOS} &  \\" in lines
+    assert r"\cmidrule(lr){2-3}" in lines
+    assert r"System & BAK$\uparrow$ & OVRL$\uparrow$ & WER (\%)$\downarrow$ \\" in lines
+    row = next(x for x in lines if x.startswith("ar"))
+    assert row.startswith(r"ar\_v1 & 3.45\,{\scriptsize$\pm$0.10} & \textbf{2.50}$^\dagger$")
+    assert r"28.0$^\ddagger$\,{\scriptsize$\pm$10.0}" in row
+    assert lines.count(r"\midrule") == 3  # noisy | models | clean
+    # a group of one column is no group: its header names it
+    alone = to_latex(from_results(results()))
+    assert r"System & DNSMOS OVRL$\uparrow$ &" in alone and "multicolumn" not in alone
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_output_compiles(tmp_path):
+    body = to_latex(from_results(results()), ci=True, caption="A_b & c.", label="tab:r")
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+    (tmp_path / "t.tex").write_text(doc + body + "\\end{document}\n")
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert (tmp_path / "t.pdf").stat().st_size > 1000
+
+
+def test_csv_is_long_format_and_unscaled():
+    rows = list(csv.DictReader(io.StringIO(to_csv(from_results(results())))))
+    assert len(rows) == 8
+    wer = next(r for r in rows if r["system"] == "ar_v1" and r["column"] == "wer")
+    assert float(wer["mean"]) == 0.28 and float(wer["diff"]) == 0.045
+    assert wer["baseline"] == "noisy" and wer["best"] == "False"
+    noisy = next(r for r in rows if r["system"] == "noisy" and r["column"] == "wer")
+    assert noisy["diff"] == "" and noisy["higher_is_better"] == "False"
+
+
+def test_empty_cells_and_a_single_row_have_no_best():
+    t = PaperTable(
+        systems=["noisy", "a"], columns=["wer"], higher_is_better={"wer": False},
+        cells={"noisy": {"wer": ci(0.2)}, "a": {"wer": {"mean": math.nan, "low": math.nan,
+                                                        "high": math.nan, "n": 0}}},
+    )  # fmt: skip
+    assert to_markdown(t).splitlines()[2:4] == ["| noisy | 20.0 |", "| a | — |"]
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def write_run(path, res: dict) -> None:
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(res))
+
+
+def write_scores(path, values: dict[str, list[float]]) -> None:
+    """A `score` folder: per-utterance records of the given columns."""
+    path.mkdir(parents=True)
+    n = len(next(iter(values.values())))
+    lines = [
+        json.dumps({"id": f"u{i}", "scores": {c: v[i] for c, v in values.items()},
+                    "skipped": {}, "errors": {}})
+        for i in range(n)
+    ]  # fmt: skip
+    (path / "scores.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_table_merges_runs_prefixes_clashing_names_and_writes_the_format_of_the_suffix(
+    tmp_path, capsys
+):
+    write_run(tmp_path / "e1", results())
+    other = results()  # a second evaluation on the same test set: a different fm, more columns
+    other["systems"]["fm"]["dnsmos_ovrl"] = ci(2.7)
+    for s in other["systems"]:
+        other["systems"][s]["pesq_wb"] = ci(1.5)
+    other["higher_is_better"]["pesq_wb"] = True
+    write_run(tmp_path / "e2", other)
+    out = tmp_path / "t.md"
+    args = ["table", str(tmp_path / "e1"), str(tmp_path / "e2"), "--output", str(out)]
+    assert main([*args, "--columns", "pesq_wb,dnsmos", "--rename", "ar_v1=AR"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "| system | PESQ-WB ↑ | DNSMOS OVRL ↑ |"
+    # noisy, ar_v1 and clean agree, so each is shown once with e2's PESQ (a tie everywhere:
+    # nothing bold); e2's fm is another system
+    assert [x.split(" | ")[0] for x in lines[2:7]] == ["| noisy", "| AR", "| fm", "| e2/fm",
+                                                        "| clean"]  # fmt: skip
+    assert lines[3] == "| AR | 1.50 | 2.50† |" and lines[4] == "| fm | — | 2.50† |"
+    assert lines[5] == "| e2/fm | 1.50 | **2.70**† |"
+    # printed to the console without --output; csv by --format
+    assert main(["table", str(tmp_path / "e1"), "--format", "csv", "--baseline", "none"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 8 and all(r["diff"] == "" for r in rows)
+
+
+def test_table_pairs_score_folders_with_a_score_folder_baseline(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = rng.uniform(1.5, 2.5, 30)
+    gain = noisy + rng.normal(0.3, 0.1, 30)
+    write_scores(tmp_path / "noisy", {"dnsmos_ovrl": list(noisy), "wer": [0.2] * 30})
+    write_scores(tmp_path / "ours", {"dnsmos_ovrl": list(gain), "wer": [0.2] * 30})
+    out = tmp_path / "t.csv"
+    args = ["table", str(tmp_path / "noisy"), str(tmp_path / "ours"), "--output", str(out)]
+    assert main(args) == 0
+    rows = {(r["system"], r["column"]): r for r in csv.DictReader(out.open())}
+    d = paired_bootstrap_diff(noisy, gain)
+    r = rows[("ours", "dnsmos_ovrl")]
+    assert float(r["diff"]) == pytest.approx(d.mean) and float(r["diff_low"]) == d.low
+    assert float(r["mean"]) == pytest.approx(gain.mean())
+    assert rows[("ours", "wer")]["higher_is_better"] == "False"
+    assert float(rows[("ours", "wer")]["diff"]) == 0.0
+
+
+def test_table_published_rows_join_the_best_but_get_no_mark(tmp_path):
+    write_run(tmp_path / "e", results())
+    (tmp_path / "pub.yaml").write_text(
+        "- name: GenSE (reported)\n  values: {dnsmos_ovrl: 3.43, wer: 0.1}\n"
+    )
+    out = tmp_path / "t.md"
+    args = ["table", str(tmp_path / "e"), "--rows", str(tmp_path / "pub.yaml")]
+    assert main([*args, "--output", str(out), "--ci", "--decimals", "wer=2"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[2].startswith("| noisy | 1.94 ± 0.10 | 23.50 ± 10.00 |")
+    assert lines[3] == "| GenSE (reported) | **3.43** | **10.00** |"
+
+
+def test_table_errors_name_what_is_wrong(tmp_path, capsys):
+    write_run(tmp_path / "e", results())
+    e = str(tmp_path / "e")
+    for args, message in [
+        ([str(tmp_path / "none")], "no results.json"),
+        ([e, "--columns", "dnsmos,pesq_wb"], "no column for pesq_wb"),
+        ([e, "--systems", "noisy,xx"], "no system xx"),
+        ([e, "--rename", "ar_v1"], "expected KEY=VALUE"),
+        ([e, "--output", str(tmp_path / "t.docx")], "give --format"),
+    ]:
+        assert main(["table", *args]) == 2, args
+        assert message in capsys.readouterr().err, args
+    (tmp_path / "bad.yaml").write_text("- name: x\n  values: {wer: high}\n")
+    assert main(["table", e, "--rows", str(tmp_path / "bad.yaml")]) == 2
+    assert "entry 'x'" in capsys.readouterr().err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{")
+    assert main(["table", str(tmp_path / "broken")]) == 2
+    assert "not an evaluation's results.json" in capsys.readouterr().err
