@@ -111,7 +111,7 @@ def test_empty_cells_and_a_single_row_have_no_best():
 
 
 def write_run(path, res: dict) -> None:
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     (path / "results.json").write_text(json.dumps(res))
 
 
@@ -204,3 +204,100 @@ def test_table_errors_name_what_is_wrong(tmp_path, capsys):
     (tmp_path / "broken" / "results.json").write_text("{")
     assert main(["table", str(tmp_path / "broken")]) == 2
     assert "not an evaluation's results.json" in capsys.readouterr().err
+
+
+# -- tables by condition ----------------------------------------------------------------------
+
+
+def eval_folder(tmp_path, rng):
+    """An `eval`-like folder: per-utterance scores of noisy / model (two sampled outputs) /
+    clean, the results.json its own tables compute from them, and the manifest."""
+    from sealign.eval.score import mean_over_samples
+    from sealign.eval.tables import compare_stats
+    from sealign.metrics.registry import metric_info
+
+    run, n = tmp_path / "ev", 24
+    (run / "scores").mkdir(parents=True)
+    ids = [f"u{i:02d}" for i in range(n)]
+    noisy = rng.uniform(1.5, 2.5, n)
+
+    def recs(ovrl, wer):
+        return [{"id": i, "scores": {"dnsmos_sig": 3.0, "dnsmos_bak": 3.0, "dnsmos_p808": 3.0,
+                                     "dnsmos_ovrl": float(o), "wer": float(w)},
+                 "skipped": {}, "errors": {}} for i, o, w in zip(ids, ovrl, wer, strict=True)]  # fmt: skip
+
+    files = {
+        "noisy": recs(noisy, rng.uniform(0, 0.5, n)),
+        "model": recs(noisy + rng.normal(0.4, 0.2, n), rng.uniform(0, 0.6, n)),
+        "model_sample1": recs(noisy + rng.normal(0.4, 0.2, n), rng.uniform(0, 0.6, n)),
+        "clean": recs(np.full(n, 3.0), np.zeros(n)),
+    }
+    for name, r in files.items():
+        (run / "scores" / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in r))
+    systems = {
+        "noisy": files["noisy"],
+        "model": mean_over_samples([files["model"], files["model_sample1"]]),
+        "clean": files["clean"],
+    }
+    infos = {"dnsmos": metric_info("dnsmos"), "wer": metric_info("wer")}
+    write_run(run, compare_stats(systems, infos, ["model"]))
+    tasks = [["denoising"], ["denoising", "dereverberation"], ["declipping"]]
+    lines = [
+        json.dumps({"id": i, "audio": f"{i}.wav", "degradation": {
+            "tasks": tasks[k % 3], "snr_db": float(k), "room": "small"}})
+        for k, i in enumerate(ids)
+    ]  # fmt: skip
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    return run, systems
+
+
+def test_table_by_condition_equals_the_runs_own_statistics_on_each_subset(tmp_path):
+    run, systems = eval_folder(tmp_path, np.random.default_rng(1))
+    m = str(tmp_path / "m.jsonl")
+    whole, by = tmp_path / "whole.csv", tmp_path / "by.csv"
+    assert main(["table", str(run), "--output", str(whole)]) == 0
+    # a field every utterance shares: one condition holding them all, the same numbers
+    assert main(["table", str(run), "--by", "degradation.room", "--manifest", m,
+                 "--output", str(by)]) == 0  # fmt: skip
+    a = list(csv.DictReader(whole.open()))
+    b = list(csv.DictReader(by.open()))
+    assert {r["condition"] for r in b} == {"degradation.room: small"}
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("system", "column", "mean", "ci_low", "ci_high", "n", "best"):
+            assert ra[key] == rb[key], key
+        for key in ("diff", "diff_low", "diff_high"):  # clean: no test in either
+            assert ra[key] == rb[key] or (rb["system"] == "clean" and ra[key] == ""), key
+    # a list puts an utterance in each of its values; bins at edges
+    out = tmp_path / "tasks.md"
+    assert main(["table", str(run), "--by", "degradation.tasks", "--manifest", m,
+                 "--output", str(out), "--columns", "wer"]) == 0  # fmt: skip
+    text = out.read_text()
+    assert "### degradation.tasks: denoising (16 utterances)" in text
+    assert "### degradation.tasks: dereverberation (8 utterances)" in text
+    assert "### degradation.tasks: declipping (8 utterances)" in text
+    model_wer = mean_ci_of(systems["model"], "wer", lambda k: k % 3 == 2)
+    row = next(x for x in text.split("declipping")[1].splitlines() if x.startswith("| model"))
+    assert f"{100 * model_wer:.1f}" in row
+    assert main(["table", str(run), "--by", "degradation.snr_db@5,20", "--manifest", m,
+                 "--output", str(out), "--columns", "wer"]) == 0  # fmt: skip
+    heads = [x for x in out.read_text().splitlines() if x.startswith("###")]
+    assert heads == ["### degradation.snr_db: < 5 (5 utterances)",
+                     "### degradation.snr_db: 5 to 20 (15 utterances)",
+                     "### degradation.snr_db: ≥ 20 (4 utterances)"]  # fmt: skip
+
+
+def mean_ci_of(records, column, keep) -> float:
+    return float(np.mean([r["scores"][column] for k, r in enumerate(records) if keep(k)]))
+
+
+def test_table_by_condition_errors(tmp_path, capsys):
+    run, _ = eval_folder(tmp_path, np.random.default_rng(2))
+    m = str(tmp_path / "m.jsonl")
+    for args, message in [
+        (["--by", "degradation.tasks"], "--by needs --manifest"),
+        (["--by", "degradation.nope", "--manifest", m], "no utterance of the manifest has"),
+        (["--by", "degradation.room@1,2", "--manifest", m], "not a number"),
+        (["--by", "degradation.snr_db@a", "--manifest", m], "bin edges must be numbers"),
+    ]:
+        assert main(["table", str(run), *args]) == 2, args
+        assert message in capsys.readouterr().err, args

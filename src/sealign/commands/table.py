@@ -26,6 +26,8 @@ published.yaml (numbers in the metric's own units: WER as a fraction):
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -35,14 +37,15 @@ from typing import Any
 import yaml
 
 from sealign.commands.common import log, split_list
+from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.paper_table import (
     FORMATS,
     PaperTable,
     from_records,
-    render,
+    render_groups,
     with_styles,
 )
-from sealign.eval.score import METRIC_PRESETS, column_name
+from sealign.eval.score import METRIC_PRESETS, column_name, mean_over_samples
 from sealign.eval.stats import paired_bootstrap_diff
 from sealign.metrics.registry import metric_info, metric_names
 from sealign.utils.jsonio import read_jsonl, write_text
@@ -65,6 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", action="append", default=[], help="COLUMN=header (repeatable)")
     p.add_argument("--caption", help="LaTeX caption, before the note on bold and marks")
     p.add_argument("--tex-label", help="LaTeX \\label of the table")
+    p.add_argument(
+        "--by",
+        help="one table per condition: a manifest field (dotted path into each line, e.g. "
+        "degradation.tasks; a list puts an utterance in each of its values' tables), or "
+        "FIELD@E1,E2,... to bin a number at those edges (degradation.noise.snr_db@0,10)",
+    )
+    p.add_argument("--manifest", help="with --by: the manifest the runs were scored on")
     p.add_argument("--format", choices=list(FORMATS), help="default: from --output's suffix")
     p.add_argument("--output", help="file to write (default: print to the console)")
 
@@ -120,6 +130,99 @@ def load_source(path: str | Path) -> Source:
             hib[c] = d
     name = p.resolve().name
     return Source(name, {name: from_records(records, list(hib))}, hib, records={name: records})
+
+
+def run_records(path: str | Path, systems: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per-utterance records of each of ``systems`` that a run folder has score files for: a
+    ``score`` folder's ``scores.jsonl``, or ``scores/<system>.jsonl`` of ``eval`` / ``demo`` /
+    ``pref-ablation`` (averaged with ``<system>_sample<i>.jsonl``, a model's further sampled
+    outputs, as the run's own tables average them)."""
+    p = Path(path)
+    if not p.is_dir():
+        return {}
+    if (p / "scores.jsonl").is_file() and len(systems) == 1:
+        return {systems[0]: read_jsonl(p / "scores.jsonl")}
+    out = {}
+    for s in systems:
+        stem = s.replace(":", "_")
+        first = p / "scores" / f"{stem}.jsonl"
+        if not first.is_file():
+            continue
+        more = sorted(
+            (f for f in first.parent.glob(f"{stem}_sample*.jsonl")
+             if f.stem[len(stem) + 7:].isdigit()),
+            key=lambda f: int(f.stem[len(stem) + 7:]),
+        )  # fmt: skip
+        out[s] = mean_over_samples([read_jsonl(f) for f in [first, *more]])
+    return out
+
+
+def condition_groups(entries: list[Entry], spec: str) -> dict[str, set[str]]:
+    """Utterance ids per condition (see ``--by``), in order of first appearance (bins in
+    order of their edges)."""
+    key, _, edges_text = spec.partition("@")
+    edges = []
+    if edges_text:
+        try:
+            edges = sorted(float(e) for e in split_list(edges_text))
+        except ValueError as e:
+            raise ValueError(f"--by {spec}: bin edges must be numbers ({e})") from e
+    labels = [f"< {edges[0]:g}"] if edges else []
+    labels += [f"{a:g} to {b:g}" for a, b in itertools.pairwise(edges)]
+    labels += [f"≥ {edges[-1]:g}"] if edges else []
+    groups: dict[str, set[str]] = {label: set() for label in labels}
+    found = False
+    for e in entries:
+        value: Any = e.to_json()
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        found |= value is not None
+        if value is None:
+            values = ["none"]
+        elif edges:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"--by {spec}: {e.id} has {key} = {value!r}, not a number")
+            values = [labels[bisect.bisect_right(edges, value)]]
+        else:
+            values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        for v in values:
+            groups.setdefault(v, set()).add(e.id)
+    if not found:
+        raise ValueError(f"--by {spec}: no utterance of the manifest has a field {key}")
+    return {g: ids for g, ids in groups.items() if ids}
+
+
+def grouped_sources(args: argparse.Namespace) -> dict[str, list[Source]]:
+    """``--by``: for each condition, the runs' systems on its utterances only."""
+    if not args.manifest:
+        raise ValueError("--by needs --manifest (the utterances' conditions)")
+    if args.rows:
+        raise ValueError("--rows cannot be combined with --by (published rows have no conditions)")
+    groups = condition_groups(read_manifest(args.manifest), args.by)
+    loaded = []
+    for r in args.runs:
+        src = load_source(r)
+        records = run_records(r, list(src.systems))
+        left = [s for s in src.systems if s not in records]
+        if left:
+            log.warning("%s: no per-utterance scores for %s; left out of the tables by %s",
+                        src.name, ", ".join(left), args.by)  # fmt: skip
+        loaded.append((src, records))
+    out = {}
+    for g, ids in groups.items():
+        out[f"{args.by.partition('@')[0]}: {g}"] = [
+            Source(
+                src.name,
+                {
+                    s: from_records([x for x in recs if x["id"] in ids], list(src.higher_is_better))
+                    for s, recs in records.items()
+                },
+                src.higher_is_better,
+                records={s: [x for x in recs if x["id"] in ids] for s, recs in records.items()},
+            )  # fmt: skip
+            for src, records in loaded
+        ]
+    return out
 
 
 def _same(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
@@ -236,9 +339,10 @@ def _pairs(items: list[str], what: str, cast: type = str) -> dict[str, Any]:
     return out
 
 
-def build_table(args: argparse.Namespace) -> PaperTable:
+def build_table(args: argparse.Namespace, sources: list[Source]) -> PaperTable:
+    """The table the options ask for, of ``sources``."""
     baseline = None if args.baseline.lower() == "none" else args.baseline
-    t = merge([load_source(r) for r in args.runs], baseline)
+    t = merge(sources, baseline)
     renames = _pairs([x for r in args.rename for x in split_list(r)], "--rename")
     unknown = [s for s in renames if s not in t.cells]
     if unknown:
@@ -299,9 +403,13 @@ def rename(t: PaperTable, names: dict[str, str]) -> PaperTable:
 
 
 def run(args: argparse.Namespace) -> int:
-    t = build_table(args)
-    if not t.columns or not t.systems:
-        raise ValueError("nothing to tabulate: the runs have no scored columns")
+    if args.by:
+        tables = {g: build_table(args, srcs) for g, srcs in grouped_sources(args).items()}
+    else:
+        tables = {"": build_table(args, [load_source(r) for r in args.runs])}
+    for t in tables.values():
+        if not t.columns or not t.systems:
+            raise ValueError("nothing to tabulate: the runs have no scored columns")
     fmt = args.format
     if fmt is None:
         suffix = Path(args.output).suffix if args.output else ".md"
@@ -309,10 +417,10 @@ def run(args: argparse.Namespace) -> int:
         if fmt is None:
             raise ValueError(f"--output {args.output}: give --format (suffix not one of "
                              f"{', '.join(FORMATS.values())})")  # fmt: skip
-    text = render(t, fmt, ci=args.ci, caption=args.caption, label=args.tex_label)
+    text = render_groups(tables, fmt, ci=args.ci, caption=args.caption, label=args.tex_label)
     if args.output:
         write_text(Path(args.output), text)
-        log.info("wrote %s (%d systems × %d columns)", args.output, len(t.systems), len(t.columns))
+        log.info("wrote %s (%d table%s)", args.output, len(tables), "s" * (len(tables) > 1))
     else:
         print(text, end="")
     return 0

@@ -222,7 +222,7 @@ def _cell(t: PaperTable, s: str, c: str, ci: bool, fmt: dict[str, str]) -> str:
     if shown is None:
         return fmt["missing"]
     text = fmt["bold"].format(shown) if s in t.best(c) else shown
-    sig = t.significance(s, c) if s != t.baseline else 0
+    sig = t.significance(s, c) if s != t.baseline and s not in t.reference else 0
     if sig:
         text += fmt["better" if sig > 0 else "worse"]
     h = t.half_width(s, c) if ci else None
@@ -355,6 +355,35 @@ def render(t: PaperTable, fmt: str, ci: bool = False, caption: str | None = None
     if fmt == "csv":
         return to_csv(t)
     raise ValueError(f"table format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def render_groups(
+    tables: dict[str, PaperTable], fmt: str, ci: bool = False, caption: str | None = None,
+    label: str | None = None,
+) -> str:  # fmt: skip
+    """Several tables (``{condition: table}``; one with the key ``""`` is a plain table): in
+    LaTeX one ``table`` each (the condition ends its caption, the label gets ``:<k>``), in
+    Markdown one section each, in CSV one file with a leading ``condition`` column."""
+    if list(tables) == [""]:
+        return render(tables[""], fmt, ci=ci, caption=caption, label=label)
+    parts = []
+    for k, (cond, t) in enumerate(tables.items()):
+        n = max((c.get("n", 0) for s in t.systems for c in t.cells.get(s, {}).values()), default=0)
+        title = f"{cond} ({n} utterances)"
+        if fmt == "csv":
+            lines = to_csv(t).splitlines()
+            rows = csv.reader(lines[1:]) if k else csv.reader(lines)
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            for j, row in enumerate(rows):
+                w.writerow(["condition" if j == 0 and not k else cond, *row])
+            parts.append(buf.getvalue())
+        elif fmt == "latex":
+            cap = f"{caption} {title}." if caption else f"{title}."
+            parts.append(to_latex(t, ci=ci, caption=cap, label=f"{label}:{k}" if label else None))
+        else:
+            parts.append(f"### {title}\n\n" + render(t, fmt, ci=ci) + "\n")
+    return "".join(parts) if fmt == "csv" else "\n".join(parts)
 
 
 def with_styles(t: PaperTable, decimals: dict[str, int], labels: dict[str, str]) -> PaperTable:
