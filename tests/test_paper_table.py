@@ -59,7 +59,7 @@ def test_latex_has_grouped_headers_escapes_names_and_optional_cis():
     for s, v in zip(r["systems"], (2.29, 3.45, 3.61, 3.84), strict=True):
         r["systems"][s]["dnsmos_bak"] = ci(v)
     t = from_results(r, columns=["dnsmos_bak", "dnsmos_ovrl", "wer"])
-    tex = to_latex(t, ci=True, caption="Test 100% set.", label="tab:x")
+    tex = to_latex(t, ci=True, caption=r"Test 100\% set.", label="tab:x")  # LaTeX source
     lines = tex.splitlines()
     assert r"\caption{Test 100\% set. Bold: best per column (without clean)." in tex
     assert r"\label{tab:x}" in lines and r"\begin{tabular}{lccc}" in lines
@@ -77,7 +77,10 @@ def test_latex_has_grouped_headers_escapes_names_and_optional_cis():
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_latex_output_compiles(tmp_path):
-    body = to_latex(from_results(results()), ci=True, caption="A_b & c.", label="tab:r")
+    t = from_results(results())
+    t.systems.append("a_b & c ≥ 1 | 2")  # every character LaTeX treats specially
+    t.cells["a_b & c ≥ 1 | 2"] = {"wer": ci(0.1)}
+    body = to_latex(t, ci=True, caption=r"A\_b \& c.", label="tab:r")
     doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
     (tmp_path / "t.tex").write_text(doc + body + "\\end{document}\n")
     run = subprocess.run(
@@ -301,3 +304,96 @@ def test_table_by_condition_errors(tmp_path, capsys):
     ]:
         assert main(["table", str(run), *args]) == 2, args
         assert message in capsys.readouterr().err, args
+
+
+def test_table_merging_rules(tmp_path, capsys):
+    r = results()
+    intrusive = {  # the same systems scored with other metrics only: merged by name
+        "systems": {s: {"pesq_wb": ci(1.5 + k)} for k, s in enumerate(r["systems"])},
+        "higher_is_better": {"pesq_wb": True},
+    }
+    write_run(tmp_path / "a", r)
+    write_run(tmp_path / "b", intrusive)
+    out = tmp_path / "t.md"
+    assert main(["table", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(out)]) == 0
+    rows = [x.split(" | ")[0] for x in out.read_text().splitlines()[2:6]]
+    assert rows == ["| noisy", "| ar_v1", "| fm", "| clean"]
+    # another test set's noisy cannot share the marks' baseline
+    other = results()
+    other["systems"]["noisy"]["wer"] = ci(0.5)
+    write_run(tmp_path / "c", other)
+    assert main(["table", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert "not scored on the same utterances" in capsys.readouterr().err
+    # without marks they are shown side by side; the second clean is a reference row too
+    other["systems"]["clean"]["dnsmos_ovrl"] = ci(4.0)
+    write_run(tmp_path / "c", other)
+    args = ["table", str(tmp_path / "a"), str(tmp_path / "c"), "--baseline", "none"]
+    assert main([*args, "--output", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[5:8] == ["| c/noisy | 1.94 | 50.0 |", "| clean | 2.98 | 3.0 |",
+                          "| c/clean | 4.00 | 3.0 |"]  # fmt: skip
+    # renaming onto a name in use is refused
+    assert main(["table", str(tmp_path / "a"), "--rename", "fm=ar_v1"]) == 2
+    assert "two systems would be named alike" in capsys.readouterr().err
+
+
+def test_table_marks_against_the_runs_own_baseline_and_pairs_score_folders_with_a_run(tmp_path):
+    r = results()
+    r["diff_vs_base"] = r.pop("diff_vs_noisy")  # as pref-ablation writes it
+    r["systems"]["base"] = r["systems"].pop("noisy")
+    write_run(tmp_path / "abl", r)
+    out = tmp_path / "t.md"
+    assert main(["table", str(tmp_path / "abl"), "--output", str(out)]) == 0
+    assert "| ar_v1 | **2.50**† | 28.0‡ |" in out.read_text()
+    assert "difference from base" in out.read_text()
+    # a score folder paired with an eval run's noisy scores, by utterance id
+    rng = np.random.default_rng(3)
+    run, systems = eval_folder(tmp_path, rng)
+    ours = [x["scores"]["dnsmos_ovrl"] + 1.0 + rng.normal(0, 0.1) for x in systems["noisy"]]
+    write_scores(tmp_path / "ours", {"dnsmos_ovrl": ours})
+    (tmp_path / "ours" / "scores.jsonl").write_text(
+        "\n".join(
+            json.dumps({"id": x["id"], "scores": {"dnsmos_ovrl": v}})
+            for x, v in zip(systems["noisy"], ours, strict=True)
+        )
+        + '\n{"scores": {"dnsmos_ovrl": 9}}\n'  # a line without an id: left out
+    )
+    csv_out = tmp_path / "t.csv"
+    assert main(["table", str(run), str(tmp_path / "ours"), "--output", str(csv_out)]) == 0
+    row = next(x for x in csv.DictReader(csv_out.open())
+               if x["system"] == "ours" and x["column"] == "dnsmos_ovrl")  # fmt: skip
+    noisy = [x["scores"]["dnsmos_ovrl"] for x in systems["noisy"]]
+    assert float(row["diff"]) == pytest.approx(paired_bootstrap_diff(noisy, ours).mean)
+    assert row["n"] == "24" and row["kind"] == "system"
+
+
+def test_table_rejects_malformed_inputs_and_options(tmp_path, capsys):
+    e = tmp_path / "e"
+    write_run(e, results())
+    bad = results()
+    bad["systems"]["fm"]["wer"] = 0.2
+    write_run(tmp_path / "bad", bad)
+    write_scores(tmp_path / "s", {"wer": [0.1, 0.2]})
+    (tmp_path / "s" / "scores.jsonl").write_text('{"id": "u0", "scores": {"wer": "high"}}\n')
+    (tmp_path / "dup.yaml").write_text("- {name: x, values: {wer: 1}}\n- {name: x, values: {}}\n")
+    (tmp_path / "other.jsonl").write_text('{"id": "zz", "audio": "a.wav", "snr": 1}\n')
+    for args, message in [
+        ([str(tmp_path / "bad")], "systems.fm: expected {column: {mean, low, high, n}}"),
+        ([str(tmp_path / "s")], "u0: score wer = 'high' is not a number"),
+        ([str(e), "--decimals", "wer=-1"], "digits must be 0 to 10"),
+        ([str(e), "--rows", str(tmp_path / "dup.yaml")], "'x' is listed twice"),
+        ([str(e), "--tex-label", "tab:a%b"], "--tex-label"),
+    ]:
+        assert main(["table", *args]) == 2, args
+        assert message in capsys.readouterr().err, args
+    run, _ = eval_folder(tmp_path, np.random.default_rng(4))
+    assert (
+        main(["table", str(run), "--by", "snr", "--manifest", str(tmp_path / "other.jsonl")]) == 2
+    )
+    assert "no utterance scored in ev is in" in capsys.readouterr().err
+    # a name with a pipe stays one Markdown cell
+    r = results()
+    r["systems"]["a|b"] = r["systems"].pop("fm")
+    write_run(tmp_path / "p", r)
+    assert main(["table", str(tmp_path / "p"), "--format", "markdown"]) == 0
+    assert "| a\\|b |" in capsys.readouterr().out

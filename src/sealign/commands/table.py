@@ -5,9 +5,12 @@ and † (‡) where the paired 95% bootstrap CI of the difference from the basel
 noisy) lies on the better (worse) side of zero. Sources: folders (or results.json files) of
 `eval`, `demo` and `pref-ablation`, and `score` folders (scores.jsonl; one system each, named
 after the folder, paired with the baseline by utterance id when the baseline is a score folder
-too). Several sources are merged: a system found in two of them with the same numbers (noisy,
-clean) is shown once, with the columns of both; a name used for different numbers is prefixed
-by its run's folder name. --rows adds numbers copied from papers, in a block of their own.
+too, or an eval's own). Several sources are merged: a system found in two of them with the
+same numbers on the columns both have (noisy, clean) is shown once, with the columns of both; a
+name used for different numbers is prefixed by its run's folder name, except the baseline, which
+must be the same in every run (runs on different test sets: one table each). A run that
+compares with another system (pref-ablation: base) is marked against it. --rows adds numbers
+copied from papers, in a block of their own. --caption is LaTeX source.
 
 Columns: metric output columns (dnsmos_ovrl), metric names (dnsmos: all its outputs) or
 presets (vbdmd). WER is printed in %; --decimals and --label change any column's print.
@@ -30,6 +33,7 @@ import bisect
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +60,8 @@ HELP = "make a paper-style table (LaTeX / Markdown / CSV) from eval, demo or sco
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="eval / demo / pref-ablation / score folders")
     p.add_argument("--columns", help="columns, metric names or presets, in order (default all)")
-    p.add_argument("--systems", help="rows to show, in order (default all)")
-    p.add_argument("--rename", action="append", default=[], help="OLD=NEW (repeatable)")
+    p.add_argument("--systems", help="rows to show, in order (default all; names before --rename)")
+    p.add_argument("--rename", action="append", default=[], help="OLD=NEW,... (repeatable)")
     p.add_argument("--baseline", default="noisy", help="system the marks compare with ('none')")
     p.add_argument(
         "--reference", default="clean", help="rows never bold, comma-separated (default clean)"
@@ -66,7 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ci", action="store_true", help="print each mean's 95%% CI half-width")
     p.add_argument("--decimals", help="N for every column, or COLUMN=N,... ")
     p.add_argument("--label", action="append", default=[], help="COLUMN=header (repeatable)")
-    p.add_argument("--caption", help="LaTeX caption, before the note on bold and marks")
+    p.add_argument(
+        "--caption", help="LaTeX caption (LaTeX source, e.g. \\cite{...}), before the note on marks"
+    )
     p.add_argument("--tex-label", help="LaTeX \\label of the table")
     p.add_argument(
         "--by",
@@ -89,6 +95,7 @@ class Source:
     higher_is_better: dict[str, bool]
     diffs: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    path: Path | None = None  # the run folder
 
 
 def column_direction(column: str) -> bool | None:
@@ -101,6 +108,49 @@ def column_direction(column: str) -> bool | None:
     return None
 
 
+def _stat(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(value.get(k), int | float) and not isinstance(value.get(k), bool)
+        for k in ("mean", "low", "high", "n")
+    )
+
+
+def _check_results(data: Any, path: Path) -> None:
+    """``results.json``'s systems and differences: ``{name: {column: {mean, low, high, n}}}``."""
+    if not isinstance(data, dict) or not isinstance(data.get("systems"), dict):
+        raise ValueError(f"{path}: not an evaluation's results.json (no systems)")
+    if not isinstance(data.get("higher_is_better"), dict):
+        raise ValueError(f"{path}: not an evaluation's results.json (no higher_is_better)")
+    tables = {"systems": data["systems"]}
+    tables.update({k: v for k, v in data.items() if k.startswith("diff_vs_")})
+    for key, table in tables.items():
+        for system, cols in table.items() if isinstance(table, dict) else [(None, table)]:
+            bad = not isinstance(cols, dict) or not all(map(_stat, cols.values()))
+            if bad:
+                raise ValueError(f"{path}: {key}.{system}: expected {{column: {{mean, low, "
+                                 "high, n}}}} with numbers")  # fmt: skip
+
+
+def score_records(path: Path) -> list[dict[str, Any]]:
+    """The per-utterance records of a scores file; lines without an id or scores are left out
+    (logged), a score that is not a number is an error naming the file."""
+    records, dropped = [], 0
+    for r in read_jsonl(path):
+        if not isinstance(r, dict) or not isinstance(r.get("id"), str):
+            dropped += 1
+            continue
+        if not isinstance(r.get("scores"), dict):
+            dropped += 1
+            continue
+        for c, v in r["scores"].items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError(f"{path}: {r['id']}: score {c} = {v!r} is not a number")
+        records.append(r)
+    if dropped:
+        log.warning("%s: %d line(s) without an id or scores left out", path, dropped)
+    return records
+
+
 def load_source(path: str | Path) -> Source:
     """The systems of a run folder (``results.json`` or ``scores.jsonl``) or a results file."""
     p = Path(path)
@@ -108,18 +158,18 @@ def load_source(path: str | Path) -> Source:
     if results.is_file():
         try:
             data = json.loads(results.read_text(encoding="utf-8"))
-            systems, hib = data["systems"], data["higher_is_better"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{results}: not an evaluation's results.json ({e})") from e
+        _check_results(data, results)
         diffs = {k[len("diff_vs_") :]: v for k, v in data.items() if k.startswith("diff_vs_")}
-        name = p.parent.name if p.is_file() else p.name
-        return Source(name, systems, hib, diffs)
+        hib = {c: bool(v) for c, v in data["higher_is_better"].items()}
+        return Source(results.parent.name, data["systems"], hib, diffs, path=results.parent)
     scores = p / "scores.jsonl"
     if not scores.is_file():
         raise ValueError(
             f"{p}: no results.json (eval, demo, pref-ablation) or scores.jsonl (score) found"
         )
-    records = [r for r in read_jsonl(scores) if isinstance(r.get("scores"), dict)]
+    records = score_records(scores)
     columns = list(dict.fromkeys(c for r in records for c in r["scores"]))
     hib: dict[str, bool] = {}
     for c in columns:
@@ -129,7 +179,8 @@ def load_source(path: str | Path) -> Source:
         else:
             hib[c] = d
     name = p.resolve().name
-    return Source(name, {name: from_records(records, list(hib))}, hib, records={name: records})
+    systems = {name: from_records(records, list(hib))}
+    return Source(name, systems, hib, records={name: records}, path=p)
 
 
 def run_records(path: str | Path, systems: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -138,10 +189,9 @@ def run_records(path: str | Path, systems: list[str]) -> dict[str, list[dict[str
     ``pref-ablation`` (averaged with ``<system>_sample<i>.jsonl``, a model's further sampled
     outputs, as the run's own tables average them)."""
     p = Path(path)
-    if not p.is_dir():
-        return {}
+    p = p.parent if p.is_file() else p
     if (p / "scores.jsonl").is_file() and len(systems) == 1:
-        return {systems[0]: read_jsonl(p / "scores.jsonl")}
+        return {systems[0]: score_records(p / "scores.jsonl")}
     out = {}
     for s in systems:
         stem = s.replace(":", "_")
@@ -153,7 +203,7 @@ def run_records(path: str | Path, systems: list[str]) -> dict[str, list[dict[str
              if f.stem[len(stem) + 7:].isdigit()),
             key=lambda f: int(f.stem[len(stem) + 7:]),
         )  # fmt: skip
-        out[s] = mean_over_samples([read_jsonl(f) for f in [first, *more]])
+        out[s] = mean_over_samples([score_records(f) for f in [first, *more]])
     return out
 
 
@@ -208,6 +258,13 @@ def grouped_sources(args: argparse.Namespace) -> dict[str, list[Source]]:
             log.warning("%s: no per-utterance scores for %s; left out of the tables by %s",
                         src.name, ", ".join(left), args.by)  # fmt: skip
         loaded.append((src, records))
+        ids = {x["id"] for recs in records.values() for x in recs}
+        known = ids & set().union(*groups.values())
+        if records and not known:
+            raise ValueError(f"--by: no utterance scored in {src.name} is in {args.manifest}")
+        if len(known) < len(ids):
+            log.warning("%s: %d of its %d scored utterances are not in %s; left out", src.name,
+                        len(ids) - len(known), len(ids), args.manifest)  # fmt: skip
     out = {}
     for g, ids in groups.items():
         out[f"{args.by.partition('@')[0]}: {g}"] = [
@@ -226,8 +283,11 @@ def grouped_sources(args: argparse.Namespace) -> dict[str, list[Source]]:
 
 
 def _same(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
+    """Whether two runs' systems of one name are the same system: equal on every column both
+    have (runs that share no column, e.g. intrusive metrics in one and MOS in another, are
+    merged by name)."""
     shared = [c for c in a if c in b and a[c].get("n") and b[c].get("n")]
-    return bool(shared) and all(
+    return all(
         a[c]["n"] == b[c]["n"] and math.isclose(a[c]["mean"], b[c]["mean"], rel_tol=1e-9)
         for c in shared
     )
@@ -244,11 +304,17 @@ def merge(sources: list[Source], baseline: str | None) -> PaperTable:
         for s, cols in src.systems.items():
             name = s
             if s in cells and not _same(cells[s], cols):
+                if s == baseline:
+                    raise ValueError(
+                        f"{src.name}: its {s} differs from the {s} of a run before it, so the "
+                        "runs were not scored on the same utterances; make one table per test "
+                        "set (or give --baseline none)"
+                    )
                 name = f"{src.name}/{s}"
                 log.warning("%s: a system %s with other numbers is already loaded; this one "
                             "is shown as %s", src.name, s, name)  # fmt: skip
-            if name in cells and name != s:
-                raise ValueError(f"two runs named {src.name} both have a system {s}")
+                if name in cells:
+                    raise ValueError(f"two runs named {src.name} both have a system {s}")
             dest = cells.setdefault(name, {})
             for c, v in cols.items():
                 dest.setdefault(c, v)
@@ -256,6 +322,11 @@ def merge(sources: list[Source], baseline: str | None) -> PaperTable:
                 diffs.setdefault(name, {}).update(src.diffs[baseline][s])
             if s in src.records:
                 records[name] = src.records[s]
+    if baseline and records and baseline not in records:
+        for src in sources:  # the baseline's per-utterance scores from a run folder
+            if baseline in src.systems and src.path is not None:
+                records.update(run_records(src.path, [baseline]))
+                break
     if baseline in records:  # score folders: pair with the baseline by utterance id
         base = {r["id"]: r["scores"] for r in records[baseline]}
         for s, recs in records.items():
@@ -319,6 +390,8 @@ def read_published(path: str | Path) -> dict[str, dict[str, float]]:
             or not row.get("name")
         ):
             raise ValueError(f"--rows {path}: entry {k} needs a name and a values mapping")
+        if str(row["name"]) in out:
+            raise ValueError(f"--rows {path}: {row['name']!r} is listed twice")
         try:
             out[str(row["name"])] = {str(c): float(v) for c, v in row["values"].items()}
         except (TypeError, ValueError) as e:
@@ -343,24 +416,34 @@ def build_table(args: argparse.Namespace, sources: list[Source]) -> PaperTable:
     """The table the options ask for, of ``sources``."""
     baseline = None if args.baseline.lower() == "none" else args.baseline
     t = merge(sources, baseline)
+    if baseline and baseline not in t.cells:
+        compared = {k for src in sources for k in src.diffs}
+        if len(compared) == 1 and (only := compared.pop()) in t.cells:
+            log.info("no system %s: the marks compare with %s, as the runs do", baseline, only)
+            t = merge(sources, only)
+        else:
+            log.warning("no system %s in these runs: no marks (--baseline NAME)", baseline)
     renames = _pairs([x for r in args.rename for x in split_list(r)], "--rename")
     unknown = [s for s in renames if s not in t.cells]
     if unknown:
         raise ValueError(f"--rename: no system {', '.join(unknown)}; have {', '.join(t.systems)}")
+    new_names = [renames.get(s, s) for s in t.cells]
+    if len(set(new_names)) < len(new_names):
+        raise ValueError(f"--rename: two systems would be named alike ({', '.join(new_names)})")
     published = read_published(args.rows) if args.rows else {}
-    if published:
-        for name, values in published.items():
-            if name in t.cells:
-                raise ValueError(f"--rows: {name!r} is already a system of these runs")
-            t.cells[name] = {c: {"mean": v, "low": math.nan, "high": math.nan, "n": 1}
-                             for c, v in values.items()}  # fmt: skip
-            t.systems.append(name)
-            strange = [c for c in values if c not in t.higher_is_better]
-            if strange:
-                log.warning("--rows %s: %s not among the runs' columns", name, ", ".join(strange))
-        t.published = frozenset(published)
+    for name, values in published.items():
+        if name in t.cells:
+            raise ValueError(f"--rows: {name!r} is already a system of these runs")
+        t.cells[name] = {c: {"mean": v, "low": math.nan, "high": math.nan, "n": 1}
+                         for c, v in values.items()}  # fmt: skip
+        t.systems.append(name)
+        strange = [c for c in values if c not in t.higher_is_better]
+        if strange:
+            log.warning("--rows %s: %s not among the runs' columns", name, ", ".join(strange))
+    t.published = frozenset(published)
     if args.columns:
         t.columns = select_columns(t.columns, split_list(args.columns))
+    t.columns = [c for c in t.columns if any(t.value(s, c) is not None for s in t.systems)]
     if args.systems:
         chosen = split_list(args.systems)
         unknown = [s for s in chosen if s not in t.cells]
@@ -369,14 +452,17 @@ def build_table(args: argparse.Namespace, sources: list[Source]) -> PaperTable:
                 f"--systems: no system {', '.join(unknown)}; have {', '.join(t.systems)}"
             )
         t.systems = chosen
-    t.reference = frozenset(split_list(args.reference)) if args.reference else frozenset()
+    refs = set(split_list(args.reference)) if args.reference else set()
+    # a second run's clean, shown as <run>/clean, is a reference row too
+    t.reference = frozenset(s for s in t.systems if s in refs or s.rpartition("/")[2] in refs)
+    decimals: dict[str, int] = {}
     if args.decimals:
         decimals = (
             {"*": int(args.decimals)} if args.decimals.strip().isdigit()
             else _pairs(split_list(args.decimals), "--decimals", int)
         )  # fmt: skip
-    else:
-        decimals = {}
+        if any(d < 0 or d > 10 for d in decimals.values()):
+            raise ValueError(f"--decimals: digits must be 0 to 10, got {args.decimals}")
     t = with_styles(t, decimals, _pairs(args.label, "--label"))
     return rename(t, renames)
 
@@ -403,6 +489,8 @@ def rename(t: PaperTable, names: dict[str, str]) -> PaperTable:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tex_label and not re.fullmatch(r"[\w:.\-/]+", args.tex_label):
+        raise ValueError(f"--tex-label {args.tex_label!r}: use letters, digits and : . - / _")
     if args.by:
         tables = {g: build_table(args, srcs) for g, srcs in grouped_sources(args).items()}
     else:

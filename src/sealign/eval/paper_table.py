@@ -149,12 +149,12 @@ class PaperTable:
     def row_blocks(self) -> list[list[str]]:
         """Rows in printed blocks: the noisy input, published rows, the systems, the reference
         rows (clean)."""
-        ref = self.reference - self.published
+        first = [s for s in self.systems if s == "noisy" and s not in self.published]
         blocks = [
-            [s for s in self.systems if s == "noisy" and s not in ref | self.published],
+            first,
             [s for s in self.systems if s in self.published],
-            [s for s in self.systems if s != "noisy" and s not in ref | self.published],
-            [s for s in self.systems if s in ref],
+            [s for s in self.systems if s not in {*first, *self.published, *self.reference}],
+            [s for s in self.systems if s in self.reference and s not in first],
         ]
         return [b for b in blocks if b]
 
@@ -210,6 +210,14 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"$<$",
+    ">": r"$>$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
+    "|": r"\textbar{}",
 }
 
 
@@ -272,8 +280,7 @@ def to_latex(
 ) -> str:
     """A ``table`` environment with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
     lines = [r"\begin{table}[t]", r"\centering"]
-    note = latex_escape(t.note()).replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$")
-    lines.append(r"\caption{" + (latex_escape(caption) + " " if caption else "") + note + "}")
+    lines.append(r"\caption{" + (caption + " " if caption else "") + latex_escape(t.note()) + "}")
     if label:
         lines.append(r"\label{" + label + "}")
     lines.append(r"\begin{tabular}{l" + "c" * len(t.columns) + "}")
@@ -318,23 +325,27 @@ def to_markdown(t: PaperTable, ci: bool = False) -> str:
     for block in t.row_blocks():
         for s in block:
             cells = [_cell(t, s, c, ci, _MARKDOWN) for c in t.columns]
-            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            lines.append("| " + s.replace("|", r"\|") + " | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + t.note() + "\n"
 
 
 def to_csv(t: PaperTable) -> str:
-    """Long format, unscaled: one line per system and column with the mean, its CI, n, and the
-    paired difference from the baseline with its CI."""
+    """Long format, unscaled: one line per system and column with the row's kind (system,
+    reference or published), the mean, its CI, n, and the paired difference from the baseline
+    with its CI."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["system", "column", "higher_is_better", "mean", "ci_low", "ci_high", "n",
+    w.writerow(["system", "kind", "column", "higher_is_better", "mean", "ci_low", "ci_high", "n",
                 "baseline", "diff", "diff_low", "diff_high", "best"])  # fmt: skip
     for s in t.systems:
+        kind = "published" if s in t.published else "reference" if s in t.reference else "system"
         for c in t.columns:
             cell = t.cells.get(s, {}).get(c) or {}
             d = t.diffs.get(s, {}).get(c) or {}
+            if kind == "published":
+                cell = {"mean": cell.get("mean", "")}
             w.writerow([
-                s, c, t.higher_is_better.get(c, True),
+                s, kind, c, t.higher_is_better.get(c, True),
                 *(cell.get(k, "") for k in ("mean", "low", "high", "n")),
                 t.baseline if d else "", *(d.get(k, "") for k in ("mean", "low", "high")),
                 s in t.best(c),
