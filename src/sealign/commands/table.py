@@ -20,6 +20,8 @@ examples:
   sealign table runs/eval_vbdmd runs/eval_urgent --columns vbdmd,lsd,mcd --ci --format markdown
   sealign table runs/score_ours runs/score_theirs runs/score_noisy --baseline score_noisy
   sealign table runs/eval --rows published.yaml --caption "DNS 2020 no-reverb test set."
+  sealign table runs/eval --by degradation.tasks --manifest data/demo/test.jsonl
+  sealign table runs/eval --by degradation.noise.snr_db@0,10 --manifest data/demo/test.jsonl
 
 published.yaml (numbers in the metric's own units: WER as a fraction):
   - name: GenSE (reported)

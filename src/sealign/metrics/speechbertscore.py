@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sealign.metrics.asr import METRIC_COMPUTE_TYPE
 from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
 from sealign.utils.device import check_device
 
@@ -82,7 +83,7 @@ class SpeechBERTScore(Metric):
         model_path: str | None = None,
         layer: int | None = None,
         num_threads: int = 2,
-        compute_type: str = "int8",
+        compute_type: str = METRIC_COMPUTE_TYPE,
         pad_to_30s: bool = False,
         batch_size: int = 8,
         device: str = "cpu",

@@ -6,7 +6,7 @@ changes. The teacher-forced probability of the reference text moves with every t
 ``text_prob`` is the mean per-token probability of ``" " + text`` (Whisper's tokenizer, the
 text as given) after the transcription prompt, ``text_logprob`` the mean per-token
 log-probability. Both are higher for more intelligible speech. The ASR model and its padding are
-those of :class:`sealign.metrics.asr.WhisperASR` (default: offline Whisper-base, int8).
+those of :class:`sealign.metrics.asr.WhisperASR` (default: offline Whisper-base, float32).
 
 ``asr_confidence`` needs no text: the mean per-token probability of Whisper's own greedy
 transcript (0 when it recognizes no words), for data without transcripts and for choosing among
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sealign.metrics.asr import WhisperASR
+from sealign.metrics.asr import METRIC_COMPUTE_TYPE, WhisperASR
 from sealign.metrics.base import Metric, MetricInfo, Utterance
 
 
@@ -40,7 +40,7 @@ class TextLikelihood(Metric):
         self,
         model: str | None = None,
         num_threads: int = 2,
-        compute_type: str = "int8",
+        compute_type: str = METRIC_COMPUTE_TYPE,
         batch_size: int = 8,
         device: str = "cpu",
         **asr_options: Any,

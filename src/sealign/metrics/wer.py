@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sealign.metrics.asr import ASR, build_asr
+from sealign.metrics.asr import ASR, METRIC_COMPUTE_TYPE, build_asr
 from sealign.metrics.base import Metric, MetricInfo, Utterance
 from sealign.metrics.text_norm import (
     NORMALIZER_VERSION,
@@ -54,7 +54,7 @@ class _ASRErrorRate(Metric):
         model: str | None = None,
         num_threads: int = 2,
         transcribe_reference_if_no_text: bool = False,
-        compute_type: str = "int8",
+        compute_type: str = METRIC_COMPUTE_TYPE,
         beam_size: int = 1,
         pad_to_30s: bool = False,
         batch_size: int = 8,
