@@ -89,7 +89,7 @@ def _demo_gspo() -> GSPOConfig:
         # since DNSMOS shares its convolutions, the three cost about the same, and scoring took
         # 15.3 / 15.7 s against 15.9 / 16.9 s two at a time (benchmarks/gspo_step.py, two runs;
         # two at a time was 12% sooner while DNSMOS cost twice as much, docs/gspo_demo.md)
-        # Whisper in int8 for the reward: 1.7x faster than float32, which the evaluation tables
+        # Whisper in int8 for the reward: 1.5x faster than float32, which the evaluation tables
         # use because int8's transcripts change with the CPU's instruction set (metrics/asr.py)
         reward=RewardConfig(
             aggregation="normalize_then_sum",

@@ -38,9 +38,9 @@ _MAX_FRAMES = 3000  # Whisper's 30-s window
 _MAX_DECODE_LENGTH = 448  # Whisper's text context, prompt included
 # Whisper-based *metrics* run the weights in float32: CTranslate2's int8 kernels round
 # differently on each CPU instruction set, enough to flip greedy tokens (the shipped AR's test
-# outputs: WER 0.266 with AVX2 kernels, 0.277 with generic ones; 4 of 48 transcripts differ),
+# outputs: WER 0.266 with AVX2 kernels, 0.277 with generic ones; 11 of 48 transcripts differ),
 # while float32 gave the same transcripts with AVX2, AVX and generic kernels
-# (benchmarks/whisper_isa.py). int8 stays an option (1.7x faster: the demo's GSPO reward).
+# (benchmarks/whisper_isa.py). int8 stays an option (1.5x faster: the demo's GSPO reward).
 METRIC_COMPUTE_TYPE = "float32"
 
 
