@@ -70,6 +70,28 @@ def test_score_manifest_then_resume(tmp_path, speech, noisy):
     assert more["u1"]["scores"]["si_sdr"] == by_id["u1"]["scores"]["si_sdr"]
 
 
+def test_score_resume_with_changed_metric_settings_scores_everything_again(tmp_path, speech, noisy):
+    m = _make(tmp_path, speech, noisy)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    args = ["score", "--manifest", str(m), "--metrics", "lsd,si_sdr",
+            f"cache={tmp_path / 'cache.sqlite'}"]  # fmt: skip
+    assert main([*args, "--output", str(out)]) == 0
+    settings = json.loads((out / "scores.jsonl.metrics.json").read_text())
+    assert settings["lsd"][1] == {"gain": "least_squares", "sample_rate": 16000}
+    lines = (out / "scores.jsonl").read_text().splitlines()
+    (out / "scores.jsonl").write_text("\n".join(lines[:2]) + "\n")  # killed after two
+    # resumed with another gain (an upgrade that changed a default acts the same way)
+    assert main([*args, "--output", str(out), "metric_options.lsd.gain=rms", "--resume"]) == 0
+    assert main([*args, "--output", str(fresh), "metric_options.lsd.gain=rms"]) == 0
+
+    def scores(folder):
+        recs = map(json.loads, (folder / "scores.jsonl").read_text().splitlines())
+        return {r["id"]: r["scores"] for r in recs}
+
+    assert scores(out) == scores(fresh)  # no utterance kept the old gain's LSD
+    assert json.loads((out / "scores.jsonl.metrics.json").read_text())["lsd"][1]["gain"] == "rms"
+
+
 def test_score_directory_pairs_and_bad_config(tmp_path, speech, noisy):
     (tmp_path / "clean").mkdir()
     (tmp_path / "enh").mkdir()

@@ -22,7 +22,9 @@ from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavail
 from sealign.metrics.cache import ScoreCache, open_score_cache, score_with_cache
 from sealign.metrics.registry import build_metric, metric_info, metric_names
 from sealign.utils.device import parse_device
+from sealign.utils.jsonio import write_json
 from sealign.utils.paths import cache_root
+from sealign.utils.shard import SETTINGS_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +165,43 @@ def _has_outcome(rec: dict[str, Any], name: str, metric: Metric) -> bool:
     return all(column_name(name, out) in rec["scores"] for out in metric.info.outputs)
 
 
+def metric_settings(metrics: dict[str, Metric]) -> dict[str, Any]:
+    """What determines each metric's scores besides its input: version and settings."""
+    return {
+        n: json.loads(json.dumps([m.info.version, m.settings()], sort_keys=True, default=str))
+        for n, m in metrics.items()
+    }
+
+
+def _settings_file(path: Path) -> Path:
+    return path.with_name(path.name + SETTINGS_SUFFIX)
+
+
+def _changed_metrics(path: Path, metrics: dict[str, Metric]) -> list[str]:
+    """Metrics whose version or settings differ from those a scores file was written with (a
+    resume after an upgrade or with other options); none known for a file without its record."""
+    try:
+        before = json.loads(_settings_file(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    now = metric_settings(metrics)
+    return [n for n in metrics if n in before and before[n] != now[n]]
+
+
 def _done_records(path: Path, metrics: dict[str, Metric]) -> dict[str, dict[str, Any]]:
     """Records (by id) already in a scores file with an outcome for every one of ``metrics``;
     a truncated last line (killed run) is dropped, and so is a record that lacks one of the
     metrics (a resume with more metrics than before), which is then scored again (the score
-    cache serves the metrics it had)."""
+    cache serves the metrics it had). When a metric's settings changed since the file was
+    written, every record is scored again, so no column mixes two settings."""
     if not path.exists():
+        return {}
+    changed = _changed_metrics(path, metrics)
+    if changed:
+        log.warning("%s: %s changed settings since these scores were written; scoring every "
+                    "utterance again (the cache serves the other metrics)", path,
+                    ", ".join(changed))  # fmt: skip
+        path.write_text("", encoding="utf-8")
         return {}
     good, ids, lacking = [], {}, 0
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -220,6 +253,7 @@ def score_entries(
             done = _done_records(out_path, metrics)
             if done:
                 log.info("resuming: %d of %d utterances already scored", len(done), len(entries))
+        write_json(_settings_file(out_path), metric_settings(metrics))
         out_file = out_path.open("a" if resume else "w", encoding="utf-8")
     todo = [e for e in entries if e.id not in done]
     records: list[dict[str, Any]] = []

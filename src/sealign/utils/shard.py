@@ -125,6 +125,10 @@ def _launch_id() -> str:
     return os.environ.get("TORCHELASTIC_RUN_ID", "")
 
 
+# beside a scores file: the metrics' versions and settings it was written with (eval.score)
+SETTINGS_SUFFIX = ".metrics.json"
+
+
 def shard_files(path: Path) -> list[Path]:
     """The shard files of ``path`` that exist (``<stem>.shard-K-of-N<suffix>``), sorted."""
     pattern = re.compile(rf"^{re.escape(path.stem)}\.shard-(\d+)-of-(\d+){re.escape(path.suffix)}$")
@@ -180,14 +184,19 @@ def merge_shard_files(
                     seen.add(key(rec))
                     merged.append(rec)
     write_jsonl(path, merged)
+    settings = shards[0].with_name(shards[0].name + SETTINGS_SUFFIX)
+    if settings.is_file():  # every shard was scored with the same settings
+        settings.replace(path.with_name(path.name + SETTINGS_SUFFIX))
     remove_shard_files(path)
     log.info("merged %d shard files into %s", len(shards), path)
     return merged
 
 
 def remove_shard_files(path: Path) -> None:
-    """Delete the shard files of ``path`` and every shard's ``.done`` marker."""
+    """Delete the shard files of ``path``, their settings files and every shard's ``.done``
+    marker."""
     for f in shard_files(path):
         f.unlink()
+        f.with_name(f.name + SETTINGS_SUFFIX).unlink(missing_ok=True)
     for marker in shard_files(path.with_suffix(".done")):
         marker.unlink()
