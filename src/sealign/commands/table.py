@@ -260,13 +260,13 @@ def grouped_sources(args: argparse.Namespace) -> dict[str, list[Source]]:
             log.warning("%s: no per-utterance scores for %s; left out of the tables by %s",
                         src.name, ", ".join(left), args.by)  # fmt: skip
         loaded.append((src, records))
-        ids = {x["id"] for recs in records.values() for x in recs}
-        known = ids & set().union(*groups.values())
+        scored = {x["id"] for recs in records.values() for x in recs}
+        known = scored & set().union(*groups.values())
         if records and not known:
             raise ValueError(f"--by: no utterance scored in {src.name} is in {args.manifest}")
-        if len(known) < len(ids):
+        if len(known) < len(scored):
             log.warning("%s: %d of its %d scored utterances are not in %s; left out", src.name,
-                        len(ids) - len(known), len(ids), args.manifest)  # fmt: skip
+                        len(scored) - len(known), len(scored), args.manifest)  # fmt: skip
     out = {}
     for g, ids in groups.items():
         out[f"{args.by.partition('@')[0]}: {g}"] = [
