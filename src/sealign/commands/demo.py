@@ -354,6 +354,8 @@ def run(args: argparse.Namespace) -> int:
         timings["score"],
         out / "report" / "index.html",
     )
+    log.info("by degradation: sealign table %s --by degradation.tasks --manifest %s "
+             "--baseline base", out, manifests["test"])  # fmt: skip
     return 0
 
 
