@@ -91,6 +91,20 @@ def test_score_resume_with_changed_metric_settings_scores_everything_again(tmp_p
     assert scores(out) == scores(fresh)  # no utterance kept the old gain's LSD
     assert json.loads((out / "scores.jsonl.metrics.json").read_text())["lsd"][1]["gain"] == "rms"
 
+    # a run resumed without lsd, then with it and another gain: lsd's record was kept
+    assert main([*args, "--output", str(out)]) == 0  # least squares again, from the start
+    (out / "scores.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    assert main([*args[:4], "si_sdr", args[5], "--output", str(out), "--resume"]) == 0
+    assert "lsd" in json.loads((out / "scores.jsonl.metrics.json").read_text())
+    assert main([*args, "--output", str(out), "metric_options.lsd.gain=rms", "--resume"]) == 0
+    assert scores(out) == scores(fresh)  # fresh: the rms run above
+    # scores written before sealign recorded settings (no record): all scored again
+    (out / "scores.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (out / "scores.jsonl.metrics.json").unlink()
+    assert main([*args, "--output", str(out), "metric_options.lsd.gain=rms", "--resume"]) == 0
+    assert main([*args, "--output", str(fresh), "metric_options.lsd.gain=rms"]) == 0
+    assert scores(out) == scores(fresh)
+
 
 def test_score_directory_pairs_and_bad_config(tmp_path, speech, noisy):
     (tmp_path / "clean").mkdir()

@@ -10,7 +10,8 @@ examples:
   sealign gspo --init-from runs/sft --output runs/gspo data.train=[data/train.jsonl] \\
       eval.manifests=[data/valid.jsonl] max_steps=300 optim.lr=1e-5
   sealign gspo --config configs/gspo_demo.yaml --output runs/gspo_dnsmos \\
-      'reward.components=[{metric: dnsmos, output: ovrl}]'
+      'reward.components=[{metric: dnsmos, output: ovrl}]' \\
+      'reward.metric_options={dnsmos: {mode: fast}}'  # options only for metrics rewarded
   # WER credited word by word (AR policies; each frame gets its own reference word's advantage)
   sealign gspo --config configs/gspo_demo.yaml --output runs/gspo_words loss=gspo_token \\
       'reward.components=[{metric: dnsmos, output: ovrl}, {metric: wer, credit: word},

@@ -177,13 +177,22 @@ def _settings_file(path: Path) -> Path:
     return path.with_name(path.name + SETTINGS_SUFFIX)
 
 
-def _changed_metrics(path: Path, metrics: dict[str, Metric]) -> list[str]:
-    """Metrics whose version or settings differ from those a scores file was written with (a
-    resume after an upgrade or with other options); none known for a file without its record."""
+def _recorded_settings(path: Path) -> dict[str, Any] | None:
+    """The metric settings a scores file was written with (None: no readable record)."""
     try:
         before = json.loads(_settings_file(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return []
+        return None
+    return before if isinstance(before, dict) else None
+
+
+def _changed_metrics(path: Path, metrics: dict[str, Metric]) -> list[str]:
+    """Metrics whose version or settings differ from those a scores file was written with (a
+    resume after an upgrade or with other options); every metric when the file has no
+    readable record of them (written before sealign kept one)."""
+    before = _recorded_settings(path)
+    if before is None:
+        return list(metrics)
     now = metric_settings(metrics)
     return [n for n in metrics if n in before and before[n] != now[n]]
 
@@ -194,13 +203,13 @@ def _done_records(path: Path, metrics: dict[str, Metric]) -> dict[str, dict[str,
     metrics (a resume with more metrics than before), which is then scored again (the score
     cache serves the metrics it had). When a metric's settings changed since the file was
     written, every record is scored again, so no column mixes two settings."""
-    if not path.exists():
+    if not path.exists() or not path.read_text(encoding="utf-8").strip():
         return {}
     changed = _changed_metrics(path, metrics)
     if changed:
-        log.warning("%s: %s changed settings since these scores were written; scoring every "
-                    "utterance again (the cache serves the other metrics)", path,
-                    ", ".join(changed))  # fmt: skip
+        log.warning("%s: the settings of %s are not those these scores were written with (or "
+                    "were not recorded); scoring every utterance again (a score cache, when "
+                    "on, serves what did not change)", path, ", ".join(changed))  # fmt: skip
         path.write_text("", encoding="utf-8")
         return {}
     good, ids, lacking = [], {}, 0
@@ -253,7 +262,9 @@ def score_entries(
             done = _done_records(out_path, metrics)
             if done:
                 log.info("resuming: %d of %d utterances already scored", len(done), len(entries))
-        write_json(_settings_file(out_path), metric_settings(metrics))
+        # metrics left out of this run keep their entry: their columns stay in kept records
+        before = (_recorded_settings(out_path) or {}) if resume else {}
+        write_json(_settings_file(out_path), {**before, **metric_settings(metrics)})
         out_file = out_path.open("a" if resume else "w", encoding="utf-8")
     todo = [e for e in entries if e.id not in done]
     records: list[dict[str, Any]] = []

@@ -1,6 +1,6 @@
 """Word and character error rate of an ASR transcript of the output against the utterance's text.
 
-The recognizer is offline by default: Whisper-base (CTranslate2, int8, greedy, English, short
+The recognizer is offline by default: Whisper-base (CTranslate2, float32, greedy, English, short
 padding; see :class:`sealign.metrics.asr.WhisperASR`); ``asr="pocketsphinx"`` selects PocketSphinx.
 Reference text and transcript are both normalized with
 :func:`sealign.metrics.text_norm.normalize_text`.

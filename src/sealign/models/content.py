@@ -4,7 +4,7 @@ Generative SE models at small scale render clean-sounding speech but lose words:
 to be inferred from noisy, reverberant log-mels. Speech-LM enhancers (GenSE, LLaSE-G1, SELM)
 condition on a noise-robust speech encoder instead. Two encoders (``features.content``):
 
-* ``whisper``: Whisper's encoder (default: the offline Whisper-base that WER uses, int8, via
+* ``whisper``: Whisper's encoder (default: the offline Whisper-base, int8, via
   CTranslate2), on the policy's GPU when CTranslate2 can use it (:func:`content_device`);
 * ``ssl``: a self-supervised speech encoder from ``transformers`` (WavLM, HuBERT, wav2vec 2.0,
   data2vec-audio: what LLaSE-G1, GenSE and SELM read), from ``features.content_model``, a local

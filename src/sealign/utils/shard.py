@@ -184,9 +184,13 @@ def merge_shard_files(
                     seen.add(key(rec))
                     merged.append(rec)
     write_jsonl(path, merged)
-    settings = shards[0].with_name(shards[0].name + SETTINGS_SUFFIX)
-    if settings.is_file():  # every shard was scored with the same settings
-        settings.replace(path.with_name(path.name + SETTINGS_SUFFIX))
+    recorded = [f.with_name(f.name + SETTINGS_SUFFIX) for f in shards]
+    texts = {r.read_text(encoding="utf-8") for r in recorded if r.is_file()}
+    if len(texts) > 1:
+        log.warning("%s: its shards were scored with different metric settings; the merged "
+                    "file records shard 0's", path.name)  # fmt: skip
+    if recorded[0].is_file():
+        recorded[0].replace(path.with_name(path.name + SETTINGS_SUFFIX))
     remove_shard_files(path)
     log.info("merged %d shard files into %s", len(shards), path)
     return merged
