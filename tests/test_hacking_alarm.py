@@ -61,3 +61,27 @@ def test_false_alarm_rate_stays_near_five_percent_with_many_watched_metrics():
         b = {c: v + rng.normal(0, 0.5, 8) for c, v in truth.items()}
         fired += bool(hacking_alarms(records(a), records(b), hib, rewarded=set()))
     assert fired / trials <= 0.07
+
+
+def test_a_metric_whose_settings_changed_since_step_zero_gets_no_alarm(tmp_path):
+    """A run resumed with another setting of a held-out metric (or after an upgrade that
+    changed one) does not compare that metric with its step-0 scores."""
+    import json
+
+    from sealign.rl.evaluation import HeldOut, RLEvalConfig
+    from sealign.train.data import DataConfig
+
+    def held_out(gain: str) -> HeldOut:
+        cfg = RLEvalConfig(manifests=[], metrics=["lsd", "si_sdr"],
+                           metric_options={"lsd": {"gain": gain}})  # fmt: skip
+        return HeldOut(cfg, DataConfig(), 16000, 0, 1, tmp_path)
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "step_00000000.json").write_text("[]")
+    first = held_out("least_squares")
+    assert set(first.directions) == {"lsd", "si_sdr"}
+    record = {"lsd": [first.metrics["lsd"].info.version, {"gain": "least_squares",
+                                                          "sample_rate": 16000}]}  # fmt: skip
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(record))
+    assert set(held_out("least_squares").directions) == {"lsd", "si_sdr"}
+    assert set(held_out("rms").directions) == {"si_sdr"}

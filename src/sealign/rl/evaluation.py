@@ -12,6 +12,7 @@ metrics are watched (`benchmarks/hacking_alarm.py` measures it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -25,7 +26,7 @@ import torch
 from scipy import stats
 
 from sealign.audio.io import write_audio
-from sealign.eval.score import column_name, score_records, summarize_records
+from sealign.eval.score import column_name, metric_settings, score_records, summarize_records
 from sealign.eval.stats import mean_ci
 from sealign.infer.fusion import fuse_outputs
 from sealign.metrics.base import Metric, Utterance
@@ -191,10 +192,26 @@ class HeldOut:
             )
             for n in cfg.metrics
         }
-        self.directions = metric_directions(self.metrics)
         self.evals: dict[int, list[dict[str, Any]]] = {}
         for p in sorted((self.run / "eval").glob("step_*.json")):
             self.evals[int(p.stem[5:])] = json.loads(p.read_text(encoding="utf-8"))
+        # A metric whose settings changed since step 0 was scored (a resume with other options
+        # or after an upgrade) is not compared with step 0: its alarm is off for the run.
+        record, now = self.run / "eval" / "metrics.json", metric_settings(self.metrics)
+        before: dict[str, Any] = {}
+        if self.evals and record.is_file():
+            with contextlib.suppress(json.JSONDecodeError):
+                before = json.loads(record.read_text(encoding="utf-8"))
+        changed = sorted(n for n in now if isinstance(before, dict) and n in before
+                         and before[n] != now[n])  # fmt: skip
+        if changed:
+            log.warning("held-out metrics %s changed settings since step 0: no reward-hacking "
+                        "alarm on them in this run", ", ".join(changed))  # fmt: skip
+        self.directions = metric_directions(
+            {n: m for n, m in self.metrics.items() if n not in changed}
+        )
+        if self.examples:
+            write_json(record, {**now, **(before if isinstance(before, dict) else {})})
 
     def records(self, policy: Policy, step: int) -> list[dict[str, Any]]:
         """Enhance and score the held-out examples (global RNGs untouched)."""
