@@ -403,3 +403,35 @@ def test_prefs_and_ablation_check_their_devices_first(prefs_ar, tiny_setup, tmp_
     assert main([*args[:-3], "metrics=[si_sdr, nisqa]"]) == 2  # NISQA without its weights
     assert "nisqa: no weights given" in capsys.readouterr().err
     assert not (abl / "arms").exists()
+
+
+def test_prefs_scores_again_what_other_metric_settings_scored(prefs_ar, tiny_setup, tmp_path):
+    out, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    shutil.copytree(prefs_ar, out)
+    args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", out)
+    with_lsd = "metrics=[si_sdr, estoi, pesq_wb, lsd]"
+
+    def scores(root):
+        return {(r["input_id"], r["cand_id"]): r["scores"] for r in read_candidates(root)}
+
+    def same(a, b):  # ESTOI's sums depend on the batch to the last bit
+        return a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-9) for k in a)
+
+    # a metric added on resume is scored for every stored candidate
+    assert main([*args, with_lsd]) == 0
+    assert all("lsd" in s for s in scores(out).values())
+    before = scores(out)
+    # other settings of it: every candidate is scored again, as a fresh run scores it
+    assert main([*args, with_lsd, "metric_options.lsd.gain=rms"]) == 0
+    fresh_args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", fresh)
+    assert main([*fresh_args, with_lsd, "metric_options.lsd.gain=rms"]) == 0
+    assert same(scores(out), scores(fresh))
+    assert any(scores(out)[k]["lsd"] != before[k]["lsd"] for k in before)
+    # a candidate written before candidates recorded their settings is scored again too
+    path = out / "candidates.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    del recs[0]["metric_settings"]
+    recs[0]["scores"]["si_sdr"] = 99.0
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["prefs", "--output", str(out), "--repair"]) == 0
+    assert same(scores(out), scores(fresh))

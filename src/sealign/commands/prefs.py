@@ -5,7 +5,9 @@ The manifest gives the noisy input in `audio`, the clean reference in `reference
 similarity and SpeechBERTScore need it) and optionally `text`. Writes to --output:
 candidates.jsonl, audio/, targets/ (what DPO needs to recompute log-likelihoods),
 pairs/<criterion>.jsonl for every criterion, yield.json and yield.md (pair yield per criterion,
-total and per input). Re-running resumes the sampling; `--repair` only re-forms pairs.
+total and per input). Re-running resumes the sampling; `--repair` only re-forms pairs. Either
+first scores again, from the stored audio, every candidate whose scores of a metric came from
+other settings of it (other `metric_options`, an upgrade) or lack a metric added since.
 
 examples:
   sealign prefs --model runs/sft --manifest data/demo/train.jsonl --output runs/prefs --n 4
@@ -47,6 +49,7 @@ from sealign.prefs.build import (
     build_candidates,
     merge_shards,
     pair_dataset,
+    refresh_scores,
     require_pairs,
     yield_table,
 )
@@ -122,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         ):
             return 0
     merge_shards(out)
+    refresh_scores(cfg, metrics)
     reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
     chosen = next(r for r in reports if r.criterion == cfg.criterion)
     summary = {r.criterion: r.summary() for r in reports}

@@ -13,6 +13,10 @@ Layout of a preference dataset folder::
     yield.json, yield.md      pair yield of every criterion, total and per input
 
 Inputs already present in ``candidates.jsonl`` are skipped, so an interrupted run resumes.
+Each candidate records a fingerprint of the metric settings its scores came from
+(``metric_settings``); before pairs are formed, :func:`refresh_scores` scores again, from the
+stored audio, what another version or other options of a metric scored (or what lacks a metric
+added since), so that no column compares candidates scored two ways.
 A job split into shards (``shard: K/N``, or one shard per ``torchrun`` rank) writes
 ``candidates.shard-K-of-N.jsonl`` per shard (and ``.done`` when the shard has finished);
 :func:`merge_shards` folds them into ``candidates.jsonl`` before pairs are formed.
@@ -20,6 +24,7 @@ A job split into shards (``shard: K/N``, or one shard per ``torchrun`` rank) wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import zipfile
@@ -29,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 from tqdm import tqdm
 
 from sealign.audio.io import AudioLimits, load_audio, write_audio
 from sealign.data.manifest import read_manifest
-from sealign.eval.score import column_name
+from sealign.eval.score import column_name, metric_settings
 from sealign.metrics.base import Metric, MetricUnavailable, Utterance
 from sealign.metrics.cache import open_score_cache, score_with_cache
 from sealign.models.policy import Policy, Targets, check_sample_options
@@ -42,7 +48,7 @@ from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_mess
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
 from sealign.utils.device import check_device, parse_device
-from sealign.utils.jsonio import read_jsonl
+from sealign.utils.jsonio import read_jsonl, write_jsonl
 from sealign.utils.shard import Shard, merge_shard_files, shard_files
 
 log = logging.getLogger(__name__)
@@ -258,6 +264,7 @@ def _sample_batch(cfg, policy, metrics, batch, root: Path, cache, offset: int) -
         cand = f"c{j % n}"
         audio = Path("audio") / e.id / f"{cand}.wav"
         write_audio(root / audio, w, sr)
+        w = _stored_audio(root / audio)  # scores describe the stored (16-bit) audio
         utts.append(Utterance(f"{e.id}/{cand}", w, sr, reference=ref, text=e.text, speaker_ref=ref))
         recs.append(
             {
@@ -274,22 +281,102 @@ def _sample_batch(cfg, policy, metrics, batch, root: Path, cache, offset: int) -
                 "_targets": t.values[0].cpu().numpy(),
             }
         )
-    for name in list(metrics):
-        try:
-            results = score_with_cache(metrics[name], utts, cache)
-        except MetricUnavailable as err:
-            raise MetricUnavailable(f"{name}: {err}") from err
-        for rec, r in zip(recs, results, strict=True):
-            if r.ok:
-                rec["scores"].update({column_name(name, k): v for k, v in r.values.items()})
-            else:
-                rec["skipped"][name] = r.skipped or r.error
+    fingerprints = settings_fingerprints(metrics)
+    for name, metric in metrics.items():
+        _score_into(recs, utts, name, metric, cache, fingerprints[name])
     by_input: dict[str, dict[str, np.ndarray]] = {}
     for rec in recs:
         by_input.setdefault(rec["input_id"], {})[rec["cand_id"]] = rec.pop("_targets")
     for input_id, arrays in by_input.items():
         _save_npz(root / "targets" / f"{input_id}.npz", arrays)
     return recs
+
+
+def _stored_audio(path: Path) -> np.ndarray:
+    """A candidate's audio as stored (mono float32)."""
+    return sf.read(path, dtype="float32", always_2d=False)[0]
+
+
+def settings_fingerprints(metrics: dict[str, Metric]) -> dict[str, str]:
+    """A short hash per metric of what determines its scores besides the audio (version and
+    settings, :func:`~sealign.eval.score.metric_settings`)."""
+    return {
+        name: hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16]
+        for name, s in metric_settings(metrics).items()
+    }
+
+
+def _score_into(recs, utts, name: str, metric: Metric, cache, fingerprint: str) -> None:
+    """Score ``utts`` with ``metric`` and write each outcome into its candidate record,
+    replacing the metric's earlier columns, skip reason and settings fingerprint."""
+    try:
+        results = score_with_cache(metric, utts, cache)
+    except MetricUnavailable as err:
+        raise MetricUnavailable(f"{name}: {err}") from err
+    for rec, r in zip(recs, results, strict=True):
+        for out in metric.info.outputs:
+            rec["scores"].pop(column_name(name, out), None)
+        rec["skipped"].pop(name, None)
+        if r.ok:
+            rec["scores"].update({column_name(name, k): v for k, v in r.values.items()})
+        else:
+            rec["skipped"][name] = r.skipped or r.error
+        rec.setdefault("metric_settings", {})[name] = fingerprint
+
+
+def refresh_scores(cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32) -> int:
+    """Score again, from their stored audio, the candidates of ``candidates.jsonl`` whose scores
+    of a metric came from another version or other settings of it (a resume with other
+    ``metric_options``, or after an upgrade), that lack a metric (added since), or that were
+    written before candidates recorded their settings. Returns how many candidates were
+    scored again (the score cache, when on, serves what did not change)."""
+    root = Path(cfg.output)
+    path = root / CANDIDATES
+    if not path.is_file():
+        return 0
+    recs = read_jsonl(path)
+    now = settings_fingerprints(metrics)
+    stale = {n: {i for i, r in enumerate(recs) if r.get("metric_settings", {}).get(n) != fp}
+             for n, fp in now.items()}  # fmt: skip
+    todo = sorted(set().union(*stale.values()))
+    if not todo:
+        return 0
+    names = ", ".join(f"{n} ({len(ids)})" for n, ids in stale.items() if ids)
+    log.warning("%s: scores of %s were computed with other metric settings, lack the metric, "
+                "or predate the settings record; scoring those candidates again from their "
+                "audio", path, names)  # fmt: skip
+    cache = open_score_cache(cfg.cache)
+    try:
+        for start in tqdm(range(0, len(todo), batch), desc="rescoring", unit="batch"):
+            ids, utts = [], []
+            for i in todo[start : start + batch]:
+                r = recs[i]
+                try:
+                    wav, sr = (
+                        _stored_audio(root / r["audio"]),
+                        sf.info(root / r["audio"]).samplerate,
+                    )
+                    ref = load_audio(r["reference"], sr)[0] if r.get("reference") else None
+                except Exception as err:  # noqa: BLE001 - one lost file must not end the job
+                    log.warning("candidate %s/%s: %s; left out of every pair",
+                                r["input_id"], r["cand_id"], err)  # fmt: skip
+                    r["scores"] = {}
+                    r["skipped"] = {n: f"audio: {err}" for n in metrics}
+                    r["metric_settings"] = dict(now)
+                    continue
+                ids.append(i)
+                utts.append(Utterance(f"{r['input_id']}/{r['cand_id']}", wav, sr,
+                                      reference=ref, text=r.get("text"), speaker_ref=ref))  # fmt: skip
+            for name, metric in metrics.items():
+                sub = [k for k, i in enumerate(ids) if i in stale[name]]
+                if sub:
+                    _score_into([recs[ids[k]] for k in sub], [utts[k] for k in sub], name,
+                                metric, cache, now[name])  # fmt: skip
+    finally:
+        if cache is not None:
+            cache.close()
+    write_jsonl(path, recs)
+    return len(todo)
 
 
 def pair_dataset(cfg: PrefsConfig, metrics: dict[str, Metric], criterion: str | None = None):
