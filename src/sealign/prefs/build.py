@@ -264,7 +264,7 @@ def _sample_batch(cfg, policy, metrics, batch, root: Path, cache, offset: int) -
         cand = f"c{j % n}"
         audio = Path("audio") / e.id / f"{cand}.wav"
         write_audio(root / audio, w, sr)
-        w = _stored_audio(root / audio)  # scores describe the stored (16-bit) audio
+        w = _stored_audio(root / audio)[0]  # scores describe the stored (16-bit) audio
         utts.append(Utterance(f"{e.id}/{cand}", w, sr, reference=ref, text=e.text, speaker_ref=ref))
         recs.append(
             {
@@ -292,9 +292,9 @@ def _sample_batch(cfg, policy, metrics, batch, root: Path, cache, offset: int) -
     return recs
 
 
-def _stored_audio(path: Path) -> np.ndarray:
-    """A candidate's audio as stored (mono float32)."""
-    return sf.read(path, dtype="float32", always_2d=False)[0]
+def _stored_audio(path: Path) -> tuple[np.ndarray, int]:
+    """A candidate's audio as stored (float32) and its sample rate."""
+    return sf.read(path, dtype="float32", always_2d=False)
 
 
 def settings_fingerprints(metrics: dict[str, Metric]) -> dict[str, str]:
@@ -352,10 +352,7 @@ def refresh_scores(cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32
             for i in todo[start : start + batch]:
                 r = recs[i]
                 try:
-                    wav, sr = (
-                        _stored_audio(root / r["audio"]),
-                        sf.info(root / r["audio"]).samplerate,
-                    )
+                    wav, sr = _stored_audio(root / r["audio"])
                     ref = load_audio(r["reference"], sr)[0] if r.get("reference") else None
                 except Exception as err:  # noqa: BLE001 - one lost file must not end the job
                     log.warning("candidate %s/%s: %s; left out of every pair",
