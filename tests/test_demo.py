@@ -80,6 +80,15 @@ def test_missing_checkpoint_is_a_clear_error(tiny, tmp_path, capsys):
     assert "base checkpoint not found" in capsys.readouterr().err
 
 
+def test_an_evaluation_metric_that_cannot_load_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SEALIGN_UTMOS_CKPT", raising=False)
+    data = tmp_path / "no_corpus_yet"
+    args = ["demo", "--output", str(tmp_path / "d"), f"data={data}", "metrics=[pesq_wb, utmos]"]
+    assert main(args) == 2
+    assert "utmos: no checkpoint given" in capsys.readouterr().err
+    assert not data.exists()  # neither the corpus nor GSPO ran
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
 def test_a_missing_gpu_fails_before_any_work(tmp_path, capsys):
     data = tmp_path / "no_corpus_yet"

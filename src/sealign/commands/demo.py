@@ -40,6 +40,7 @@ from sealign.eval.score import (
     ScoreConfig,
     build_metrics,
     column_name,
+    load_metrics,
     mean_over_samples,
     score_entries,
 )
@@ -218,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
         metrics=list(cfg.metrics), metric_device=cfg.gspo.reward.metric_device, threads=cfg.threads
     )
     metrics = build_metrics(score_cfg)
+    # and one whose model cannot load fails before GSPO, not after (loading Whisper is harmless
+    # here; transcribing on two threads is what slows torch, see docs/gspo_demo.md)
+    load_metrics(metrics)
     t_start = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
