@@ -88,6 +88,7 @@ def test_mcd_metric(speech, noisy):
     assert build_metric("mcd", alignment="none").settings() == {
         "alignment": "none",
         "gain": "least_squares",
+        "max_length_mismatch": 0.1,
         "sample_rate": 16000,
     }
     with pytest.raises(ValueError, match="sample_rate must be one of 8000, 16000"):

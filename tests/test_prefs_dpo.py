@@ -435,3 +435,18 @@ def test_prefs_scores_again_what_other_metric_settings_scored(prefs_ar, tiny_set
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert main(["prefs", "--output", str(out), "--repair"]) == 0
     assert same(scores(out), scores(fresh))
+    # rescore=false pairs stored scores as they are
+    repair = ["prefs", "--output", str(out), "--repair"]
+    assert main([*repair, "metric_options.lsd.gain=least_squares", "rescore=false"]) == 0
+    assert same(scores(out), scores(fresh))
+    # a candidate that cannot be read loses only its stale metric's score, until it is back
+    wav = out / "audio" / "u0" / "c0.wav"
+    wav.rename(wav.with_suffix(".bak"))
+    repair.append("rescore=true")  # the run's config keeps the last run's settings
+    assert main([*repair, "metric_options.lsd.gain=least_squares"]) == 0
+    lost = next(r for r in read_candidates(out) if (r["input_id"], r["cand_id"]) == ("u0", "c0"))
+    assert "lsd" not in lost["scores"] and "not scored again" in lost["skipped"]["lsd"]
+    assert lost["scores"]["si_sdr"] == pytest.approx(scores(fresh)[("u0", "c0")]["si_sdr"])
+    wav.with_suffix(".bak").rename(wav)
+    assert main([*repair, "metric_options.lsd.gain=rms"]) == 0
+    assert same(scores(out), scores(fresh))

@@ -77,7 +77,11 @@ def test_score_resume_with_changed_metric_settings_scores_everything_again(tmp_p
             f"cache={tmp_path / 'cache.sqlite'}"]  # fmt: skip
     assert main([*args, "--output", str(out)]) == 0
     settings = json.loads((out / "scores.jsonl.metrics.json").read_text())
-    assert settings["lsd"][1] == {"gain": "least_squares", "sample_rate": 16000}
+    assert settings["lsd"][1] == {
+        "gain": "least_squares",
+        "max_length_mismatch": 0.1,
+        "sample_rate": 16000,
+    }
     lines = (out / "scores.jsonl").read_text().splitlines()
     (out / "scores.jsonl").write_text("\n".join(lines[:2]) + "\n")  # killed after two
     # resumed with another gain (an upgrade that changed a default acts the same way)

@@ -7,7 +7,8 @@ candidates.jsonl, audio/, targets/ (what DPO needs to recompute log-likelihoods)
 pairs/<criterion>.jsonl for every criterion, yield.json and yield.md (pair yield per criterion,
 total and per input). Re-running resumes the sampling; `--repair` only re-forms pairs. Either
 first scores again, from the stored audio, every candidate whose scores of a metric came from
-other settings of it (other `metric_options`, an upgrade) or lack a metric added since.
+other settings of it (other `metric_options`, an upgrade) or lack a metric added since
+(`rescore=false` pairs the stored scores as they are).
 
 examples:
   sealign prefs --model runs/sft --manifest data/demo/train.jsonl --output runs/prefs --n 4
@@ -76,7 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metric-device", help="where metrics with a model run: cpu, cuda, cuda:N (metric_device)"
     )
-    p.add_argument("--repair", action="store_true", help="only re-form pairs of --output")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="only re-form pairs of --output (after scoring again candidates that other "
+        "metric settings scored; rescore=false: pair them as stored)",
+    )
     p.add_argument("--shard", help="K/N: only inputs K, K+N, ... (one of N jobs; shard)")
     add_config_arguments(p)
 

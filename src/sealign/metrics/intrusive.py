@@ -26,6 +26,9 @@ class _Intrusive(Metric):
             raise ValueError(f"max_length_mismatch must be >= 0, got {max_length_mismatch}")
         self.max_length_mismatch = float(max_length_mismatch)
 
+    def settings(self) -> dict:
+        return {"max_length_mismatch": self.max_length_mismatch}
+
     def missing_requirement(self, utt: Utterance) -> str | None:
         reason = super().missing_requirement(utt)
         if reason is not None or utt.reference is None:
@@ -221,7 +224,7 @@ class _SpectralDistance(_Intrusive):
             self.info = replace(type(self).info, sample_rate=sample_rate)
 
     def settings(self) -> dict:
-        return {"gain": self.gain, "sample_rate": self.info.sample_rate}
+        return {**super().settings(), "gain": self.gain, "sample_rate": self.info.sample_rate}
 
     def missing_requirement(self, utt: Utterance) -> str | None:
         reason = super().missing_requirement(utt)

@@ -91,6 +91,8 @@ class PrefsConfig:
     max_seconds: float = 10.0
     batch_size: int = 4  # inputs per sampling batch
     cache: str | None = None
+    # score stored candidates again when their metric settings changed (refresh_scores)
+    rescore: bool = True
     seed: int = 0
     threads: int = 2
     # "K/N": sample and score only inputs K, K+N, ... (one job of N, e.g. on N machines);
@@ -283,7 +285,7 @@ def _sample_batch(cfg, policy, metrics, batch, root: Path, cache, offset: int) -
         )
     fingerprints = settings_fingerprints(metrics)
     for name, metric in metrics.items():
-        _score_into(recs, utts, name, metric, cache, fingerprints[name])
+        _score_into(recs, utts, name, metric, cache, fingerprints[name], metrics)
     by_input: dict[str, dict[str, np.ndarray]] = {}
     for rec in recs:
         by_input.setdefault(rec["input_id"], {})[rec["cand_id"]] = rec.pop("_targets")
@@ -306,7 +308,17 @@ def settings_fingerprints(metrics: dict[str, Metric]) -> dict[str, str]:
     }
 
 
-def _score_into(recs, utts, name: str, metric: Metric, cache, fingerprint: str) -> None:
+def _drop_columns(rec: dict[str, Any], name: str, metrics: dict[str, Metric]) -> None:
+    """Remove metric ``name``'s columns from a candidate record, including ones its other
+    settings named differently (``speechbertscore_whisper_base`` / ``..._ct2``), and its skip."""
+    others = {column_name(n, o) for n, m in metrics.items() if n != name for o in m.info.outputs}
+    for col in list(rec["scores"]):
+        if (col == name or col.startswith(f"{name}_")) and col not in others:
+            del rec["scores"][col]
+    rec["skipped"].pop(name, None)
+
+
+def _score_into(recs, utts, name: str, metric: Metric, cache, fingerprint: str, metrics) -> None:
     """Score ``utts`` with ``metric`` and write each outcome into its candidate record,
     replacing the metric's earlier columns, skip reason and settings fingerprint."""
     try:
@@ -314,9 +326,7 @@ def _score_into(recs, utts, name: str, metric: Metric, cache, fingerprint: str) 
     except MetricUnavailable as err:
         raise MetricUnavailable(f"{name}: {err}") from err
     for rec, r in zip(recs, results, strict=True):
-        for out in metric.info.outputs:
-            rec["scores"].pop(column_name(name, out), None)
-        rec["skipped"].pop(name, None)
+        _drop_columns(rec, name, metrics)
         if r.ok:
             rec["scores"].update({column_name(name, k): v for k, v in r.values.items()})
         else:
@@ -324,12 +334,17 @@ def _score_into(recs, utts, name: str, metric: Metric, cache, fingerprint: str) 
         rec.setdefault("metric_settings", {})[name] = fingerprint
 
 
-def refresh_scores(cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32) -> int:
+def refresh_scores(
+    cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32, save_every: int = 8
+) -> int:
     """Score again, from their stored audio, the candidates of ``candidates.jsonl`` whose scores
     of a metric came from another version or other settings of it (a resume with other
     ``metric_options``, or after an upgrade), that lack a metric (added since), or that were
-    written before candidates recorded their settings. Returns how many candidates were
-    scored again (the score cache, when on, serves what did not change)."""
+    written before candidates recorded their settings. Progress is saved every ``save_every``
+    batches (and the score cache, when on, serves what did not change). A candidate whose
+    audio or reference cannot be read has its stale metrics marked skipped and unfingerprinted,
+    so a later run tries again (one written before fingerprints existed is left as it was). ``cfg.rescore = False`` turns this off. Returns how many candidates were
+    scored again."""
     root = Path(cfg.output)
     path = root / CANDIDATES
     if not path.is_file():
@@ -342,12 +357,18 @@ def refresh_scores(cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32
     if not todo:
         return 0
     names = ", ".join(f"{n} ({len(ids)})" for n, ids in stale.items() if ids)
+    if not cfg.rescore:
+        log.warning("%s: scores of %s were computed with other metric settings, lack the "
+                    "metric, or predate the settings record; rescore=false: pairing them as "
+                    "they are", path, names)  # fmt: skip
+        return 0
     log.warning("%s: scores of %s were computed with other metric settings, lack the metric, "
                 "or predate the settings record; scoring those candidates again from their "
-                "audio", path, names)  # fmt: skip
+                "audio (rescore=false pairs them as they are)", path, names)  # fmt: skip
     cache = open_score_cache(cfg.cache)
+    done = unreadable = 0
     try:
-        for start in tqdm(range(0, len(todo), batch), desc="rescoring", unit="batch"):
+        for b, start in enumerate(tqdm(range(0, len(todo), batch), desc="rescoring", unit="batch")):
             ids, utts = [], []
             for i in todo[start : start + batch]:
                 r = recs[i]
@@ -355,11 +376,14 @@ def refresh_scores(cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32
                     wav, sr = _stored_audio(root / r["audio"])
                     ref = load_audio(r["reference"], sr)[0] if r.get("reference") else None
                 except Exception as err:  # noqa: BLE001 - one lost file must not end the job
-                    log.warning("candidate %s/%s: %s; left out of every pair",
+                    unreadable += 1
+                    log.warning("candidate %s/%s not scored again: %s",
                                 r["input_id"], r["cand_id"], err)  # fmt: skip
-                    r["scores"] = {}
-                    r["skipped"] = {n: f"audio: {err}" for n in metrics}
-                    r["metric_settings"] = dict(now)
+                    if "metric_settings" in r:
+                        for name in (n for n in metrics if i in stale[n]):
+                            _drop_columns(r, name, metrics)
+                            r["skipped"][name] = f"not scored again with its settings: {err}"
+                            r["metric_settings"].pop(name, None)  # stale until scored
                     continue
                 ids.append(i)
                 utts.append(Utterance(f"{r['input_id']}/{r['cand_id']}", wav, sr,
@@ -368,12 +392,19 @@ def refresh_scores(cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32
                 sub = [k for k, i in enumerate(ids) if i in stale[name]]
                 if sub:
                     _score_into([recs[ids[k]] for k in sub], [utts[k] for k in sub], name,
-                                metric, cache, now[name])  # fmt: skip
+                                metric, cache, now[name], metrics)  # fmt: skip
+            done += len(ids)
+            if (b + 1) % save_every == 0:
+                write_jsonl(path, recs)
+    except MetricUnavailable as err:
+        raise MetricUnavailable(f"{err} (or rescore=false to pair the stored scores)") from err
     finally:
         if cache is not None:
             cache.close()
-    write_jsonl(path, recs)
-    return len(todo)
+        write_jsonl(path, recs)  # whatever was scored again is kept, even on an error
+    if unreadable:
+        log.warning("%d candidates could not be read; a later run tries them again", unreadable)
+    return done
 
 
 def pair_dataset(cfg: PrefsConfig, metrics: dict[str, Metric], criterion: str | None = None):
