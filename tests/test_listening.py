@@ -214,3 +214,58 @@ def test_page_script_is_valid_javascript(systems, tmp_path):
     script = page.split("<script>", 1)[1].split("</script>", 1)[0]
     (tmp_path / "page.js").write_text(script)
     subprocess.run(["node", "--check", str(tmp_path / "page.js")], check=True)
+
+
+def test_analysis_refuses_damaged_or_repeated_answers(tmp_path, capsys):
+    from sealign.eval.listening import listening_page, read_results
+
+    key = _mushra_key()
+    good = {t: {"r": 100, "a": 60, "b": 40} for t in key["trials"]}
+
+    def write(name, **fields):
+        path = tmp_path / name
+        path.write_text(json.dumps({"kind": "mushra", "answers": good, **fields}))
+        return path
+
+    # the page names unnamed listeners "anonymous": two of them stay two listeners
+    a, b = write("a.json", listener="anonymous"), write("b.json", listener="anonymous")
+    res = analyze_mushra(key, read_results([a, b], key))
+    assert res["systems"]["sys_a"]["listeners"] == 2
+    with pytest.raises(ValueError, match="given twice"):
+        read_results([a, a], key)
+    for rating in (500, -40, True, float("nan")):
+        bad = {**good, "t0": {"r": 100, "a": rating, "b": 40}}
+        with pytest.raises(ValueError, match="bad rating"):
+            analyze_mushra(key, read_results([write("bad.json", answers=bad)], key))
+    for damaged, why in (({"answers": {"t0": [1]}}, "not a JSON object"),
+                         ({"listener": ["x"]}, "listener must be")):  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            read_results([write("bad.json", **damaged)], key)
+    test = tmp_path / "test"
+    test.mkdir()
+    (test / "key.json").write_text(json.dumps(key))
+    cmd = ["listen", "analyze", "--test", str(test), "--results", str(a)]
+    assert main([*cmd, "--baseline", "nosuch"]) == 2
+    assert "not a system of this test" in capsys.readouterr().err
+    (test / "key.json").write_text("[]")
+    assert main(cmd) == 2
+    assert "not a listening test's key" in capsys.readouterr().err
+    # a title is text: it neither closes the page's script nor fills its placeholders
+    page = listening_page({"id": "x", "title": "</script>__TEST__", "kind": "ab", "trials": []})
+    assert "</script>__TEST__" not in page and "<title>&lt;/script&gt;__TEST__</title>" in page
+    data = re.search(r"const TEST = (.*);\n", page).group(1)
+    assert json.loads(data)["title"] == "</script>__TEST__"
+
+
+def test_make_refuses_reserved_names_and_skips_items_of_other_lengths(systems, tmp_path):
+    with pytest.raises(ValueError, match="name of a stimulus the test adds"):
+        ListeningConfig(output="x", systems={REFERENCE: "-", "b": "-"}, reference="b")
+    with pytest.raises(ValueError, match="sample_rate"):
+        ListeningConfig(output="x", systems={"a": "-", "b": "-"}, reference="a", sample_rate=4000)
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(SR // 4, np.float32) + 0.01, SR)
+    systems["noisy"]["u0"] = Entry("u0", str(short))
+    cfg = ListeningConfig(output=str(tmp_path / "t"), systems={k: "-" for k in systems},
+                          reference="clean", n_items=4)  # fmt: skip
+    built = make_test(cfg, systems)
+    assert "differ in length" in built.skipped["u0"] and built.trials == 3

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sealign.commands.common import (
     add_config_arguments,
@@ -30,6 +32,7 @@ from sealign.commands.common import (
 )
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.listening import (
+    KINDS,
     ListeningConfig,
     analyze_ab,
     analyze_mushra,
@@ -37,6 +40,7 @@ from sealign.eval.listening import (
     read_results,
     report_markdown,
 )
+from sealign.utils.jsonio import write_text
 
 HELP = "blind listening tests (MUSHRA or A/B) of enhanced outputs, and their analysis"
 
@@ -123,6 +127,7 @@ def _run_make(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise ValueError(f"--system {s!r}: expected NAME=PATH")
         systems[name] = path
+        extra_entries.pop(name, None)  # replaces the eval's own noisy / clean
     extra = flags_of(args, ("kind", "n_items", "output", "reference"))
     if args.eval and not args.reference and "clean" in systems:
         extra.append(flag("reference", "clean"))
@@ -151,16 +156,30 @@ def _run_analyze(args: argparse.Namespace) -> int:
     key_path = Path(cfg.test) / "key.json"
     if not key_path.is_file():
         raise FileNotFoundError(f"{key_path}: the test's key is missing")
-    key = json.loads(key_path.read_text(encoding="utf-8"))
+    try:
+        key = json.loads(key_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{key_path}: not a listening test's key ({err})") from None
+    if not (isinstance(key, dict) and key.get("kind") in KINDS
+            and isinstance(key.get("trials"), dict)):  # fmt: skip
+        raise ValueError(f"{key_path}: not a listening test's key (no kind or trials)")
     results = read_results(cfg.results, key)
     if key["kind"] == "mushra":
         res = analyze_mushra(key, results, cfg.baseline or None)
+        if cfg.baseline and cfg.baseline not in res["systems"]:
+            known = ", ".join(res["systems"])
+            raise ValueError(f"baseline: {cfg.baseline!r} is not a system of this test ({known})")
+        if len(res["excluded_listeners"]) == len(results):
+            log.warning("every listener failed the post-screening (hidden reference below 90 "
+                        "in more than 15%% of trials): no scores")  # fmt: skip
     else:
+        if cfg.baseline:
+            raise ValueError("baseline: only for MUSHRA tests (A/B tests compare pairs)")
         res = analyze_ab(key, results)
     out = prepare_run_dir(cfg.output or Path(cfg.test) / "analysis", cfg)
     md = report_markdown(res)
     (out / "results.md").write_text(md, encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    write_text(out / "results.json", json.dumps(_no_nan(res), indent=1) + "\n")
     if key["kind"] == "mushra":
         scalars = {f"listen/{s}/mean": v["mean"] for s, v in res["systems"].items()}
     else:
@@ -169,6 +188,17 @@ def _run_analyze(args: argparse.Namespace) -> int:
     print(md)
     log.info("%d listeners -> %s", len(results), out / "results.md")
     return 0
+
+
+def _no_nan(obj: Any) -> Any:
+    """``obj`` with NaN and inf as null (valid JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_no_nan(v) for v in obj]
+    return obj
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,8 +20,10 @@ binomial test against 50%.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,15 @@ class ListeningConfig:
             raise ValueError(f"n_items must be >= 1, got {self.n_items}")
         if not -60 <= self.rms_dbfs <= -6:
             raise ValueError(f"rms_dbfs must be in [-60, -6], got {self.rms_dbfs}")
+        reserved = sorted({REFERENCE, ANCHOR} & set(self.systems))
+        if reserved:
+            raise ValueError(f"systems: {reserved[0]!r} is the name of a stimulus the test adds; "
+                             "rename that system")  # fmt: skip
+        if not 8000 <= self.sample_rate <= 192000:
+            raise ValueError(
+                f"sample_rate must be in [8000, 192000] (the {ANCHOR_HZ:g} Hz anchor needs "
+                f"more than {2 * ANCHOR_HZ:g}), got {self.sample_rate}"
+            )
         if self.kind == "mushra" and self.reference and self.reference not in self.systems:
             raise ValueError(f"reference: {self.reference!r} is not one of the systems")
         for p in self.pairs:
@@ -157,7 +168,14 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
         except AudioError as err:
             skipped[uid] = str(err)
             continue
-        n = min(w.size for w in wavs.values())
+        sizes = {k: w.size for k, w in wavs.items()}
+        short, long = min(sizes, key=sizes.get), max(sizes, key=sizes.get)
+        if sizes[long] - sizes[short] > max(0.1 * sizes[long], 0.25 * cfg.sample_rate):
+            # cutting every stimulus to the shortest would rate a fragment of the others
+            skipped[uid] = (f"its stimuli differ in length: {short} {sizes[short] / cfg.sample_rate:.2f} s, "
+                            f"{long} {sizes[long] / cfg.sample_rate:.2f} s")  # fmt: skip
+            continue
+        n = sizes[short]
         wavs = {k: w[:n] for k, w in wavs.items()}
         if cfg.kind == "mushra" and cfg.anchor:
             wavs[ANCHOR] = _low_pass(wavs[cfg.reference], cfg.sample_rate, ANCHOR_HZ)
@@ -218,7 +236,13 @@ def listening_test_id(key: dict[str, Any]) -> str:
 
 def listening_page(test: dict[str, Any]) -> str:
     """The self-contained page that runs ``test`` (open ``index.html`` next to ``audio/``)."""
-    return _PAGE.replace("__TEST__", json.dumps(test)).replace("__TITLE__", test["title"])
+    # one pass, so that neither inserted text is read as a placeholder; the title goes in as
+    # HTML text and the test as a script's JSON, where "</" must not close the script
+    fill = {
+        "__TITLE__": html.escape(test["title"]),
+        "__TEST__": json.dumps(test).replace("</", "<\\/"),
+    }
+    return re.sub("__TITLE__|__TEST__", lambda m: fill[m.group(0)], _PAGE)
 
 
 # ---------------------------------------------------------------------------------- analysis
@@ -226,11 +250,15 @@ def listening_page(test: dict[str, Any]) -> str:
 
 def read_results(paths: list[str | Path], key: dict[str, Any]) -> list[dict[str, Any]]:
     """The listeners' result files, checked against the test's ``key``."""
-    out = []
+    out: list[dict[str, Any]] = []
+    files: dict[Path, str] = {}
     for p in paths:
+        real = Path(p).resolve()
+        if real in files:
+            raise ValueError(f"{p}: given twice")
         try:
             r = json.loads(Path(p).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{p}: not a results file ({err})") from None
         if not isinstance(r, dict):
             raise ValueError(f"{p}: not a results file (a JSON object is expected)")
@@ -243,7 +271,18 @@ def read_results(paths: list[str | Path], key: dict[str, Any]) -> list[dict[str,
         unknown = sorted(set(r["answers"]) - set(key["trials"]))
         if unknown:
             raise ValueError(f"{p}: trials {unknown[:3]} are not in this test")
+        bad = [t for t, a in r["answers"].items() if not isinstance(a, dict)]
+        if bad:
+            raise ValueError(f"{p}: the answer to trial {bad[0]} is not a JSON object")
         r.setdefault("listener", Path(p).stem)
+        if not isinstance(r["listener"], str) or not r["listener"].strip():
+            raise ValueError(f"{p}: listener must be a non-empty string, got {r['listener']!r}")
+        # the page names every unnamed listener "anonymous": tell them apart by file
+        if r["listener"] in files.values():
+            r["listener"] = f"{r['listener']} ({Path(p).name})"
+        if r["listener"] in files.values():
+            raise ValueError(f"{p}: listener {r['listener']!r} occurs twice")
+        files[real] = r["listener"]
         out.append(r)
     if not out:
         raise ValueError("no results files given")
@@ -262,8 +301,10 @@ def analyze_mushra(
         for tid, answer in r["answers"].items():
             codes = key["trials"][tid]["codes"]
             for code, score in answer.items():
-                if code not in codes or not isinstance(score, int | float):
-                    raise ValueError(f"{r['listener']}: bad rating {code!r}: {score!r} in {tid}")
+                ok = isinstance(score, int | float) and not isinstance(score, bool)
+                if code not in codes or not ok or not 0 <= score <= 100:  # NaN fails too
+                    raise ValueError(f"{r['listener']}: bad rating {code!r}: {score!r} in {tid} "
+                                     "(a number from 0 to 100 expected)")  # fmt: skip
                 ratings.setdefault(codes[code], []).append(float(score))
             ref_scores = [s for c, s in answer.items() if codes[c] == REFERENCE]
             if ref_scores:
@@ -310,7 +351,9 @@ def analyze_ab(key: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, 
             codes = key["trials"][tid]["codes"]
             a, b = sorted(codes.values())
             c = counts.setdefault((a, b), [0, 0, 0])
-            choice = answer.get("choice") if isinstance(answer, dict) else None
+            choice = answer.get("choice")
+            if not isinstance(choice, str):
+                raise ValueError(f"{r['listener']}: bad answer {answer!r} in {tid}")
             if choice == "none":
                 c[2] += 1
             elif choice in codes:
