@@ -187,6 +187,20 @@ def test_a_built_in_metric_passes_and_the_cli_checks_it(capsys):
     assert main(["check", "--metric", "estoi", "--threads", "1"]) == 0
     assert capsys.readouterr().out.count("| pass |") == 6
     assert main(["check", "--metric", "nosuch"]) == 2
+    assert main(["check", "--metric", "si_sdr", "--metric-options", "{a: [1"]) == 2
+    assert "--metric-options is not YAML" in capsys.readouterr().err
+
+
+def test_check_names_bad_codec_specs_and_flags(capsys):
+    codec = "world:src/sealign/assets/fm_demo/codec"
+    for args, why in (
+        (["--codec", f"{codec}?foo=1"], "unknown option 'foo' (world takes: layout)"),
+        (["--codec", "encodec:/no/such/dir"], "EnCodec weights not found"),
+        (["--codec", codec, "--threads", "0"], "--threads must be >= 1"),
+        (["--model", "src/sealign/assets/ar_demo", "--temperature", "inf"], "--temperature"),
+    ):
+        assert main(["check", *args]) == 2
+        assert why in capsys.readouterr().err
 
 
 def _metric(name, score, **info):

@@ -564,6 +564,34 @@ def test_export_cli_half_precision_and_sampling(setup, tmp_path):
     bad = ["export", "--model", str(src), "--output", str(tmp_path / "x"), "--top-k", "-1"]
     assert main(bad) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+    assert main([*bad[:-2], "--temperature", "inf"]) == 2
+
+
+def test_export_refuses_weights_that_half_precision_or_nan_would_break(setup, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    for value, why in ((1e6, "beyond float16's range"), (float("nan"), "NaN or inf")):
+        src = tmp_path / f"m{value}"
+        shutil.copytree(setup / "model1", src)
+        state = load_file(str(src / "model.safetensors"))
+        name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+        state[name] = state[name].clone()
+        state[name].view(-1)[0] = value
+        save_file(state, str(src / "model.safetensors"))
+        out = tmp_path / f"out{value}"
+        assert main(["export", "--model", str(src), "--output", str(out)]) == 2
+        assert why in capsys.readouterr().err and not out.exists()
+    # weights of another shape than config.json's: a clear error, not a traceback
+    state = load_file(str(setup / "model1" / "model.safetensors"))
+    name = next(k for k, v in state.items() if v.ndim == 2)
+    state[name] = state[name][1:].clone()
+    src = tmp_path / "misshapen"
+    shutil.copytree(setup / "model1", src)
+    save_file(state, str(src / "model.safetensors"))
+    assert main(["export", "--model", str(src), "--output", str(tmp_path / "o")]) == 2
+    assert "weights do not fit its config.json" in capsys.readouterr().err
 
 
 def test_eval_settings_are_checked_before_any_enhancement(setup, tmp_path, capsys):

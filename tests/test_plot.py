@@ -127,3 +127,22 @@ def test_plot_command_errors(tmp_path, capsys):
     assert "nothing to plot" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "empty"), "--smooth", "0"]) == 2
     assert "--smooth must be" in capsys.readouterr().err
+
+
+def test_damaged_log_lines_and_results_are_skipped_or_named(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    good = [json.dumps({"step": i, "loss": 1.0 / (i + 1)}) for i in range(3)]
+    damaged = [
+        "null",
+        "5",
+        json.dumps({"step": [1], "loss": 2}),
+        json.dumps({"step": 4, "loss": 10**400}),
+    ]
+    (run / "log.jsonl").write_text("\n".join(good + damaged) + "\n")
+    assert main(["plot", str(run)]) == 0
+    (run / "results.json").write_text(
+        json.dumps({"systems": {"a": {"x": 1}}, "higher_is_better": {"x": True}})
+    )
+    assert main(["plot", str(run)]) == 2
+    assert "not a readable results.json" in capsys.readouterr().err

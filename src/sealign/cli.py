@@ -9,6 +9,7 @@ import re
 import sys
 
 from sealign import __version__
+from sealign.codecs.base import CodecUnavailable
 from sealign.commands import (
     check,
     codec,
@@ -120,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     except (
         ValueError,
         MetricUnavailable,
+        CodecUnavailable,
         FileNotFoundError,
         FileExistsError,
         IsADirectoryError,
         NotADirectoryError,
     ) as err:
-        # Config, manifest, audio, path and metric-availability errors carry a message meant for
+        # Config, manifest, audio, path and metric- or codec-availability errors carry a message meant for
         # users (the path ones name the path: e.g. an --output that is an existing file).
         logging.getLogger("sealign").debug("details", exc_info=True)
         logging.getLogger("sealign").error("%s", err)

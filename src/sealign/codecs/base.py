@@ -16,6 +16,7 @@ Codecs with a continuous representation also implement :class:`LatentCodec`
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -250,4 +251,13 @@ def load_codec(spec: str, **options: Any) -> Codec:
         raise ValueError(f"codec spec {spec!r}: {err}") from None
     if not location:
         raise ValueError(f"codec spec {spec!r} has no location after '{kind}:'")
-    return factory.load(location, **{**opts, **options})
+    merged = {**opts, **options}
+    params = list(inspect.signature(factory.load).parameters.values())[1:]  # after the location
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        unknown = sorted(set(merged) - {p.name for p in params})
+        if unknown:
+            known = ", ".join(p.name for p in params) or "none"
+            raise ValueError(
+                f"codec spec {spec!r}: unknown option {unknown[0]!r} ({kind} takes: {known})"
+            )
+    return factory.load(location, **merged)

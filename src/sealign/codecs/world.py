@@ -711,6 +711,11 @@ class WorldCodec:
             arrays = load_file(str(arr_path))
         except Exception as err:  # safetensors raises its own error types for damaged files
             raise CodecError(f"{arr_path}: cannot read the codebooks ({err})") from err
+        broken = sorted(
+            k for k, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()
+        )
+        if broken:
+            raise CodecError(f"{arr_path}: {broken[0]} holds NaN or inf")
         return cls(WorldCodecConfig.from_dict(meta["config"]), arrays, layout)
 
 

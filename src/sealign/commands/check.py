@@ -22,6 +22,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from sealign.commands.common import log
@@ -71,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.group_size < 1:
         raise ValueError("--group-size must be >= 1")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if not 0 < args.temperature < math.inf:
+        raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
     check_device(args.device, "--device")
     set_torch_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -81,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown metric {args.metric!r}; known: {', '.join(metric_names())}")
         import yaml
 
-        options = yaml.safe_load(args.metric_options)
+        try:
+            options = yaml.safe_load(args.metric_options)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--metric-options is not YAML: {err}") from None
         if not isinstance(options, dict):
             raise ValueError(f"--metric-options must be a mapping, got {args.metric_options!r}")
         subject = build_metric(args.metric, **{"num_threads": args.threads, **options})

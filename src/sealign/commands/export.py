@@ -53,6 +53,12 @@ def cast_weights(path: Path, dtype: str) -> int:
     target = getattr(torch, dtype)
     state = load_file(str(path))
     cast = {k: v for k, v in state.items() if v.is_floating_point() and v.dtype != target}
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise ValueError(f"{path.name}: {k} holds NaN or inf: the model is broken")
+        if k in cast and not torch.isfinite(v.to(target)).all():
+            raise ValueError(f"{path.name}: {k} has values beyond {dtype}'s range "
+                             f"(largest |w| {v.abs().max().item():.3g}); try bfloat16")  # fmt: skip
     state.update({k: v.to(target).contiguous() for k, v in cast.items()})
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp))

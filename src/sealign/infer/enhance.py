@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -152,8 +153,8 @@ class EnhanceConfig:
             )
         if self.crossfade not in CROSSFADES:
             raise ValueError(f"crossfade must be one of {CROSSFADES}, got {self.crossfade!r}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.temperature is not None and not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.remix < 1:

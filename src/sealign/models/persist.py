@@ -8,6 +8,7 @@ and the models fine-tuned or aligned from it are evaluated at the same settings.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +54,12 @@ def checkpoint_sampling(directory: str | Path) -> dict[str, Any]:
             if not isinstance(v, str):
                 raise ValueError(f"{path}: {k} must be a string, got {v!r}")
             continue
-        if isinstance(v, bool) or not isinstance(v, int | float) or types[k](v) != v:
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or types[k](v) != v
+            or not math.isfinite(v)
+        ):
             kind = "an integer" if types[k] is int else "a number"
             raise ValueError(f"{path}: {k} must be {kind}, got {v!r}")
     return {k: types[k](v) if k in types else v for k, v in d.items()}
@@ -195,5 +201,10 @@ class PolicyFolder:
             directory, cls.family, cls.format_version, map_location
         )
         policy = cls(codec, cls.config_class.from_dict(cfg), codec_spec=spec)  # type: ignore[call-arg]
-        policy.load_state_dict(state)  # type: ignore[attr-defined]
+        try:
+            policy.load_state_dict(state)  # type: ignore[attr-defined]
+        except RuntimeError as err:  # missing, unexpected or misshapen weights
+            detail = str(err).split("\n\t")[1:3]
+            raise ValueError(f"{directory}: its weights do not fit its config.json "
+                             f"({'; '.join(detail) or err})") from None  # fmt: skip
         return policy.to(map_location)  # type: ignore[attr-defined]

@@ -28,13 +28,17 @@ def _save(fig, out: str | Path, dpi: int = 110) -> Path:
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """Records of a run's ``log.jsonl`` (lines cut by a crash are skipped)."""
+    """Records of a run's ``log.jsonl``: JSON objects whose ``step``, if any, is a whole
+    number (lines cut by a crash, or otherwise damaged, are skipped)."""
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
             continue
+        step = rec.get("step", 0) if isinstance(rec, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            out.append(rec)
     return out
 
 

@@ -80,7 +80,12 @@ def curve_panels(records: list[dict[str, Any]]) -> dict[str, list[Panel]]:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond float's range
+        return False
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -207,13 +212,24 @@ def write_run_plots(run: str | Path, out: str | Path | None = None, smooth: int 
     sections: list[tuple[str, str]] = []
     results = run / "results.json"
     if results.is_file():
-        stats = json.loads(results.read_text(encoding="utf-8"))
-        if "systems" in stats and "higher_is_better" in stats:
-            png = plot_comparison(stats, "systems", out / "results.png")
-            figures.append(("mean and 95% CI per system", png))
-            for key in [k for k in stats if k.startswith("diff_vs_")]:
-                png = plot_comparison(stats, key, out / f"{key}.png")
-                figures.append((f"paired difference {key.replace('_', ' ')} (95% CI)", png))
+        try:
+            stats = json.loads(results.read_text(encoding="utf-8"))
+            if isinstance(stats, dict) and "systems" in stats and "higher_is_better" in stats:
+                png = plot_comparison(stats, "systems", out / "results.png")
+                figures.append(("mean and 95% CI per system", png))
+                for key in [k for k in stats if k.startswith("diff_vs_")]:
+                    png = plot_comparison(stats, key, out / f"{key}.png")
+                    figures.append((f"paired difference {key.replace('_', ' ')} (95% CI)", png))
+        except (
+            UnicodeDecodeError,
+            json.JSONDecodeError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as err:
+            raise ValueError(
+                f"{results}: not a readable results.json ({type(err).__name__}: {err})"
+            ) from None
         md = run / "results.md"
         if md.is_file():  # one section per table (results.md holds several)
             tables = [t for t in md.read_text(encoding="utf-8").split("\n\n") if t.strip()]
