@@ -434,7 +434,7 @@ def test_checkpoint_sampling_defaults(tmp_path):
         ('{"temp": 1}', "unknown keys"),
         ('{"top_k": 2.5}', "top_k must be an integer"),
         ('{"temperature": "hot"}', "temperature must be a number"),
-        ('{"temperature": -1}', "temperature must be > 0"),
+        ('{"temperature": -1}', "temperature must be a finite number > 0"),
         ('{"fuse": 1}', "fuse must be a string"),
         ('{"fuse": "wiener"}', "fuse must be one of"),
         ('{"dereverb": 0}', "dereverb must be a string"),

@@ -80,8 +80,9 @@ def test_a_metric_whose_settings_changed_since_step_zero_gets_no_alarm(tmp_path)
     (tmp_path / "eval" / "step_00000000.json").write_text("[]")
     first = held_out("least_squares")
     assert set(first.directions) == {"lsd", "si_sdr"}
-    record = {"lsd": [first.metrics["lsd"].info.version, {"gain": "least_squares",
-                                                          "sample_rate": 16000}]}  # fmt: skip
+    lsd = first.metrics["lsd"]
+    assert lsd.settings()["gain"] == "least_squares"
+    record = {"lsd": [lsd.info.version, lsd.settings()]}
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(record))
     assert set(held_out("least_squares").directions) == {"lsd", "si_sdr"}
     assert set(held_out("rms").directions) == {"si_sdr"}
