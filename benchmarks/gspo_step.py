@@ -13,7 +13,8 @@ scores each step's rollouts with every metric alone, one after another (outside 
 timing): the CPU cost each metric brings, at its own thread count. ``--cpu`` also reports the
 process's CPU seconds per phase and the cores it kept busy (CPU / wall): on a machine whose
 cores every phase already keeps busy, overlapping phases cannot shorten a step.
-``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``);
+``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``;
+``2x4``: two workers, each metric's batch scored in four parts, ``reward.parts``);
 ``--metric-threads`` sets each metric backend's threads (``reward.metric_threads``).
 The default model is the shipped checkpoint (``sealign demo``'s base).
 """
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--workers", default="3", help="reward.workers settings to compare")
+    p.add_argument(
+        "--workers",
+        default="3",
+        help="reward.workers settings to compare; WxP: W workers, each metric in P parts",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--metric-threads",
@@ -68,12 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     model = Path(args.model) if args.model else shipped_checkpoint()
     ref = load_policy(policy_dir(model)).eval() if cfg.beta > 0 else None  # type: ignore[attr-defined]
     results = {}
-    for workers in [int(w) for w in args.workers.split(",")]:
+    for setting in args.workers.split(","):
+        workers, _, parts = setting.partition("x")  # "2x4": 2 workers, each metric in 4 parts
         # every setting starts from the same weights and sees the same batches
         policy = load_policy(policy_dir(model))
         policy.eval()  # type: ignore[attr-defined]
         ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
-        cfg.reward.workers = workers
+        cfg.reward.workers, cfg.reward.parts = int(workers), int(parts or 1)
         if args.metric_threads is not None:
             cfg.reward.metric_threads = args.metric_threads
         reward = CompositeReward(cfg.reward, num_threads=args.threads)
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "time/step"
         ]
         mean["scored_samples_per_s"] = mean["samples"] / mean["time/step"]
-        results[f"workers={workers}"] = mean
+        results[f"workers={setting}"] = mean
         reward.close()
     print(f"model {model}; {args.steps} steps after a warm-up; {args.threads} threads")
     keys = [k for k in next(iter(results.values())) if k.startswith("time/")]

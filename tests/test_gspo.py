@@ -154,15 +154,19 @@ def test_metrics_scored_side_by_side_give_the_same_rewards(speech):
         for j in range(4)
     ]
     batches = {}
-    for workers in (1, 2):
+    for workers, parts in ((1, 1), (2, 1), (2, 3), (3, 8)):  # 8 parts of 4: one per utterance
         cfg = RewardConfig(
             components=[{"metric": "si_sdr"}, {"metric": "estoi"}, {"metric": "pesq_wb"}],
             workers=workers,
+            parts=parts,
         )
-        batches[workers] = CompositeReward(cfg, num_threads=1)(utts)
-    np.testing.assert_allclose(batches[1].values, batches[2].values, rtol=1e-9)
-    assert set(batches[2].seconds) == {"si_sdr", "estoi", "pesq_wb"}
-    assert np.isfinite(batches[2].values).all()
+        batches[workers, parts] = CompositeReward(cfg, num_threads=1)(utts)
+    for key, batch in batches.items():
+        np.testing.assert_allclose(batch.values, batches[1, 1].values, rtol=1e-9, err_msg=key)
+        assert set(batch.seconds) == {"si_sdr", "estoi", "pesq_wb"}
+    assert np.isfinite(batches[2, 3].values).all()
+    with pytest.raises(ValueError, match="reward.parts"):
+        RewardConfig(parts=0)
 
 
 def test_the_default_reward_leaves_the_trainers_torch_threads_alone(speech):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ class RewardConfig:
     cache: str | None = None  # SQLite score cache path (None = no cache)
     workers: int = 1  # metrics scored concurrently (threads; ONNX / torch / CTranslate2 release
     # the GIL, so e.g. DNSMOS, Whisper and DistillMOS can overlap on separate cores)
+    # with workers > 1: each metric's batch is scored in this many parts, separate tasks, so
+    # that `workers` threads stay busy when the metrics are fewer than the threads or uneven
+    parts: int = 1
     metric_threads: int = 0  # threads of each metric backend (0 = the command's `threads`)
     # where metrics with a model run: cpu, cuda (under torchrun: each rank's own GPU), cuda:N
     metric_device: str = "cpu"
@@ -142,6 +146,8 @@ class RewardConfig:
             )
         if self.workers < 1:
             raise ValueError(f"reward.workers must be >= 1, got {self.workers}")
+        if self.parts < 1:
+            raise ValueError(f"reward.parts must be >= 1, got {self.parts}")
         if self.metric_threads < 0:
             raise ValueError(f"reward.metric_threads must be >= 0, got {self.metric_threads}")
         parse_device(self.metric_device, "reward.metric_device")
@@ -269,6 +275,7 @@ class CompositeReward:
         self.weights = np.array([c.weight for c in cfg.components], dtype=np.float64)
         self.cache = open_score_cache(cfg.cache)
         self._pool: Any = None
+        self._timing_lock = threading.Lock()
         self.word_credit = cfg.word_credit
         self._aligner = (
             ReferenceAligner(getattr(self.metrics["wer"], "asr", None))
@@ -307,26 +314,38 @@ class CompositeReward:
         timings: dict[str, float] = {}
         credit: list[WordCredit | None] | None = None
 
-        def score(name: str) -> list:
+        def score(name: str, part: slice = slice(None)) -> list:
             nonlocal credit
             t0 = time.perf_counter()
             if self._aligner is not None and name == "wer":  # transcripts are not cached
                 out = self.metrics[name].score_batch(utts)
                 credit = self._credit(utts, out)
             else:
-                out = score_with_cache(self.metrics[name], utts, self.cache)
-            timings[name] = time.perf_counter() - t0
+                out = score_with_cache(self.metrics[name], utts[part], self.cache)
+            with self._timing_lock:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
             return out
 
-        if self.cfg.workers > 1 and len(self.metrics) > 1:
+        if self.cfg.workers > 1 and (len(self.metrics) > 1 or self.cfg.parts > 1):
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 # kept for the whole run: each backend's thread pool (OpenMP, onnxruntime)
                 # belongs to the thread that calls it, so fresh threads would build new ones
-                self._pool = ThreadPoolExecutor(min(self.cfg.workers, len(self.metrics)))
-            futures = {name: self._pool.submit(score, name) for name in self.metrics}
-            results = {name: f.result() for name, f in futures.items()}
+                self._pool = ThreadPoolExecutor(self.cfg.workers)
+            # part by part, each part's metrics side by side (a metric's parts do not overlap
+            # unless the pool has more threads than metrics)
+            k = max(1, min(self.cfg.parts, n))
+            bounds = [round(i * n / k) for i in range(k + 1)]
+            tasks = [
+                (name, self._pool.submit(score, name, slice(bounds[i], bounds[i + 1])))
+                for i in range(k)
+                for name in self.metrics
+                if i == 0 or not (self._aligner is not None and name == "wer")
+            ]
+            results: dict[str, list] = {}
+            for name, f in tasks:
+                results.setdefault(name, []).extend(f.result())
         else:
             results = {name: score(name) for name in self.metrics}
         for j, comp in enumerate(self.cfg.components):
