@@ -212,7 +212,7 @@ class PairData:
             from sealign.prefs.build import pair_dataset, require_pairs
 
             pcfg = load_config(PrefsConfig, root / "config.yaml", [])
-            metrics = {m: build_metric(m) for m in pcfg.metrics}
+            metrics = {m: build_metric(m, **pcfg.metric_options.get(m, {})) for m in pcfg.metrics}
             require_pairs(pair_dataset(pcfg, metrics, cfg.criterion))
         self.pairs = read_pairs(path)
         missing = [
