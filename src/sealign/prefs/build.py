@@ -318,7 +318,15 @@ def _drop_columns(rec: dict[str, Any], name: str, metrics: dict[str, Metric]) ->
     rec["skipped"].pop(name, None)
 
 
-def _score_into(recs, utts, name: str, metric: Metric, cache, fingerprint: str, metrics) -> None:
+def _score_into(
+    recs: list[dict[str, Any]],
+    utts: list[Utterance],
+    name: str,
+    metric: Metric,
+    cache: Any,
+    fingerprint: str,
+    metrics: dict[str, Metric],
+) -> None:
     """Score ``utts`` with ``metric`` and write each outcome into its candidate record,
     replacing the metric's earlier columns, skip reason and settings fingerprint."""
     try:
@@ -343,8 +351,8 @@ def refresh_scores(
     written before candidates recorded their settings. Progress is saved every ``save_every``
     batches (and the score cache, when on, serves what did not change). A candidate whose
     audio or reference cannot be read has its stale metrics marked skipped and unfingerprinted,
-    so a later run tries again (one written before fingerprints existed is left as it was). ``cfg.rescore = False`` turns this off. Returns how many candidates were
-    scored again."""
+    so a later run tries again (one written before fingerprints existed is left as it was).
+    ``cfg.rescore = False`` turns this off. Returns how many candidates were scored again."""
     root = Path(cfg.output)
     path = root / CANDIDATES
     if not path.is_file():
