@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +347,24 @@ def test_degrade_manifest_workers_resume(tmp_path, speech):
     assert r3.reused == 4 and r3.computed == 0
     with pytest.raises(ManifestError, match="other settings"):
         D.degrade_manifest(entries, tmp_path / "w1", cfg, seed=8, progress=False)
+
+
+def test_degrade_manifest_protects_its_inputs_and_redoes_changed_sources(tmp_path, speech):
+    import dataclasses
+
+    entries = _clean_manifest(tmp_path, speech)[:2]
+    cfg = D.DegradationConfig(p_reverb=0.0, p_noise=1.0, babble_weight=0.0)
+    moved = tmp_path / "clean"  # an output folder whose clean/ holds the inputs
+    shutil.copytree(tmp_path / "clean_in", moved)
+    inside = [dataclasses.replace(e, audio=str(moved / Path(e.audio).name)) for e in entries]
+    with pytest.raises(ManifestError, match="would overwrite the input audio"):
+        D.degrade_manifest(inside, tmp_path, cfg, progress=False)
+    out = tmp_path / "out"
+    D.degrade_manifest(entries, out, cfg, progress=False)
+    # the same id now names other audio: degraded again, not reused
+    swapped = [dataclasses.replace(entries[0], audio=entries[1].audio), entries[1]]
+    rep = D.degrade_manifest(swapped, out, cfg, progress=False)
+    assert rep.reused == 1 and rep.computed == 1
+    first = read_manifest(rep.manifest)[0]
+    assert first.extra["source_audio"] == str(Path(entries[1].audio).resolve())
+    assert sf.info(first.reference).frames == sf.info(entries[1].audio).frames

@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ from sealign.data.noise import (
     NoiseSource,
     SampleContext,
 )
-from sealign.utils.jsonio import write_json
+from sealign.utils.jsonio import read_jsonl, write_json
 from sealign.utils.procs import pool_worker_init
 from sealign.utils.shard import Shard, remove_shard_files
 
@@ -253,6 +254,34 @@ class RoomConfig:
     max_order: int = 3  # image-source order; the late tail comes from ray tracing
     n_rays: int = 4000
     correction_tolerance: float = 0.1  # re-simulate once when |T/T_req - 1| exceeds this
+
+    def check(self) -> None:
+        """Values a room simulation can use (named ``room.<key>`` in errors)."""
+        for name in ("length", "width", "height", "source_height", "mic_height", "scattering"):
+            lo, hi = _range(f"room.{name}", getattr(self, name))
+            if not lo > 0:
+                raise ValueError(f"room.{name} must be > 0, got {[lo, hi]}")
+        if self.scattering[1] > 1:
+            raise ValueError(f"room.scattering must be at most 1, got {list(self.scattering)}")
+        if self.n_rays < 1 or self.max_order < 0:
+            raise ValueError(f"room.n_rays must be >= 1 and room.max_order >= 0, got "
+                             f"{self.n_rays}, {self.max_order}")  # fmt: skip
+        for name in ("wall_margin", "min_distance", "correction_tolerance"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"room.{name} must be a finite number >= 0")
+
+
+def _range(name: str, value: Any) -> tuple[float, float]:
+    """``value`` as a ``(low, high)`` pair of finite numbers, or a ValueError naming ``name``."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected two numbers [low, high], got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name}: expected finite numbers, got {[lo, hi]}")
+    if lo > hi:
+        raise ValueError(f"{name}: low {lo} > high {hi}")
+    return lo, hi
 
 
 def simulate_rir(
@@ -709,12 +738,34 @@ class DegradationConfig:
             p = getattr(self, f"p_{op}")
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"p_{op} must be in [0, 1], got {p}")
-        for name in ("snr_db", "level_dbfs", "rt60", "cutoff_hz", "clip_fraction", "loss_rate"):
+        ranges = ("snr_db", "level_dbfs", "rt60", "cutoff_hz", "clip_fraction", "loss_rate",
+                  "burst_frames")  # fmt: skip
+        for name in ranges:
+            setattr(self, name, _range(name, getattr(self, name)))
+        nyquist = self.sample_rate / 2
+        limits = {  # name: (lowest allowed low, highest allowed high, why)
+            "rt60": (1e-3, 10.0, "seconds"),
+            "cutoff_hz": (100.0, nyquist - 1, f"Hz, below the Nyquist frequency {nyquist:g}"),
+            "clip_fraction": (1e-3, 1.0, "of the peak"),
+            "loss_rate": (0.0, 0.95, "of the frames"),
+            "burst_frames": (1.0, 1000.0, "frames"),
+            "level_dbfs": (-80.0, 0.0, "dBFS"),
+        }
+        for name, (low, high, unit) in limits.items():
             lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name}: low {lo} > high {hi}")
-            setattr(self, name, (float(lo), float(hi)))
-        self.burst_frames = (float(self.burst_frames[0]), float(self.burst_frames[1]))
+            if lo < low or hi > high:
+                raise ValueError(f"{name} must lie in [{low:g}, {high:g}] ({unit}), got {[lo, hi]}")
+        if not 0 < self.frame_ms <= 1000:
+            raise ValueError(f"frame_ms must be in (0, 1000], got {self.frame_ms}")
+        if not 0 <= self.early_ms <= 500:
+            raise ValueError(f"early_ms must be in [0, 500], got {self.early_ms}")
+        for name in ("procedural_weight", "files_weight", "babble_weight"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.p_band_limit > 0 and not self.band_limit_methods:
+            raise ValueError("band_limit_methods is empty but p_band_limit > 0")
+        if self.p_codec > 0 and not self.codecs:
+            raise ValueError("codecs is empty but p_codec > 0")
         if self.snr_mode not in ("active", "full"):
             raise ValueError(f"snr_mode must be 'active' or 'full', got {self.snr_mode!r}")
         if self.loss_model not in ("gilbert", "bernoulli"):
@@ -731,6 +782,7 @@ class DegradationConfig:
             self.room = RoomConfig(
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in self.room.items()}
             )
+        self.room.check()
 
     def probabilities(self) -> dict[str, float]:
         return {op: float(getattr(self, f"p_{op}")) for op in OP_ORDER}
@@ -960,6 +1012,31 @@ def _done(out: Path, utt_id: str) -> dict[str, Any] | None:
     return None
 
 
+def _check_sources_outside(entries: Sequence[Entry], out: Path, manifest: Any) -> None:
+    """Refuse an output folder that would overwrite the inputs (their audio or manifest)."""
+    root = out.resolve()
+    mine = [root / d for d in ("noisy", "clean", "params")]
+    if isinstance(manifest, str | Path) and Path(manifest).resolve() == root / "manifest.jsonl":
+        raise ManifestError(f"{out}: the output folder holds the input manifest; use another")
+    for e in entries:
+        src = Path(e.audio).resolve()
+        if any(src.is_relative_to(d) for d in mine):
+            raise ManifestError(f"{out}: would overwrite the input audio {e.audio}; use another "
+                                "output folder")  # fmt: skip
+
+
+def _previous_sources(out: Path, shard: Shard) -> dict[str, str]:
+    """Utterance id → resolved source audio, as a previous run of this folder listed them."""
+    path = shard.path(out / "manifest.jsonl")
+    if not path.is_file():
+        path = out / "manifest.jsonl"
+    found = {}
+    for rec in read_jsonl(path) if path.is_file() else []:
+        if isinstance(rec, dict) and isinstance(rec.get("source_audio"), str):
+            found[str(rec.get("id"))] = str(Path(rec["source_audio"]).resolve())
+    return found
+
+
 def degrade_manifest(
     clean_manifest: str | Path | Sequence[Entry],
     out_dir: str | Path,
@@ -997,6 +1074,7 @@ def degrade_manifest(
     )
     if not entries:
         raise ManifestError("degrade_manifest: no entries")
+    _check_sources_outside(entries, out, clean_manifest)
     if noise_bank is None:
         noise_bank = build_noise_bank(cfg, entries)
     if rir_bank is None and cfg.rir_dir:
@@ -1024,8 +1102,11 @@ def degrade_manifest(
     entries = shard.take(entries)
     results: dict[str, dict[str, Any]] = {}
     todo = []
+    sources = _previous_sources(out, shard)
     for e in entries:
         prev = _done(out, e.id)
+        if e.id in sources and sources[e.id] != str(Path(e.audio).resolve()):
+            prev = None  # the same id now names other source audio: degrade it again
         if prev is not None:
             results[e.id] = prev
         else:
@@ -1064,7 +1145,7 @@ def degrade_manifest(
             continue
         noisy_p, clean_p, _ = _paths(out, e.id)
         extra: dict[str, Any] = {"speaker": _speaker(e), "degradation": results[e.id]}
-        extra["source_audio"] = e.audio
+        extra["source_audio"] = str(Path(e.audio).resolve())
         out_entries.append(
             Entry(
                 id=e.id,
