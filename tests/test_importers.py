@@ -201,3 +201,10 @@ def test_multichannel_files_are_accepted_on_request(tmp_path):
     assert [e.id for e in entries] == ["s"] and not problems
     with pytest.raises(ManifestError, match="--multichannel"):
         import_parallel(tmp_path / "noisy", tmp_path / "clean")
+
+
+def test_parallel_refuses_one_folder_as_both_sides(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for noisy, clean in (("a", "a"), ("a", "a/b")):
+        with pytest.raises(ValueError, match="must be separate folders"):
+            import_parallel(tmp_path / noisy, tmp_path / clean)

@@ -273,6 +273,22 @@ def test_family_mismatch_and_bad_config_fail_early(prefs_ar, tiny_setup, tmp_pat
     assert "family" in capsys.readouterr().err
     assert main(_dpo_args(tiny_setup, prefs_ar, run, "objective=ipo")) == 2
     assert "objective" in capsys.readouterr().err
+    assert main(_dpo_args(tiny_setup, prefs_ar, run, "beta=.inf")) == 2
+    assert "beta must be a finite number" in capsys.readouterr().err
+    # damaged datasets: a pair of one candidate with itself, a candidate record twice
+    copy = tmp_path / "damaged"
+    shutil.copytree(prefs_ar, copy)
+    pairs = copy / "pairs" / "single_si_sdr.jsonl"
+    first = json.loads(pairs.read_text().splitlines()[0])
+    pairs.write_text(json.dumps({**first, "loser": first["winner"]}) + "\n")
+    assert main(_dpo_args(tiny_setup, copy, run, "criterion=single:si_sdr")) == 2
+    assert "its winner is its loser" in capsys.readouterr().err
+    cands = copy / "candidates.jsonl"
+    line = json.loads(cands.read_text().splitlines()[0])
+    with cands.open("a") as f:
+        f.write(json.dumps({**line, "noisy": "/elsewhere.wav"}) + "\n")
+    assert main(_dpo_args(tiny_setup, copy, run)) == 2
+    assert "two different records of candidate" in capsys.readouterr().err
 
 
 def test_mgm_prefs_and_dpo(tiny_setup, tmp_path):

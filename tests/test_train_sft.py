@@ -510,3 +510,21 @@ def test_examples_whose_degradation_fails_are_dropped_and_counted(corpus, monkey
     assert all(len(b) == 4 for b in batches)  # the stream refills from later examples
     assert ds.failed_draws == caplog.text.count("generated noise is silent") > 0
     assert not ds.skipped  # a failed draw is not a bad file
+
+
+def test_non_finite_settings_and_a_damaged_trainer_state_are_named(tmp_path):
+    import math
+
+    from sealign.train.checkpoint import load_checkpoint
+    from sealign.train.sft import OptimConfig
+
+    for key in ("lr", "weight_decay", "max_grad_norm"):
+        with pytest.raises(ValueError, match=f"optim.{key} must be finite"):
+            OptimConfig(**{key: math.inf}).check()
+    ckpt = tmp_path / "step_00000001"
+    ckpt.mkdir()
+    (ckpt / "meta.json").write_text("{}")
+    for junk in (b"junk", b""):
+        (ckpt / "trainer.pt").write_bytes(junk)
+        with pytest.raises(ValueError, match="trainer.pt: cannot be read"):
+            load_checkpoint(ckpt)

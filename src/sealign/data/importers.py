@@ -326,7 +326,7 @@ def import_dns2020(
     ``reverberant_reference`` (True for ``with_reverb``, whose clean files are reverberant).
     """
     root = _require_dir(Path(root), "DNS 2020 test set")
-    subsets = list(subsets)
+    subsets = list(dict.fromkeys(subsets))  # a subset named twice is imported once
     entries: list[Entry] = []
     problems: list[ImportProblem] = []
     rules = _Rules(sample_rate, multichannel)
@@ -428,6 +428,9 @@ def import_parallel(
     ``.txt``/``.lab`` file beside the noisy or clean file when present."""
     noisy_root = _require_dir(Path(noisy_dir), "noisy")
     clean_root = _require_dir(Path(clean_dir), "clean")
+    a, b = noisy_root.resolve(), clean_root.resolve()
+    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+        raise ValueError(f"--noisy {noisy_dir} and --clean {clean_dir} must be separate folders")
     problems: list[ImportProblem] = []
     rules = _Rules(sample_rate, multichannel)
     noisy = _keyed(_audio_files(noisy_root, "noisy"), lambda p: _rel_key(p, noisy_root), problems)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -148,8 +149,9 @@ class DPOConfig:
             raise ValueError(
                 f"objective: {self.objective!r} unknown; known: {', '.join(OBJECTIVES)}"
             )
-        if not self.beta > 0 or self.sft_weight < 0:
-            raise ValueError("beta must be > 0 and sft_weight >= 0")
+        if not 0 < self.beta < math.inf or not 0 <= self.sft_weight < math.inf:
+            raise ValueError(f"beta must be a finite number > 0 and sft_weight a finite number "
+                             f">= 0, got {self.beta}, {self.sft_weight}")  # fmt: skip
         for key in ("batch_size", "max_steps", "logging_steps", "threads", "save_total_limit",
                     "gradient_accumulation_steps", "noise_draws"):  # fmt: skip
             if getattr(self, key) < 1:
@@ -191,6 +193,8 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
             p = json.loads(line)
             if not all(isinstance(p.get(k), str) for k in ("input_id", "winner", "loser")):
                 raise ValueError("needs string input_id, winner and loser")
+            if p["winner"] == p["loser"]:
+                raise ValueError("its winner is its loser")
         except (ValueError, AttributeError) as err:
             raise ValueError(f"{path}:{n}: not a pair record ({err})") from None
         pairs.append(p)
@@ -204,7 +208,17 @@ class PairData:
         root = Path(cfg.dataset)
         self.root, self.policy = root, policy
         recs = read_candidates(root)
-        self.cands = {(r["input_id"], r["cand_id"]): r for r in recs}
+        self.cands = {}
+        for r in recs:
+            if not (isinstance(r, dict) and all(isinstance(r.get(k), str)
+                    for k in ("input_id", "cand_id", "noisy"))):  # fmt: skip
+                raise ValueError(f"{root}/candidates.jsonl: a record without string input_id, "
+                                 f"cand_id and noisy: {str(r)[:120]}")  # fmt: skip
+            key = (r["input_id"], r["cand_id"])
+            if key in self.cands and self.cands[key] != r:
+                raise ValueError(f"{root}/candidates.jsonl: two different records of candidate "
+                                 f"{key[0]}/{key[1]}")  # fmt: skip
+            self.cands[key] = r
         self.inputs = {r["input_id"]: r for r in recs}
         path = root / "pairs" / f"{cfg.criterion.replace(':', '_')}.jsonl"
         if not path.is_file():

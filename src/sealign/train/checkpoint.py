@@ -243,9 +243,14 @@ def load_checkpoint(
     ckpt = Path(checkpoint)
     if not (ckpt / _META).is_file():
         raise FileNotFoundError(f"{ckpt}: not a complete checkpoint (no {_META})")
-    data = torch.load(ckpt / _TRAINER, map_location="cpu", weights_only=True)
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{ckpt}: unsupported checkpoint format {data.get('format_version')}")
+    try:
+        data = torch.load(ckpt / _TRAINER, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several kinds for a damaged file
+        raise ValueError(f"{ckpt / _TRAINER}: cannot be read ({type(err).__name__}: {err}); "
+                         "resume from an earlier checkpoint or start again") from None  # fmt: skip
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version") if isinstance(data, dict) else None
+        raise ValueError(f"{ckpt}: unsupported checkpoint format {version}")
     if optimizer is not None:
         optimizer.load_state_dict(data["optimizer"])
     if scheduler is not None and data["scheduler"] is not None:

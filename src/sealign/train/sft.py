@@ -111,6 +111,10 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # 0 = no clipping (the norm is still logged)
 
     def check(self, prefix: str = "optim.") -> None:
+        for key in ("lr", "eps", "weight_decay", "min_lr_ratio", "max_grad_norm", "betas"):
+            values = getattr(self, key)
+            if not all(math.isfinite(v) for v in (values if key == "betas" else [values])):
+                raise ValueError(f"{prefix}{key} must be finite, got {values}")
         if not self.lr > 0:
             raise ValueError(f"{prefix}lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
