@@ -466,3 +466,25 @@ def test_prefs_scores_again_what_other_metric_settings_scored(prefs_ar, tiny_set
     wav.with_suffix(".bak").rename(wav)
     assert main([*repair, "metric_options.lsd.gain=rms"]) == 0
     assert same(scores(out), scores(fresh))
+
+
+def test_dpo_encodes_candidates_of_another_codec_again_and_refuses_such_a_reference(
+    prefs_ar, tiny_setup, speech, tmp_path, capsys
+):
+    from conftest import TINY_AR, TINY_CODEC
+    from sealign.codecs.world import WorldCodecConfig, train_world_codec
+
+    clean = [speech(i, "en-us+m3")[:16000] for i in range(3)]
+    codec = train_world_codec(
+        clean, tmp_path / "codec32", WorldCodecConfig(**{**TINY_CODEC, "ar_spec_k": 32})
+    )
+    torch.manual_seed(1)
+    build_policy("ar", codec, dict(TINY_AR)).save(tmp_path / "other")
+    args = _dpo_args(tiny_setup, prefs_ar, tmp_path / "run", "--max-steps", "1")
+    args[args.index("--init-from") + 1] = str(tmp_path / "other")
+    assert main(args) == 0
+    assert "another output space" in capsys.readouterr().err
+    ref = _dpo_args(tiny_setup, prefs_ar, tmp_path / "run2", "--max-steps", "1",
+                    f"reference_model={tmp_path / 'other'}")  # fmt: skip
+    assert main(ref) == 2
+    assert "output space" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -175,6 +176,29 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
+SPACE_PROBE = "output_space.npz"  # the sampling policy's targets for a fixed test signal
+
+
+def output_space_probe(policy: Policy) -> np.ndarray:
+    """The policy's targets (tokens or latents) for a fixed 0.5-s test signal: alike for two
+    policies with the same output space (family and codec), unlike for another codec."""
+    sr = policy.sample_rate
+    t = np.arange(sr // 2) / sr
+    x = 0.3 * np.sin(2 * np.pi * (150 + 300 * t) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    with torch.no_grad():
+        return policy.encode_targets([x.astype(np.float32)]).values[0].cpu().numpy()
+
+
+def same_output_space(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two :func:`output_space_probe` results come from one output space (tokens: nine
+    in ten equal, allowing for analysis rounding on other CPUs; latents: close)."""
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "iub":
+        return bool(np.mean(a == b) >= 0.9)
+    return bool(np.allclose(a, b, rtol=1e-2, atol=1e-2))
+
+
 def load_targets(root: str | Path, rec: dict[str, Any]) -> Targets:
     """The stored output of one candidate as unbatched :class:`Targets` (batch of 1)."""
     path = Path(root) / rec["targets"]
@@ -219,6 +243,11 @@ def build_candidates(
     module.eval()
     path = shard.path(root / CANDIDATES)
     shard.begin(root / CANDIDATES)
+    probe = root / SPACE_PROBE
+    if not probe.is_file():  # every shard writes the same array
+        tmp = probe.with_name(f"{probe.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, targets=output_space_probe(policy))
+        tmp.replace(probe)
     bar = tqdm(total=len(todo), desc="prefs", unit="input")
     try:
         with path.open("a", encoding="utf-8") as f:

@@ -41,7 +41,14 @@ from tqdm import tqdm
 from sealign.audio.io import load_audio
 from sealign.config import load_config, save_config
 from sealign.models.policy import Conditioning, Policy, Targets
-from sealign.prefs.build import PrefsConfig, load_targets, read_candidates
+from sealign.prefs.build import (
+    SPACE_PROBE,
+    PrefsConfig,
+    load_targets,
+    output_space_probe,
+    read_candidates,
+    same_output_space,
+)
 from sealign.prefs.pairs import GT
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
 from sealign.train.checkpoint import (
@@ -251,6 +258,19 @@ class PairData:
         if not self.pairs:
             raise ValueError(f"{path}: no pairs to train on")
         self._clean: dict[str, Targets] = {}
+        # candidates of this family but another codec (or config) are re-encoded like those of
+        # another family: their stored targets are not in this policy's output space
+        self.foreign_space = False
+        probe = root / SPACE_PROBE
+        if probe.is_file():
+            with np.load(probe) as stored:
+                self.foreign_space = not same_output_space(
+                    stored["targets"], output_space_probe(policy)
+                )
+            if self.foreign_space:
+                log.warning("%s was sampled by a model with another output space (codec) than "
+                            "this policy's; its candidates are encoded again from their audio",
+                            root)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -258,7 +278,7 @@ class PairData:
     def targets(self, input_id: str, cand: str) -> Targets:
         if cand != GT:
             rec = self.cands[(input_id, cand)]
-            if rec.get("family", self.policy.family) != self.policy.family:
+            if self.foreign_space or rec.get("family", self.policy.family) != self.policy.family:
                 # cross-family data: the candidate's audio in this family's output space
                 audio, _ = load_audio(self.root / rec["audio"], self.policy.sample_rate)
                 return self.policy.encode_targets([audio])
@@ -429,6 +449,11 @@ def train_dpo(
             ref_ll = cached
         else:
             ref = init_policy(reference_config(cfg.model, ref_path), device)
+            if ref.family != policy.family or not same_output_space(
+                output_space_probe(ref), output_space_probe(policy)
+            ):
+                raise ValueError(f"reference model {ref_path}: its output space ({ref.family}, "
+                                 "codec) is not the policy's")  # fmt: skip
             ref_module: torch.nn.Module = ref  # type: ignore[assignment]
             ref_module.eval().requires_grad_(False)
             if cfg.precompute_ref:  # each rank computes a share of the pairs
