@@ -78,3 +78,17 @@ def test_write_audio_is_atomic_and_readable(tmp_path, speech):
     assert p.exists() and not list(p.parent.glob("*.tmp"))
     y, sr = load_audio(p)
     assert sr == 16000 and y.size == speech(1).size
+
+
+def test_a_file_beyond_max_duration_is_refused_before_decoding(tmp_path, monkeypatch):
+    import sealign.audio.io as aio
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.full(32000, 0.1, np.float32), 16000)
+
+    def no_decoding(p):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(aio, "_read_any", no_decoding)
+    with pytest.raises(aio.AudioError, match="too long"):
+        aio.load_audio(path, 16000, aio.AudioLimits(max_duration=1.0))

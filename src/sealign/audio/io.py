@@ -61,6 +61,17 @@ def load_audio(
         raise AudioError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
+    if limits is not None:  # a huge file is refused before it is decoded into memory
+        try:
+            info = sf.info(str(path))
+        except Exception:  # noqa: BLE001, S110 - _read_any names an unreadable file below
+            info = None
+        if info is not None and info.samplerate > 0 and info.frames > 0:
+            dur = info.frames / info.samplerate
+            if dur > 1.01 * limits.max_duration:  # headers of compressed files may round
+                raise AudioError(
+                    f"{path}: too long ({dur:.1f} s > max_duration {limits.max_duration} s)"
+                )
     data, sr = _read_any(path)
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")

@@ -45,6 +45,8 @@ class DegradeConfig:
             raise ValueError("manifest and output are required")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
