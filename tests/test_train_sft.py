@@ -528,3 +528,15 @@ def test_non_finite_settings_and_a_damaged_trainer_state_are_named(tmp_path):
         (ckpt / "trainer.pt").write_bytes(junk)
         with pytest.raises(ValueError, match="trainer.pt: cannot be read"):
             load_checkpoint(ckpt)
+
+
+def test_a_run_that_keeps_diverging_stops_with_the_reason():
+    from sealign.train.sft import DivergenceGuard
+
+    guard = DivergenceGuard(limit=3)
+    for values in ((float("nan"), 1.0), (1.0, float("inf")), (0.5, 1.0)):  # a finite step resets
+        guard(*values)
+    guard(float("nan"), 1.0)
+    guard(float("nan"), 1.0)
+    with pytest.raises(ValueError, match="training diverged: 3 steps in a row"):
+        guard(float("nan"), float("nan"))

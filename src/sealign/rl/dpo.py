@@ -70,6 +70,7 @@ from sealign.train.distributed import (
     store_rank_states,
 )
 from sealign.train.sft import (
+    DivergenceGuard,
     ModelConfig,
     OptimConfig,
     _truncate_log,
@@ -555,6 +556,7 @@ def train_dpo(
         disable=not (progress and d.main),
     )
     try:
+        guard = DivergenceGuard()
         while state.step < cfg.max_steps:
             t0 = time.perf_counter()
             accum = cfg.gradient_accumulation_steps
@@ -569,7 +571,7 @@ def train_dpo(
                     stats[key] = stats.get(key, 0.0) + v / accum
             lr = scheduler.get_last_lr()[0]
             loss_value, grad_norm = finish_step(
-                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d
+                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard
             )
             state.step += 1
             stats = mean_over_ranks(stats, d)

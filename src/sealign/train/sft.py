@@ -262,6 +262,27 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
+@dataclass
+class DivergenceGuard:
+    """Ends a run whose updates have been skipped for a non-finite loss or gradient ``limit``
+    steps in a row (the weights or the data are broken; going on would only save copies)."""
+
+    limit: int = 25
+    streak: int = 0
+
+    def __call__(self, loss_value: float, grad_norm: float) -> None:
+        if math.isfinite(loss_value) and math.isfinite(grad_norm):
+            self.streak = 0
+            return
+        self.streak += 1
+        if self.streak >= self.limit:
+            raise ValueError(
+                f"training diverged: {self.streak} steps in a row with a non-finite loss or "
+                "gradient; resume from an earlier checkpoint with a lower optim.lr, or check "
+                "the model's weights and the data"
+            )
+
+
 def finish_step(
     loss_value: float,
     params: list[torch.nn.Parameter],
@@ -269,6 +290,7 @@ def finish_step(
     scheduler: Any,
     max_grad_norm: float,
     d: Dist | None = None,
+    guard: DivergenceGuard | None = None,
 ) -> tuple[float, float]:
     """One optimizer step once the gradients are in ``params`` (the caller's backward passes,
     accumulated over micro-batches): gradients and loss averaged over the ranks of ``d`` (so
@@ -284,6 +306,8 @@ def finish_step(
     else:
         log.warning("non-finite loss or gradient: update skipped")
     scheduler.step()
+    if guard is not None:
+        guard(loss_value, grad_norm)
     return loss_value, grad_norm
 
 
@@ -618,6 +642,7 @@ def train_sft(
         total=end, initial=state.step, desc="sft", unit="step", disable=not (progress and d.main)
     )
     try:
+        guard = DivergenceGuard()
         while state.step < end:
             t0 = time.perf_counter()
             accum = cfg.gradient_accumulation_steps
@@ -639,7 +664,7 @@ def train_sft(
                 done += 1
             lr = scheduler.get_last_lr()[0]
             loss_value, grad_norm = finish_step(
-                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d
+                loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard
             )
             state.step += 1
             state.epoch, state.index = train_ds.epoch, train_ds.index
