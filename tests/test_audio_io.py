@@ -92,3 +92,11 @@ def test_a_file_beyond_max_duration_is_refused_before_decoding(tmp_path, monkeyp
     monkeypatch.setattr(aio, "_read_any", no_decoding)
     with pytest.raises(aio.AudioError, match="too long"):
         aio.load_audio(path, 16000, aio.AudioLimits(max_duration=1.0))
+
+
+def test_near_silent_audio_is_silent():
+    from sealign.audio.io import AudioError, validate_audio
+
+    with pytest.raises(AudioError, match="silent"):
+        validate_audio(np.full(16000, 1e-30, np.float32), 16000)
+    validate_audio(np.full(16000, 1e-4, np.float32), 16000)  # quiet, not silent

@@ -19,6 +19,9 @@ class AudioError(ValueError):
     """Raised for audio that cannot be used; the message names the file and the problem."""
 
 
+SILENCE_PEAK = 1e-7  # below a 24-bit file's smallest step: nothing but rounding noise
+
+
 @dataclass(frozen=True)
 class AudioLimits:
     """Bounds a signal must satisfy. Durations in seconds."""
@@ -100,6 +103,8 @@ def validate_audio(
         raise AudioError(f"{name}: audio contains NaN or inf samples")
     if not np.any(wav):
         raise AudioError(f"{name}: audio is all zeros (silent)")
+    if np.max(np.abs(wav)) < SILENCE_PEAK:
+        raise AudioError(f"{name}: audio is silent (peak below {SILENCE_PEAK:g}, -140 dBFS)")
     dur = wav.size / sr
     if dur < limits.min_duration:
         raise AudioError(f"{name}: too short ({dur:.3f} s < min_duration {limits.min_duration} s)")

@@ -83,6 +83,9 @@ def reuse_run_config(args: argparse.Namespace, when: bool) -> None:
         if saved.is_file():
             log.info("using the run's config %s", saved)
             args.config = str(saved)
+        else:
+            log.warning("%s holds no run to continue (no config.yaml): the settings come from "
+                        "the command line alone", args.output)  # fmt: skip
 
 
 def resolve_flags(cls: type[T], args: argparse.Namespace, flags: dict[str, Any]) -> T:
