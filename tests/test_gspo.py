@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -349,6 +350,30 @@ def test_nan_reward_sample_is_excluded_not_fatal(setup, tmp_path, caplog):
     assert CALLS and all(h["num_excluded"] == 1.0 for h in res.history)
     assert "excluding sample" in caplog.text
     assert all(np.isfinite(h["loss"]) for h in res.history)
+
+
+def test_a_run_whose_updates_keep_failing_stops_with_the_reason(setup, tmp_path, monkeypatch):
+    import functools
+
+    import sealign.rl.gspo as gspo_mod
+    from sealign.train.sft import DivergenceGuard
+
+    real = gspo_mod._micro_loss
+
+    def nan_loss(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return dataclasses.replace(out, loss=out.loss * float("nan"))
+
+    monkeypatch.setattr(gspo_mod, "_micro_loss", nan_loss)
+    monkeypatch.setattr(gspo_mod, "DivergenceGuard", functools.partial(DivergenceGuard, limit=3))
+    cfg = load_config(
+        GSPOConfig, None, overrides(setup, tmp_path / "r", max_steps=4, **{"eval.manifests": "[]"})
+    )
+    with pytest.raises(ValueError, match="training diverged: 3 steps in a row"):
+        train_gspo(cfg, progress=False)
+    # two updates a step: the third skipped one, in step 2, ends the run before it saves
+    assert set(logged(tmp_path / "r", "loss")) == {1}
+    assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 def test_resume_gives_the_same_losses(setup, tmp_path):

@@ -68,6 +68,7 @@ from sealign.train.distributed import (
     store_rank_states,
 )
 from sealign.train.sft import (
+    DivergenceGuard,
     ModelConfig,
     OptimConfig,
     _keep_working,
@@ -384,9 +385,10 @@ def update(
     scheduler: Any,
     generator: torch.Generator,
     d: Dist,
+    guard: DivergenceGuard | None = None,
 ) -> dict[str, float]:
     """μ passes of K minibatch updates on the valid samples of ``batch`` (reshuffled with
-    ``generator`` for each pass)."""
+    ``generator`` for each pass); ``guard`` ends a run whose updates keep being skipped."""
     module: torch.nn.Module = policy  # type: ignore[assignment]
     params = [p for p in module.parameters() if p.requires_grad]
     idx = np.flatnonzero(batch.valid)
@@ -424,7 +426,7 @@ def update(
             for key, v in out.stats.items():
                 stats[key] = stats.get(key, 0.0) + v * share
         loss_value, grad_norm = finish_step(
-            loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d
+            loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard
         )
         for key, v in {"loss": loss_value, "grad_norm": grad_norm, **stats}.items():
             sums[key] = sums.get(key, 0.0) + v / len(chunks)
@@ -513,6 +515,7 @@ def train_gspo(
     n_updates = cfg.max_steps * cfg.steps_per_generation * cfg.num_iterations
     scheduler = make_scheduler(optimizer, cfg.optim, n_updates)
     gen = torch.Generator().manual_seed(seed)
+    guard = DivergenceGuard()
     state = TrainerState()
     if ckpt is not None:
         state = load_checkpoint(ckpt, optimizer, scheduler, generators={"sample": gen})
@@ -562,7 +565,7 @@ def train_gspo(
             if batch is None:
                 raise DataError("the policy rejected every input of a batch")
             t1 = time.perf_counter()
-            upd = update(policy, ref, batch, cfg, optimizer, scheduler, gen, d)
+            upd = update(policy, ref, batch, cfg, optimizer, scheduler, gen, d, guard)
             state.step += 1
             state.epoch, state.index = train_ds.epoch, train_ds.index
             stats = {**batch.stats, **upd, "time/update": time.perf_counter() - t1}
