@@ -291,6 +291,23 @@ def test_family_mismatch_and_bad_config_fail_early(prefs_ar, tiny_setup, tmp_pat
     assert "two different records of candidate" in capsys.readouterr().err
 
 
+def test_dpo_does_not_pair_scores_of_other_metric_settings(prefs_ar, tiny_setup, tmp_path, capsys):
+    copy = tmp_path / "old"
+    shutil.copytree(prefs_ar, copy)
+    (copy / "pairs" / "single_si_sdr.jsonl").unlink()  # DPO forms these pairs itself
+    cands = copy / "candidates.jsonl"
+    recs = [json.loads(line) for line in cands.read_text().splitlines()]
+    for r in recs[:2]:
+        r["metric_settings"]["estoi"] = "from another version"
+    cands.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    run = tmp_path / "run"
+    assert main(_dpo_args(tiny_setup, copy, run, "max_steps=1")) == 2
+    err = capsys.readouterr().err
+    assert "estoi (2)" in err and f"sealign prefs --output {copy} --repair" in err
+    assert main(["prefs", "--output", str(copy), "--repair"]) == 0
+    assert main(_dpo_args(tiny_setup, copy, run, "max_steps=1")) == 0
+
+
 def test_mgm_prefs_and_dpo(tiny_setup, tmp_path):
     codec = load_codec(f"world:{tiny_setup / 'codec'}?layout=mgm")
     torch.manual_seed(0)

@@ -371,6 +371,13 @@ def _score_into(
         rec.setdefault("metric_settings", {})[name] = fingerprint
 
 
+def stale_scores(recs: list[dict[str, Any]], now: dict[str, str]) -> dict[str, set[int]]:
+    """Per metric, the indices of the candidate records whose scores of it were not computed
+    with the settings fingerprinted in ``now`` (:func:`settings_fingerprints`)."""
+    return {n: {i for i, r in enumerate(recs) if r.get("metric_settings", {}).get(n) != fp}
+            for n, fp in now.items()}  # fmt: skip
+
+
 def refresh_scores(
     cfg: PrefsConfig, metrics: dict[str, Metric], batch: int = 32, save_every: int = 8
 ) -> int:
@@ -388,8 +395,7 @@ def refresh_scores(
         return 0
     recs = read_jsonl(path)
     now = settings_fingerprints(metrics)
-    stale = {n: {i for i, r in enumerate(recs) if r.get("metric_settings", {}).get(n) != fp}
-             for n, fp in now.items()}  # fmt: skip
+    stale = stale_scores(recs, now)
     todo = sorted(set().union(*stale.values()))
     if not todo:
         return 0

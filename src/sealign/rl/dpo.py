@@ -231,10 +231,24 @@ class PairData:
         path = root / "pairs" / f"{cfg.criterion.replace(':', '_')}.jsonl"
         if not path.is_file():
             from sealign.metrics.registry import build_metric
-            from sealign.prefs.build import pair_dataset, require_pairs
+            from sealign.prefs.build import (
+                pair_dataset,
+                require_pairs,
+                settings_fingerprints,
+                stale_scores,
+            )
 
             pcfg = load_config(PrefsConfig, root / "config.yaml", [])
             metrics = {m: build_metric(m, **pcfg.metric_options.get(m, {})) for m in pcfg.metrics}
+            stale = stale_scores(recs, settings_fingerprints(metrics))
+            if pcfg.rescore and any(stale.values()):
+                counts = ", ".join(f"{n} ({len(i)})" for n, i in stale.items() if i)
+                raise ValueError(
+                    f"{root}: forming {cfg.criterion} pairs needs scores of the dataset's current "
+                    f"metric settings, and those of {counts} candidates were computed otherwise "
+                    f"(another version or settings, or before settings were recorded); run "
+                    f"`sealign prefs --output {root} --repair` first, which scores them again"
+                )
             require_pairs(pair_dataset(pcfg, metrics, cfg.criterion))
         self.pairs = read_pairs(path)
         missing = [
