@@ -31,6 +31,7 @@ from sealign.commands import (
 from sealign.commands import eval as eval_cmd
 from sealign.metrics.base import MetricUnavailable
 from sealign.plugins import load_plugins
+from sealign.utils.folder_lock import command_scope
 from sealign.utils.logging import setup_console_logging
 
 COMMANDS = {
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         load_plugins()
-        return int(args.func(args) or 0)
+        with command_scope():  # releases the output folders the command held
+            return int(args.func(args) or 0)
     except (
         ValueError,
         MetricUnavailable,

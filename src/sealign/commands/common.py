@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sealign.config import dump_config, load_config, save_config
+from sealign.utils.folder_lock import hold_for_command
 
 T = TypeVar("T")
 log = logging.getLogger("sealign")
@@ -93,12 +94,14 @@ def resolve_flags(cls: type[T], args: argparse.Namespace, flags: dict[str, Any])
     return resolve_config(cls, args, [flag(k, v) for k, v in flags.items() if v is not None])
 
 
-def prepare_run_dir(path: str | Path, cfg: Any) -> Path:
-    """Create the output folder ``path`` (an existing file there is an error) and save ``cfg``."""
+def prepare_run_dir(path: str | Path, cfg: Any, shard: Any = None) -> Path:
+    """Create the output folder ``path`` (an existing file there is an error), hold it for the
+    command (:mod:`sealign.utils.folder_lock`; ``shard``: this process's part of a sharded job)
+    and save ``cfg``."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    hold_for_command(out, shard)
     save_config(cfg, out / "config.yaml")
     return out
 

@@ -103,8 +103,8 @@ def _run_degrade(args: argparse.Namespace) -> int:
     cfg = resolve_config(
         DegradeConfig, args, flags_of(args, ["manifest", "output", "seed", "workers"])
     )
-    out = prepare_run_dir(cfg.output, cfg)
     shard = Shard.resolve(args.shard or "", "--shard")
+    out = prepare_run_dir(cfg.output, cfg, shard)
     shard.begin(out / MANIFEST)
 
     def degrade(part: Shard):

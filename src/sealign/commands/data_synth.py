@@ -151,8 +151,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     if args.engines:
         extra.append(f"engines=[{args.engines}]")
     cfg = resolve_config(SynthConfig, args, extra)
-    out = prepare_run_dir(cfg.output, cfg)
     shard = Shard.resolve(args.shard or "", "--shard")
+    out = prepare_run_dir(cfg.output, cfg, shard)
     shard.begin(out / CORPUS)
     res = synthesize(cfg, cfg.output, shard)
     if shard.sharded:

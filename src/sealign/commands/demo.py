@@ -54,6 +54,7 @@ from sealign.rl.gspo import GSPOConfig, SamplingConfig, train_gspo
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 from sealign.train.data import DataConfig
 from sealign.train.sft import OptimConfig
+from sealign.utils.folder_lock import FolderLock, hold_for_command
 from sealign.utils.jsonio import write_json, write_text
 
 HELP = "the main job: GSPO-align the shipped model on the demo corpus, evaluate, report"
@@ -171,9 +172,9 @@ def ensure_demo_data(root: str | Path, workers: int = 2) -> dict[str, Path]:
         None,
         [*PRESETS["demo"], flag("output", str(root)), flag("synth.workers", workers)],
     )
-    root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "config.yaml")
-    build_demo_corpus(cfg)
+    with FolderLock(root):  # a second demo started meanwhile stops instead of writing it too
+        save_config(cfg, root / "config.yaml")
+        build_demo_corpus(cfg)
     missing = [str(p) for p in manifests.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"building the demo corpus did not produce {missing}")
@@ -224,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     load_metrics(metrics)
     t_start = time.perf_counter()
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    hold_for_command(out)
     save_config(cfg, out / "config.yaml")
     timings: dict[str, float] = {}
 

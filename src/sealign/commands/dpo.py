@@ -29,6 +29,8 @@ from sealign.commands.common import (
 )
 from sealign.models.policy import FAMILIES
 from sealign.rl.dpo import DPOConfig, train_dpo
+from sealign.utils.folder_lock import hold_for_command
+from sealign.utils.shard import Shard
 
 HELP = "DPO (or SFT baselines) on a multi-metric preference dataset, for any model family"
 
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     reuse_run_config(args, args.resume)
     cfg = resolve_flags(DPOConfig, args, flags)
     cfg.check()
+    hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
     result = train_dpo(cfg, resume=args.resume, progress=not args.no_progress)
     log.info(
         "%s reached step %d; latest checkpoint: %s", cfg.objective, result.step, result.checkpoint

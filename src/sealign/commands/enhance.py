@@ -53,6 +53,7 @@ from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_files, resolv
 from sealign.infer.fusion import FUSIONS
 from sealign.train.checkpoint import policy_dir
 from sealign.train.distributed import process_device
+from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.logging import RunLogger
 from sealign.utils.shard import Shard, merge_shard_files, record_id
 from sealign.utils.threads import set_torch_threads
@@ -180,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     if args.merge:
         if not args.output:
             raise ValueError("--merge needs --output")
+        hold_for_command(args.output)  # not while shards still write
         merged = merge_shard_files(Path(args.output) / MANIFEST, record_id, record_id, False)
         if merged is None:
             raise ValueError(f"{args.output}: no shard manifests (manifest.shard-K-of-N.jsonl)")
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.check()
     shard = Shard.resolve(args.shard or "", "--shard")
     entries = shard.take(resolve_inputs(cfg.input))
-    out = prepare_run_dir(cfg.output, cfg)
+    out = prepare_run_dir(cfg.output, cfg, shard)
     shard.begin(out / MANIFEST)
     enh = dataclasses.replace(cfg.enhance, device=process_device(cfg.enhance.device))
     policy, e = load_model(cfg.model, enh)

@@ -77,6 +77,7 @@ from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_samples, sample_tags
 from sealign.report.plots import plot_sweep
 from sealign.train.distributed import process_device
+from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.jsonio import write_json, write_text
 from sealign.utils.logging import RunLogger
 from sealign.utils.shard import (
@@ -231,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
     if args.merge:
         if not args.output:
             raise ValueError("--merge needs --output")
+        hold_for_command(args.output)  # not while shards still write
         return _merge(Path(args.output))
     extra = flags_of(args, ("manifest", "output", "samples", "sweep"))
     if args.model:
@@ -260,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     load_metrics(metrics)  # and a metric that cannot load, before any enhancement
     if args.resume:
         check_same_run(cfg, Path(cfg.output))
-    out = prepare_run_dir(cfg.output, cfg)
+    out = prepare_run_dir(cfg.output, cfg, shard)
     shard.begin(out / RESULTS)
     manifest = shard.path(Path(MANIFEST)).name
 

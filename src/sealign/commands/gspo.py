@@ -32,6 +32,8 @@ from sealign.commands.common import (
     run_flags,
 )
 from sealign.rl.gspo import GSPOConfig, train_gspo
+from sealign.utils.folder_lock import hold_for_command
+from sealign.utils.shard import Shard
 
 HELP = "online RL (GSPO / GRPO) on a composite perceptual reward"
 
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     reuse_run_config(args, args.resume)
     cfg = resolve_flags(GSPOConfig, args, flags)
     cfg.check()
+    hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
     result = train_gspo(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("GSPO reached step %d; latest checkpoint: %s", result.step, result.checkpoint)
     log.info("curves: sealign plot %s", cfg.output_dir)

@@ -54,6 +54,7 @@ from sealign.prefs.build import (
     require_pairs,
     yield_table,
 )
+from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.shard import Shard
 from sealign.utils.threads import set_torch_threads
 
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         for m in cfg.metrics
     }
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    hold_for_command(out, shard)  # a --repair waits for no one: it refuses a running job
     save_config(dataclasses.replace(cfg, shard=""), out / "config.yaml")  # the whole job's
     if not args.repair:
         load_metrics(metrics)  # a metric that cannot load fails before any sampling

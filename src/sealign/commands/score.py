@@ -44,6 +44,7 @@ from sealign.eval.score import (
 )
 from sealign.metrics.base import Metric
 from sealign.train.distributed import process_device
+from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.shard import Shard, merge_shard_files, record_id
 
 SCORES = "scores.jsonl"
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_cache:
         extra.append("cache=null")
     if args.merge:
+        hold_for_command(args.output)  # not while shards still write
         return _merge(Path(args.output))
     if not (args.manifest or args.input or args.kaldi):
         raise ValueError("one of --manifest, --input or --kaldi is required (or --merge)")
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             raise ManifestError(f"{args.input}: nothing to score")
     else:
         entries = from_kaldi(args.kaldi, args.text)
-    out = prepare_run_dir(args.output, cfg)
+    out = prepare_run_dir(args.output, cfg, shard)
     cfg = dataclasses.replace(cfg, metric_device=process_device(cfg.metric_device))
     metrics = build_metrics(cfg)
     path = shard.path(out / SCORES)

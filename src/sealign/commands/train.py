@@ -31,6 +31,8 @@ from sealign.commands.common import (
 )
 from sealign.models.policy import FAMILIES
 from sealign.train.sft import SFTConfig, train_sft
+from sealign.utils.folder_lock import hold_for_command
+from sealign.utils.shard import Shard
 
 HELP = "supervised fine-tuning of a policy on (noisy, clean) pairs"
 
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     reuse_run_config(args, args.resume)
     cfg = resolve_flags(SFTConfig, args, flags)
     cfg.check()  # manifests, init checkpoint, codec spec: fail before any work
+    hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
     result = train_sft(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("trained to step %d; latest checkpoint: %s", result.step, result.checkpoint)
     log.info("curves: sealign plot %s", cfg.output_dir)

@@ -1,0 +1,166 @@
+"""One writer per output folder.
+
+Every command that writes or resumes a run folder (records appended as it goes, checkpoints,
+shard merges) holds an advisory lock on it (``<folder>/.sealign.lock``), so that a second
+process started on the same folder (the same job launched twice, a ``--repair`` or ``--merge``
+while the job still runs) stops with a message instead of interleaving its records with the
+first one's. Shards of one job (:class:`~sealign.utils.shard.Shard`) write the folder side by
+side: each holds the folder's lock shared and its own shard's lock exclusively; a process
+without a shard holds the folder exclusively.
+
+The locks are ``flock`` locks: the operating system drops them when their process ends, however
+it ends, so a killed run leaves no stale lock (only its empty lock file, which the next holder
+removes when it ends). A process may take the lock of a folder it
+already holds (nested commands, e.g. ``sealign demo``). On a filesystem without locks the
+folder is used unlocked, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".sealign.lock"
+_held: dict[Path, list[Any]] = {}  # lock file → [open file, how many holders in this process]
+_command = ExitStack()  # the locks taken for the command being run (see :func:`command_scope`)
+
+
+class FolderInUse(ValueError):
+    """Another process holds the folder."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    return f" ({text})" if text else ""
+
+
+def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
+    """Lock ``path`` (created if missing) or raise :class:`FolderInUse`; None where the
+    filesystem or platform has no locks."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return None
+    while True:
+        f = path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise FolderInUse(
+                f"{folder} is being written by another process{_holder(path)}: wait for it to "
+                "end, or write to another folder"
+            ) from None
+        except OSError as err:
+            f.close()
+            log.warning("cannot lock %s (%s): make sure no other process writes to %s", path,
+                        err, folder)  # fmt: skip
+            return None
+        try:
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()  # its last holder removed the file meanwhile: lock the one there now
+    if exclusive:
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}: {' '.join(sys.argv[:4])}"[:300])
+        f.flush()
+    return f
+
+
+def _unlock(path: Path, f: IO[str]) -> None:
+    """Let go of ``path``, removing the file when no other process holds it (the check that
+    :func:`_flock` makes keeps a process that opened it meanwhile from holding a removed file)."""
+    import fcntl
+
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # other shards still hold it
+    f.close()
+
+
+class FolderLock:
+    """Hold ``folder`` (created if missing) for this process; ``shard`` is a
+    :class:`~sealign.utils.shard.Shard` (or None for the whole job). Use as a context manager,
+    or :meth:`acquire` / :meth:`release`."""
+
+    def __init__(self, folder: str | Path, shard: Any = None) -> None:
+        self.folder = Path(folder)
+        self.sharded = bool(shard is not None and shard.sharded)
+        self.files: list[Path] = [self.folder / LOCK_NAME]
+        if self.sharded:
+            self.files.append(self.folder / f".sealign.shard-{shard.index}-of-{shard.count}.lock")
+        self._taken: list[Path] = []
+        self._created: list[Path] = []
+
+    def acquire(self) -> FolderLock:
+        # folders this lock creates are removed again if they are still empty at release (a
+        # command that failed on its config leaves no trace)
+        self._created = [d for d in (self.folder, *self.folder.parents) if not d.exists()]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for k, path in enumerate(self.files):
+                key = path.resolve()
+                if key in _held:
+                    _held[key][1] += 1
+                else:
+                    exclusive = not self.sharded or k > 0
+                    _held[key] = [_flock(path, exclusive, self.folder), 1]
+                self._taken.append(key)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        while self._taken:
+            key = self._taken.pop()
+            entry = _held[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held[key]
+                if entry[0] is not None:
+                    if not self.sharded:  # no shard can hold the folder: drop killed ones' files
+                        for stale in key.parent.glob(".sealign.shard-*.lock"):
+                            stale.unlink(missing_ok=True)
+                    _unlock(key, entry[0])
+        for d in self._created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        self._created = []
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def hold_for_command(folder: str | Path, shard: Any = None) -> None:
+    """Hold ``folder`` until the running CLI command ends (:func:`command_scope`)."""
+    _command.enter_context(FolderLock(folder, shard))
+
+
+@contextmanager
+def command_scope() -> Iterator[None]:
+    """Release the locks :func:`hold_for_command` took when the command ends."""
+    try:
+        yield
+    finally:
+        _command.close()

@@ -1,0 +1,93 @@
+"""One writer per output folder (sealign.utils.folder_lock)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sealign.cli import main
+from sealign.utils.folder_lock import FolderInUse, FolderLock
+from sealign.utils.shard import Shard
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock locks are POSIX")
+
+
+def hold_in_another_process(folder, shard: str = "") -> subprocess.Popen:
+    """A process that holds ``folder`` (as shard ``K/N`` when given) until it is killed."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from sealign.utils.folder_lock import FolderLock
+        from sealign.utils.shard import Shard
+        FolderLock({str(folder)!r}, Shard.parse({shard!r})).acquire()
+        print("held", flush=True)
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def can_hold_elsewhere(folder, shard: str = "") -> bool:
+    code = (
+        "from sealign.utils.folder_lock import FolderLock, FolderInUse\n"
+        "from sealign.utils.shard import Shard\n"
+        f"try: FolderLock({str(folder)!r}, Shard.parse({shard!r})).acquire().release()\n"
+        "except FolderInUse: raise SystemExit(3)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_folder_has_one_writer_and_a_killed_one_leaves_no_lock(tmp_path):
+    folder = tmp_path / "run"
+    proc = hold_in_another_process(folder)
+    try:
+        with pytest.raises(
+            FolderInUse, match=rf"{folder} is being written by another process \(pid {proc.pid}"
+        ):
+            FolderLock(folder).acquire()
+        with pytest.raises(FolderInUse):  # nor may a shard of a job write beside it
+            FolderLock(folder, Shard(1, 2)).acquire()
+    finally:
+        proc.kill()  # SIGKILL: the operating system drops its lock
+        proc.wait()
+    with FolderLock(folder):
+        with FolderLock(folder):  # a process may take a folder it holds again
+            pass
+        assert not can_hold_elsewhere(folder)  # still held by the outer one
+    assert can_hold_elsewhere(folder)
+    assert not list(folder.glob(".sealign*"))  # the last holder removes the lock file
+
+
+def test_shards_of_one_job_write_side_by_side_but_not_twice(tmp_path):
+    folder = tmp_path / "run"
+    proc = hold_in_another_process(folder, "0/2")
+    try:
+        with FolderLock(folder, Shard(1, 2)):  # the other shard
+            pass
+        with pytest.raises(FolderInUse, match="being written by another process"):
+            FolderLock(folder, Shard(0, 2)).acquire()  # the same shard again
+        with pytest.raises(FolderInUse):  # the whole job, or a merge, while a shard writes
+            FolderLock(folder).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_commands_refuse_a_folder_in_use_and_release_theirs(tmp_path, capsys):
+    folder = tmp_path / "enhanced"
+    proc = hold_in_another_process(folder, "1/2")
+    try:
+        assert main(["enhance", "--merge", "--output", str(folder)]) == 2
+        assert "being written by another process" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait()
+    assert main(["enhance", "--merge", "--output", str(folder)]) == 2  # now: nothing to merge
+    assert "no shard manifests" in capsys.readouterr().err
+    assert can_hold_elsewhere(folder)  # the command let go of the folder when it ended
+    assert not list(folder.iterdir())  # and removed the lock files the killed holder left
