@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         for m in cfg.metrics
     }
     out = Path(cfg.output)
-    hold_for_command(out, shard)  # a --repair waits for no one: it refuses a running job
+    hold_for_command(out, shard)  # so a --repair refuses a job that still runs
     save_config(dataclasses.replace(cfg, shard=""), out / "config.yaml")  # the whole job's
     if not args.repair:
         load_metrics(metrics)  # a metric that cannot load fails before any sampling
