@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -37,10 +39,20 @@ class FolderInUse(ValueError):
 
 
 def _holder(path: Path) -> str:
+    """Who holds ``path``, as its last exclusive holder wrote it, unless that process is gone
+    (then the shards of a job hold it, and they do not write their names there)."""
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError:
-        text = ""
+        return ""
+    m = re.match(r"pid (\d+) on (\S+):", text)
+    if m and m.group(2) == socket.gethostname():
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            return ""
+        except OSError:
+            pass  # alive, another user's
     return f" ({text})" if text else ""
 
 
@@ -75,7 +87,7 @@ def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
         f.close()  # its last holder removed the file meanwhile: lock the one there now
     if exclusive:
         f.truncate(0)
-        f.write(f"pid {os.getpid()}: {' '.join(sys.argv[:4])}"[:300])
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv[:4])}"[:300])
         f.flush()
     return f
 
