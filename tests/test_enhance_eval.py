@@ -17,7 +17,13 @@ from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 from sealign.data.manifest import Entry, read_manifest, write_manifest
 from sealign.eval.score import best_of_samples, mean_over_samples
 from sealign.infer.dereverb import wpe_dereverb
-from sealign.infer.enhance import EnhanceConfig, chunk_bounds, enhance_files, stitch
+from sealign.infer.enhance import (
+    EnhanceConfig,
+    chunk_bounds,
+    enhance_files,
+    resolve_inputs,
+    stitch,
+)
 from sealign.models.policy import Conditioning, Policy, Rollout
 from sealign.models.registry import build_policy
 
@@ -128,7 +134,7 @@ def test_enhance_files_batches_chunks_and_writes_manifest(tmp_path):
     )  # fmt: skip
     assert [e.id for e in res.entries] == ["long", "short"]
     assert set(res.failed) == {"broken", "silent"} and "unreadable" in res.failed["broken"]
-    assert policy.batches[0] == 3  # chunks of one file share a batch
+    assert policy.batches[:2] == [1, 3]  # the chunk-length check, then one file's chunks
     out = read_manifest(res.manifest)
     assert [e.id for e in out] == ["long", "short"]
     first = out[0]
@@ -147,6 +153,57 @@ def test_enhance_files_batches_chunks_and_writes_manifest(tmp_path):
     again = enhance_files(GainPolicy(), tmp_path / "in.jsonl", tmp_path / "out2", 3, 4.0, 0.5,
                           seed=0, progress=False)  # fmt: skip
     assert np.array_equal(sf.read(again.entries[0].audio)[0], sf.read(first.audio)[0])
+
+
+class PickyPolicy(GainPolicy):
+    """Rejects inputs longer than ``max_seconds`` and inputs with a peak above 0.9."""
+
+    def __init__(self, max_seconds: float = 60.0) -> None:
+        super().__init__()
+        self.max_samples = int(max_seconds * SR)
+
+    def condition(self, noisy: list[np.ndarray]) -> Conditioning:
+        for w in noisy:
+            if w.size > self.max_samples:
+                raise ValueError(f"{w.size} samples is more than the model takes")
+            if np.abs(w).max() > 0.9:
+                raise ValueError("too loud")
+        return super().condition(noisy)
+
+
+def test_a_rejected_chunk_fails_its_file_and_a_too_long_chunk_fails_the_run(tmp_path):
+    tone = sine_ish(12.0, 1)
+    burst = tone.copy()
+    burst[6 * SR : 6 * SR + 100] = 0.95  # only the middle chunk is rejected
+    pause = tone.copy()
+    pause[4 * SR : 8 * SR] = 0.0  # a silent chunk stays silent
+    for name, wav in (("burst", burst), ("pause", pause)):
+        sf.write(tmp_path / f"{name}.wav", wav, SR)
+    write_manifest(
+        tmp_path / "in.jsonl", [{"id": n, "audio": f"{n}.wav"} for n in ("burst", "pause")]
+    )
+    res = enhance_files(PickyPolicy(), tmp_path / "in.jsonl", tmp_path / "out", chunk_seconds=4.0,
+                        overlap_seconds=0.0, progress=False)  # fmt: skip
+    assert [e.id for e in res.entries] == ["pause"] and not (
+        tmp_path / "out" / "burst.wav"
+    ).exists()
+    assert "chunk 2 of 3" in res.failed["burst"]
+    with pytest.raises(ValueError, match="chunk_seconds=4: the model cannot take chunks this long"):
+        enhance_files(PickyPolicy(max_seconds=3.0), tmp_path / "in.jsonl", tmp_path / "out2",
+                      chunk_seconds=4.0, progress=False)  # fmt: skip
+
+
+def test_enhance_never_writes_over_its_inputs(tmp_path):
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    sf.write(rec / "a.wav", sine_ish(2.0), SR)
+    before = (rec / "a.wav").read_bytes()
+    with pytest.raises(ValueError, match="would overwrite an input file"):
+        enhance_files(GainPolicy(), resolve_inputs(rec), rec, chunk_seconds=0, progress=False)
+    assert (rec / "a.wav").read_bytes() == before
+    enhance_files(GainPolicy(), resolve_inputs(rec), rec / "enh", chunk_seconds=0, progress=False)
+    # a second run does not take the first one's outputs, inside the input folder, as inputs
+    assert [e.id for e in resolve_inputs(rec, exclude=rec / "enh")] == ["a"]
 
 
 def test_outputs_over_full_scale_are_scaled_not_clipped(tmp_path):

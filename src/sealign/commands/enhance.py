@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(EnhanceRunConfig, args, [*flags, *enhance_flags(args)])
     cfg.check()
     shard = Shard.resolve(args.shard or "", "--shard")
-    entries = shard.take(resolve_inputs(cfg.input))
+    entries = shard.take(resolve_inputs(cfg.input, exclude=cfg.output))
     out = prepare_run_dir(cfg.output, cfg, shard)
     shard.begin(out / MANIFEST)
     enh = dataclasses.replace(cfg.enhance, device=process_device(cfg.enhance.device))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sealign.audio.io import AudioError, AudioLimits, load_audio, write_audio
+from sealign.audio.io import SILENCE_PEAK, AudioError, AudioLimits, load_audio, write_audio
 from sealign.data.manifest import Entry, ManifestError, read_manifest, relocate, write_manifest
 from sealign.infer.dereverb import DEREVERBS, dereverb_input
 from sealign.infer.fusion import FUSIONS, mask_fusion
@@ -236,15 +236,22 @@ def _fit(wav: np.ndarray, n: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------ inputs
 
 
-def resolve_inputs(path: str | Path) -> list[Entry]:
-    """Entries of a JSONL manifest, or of every audio file in a folder (id = relative path)."""
+def resolve_inputs(path: str | Path, exclude: str | Path | None = None) -> list[Entry]:
+    """Entries of a JSONL manifest, or of every audio file in a folder (id = relative path),
+    leaving out the folder ``exclude`` (an output folder inside the input folder)."""
     p = Path(path)
     if p.is_file():
         return read_manifest(p)
     if p.is_dir():
         from sealign.audio.io import AUDIO_EXTENSIONS
 
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
+        skip = Path(exclude).resolve() if exclude is not None else None
+        files = sorted(
+            f
+            for f in p.rglob("*")
+            if f.suffix.lower() in AUDIO_EXTENSIONS
+            and not (skip is not None and f.resolve().is_relative_to(skip))
+        )
         if not files:
             raise ManifestError(f"{p}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
         from sealign.data.importers import file_ids
@@ -377,6 +384,13 @@ def enhance_files(
     t0 = time.perf_counter()
     entries = resolve_inputs(inputs) if isinstance(inputs, str | Path) else list(inputs)
     out = Path(output_dir)
+    sources = {Path(e.audio).resolve() for e in entries}
+    clash = [e.id for e in entries if (out / f"{output_name(e.id)}.wav").resolve() in sources]
+    if clash:
+        raise ValueError(
+            f"{out}: writing the output of {clash[0]!r} would overwrite an input file "
+            f"({len(clash)} such inputs); give another output folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     sr = policy.sample_rate
     chunk = int(round(chunk_seconds * sr))
@@ -390,6 +404,7 @@ def enhance_files(
 
     written: dict[str, Entry] = {}
     failed: dict[str, str] = {}
+    chunk_checked = False
     queue: list[tuple[_File, int, np.ndarray]] = []
     open_files: list[_File] = []
     audio_seconds = 0.0
@@ -399,8 +414,12 @@ def enhance_files(
         outs = _run_batch(policy, [w for _, _, w in items], temperature, gen, sample_options)
         for (f, k, w), y in zip(items, outs, strict=True):
             if y is None:
-                if len(f.bounds) == 1:
-                    failed[f.entry.id] = "the model rejected the input (see the warning above)"
+                # a silent chunk of a long file stays silent; any other rejection fails the file
+                if len(f.bounds) == 1 or np.max(np.abs(w), initial=0.0) >= SILENCE_PEAK:
+                    part = "" if len(f.bounds) == 1 else f"chunk {k + 1} of {len(f.bounds)} of "
+                    failed[f.entry.id] = (
+                        f"the model rejected {part}the input (see the warning above)"
+                    )
                 y = np.zeros_like(w)
             else:
                 y = mask_fusion(y, w, sr, *fuse_smooth) if fuse == "mask" else y
@@ -423,6 +442,9 @@ def enhance_files(
                 continue
             audio_seconds += wav.size / sr
             bounds = chunk_bounds(wav.size, chunk, overlap)
+            if len(bounds) > 1 and not chunk_checked:
+                _check_chunk_length(policy, bounds[0][1] - bounds[0][0], chunk_seconds)
+                chunk_checked = True
             f = _File(e, wav.size, bounds, [None] * len(bounds))
             open_files.append(f)
             for k, (a, b) in enumerate(bounds):
@@ -454,6 +476,18 @@ def remix_noisy(enhanced: np.ndarray, noisy: np.ndarray, weight: float) -> np.nd
 
 
 @torch.no_grad()
+def _check_chunk_length(policy: Policy, n: int, chunk_seconds: float) -> None:
+    """Refuse a chunk length the model cannot take (before any file is cut into such chunks)."""
+    probe = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.01
+    try:
+        policy.condition([probe])
+    except ValueError as err:
+        raise ValueError(
+            f"chunk_seconds={chunk_seconds:g}: the model cannot take chunks this long ({err}); "
+            "give a shorter --chunk-seconds"
+        ) from None
+
+
 def _run_batch(
     policy: Policy,
     wavs: list[np.ndarray],
