@@ -660,6 +660,18 @@ def test_eval_settings_are_checked_before_any_enhancement(setup, tmp_path, capsy
     no_manifest = [a for a in args if a not in ("--manifest", str(setup / "test.jsonl"))]
     assert main(no_manifest) == 2
     assert "give --manifest" in capsys.readouterr().err
+    two = [*args, "--model", str(setup / "model1")]
+    for names, error in (
+        (["a", "a"], "two systems would be called 'a'"),
+        (["clean", "b"], "two systems would be called 'clean'"),
+        (["a", "a_sample1"], "two systems would be called 'a_sample1'"),  # with --samples 2
+        (["../../escape", "b"], "cannot name a folder"),
+    ):
+        assert main([*two, "--samples", "2", *(x for n in names for x in ("--name", n))]) == 2
+        assert error in capsys.readouterr().err
+    assert main([*args, "--samples", "100000000"]) == 2
+    assert "samples must be between 1 and 1000" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "escape").exists()
     best = [*args, "--samples", "2", "--best-of", "si_sdr", "n_boot=200"]
     assert main([*best, "baseline=model0_best"]) == 0  # a best-of system can be the baseline
     assert "diff_vs_model0_best" in json.loads((out / "results.json").read_text())

@@ -49,7 +49,13 @@ from sealign.commands.common import (
     split_list,
 )
 from sealign.infer.dereverb import DEREVERBS
-from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_files, resolve_inputs
+from sealign.infer.enhance import (
+    MANIFEST,
+    MAX_SAMPLES,
+    EnhanceConfig,
+    enhance_files,
+    resolve_inputs,
+)
 from sealign.infer.fusion import FUSIONS
 from sealign.train.checkpoint import policy_dir
 from sealign.train.distributed import process_device
@@ -82,6 +88,8 @@ class EnhanceRunConfig:
                 raise ValueError(f"{key}: not found: {getattr(self, key)}")
         if (self.samples > 1) != bool(self.best_of) or self.samples < 1:
             raise ValueError("samples > 1 and best_of go together (N outputs, columns to pick by)")
+        if self.samples > MAX_SAMPLES:
+            raise ValueError(f"samples must be at most {MAX_SAMPLES}, got {self.samples}")
         if self.best_of:
             from sealign.infer.best_of import selection_metrics
 

@@ -74,7 +74,13 @@ from sealign.eval.score import (
     selection_columns,
 )
 from sealign.eval.tables import compare_stats, compare_table, diff_table
-from sealign.infer.enhance import MANIFEST, EnhanceConfig, enhance_samples, sample_tags
+from sealign.infer.enhance import (
+    MANIFEST,
+    MAX_SAMPLES,
+    EnhanceConfig,
+    enhance_samples,
+    sample_tags,
+)
 from sealign.report.plots import plot_sweep
 from sealign.train.distributed import process_device
 from sealign.utils.folder_lock import hold_for_command
@@ -129,15 +135,26 @@ class EvalRunConfig:
             raise ValueError("output is required")
         if self.n_boot < 100:
             raise ValueError(f"n_boot must be >= 100, got {self.n_boot}")
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise ValueError(f"samples must be between 1 and {MAX_SAMPLES}, got {self.samples}")
         if self.best_of and self.samples < 2:
             raise ValueError("best_of needs samples >= 2 (outputs to choose from)")
         self.variants("model")  # a bad sweep fails here
         systems = ["noisy", "clean"]
+        folders = list(systems)  # every output folder and scores file the run writes
         for name in self.names or model_names(self.models):
+            if not name or name in (".", "..") or any(c in name for c in "/\\"):
+                raise ValueError(f"names: {name!r} cannot name a folder (no path separators)")
             for system, _ in self.variants(name):
                 systems += [system, f"{system}_best"] if self.best_of else [system]
+                folders += sample_tags(system, self.samples)
+                folders += [f"{system}_best"] if self.best_of else []
+        clash = next((f for k, f in enumerate(folders) if f in folders[:k]), None)
+        if clash is not None:
+            raise ValueError(
+                f"names: two systems would be called {clash!r} (noisy and clean are taken, and "
+                "a model's sampled outputs are <name>_sample<i>); give other --name values"
+            )
         if self.baseline not in systems:
             raise ValueError(f"baseline: {self.baseline!r} is not one of {', '.join(systems)}")
 

@@ -297,6 +297,9 @@ class EnhanceResult:
         return self.seconds / self.audio_seconds if self.audio_seconds else float("nan")
 
 
+MAX_SAMPLES = 1000  # sampled outputs per input: a bound that catches a mistyped count
+
+
 def sample_tags(name: str, samples: int) -> list[str]:
     """Names of a model's ``samples`` outputs per input: ``name``, ``name_sample1``, ..."""
     return [name] + [f"{name}_sample{i}" for i in range(1, samples)]
