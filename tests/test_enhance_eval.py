@@ -355,6 +355,8 @@ def test_enhance_shards_and_torchrun_merge_their_manifests(setup, tmp_path, torc
     split = tmp_path / "split"
     for k in (1, 0):
         assert main([*base, "--output", str(split), "--shard", f"{k}/2"]) == 0
+        if k == 1:  # a merge before every shard has finished would lose shard 0's inputs
+            assert main(["enhance", "--output", str(split), "--merge"]) == 2
     assert [e.id for e in read_manifest(split / "manifest.shard-1-of-2.jsonl")] == ["u1"]
     assert main(["enhance", "--output", str(split), "--merge"]) == 0
     got = read_manifest(split / "manifest.jsonl")
@@ -576,6 +578,8 @@ def test_eval_under_torchrun_splits_the_utterances_and_rank_zero_tables(setup, t
     split = tmp_path / "split"
     for k in (1, 0):
         assert main([*args, "--output", str(split), "--shard", f"{k}/2"]) == 0
+        if k == 1:
+            assert main(["eval", "--output", str(split), "--merge"]) == 2
     assert not (split / "results.json").exists()
     assert main(["eval", "--output", str(split), "--merge"]) == 0
     c = json.loads((split / "results.json").read_text())

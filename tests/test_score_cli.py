@@ -195,6 +195,9 @@ def test_shards_merge_into_the_unsharded_table(tmp_path, speech, noisy, capsys):
     shard1 = [json.loads(x) for x in (split / "scores.shard-1-of-2.jsonl").read_text().splitlines()]
     assert [r["id"] for r in shard1] == ["u1", "noref"]  # rows 1 and 3 of 5
     assert not (split / "summary.md").exists()
+    assert main(["score", "--output", str(split), "--merge"]) == 2  # shard 0/2 has not run
+    assert "shard 0/2 has not finished" in capsys.readouterr().err
+    assert (split / "scores.shard-1-of-2.jsonl").is_file()  # nothing was merged
     assert main(_score_args(m, split, "--shard", "0/2")) == 0
     capsys.readouterr()
     assert main(["score", "--output", str(split), "--merge"]) == 0

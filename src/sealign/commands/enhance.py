@@ -61,7 +61,7 @@ from sealign.train.checkpoint import policy_dir
 from sealign.train.distributed import process_device
 from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.logging import RunLogger
-from sealign.utils.shard import Shard, merge_shard_files, record_id
+from sealign.utils.shard import Shard, merge_shard_files, record_id, require_finished_shards
 from sealign.utils.threads import set_torch_threads
 
 HELP = "enhance audio files with a trained policy"
@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.output:
             raise ValueError("--merge needs --output")
         hold_for_command(args.output)  # not while shards still write
+        require_finished_shards(Path(args.output) / MANIFEST)
         merged = merge_shard_files(Path(args.output) / MANIFEST, record_id, record_id, False)
         if merged is None:
             raise ValueError(f"{args.output}: no shard manifests (manifest.shard-K-of-N.jsonl)")

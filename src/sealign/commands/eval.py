@@ -91,6 +91,7 @@ from sealign.utils.shard import (
     merge_shard_files,
     record_id,
     remove_shard_files,
+    require_finished_shards,
     shard_files,
 )
 from sealign.utils.threads import set_torch_threads
@@ -375,6 +376,7 @@ def _merge(out: Path) -> int:
     """Fold the shards of a sharded run in ``out`` (every rank's, or every job's of a job array)
     into one set of score files and manifests, and write the tables."""
     cfg = load_config(EvalRunConfig, out / "config.yaml")
+    require_finished_shards(out / RESULTS)
     parts = shard_files(out / PARTS)
     if not parts:
         raise ValueError(f"{out}: no shards to merge ({Path(PARTS).stem}.shard-K-of-N.json)")
@@ -388,9 +390,9 @@ def _merge(out: Path) -> int:
     scored: dict[str, list[dict[str, Any]]] = {}
     for path in sorted({f.with_name(f.name.split(".shard-")[0] + ".jsonl")
                         for f in (out / "scores").glob("*.shard-*-of-*.jsonl")}):  # fmt: skip
-        scored[path.stem] = merge_shard_files(path, record_id, record_id, False) or []
+        scored[path.stem] = merge_shard_files(path, record_id, record_id, False, False) or []
     for folder in sorted(p for p in (out / "enhanced").glob("*") if p.is_dir()):
-        merge_shard_files(folder / MANIFEST, record_id, record_id, keep_existing=False)
+        merge_shard_files(folder / MANIFEST, record_id, record_id, False, False)
         stem, suffix = Path(MANIFEST).stem, Path(MANIFEST).suffix
         for record in folder.glob(f"{stem}.shard-*-of-*{suffix}.done.json"):
             record.unlink()  # the shards' resume records: the merged run is complete

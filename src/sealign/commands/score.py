@@ -45,7 +45,7 @@ from sealign.eval.score import (
 from sealign.metrics.base import Metric
 from sealign.train.distributed import process_device
 from sealign.utils.folder_lock import hold_for_command
-from sealign.utils.shard import Shard, merge_shard_files, record_id
+from sealign.utils.shard import Shard, merge_shard_files, record_id, require_finished_shards
 
 SCORES = "scores.jsonl"
 
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
 def _merge(out: Path) -> int:
     """Fold the shard files of a sharded run in ``out`` into scores.jsonl and summarize."""
     cfg = load_config(ScoreConfig, out / "config.yaml")
+    require_finished_shards(out / SCORES)
     records = merge_shard_files(out / SCORES, record_id, record_id, keep_existing=False)
     if records is None:
         raise ValueError(f"{out}: no shard files (scores.shard-K-of-N.jsonl) to merge")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Record = dict[str, Any]
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_LAYOUT_RE = re.compile(r"\.shard-\d+-of-(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,30 @@ def record_id(rec: Record) -> Hashable:
     return rec["id"]
 
 
+def require_finished_shards(path: Path) -> None:
+    """Before a manual ``--merge``: every shard of the job that wrote ``path`` (the layouts
+    ``K/N`` its shard files and ``.done`` markers show) must have marked it done. Merging an
+    unfinished job would leave the missing shards' inputs out, and a later merge of those
+    shards would replace, not extend, the merged file."""
+    names = [f.name for f in (*shard_files(path), *shard_files(path.with_suffix(".done")))]
+    layouts = sorted({int(m.group(1)) for n in names if (m := _LAYOUT_RE.search(n))})
+    missing = [f"{k}/{n}" for n in layouts for k in range(n)
+               if not Shard(k, n).done_marker(path).is_file()]  # fmt: skip
+    if missing:
+        several = f" (files of {len(layouts)} shard layouts: " if len(layouts) > 1 else " ("
+        raise ValueError(
+            f"{path.parent}: shard {', '.join(missing)} has not finished{several}no "
+            f"{Shard(*map(int, missing[0].split('/'))).done_marker(path).name}); run or resume "
+            "it first: merging now would leave its inputs out"
+        )
+
+
 def merge_shard_files(
     path: Path,
     key: Callable[[Record], Hashable],
     item: Callable[[Record], Hashable],
     keep_existing: bool = True,
+    warn_unfinished: bool = True,
 ) -> list[Record] | None:
     """Fold the shard files of ``path`` into ``path`` and remove them with their markers.
 
@@ -158,12 +178,13 @@ def merge_shard_files(
     the shards' items (runs of consecutive records with the same ``item``) are interleaved,
     shard 0's first, shard 1's first, ..., which restores the job's input order; a record whose ``key`` is already there is dropped. Returns every
     record of ``path``, or None when there was nothing to merge. A shard without its ``.done``
-    marker has not finished: what it wrote is merged, with a warning.
+    marker has not finished: what it wrote is merged, with a warning (``warn_unfinished=False``
+    when the job's markers are on another file).
     """
     shards = shard_files(path)
     if not shards:
         return None
-    for f in shards:
+    for f in shards if warn_unfinished else []:
         if not f.with_suffix(".done").is_file():
             log.warning("%s: that shard has not finished; merging what it wrote", f.name)
     runs: list[list[list[Record]]] = []
