@@ -198,7 +198,12 @@ def test_shards_merge_into_the_unsharded_table(tmp_path, speech, noisy, capsys):
     assert main(["score", "--output", str(split), "--merge"]) == 2  # shard 0/2 has not run
     assert "shard 0/2 has not finished" in capsys.readouterr().err
     assert (split / "scores.shard-1-of-2.jsonl").is_file()  # nothing was merged
-    assert main(_score_args(m, split, "--shard", "0/2")) == 0
+    # a shard with other job settings would be merged as one table with the first
+    other = ["score", "--manifest", str(m), "--output", str(split), "--metrics", "si_sdr",
+             "cache=null", "--shard", "0/2"]  # fmt: skip
+    assert main(other) == 2
+    assert "metrics differ from the settings in" in capsys.readouterr().err
+    assert main([*_score_args(m, split, "--shard", "0/2"), "--threads", "1"]) == 0  # per process
     capsys.readouterr()
     assert main(["score", "--output", str(split), "--merge"]) == 0
     table = capsys.readouterr().out
@@ -206,6 +211,13 @@ def test_shards_merge_into_the_unsharded_table(tmp_path, speech, noisy, capsys):
     _same_records(split, one)  # the merged file is the unsharded one
     assert "si_sdr" in table and "1 no reference" in (split / "summary.md").read_text()
     assert main(["score", "--output", str(split), "--merge"]) == 2  # nothing left to merge
+    capsys.readouterr()
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "config.yaml").write_text(
+        "models: [a]\nnames: []\nmanifest: m\nsamples: 2\n"
+    )
+    assert main(_score_args(m, tmp_path / "ev")) == 2  # not into another command's run
+    assert "holds the run of another command" in capsys.readouterr().err
     assert main(_score_args(m, split, "--shard", "2/2")) == 2
     assert "--shard: '2/2' is not K/N" in capsys.readouterr().err
 

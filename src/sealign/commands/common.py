@@ -94,6 +94,47 @@ def resolve_flags(cls: type[T], args: argparse.Namespace, flags: dict[str, Any])
     return resolve_config(cls, args, [flag(k, v) for k, v in flags.items() if v is not None])
 
 
+# settings that may differ between the machines (or processes) running shards of one job
+_PER_PROCESS = {"shard", "threads", "device", "metric_device", "workers", "cache", "progress"}
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+
+
+def _check_same_job(out: Path, cfg: Any, shard: Any) -> None:
+    """Refuse to write into a folder holding another command's run (its ``config.yaml`` would
+    be replaced and its resume broken), and a shard whose job settings differ from those the
+    other shards of the folder's job were started with (their records would be merged as one)."""
+    import yaml
+
+    try:
+        before = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(before, dict) or not before:
+        return
+    now = yaml.safe_load(dump_config(cfg))
+    if len(set(before) & set(now)) < len(before) / 2:
+        raise ValueError(
+            f"{out} holds the run of another command (its config.yaml has "
+            f"{', '.join(list(before)[:4])}, ...): write to another folder"
+        )
+    if shard is None or not shard.sharded:
+        return
+    a, b = _flat(before), _flat(now)
+    changed = sorted(k for k in set(a) | set(b)
+                     if a.get(k) != b.get(k) and k.rsplit(".", 1)[-1] not in _PER_PROCESS)  # fmt: skip
+    if changed:
+        raise ValueError(
+            f"shard {shard.index}/{shard.count}: {', '.join(changed[:5])} differ from the "
+            f"settings in {out / 'config.yaml'}, which the job's other shards were started with; "
+            "give every shard the same settings, or write to another folder"
+        )
+
+
 def prepare_run_dir(path: str | Path, cfg: Any, shard: Any = None) -> Path:
     """Create the output folder ``path`` (an existing file there is an error), hold it for the
     command (:mod:`sealign.utils.folder_lock`; ``shard``: this process's part of a sharded job)
@@ -102,6 +143,7 @@ def prepare_run_dir(path: str | Path, cfg: Any, shard: Any = None) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} is a file, not a folder")
     hold_for_command(out, shard)
+    _check_same_job(out, cfg, shard)
     save_config(cfg, out / "config.yaml")
     return out
 
