@@ -681,6 +681,28 @@ def test_eval_settings_are_checked_before_any_enhancement(setup, tmp_path, capsy
     assert "diff_vs_model0_best" in json.loads((out / "results.json").read_text())
 
 
+def test_eval_resume_enhances_and_scores_a_replaced_input_again(setup, tmp_path, capsys):
+    rows = []
+    for e in read_manifest(setup / "test.jsonl"):
+        sf.write(tmp_path / f"{e.id}.wav", sf.read(e.audio)[0], SR)
+        rows.append({**e.to_json(), "audio": str(tmp_path / f"{e.id}.wav")})
+    write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(tmp_path / "m.jsonl"),
+            "--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]  # fmt: skip
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())
+    wav = out / "enhanced" / "model0" / "u0.wav"
+    stamp = wav.stat().st_mtime_ns
+    sf.write(tmp_path / "u0.wav", sf.read(tmp_path / "u1.wav")[0], SR)  # replaced in place
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "inputs changed since these outputs were written" in capsys.readouterr().err
+    assert wav.stat().st_mtime_ns != stamp
+    again = json.loads((out / "results.json").read_text())
+    assert again["systems"]["noisy"]["si_sdr"] != first["systems"]["noisy"]["si_sdr"]
+
+
 def test_eval_resume_reuses_finished_outputs_and_scores(setup, tmp_path, capsys):
     out = tmp_path / "eval"
     args = [*eval_model0(setup, out), "--samples", "2", "enhance.temperature=1.0", "n_boot=200"]

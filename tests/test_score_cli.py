@@ -70,6 +70,41 @@ def test_score_manifest_then_resume(tmp_path, speech, noisy):
     assert more["u1"]["scores"]["si_sdr"] == by_id["u1"]["scores"]["si_sdr"]
 
 
+def test_score_resume_follows_a_changed_manifest(tmp_path, speech, noisy, capsys):
+    m = _make(tmp_path, speech, noisy)
+    out = tmp_path / "out"
+    args = [
+        "score",
+        "--manifest",
+        str(m),
+        "--output",
+        str(out),
+        "--metrics",
+        "si_sdr",
+        "cache=null",
+    ]
+    assert main(args) == 0
+    before = {r["id"]: r for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
+    # u0 now points to another recording, u2's file was replaced in place, u1 left, x9 came
+    rows = [json.loads(x) for x in m.read_text().splitlines()]
+    rows = [r for r in rows if r["id"] != "u1"] + [
+        {"id": "x9", "audio": "n1.wav", "reference": "c1.wav"}
+    ]
+    rows[0].update(audio="n1.wav", reference="c1.wav")
+    write_manifest(m, rows)
+    sf.write(tmp_path / "n2.wav", speech(2), 16000)
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "dropping 1 records of utterances not in this run's input" in err
+    assert "text of 2 utterances changed since they were scored" in err
+    after = {r["id"]: r for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
+    assert sorted(after) == sorted(r["id"] for r in rows)  # the table is this manifest's
+    assert after["u0"]["scores"]["si_sdr"] != before["u0"]["scores"]["si_sdr"]
+    assert after["u2"]["scores"]["si_sdr"] > 40  # the clean speech itself now
+    assert after["noref"] == before["noref"]  # unchanged: not scored again
+
+
 def test_score_resume_with_changed_metric_settings_scores_everything_again(tmp_path, speech, noisy):
     m = _make(tmp_path, speech, noisy)
     out, fresh = tmp_path / "out", tmp_path / "fresh"

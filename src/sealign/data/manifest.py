@@ -8,6 +8,7 @@ Relative paths are resolved against the manifest's folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -32,6 +33,20 @@ class Entry:
     speaker_ref: str | None = None
     noisy: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def signature(self) -> str:
+        """A fingerprint of what results for this entry depend on: its files' paths, sizes and
+        modification times, and its text. A resumed run redoes an entry whose signature
+        changed (its audio was replaced, or the manifest now points elsewhere)."""
+        parts = [self.text or ""]
+        for path in (self.audio, self.reference, self.speaker_ref):
+            if path:
+                try:
+                    st = os.stat(path)
+                    parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+                except OSError:
+                    parts.append(f"{path}:missing")
+        return hashlib.sha1("\0".join(parts).encode("utf-8")).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "audio": self.audio}

@@ -197,12 +197,16 @@ def _changed_metrics(path: Path, metrics: dict[str, Metric]) -> list[str]:
     return [n for n in metrics if n in before and before[n] != now[n]]
 
 
-def _done_records(path: Path, metrics: dict[str, Metric]) -> dict[str, dict[str, Any]]:
+def _done_records(
+    path: Path, metrics: dict[str, Metric], inputs: dict[str, str]
+) -> dict[str, dict[str, Any]]:
     """Records (by id) already in a scores file with an outcome for every one of ``metrics``;
     a truncated last line (killed run) is dropped, and so is a record that lacks one of the
     metrics (a resume with more metrics than before), which is then scored again (the score
-    cache serves the metrics it had). When a metric's settings changed since the file was
-    written, every record is scored again, so no column mixes two settings."""
+    cache serves the metrics it had). Records of ids not in ``inputs`` (id → the entry's
+    :meth:`~sealign.data.manifest.Entry.signature`) are dropped, and those whose input changed
+    are scored again. When a metric's settings changed since the file was written, every
+    record is scored again, so no column mixes two settings."""
     if not path.exists() or not path.read_text(encoding="utf-8").strip():
         return {}
     changed = _changed_metrics(path, metrics)
@@ -212,22 +216,32 @@ def _done_records(path: Path, metrics: dict[str, Metric]) -> dict[str, dict[str,
                     "on, serves what did not change)", path, ", ".join(changed))  # fmt: skip
         path.write_text("", encoding="utf-8")
         return {}
-    good, ids, lacking = [], {}, 0
+    good, ids, lacking, other, changed_input = [], {}, 0, 0, 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
             complete = all(_has_outcome(rec, n, m) for n, m in metrics.items())
             rec_id = rec["id"]
+            known = rec_id in inputs
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             log.warning("%s: dropping a truncated line from an interrupted run", path)
             continue
-        if complete:
+        if not known:
+            other += 1
+        elif rec.get("input", inputs[rec_id]) != inputs[rec_id]:  # written before: kept
+            changed_input += 1
+        elif complete:
             ids[rec_id] = rec
             good.append(line)
         else:
             lacking += 1
     if lacking:
         log.info("%s: %d utterances lack one of the metrics; scoring them again", path, lacking)
+    if other:
+        log.warning("%s: dropping %d records of utterances not in this run's input", path, other)
+    if changed_input:
+        log.warning("%s: the audio, reference or text of %d utterances changed since they were "
+                    "scored; scoring them again", path, changed_input)  # fmt: skip
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(g + "\n" for g in good), encoding="utf-8")
     tmp.replace(path)
@@ -255,11 +269,12 @@ def score_entries(
     cache = open_score_cache(cfg.cache)
     out_file = None
     done: dict[str, dict[str, Any]] = {}
+    inputs = {e.id: e.signature() for e in entries}
     if out_path is not None:
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if resume:
-            done = _done_records(out_path, metrics)
+            done = _done_records(out_path, metrics, inputs)
             if done:
                 log.info("resuming: %d of %d utterances already scored", len(done), len(entries))
         # metrics left out of this run keep their entry: their columns stay in kept records
@@ -274,6 +289,7 @@ def score_entries(
             batch = todo[start : start + cfg.batch_size]
             recs = _score_batch(batch, metrics, limits, cache)
             for rec in recs:
+                rec["input"] = inputs[rec["id"]]
                 if out_file is not None:
                     out_file.write(json.dumps(rec) + "\n")
                     out_file.flush()

@@ -323,24 +323,28 @@ def enhance_samples(
     read back instead of enhanced again (its result has ``resumed`` set)."""
     manifest = options.get("manifest", MANIFEST)
     ids = [e.id for e in inputs]
+    signatures = [e.signature() for e in inputs]
     out = {}
     for i, tag in enumerate(sample_tags(name, samples)):
         folder = Path(output_root) / tag
         done = folder / f"{manifest}.done.json"
-        res = finished_outputs(folder / manifest, done, ids) if resume else None
+        res = finished_outputs(folder / manifest, done, ids, signatures) if resume else None
         if res is None:
             res = enhance_files(policy, inputs, folder, seed=seed + i, **options)
             if record:
-                write_json(done, {"inputs": ids, "failed": res.failed})
+                write_json(done, {"inputs": ids, "signatures": signatures, "failed": res.failed})
         else:
             log.info("%s: its %d outputs are complete; not enhancing again", tag, len(res.entries))
         out[tag] = res
     return out
 
 
-def finished_outputs(manifest: Path, done: Path, ids: list[str]) -> EnhanceResult | None:
+def finished_outputs(
+    manifest: Path, done: Path, ids: list[str], signatures: list[str] | None = None
+) -> EnhanceResult | None:
     """The result an earlier :func:`enhance_samples` recorded in ``done`` for the inputs
-    ``ids``, or None when it is missing, unreadable, for other inputs or its files are gone."""
+    ``ids`` (whose :meth:`~sealign.data.manifest.Entry.signature` are ``signatures``), or None
+    when it is missing, unreadable, for other or changed inputs, or its files are gone."""
     import json
 
     try:
@@ -349,6 +353,10 @@ def finished_outputs(manifest: Path, done: Path, ids: list[str]) -> EnhanceResul
     except (OSError, ValueError, ManifestError):
         return None
     if not isinstance(record, dict) or record.get("inputs") != ids:
+        return None
+    if signatures is not None and record.get("signatures", signatures) != signatures:
+        log.warning("%s: inputs changed since these outputs were written; enhancing again",
+                    manifest.parent)  # fmt: skip
         return None
     return EnhanceResult(entries, manifest, dict(record.get("failed", {})), resumed=True)
 
