@@ -381,6 +381,9 @@ def test_table_rejects_malformed_inputs_and_options(tmp_path, capsys):
         ([str(tmp_path / "bad")], "systems.fm: expected {column: {mean, low, high, n}}"),
         ([str(tmp_path / "s")], "u0: score wer = 'high' is not a number"),
         ([str(e), "--decimals", "wer=-1"], "digits must be 0 to 10"),
+        ([str(e), "--decimals", "wre=2"], "--decimals: no column wre in the table"),
+        ([str(e), "--label", "wre=WER"], "--label: no column wre in the table"),
+        ([str(e), "--systems", "fm,fm"], "--systems: a system is named twice"),
         ([str(e), "--rows", str(tmp_path / "dup.yaml")], "'x' is listed twice"),
         ([str(e), "--tex-label", "tab:a%b"], "--tex-label"),
     ]:

@@ -453,6 +453,8 @@ def build_table(args: argparse.Namespace, sources: list[Source]) -> PaperTable:
             raise ValueError(
                 f"--systems: no system {', '.join(unknown)}; have {', '.join(t.systems)}"
             )
+        if len(set(chosen)) < len(chosen):
+            raise ValueError(f"--systems: a system is named twice ({args.systems})")
         t.systems = chosen
     refs = set(split_list(args.reference)) if args.reference else set()
     # a second run's clean, shown as <run>/clean, is a reference row too
@@ -465,7 +467,13 @@ def build_table(args: argparse.Namespace, sources: list[Source]) -> PaperTable:
         )  # fmt: skip
         if any(d < 0 or d > 10 for d in decimals.values()):
             raise ValueError(f"--decimals: digits must be 0 to 10, got {args.decimals}")
-    t = with_styles(t, decimals, _pairs(args.label, "--label"))
+    labels = _pairs(args.label, "--label")
+    for flag, named in (("--decimals", decimals), ("--label", labels)):
+        unknown = [c for c in named if c != "*" and c not in t.columns]
+        if unknown:
+            raise ValueError(f"{flag}: no column {', '.join(unknown)} in the table; have "
+                             f"{', '.join(t.columns)}")  # fmt: skip
+    t = with_styles(t, decimals, labels)
     return rename(t, renames)
 
 
