@@ -23,6 +23,9 @@ def test_load_resample_and_mixdown(tmp_path, speech):
     assert sr == 8000 and out.dtype == np.float32 and out.ndim == 1
     assert abs(out.size - wav.size // 2) <= 2
     assert np.abs(out).max() <= 1.0
+    sf.write(p, np.stack([wav, -wav], axis=1), 16000)  # channels in antiphase
+    with pytest.raises(AudioError, match="its 2 channels cancel out when averaged to mono"):
+        load_audio(p)
 
 
 def test_resample_roundtrip_preserves_tone():

@@ -80,6 +80,13 @@ def load_audio(
         raise AudioError(f"{path}: empty audio (0 samples)")
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if limits is not None:
+        if data.shape[1] > 1 and np.max(np.abs(wav), initial=0.0) < SILENCE_PEAK <= np.max(
+            np.abs(data), initial=0.0
+        ):
+            raise AudioError(
+                f"{path}: its {data.shape[1]} channels cancel out when averaged to mono (one is "
+                "the other inverted); give one channel, or the channels in phase"
+            )
         validate_audio(wav, sr, name=str(path), limits=limits)
     if sample_rate is not None and sr != sample_rate:
         wav = resample(wav, sr, sample_rate)
