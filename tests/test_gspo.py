@@ -41,6 +41,12 @@ def flaky_reward(utts: list[Utterance]) -> list[float | None]:
     return out
 
 
+def odd_values(utts: list[Utterance]) -> list:
+    """A reward function whose values for samples #1 and #2 are not numbers."""
+    return [np.ones(2) if u.id.endswith("#1") else "abc" if u.id.endswith("#2") else 0.5
+            for u in utts]  # fmt: skip
+
+
 SEEN: list[np.ndarray] = []
 
 
@@ -143,6 +149,8 @@ def test_composite_reward_flags_failures_and_not_applicable(speech):
     assert np.isnan(batch.values[4, 0]) and np.isfinite(batch.values[4, 1])
     assert "non-finite" in batch.reasons[1]
     assert reward.columns() == {"si_sdr"}
+    odd = CompositeReward(RewardConfig(components=[{"function": "test_gspo:odd_values"}]))
+    assert odd(utts).failed.tolist() == [False, True, True, False, False]  # not the run's end
 
 
 def test_metrics_scored_side_by_side_give_the_same_rewards(speech):

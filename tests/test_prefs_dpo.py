@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 
@@ -114,6 +115,31 @@ def test_prefs_writes_candidates_pairs_and_yields(prefs_ar, tiny_setup, capsys):
     # resuming samples nothing new
     assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", prefs_ar)) == 0
     assert len((prefs_ar / "candidates.jsonl").read_text().splitlines()) == 12
+
+
+def test_prefs_samples_again_an_input_a_cut_write_left_incomplete(prefs_ar, tiny_setup, tmp_path):
+    copy = tmp_path / "cut"
+    shutil.copytree(prefs_ar, copy)
+    cands = copy / "candidates.jsonl"
+    lines = cands.read_text().splitlines()
+    cands.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # killed in input 2's 2nd
+    assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", copy)) == 0
+    recs = [json.loads(x) for x in cands.read_text().splitlines()]  # every line whole
+    count = collections.Counter(r["input_id"] for r in recs)
+    assert len(count) == 4 and set(count.values()) == {3}
+
+
+def test_prefs_refuses_inputs_and_settings_before_writing(tiny_setup, tmp_path, capsys):
+    rows = [json.loads(x) for x in (tiny_setup / "train.jsonl").read_text().splitlines()]
+    for bad_id in ("../escape", "/abs/id"):
+        m = tmp_path / "m.jsonl"
+        m.write_text(json.dumps({**rows[0], "id": bad_id}) + "\n")
+        assert main(_prefs_args(tiny_setup / "base", m, tmp_path / "out")) == 2
+        assert "cannot name a folder of the dataset" in capsys.readouterr().err
+    args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", tmp_path / "out")
+    assert main([*args, "temperature=0"]) == 2
+    assert "temperature must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_damaged_targets_file_names_itself(prefs_ar, tmp_path):

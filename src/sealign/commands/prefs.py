@@ -50,6 +50,7 @@ from sealign.prefs.build import (
     build_candidates,
     merge_shards,
     pair_dataset,
+    prefs_inputs,
     refresh_scores,
     require_pairs,
     yield_table,
@@ -119,11 +120,13 @@ def run(args: argparse.Namespace) -> int:
         )
         for m in cfg.metrics
     }
+    if not args.repair:  # bad inputs, and a metric that cannot load, fail before any writing
+        prefs_inputs(cfg)
+        load_metrics(metrics)
     out = Path(cfg.output)
     hold_for_command(out, shard)  # so a --repair refuses a job that still runs
     save_config(dataclasses.replace(cfg, shard=""), out / "config.yaml")  # the whole job's
     if not args.repair:
-        load_metrics(metrics)  # a metric that cannot load fails before any sampling
         device = process_device(cfg.device)
         policy = load_policy(policy_dir(cfg.model), map_location=device)
         build_candidates(cfg, policy, metrics, shard)

@@ -27,11 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from sealign.audio.io import AudioLimits, load_audio, write_audio
-from sealign.data.manifest import read_manifest
+from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import column_name, metric_settings
 from sealign.metrics.base import Metric, MetricUnavailable, Utterance
 from sealign.metrics.cache import open_score_cache, score_with_cache
@@ -127,6 +128,8 @@ class PrefsConfig:
         Shard.parse(self.shard)
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         known = []
         for m in self.metrics:
             if m not in metric_names():
@@ -215,6 +218,37 @@ def load_targets(root: str | Path, rec: dict[str, Any]) -> Targets:
     return Targets(values.unsqueeze(0), torch.ones(1, frames, dtype=torch.bool))
 
 
+def prefs_inputs(cfg: PrefsConfig) -> list[Entry]:
+    """The job's inputs, in order (``max_inputs`` of them when set). Their ids name folders of
+    the dataset, so each must be unique and a relative path without ``..``."""
+    entries = [e for m in cfg.manifests() for e in read_manifest(m)]
+    dup = sorted(i for i, n in Counter(e.id for e in entries).items() if n > 1)
+    if dup:
+        raise ValueError(f"manifest: input ids occur more than once: {', '.join(dup[:5])}")
+    for e in entries:
+        p = PurePosixPath(e.id)
+        if p.is_absolute() or ".." in p.parts or "\\" in e.id or not e.id.strip():
+            raise ValueError(f"manifest: input id {e.id!r} cannot name a folder of the dataset "
+                             "(an absolute path, '..' or a backslash); give it another id")  # fmt: skip
+    return entries[: cfg.max_inputs] if cfg.max_inputs else entries
+
+
+def _drop_cut_inputs(path: Path, n: int) -> None:
+    """Before this process appends to its candidates file: drop a line cut by a kill and the
+    records of inputs with fewer than ``n`` candidates there (a batch cut mid-write), so those
+    inputs are sampled again instead of counting as done."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    recs = read_jsonl(path)
+    count = Counter(r.get("input_id") for r in recs)
+    keep = [r for r in recs if count[r.get("input_id")] >= n]
+    if len(keep) < len(lines) or (lines and not path.read_bytes().endswith(b"\n")):
+        log.warning("%s: dropping %d cut lines or records of inputs left incomplete by an "
+                    "interrupted run; sampling those inputs again", path, len(lines) - len(keep))  # fmt: skip
+        write_jsonl(path, keep)
+
+
 def build_candidates(
     cfg: PrefsConfig, policy: Policy, metrics: dict[str, Metric], shard: Shard | None = None
 ) -> Path:
@@ -223,15 +257,13 @@ def build_candidates(
     shard = shard or Shard()
     root = Path(cfg.output)
     root.mkdir(parents=True, exist_ok=True)
-    entries = [e for m in cfg.manifests() for e in read_manifest(m)]
-    dup = sorted(i for i, n in Counter(e.id for e in entries).items() if n > 1)
-    if dup:
-        raise ValueError(f"manifest: input ids occur more than once: {', '.join(dup[:5])}")
-    if cfg.max_inputs:
-        entries = entries[: cfg.max_inputs]
+    entries = prefs_inputs(cfg)
     # (position in the whole input list, entry): positions seed the sampling, so shards differ
     mine = shard.take(list(enumerate(entries)))
-    done = {r["input_id"] for r in read_candidates(root)}
+    path = shard.path(root / CANDIDATES)
+    _drop_cut_inputs(path, cfg.num_candidates)
+    count = Counter(r["input_id"] for r in read_candidates(root))
+    done = {i for i, n in count.items() if n >= cfg.num_candidates}
     todo = [(i, e) for i, e in mine if e.id not in done]
     if len(todo) < len(mine):
         log.info("resuming: %d inputs done, %d to go", len(mine) - len(todo), len(todo))
@@ -241,7 +273,6 @@ def build_candidates(
     cache = open_score_cache(cfg.cache)
     module: Any = policy
     module.eval()
-    path = shard.path(root / CANDIDATES)
     shard.begin(root / CANDIDATES)
     probe = root / SPACE_PROBE
     if not probe.is_file():  # every shard writes the same array
@@ -470,17 +501,9 @@ def pair_dataset(cfg: PrefsConfig, metrics: dict[str, Metric], criterion: str | 
         cfg.max_pairs_per_input,
     )
     out = root / "pairs" / f"{crit.replace(':', '_')}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(
-        "".join(
-            json.dumps({"input_id": p.input_id, "winner": p.winner, "loser": p.loser,
-                        "margin": p.margin}) + "\n"
-            for p in report.pairs
-        ),
-        encoding="utf-8",
-    )  # fmt: skip
-    tmp.replace(out)
+    records = [{"input_id": p.input_id, "winner": p.winner, "loser": p.loser, "margin": p.margin}
+               for p in report.pairs]  # fmt: skip
+    write_jsonl(out, records)  # atomic, also when two DPO runs form the same pairs at once
     return report
 
 

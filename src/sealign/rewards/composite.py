@@ -390,7 +390,20 @@ class CompositeReward:
             return [float("nan")] * len(utts)
         if len(out) != len(utts):
             raise ValueError(f"reward function {path} returned {len(out)} values for {len(utts)}")
-        return [None if v is None else float(v) for v in out]
+        return [self._number(path, v) for v in out]
+
+    @staticmethod
+    def _number(path: str, v: Any) -> float | None:
+        """A reward function's value for one sample; one that is not a number is NaN (the
+        sample is excluded from its group, logged), not the end of the run."""
+        if v is None:
+            return None
+        try:
+            return float(v)
+        except (TypeError, ValueError) as err:
+            log.warning("reward function %s gave %r for a sample (%s): excluding it", path,
+                        str(v)[:40], err)  # fmt: skip
+            return float("nan")
 
     def close(self) -> None:
         if self._pool is not None:

@@ -177,6 +177,9 @@ class DPOConfig:
             raise ValueError(f"reference_model: not found: {self.reference_model}")
         self.optim.check("optim.")
         self.eval.check("eval.")
+        if self.eval_temperature is not None and not 0 < self.eval_temperature < math.inf:
+            raise ValueError(f"eval_temperature must be a finite number > 0, got "
+                             f"{self.eval_temperature}")  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------- data

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,9 @@ class RLEvalConfig:
                 raise ValueError(f"{prefix}manifests: not found: {m}")
         if self.num_samples < 0 or self.steps < 0:
             raise ValueError(f"{prefix}num_samples and {prefix}steps must be >= 0")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"{prefix}temperature must be a finite number > 0, got "
+                             f"{self.temperature}")  # fmt: skip
         for m in self.metrics:
             if m not in metric_names():
                 raise ValueError(f"{prefix}metrics: unknown metric {m!r}")
