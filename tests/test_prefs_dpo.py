@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import shutil
 
 import numpy as np
@@ -267,7 +268,9 @@ def test_two_rank_dpo_equals_one_process_accumulating(prefs_ar, tiny_setup, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     args = _dpo_args(tiny_setup, prefs_ar, acc, *steps, "batch_size=2")
     assert main([*args, "gradient_accumulation_steps=2"]) == 0
-    ref = [json.loads((run / "reference_loglik.json").read_text()) for run in (ddp, acc)]
+    cached = [json.loads((run / "reference_loglik.json").read_text()) for run in (ddp, acc)]
+    assert cached[0]["key"] == cached[1]["key"]
+    ref = [c["values"] for c in cached]
     assert ref[0].keys() == ref[1].keys() and len(ref[0]) == 12
     for k, v in ref[0].items():
         np.testing.assert_allclose(v, ref[1][k], rtol=1e-5)
@@ -332,6 +335,17 @@ def test_dpo_does_not_pair_scores_of_other_metric_settings(prefs_ar, tiny_setup,
     assert "estoi (2)" in err and f"sealign prefs --output {copy} --repair" in err
     assert main(["prefs", "--output", str(copy), "--repair"]) == 0
     assert main(_dpo_args(tiny_setup, copy, run, "max_steps=1")) == 0
+
+
+def test_dpo_computes_the_reference_again_for_other_pairs(prefs_ar, tiny_setup, tmp_path):
+    run = tmp_path / "run"
+    tiny = ["--max-steps", "1", "optim.lr=1e-12"]  # the policy stays its reference
+    assert main(_dpo_args(tiny_setup, prefs_ar, run, *tiny)) == 0
+    shutil.rmtree(run / "checkpoints")  # a run killed before its first checkpoint, restarted
+    (run / "log.jsonl").unlink()  # on other pairs: its cache must not be reused
+    assert main(_dpo_args(tiny_setup, prefs_ar, run, *tiny, "criterion=single:estoi")) == 0
+    assert _logged(run, "rewards/margins")[1] == pytest.approx(0.0, abs=1e-4)
+    assert _logged(run, "loss")[1] == pytest.approx(math.log(2), abs=1e-4)
 
 
 def test_mgm_prefs_and_dpo(tiny_setup, tmp_path):
@@ -423,10 +437,12 @@ def test_fm_dpo_noise_draws_share_the_reference(tiny_setup, tmp_path):
     assert sorted(margins) == [1, 2, 3, 4]
     for step in margins:
         assert margins[step] == pytest.approx(0.0, abs=1e-4)
-    cache = _read_reference_cache(run / "reference_loglik.json", 2)
+    key = json.loads((run / "reference_loglik.json").read_text())["key"]
+    cache = _read_reference_cache(run / "reference_loglik.json", 2, key)
     assert cache is not None and all(len(v) == 2 for v in cache.values())
     assert all(v[0] != v[1] for v in cache.values())  # the two draws differ
-    assert _read_reference_cache(run / "reference_loglik.json", 3) is None  # too few: recompute
+    assert _read_reference_cache(run / "reference_loglik.json", 3, key) is None  # too few
+    assert _read_reference_cache(run / "reference_loglik.json", 2, "other") is None
     x = Targets(torch.zeros(1, 5, policy.config.latent_dim), torch.ones(1, 5, dtype=torch.bool))
     item = PairItem(3, "u", None, x, x)
     a, b = pair_noise(policy, item, 0, 0), pair_noise(policy, item, 0, 1)

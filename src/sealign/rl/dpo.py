@@ -24,6 +24,7 @@ compute what one process accumulating N batches would.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -55,6 +56,7 @@ from sealign.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
+    policy_dir,
     rng_state,
     save_checkpoint,
 )
@@ -82,6 +84,7 @@ from sealign.train.sft import (
     reference_config,
 )
 from sealign.utils.device import autocast, check_device, check_precision
+from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
 from sealign.utils.threads import set_torch_threads
 
@@ -407,15 +410,31 @@ def reference_log_likelihoods(
     return out
 
 
-def _read_reference_cache(path: Path, draws: int) -> dict[int, list[tuple[float, float]]] | None:
-    """The cached reference log-likelihoods if they cover ``draws`` draws (older caches hold
-    one ``(winner, loser)`` per pair)."""
-    if not path.is_file():
-        return None
-    raw = json.loads(path.read_text())
-    out = {
-        int(k): [tuple(x) for x in (v if isinstance(v[0], list) else [v])] for k, v in raw.items()
-    }
+def _reference_key(cfg: DPOConfig, data: PairData, ref: ModelConfig) -> str:
+    """What the reference log-likelihoods depend on: the pairs (by content), the dataset and
+    how its candidates are read, the reference model (its files' sizes and times) and config,
+    and the noise, batching and precision they were computed with."""
+    folder = policy_dir(ref.init_from or "")
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                   for f in folder.iterdir() if f.is_file())  # fmt: skip
+    parts = [str(Path(cfg.dataset).resolve()), cfg.criterion, cfg.objective, data.pairs,
+             data.foreign_space, str(folder.resolve()), files, ref.config, cfg.seed,
+             cfg.batch_size, cfg.precision]  # fmt: skip
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_reference_cache(
+    path: Path, draws: int, key: str
+) -> dict[int, list[tuple[float, float]]] | None:
+    """The cached reference log-likelihoods if they were computed for ``key`` (see
+    :func:`_reference_key`) and cover ``draws`` draws; None otherwise (computed again)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("key") != key:
+            return None
+        out = {int(k): [tuple(x) for x in v] for k, v in raw["values"].items()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None  # missing, damaged, or from before caches were keyed
     return out if all(len(v) >= draws for v in out.values()) else None
 
 
@@ -462,11 +481,13 @@ def train_dpo(
         if ref_path is None:
             raise ValueError("model.init_from or reference_model is required for DPO")
         cache = run / "reference_loglik.json"
-        cached = _read_reference_cache(cache, cfg.noise_draws) if cfg.precompute_ref else None
+        ref_cfg = reference_config(cfg.model, ref_path)
+        key = _reference_key(cfg, data, ref_cfg)
+        cached = _read_reference_cache(cache, cfg.noise_draws, key) if cfg.precompute_ref else None
         if cached is not None:
             ref_ll = cached
         else:
-            ref = init_policy(reference_config(cfg.model, ref_path), device)
+            ref = init_policy(ref_cfg, device)
             if ref.family != policy.family or not same_output_space(
                 output_space_probe(ref), output_space_probe(policy)
             ):
@@ -482,9 +503,7 @@ def train_dpo(
                 )  # fmt: skip
                 ref_ll = {k: v for part in gather_to_all(mine, d) for k, v in part.items()}
                 if d.main:
-                    tmp = cache.with_name(cache.name + ".tmp")
-                    tmp.write_text(json.dumps(ref_ll))
-                    tmp.replace(cache)
+                    write_json(cache, {"key": key, "values": ref_ll})
                 ref = None  # freed: only the numbers are needed
     optimizer = make_optimizer(module, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
