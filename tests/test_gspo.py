@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -384,12 +385,15 @@ def test_a_run_whose_updates_keep_failing_stops_with_the_reason(setup, tmp_path,
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
-def test_resume_gives_the_same_losses(setup, tmp_path):
+def test_resume_gives_the_same_losses(setup, tmp_path, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     kw = {"eval.manifests": "[]", "save_steps": 2}
     assert main(["gspo", "--no-progress", *overrides(setup, full, max_steps=4, **kw)]) == 0
     assert main(["gspo", "--no-progress", *overrides(setup, part, max_steps=2, **kw)]) == 0
     args = ["gspo", "--no-progress", "--resume", *overrides(setup, part, max_steps=4, **kw)]
+    assert main([*args[:-1], "threads=1", "beta=0.5", "max_steps=3"]) == 0  # changed: warned
+    assert "resuming with changed settings: beta: 0.0 → 0.5" in capsys.readouterr().err
+    shutil.rmtree(part / "checkpoints" / "step_00000003")
     assert main(args) == 0
     a, b = logged(full, "loss"), logged(part, "loss")
     assert set(b) == {1, 2, 3, 4}

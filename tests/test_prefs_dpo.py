@@ -304,6 +304,10 @@ def test_family_mismatch_and_bad_config_fail_early(prefs_ar, tiny_setup, tmp_pat
     assert "objective" in capsys.readouterr().err
     assert main(_dpo_args(tiny_setup, prefs_ar, run, "beta=.inf")) == 2
     assert "beta must be a finite number" in capsys.readouterr().err
+    before = (prefs_ar / "config.yaml").read_text()
+    assert main(_dpo_args(tiny_setup, prefs_ar, prefs_ar)) == 2  # --output = the dataset
+    assert "holds the run of another command" in capsys.readouterr().err
+    assert (prefs_ar / "config.yaml").read_text() == before
     # damaged datasets: a pair of one candidate with itself, a candidate record twice
     copy = tmp_path / "damaged"
     shutil.copytree(prefs_ar, copy)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import types
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -131,6 +134,34 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass."""
     return dataclasses.asdict(cfg)
+
+
+def config_changes(before: Any, now: Any, skip: frozenset[str] = frozenset()) -> list[str]:
+    """``"key: old → new"`` for every setting (dotted key) that differs between two configs as
+    YAML loads them (nested dicts), leaving out settings whose last key part is in ``skip``."""
+
+    def diff(a: Any, b: Any, key: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [d for k in sorted(set(a) | set(b), key=str)
+                    for d in diff(a.get(k), b.get(k), f"{key}{k}.")]  # fmt: skip
+        name = key[:-1]
+        return [] if a == b or name.rsplit(".", 1)[-1] in skip else [f"{name}: {a!r} → {b!r}"]
+
+    return diff(before, now, "")
+
+
+def warn_config_changes(saved_path: Path, cfg: Any) -> None:
+    """Log the settings of ``cfg`` that differ from those saved in ``saved_path`` (a run
+    resumed with them may not continue as it would have)."""
+    if not saved_path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return
+    changes = config_changes(saved, yaml.safe_load(dump_config(cfg)))
+    if changes:
+        log.warning("resuming with changed settings: %s", "; ".join(changes))
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sealign.config import dump_config, load_config, save_config
+from sealign.config import config_changes, dump_config, load_config, save_config
 from sealign.utils.folder_lock import hold_for_command
 
 T = TypeVar("T")
@@ -95,16 +95,12 @@ def resolve_flags(cls: type[T], args: argparse.Namespace, flags: dict[str, Any])
 
 
 # settings that may differ between the machines (or processes) running shards of one job
-_PER_PROCESS = {"shard", "threads", "device", "metric_device", "workers", "cache", "progress"}
+_PER_PROCESS = frozenset(
+    {"shard", "threads", "device", "metric_device", "workers", "cache", "progress"}
+)
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
-
-
-def _check_same_job(out: Path, cfg: Any, shard: Any) -> None:
+def check_same_job(out: Path, cfg: Any, shard: Any = None) -> None:
     """Refuse to write into a folder holding another command's run (its ``config.yaml`` would
     be replaced and its resume broken), and a shard whose job settings differ from those the
     other shards of the folder's job were started with (their records would be merged as one)."""
@@ -124,12 +120,10 @@ def _check_same_job(out: Path, cfg: Any, shard: Any) -> None:
         )
     if shard is None or not shard.sharded:
         return
-    a, b = _flat(before), _flat(now)
-    changed = sorted(k for k in set(a) | set(b)
-                     if a.get(k) != b.get(k) and k.rsplit(".", 1)[-1] not in _PER_PROCESS)  # fmt: skip
+    changed = config_changes(before, now, _PER_PROCESS)
     if changed:
         raise ValueError(
-            f"shard {shard.index}/{shard.count}: {', '.join(changed[:5])} differ from the "
+            f"shard {shard.index}/{shard.count}: {'; '.join(changed[:5])} differ from the "
             f"settings in {out / 'config.yaml'}, which the job's other shards were started with; "
             "give every shard the same settings, or write to another folder"
         )
@@ -143,7 +137,7 @@ def prepare_run_dir(path: str | Path, cfg: Any, shard: Any = None) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} is a file, not a folder")
     hold_for_command(out, shard)
-    _check_same_job(out, cfg, shard)
+    check_same_job(out, cfg, shard)
     save_config(cfg, out / "config.yaml")
     return out
 

@@ -19,9 +19,11 @@ data-parallel on 8 GPUs (batch_size pairs per GPU; rank 0 evaluates, logs and sa
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sealign.commands.common import (
     add_run_arguments,
+    check_same_job,
     log,
     resolve_flags,
     reuse_run_config,
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_flags(DPOConfig, args, flags)
     cfg.check()
     hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
+    check_same_job(Path(cfg.output_dir), cfg)
     result = train_dpo(cfg, resume=args.resume, progress=not args.no_progress)
     log.info(
         "%s reached step %d; latest checkpoint: %s", cfg.objective, result.step, result.checkpoint

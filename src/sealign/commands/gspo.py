@@ -23,9 +23,11 @@ examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sealign.commands.common import (
     add_run_arguments,
+    check_same_job,
     log,
     resolve_flags,
     reuse_run_config,
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_flags(GSPOConfig, args, flags)
     cfg.check()
     hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
+    check_same_job(Path(cfg.output_dir), cfg)
     result = train_gspo(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("GSPO reached step %d; latest checkpoint: %s", result.step, result.checkpoint)
     log.info("curves: sealign plot %s", cfg.output_dir)

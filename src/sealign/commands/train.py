@@ -21,9 +21,11 @@ data-parallel on 8 GPUs (data.batch_size per GPU; rank 0 validates, logs and sav
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sealign.commands.common import (
     add_run_arguments,
+    check_same_job,
     log,
     resolve_flags,
     reuse_run_config,
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_flags(SFTConfig, args, flags)
     cfg.check()  # manifests, init checkpoint, codec spec: fail before any work
     hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
+    check_same_job(Path(cfg.output_dir), cfg)
     result = train_sft(cfg, resume=args.resume, progress=not args.no_progress)
     log.info("trained to step %d; latest checkpoint: %s", result.step, result.checkpoint)
     log.info("curves: sealign plot %s", cfg.output_dir)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sealign.audio.io import load_audio
-from sealign.config import load_config, save_config
+from sealign.config import load_config, save_config, warn_config_changes
 from sealign.models.policy import Conditioning, Policy, Targets
 from sealign.prefs.build import (
     SPACE_PROBE,
@@ -509,6 +509,8 @@ def train_dpo(
     scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
     state = TrainerState()
     if ckpt is not None:
+        if d.main:
+            warn_config_changes(ckpt / "config.yaml", cfg)
         state = load_checkpoint(ckpt, optimizer, scheduler)
         restore_rank_state(state, d, seed)  # dropout of the SFT objectives
         if d.main:

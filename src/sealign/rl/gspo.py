@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sealign.config import save_config
+from sealign.config import save_config, warn_config_changes
 from sealign.infer.fusion import FUSIONS, fuse_outputs
 from sealign.metrics.base import Utterance
 from sealign.models.policy import (
@@ -518,6 +518,8 @@ def train_gspo(
     guard = DivergenceGuard()
     state = TrainerState()
     if ckpt is not None:
+        if d.main:
+            warn_config_changes(ckpt / "config.yaml", cfg)
         state = load_checkpoint(ckpt, optimizer, scheduler, generators={"sample": gen})
         train_ds.load_state_dict({"epoch": state.epoch, "index": state.index})
         mine = restore_rank_state(state, d, seed, {"sample": gen})

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from sealign.audio.io import write_audio
-from sealign.config import save_config, to_dict
+from sealign.config import save_config, warn_config_changes
 from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import FAMILIES, Conditioning, Policy, Targets
 from sealign.train.checkpoint import (
@@ -581,7 +581,7 @@ def train_sft(
         log.info("resume: no checkpoint in %s yet, starting from scratch", run)
     d = init_distributed(cfg.device)
     if ckpt is not None and d.main:
-        _warn_config_changes(ckpt, cfg)
+        warn_config_changes(ckpt / "config.yaml", cfg)
     set_torch_threads(cfg.threads)
     seed = d.seed(cfg.seed)
     seed_everything(seed)
@@ -720,25 +720,3 @@ def train_sft(
                  "above)", train_ds.failed_draws)  # fmt: skip
     log.info("done: step %d, checkpoint %s", state.step, last_ckpt)
     return SFTResult(run, state.step, last_ckpt, history)
-
-
-def _warn_config_changes(ckpt: Path, cfg: SFTConfig) -> None:
-    """Log settings that differ from the checkpoint's (they may break exact resumption)."""
-    import yaml
-
-    saved_path = ckpt / "config.yaml"
-    if not saved_path.is_file():
-        return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
-    now = yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
-
-    def diff(a: Any, b: Any, key: str) -> list[str]:
-        if isinstance(a, dict) and isinstance(b, dict):
-            return [
-                d for k in sorted(set(a) | set(b)) for d in diff(a.get(k), b.get(k), f"{key}{k}.")
-            ]
-        return [] if a == b else [f"{key[:-1]}: {a!r} → {b!r}"]
-
-    changes = diff(saved, now, "")
-    if changes:
-        log.warning("resuming with changed settings: %s", "; ".join(changes))
