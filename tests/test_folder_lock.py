@@ -47,7 +47,7 @@ def test_a_folder_has_one_writer_and_a_killed_one_leaves_no_lock(tmp_path):
     proc = hold_in_another_process(folder)
     try:
         with pytest.raises(
-            FolderInUse, match=rf"{folder} is being written by another process \(pid {proc.pid} on "
+            FolderInUse, match=rf"{folder} is in use by another process \(pid {proc.pid} on "
         ):
             FolderLock(folder).acquire()
         with pytest.raises(FolderInUse):  # nor may a shard of a job write beside it
@@ -72,7 +72,7 @@ def test_shards_of_one_job_write_side_by_side_but_not_twice(tmp_path):
     try:
         with FolderLock(folder, Shard(1, 2)):  # the other shard
             pass
-        with pytest.raises(FolderInUse, match="being written by another process"):
+        with pytest.raises(FolderInUse, match="in use by another process"):
             FolderLock(folder, Shard(0, 2)).acquire()  # the same shard again
         with pytest.raises(FolderInUse) as err:  # the whole job, or a merge, while a shard writes
             FolderLock(folder).acquire()
@@ -87,7 +87,7 @@ def test_commands_refuse_a_folder_in_use_and_release_theirs(tmp_path, capsys):
     proc = hold_in_another_process(folder, "1/2")
     try:
         assert main(["enhance", "--merge", "--output", str(folder)]) == 2
-        assert "being written by another process" in capsys.readouterr().err
+        assert "in use by another process" in capsys.readouterr().err
     finally:
         proc.kill()
         proc.wait()
@@ -95,3 +95,38 @@ def test_commands_refuse_a_folder_in_use_and_release_theirs(tmp_path, capsys):
     assert "no shard manifests" in capsys.readouterr().err
     assert can_hold_elsewhere(folder)  # the command let go of the folder when it ended
     assert not list(folder.iterdir())  # and removed the lock files the killed holder left
+
+
+def test_shards_of_two_jobs_and_a_reader_beside_shards_are_refused(tmp_path):
+    folder = tmp_path / "run"
+    proc = hold_in_another_process(folder, "0/2")
+    try:
+        with pytest.raises(FolderInUse, match="being written by the shards of another job"):
+            FolderLock(folder, Shard(0, 3)).acquire()  # same index, another layout
+        with pytest.raises(FolderInUse, match="being written by the shards of a job"):
+            FolderLock(folder, reader=True).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+    with FolderLock(folder, reader=True):  # readers share the folder
+        assert can_hold_elsewhere(folder, "") is False  # but keep writers out
+        with FolderLock(folder, reader=True):
+            pass
+    with FolderLock(folder, Shard(0, 3)):  # the killed job's layout is stale now
+        pass
+
+
+def test_dpo_does_not_read_a_dataset_that_prefs_still_writes(tiny_setup, tmp_path, capsys):
+    data = tmp_path / "prefs"
+    data.mkdir()
+    (data / "candidates.jsonl").write_text("")
+    proc = hold_in_another_process(data)  # as `sealign prefs` does while it samples
+    try:
+        args = ["dpo", "--init-from", str(tiny_setup / "base"), "--dataset", str(data),
+                "--output", str(tmp_path / "dpo")]  # fmt: skip
+        assert main(args) == 2
+        assert f"{data} is in use by another process" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (tmp_path / "dpo").exists()

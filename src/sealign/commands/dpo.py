@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     reuse_run_config(args, args.resume)
     cfg = resolve_flags(DPOConfig, args, flags)
     cfg.check()
+    hold_for_command(cfg.dataset, reader=True)  # not while `sealign prefs` still writes it
     hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
     check_same_job(Path(cfg.output_dir), cfg)
     result = train_dpo(cfg, resume=args.resume, progress=not args.no_progress)

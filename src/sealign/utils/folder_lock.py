@@ -5,8 +5,10 @@ shard merges) holds an advisory lock on it (``<folder>/.sealign.lock``), so that
 process started on the same folder (the same job launched twice, a ``--repair`` or ``--merge``
 while the job still runs) stops with a message instead of interleaving its records with the
 first one's. Shards of one job (:class:`~sealign.utils.shard.Shard`) write the folder side by
-side: each holds the folder's lock shared and its own shard's lock exclusively; a process
-without a shard holds the folder exclusively.
+side: each holds the folder's lock and its layout's (``N``) shared and its own shard's lock
+exclusively, and refuses to start beside the shards of another layout; a process without a
+shard holds the folder exclusively. A reader (DPO reading a preference dataset) holds it shared
+and refuses to start while shards write it.
 
 The locks are ``flock`` locks: the operating system drops them when their process ends, however
 it ends, so a killed run leaves no stale lock (only its empty lock file, which the next holder
@@ -70,8 +72,8 @@ def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
         except BlockingIOError:
             f.close()
             raise FolderInUse(
-                f"{folder} is being written by another process{_holder(path)}: wait for it to "
-                "end, or write to another folder"
+                f"{folder} is in use by another process{_holder(path)}: wait for it to end, or "
+                "use another folder"
             ) from None
         except OSError as err:
             f.close()
@@ -105,17 +107,40 @@ def _unlock(path: Path, f: IO[str]) -> None:
     f.close()
 
 
+def _busy(path: Path) -> bool:
+    """Whether another process holds a lock on ``path``."""
+    import fcntl
+
+    try:
+        with path.open("a+", encoding="utf-8") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class FolderLock:
     """Hold ``folder`` (created if missing) for this process; ``shard`` is a
-    :class:`~sealign.utils.shard.Shard` (or None for the whole job). Use as a context manager,
-    or :meth:`acquire` / :meth:`release`."""
+    :class:`~sealign.utils.shard.Shard` (or None for the whole job), ``reader`` holds it only
+    against writers (several readers at once, no writer: DPO reading a preference dataset). Use
+    as a context manager, or :meth:`acquire` / :meth:`release`."""
 
-    def __init__(self, folder: str | Path, shard: Any = None) -> None:
+    def __init__(self, folder: str | Path, shard: Any = None, reader: bool = False) -> None:
         self.folder = Path(folder)
         self.sharded = bool(shard is not None and shard.sharded)
-        self.files: list[Path] = [self.folder / LOCK_NAME]
-        if self.sharded:
-            self.files.append(self.folder / f".sealign.shard-{shard.index}-of-{shard.count}.lock")
+        self.reader = reader
+        main = self.folder / LOCK_NAME
+        self.layout: Path | None = None
+        if reader:
+            self.locks = [(main, False)]
+        elif self.sharded:  # the job's layout, shared by its shards, then this shard's own
+            self.layout = self.folder / f".sealign.layout-{shard.count}.lock"
+            own = self.folder / f".sealign.shard-{shard.index}-of-{shard.count}.lock"
+            self.locks = [(main, False), (self.layout, False), (own, True)]
+        else:
+            self.locks = [(main, True)]
         self._taken: list[Path] = []
         self._created: list[Path] = []
 
@@ -125,18 +150,35 @@ class FolderLock:
         self._created = [d for d in (self.folder, *self.folder.parents) if not d.exists()]
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            for k, path in enumerate(self.files):
+            for path, exclusive in self.locks:
                 key = path.resolve()
                 if key in _held:
                     _held[key][1] += 1
                 else:
-                    exclusive = not self.sharded or k > 0
                     _held[key] = [_flock(path, exclusive, self.folder), 1]
                 self._taken.append(key)
+            self._check_other_writers()
         except BaseException:
             self.release()
             raise
         return self
+
+    def _check_other_writers(self) -> None:
+        """Shards of another layout (another job) must not write beside this one's, and a
+        reader waits for no shard: both share the folder's lock with them."""
+        if (
+            not (self.reader or self.sharded)
+            or _held.get(self.locks[0][0].resolve(), [None])[0] is None
+        ):
+            return
+        pattern = ".sealign.shard-*.lock" if self.reader else ".sealign.layout-*.lock"
+        for other in sorted(self.folder.glob(pattern)):
+            if other != self.layout and other.resolve() not in _held and _busy(other):
+                who = "the shards of a job" if self.reader else "the shards of another job"
+                raise FolderInUse(
+                    f"{self.folder} is being written by {who} ({other.name}): wait for it to "
+                    "end, or use another folder"
+                )
 
     def release(self) -> None:
         while self._taken:
@@ -146,8 +188,9 @@ class FolderLock:
             if entry[1] == 0:
                 del _held[key]
                 if entry[0] is not None:
-                    if not self.sharded:  # no shard can hold the folder: drop killed ones' files
-                        for stale in key.parent.glob(".sealign.shard-*.lock"):
+                    if key.name == LOCK_NAME and not (self.sharded or self.reader):
+                        # no shard can hold the folder now: drop the files killed ones left
+                        for stale in key.parent.glob(".sealign.*-*.lock"):
                             stale.unlink(missing_ok=True)
                     _unlock(key, entry[0])
         for d in self._created:  # deepest first
@@ -164,9 +207,9 @@ class FolderLock:
         self.release()
 
 
-def hold_for_command(folder: str | Path, shard: Any = None) -> None:
+def hold_for_command(folder: str | Path, shard: Any = None, reader: bool = False) -> None:
     """Hold ``folder`` until the running CLI command ends (:func:`command_scope`)."""
-    _command.enter_context(FolderLock(folder, shard))
+    _command.enter_context(FolderLock(folder, shard, reader))
 
 
 @contextmanager
