@@ -402,6 +402,22 @@ def test_resume_gives_the_same_losses(setup, tmp_path, capsys):
     assert logged(full, "reward")[4] == pytest.approx(logged(part, "reward")[4])
 
 
+def test_a_resume_logs_the_evaluations_after_its_checkpoint_again(setup, tmp_path):
+    run = tmp_path / "run"
+    kw = {"save_steps": 2, "eval.steps": 1}
+    assert main(["gspo", "--no-progress", *overrides(setup, run, max_steps=4, **kw)]) == 0
+    first = logged(run, "eval/si_sdr")
+    assert sorted(first) == [0, 1, 2, 3, 4]
+    # killed after step 4's evaluation, before its checkpoint was complete
+    shutil.rmtree(run / "checkpoints" / "step_00000004")
+    args = ["gspo", "--no-progress", "--resume", *overrides(setup, run, max_steps=4, **kw)]
+    assert main(args) == 0
+    again = logged(run, "eval/si_sdr")
+    assert sorted(again) == [0, 1, 2, 3, 4]  # steps 3 and 4 were cut from the log and logged anew
+    for step, value in first.items():
+        assert again[step] == pytest.approx(value, abs=1e-6)
+
+
 def test_micro_batches_accumulate_to_the_same_update(setup, tmp_path):
     # Adam's first steps are ±lr wherever |grad| >> eps, whatever the gradient's size: a rare
     # token's output row has a gradient near 1e-8 whose sign float rounding of the summed

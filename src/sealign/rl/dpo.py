@@ -525,6 +525,8 @@ def train_dpo(
         if d.main
         else None
     )  # fmt: skip
+    if held is not None:
+        held.forget_after(state.step)  # evaluations after the checkpoint are run again
     log.info(
         "%s on %d %s pairs (%s policy), %d steps of %d pairs",
         cfg.objective, len(data), cfg.criterion, policy.family, cfg.max_steps,

@@ -240,6 +240,13 @@ class HeldOut:
                 write_audio(self.run / "samples" / f"step_{step:08d}" / f"{u.id}.wav", u.audio, sr)
         return score_records(utts, self.metrics)
 
+    def forget_after(self, step: int) -> None:
+        """Drop the evaluations stored after ``step`` (a run resumed from its checkpoint at
+        ``step``, whose log was cut there): they are run and logged again when reached."""
+        for s in [s for s in self.evals if s > step]:
+            del self.evals[s]
+            (self.run / "eval" / f"step_{s:08d}.json").unlink(missing_ok=True)
+
     def evaluate(self, policy: Policy, step: int, logger: RunLogger | None) -> list[str]:
         """Evaluate at ``step`` unless done; log ``eval/<column>``; return alarm messages."""
         if not self.examples or step in self.evals:

@@ -527,6 +527,8 @@ def train_gspo(
             train_ds.load_state_dict(mine)
         if d.main:
             _truncate_log(run / "log.jsonl", state.step)
+        if held is not None:
+            held.forget_after(state.step)
         log.info("resumed from %s (step %d)", ckpt, state.step)
     log.info(
         "GSPO (%s) on a %s policy: %d inputs x %d samples per step, %d steps, reward = %s",
