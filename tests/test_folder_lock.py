@@ -76,7 +76,8 @@ def test_shards_of_one_job_write_side_by_side_but_not_twice(tmp_path):
             FolderLock(folder, Shard(0, 2)).acquire()  # the same shard again
         with pytest.raises(FolderInUse) as err:  # the whole job, or a merge, while a shard writes
             FolderLock(folder).acquire()
-        assert f"pid {dead.pid}" not in str(err.value)  # not named as the holder
+        assert f"pid {dead.pid}" not in str(err.value)  # not named as the holder, the shard is
+        assert f"held by shards: pid {proc.pid} on" in str(err.value)
     finally:
         proc.kill()
         proc.wait()

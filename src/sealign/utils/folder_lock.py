@@ -155,13 +155,26 @@ class FolderLock:
                 if key in _held:
                     _held[key][1] += 1
                 else:
-                    _held[key] = [_flock(path, exclusive, self.folder), 1]
+                    try:
+                        _held[key] = [_flock(path, exclusive, self.folder), 1]
+                    except FolderInUse as err:
+                        raise FolderInUse(f"{err}{self._shards_holding()}") from None
                 self._taken.append(key)
             self._check_other_writers()
         except BaseException:
             self.release()
             raise
         return self
+
+    def _shards_holding(self) -> str:
+        """Who holds the folder when its shards do (they leave the folder's lock unnamed)."""
+        busy = [p for p in sorted(self.folder.glob(".sealign.shard-*.lock"))
+                if p.resolve() not in _held and _busy(p)]  # fmt: skip
+        return (
+            f" (held by shards: {'; '.join(_holder(p)[2:-1] or p.name for p in busy)})"
+            if busy
+            else ""
+        )
 
     def _check_other_writers(self) -> None:
         """Shards of another layout (another job) must not write beside this one's, and a
