@@ -324,6 +324,15 @@ def test_enhance_cli_with_ar_policy(setup, tmp_path):
     assert len(read_manifest(tmp_path / "enh2" / "manifest.jsonl")) == 3
 
 
+def test_enhance_cli_input_folder_inside_its_output_folder(setup, tmp_path):
+    (tmp_path / "proj" / "in").mkdir(parents=True)
+    sf.write(tmp_path / "proj" / "in" / "a.wav", sine_ish(1.5), SR)
+    args = ["enhance", "--model", str(setup / "model0"), "--input", str(tmp_path / "proj" / "in"),
+            "--output", str(tmp_path / "proj"), "enhance.threads=1"]  # fmt: skip
+    assert main(args) == 0
+    assert (tmp_path / "proj" / "a.wav").is_file()
+
+
 def test_enhance_best_of_keeps_the_output_the_metric_prefers(setup, tmp_path):
     out = tmp_path / "bo"
     args = ["enhance", "--model", str(setup / "model0"), "--input", str(setup / "test.jsonl")]

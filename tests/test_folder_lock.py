@@ -15,14 +15,15 @@ from sealign.utils.shard import Shard
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock locks are POSIX")
 
 
-def hold_in_another_process(folder, shard: str = "") -> subprocess.Popen:
-    """A process that holds ``folder`` (as shard ``K/N`` when given) until it is killed."""
+def hold_in_another_process(folder, shard: str = "", reader: bool = False) -> subprocess.Popen:
+    """A process that holds ``folder`` (as shard ``K/N`` when given, or as a reader) until it
+    is killed."""
     code = textwrap.dedent(
         f"""
         import sys, time
         from sealign.utils.folder_lock import FolderLock
         from sealign.utils.shard import Shard
-        FolderLock({str(folder)!r}, Shard.parse({shard!r})).acquire()
+        FolderLock({str(folder)!r}, Shard.parse({shard!r}), {reader!r}).acquire()
         print("held", flush=True)
         time.sleep(120)
         """
@@ -115,6 +116,13 @@ def test_shards_of_two_jobs_and_a_reader_beside_shards_are_refused(tmp_path):
             pass
     with FolderLock(folder, Shard(0, 3)):  # the killed job's layout is stale now
         pass
+    proc = hold_in_another_process(folder, reader=True)
+    try:  # nor do shards start writing what a reader reads
+        with pytest.raises(FolderInUse, match="being read by another process"):
+            FolderLock(folder, Shard(0, 2)).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_dpo_does_not_read_a_dataset_that_prefs_still_writes(tiny_setup, tmp_path, capsys):

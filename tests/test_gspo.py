@@ -378,7 +378,7 @@ def test_a_run_whose_updates_keep_failing_stops_with_the_reason(setup, tmp_path,
     cfg = load_config(
         GSPOConfig, None, overrides(setup, tmp_path / "r", max_steps=4, **{"eval.manifests": "[]"})
     )
-    with pytest.raises(ValueError, match="training diverged: 3 steps in a row"):
+    with pytest.raises(ValueError, match="training diverged: 3 updates in a row"):
         train_gspo(cfg, progress=False)
     # two updates a step: the third skipped one, in step 2, ends the run before it saves
     assert set(logged(tmp_path / "r", "loss")) == {1}

@@ -79,3 +79,15 @@ def test_from_kaldi(tmp_path):
     (tmp_path / "bad.scp").write_text("u1 a.wav\nu2\n")
     with pytest.raises(ManifestError, match="bad.scp:2"):
         from_kaldi(tmp_path / "bad.scp")
+
+
+def test_signature_follows_the_files_not_their_spelling(tmp_path, monkeypatch):
+    from sealign.data.manifest import Entry
+
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "a.wav", np.zeros(100, np.float32) + 0.1, 16000)
+    sig = Entry("u", "a.wav", text="hi").signature()
+    assert Entry("u", str(tmp_path / "a.wav"), text="hi").signature() == sig
+    assert Entry("u", "a.wav", text="ho").signature() != sig
+    sf.write(tmp_path / "a.wav", np.zeros(200, np.float32) + 0.1, 16000)  # replaced
+    assert Entry("u", "a.wav", text="hi").signature() != sig

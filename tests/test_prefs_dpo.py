@@ -128,6 +128,11 @@ def test_prefs_samples_again_an_input_a_cut_write_left_incomplete(prefs_ar, tiny
     recs = [json.loads(x) for x in cands.read_text().splitlines()]  # every line whole
     count = collections.Counter(r["input_id"] for r in recs)
     assert len(count) == 4 and set(count.values()) == {3}
+    # a rerun asking for more candidates per input is not taken for a cut: nothing is dropped
+    more = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", copy)
+    more[more.index("--n") + 1] = "4"
+    assert main(more) == 0
+    assert cands.read_text().splitlines() == [json.dumps(r) for r in recs]
 
 
 def test_prefs_refuses_inputs_and_settings_before_writing(tiny_setup, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """`sealign score` end to end on cheap metrics: outputs, skip reasons, bad audio, resume."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -226,7 +227,9 @@ def test_shards_merge_into_the_unsharded_table(tmp_path, speech, noisy, capsys):
     m = _make(tmp_path, speech, noisy)
     one, split = tmp_path / "one", tmp_path / "split"
     assert main(_score_args(m, one)) == 0
-    assert main(_score_args(m, split, "--shard", "1/2")) == 0
+    spelled = _score_args(m, split, "--shard", "1/2")
+    spelled[spelled.index("--manifest") + 1] = os.path.relpath(m)  # one file, spelled otherwise
+    assert main(spelled) == 0
     shard1 = [json.loads(x) for x in (split / "scores.shard-1-of-2.jsonl").read_text().splitlines()]
     assert [r["id"] for r in shard1] == ["u1", "noref"]  # rows 1 and 3 of 5
     assert not (split / "summary.md").exists()
@@ -247,6 +250,11 @@ def test_shards_merge_into_the_unsharded_table(tmp_path, speech, noisy, capsys):
     _same_records(split, one)  # the merged file is the unsharded one
     assert "si_sdr" in table and "1 no reference" in (split / "summary.md").read_text()
     assert main(["score", "--output", str(split), "--merge"]) == 2  # nothing left to merge
+    # the finished job resumed, sharded, with a metric more: not another job's shard
+    assert main(_score_args(m, split, "--shard", "0/1", "--resume")) == 0
+    more = ["score", "--manifest", str(m), "--output", str(split), "--metrics", "si_sdr,estoi,lsd",
+            "cache=null", "--resume", "--shard"]  # fmt: skip
+    assert main([*more, "0/2"]) == 0
     capsys.readouterr()
     (tmp_path / "ev").mkdir()
     (tmp_path / "ev" / "config.yaml").write_text(

@@ -75,3 +75,17 @@ def test_rank_zero_waits_for_markers_of_its_own_launch(tmp_path, monkeypatch):
     Shard(1, 2).mark_done(path)  # ... and marks this launch's when it is done
     waiter.join(5)
     assert not waiter.is_alive()
+
+
+def test_a_merge_waits_for_a_complete_layout(tmp_path):
+    from sealign.utils.shard import require_finished_shards
+
+    path = tmp_path / "scores.jsonl"
+    for k, n in ((0, 2), (0, 3), (1, 3)):
+        write_jsonl(Shard(k, n).path(path), [{"id": f"{k}-{n}"}])
+        Shard(k, n).mark_done(path)
+    with pytest.raises(ValueError, match="shard 1/2, 2/3 has not finished"):
+        require_finished_shards(path)
+    write_jsonl(Shard(2, 3).path(path), [{"id": "2-3"}])
+    Shard(2, 3).mark_done(path)
+    require_finished_shards(path)  # layout 3 covers every input: 0/2's abandoned twin is not needed

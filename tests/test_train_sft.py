@@ -538,5 +538,5 @@ def test_a_run_that_keeps_diverging_stops_with_the_reason():
         guard(*values)
     guard(float("nan"), 1.0)
     guard(float("nan"), 1.0)
-    with pytest.raises(ValueError, match="training diverged: 3 steps in a row"):
+    with pytest.raises(ValueError, match="training diverged: 3 updates in a row"):
         guard(float("nan"), float("nan"))

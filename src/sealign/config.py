@@ -136,16 +136,27 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_changes(before: Any, now: Any, skip: frozenset[str] = frozenset()) -> list[str]:
+_ABSENT = object()
+
+
+def config_changes(
+    before: Any, now: Any, skip: frozenset[str] = frozenset(), new_keys: bool = True
+) -> list[str]:
     """``"key: old → new"`` for every setting (dotted key) that differs between two configs as
-    YAML loads them (nested dicts), leaving out settings whose last key part is in ``skip``."""
+    YAML loads them (nested dicts), leaving out settings whose last key part is in ``skip``, and
+    with ``new_keys=False`` settings that one of them lacks (an older or newer version's)."""
 
     def diff(a: Any, b: Any, key: str) -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             return [d for k in sorted(set(a) | set(b), key=str)
-                    for d in diff(a.get(k), b.get(k), f"{key}{k}.")]  # fmt: skip
+                    for d in diff(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{key}{k}.")]  # fmt: skip
         name = key[:-1]
-        return [] if a == b or name.rsplit(".", 1)[-1] in skip else [f"{name}: {a!r} → {b!r}"]
+        if a == b or name.rsplit(".", 1)[-1] in skip:
+            return []
+        if _ABSENT in (a, b) and not new_keys:
+            return []
+        show = [None if x is _ABSENT else x for x in (a, b)]
+        return [f"{name}: {show[0]!r} → {show[1]!r}"]
 
     return diff(before, now, "")
 

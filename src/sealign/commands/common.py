@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,8 +97,20 @@ def resolve_flags(cls: type[T], args: argparse.Namespace, flags: dict[str, Any])
 
 # settings that may differ between the machines (or processes) running shards of one job
 _PER_PROCESS = frozenset(
-    {"shard", "threads", "device", "metric_device", "workers", "cache", "progress"}
+    {"shard", "threads", "device", "metric_device", "workers", "cache", "progress", "output"}
 )
+
+
+def _real_paths(value: Any) -> Any:
+    """A loaded config with every string naming an existing file or folder resolved, so that
+    two spellings of one path (relative, absolute, through a link) compare equal."""
+    if isinstance(value, dict):
+        return {k: _real_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_real_paths(v) for v in value]
+    if isinstance(value, str) and value and os.path.exists(value):
+        return os.path.realpath(value)
+    return value
 
 
 def check_same_job(out: Path, cfg: Any, shard: Any = None) -> None:
@@ -118,9 +131,10 @@ def check_same_job(out: Path, cfg: Any, shard: Any = None) -> None:
             f"{out} holds the run of another command (its config.yaml has "
             f"{', '.join(list(before)[:4])}, ...): write to another folder"
         )
-    if shard is None or not shard.sharded:
-        return
-    changed = config_changes(before, now, _PER_PROCESS)
+    under_way = any(not f.name.startswith(".sealign") for f in out.rglob("*.shard-*-of-*"))
+    if shard is None or not shard.sharded or not under_way:
+        return  # no sharded job under way here (a finished one's settings may change on resume)
+    changed = config_changes(_real_paths(before), _real_paths(now), _PER_PROCESS, new_keys=False)
     if changed:
         raise ValueError(
             f"shard {shard.index}/{shard.count}: {'; '.join(changed[:5])} differ from the "

@@ -41,11 +41,12 @@ class Entry:
         parts = [self.text or ""]
         for path in (self.audio, self.reference, self.speaker_ref):
             if path:
+                real = os.path.realpath(path)  # one file however the manifest spells it
                 try:
-                    st = os.stat(path)
-                    parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+                    st = os.stat(real)
+                    parts.append(f"{real}:{st.st_size}:{st.st_mtime_ns}")
                 except OSError:
-                    parts.append(f"{path}:missing")
+                    parts.append(f"{real}:missing")
         return hashlib.sha1("\0".join(parts).encode("utf-8")).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:

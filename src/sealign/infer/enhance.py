@@ -486,7 +486,6 @@ def remix_noisy(enhanced: np.ndarray, noisy: np.ndarray, weight: float) -> np.nd
     return out.astype(np.float32)
 
 
-@torch.no_grad()
 def _check_chunk_length(policy: Policy, n: int, chunk_seconds: float) -> None:
     """Refuse a chunk length the model cannot take (before any file is cut into such chunks)."""
     probe = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.01
@@ -499,6 +498,7 @@ def _check_chunk_length(policy: Policy, n: int, chunk_seconds: float) -> None:
         ) from None
 
 
+@torch.no_grad()
 def _run_batch(
     policy: Policy,
     wavs: list[np.ndarray],

@@ -233,20 +233,25 @@ def prefs_inputs(cfg: PrefsConfig) -> list[Entry]:
     return entries[: cfg.max_inputs] if cfg.max_inputs else entries
 
 
-def _drop_cut_inputs(path: Path, n: int) -> None:
-    """Before this process appends to its candidates file: drop a line cut by a kill and the
-    records of inputs with fewer than ``n`` candidates there (a batch cut mid-write), so those
-    inputs are sampled again instead of counting as done."""
+def _drop_cut_input(path: Path, n: int, elsewhere: set[str]) -> None:
+    """Before this process appends to its candidates file: drop a line cut by a kill, and the
+    records of the file's last input when the kill cut its batch short (fewer candidates than
+    the file's other inputs have, or than ``n`` when it holds one input), so that input is
+    sampled again instead of counting as done. An input with records in other files
+    (``elsewhere``) is left as it is: sampling it again would overwrite their audio."""
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_text(encoding="utf-8")
     recs = read_jsonl(path)
+    cut_line = len(recs) < len(text.splitlines()) or (bool(text) and not text.endswith("\n"))
     count = Counter(r.get("input_id") for r in recs)
-    keep = [r for r in recs if count[r.get("input_id")] >= n]
-    if len(keep) < len(lines) or (lines and not path.read_bytes().endswith(b"\n")):
-        log.warning("%s: dropping %d cut lines or records of inputs left incomplete by an "
-                    "interrupted run; sampling those inputs again", path, len(lines) - len(keep))  # fmt: skip
-        write_jsonl(path, keep)
+    last = recs[-1].get("input_id") if recs else None
+    expect = max(count.values()) if len(count) > 1 else n
+    drop = last if last is not None and count[last] < expect and last not in elsewhere else None
+    if cut_line or drop is not None:
+        log.warning("%s: an interrupted run cut its last batch; %s", path,
+                    f"sampling input {drop} again" if drop is not None else "dropping a cut line")  # fmt: skip
+        write_jsonl(path, [r for r in recs if r.get("input_id") != drop])
 
 
 def build_candidates(
@@ -261,9 +266,10 @@ def build_candidates(
     # (position in the whole input list, entry): positions seed the sampling, so shards differ
     mine = shard.take(list(enumerate(entries)))
     path = shard.path(root / CANDIDATES)
-    _drop_cut_inputs(path, cfg.num_candidates)
-    count = Counter(r["input_id"] for r in read_candidates(root))
-    done = {i for i, n in count.items() if n >= cfg.num_candidates}
+    others = [f for f in (root / CANDIDATES, *shard_files(root / CANDIDATES)) if f != path]
+    elsewhere = {r.get("input_id") for f in others if f.is_file() for r in read_jsonl(f)}
+    _drop_cut_input(path, cfg.num_candidates, elsewhere)
+    done = {r["input_id"] for r in read_candidates(root)}
     todo = [(i, e) for i, e in mine if e.id not in done]
     if len(todo) < len(mine):
         log.info("resuming: %d inputs done, %d to go", len(mine) - len(todo), len(todo))

@@ -265,7 +265,7 @@ def make_scheduler(
 @dataclass
 class DivergenceGuard:
     """Ends a run whose updates have been skipped for a non-finite loss or gradient ``limit``
-    steps in a row (the weights or the data are broken; going on would only save copies)."""
+    updates in a row (the weights or the data are broken; going on would only save copies)."""
 
     limit: int = 25
     streak: int = 0
@@ -277,7 +277,7 @@ class DivergenceGuard:
         self.streak += 1
         if self.streak >= self.limit:
             raise ValueError(
-                f"training diverged: {self.streak} steps in a row with a non-finite loss or "
+                f"training diverged: {self.streak} updates in a row with a non-finite loss or "
                 "gradient; resume from an earlier checkpoint with a lower optim.lr, or check "
                 "the model's weights and the data"
             )

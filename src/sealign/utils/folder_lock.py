@@ -32,6 +32,7 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".sealign.lock"
+READERS_NAME = ".sealign.readers.lock"
 _held: dict[Path, list[Any]] = {}  # lock file → [open file, how many holders in this process]
 _command = ExitStack()  # the locks taken for the command being run (see :func:`command_scope`)
 
@@ -65,8 +66,14 @@ def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
         import fcntl
     except ImportError:  # not a POSIX system
         return None
-    while True:
-        f = path.open("a+", encoding="utf-8")
+    for attempt in range(10):
+        existed = path.exists()
+        try:
+            f = path.open("a+", encoding="utf-8")
+        except OSError as err:  # a read-only folder (a dataset of another user): no lock
+            log.warning("cannot lock %s (%s): make sure no other process writes to %s", path,
+                        err, folder)  # fmt: skip
+            return None
         try:
             fcntl.flock(f.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -75,8 +82,10 @@ def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
                 f"{folder} is in use by another process{_holder(path)}: wait for it to end, or "
                 "use another folder"
             ) from None
-        except OSError as err:
+        except OSError as err:  # a filesystem without locks
             f.close()
+            if not existed:
+                path.unlink(missing_ok=True)
             log.warning("cannot lock %s (%s): make sure no other process writes to %s", path,
                         err, folder)  # fmt: skip
             return None
@@ -84,7 +93,7 @@ def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
             same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
         except FileNotFoundError:
             same = False
-        if same:
+        if same or attempt == 9:  # (a filesystem whose inode numbers are not stable)
             break
         f.close()  # its last holder removed the file meanwhile: lock the one there now
     if exclusive:
@@ -133,8 +142,8 @@ class FolderLock:
         self.reader = reader
         main = self.folder / LOCK_NAME
         self.layout: Path | None = None
-        if reader:
-            self.locks = [(main, False)]
+        if reader:  # the readers' file tells shards, who share the folder's lock too, of them
+            self.locks = [(main, False), (self.folder / READERS_NAME, False)]
         elif self.sharded:  # the job's layout, shared by its shards, then this shard's own
             self.layout = self.folder / f".sealign.layout-{shard.count}.lock"
             own = self.folder / f".sealign.shard-{shard.index}-of-{shard.count}.lock"
@@ -184,13 +193,16 @@ class FolderLock:
             or _held.get(self.locks[0][0].resolve(), [None])[0] is None
         ):
             return
-        pattern = ".sealign.shard-*.lock" if self.reader else ".sealign.layout-*.lock"
-        for other in sorted(self.folder.glob(pattern)):
+        patterns = ([".sealign.shard-*.lock"] if self.reader
+                    else [".sealign.layout-*.lock", READERS_NAME])  # fmt: skip
+        for other in sorted(o for pattern in patterns for o in self.folder.glob(pattern)):
             if other != self.layout and other.resolve() not in _held and _busy(other):
-                who = "the shards of a job" if self.reader else "the shards of another job"
+                what = ("being read by another process" if other.name == READERS_NAME
+                        else "being written by the shards of "
+                        + ("a job" if self.reader else "another job"))  # fmt: skip
                 raise FolderInUse(
-                    f"{self.folder} is being written by {who} ({other.name}): wait for it to "
-                    "end, or use another folder"
+                    f"{self.folder} is {what} ({other.name}): wait for it to end, or use "
+                    "another folder"
                 )
 
     def release(self) -> None:
@@ -203,7 +215,9 @@ class FolderLock:
                 if entry[0] is not None:
                     if key.name == LOCK_NAME and not (self.sharded or self.reader):
                         # no shard can hold the folder now: drop the files killed ones left
-                        for stale in key.parent.glob(".sealign.*-*.lock"):
+                        for stale in key.parent.glob(".sealign.*.lock"):
+                            if stale.name == LOCK_NAME:
+                                continue
                             stale.unlink(missing_ok=True)
                     _unlock(key, entry[0])
         for d in self._created:  # deepest first

@@ -148,15 +148,16 @@ def record_id(rec: Record) -> Hashable:
 
 
 def require_finished_shards(path: Path) -> None:
-    """Before a manual ``--merge``: every shard of the job that wrote ``path`` (the layouts
-    ``K/N`` its shard files and ``.done`` markers show) must have marked it done. Merging an
-    unfinished job would leave the missing shards' inputs out, and a later merge of those
-    shards would replace, not extend, the merged file."""
+    """Before a merge: every shard of one of the job's layouts (the ``K/N`` its shard files and
+    ``.done`` markers show) must have marked ``path`` done. Merging an unfinished job would
+    leave the missing shards' inputs out, and a later merge of those shards would replace, not
+    extend, the merged file."""
     names = [f.name for f in (*shard_files(path), *shard_files(path.with_suffix(".done")))]
     layouts = sorted({int(m.group(1)) for n in names if (m := _LAYOUT_RE.search(n))})
     missing = [f"{k}/{n}" for n in layouts for k in range(n)
                if not Shard(k, n).done_marker(path).is_file()]  # fmt: skip
-    if missing:
+    complete = [n for n in layouts if not any(m.endswith(f"/{n}") for m in missing)]
+    if missing and not complete:  # (one complete layout covers every input; others add none)
         several = f" (files of {len(layouts)} shard layouts: " if len(layouts) > 1 else " ("
         raise ValueError(
             f"{path.parent}: shard {', '.join(missing)} has not finished{several}no "
