@@ -1,5 +1,7 @@
 """The Metric contract: skip reasons, error isolation, registry, cache."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -61,7 +63,14 @@ def test_registry_lists_builtins_and_user_metrics():
     ):
         assert n in names
     register("energy_test", Energy)
-    assert isinstance(build_metric("energy_test"), Energy)
+    with pytest.raises(ValueError, match="declares MetricInfo.name='energy'.; register it under"):
+        build_metric("energy_test")  # the cache and the columns go by the declared name
+
+    class EnergyTest(Energy):
+        info = dataclasses.replace(Energy.info, name="energy_test2")
+
+    register("energy_test2", EnergyTest)
+    assert isinstance(build_metric("energy_test2"), Energy)
     with pytest.raises(ValueError, match="already registered"):
         register("energy_test", Energy)
     with pytest.raises(KeyError, match="unknown metric"):

@@ -99,6 +99,12 @@ def test_with_device_fills_in_only_where_a_metric_takes_one(monkeypatch):
 
     monkeypatch.setitem(registry._USER, "on_device_probe", OnDevice)
     assert with_device("on_device_probe", {}, "cuda") == {"device": "cuda"}
+    if not torch.cuda.is_available():  # a device the machine lacks: refused for any metric
+        with pytest.raises(
+            ValueError, match="metric 'on_device_probe': device: 'cuda:1' requested"
+        ):
+            build_metric("on_device_probe", metric_device="cuda:1")
+        monkeypatch.setattr(registry, "check_device", lambda device: None)
     # build_metric takes the command-wide device the same way
     assert build_metric("on_device_probe", metric_device="cuda:1").device == "cuda:1"
     assert build_metric("on_device_probe", metric_device="cuda", device="cpu").device == "cpu"

@@ -167,3 +167,50 @@ def test_entry_point_plugins_are_imported(tmp_path, monkeypatch, clean_registrie
     )
     assert plugins.load_plugins() == ["plug_ep"]
     assert "loudness" in metric_registry.metric_names()
+
+
+def test_entry_point_functions_are_called_and_broken_plugins_named(
+    tmp_path, monkeypatch, capsys, clean_registries
+):
+    from importlib.metadata import EntryPoint
+
+    body = textwrap.dedent(PLUGIN).replace('register("loudness", Loudness)', "")
+    (tmp_path / "plug_fn.py").write_text(
+        body + '\n\ndef register_all():\n    register("loudness", Loudness)\n'
+    )
+    (tmp_path / "plug_broken.py").write_text("x = undefined_name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(plugins.ENV_VAR, raising=False)
+    eps = [EntryPoint(name="lab", value="plug_fn:register_all", group=plugins.GROUP)]
+    monkeypatch.setattr(
+        plugins, "entry_points", lambda group: eps if group == plugins.GROUP else []
+    )
+    plugins.load_plugins()
+    assert "loudness" in metric_registry.metric_names()  # the function registered it
+    monkeypatch.setenv(plugins.ENV_VAR, "plug_broken")
+    assert main(["metrics"]) == 2
+    assert (
+        "plugin plug_broken: importing 'plug_broken' failed: NameError" in capsys.readouterr().err
+    )
+
+
+def test_metric_mistakes_are_named(clean_registries):
+    class NoThreads(Metric):
+        info = MetricInfo("no_threads_probe", ("x",), (True,), ((0.0, 1.0),))
+
+        def __init__(self, floor: float = 0.1) -> None:
+            super().__init__()
+
+    class WrongKeys(Metric):
+        info = MetricInfo("wrong_keys_probe", ("x",), (True,), ((0.0, 1.0),))
+
+        def _score(self, utts):
+            return [{"x_value": 0.5} for _ in utts]
+
+    metric_registry.register("no_threads_probe", NoThreads)
+    with pytest.raises(ValueError, match=r"add them, or \*\*kwargs, to its constructor"):
+        metric_registry.build_metric("no_threads_probe", num_threads=1)
+    from sealign.metrics import Utterance
+
+    res = WrongKeys()([Utterance("u", np.ones(1600, np.float32) * 0.1, 16000)])
+    assert res[0].error == "returned ['x_value'], none of its declared outputs ['x']"

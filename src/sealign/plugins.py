@@ -6,7 +6,8 @@ A plugin is any importable module whose import registers something, e.g.
 
 * every module named in ``$SEALIGN_PLUGINS`` (comma-separated, e.g. ``mylab.sealign_ext``), and
 * every entry point of the ``sealign.plugins`` group of the installed distributions, so a
-  package can declare ``[project.entry-points."sealign.plugins"] mylab = "mylab.sealign_ext"``.
+  package can declare ``[project.entry-points."sealign.plugins"] mylab = "mylab.sealign_ext"``
+  (or ``"mylab.sealign_ext:register"``: the module is imported and that function called).
 
 The module must be importable (installed, or on ``PYTHONPATH``): console scripts such as
 ``sealign`` do not search the current folder.
@@ -40,14 +41,23 @@ def load_plugins() -> list[str]:
     for label, target in targets:
         if target in _loaded:
             continue
-        module = target.split(":")[0]
+        module, _, function = target.partition(":")
         try:
-            importlib.import_module(module)
+            mod = importlib.import_module(module)
         except ImportError as err:
             raise ValueError(
                 f"plugin {label}: cannot import {module!r} ({err}); install it or put its folder "
                 f"on PYTHONPATH, or remove it from ${ENV_VAR}"
             ) from err
+        except Exception as err:  # noqa: BLE001 - the plugin's own error, named, not a traceback
+            raise ValueError(f"plugin {label}: importing {module!r} failed: "
+                             f"{type(err).__name__}: {err}") from err  # fmt: skip
+        if function:  # an entry point "module:function" registers when called
+            try:
+                getattr(mod, function)()
+            except Exception as err:  # noqa: BLE001
+                raise ValueError(f"plugin {label}: {target} failed: "
+                                 f"{type(err).__name__}: {err}") from err  # fmt: skip
         _loaded.append(target)
         log.debug("loaded plugin %s", label)
     return list(_loaded)

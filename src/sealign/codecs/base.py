@@ -222,7 +222,7 @@ def codec_class(kind: str) -> type:
     if kind not in _KINDS:
         raise ValueError(
             f"unknown codec kind {kind!r}; known: {', '.join(codec_kinds())} "
-            "(register your own with sealign.codecs.register_codec, see sealign.plugins)"
+            "(register your own with sealign.codecs.register_codec in a module named in $SEALIGN_PLUGINS)"
         )
     module, cls = _KINDS[kind].split(":")
     return getattr(importlib.import_module(module), cls)

@@ -207,6 +207,9 @@ class Metric:
     def _checked(self, out: dict[str, Any]) -> MetricResult:
         details = out.get("details")
         vals = {k: float(v) for k, v in out.items() if k != "details"}
+        if not set(vals) & set(self.info.outputs):  # scored as nothing, silently, otherwise
+            return MetricResult(error=f"returned {sorted(vals) or 'no values'}, none of its "
+                                      f"declared outputs {list(self.info.outputs)}")  # fmt: skip
         bad = [k for k, v in vals.items() if not np.isfinite(v)]
         if bad:
             return MetricResult(error=f"non-finite output for {', '.join(bad)}", details=details)

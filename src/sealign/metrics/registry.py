@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sealign.metrics.base import Metric, MetricInfo
+from sealign.utils.device import check_device
 
 _BUILTIN: dict[str, str] = {
     "dnsmos": "sealign.metrics.dnsmos:DNSMOS",
@@ -80,20 +81,29 @@ def build_metric(name: str, metric_device: str = "cpu", **options: Any) -> Metri
     ``options`` set one (see :func:`with_device`)."""
     options = with_device(name, options, metric_device)
     factory = metric_class(name)
+    declared = getattr(getattr(factory, "info", None), "name", name)
+    if declared != name:  # the score cache and the columns go by the declared name
+        raise ValueError(f"metric {name!r} declares MetricInfo(name={declared!r}); register it "
+                         "under the name it declares")  # fmt: skip
     params = _parameters(factory)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = sorted(set(options) - set(params)) if params and not takes_any else []
     if unknown:
         known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        raise ValueError(
-            f"metric {name!r}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(known)}"
-        )
+        hint = ("; sealign passes num_threads (and device on a GPU) to every metric: add them, "
+                "or **kwargs, to its constructor" if {"num_threads", "device"} & set(unknown)
+                else "")  # fmt: skip
+        raise ValueError(f"metric {name!r}: unknown option(s) {', '.join(unknown)}; it takes "
+                         f"{', '.join(known) or 'none'}{hint}")  # fmt: skip
     try:
-        return factory(**options)
+        metric = factory(**options)
+        if "device" in options:  # a device this machine lacks fails here, for any metric
+            check_device(str(options["device"]))
     except TypeError as err:
         raise ValueError(f"metric {name!r}: bad options {sorted(options)}: {err}") from err
     except ValueError as err:  # e.g. a device this machine lacks
         raise ValueError(f"metric {name!r}: {err}") from err
+    return metric
 
 
 def metric_info(name: str) -> MetricInfo:

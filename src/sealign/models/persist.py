@@ -82,7 +82,7 @@ def codec_kind(codec: Codec) -> tuple[str, dict[str, Any]]:
         raise ValueError(
             f"{type(codec).__name__} is not a registered codec kind "
             f"({', '.join(base.codec_kinds())}); "
-            "register it with sealign.codecs.register_codec (see sealign.plugins), or pass "
+            "register it with sealign.codecs.register_codec in a module named in $SEALIGN_PLUGINS, or pass "
             "codec_spec=... to the policy so the checkpoint can refer to it"
         )
     layout = getattr(codec, "layout", None)
