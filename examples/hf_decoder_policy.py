@@ -48,6 +48,7 @@ from sealign.models.features import FeatureConfig, compute_features
 from sealign.models.persist import fit_length, read_policy_dir, save_policy_dir
 from sealign.models.policy import Conditioning, Rollout, Targets
 from sealign.models.tokens import check_sampling, decode_token_rows, encode_token_targets
+from sealign.plugins import load_plugins
 
 FORMAT_VERSION = 1
 # the import path load_policy uses, also when this file runs as a script
@@ -304,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
+    load_plugins()  # a codec of your own, registered by a module in $SEALIGN_PLUGINS
     backbone = args.backbone.strip()
     torch.manual_seed(args.seed)
     policy = HFDecoderPolicy(

@@ -48,6 +48,11 @@ def odd_values(utts: list[Utterance]) -> list:
             for u in utts]  # fmt: skip
 
 
+def never(utts: list[Utterance]) -> list[None]:
+    """A reward function that applies to no sample."""
+    return [None] * len(utts)
+
+
 SEEN: list[np.ndarray] = []
 
 
@@ -383,6 +388,16 @@ def test_a_run_whose_updates_keep_failing_stops_with_the_reason(setup, tmp_path,
     # two updates a step: the third skipped one, in step 2, ends the run before it saves
     assert set(logged(tmp_path / "r", "loss")) == {1}
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_run_whose_samples_never_get_a_reward_stops(setup, tmp_path, monkeypatch):
+    import sealign.rl.gspo as gspo_mod
+
+    monkeypatch.setattr(gspo_mod, "UNREWARDED_LIMIT", 2)
+    kw = {"reward.components": "[{function: 'test_gspo:never'}]", "eval.manifests": "[]"}
+    cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", max_steps=5, **kw))
+    with pytest.raises(ValueError, match="no sample of the last 2 rollout batches had a usable"):
+        train_gspo(cfg, progress=False)
 
 
 def test_resume_gives_the_same_losses(setup, tmp_path, capsys):

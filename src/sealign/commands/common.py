@@ -22,7 +22,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="dotted config overrides, e.g. threads=1 metric_options.wer.asr=pocketsphinx",
+        help="dotted config overrides of the command's config keys (see the resolved config it "
+        "logs), e.g. metric_options.wer.asr=pocketsphinx",
     )
 
 

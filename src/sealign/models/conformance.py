@@ -327,7 +327,7 @@ def check_codec(codec: Any, wavs: list[np.ndarray] | None = None) -> list[Check]
         assert len(sizes) == codec.num_codebooks >= 1, (
             f"{len(sizes)} sizes, K = {codec.num_codebooks}"
         )
-        return f"{sr} Hz, {fr:g} frames/s, {len(sizes)} codebooks of {sorted(set(sizes))}"
+        return f"{sr} Hz, {fr:g} frames/s, {len(sizes)} codebooks of sizes {list(sizes)}"
 
     def encode() -> str:
         tokens = codec.encode(wavs)

@@ -295,6 +295,9 @@ def generate_and_score(
         advantages = np.where(advantages < 0, advantages * cfg.negative_advantage_scale, advantages)
     for i, why in scores.reasons.items():
         log.warning("excluding sample %s#%d from its group: %s", examples[group[i]].id, i, why)
+    if not adv.valid.any() and not scores.reasons:
+        log.warning("no sample of this batch has a reward: the components (%s) gave no value for "
+                    "any of them (not applicable)", ", ".join(scores.names))  # fmt: skip
     stats: dict[str, float] = {
         "time/generate": t1 - t0,
         "time/decode": t2 - t1,
@@ -446,6 +449,9 @@ class GSPOResult:
     alarms: list[str]
 
 
+UNREWARDED_LIMIT = 10
+
+
 def train_gspo(
     cfg: GSPOConfig,
     run_dir: str | Path | None = None,
@@ -516,6 +522,7 @@ def train_gspo(
     scheduler = make_scheduler(optimizer, cfg.optim, n_updates)
     gen = torch.Generator().manual_seed(seed)
     guard = DivergenceGuard()
+    unrewarded = 0  # rollout steps in a row without one rewarded sample
     state = TrainerState()
     if ckpt is not None:
         if d.main:
@@ -570,6 +577,13 @@ def train_gspo(
                 raise DataError("the policy rejected every input of a batch")
             t1 = time.perf_counter()
             upd = update(policy, ref, batch, cfg, optimizer, scheduler, gen, d, guard)
+            unrewarded = unrewarded + 1 if not any_rank(bool(batch.valid.any()), d) else 0
+            if unrewarded >= UNREWARDED_LIMIT:
+                raise ValueError(
+                    f"no sample of the last {unrewarded} rollout batches had a usable reward (each "
+                    "failed, was not applicable or not finite; see the warnings above), so "
+                    "nothing was trained: check reward.components"
+                )
             state.step += 1
             state.epoch, state.index = train_ds.epoch, train_ds.index
             stats = {**batch.stats, **upd, "time/update": time.perf_counter() - t1}
