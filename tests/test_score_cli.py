@@ -74,16 +74,7 @@ def test_score_manifest_then_resume(tmp_path, speech, noisy):
 def test_score_resume_follows_a_changed_manifest(tmp_path, speech, noisy, capsys):
     m = _make(tmp_path, speech, noisy)
     out = tmp_path / "out"
-    args = [
-        "score",
-        "--manifest",
-        str(m),
-        "--output",
-        str(out),
-        "--metrics",
-        "si_sdr",
-        "cache=null",
-    ]
+    args = _score_args(m, out)
     assert main(args) == 0
     before = {r["id"]: r for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
     # u0 now points to another recording, u2's file was replaced in place, u1 left, x9 came
