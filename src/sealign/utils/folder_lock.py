@@ -12,9 +12,9 @@ and refuses to start while shards write it.
 
 The locks are ``flock`` locks: the operating system drops them when their process ends, however
 it ends, so a killed run leaves no stale lock (only its empty lock file, which the next holder
-removes when it ends). A process may take the lock of a folder it
-already holds (nested commands, e.g. ``sealign demo``). On a filesystem without locks the
-folder is used unlocked, with a warning.
+removes when it ends). A process may take the lock of a folder it already holds (nested
+commands, e.g. ``sealign demo``). A read-only folder, or a filesystem without locks, is used
+unlocked, with a warning.
 """
 
 from __future__ import annotations
