@@ -14,7 +14,9 @@ timing): the CPU cost each metric brings, at its own thread count. ``--cpu`` als
 process's CPU seconds per phase and the cores it kept busy (CPU / wall): on a machine whose
 cores every phase already keeps busy, overlapping phases cannot shorten a step.
 ``--workers`` lists the reward's metric concurrency settings to compare (``reward.workers``;
-``2x4``: two workers, each metric's batch scored in four parts, ``reward.parts``);
+``2x4``: two workers, each metric's batch scored in four parts, ``reward.parts``; a trailing
+``p``, as in ``3p``, makes the workers processes, ``reward.processes``: give it its own run, since
+a thread setting run first leaves the metrics' libraries loaded in the trainer's process);
 ``--metric-threads`` sets each metric backend's threads (``reward.metric_threads``).
 The default model is the shipped checkpoint (``sealign demo``'s base).
 """
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--workers",
         default="3",
-        help="reward.workers settings to compare; WxP: W workers, each metric in P parts",
+        help="reward.workers settings to compare; WxP: W workers, each metric in P parts; "
+        "a trailing p: worker processes (reward.processes)",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
@@ -74,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     ref = load_policy(policy_dir(model)).eval() if cfg.beta > 0 else None  # type: ignore[attr-defined]
     results = {}
     for setting in args.workers.split(","):
-        workers, _, parts = setting.partition("x")  # "2x4": 2 workers, each metric in 4 parts
+        # "2x4": 2 workers, each metric in 4 parts; "3p": 3 worker processes
+        workers, _, parts = setting.removesuffix("p").partition("x")
         # every setting starts from the same weights and sees the same batches
         policy = load_policy(policy_dir(model))
         policy.eval()  # type: ignore[attr-defined]
         ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
         cfg.reward.workers, cfg.reward.parts = int(workers), int(parts or 1)
+        cfg.reward.processes = setting.endswith("p")
         if args.metric_threads is not None:
             cfg.reward.metric_threads = args.metric_threads
         reward = CompositeReward(cfg.reward, num_threads=args.threads)

@@ -4,4 +4,5 @@ import sys
 
 from sealign.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a worker process (spawn) imports this module again
+    sys.exit(main())

@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from sealign.metrics.base import REWARD_SCALES, Metric, MetricInfo, Utterance
-from sealign.metrics.cache import open_score_cache, score_with_cache
+from sealign.metrics.base import REWARD_SCALES, Metric, MetricInfo, MetricResult, Utterance
+from sealign.metrics.cache import cache_key, open_score_cache, score_with_cache
+from sealign.metrics.workers import MetricWorkers
 from sealign.rewards.word_credit import ReferenceAligner, WordCredit, word_hits
 from sealign.utils.device import parse_device
 from sealign.utils.threads import torch_threads
@@ -128,6 +129,10 @@ class RewardConfig:
     # with workers > 1: each metric's batch is scored in this many parts, separate tasks, so
     # that `workers` threads stay busy when the metrics are fewer than the threads or uneven
     parts: int = 1
+    # score in `workers` worker processes instead of threads: the metrics' backends and Python
+    # parts then run apart from each other and from the trainer, and a backend that crashes
+    # takes down its worker only (sealign.metrics.workers)
+    processes: bool = False
     metric_threads: int = 0  # threads of each metric backend (0 = the command's `threads`)
     # where metrics with a model run: cpu, cuda (under torchrun: each rank's own GPU), cuda:N
     metric_device: str = "cpu"
@@ -250,6 +255,7 @@ class CompositeReward:
         self.outputs: list[str] = []
         self.scales: list[str] = []
         self.names: list[str] = []
+        recipes: dict[str, Any] = dict(self.metrics)  # given metrics are sent pickled
         for i, c in enumerate(cfg.components):
             if c.function:
                 fn = self.functions.get(c.function) or _import_function(
@@ -261,10 +267,11 @@ class CompositeReward:
                 self.names.append(c.name or c.function.rpartition(":")[2])
                 continue
             if c.metric not in self.metrics:
-                opts = cfg.metric_options.get(c.metric, {})
-                self.metrics[c.metric] = build_metric(
-                    c.metric, num_threads=num_threads, metric_device=device, **opts
-                )
+                opts = dict(cfg.metric_options.get(c.metric, {}))
+                opts.update(num_threads=num_threads, metric_device=device)
+                # built here too (not loaded): its info, settings and cache keys
+                self.metrics[c.metric] = build_metric(c.metric, **opts)
+                recipes[c.metric] = (c.metric, opts)
             info = self.metrics[c.metric].info
             out = c.output or info.outputs[0]
             self.outputs.append(out)
@@ -275,6 +282,7 @@ class CompositeReward:
         self.weights = np.array([c.weight for c in cfg.components], dtype=np.float64)
         self.cache = open_score_cache(cfg.cache)
         self._pool: Any = None
+        self._workers = MetricWorkers(recipes, cfg.workers) if cfg.processes else None
         self._timing_lock = threading.Lock()
         self.word_credit = cfg.word_credit
         self._aligner = (
@@ -295,6 +303,9 @@ class CompositeReward:
 
     def load(self) -> None:
         """Load every metric model now (so that a missing model fails before training)."""
+        if self._workers is not None:
+            self._workers.load()
+            return
         with torch_threads():  # the trainer's thread count survives the backends' set-up
             for m in self.metrics.values():
                 m.load()
@@ -326,7 +337,11 @@ class CompositeReward:
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
             return out
 
-        if self.cfg.workers > 1 and (len(self.metrics) > 1 or self.cfg.parts > 1):
+        if self._workers is not None:
+            results = self._score_in_workers(utts, timings)
+            if self._aligner is not None:
+                credit = self._credit(utts, results["wer"])
+        elif self.cfg.workers > 1 and (len(self.metrics) > 1 or self.cfg.parts > 1):
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
@@ -373,6 +388,44 @@ class CompositeReward:
         values[failed] = np.nan
         return RewardBatch(list(self.names), values, failed, raw, reasons, timings, credit)
 
+    def _score_in_workers(
+        self, utts: list[Utterance], timings: dict[str, float]
+    ) -> dict[str, list[MetricResult]]:
+        """Every metric's results, the score cache's first, the rest from the worker processes
+        (each metric's batch in ``parts`` tasks)."""
+        assert self._workers is not None
+        n = len(utts)
+        k = max(1, min(self.cfg.parts, n))
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        results: dict[str, list[MetricResult | None]] = {}
+        keys: dict[str, list[str]] = {}
+        for name, metric in self.metrics.items():
+            # transcripts (for word credit) are not cached
+            use_cache = self.cache is not None and not (self._aligner and name == "wer")
+            keys[name] = [cache_key(metric, u) for u in utts] if use_cache else []
+            cached = [self.cache.get(key) for key in keys[name]] if self.cache else []
+            results[name] = cached if use_cache else [None] * n
+        tasks: list[tuple[str, list[int]]] = []  # (metric, utterance indices)
+        for i in range(k):
+            for name in self.metrics:
+                whole = self._aligner is not None and name == "wer"  # one task, all of it
+                if whole and i > 0:
+                    continue
+                span = range(n) if whole else range(bounds[i], bounds[i + 1])
+                todo = [j for j in span if results[name][j] is None]
+                if todo:
+                    tasks.append((name, todo))
+        # part by part, each part's metrics side by side (as the thread pool runs them)
+        done = self._workers.score([(name, [utts[j] for j in idx]) for name, idx in tasks])
+        timings.update({name: 0.0 for name in self.metrics})  # all cached: 0 s, as in threads
+        for (name, idx), (res, seconds) in zip(tasks, done, strict=True):
+            timings[name] = timings.get(name, 0.0) + seconds
+            for j, r in zip(idx, res, strict=True):
+                results[name][j] = r
+                if keys[name]:
+                    self.cache.put(keys[name][j], r)  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
+
     def _credit(self, utts: list[Utterance], results: list) -> list[WordCredit | None]:
         assert self._aligner is not None
         out: list[WordCredit | None] = []
@@ -406,6 +459,8 @@ class CompositeReward:
             return float("nan")
 
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
