@@ -22,6 +22,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import pickle
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ def _build(recipe: Recipe) -> Metric:
 def _serve(conn: Connection, recipes: dict[str, Recipe], log_level: int) -> None:
     """A worker's loop: ``("load", name, None)`` or ``("score", name, utts)`` in, ``("ok",
     payload, seconds)`` or ``("error", exception, 0)`` out; ``None`` or a closed pipe ends it."""
+    # Ctrl-C reaches the whole process group: the trainer handles it and stops the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(levelname)s [metric worker] %(message)s")
     try:
         from sealign.plugins import load_plugins
@@ -216,19 +219,24 @@ class MetricWorkers:
         log.warning("%s (%d utterances marked failed); starting it again", why, len(utts))
         return [MetricResult(error=why) for _ in utts], 0.0
 
-    def close(self) -> None:
-        """Stop the workers (each finishes its current task first)."""
-        for k, w in enumerate(self._workers):
-            if w is None:
-                continue
+    def _stop(self, k: int, wait: bool = True) -> None:
+        w = self._workers[k]
+        if w is None:
+            return
+        self._workers[k] = None
+        if wait:  # an idle worker ends at None; a busy one after its task
             with contextlib.suppress(BrokenPipeError, OSError):
                 w.conn.send(None)
             w.process.join(timeout=10)
-            if w.process.is_alive():
-                w.process.terminate()
-                w.process.join(timeout=5)
-            w.conn.close()
-            self._workers[k] = None
+        if w.process.is_alive():
+            w.process.terminate()
+            w.process.join(timeout=5)
+        w.conn.close()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        for k in range(self.n):
+            self._stop(k)
 
     def __del__(self) -> None:  # a reward dropped without close(): do not leave processes
         # no module globals here (contextlib.suppress): at interpreter shutdown they may be gone
