@@ -63,7 +63,9 @@ def test_rewards_from_worker_processes_equal_those_from_threads(speech, tmp_path
         reward.close()
     for batch in (first, again):
         np.testing.assert_allclose(batch.values, threads.values, rtol=1e-9)
-        assert batch.raw == threads.raw
+        assert batch.raw.keys() == threads.raw.keys()
+        for name, col in batch.raw.items():  # BLAS sums may differ in the last bit
+            np.testing.assert_allclose(col, threads.raw[name], rtol=1e-9)
     assert set(first.seconds) == set(again.seconds) == {"si_sdr", "estoi", "pesq_wb"}
     assert min(first.seconds.values()) > 0 and max(again.seconds.values()) == 0
 
