@@ -117,9 +117,12 @@ def test_shards_of_two_jobs_and_a_reader_beside_shards_are_refused(tmp_path):
     with FolderLock(folder, Shard(0, 3)):  # the killed job's layout is stale now
         pass
     proc = hold_in_another_process(folder, reader=True)
-    try:  # nor do shards start writing what a reader reads
-        with pytest.raises(FolderInUse, match="being read by another process"):
+    try:  # nor do shards start writing what a reader reads; both refusals name the reader
+        reader = rf"read by: pid {proc.pid} on "
+        with pytest.raises(FolderInUse, match="being read by another process.*" + reader):
             FolderLock(folder, Shard(0, 2)).acquire()
+        with pytest.raises(FolderInUse, match="in use by another process.*" + reader):
+            FolderLock(folder).acquire()
     finally:
         proc.kill()
         proc.wait()

@@ -41,6 +41,24 @@ class FolderInUse(ValueError):
     """Another process holds the folder."""
 
 
+def _me() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv[:4])}"[:300]
+
+
+def _alive(line: str) -> bool:
+    """Whether the process a ``pid N on HOST: ...`` line names still runs (another host's:
+    assumed so)."""
+    m = re.match(r"pid (\d+) on (\S+):", line)
+    if m and m.group(2) == socket.gethostname():
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pass  # alive, another user's
+    return True
+
+
 def _holder(path: Path) -> str:
     """Who holds ``path``, as its last exclusive holder wrote it, unless that process is gone
     (then the shards of a job hold it, and they do not write their names there)."""
@@ -48,15 +66,16 @@ def _holder(path: Path) -> str:
         text = path.read_text(encoding="utf-8").strip()
     except OSError:
         return ""
-    m = re.match(r"pid (\d+) on (\S+):", text)
-    if m and m.group(2) == socket.gethostname():
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            return ""
-        except OSError:
-            pass  # alive, another user's
-    return f" ({text})" if text else ""
+    return f" ({text})" if text and _alive(text) else ""
+
+
+def _readers(path: Path) -> list[str]:
+    """The processes reading the folder, as each wrote itself into the readers' file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [line for line in dict.fromkeys(lines) if line.strip() and _alive(line)]
 
 
 def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
@@ -98,8 +117,10 @@ def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
         f.close()  # its last holder removed the file meanwhile: lock the one there now
     if exclusive:
         f.truncate(0)
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv[:4])}"[:300])
-        f.flush()
+        f.write(_me())
+    elif path.name == READERS_NAME:  # readers sign in one line each
+        f.write(_me() + "\n")
+    f.flush()
     return f
 
 
@@ -167,7 +188,8 @@ class FolderLock:
                     try:
                         _held[key] = [_flock(path, exclusive, self.folder), 1]
                     except FolderInUse as err:
-                        raise FolderInUse(f"{err}{self._shards_holding()}") from None
+                        who = self._shards_holding() or self._readers_holding()
+                        raise FolderInUse(f"{err}{who}") from None
                 self._taken.append(key)
             self._check_other_writers()
         except BaseException:
@@ -185,6 +207,12 @@ class FolderLock:
             else ""
         )
 
+    def _readers_holding(self) -> str:
+        """Who holds the folder when readers do (they share its lock and leave it unnamed)."""
+        path = self.folder / READERS_NAME
+        names = _readers(path) if path.resolve() not in _held and _busy(path) else []
+        return f" (read by: {'; '.join(names)})" if names else ""
+
     def _check_other_writers(self) -> None:
         """Shards of another layout (another job) must not write beside this one's, and a
         reader waits for no shard: both share the folder's lock with them."""
@@ -197,7 +225,8 @@ class FolderLock:
                     else [".sealign.layout-*.lock", READERS_NAME])  # fmt: skip
         for other in sorted(o for pattern in patterns for o in self.folder.glob(pattern)):
             if other != self.layout and other.resolve() not in _held and _busy(other):
-                what = ("being read by another process" if other.name == READERS_NAME
+                what = ("being read by another process" + self._readers_holding()
+                        if other.name == READERS_NAME
                         else "being written by the shards of "
                         + ("a job" if self.reader else "another job"))  # fmt: skip
                 raise FolderInUse(
