@@ -142,3 +142,28 @@ def test_dpo_does_not_read_a_dataset_that_prefs_still_writes(tiny_setup, tmp_pat
         proc.kill()
         proc.wait()
     assert not (tmp_path / "dpo").exists()
+
+
+def test_a_probe_holding_a_lock_file_for_an_instant_does_not_refuse_a_shard(tmp_path):
+    import fcntl
+    import threading
+    import time
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    layout = folder / ".sealign.layout-2.lock"
+    held, done = threading.Event(), threading.Event()
+
+    def probe():  # what _busy does from another process: an exclusive lock for an instant
+        with layout.open("a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.set()
+            time.sleep(0.01)
+        done.set()
+
+    t = threading.Thread(target=probe)
+    t.start()
+    held.wait()
+    with FolderLock(folder, Shard(0, 2)):
+        assert done.is_set()
+    t.join()

@@ -79,11 +79,26 @@ def _readers(path: Path) -> list[str]:
     return [line for line in dict.fromkeys(lines) if line.strip() and _alive(line)]
 
 
+def _try_flock(f: IO[str], exclusive: bool) -> None:
+    """``flock`` without blocking, tried five times 20 ms apart: another process's
+    :func:`_busy` probe holds a lock file for microseconds, a holder for its whole run."""
+    import fcntl
+
+    for attempt in range(5):
+        try:
+            fcntl.flock(f.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == 4:
+                raise
+            time.sleep(0.02)
+
+
 def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
     """Lock ``path`` (created if missing) or raise :class:`FolderInUse`; None where the
     filesystem or platform has no locks."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 - POSIX only; used by _try_flock
     except ImportError:  # not a POSIX system
         return None
     for attempt in range(10):
@@ -95,7 +110,7 @@ def _flock(path: Path, exclusive: bool, folder: Path) -> IO[str] | None:
                         err, folder)  # fmt: skip
             return None
         try:
-            fcntl.flock(f.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            _try_flock(f, exclusive)
         except BlockingIOError:
             f.close()
             raise FolderInUse(
@@ -139,22 +154,15 @@ def _unlock(path: Path, f: IO[str]) -> None:
 
 
 def _busy(path: Path) -> bool:
-    """Whether another process holds a lock on ``path``. Another process probing the same file
-    holds it for microseconds: a few tries 20 ms apart tell that from a holder."""
-    import fcntl
-
-    for attempt in range(5):
-        try:
-            with path.open("a+", encoding="utf-8") as f:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if attempt < 4:
-                time.sleep(0.02)
-            continue
-        except OSError:
-            return False
+    """Whether another process holds a lock on ``path``."""
+    try:
+        with path.open("a+", encoding="utf-8") as f:
+            _try_flock(f, exclusive=True)
+    except BlockingIOError:
+        return True
+    except OSError:
         return False
-    return True
+    return False
 
 
 class FolderLock:
