@@ -122,7 +122,15 @@ def test_mushra_post_screening_scores_and_differences():
     a = res["systems"]["sys_a"]
     assert a["listeners"] == 2 and a["mean"] == pytest.approx((65 + 75) / 2)
     assert res["systems"]["sys_b"]["mean"] == pytest.approx(40.0)
-    assert a["diff_vs_baseline"]["mean"] == pytest.approx(30.0)
+    d = a["diff_vs_baseline"]  # a t interval over the two listeners' differences, 25 and 35
+    assert d["mean"] == pytest.approx(30.0)
+    assert d["high"] - d["mean"] == pytest.approx(12.706 * 5, rel=1e-3)  # t(1) × s/√2
+    # one listener: no interval; a listener who leaves the hidden reference unrated fails
+    unrated = {t: {"a": v["a"], "b": v["b"]} for t, v in good1.items()}
+    res = analyze_mushra(key, [*results[:1], {"listener": "l4", "kind": "mushra",
+                                              "answers": unrated}], baseline="sys_b")  # fmt: skip
+    assert res["excluded_listeners"] == ["l4"]
+    assert np.isnan(res["systems"]["sys_a"]["diff_vs_baseline"]["low"])
     with pytest.raises(ValueError, match="bad rating"):
         analyze_mushra(key, [{"listener": "x", "kind": "mushra", "answers": {"t0": {"z": 1}}}])
 
@@ -228,11 +236,19 @@ def test_analysis_refuses_damaged_or_repeated_answers(tmp_path, capsys):
         return path
 
     # the page names unnamed listeners "anonymous": two of them stay two listeners
+    other = {t: {"r": 95, "a": 70, "b": 30} for t in key["trials"]}
     a, b = write("a.json", listener="anonymous"), write("b.json", listener="anonymous")
+    b.write_text(json.dumps({"kind": "mushra", "answers": other, "listener": "anonymous"}))
     res = analyze_mushra(key, read_results([a, b], key))
     assert res["systems"]["sys_a"]["listeners"] == 2
     with pytest.raises(ValueError, match="given twice"):
         read_results([a, a], key)
+    # one listener's answers twice (a copy, a second download; a named listener's 2 files)
+    with pytest.raises(ValueError, match="the same answers as"):
+        read_results([a, write("a (1).json", listener="anonymous")], key)
+    alice = write("alice.json", listener="alice")
+    with pytest.raises(ValueError, match="'alice' has answered in"):
+        read_results([alice, write("alice2.json", listener="alice", answers=other)], key)
     for rating in (500, -40, True, float("nan")):
         bad = {**good, "t0": {"r": 100, "a": rating, "b": 40}}
         with pytest.raises(ValueError, match="bad rating"):
@@ -250,11 +266,13 @@ def test_analysis_refuses_damaged_or_repeated_answers(tmp_path, capsys):
     (test / "key.json").write_text("[]")
     assert main(cmd) == 2
     assert "not a listening test's key" in capsys.readouterr().err
-    # a title is text: it neither closes the page's script nor fills its placeholders
-    page = listening_page({"id": "x", "title": "</script>__TEST__", "kind": "ab", "trials": []})
-    assert "</script>__TEST__" not in page and "<title>&lt;/script&gt;__TEST__</title>" in page
+    # a title is text: it neither closes the page's script, nor changes how the rest of it is
+    # read, nor fills its placeholders
+    title = "</script><!--<script>__TEST__"
+    page = listening_page({"id": "x", "title": title, "kind": "ab", "trials": []})
+    assert "</script><!--" not in page and "<title>&lt;/script&gt;&lt;!--" in page
     data = re.search(r"const TEST = (.*);\n", page).group(1)
-    assert json.loads(data)["title"] == "</script>__TEST__"
+    assert "<" not in data and json.loads(data)["title"] == title
 
 
 def test_make_refuses_reserved_names_and_skips_items_of_other_lengths(systems, tmp_path):
@@ -269,3 +287,36 @@ def test_make_refuses_reserved_names_and_skips_items_of_other_lengths(systems, t
                           reference="clean", n_items=4)  # fmt: skip
     built = make_test(cfg, systems)
     assert "differ in length" in built.skipped["u0"] and built.trials == 3
+
+
+def test_tests_of_other_audio_or_seeds_differ_and_answered_tests_are_kept(systems, tmp_path):
+    def build(name, seed=None, **changed):
+        cfg = ListeningConfig(output=str(tmp_path / name), systems={k: "-" for k in systems},
+                              reference="clean", n_items=2, seed=seed)  # fmt: skip
+        make_test(cfg, {**systems, **changed})
+        return json.loads((tmp_path / name / "key.json").read_text())
+
+    same1, same2 = build("s1", seed=3), build("s2", seed=3)
+    assert same1 == same2  # a seed reproduces its test
+    other_audio = build("o", seed=3, loud=systems["noisy"])
+    fresh1, fresh2 = build("f1"), build("f2")  # no seed: a fresh one, recorded
+    ids = {json.dumps(k, sort_keys=True) for k in (same1, other_audio, fresh1, fresh2)}
+    assert len(ids) == 4 and fresh1["seed"] != fresh2["seed"]
+    assert fresh1["systems"] == {k: "-" for k in systems}
+    # a test with answers or an analysis beside it keeps its key
+    (tmp_path / "f1" / "results-alice.json").write_text("{}")
+    with pytest.raises(ValueError, match="other files .*results-alice.json"):
+        build("f1")
+    assert json.loads((tmp_path / "f1" / "key.json").read_text()) == fresh1
+    build("f2")  # nobody answered that one yet: it is replaced
+
+
+def test_eval_systems_are_the_evals_own_models(tmp_path):
+    from sealign.commands.listen import eval_systems
+
+    for name in ("a", "a_sample1", "b_sampled", "stale"):
+        (tmp_path / "enhanced" / name).mkdir(parents=True)
+        (tmp_path / "enhanced" / name / "manifest.jsonl").write_text("")
+    assert sorted(eval_systems(tmp_path)) == ["a", "b_sampled", "stale"]  # no results.json
+    (tmp_path / "results.json").write_text(json.dumps({"models": ["a", "b_sampled"]}))
+    assert sorted(eval_systems(tmp_path)) == ["a", "b_sampled"]

@@ -338,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
     asr = getattr(metrics.get("wer"), "asr", None)
     write_demo_report(out, cfg, systems_entries, text, results, asr)
     if cfg.listening_items:
-        write_listening_test(out / "listen", systems_entries, cfg.listening_items, g.seed)
+        write_listening_test(out / "listen", systems_entries, cfg.listening_items)
     scalars = {
         f"demo/{s}/{col}": v["mean"]
         for s, cols in vs_noisy["systems"].items()
@@ -365,18 +365,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_listening_test(
-    folder: Path, systems_entries: dict[str, list[Entry]], n_items: int, seed: int
+    folder: Path, systems_entries: dict[str, list[Entry]], n_items: int
 ) -> None:
-    """A blind A/B test of the base and aligned outputs (first sample of each) in ``folder``."""
+    """A blind A/B test of the base and aligned outputs (first sample of each) in ``folder``,
+    with fresh random codes (recorded in its key.json), so that no demo's key unblinds another's.
+    A folder that holds answers or an analysis already is left as it is (logged)."""
     from sealign.eval.listening import ListeningConfig, make_test
 
     pair = ("base", "aligned")
     cfg = ListeningConfig(
         output=str(folder), kind="ab", n_items=n_items,
         systems={s: str(Path(systems_entries[s][0].audio).parent) for s in pair},
-        seed=seed, title="sealign demo: which one sounds better?",
+        title="sealign demo: which one sounds better?",
     )  # fmt: skip
-    built = make_test(cfg, {s: {e.id: e for e in systems_entries[s]} for s in pair})
+    try:
+        built = make_test(cfg, {s: {e.id: e for e in systems_entries[s]} for s in pair})
+    except ValueError as err:  # the run's results are written: do not end it here
+        log.warning("listening test not written: %s", err)
+        return
     log.info(
         "listening test (A/B, %d trials): send %s to listeners, then `sealign listen analyze "
         "--test %s --results <their files>`", built.trials, built.root / "page", folder,

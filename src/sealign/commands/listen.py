@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,18 @@ def eval_systems(folder: str | Path) -> dict[str, str]:
     root = Path(folder) / "enhanced"
     if not root.is_dir():
         raise FileNotFoundError(f"{folder}: not an `sealign eval` output (no enhanced/)")
+    # the eval's own models (its results.json), not whatever else lies in enhanced/ (a model
+    # of an earlier eval into the same folder); `<name>_sample<i>` folders are further samples
+    models = None
+    try:
+        models = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))["models"]
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: no readable results.json; taking every model folder in %s", folder, root)
     out: dict[str, str] = {}
     for d in sorted(p for p in root.iterdir() if (p / "manifest.jsonl").is_file()):
-        if "_sample" not in d.name:
-            out[d.name] = str(d / "manifest.jsonl")
+        if re.search(r"_sample\d+$", d.name) or (models is not None and d.name not in models):
+            continue
+        out[d.name] = str(d / "manifest.jsonl")
     if not out:
         raise FileNotFoundError(f"{root}: no outputs")
     return out

@@ -12,7 +12,8 @@ outside it, with the experimenter.
 Analysis (``analyze``): MUSHRA listeners who rate the hidden reference below 90 in more than
 15% of trials are excluded (BS.1534-3 post-screening); each system's score is the mean over the
 remaining listeners of their mean rating, with a t interval over listeners, and the paired
-difference to a baseline system with a bootstrap interval over listeners. A/B preferences are
+difference to a baseline system with a t interval over the listeners' differences. A listener
+who leaves the hidden reference unrated in a trial fails that trial's check. A/B preferences are
 counted per pair, with the share of decided trials won, its Wilson interval, and a two-sided
 binomial test against 50%.
 """
@@ -24,6 +25,7 @@ import html
 import json
 import math
 import re
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from scipy.signal import butter, sosfiltfilt
 
 from sealign.audio.io import AudioError, load_audio, write_audio
 from sealign.data.manifest import Entry
-from sealign.eval.stats import mean_ci, paired_bootstrap_diff
+from sealign.eval.stats import mean_ci
 
 KINDS = ("mushra", "ab")
 REFERENCE = "reference"  # the hidden reference's system name in key.json
@@ -60,7 +62,9 @@ class ListeningConfig:
     n_items: int = 12
     rms_dbfs: float = -26.0  # loudness every stimulus is matched to
     sample_rate: int = 16000
-    seed: int = 0
+    # codes, order and items; None: a fresh random seed, recorded in key.json (a fixed seed
+    # gives every test built with it the same codes, so one key would unblind them all)
+    seed: int | None = None
     title: str = "Listening test"
 
     def __post_init__(self) -> None:
@@ -147,12 +151,15 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
     common = sorted(set.intersection(*(set(e) for e in entries.values())))
     if not common:
         raise ValueError("no utterance id is present in every system")
-    rng = np.random.default_rng(cfg.seed)
+    seed = secrets.randbits(63) if cfg.seed is None else cfg.seed
+    rng = np.random.default_rng(seed)
+    audio_hash = hashlib.sha1()  # the stimuli are part of the test's identity
     order = [common[i] for i in rng.permutation(len(common))]
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     trials: list[dict[str, Any]] = []
-    key: dict[str, Any] = {"kind": cfg.kind, "seed": cfg.seed, "trials": {}}
+    key: dict[str, Any] = {"kind": cfg.kind, "seed": seed, "systems": dict(cfg.systems),
+                           "trials": {}}  # fmt: skip
     skipped: dict[str, str] = {}
     units = (
         [(None, None)] if cfg.kind == "mushra" else [(a, b) for a, b in cfg.ab_pairs()]
@@ -196,6 +203,7 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
                 code = _code(rng, used)
                 src = cfg.reference if name == REFERENCE else name
                 write_audio(tmp / PAGE / "audio" / tid / f"{code}.wav", wavs[src], cfg.sample_rate)
+                audio_hash.update(np.ascontiguousarray(wavs[src]).tobytes())
                 codes[code] = name
             trial: dict[str, Any] = {"id": tid, "stimuli": list(codes)}
             if cfg.kind == "mushra":
@@ -206,6 +214,7 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
             key["trials"][tid] = {"item": uid, "codes": codes}
     if not trials:
         raise ValueError(f"no usable item: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
+    key["audio_sha1"] = audio_hash.hexdigest()
     test = {"id": listening_test_id(key), "title": cfg.title, "kind": cfg.kind, "trials": trials}
     (tmp / PAGE / "test.json").write_text(json.dumps(test, indent=1) + "\n", encoding="utf-8")
     (tmp / "key.json").write_text(json.dumps(key, indent=1) + "\n", encoding="utf-8")
@@ -217,30 +226,42 @@ def make_test(cfg: ListeningConfig, entries: dict[str, dict[str, Entry]]) -> Bui
 
 
 def _check_replaceable(root: Path) -> None:
-    """A test is written over an earlier one, never over anything else: ``root`` must be new,
-    empty, or a test folder (it holds ``key.json``)."""
+    """A test is written over an earlier one that nobody has answered yet, never over anything
+    else: ``root`` must be new, empty, or hold only what ``make`` writes (``key.json``,
+    ``page/``); answers or an analysis beside them would lose their key."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"--output {root} is a file, not a folder")
-    if root.is_dir() and any(root.iterdir()) and not (root / "key.json").is_file():
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    if not (root / "key.json").is_file():
         raise ValueError(
             f"--output {root} exists and is not a listening test (no key.json); "
             "give a new folder or remove it"
         )
+    other = sorted(p.name for p in root.iterdir() if p.name not in ("key.json", PAGE))
+    if other:
+        raise ValueError(
+            f"--output {root} holds a listening test with other files ({', '.join(other[:4])}): "
+            "a new test would replace its key.json, which those answers need; give another "
+            "folder, or move them and the test away first"
+        )
 
 
 def listening_test_id(key: dict[str, Any]) -> str:
-    """The id of the test with this key: pages keep answers apart by it (the random codes make
-    it unique) and result files carry it."""
+    """The id of the test with this key: pages keep answers apart by it and result files carry
+    it. The key holds the seed and a hash of the stimuli, so tests of other audio, or built with
+    another seed, differ."""
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def listening_page(test: dict[str, Any]) -> str:
     """The self-contained page that runs ``test`` (open ``index.html`` next to ``audio/``)."""
     # one pass, so that neither inserted text is read as a placeholder; the title goes in as
-    # HTML text and the test as a script's JSON, where "</" must not close the script
+    # HTML text and the test as a script's JSON, where no "<" may appear ("</script>" would
+    # close the script and "<!--" change how the rest of it is read)
     fill = {
         "__TITLE__": html.escape(test["title"]),
-        "__TEST__": json.dumps(test).replace("</", "<\\/"),
+        "__TEST__": json.dumps(test).replace("<", "\\u003c"),
     }
     return re.sub("__TITLE__|__TEST__", lambda m: fill[m.group(0)], _PAGE)
 
@@ -277,8 +298,17 @@ def read_results(paths: list[str | Path], key: dict[str, Any]) -> list[dict[str,
         r.setdefault("listener", Path(p).stem)
         if not isinstance(r["listener"], str) or not r["listener"].strip():
             raise ValueError(f"{p}: listener must be a non-empty string, got {r['listener']!r}")
-        # the page names every unnamed listener "anonymous": tell them apart by file
+        same = next((q for q, prev in zip(files, out, strict=True)
+                     if prev["answers"] == r["answers"]), None)  # fmt: skip
+        if same is not None:  # a file downloaded twice, or copied, would count twice
+            raise ValueError(f"{p}: the same answers as {same} (one listener's file twice?)")
+        # the page names every unnamed listener "anonymous": tell them apart by file; two
+        # files of one named listener are one listener's answers twice
         if r["listener"] in files.values():
+            first = next(q for q, name in files.items() if name == r["listener"])
+            if r["listener"] != "anonymous":
+                raise ValueError(f"{p}: listener {r['listener']!r} has answered in {first} "
+                                 "already; give each listener's answers once")  # fmt: skip
             r["listener"] = f"{r['listener']} ({Path(p).name})"
         if r["listener"] in files.values():
             raise ValueError(f"{p}: listener {r['listener']!r} occurs twice")
@@ -306,12 +336,12 @@ def analyze_mushra(
                     raise ValueError(f"{r['listener']}: bad rating {code!r}: {score!r} in {tid} "
                                      "(a number from 0 to 100 expected)")  # fmt: skip
                 ratings.setdefault(codes[code], []).append(float(score))
-            ref_scores = [s for c, s in answer.items() if codes[c] == REFERENCE]
-            if ref_scores:
+            if answer:  # a rated trial whose hidden reference was left unrated fails too
+                ref_scores = [s for c, s in answer.items() if codes[c] == REFERENCE]
                 total += 1
-                low += ref_scores[0] < 90
+                low += not ref_scores or ref_scores[0] < 90
         per[r["listener"]] = ratings
-        hidden_low[r["listener"]] = low / total if total else 0.0
+        hidden_low[r["listener"]] = low / total if total else 1.0
     kept = [name for name, share in hidden_low.items() if share <= 0.15]
     systems = sorted({s for ratings in per.values() for s in ratings})
     means = {
@@ -323,9 +353,9 @@ def analyze_mushra(
         table[s] = {"mean": ci.mean, "low": ci.low, "high": ci.high, "listeners": ci.n}
         if baseline and s != baseline and baseline in means:
             both = [lis for lis in means[s] if lis in means[baseline]]
-            d = paired_bootstrap_diff(
-                [means[baseline][lis] for lis in both], [means[s][lis] for lis in both]
-            )
+            # a t interval over listeners, as for the scores: a bootstrap over two or three
+            # listeners would give a narrow interval it cannot support
+            d = mean_ci([means[s][lis] - means[baseline][lis] for lis in both])
             table[s]["diff_vs_baseline"] = {"mean": d.mean, "low": d.low, "high": d.high}
     excluded = sorted(set(per) - set(kept))
     return {"kind": "mushra", "systems": table, "excluded_listeners": excluded,
@@ -435,7 +465,7 @@ const audio = new Audio();
 function play(src){ audio.pause(); audio.src = src; audio.currentTime = 0; audio.play(); }
 function store(){ localStorage.setItem(KEY, JSON.stringify(state)); }
 document.getElementById("intro").textContent = TEST.kind === "mushra"
-  ? "Rate how close each sound is to the reference (0 = bad, 100 = excellent). One of them is the reference itself."
+  ? "Rate how close each sound is to the reference (0 = bad, 100 = excellent). One of them is the reference itself. Set every slider: one you have not moved shows '-' and is not saved."
   : "Play A and B and choose the one that sounds better, or no preference.";
 function render(){
   const t = TEST.trials[at], box = document.getElementById("trial");
@@ -475,7 +505,19 @@ function render(){
   }
 }
 document.getElementById("prev").onclick = () => { if (at > 0) { at--; render(); } };
-document.getElementById("next").onclick = () => { if (at < TEST.trials.length - 1) { at++; render(); } };
+function unrated(t){
+  const ans = state.answers[t.id] || {};
+  return TEST.kind === "mushra" ? t.stimuli.filter(c => !(c in ans)).length : (ans.choice ? 0 : 1);
+}
+document.getElementById("next").onclick = () => {
+  const t = TEST.trials[at], left = unrated(t);
+  if (TEST.kind === "mushra" && left && Object.keys(state.answers[t.id] || {}).length) {
+    document.getElementById("status").textContent = "rate every sound of this trial first (" + left + " left)";
+    return;
+  }
+  document.getElementById("status").textContent = "";
+  if (at < TEST.trials.length - 1) { at++; render(); }
+};
 document.getElementById("save").onclick = () => {
   const name = document.getElementById("listener").value.trim() || "anonymous";
   const answers = {};
@@ -484,7 +526,9 @@ document.getElementById("save").onclick = () => {
                         {type: "application/json"});
   const a = document.createElement("a"); a.href = URL.createObjectURL(blob);
   a.download = "results-" + name + ".json"; a.click();
-  document.getElementById("status").textContent = Object.keys(answers).length + " trials saved";
+  const open = TEST.trials.filter(t => unrated(t)).length;
+  document.getElementById("status").textContent = Object.keys(answers).length + " trials saved"
+    + (open ? "; " + open + " not finished" : "");
 };
 render();
 </script></body></html>
