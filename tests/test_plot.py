@@ -146,3 +146,15 @@ def test_damaged_log_lines_and_results_are_skipped_or_named(tmp_path, capsys):
     )
     assert main(["plot", str(run)]) == 2
     assert "not a readable results.json" in capsys.readouterr().err
+
+
+def test_nan_and_inf_in_a_log_are_marked_not_left_out(tmp_path, monkeypatch):
+    import sealign.report.run as report_run
+
+    figs = []
+    monkeypatch.setattr(report_run, "_save", lambda fig, out: figs.append(fig) or out)
+    recs = [{"step": s, "loss": float("nan") if s % 2 else 1.0 / (s + 1)} for s in range(8)]
+    recs[2]["loss"] = float("inf")
+    report_run.plot_curves(recs, [report_run.Panel("loss", ["loss"])], tmp_path / "x.png")
+    labels = figs[0].axes[0].get_legend_handles_labels()[1]
+    assert labels == ["loss", "loss: NaN/inf at 5 steps"]

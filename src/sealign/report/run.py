@@ -96,6 +96,15 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
+def _nonfinite_steps(records: list[dict[str, Any]], key: str) -> list[float]:
+    """Steps at which ``key`` was logged as NaN or ±inf (a curve would just leave them out)."""
+    return [
+        float(r["step"])
+        for r in records
+        if _is_number(r.get("step")) and isinstance(r.get(key), float) and not math.isfinite(r[key])
+    ]
+
+
 def plot_curves(
     records: list[dict[str, Any]],
     panels: list[Panel],
@@ -111,6 +120,7 @@ def plot_curves(
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
+        marked = False
         for i, key in enumerate(panel.keys):
             x, y = _series(records, key)
             color = f"C{i % 10}"
@@ -120,6 +130,12 @@ def plot_curves(
                     label=label if few else None)  # fmt: skip
             if not few:
                 ax.plot(x, _smooth(y, smooth), color=color, label=label)
+            bad = _nonfinite_steps(records, key)
+            marked |= bool(bad)
+            if bad:  # marked along the bottom, so a diverged run does not look like a clean one
+                ax.plot(bad, [0.02] * len(bad), "x", color="red", clip_on=False,
+                        transform=ax.get_xaxis_transform(),
+                        label=f"{label}: NaN/inf at {len(bad)} steps")  # fmt: skip
             band = panel.bands.get(key)
             if band:
                 bx, by = _series(records, band)
@@ -128,7 +144,7 @@ def plot_curves(
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if len(panel.keys) > 1:
+        if len(panel.keys) > 1 or marked:
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
