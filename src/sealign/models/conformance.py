@@ -104,6 +104,8 @@ def check_policy(
     rl = getattr(policy, "rl_sample_options", None)  # as GSPO samples (e.g. the FM's SDE)
     sample_options = {**(rl() if callable(rl) else {}), **sample_options}
     st: dict[str, Any] = {}
+    # log-probs are of logits / T: rounding in the logits grows by 1 / T
+    logp_tolerance = LOGP_TOLERANCE * max(1.0, 1.0 / temperature)
 
     def attributes() -> str:
         assert isinstance(policy, Policy), "does not provide every Policy member"
@@ -165,21 +167,38 @@ def check_policy(
         ro = st["rollout"]
         logp, ent = policy.step_log_probs(st["cond"], ro)
         assert logp.shape == ro.logp.shape and ent.shape == ro.logp.shape, "wrong shapes"
-        diff = _max_abs(logp * ro.mask, ro.logp)
-        assert diff <= LOGP_TOLERANCE, (
-            f"recomputed log-probs differ from the sampled ones by up to {diff:.3g} (> "
-            f"{LOGP_TOLERANCE:g}): GSPO's ratio is not 1 at unchanged weights; check dropout, "
-            "the sampling transform (temperature, top-k, top-p) and teacher-forcing alignment"
-        )
+        tol = logp_tolerance
+        gap = ((logp - ro.logp).abs() * ro.mask).detach()
+        diff, off = float(gap.max()), int((gap > tol).sum())
+        steps = int(ro.mask.sum())
+        # a token on the edge of the top-p nucleus may fall in or out of it between the
+        # sampling pass and the full pass (rounding): a rare step changes by that token's mass
+        nucleus = float(sample_options.get("top_p", 1.0) or 1.0) < 1.0
+        note = ""
+        if off and nucleus and off <= max(1, steps // 100):
+            note = (f"; {off} of {steps} steps differ by up to {diff:.3g}: tokens on the edge of "
+                    "the top-p nucleus, which rounding puts in or out of it")  # fmt: skip
+        else:
+            assert not off, (
+                f"recomputed log-probs differ from the sampled ones by up to {diff:.3g} at {off} "
+                f"of {steps} steps (> {tol:g}): GSPO's ratio is not 1 at unchanged weights; "
+                "check dropout, the sampling transform (temperature, top-k, top-p) and "
+                "teacher-forcing alignment"
+            )
         assert torch.isfinite(ent).all(), "non-finite entropies"
         assert (ent[ro.mask == 0] == 0).all(), "entropies must be 0 where mask is 0"
         policy.zero_grad(set_to_none=True)
         (logp * ro.mask).sum().backward()
         grads = [p.grad for p in policy.parameters() if p.grad is not None]
-        assert grads and any(g.abs().sum() > 0 for g in grads), "no gradient reaches parameters"
+        low_t = (
+            f" (at temperature {temperature:g} log-probs saturate)" if temperature < 0.05 else ""
+        )
+        assert grads and any(g.abs().sum() > 0 for g in grads), (
+            f"no gradient reaches parameters{low_t}"
+        )
         policy.zero_grad(set_to_none=True)
         st["logp"] = logp.detach()
-        return f"max |recomputed − sampled| = {diff:.2e}"
+        return f"max |recomputed − sampled| = {diff:.2e}{note}"
 
     def subset() -> str:
         # GSPO's minibatches: every other row, reversed, and the shortest input's rows alone
@@ -191,7 +210,7 @@ def check_policy(
         for rows in (list(range(n - 1, -1, -2)), short):
             logp, _ = policy.step_log_probs(cond, st["rollout"].select(rows))
             diff = _max_abs(logp, st["logp"][rows])
-            assert diff <= LOGP_TOLERANCE, (
+            assert diff <= logp_tolerance, (
                 f"log-probs of rows {rows} alone differ from the full batch's by {diff:.3g}: a "
                 "minibatch must not change a row's log-probs (index cond with rollout.source?)"
             )
@@ -218,7 +237,7 @@ def check_policy(
                       ro.mask[i : i + 1, :t], torch.zeros(1, dtype=torch.long))  # fmt: skip
         logp, _ = policy.step_log_probs(policy.condition([noisy[k]]), one)
         diff = _max_abs(logp, st["logp"][i : i + 1, :t])
-        assert diff <= LOGP_TOLERANCE, (
+        assert diff <= logp_tolerance, (
             f"the shorter input's log-probs conditioned alone differ from those in the padded "
             f"batch by {diff:.3g}: padding leaks into its valid frames (mask padded states "
             "before any layer that mixes frames)"
