@@ -171,8 +171,10 @@ def test_stop_at_then_resume_with_a_shorter_schedule(corpus, tmp_path):
     first = train_sft(load_config(SFTConfig, None, [*args, "stop_at=4"]), run, progress=False)
     assert first.step == 4 and latest_checkpoint(run).name == "step_00000004"
     long_lr = logged(run, "train/lr")
-    res = train_sft(load_config(SFTConfig, None, [*args, "max_steps=6"]), run, resume=True,
-                    progress=False)  # fmt: skip
+    # `sealign train --resume` reuses the run's config.yaml, stop_at=4 included: reached, it
+    # no longer stops the run
+    res = train_sft(load_config(SFTConfig, None, [*args, "stop_at=4", "max_steps=6"]), run,
+                    resume=True, progress=False)  # fmt: skip
     assert res.step == 6 and latest_checkpoint(run).name == "step_00000006"
     lr = logged(run, "train/lr")
     assert sorted(lr) == list(range(1, 7)) and [lr[s] for s in range(1, 5)] == [
@@ -540,3 +542,21 @@ def test_a_run_that_keeps_diverging_stops_with_the_reason():
     guard(float("nan"), 1.0)
     with pytest.raises(ValueError, match="training diverged: 3 updates in a row"):
         guard(float("nan"), float("nan"))
+
+
+def test_a_run_restarting_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
+    from sealign.utils.logging import RunLogger
+
+    def steps():
+        return [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+
+    old = RunLogger(tmp_path, tensorboard=False)
+    for s in range(8):  # a run killed at step 7 (with held-out records at step 0)
+        old.log({"loss": 1.0}, step=s)
+    old.close()
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"step": 8, "lo')  # cut by the kill
+    RunLogger(tmp_path, tensorboard=False, resume_step=3).close()  # its checkpoint: step 3
+    assert steps() == [0, 1, 2, 3]
+    RunLogger(tmp_path, tensorboard=False, resume_step=0).close()  # no checkpoint: from scratch
+    assert steps() == []

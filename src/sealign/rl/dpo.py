@@ -75,7 +75,6 @@ from sealign.train.sft import (
     DivergenceGuard,
     ModelConfig,
     OptimConfig,
-    _truncate_log,
     collate_targets,
     finish_step,
     init_policy,
@@ -513,8 +512,6 @@ def train_dpo(
             warn_config_changes(ckpt / "config.yaml", cfg)
         state = load_checkpoint(ckpt, optimizer, scheduler)
         restore_rank_state(state, d, seed)  # dropout of the SFT objectives
-        if d.main:
-            _truncate_log(run / "log.jsonl", state.step)
         log.info("resumed from %s (step %d)", ckpt, state.step)
     eval_cfg = cfg.eval
     if cfg.eval_temperature is not None:
@@ -525,14 +522,14 @@ def train_dpo(
         if d.main
         else None
     )  # fmt: skip
-    if held is not None:
-        held.forget_after(state.step)  # evaluations after the checkpoint are run again
+    if held is not None:  # evaluations after the checkpoint (all, from scratch) are run again
+        held.forget_after(state.step if ckpt is not None else -1)
     log.info(
         "%s on %d %s pairs (%s policy), %d steps of %d pairs",
         cfg.objective, len(data), cfg.criterion, policy.family, cfg.max_steps,
         cfg.batch_size * d.world_size,
     )  # fmt: skip
-    logger = RunLogger(run) if d.main else None
+    logger = RunLogger(run, resume_step=state.step) if d.main else None
     history: list[dict[str, Any]] = []
     params = [p for p in module.parameters() if p.requires_grad]
 

@@ -72,7 +72,6 @@ from sealign.train.sft import (
     ModelConfig,
     OptimConfig,
     _keep_working,
-    _truncate_log,
     finish_step,
     init_policy,
     make_optimizer,
@@ -532,11 +531,9 @@ def train_gspo(
         mine = restore_rank_state(state, d, seed, {"sample": gen})
         if mine is not None:
             train_ds.load_state_dict(mine)
-        if d.main:
-            _truncate_log(run / "log.jsonl", state.step)
-        if held is not None:
-            held.forget_after(state.step)
         log.info("resumed from %s (step %d)", ckpt, state.step)
+    if held is not None:  # from scratch: a killed earlier run's evaluations are not this run's
+        held.forget_after(state.step if ckpt is not None else -1)
     log.info(
         "GSPO (%s) on a %s policy: %d inputs x %d samples per step, %d steps, reward = %s",
         cfg.loss,
@@ -546,7 +543,7 @@ def train_gspo(
         cfg.max_steps,
         " + ".join(f"{w:g}·{n}" for w, n in zip(reward.weights, reward.names, strict=True)),
     )
-    logger = RunLogger(run) if d.main else None
+    logger = RunLogger(run, resume_step=state.step) if d.main else None
     history: list[dict[str, Any]] = []
     alarms: list[str] = []
 

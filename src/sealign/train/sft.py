@@ -548,24 +548,6 @@ class SFTResult:
     history: list[dict[str, Any]]  # records logged by this invocation
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` by a run that was killed (they are redone)."""
-    import json
-
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            pass  # a line cut by the kill
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-    tmp.replace(path)
-
-
 def train_sft(
     cfg: SFTConfig, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True
 ) -> SFTResult:
@@ -616,9 +598,13 @@ def train_sft(
         state = load_checkpoint(ckpt, optimizer, scheduler)
         mine = restore_rank_state(state, d, seed)
         train_ds.load_state_dict(mine or {"epoch": state.epoch, "index": state.index})
-        if d.main:
-            _truncate_log(run / "log.jsonl", state.step)
         log.info("resumed from %s (step %d, epoch %d)", ckpt, state.step, state.epoch)
+        if 0 < cfg.stop_at <= state.step:  # its job is done: `--resume max_steps=N` goes on
+            log.info("stop_at=%d was reached before this resume: training on to max_steps=%d",
+                     cfg.stop_at, cfg.max_steps)  # fmt: skip
+            cfg = dataclasses.replace(cfg, stop_at=0)
+            if d.main:
+                save_config(cfg, run / "config.yaml")
     n_params = sum(p.numel() for p in module.parameters())
     log.info(
         "SFT %s policy (%.2fM params): %d train / %d valid utterances, %d steps%s",
@@ -631,7 +617,7 @@ def train_sft(
     )
     encode = TargetEncoder(policy, cfg.data.cache_targets)
     encode_valid = TargetEncoder(policy, cfg.data.cache_targets)
-    logger = RunLogger(run) if d.main else None
+    logger = RunLogger(run, resume_step=state.step) if d.main else None
     history: list[dict[str, Any]] = []
     acc = state.extra.setdefault("window", {"loss": 0.0, "grad_norm": 0.0, "n": 0, "secs": 0.0})
     last_ckpt: Path | None = ckpt

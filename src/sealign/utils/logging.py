@@ -26,19 +26,45 @@ def setup_console_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class RunLogger:
-    """Scalars to ``<dir>/log.jsonl`` (one JSON object per call) and TensorBoard ``<dir>/tb``."""
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the records of ``path`` logged after ``step`` (by a run that was killed after its
+    checkpoint: they are redone), and lines cut by the kill."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            pass  # a line cut by the kill
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+    tmp.replace(path)
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+
+class RunLogger:
+    """Scalars to ``<dir>/log.jsonl`` (one JSON object per call) and TensorBoard ``<dir>/tb``.
+
+    ``resume_step``: a training run (re)starting at this step (0 = from scratch): what an
+    earlier, killed run logged after it is dropped from both, so that it is not shown twice.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None
+    ) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:  # from scratch: step-0 records (held-out) go too
+            truncate_log(self.dir / "log.jsonl", resume_step if resume_step > 0 else -1)
         self._jsonl = (self.dir / "log.jsonl").open("a", encoding="utf-8")
         self._tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.dir / "tb"))
+                purge = None if resume_step is None else (resume_step + 1 if resume_step else 0)
+                self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge)
             except ImportError:
                 logging.getLogger(__name__).warning(
                     "tensorboard not installed; TensorBoard logging off"
