@@ -368,3 +368,19 @@ def test_degrade_manifest_protects_its_inputs_and_redoes_changed_sources(tmp_pat
     first = read_manifest(rep.manifest)[0]
     assert first.extra["source_audio"] == str(Path(entries[1].audio).resolve())
     assert sf.info(first.reference).frames == sf.info(entries[1].audio).frames
+
+
+def test_a_paired_manifest_is_degraded_from_its_references(tmp_path, speech):
+    entries = [e for e in _clean_manifest(tmp_path, speech) if "bad" not in e.audio][:2]
+    noisy = []
+    for e in entries:  # a noisy/clean pair: the noisy side is another signal
+        path = tmp_path / f"noisy_{e.id.replace('/', '_')}.wav"
+        sf.write(path, np.full(16000, 0.3, np.float32), 16000)
+        noisy.append(Entry(e.id, str(path), reference=e.audio, text=e.text, extra=e.extra))
+    cfg = D.DegradationConfig(p_noise=1.0, p_reverb=0.0)
+    paired = D.degrade_manifest(noisy, tmp_path / "p", cfg, seed=1, progress=False)
+    plain = D.degrade_manifest(entries, tmp_path / "c", cfg, seed=1, progress=False)
+    for a, b in zip(read_manifest(paired.manifest), read_manifest(plain.manifest), strict=True):
+        assert a.extra["source_audio"] == b.extra["source_audio"]
+        for key in ("audio", "reference"):
+            assert np.array_equal(sf.read(getattr(a, key))[0], sf.read(getattr(b, key))[0])

@@ -937,7 +937,7 @@ def build_noise_bank(cfg: DegradationConfig, entries: Sequence[Entry] = ()) -> N
     for bank, w in groups:
         sources.extend(bank.sources)
         weights.extend([w / len(bank.sources)] * len(bank.sources))
-    items = [BabbleItem(e.id, _speaker(e), e.audio) for e in entries]
+    items = [BabbleItem(e.id, _speaker(e), clean_source(e)) for e in entries]
     if cfg.babble_weight > 0 and len(items) > 1:
         sources.append(BabbleSource(items))
         weights.append(cfg.babble_weight)
@@ -1012,6 +1012,12 @@ def _done(out: Path, utt_id: str) -> dict[str, Any] | None:
     return None
 
 
+def clean_source(e: Entry) -> str:
+    """The clean speech an entry stands for: its reference when it has one (a noisy/clean
+    pair), else its audio (a clean corpus)."""
+    return e.reference or e.audio
+
+
 def _check_sources_outside(entries: Sequence[Entry], out: Path, manifest: Any) -> None:
     """Refuse an output folder that would overwrite the inputs (their audio or manifest)."""
     root = out.resolve()
@@ -1019,9 +1025,9 @@ def _check_sources_outside(entries: Sequence[Entry], out: Path, manifest: Any) -
     if isinstance(manifest, str | Path) and Path(manifest).resolve() == root / "manifest.jsonl":
         raise ManifestError(f"{out}: the output folder holds the input manifest; use another")
     for e in entries:
-        src = Path(e.audio).resolve()
+        src = Path(clean_source(e)).resolve()
         if any(src.is_relative_to(d) for d in mine):
-            raise ManifestError(f"{out}: would overwrite the input audio {e.audio}; use another "
+            raise ManifestError(f"{out}: would overwrite the input audio {src}; use another "
                                 "output folder")  # fmt: skip
 
 
@@ -1049,6 +1055,7 @@ def degrade_manifest(
     shard: Shard | None = None,
 ) -> DegradeReport:
     """Degrade every utterance of a clean manifest into ``out_dir``; writes ``manifest.jsonl``.
+    An entry with a ``reference`` (a noisy/clean pair) is degraded from its reference.
 
     With ``shard`` only that shard's utterances (see :class:`~sealign.utils.shard.Shard`) are
     degraded and listed, in ``manifest.shard-K-of-N.jsonl``; the noise bank (babble from the
@@ -1075,6 +1082,10 @@ def degrade_manifest(
     if not entries:
         raise ManifestError("degrade_manifest: no entries")
     _check_sources_outside(entries, out, clean_manifest)
+    paired = sum(bool(e.reference) for e in entries)
+    if paired:
+        log.info("degrade: %d of %d entries have a reference: degrading the reference (clean) "
+                 "audio, not their noisy audio", paired, len(entries))  # fmt: skip
     if noise_bank is None:
         noise_bank = build_noise_bank(cfg, entries)
     if rir_bank is None and cfg.rir_dir:
@@ -1105,12 +1116,12 @@ def degrade_manifest(
     sources = _previous_sources(out, shard)
     for e in entries:
         prev = _done(out, e.id)
-        if e.id in sources and sources[e.id] != str(Path(e.audio).resolve()):
+        if e.id in sources and sources[e.id] != str(Path(clean_source(e)).resolve()):
             prev = None  # the same id now names other source audio: degrade it again
         if prev is not None:
             results[e.id] = prev
         else:
-            todo.append((e.id, e.audio, _speaker(e)))
+            todo.append((e.id, clean_source(e), _speaker(e)))
     reused = len(results)
     if reused:
         log.info("degrade: reusing %d finished utterances in %s", reused, out)
@@ -1145,7 +1156,7 @@ def degrade_manifest(
             continue
         noisy_p, clean_p, _ = _paths(out, e.id)
         extra: dict[str, Any] = {"speaker": _speaker(e), "degradation": results[e.id]}
-        extra["source_audio"] = str(Path(e.audio).resolve())
+        extra["source_audio"] = str(Path(clean_source(e)).resolve())
         out_entries.append(
             Entry(
                 id=e.id,
