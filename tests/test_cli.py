@@ -46,3 +46,30 @@ def test_metric_device_flags_name_their_config_keys(tmp_path, capsys):
     assert "reward.metric_device: 'gpu' is not a device" in capsys.readouterr().err
     assert main(["eval", "--output", str(tmp_path / "e"), "--metric-device", "gpu"]) == 2
     assert "metric_device: 'gpu' is not a device" in capsys.readouterr().err
+
+
+def test_a_folder_holding_another_kind_of_settings_is_refused_however_many_keys_they_share(
+    tmp_path,
+):
+    from dataclasses import dataclass
+
+    from sealign.commands.common import check_same_job
+    from sealign.config import save_config
+
+    @dataclass
+    class TrainSettings:
+        lr: float = 1e-3
+        seed: int = 0
+
+    @dataclass
+    class OtherSettings:  # the same keys (SFT and DPO share 13)
+        lr: float = 1e-3
+        seed: int = 0
+
+    save_config(TrainSettings(), tmp_path / "config.yaml")
+    check_same_job(tmp_path, TrainSettings(lr=0.1))  # its own run, other values: fine
+    with pytest.raises(ValueError, match="holds TrainSettings settings, this command's are Other"):
+        check_same_job(tmp_path, OtherSettings())
+    # a config.yaml of an older version names no kind: its keys decide
+    (tmp_path / "config.yaml").write_text("lr: 0.001\nseed: 0\n")
+    check_same_job(tmp_path, OtherSettings())

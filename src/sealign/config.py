@@ -242,13 +242,23 @@ def dump_config(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+CONFIG_HEADER = "# sealign "
+
+
+def config_kind(text: str) -> str | None:
+    """The settings class a saved ``config.yaml`` names on its first line (None: not named)."""
+    first = text.split("\n", 1)[0]
+    return first[len(CONFIG_HEADER) :].strip() or None if first.startswith(CONFIG_HEADER) else None
+
+
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically (processes of one sharded job may write
     the same file at once, hence a temporary file per process)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(dump_config(cfg))
+    # the first line names the settings' kind, which commands check before writing beside it
+    tmp.write_text(f"{CONFIG_HEADER}{type(cfg).__name__}\n{dump_config(cfg)}")
     tmp.replace(path)
     return path
 

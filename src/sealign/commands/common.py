@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sealign.config import config_changes, dump_config, load_config, save_config
+from sealign.config import config_changes, config_kind, dump_config, load_config, save_config
 from sealign.utils.folder_lock import hold_for_command
 
 T = TypeVar("T")
@@ -121,13 +121,20 @@ def check_same_job(out: Path, cfg: Any, shard: Any = None) -> None:
     import yaml
 
     try:
-        before = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        text = (out / "config.yaml").read_text(encoding="utf-8")
+        before = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return
     if not isinstance(before, dict) or not before:
         return
+    kind = config_kind(text)
+    if kind is not None and kind != type(cfg).__name__:
+        raise ValueError(
+            f"{out} holds the run of another command (its config.yaml holds {kind} settings, "
+            f"this command's are {type(cfg).__name__}): write to another folder"
+        )
     now = yaml.safe_load(dump_config(cfg))
-    if len(set(before) & set(now)) < len(before) / 2:
+    if kind is None and len(set(before) & set(now)) < len(before) / 2:  # an older run
         raise ValueError(
             f"{out} holds the run of another command (its config.yaml has "
             f"{', '.join(list(before)[:4])}, ...): write to another folder"
