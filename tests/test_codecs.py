@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -175,10 +176,18 @@ def test_save_load_same_tokens(codec, codec_dir, tmp_path, speech):
 
 
 def test_damaged_codec_folders_and_bad_settings_are_named(codec, tmp_path):
+    # one codec's arrays beside another's config (two runs into one folder) do not mix
+    other = WorldCodec(codec.config, {k: v * 1.001 for k, v in codec.arrays.items()})
+    codec.save(tmp_path / "mixed")
+    other.save(tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "codec.safetensors", tmp_path / "mixed")
+    with pytest.raises(CodecError, match="not the arrays file config.json was saved with"):
+        load_codec(f"world:{tmp_path / 'mixed'}")
+    assert not list((tmp_path / "mixed").glob("*.tmp"))
     codec.save(tmp_path / "trunc")
     arrays = tmp_path / "trunc" / "codec.safetensors"
     arrays.write_bytes(arrays.read_bytes()[:100])
-    with pytest.raises(CodecError, match="cannot read the codebooks"):
+    with pytest.raises(CodecError, match="damaged, or written by another run"):
         load_codec(f"world:{tmp_path / 'trunc'}")
     codec.save(tmp_path / "json")
     (tmp_path / "json" / "config.json").write_text("{\n 'kind': 'world'}")

@@ -560,3 +560,31 @@ def test_a_run_restarting_drops_what_a_killed_run_logged_after_its_checkpoint(tm
     assert steps() == [0, 1, 2, 3]
     RunLogger(tmp_path, tensorboard=False, resume_step=0).close()  # no checkpoint: from scratch
     assert steps() == []
+
+
+def test_inputs_that_cannot_be_what_the_user_meant_are_named(corpus, tmp_path, caplog):
+    from sealign.codecs.world import _load_manifest_audio
+    from sealign.commands.data_synth import usable_engines
+    from sealign.train.data import PairDataset
+    from sealign.train.sft import DataConfig, ModelConfig, init_policy
+
+    # init_from an FM checkpoint with family ar: not silently an FM
+    with pytest.raises(ValueError, match="model.family: ar, but .* holds a fm policy"):
+        init_policy(ModelConfig(init_from="src/sealign/assets/fm_demo", family="ar"))
+    # a clean corpus (audio = reference) without degradation teaches the identity
+    write_manifest(tmp_path / "clean.jsonl", [
+        {"id": "a", "audio": str(corpus / "c0.wav"), "reference": str(corpus / "c0.wav")},
+        {"id": "b", "audio": str(corpus / "n1.wav"), "reference": str(corpus / "c1.wav")},
+    ])  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="sealign"):
+        PairDataset([str(tmp_path / "clean.jsonl")], DataConfig(), 16000, 0)
+    assert "1 of 2 entries have the same file as input and reference" in caplog.text
+    # codec training skips an unreadable file, as training does
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    write_manifest(tmp_path / "codec.jsonl", [
+        {"id": "a", "audio": str(corpus / "c0.wav")}, {"id": "bad", "audio": str(tmp_path / "bad.wav")},
+    ])  # fmt: skip
+    assert len(_load_manifest_audio(tmp_path / "codec.jsonl", 16000)) == 1
+    # a misspelt TTS engine is an error, not the fallback engine
+    with pytest.raises(ValueError, match="unknown TTS engine 'kokro'"):
+        usable_engines(["kokro"], "espeak")

@@ -58,6 +58,7 @@ from sealign.codecs.base import (
     split_batch,
 )
 from sealign.config import from_dict_strict
+from sealign.utils.jsonio import write_text
 from sealign.utils.paths import share_file
 from sealign.utils.threads import map_threads
 
@@ -672,15 +673,21 @@ class WorldCodec:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        # each file replaced whole, and the config names its arrays file's hash: a folder
+        # holding one run's arrays and another's config fails to load instead of mixing them
+        tmp = directory / f"{_ARRAYS_FILE}.{os.getpid()}.tmp"
         save_file(
             {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.arrays.items()},
-            str(directory / _ARRAYS_FILE),
+            str(tmp),
         )
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        tmp.replace(directory / _ARRAYS_FILE)
         share_file(directory / _ARRAYS_FILE)
-        meta = {"kind": "world", "format_version": FORMAT_VERSION, "config": asdict(self.config)}
+        meta = {"kind": "world", "format_version": FORMAT_VERSION, "config": asdict(self.config),
+                "arrays_sha256": digest}  # fmt: skip
         if extra:
             meta["training"] = extra
-        (directory / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_text(directory / _CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -707,6 +714,11 @@ class WorldCodec:
             )
         from safetensors.numpy import load_file
 
+        want = meta.get("arrays_sha256")
+        if want is not None and hashlib.sha256(arr_path.read_bytes()).hexdigest() != want:
+            raise CodecError(f"{arr_path}: not the arrays file {cfg_path.name} was saved with "
+                             "(damaged, or written by another run); train or copy the codec "
+                             "again")  # fmt: skip
         try:
             arrays = load_file(str(arr_path))
         except Exception as err:  # safetensors raises its own error types for damaged files
@@ -724,15 +736,21 @@ class WorldCodec:
 
 
 def _load_manifest_audio(path: str | Path, sr: int) -> list[np.ndarray]:
-    from sealign.audio.io import load_audio
+    from sealign.audio.io import AudioError, load_audio
     from sealign.data.manifest import read_manifest
 
-    wavs = []
-    for e in read_manifest(path):
-        src = e.reference or e.audio
-        wavs.append(load_audio(src, sample_rate=sr)[0])
-    if not wavs:
+    entries = read_manifest(path)
+    if not entries:
         raise ValueError(f"{path}: manifest has no entries")
+    wavs = []
+    for e in entries:
+        src = e.reference or e.audio
+        try:
+            wavs.append(load_audio(src, sample_rate=sr)[0])
+        except AudioError as err:  # as training skips them
+            log.warning("codec training: skipping %s: %s", e.id, err)
+    if not wavs:
+        raise ValueError(f"{path}: no entry has usable audio")
     return wavs
 
 

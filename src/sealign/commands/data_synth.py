@@ -69,8 +69,12 @@ PRESETS: dict[str, list[str]] = {
 
 def usable_engines(engines: list[str], fallback: str | None) -> list[str]:
     """The requested engines that can run here; logs every engine left out and why."""
-    from sealign.data.tts import engine_unavailable_reason
+    from sealign.data.tts import engine_names, engine_unavailable_reason
 
+    unknown = [n for n in [*engines, fallback] if n is not None and n not in engine_names()]
+    if unknown:  # a typo, not an engine that cannot run here
+        raise ValueError(f"synth.engines: unknown TTS engine {unknown[0]!r}; known: "
+                         f"{', '.join(engine_names())}")  # fmt: skip
     ok = []
     for name in engines:
         reason = engine_unavailable_reason(name)

@@ -15,6 +15,7 @@ Unreadable manifest lines and unusable audio are skipped with a logged reason, n
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,13 @@ def read_manifests(paths: Sequence[str | Path]) -> tuple[list[Entry], list[str]]
     return entries, problems
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
+
+
 class PairDataset:
     """Noisy/clean pairs with deterministic shuffling, resumable position and rank sharding.
 
@@ -172,6 +180,12 @@ class PairDataset:
                 self.entries.append(e)
         if not self.entries:
             raise DataError(f"{', '.join(self.manifests)}: no usable entries")
+        same = sum(bool(e.reference) and _same_file(e.audio, e.reference) for e in self.entries)
+        if same and not cfg.degrade:
+            log.warning("%s: %d of %d entries have the same file as input and reference (a clean "
+                        "corpus?): the model learns to copy its input; set data.degrade=true to "
+                        "degrade them on the fly", ", ".join(self.manifests), same,
+                        len(self.entries))  # fmt: skip
         self.limits = AudioLimits(min_duration=cfg.min_seconds, max_duration=cfg.max_seconds)
         self.epoch = 0
         self.index = 0

@@ -223,6 +223,9 @@ def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
 
     if cfg.init_from:
         policy = reconfigure(load_policy(policy_dir(cfg.init_from)), dict(cfg.config))
+        if cfg.family and cfg.family != policy.family:
+            raise ValueError(f"model.family: {cfg.family}, but model.init_from "
+                             f"{cfg.init_from} holds a {policy.family} policy")  # fmt: skip
     else:
         from sealign.codecs.base import load_codec
 
