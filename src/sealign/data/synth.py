@@ -401,7 +401,11 @@ def synthesize_corpus(
         dict(splits) if isinstance(splits, Mapping) else dict(zip(SPLIT_NAMES, splits, strict=True))
     )
     total = float(sum(requested.values()))
-    fractions = {k: float(requested[k]) / total if counts[k] > 0 else 0.0 for k in counts}
+    fractions = {k: float(requested[k]) / total for k in counts}
+    for k in counts:
+        if requested[k] > 0 and counts[k] == 0:
+            log.warning("split %s: %g of %d utterances rounds to none; it is left out", k,
+                        requested[k], n_utterances)  # fmt: skip
     mins = {"test": min_test_speakers}
     by_split = assign_speakers(speakers, fractions, seed, mins)
     plans = plan_corpus(counts, by_split, seed)
@@ -461,6 +465,10 @@ def synthesize_corpus(
         res.counts[split] = len(items)
         if items and not shard.sharded:
             res.manifests[split] = write_manifest(out / f"{split}.jsonl", items)
+        elif not items and not shard.sharded and (out / f"{split}.jsonl").exists():
+            # an earlier run's: its speakers may now belong to another split
+            (out / f"{split}.jsonl").unlink()
+            log.warning("removed %s: this run has no %s utterances", out / f"{split}.jsonl", split)
     summary = {
         "settings": settings,
         "engines": list(dict.fromkeys(engines)),
