@@ -91,3 +91,18 @@ def test_import_names_the_missing_flags(tmp_path, capsys):
     assert "missing --noisy, --clean" in capsys.readouterr().err
     assert main(["data", "import", "recordings", "--output", out]) == 2
     assert "missing --noisy or --root" in capsys.readouterr().err
+
+
+def test_data_demo_takes_a_config_files_settings_over_the_default_preset(tmp_path, monkeypatch):
+    import sealign.commands.data_synth as ds
+
+    seen = []
+    monkeypatch.setattr(ds, "build_demo_corpus", lambda cfg: seen.append(cfg) or {})
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(
+        f"output: {tmp_path / 'small'}\nsynth:\n  n_utterances: 20\n  splits: [14, 3, 3]\n"
+    )
+    assert main(["data", "demo", "--config", str(cfg)]) == 0
+    assert seen[-1].synth.n_utterances == 20 and list(seen[-1].synth.splits) == [14, 3, 3]
+    assert main(["data", "demo", "--output", str(tmp_path / "d")]) == 0  # no file: the preset
+    assert seen[-1].synth.n_utterances == 176

@@ -137,7 +137,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="build the default demo corpus (clean + degraded splits)",
         description=DataDemoConfig.__doc__,
     )
-    d.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    d.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="corpus size and engines (default demo; with --config, the file's own settings)",
+    )
     d.add_argument(
         "--output", help="output folder (default data/demo, or data/train for --preset train)"
     )
@@ -209,7 +213,9 @@ def hash_split(split: str) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    extra = list(PRESETS[args.preset])
+    # a config file's settings are not overridden by the default preset, only by one asked for
+    preset = args.preset or (None if args.config else "demo")
+    extra = list(PRESETS[preset]) if preset else []
     if args.output:
         extra.append(flag("output", args.output))
     if args.workers:
