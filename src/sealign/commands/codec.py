@@ -25,6 +25,7 @@ from sealign.commands.common import (
     prepare_run_dir,
     resolve_config,
 )
+from sealign.utils.threads import set_torch_threads
 
 HELP = "train the built-in WORLD codec"
 
@@ -36,11 +37,14 @@ class CodecTrainConfig:
     output: str = ""
     manifest: str | None = None
     espeak: int = 0  # > 0: synthesize this many eSpeak NG sentences instead of a manifest
+    threads: int = 2  # torch / BLAS threads (WORLD analysis, k-means)
     world: WorldCodecConfig = field(default_factory=WorldCodecConfig)
 
     def __post_init__(self) -> None:
         if not self.output:
             raise ValueError("output is required")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if (self.manifest is None) == (self.espeak <= 0):
             raise ValueError("give exactly one of manifest or espeak (> 0)")
 
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         extra.append(flag("world.seed", args.seed))
     cfg = resolve_config(CodecTrainConfig, args, extra)
     prepare_run_dir(cfg.output, cfg)
+    set_torch_threads(cfg.threads)
     progress = not args.no_progress
     t0 = time.perf_counter()
     data = (

@@ -24,6 +24,7 @@ from sealign.commands.common import (
 )
 from sealign.data.degrade import DegradationConfig, degrade_manifest
 from sealign.utils.shard import Shard
+from sealign.utils.threads import set_torch_threads
 
 MANIFEST = "manifest.jsonl"
 
@@ -38,13 +39,14 @@ class DegradeConfig:
     output: str = ""
     seed: int = 0
     workers: int = 2
+    threads: int = 2  # torch / BLAS threads of this process (workers are processes)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
     def __post_init__(self) -> None:
         if not self.manifest or not self.output:
             raise ValueError("manifest and output are required")
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
+        if self.workers < 1 or self.threads < 1:
+            raise ValueError("workers and threads must be >= 1")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
@@ -105,6 +107,7 @@ def _run_degrade(args: argparse.Namespace) -> int:
     )
     shard = Shard.resolve(args.shard or "", "--shard")
     out = prepare_run_dir(cfg.output, cfg, shard)
+    set_torch_threads(cfg.threads)
     shard.begin(out / MANIFEST)
 
     def degrade(part: Shard):

@@ -19,6 +19,7 @@ from sealign.data.degrade import DegradationConfig, degrade_manifest
 from sealign.data.manifest import read_manifest, relocate, write_manifest
 from sealign.data.synth import CORPUS
 from sealign.utils.shard import Shard
+from sealign.utils.threads import set_torch_threads
 
 
 @dataclass
@@ -35,10 +36,11 @@ class SynthConfig:
     max_duration: float = 8.0
     min_test_speakers: int = 6
     fallback_engine: str | None = "espeak"  # used (and logged) when a requested engine can't run
+    threads: int = 2  # torch / BLAS threads of this process (data demo: its own `threads`)
 
     def __post_init__(self) -> None:
-        if self.n_utterances < 1 or self.workers < 1:
-            raise ValueError("n_utterances and workers must be >= 1")
+        if self.n_utterances < 1 or self.workers < 1 or self.threads < 1:
+            raise ValueError("n_utterances, workers and threads must be >= 1")
         if len(self.splits) != 3 or any(s < 0 for s in self.splits):
             raise ValueError("splits must be three non-negative numbers (train, valid, test)")
 
@@ -51,6 +53,11 @@ class DataDemoConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     degradation: DegradationConfig = field(default_factory=lambda: DegradationConfig(rir_pool=32))
     seed: int = 0
+    threads: int = 2  # torch / BLAS threads of this process
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
 
 
 # Presets: `demo` finishes in minutes on 2 cores (GSPO sampling set + a 48-utterance test split
@@ -161,6 +168,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     cfg = resolve_config(SynthConfig, args, extra)
     shard = Shard.resolve(args.shard or "", "--shard")
     out = prepare_run_dir(cfg.output, cfg, shard)
+    set_torch_threads(cfg.threads)
     shard.begin(out / CORPUS)
     res = synthesize(cfg, cfg.output, shard)
     if shard.sharded:
@@ -222,6 +230,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         extra.append(flag("synth.workers", args.workers))
     cfg = resolve_config(DataDemoConfig, args, extra)
     prepare_run_dir(cfg.output, cfg)
+    set_torch_threads(cfg.threads)
     manifests = build_demo_corpus(cfg)
     log_run_scalars(
         cfg.output, {f"data/{k}_utterances": len(read_manifest(p)) for k, p in manifests.items()}

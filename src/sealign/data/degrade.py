@@ -1082,7 +1082,7 @@ def degrade_manifest(
     if not entries:
         raise ManifestError("degrade_manifest: no entries")
     _check_sources_outside(entries, out, clean_manifest)
-    paired = sum(bool(e.reference) for e in entries)
+    paired = sum(bool(e.reference) and e.reference != e.audio for e in entries)
     if paired:
         log.info("degrade: %d of %d entries have a reference: degrading the reference (clean) "
                  "audio, not their noisy audio", paired, len(entries))  # fmt: skip
