@@ -588,3 +588,18 @@ def test_inputs_that_cannot_be_what_the_user_meant_are_named(corpus, tmp_path, c
     # a misspelt TTS engine is an error, not the fallback engine
     with pytest.raises(ValueError, match="unknown TTS engine 'kokro'"):
         usable_engines(["kokro"], "espeak")
+
+
+def test_a_resume_on_changed_manifests_warns(tmp_path, caplog):
+    from sealign.train.checkpoint import TrainerState
+    from sealign.train.data import follow_manifests
+
+    (tmp_path / "m.jsonl").write_text('{"id": "a"}\n')
+    state = TrainerState()
+    follow_manifests(state, [str(tmp_path / "m.jsonl")])  # the run starts
+    with caplog.at_level(logging.WARNING, logger="sealign"):
+        follow_manifests(state, [str(tmp_path / "m.jsonl")])  # resumed, same data
+        assert "manifests changed" not in caplog.text
+        (tmp_path / "m.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
+        follow_manifests(state, [str(tmp_path / "m.jsonl")])
+    assert f"manifests changed since the checkpoint ({tmp_path / 'm.jsonl'})" in caplog.text

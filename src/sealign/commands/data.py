@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sealign.commands import data_synth
 from sealign.commands.common import (
@@ -23,6 +24,7 @@ from sealign.commands.common import (
     resolve_config,
 )
 from sealign.data.degrade import DegradationConfig, degrade_manifest
+from sealign.data.manifest import ManifestError
 from sealign.utils.shard import Shard
 from sealign.utils.threads import set_torch_threads
 
@@ -106,6 +108,8 @@ def _run_degrade(args: argparse.Namespace) -> int:
         DegradeConfig, args, flags_of(args, ["manifest", "output", "seed", "workers"])
     )
     shard = Shard.resolve(args.shard or "", "--shard")
+    saved = Path(cfg.output) / "config.yaml"
+    before = saved.read_bytes() if saved.is_file() else None
     out = prepare_run_dir(cfg.output, cfg, shard)
     set_torch_threads(cfg.threads)
     shard.begin(out / MANIFEST)
@@ -115,7 +119,12 @@ def _run_degrade(args: argparse.Namespace) -> int:
             cfg.manifest, out, cfg.degradation, seed=cfg.seed, workers=cfg.workers, shard=part
         )
 
-    rep = degrade(shard)
+    try:
+        rep = degrade(shard)
+    except ManifestError:  # refused (other settings, inputs inside the folder): as it was
+        if before is not None:
+            saved.write_bytes(before)
+        raise
     if shard.sharded:
         if not shard.settle(out / MANIFEST, bool(args.shard), "the same command without --shard"):
             return 0 if rep.entries else 1

@@ -471,8 +471,6 @@ def train_dpo(
     broadcast_weights(module, d)
     data = PairData(cfg, policy)
     run.mkdir(parents=True, exist_ok=True)
-    if d.main:
-        save_config(cfg, run / "config.yaml")
     ref_ll: dict[int, list[tuple[float, float]]] = {}
     ref: Policy | None = None
     if cfg.objective == "dpo":
@@ -513,6 +511,8 @@ def train_dpo(
         state = load_checkpoint(ckpt, optimizer, scheduler)
         restore_rank_state(state, d, seed)  # dropout of the SFT objectives
         log.info("resumed from %s (step %d)", ckpt, state.step)
+    if d.main:  # after the checkpoint loaded: a resume that fails leaves the run's config
+        save_config(cfg, run / "config.yaml")
     eval_cfg = cfg.eval
     if cfg.eval_temperature is not None:
         eval_cfg = dataclasses.replace(eval_cfg, temperature=cfg.eval_temperature)

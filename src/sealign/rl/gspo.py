@@ -56,7 +56,7 @@ from sealign.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from sealign.train.data import DataConfig, DataError, Example, PairDataset
+from sealign.train.data import DataConfig, DataError, Example, PairDataset, follow_manifests
 from sealign.train.distributed import (
     Dist,
     any_rank,
@@ -514,8 +514,6 @@ def train_gspo(
         else None
     )  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
-    if d.main:
-        save_config(cfg, run / "config.yaml")
     optimizer = make_optimizer(module, cfg.optim)
     n_updates = cfg.max_steps * cfg.steps_per_generation * cfg.num_iterations
     scheduler = make_scheduler(optimizer, cfg.optim, n_updates)
@@ -532,6 +530,9 @@ def train_gspo(
         if mine is not None:
             train_ds.load_state_dict(mine)
         log.info("resumed from %s (step %d)", ckpt, state.step)
+    follow_manifests(state, list(cfg.data.train))
+    if d.main:  # after the checkpoint loaded: a resume that fails leaves the run's config
+        save_config(cfg, run / "config.yaml")
     if held is not None:  # from scratch: a killed earlier run's evaluations are not this run's
         held.forget_after(state.step if ckpt is not None else -1)
     log.info(

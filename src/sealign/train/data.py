@@ -132,6 +132,27 @@ def read_manifests(paths: Sequence[str | Path]) -> tuple[list[Entry], list[str]]
     return entries, problems
 
 
+def follow_manifests(state: Any, manifests: list[str]) -> None:
+    """Record the manifests' contents in ``state.extra`` (saved with each checkpoint), warning
+    on a resume whose manifests changed since: the data stream then differs from the
+    uninterrupted run's."""
+    import hashlib
+
+    now = {}
+    for m in manifests:
+        try:
+            now[str(m)] = hashlib.sha1(Path(m).read_bytes()).hexdigest()
+        except OSError:
+            now[str(m)] = ""
+    before = state.extra.get("manifests")
+    if before is not None:
+        changed = sorted(m for m in set(before) | set(now) if before.get(m) != now.get(m))
+        if changed:
+            log.warning("manifests changed since the checkpoint (%s): training goes on, but on "
+                        "other data than the run would have seen", ", ".join(changed))  # fmt: skip
+    state.extra["manifests"] = now
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)

@@ -43,7 +43,7 @@ from sealign.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sealign.train.data import DataConfig, DataError, Example, PairDataset
+from sealign.train.data import DataConfig, DataError, Example, PairDataset, follow_manifests
 from sealign.train.distributed import (
     Dist,
     average_gradients,
@@ -592,8 +592,6 @@ def train_sft(
     if cfg.data.draw_cycle:
         enable_analysis_cache(policy, train_ds, valid_ds)
     run.mkdir(parents=True, exist_ok=True)  # everything above can fail on a bad config
-    if d.main:
-        save_config(cfg, run / "config.yaml")
     optimizer = make_optimizer(module, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
     state = TrainerState()
@@ -606,8 +604,9 @@ def train_sft(
             log.info("stop_at=%d was reached before this resume: training on to max_steps=%d",
                      cfg.stop_at, cfg.max_steps)  # fmt: skip
             cfg = dataclasses.replace(cfg, stop_at=0)
-            if d.main:
-                save_config(cfg, run / "config.yaml")
+    follow_manifests(state, [*cfg.data.train, *(cfg.data.valid or [])])
+    if d.main:  # after the checkpoint loaded: a resume that fails leaves the run's config
+        save_config(cfg, run / "config.yaml")
     n_params = sum(p.numel() for p in module.parameters())
     log.info(
         "SFT %s policy (%.2fM params): %d train / %d valid utterances, %d steps%s",
