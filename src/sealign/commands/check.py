@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Any
 
 from sealign.commands.common import log
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.temperature < math.inf:
         raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
     check_device(args.device, "--device")
+    if args.json and os.path.isdir(args.json):
+        raise ValueError(f"--json {args.json} is a folder; give a file name")
     set_torch_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.metric:

@@ -164,10 +164,13 @@ def prepare_run_dir(path: str | Path, cfg: Any, shard: Any = None) -> Path:
     return out
 
 
-def log_run_scalars(run_dir: str | Path, scalars: dict[str, float], step: int = 0) -> None:
-    """Record a command's summary numbers in ``run_dir``/log.jsonl and TensorBoard."""
+def log_run_scalars(
+    run_dir: str | Path, scalars: dict[str, float], step: int = 0, replace: bool = False
+) -> None:
+    """Record a command's summary numbers in ``run_dir``/log.jsonl and TensorBoard (with
+    ``replace``, instead of what earlier runs of it recorded there)."""
     from sealign.utils.logging import RunLogger
 
-    logger = RunLogger(run_dir)
+    logger = RunLogger(run_dir, resume_step=0 if replace else None)
     logger.log(scalars, step=step)
     logger.close()

@@ -86,7 +86,10 @@ def export_policy(
     # live in a subfolder and are left as they are)
     weights = sorted(p.name for p in src.glob("*.safetensors"))
     if not weights:
-        raise ValueError(f"{src}: no *.safetensors weights file to cast (expected {WEIGHTS_FILE})")
+        hint = ("; a demo folder holds its aligned model in gspo/" if (src / "gspo").is_dir()
+                else "")  # fmt: skip
+        raise ValueError(f"{src}: no *.safetensors weights file to cast (expected "
+                         f"{WEIGHTS_FILE}){hint}")  # fmt: skip
     original = load_policy(src)
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

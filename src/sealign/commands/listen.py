@@ -31,6 +31,7 @@ from sealign.commands.common import (
     prepare_run_dir,
     resolve_config,
 )
+from sealign.config import save_config
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.listening import (
     KINDS,
@@ -62,7 +63,13 @@ class AnalyzeConfig:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="listen_command", metavar="STEP", required=True)
-    m = sub.add_parser("make", help="build a test folder to send to listeners")
+    m = sub.add_parser(
+        "make",
+        help="build a test folder to send to listeners",
+        epilog="Other settings as key=value overrides (see ListeningConfig): "
+        "pairs=[a:b,c:d] (A/B: the pairs to compare; default every pair), seed=N (default: "
+        "a fresh random seed, recorded in key.json), title=..., anchor=false, rms_dbfs=-26.",
+    )
     m.add_argument("--eval", help="an `sealign eval` output folder: its models, noisy and clean")
     m.add_argument(
         "--system",
@@ -149,6 +156,7 @@ def _run_make(args: argparse.Namespace) -> int:
         for name, path in cfg.systems.items()
     }  # fmt: skip
     built = make_test(cfg, entries)
+    save_config(cfg, built.root / "config.yaml")  # how the test was made (seed: key.json)
     for uid, why in built.skipped.items():
         log.warning("left out %s: %s", uid, why)
     log.info(
@@ -172,6 +180,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if not (isinstance(key, dict) and key.get("kind") in KINDS
             and isinstance(key.get("trials"), dict)):  # fmt: skip
         raise ValueError(f"{key_path}: not a listening test's key (no kind or trials)")
+    bad = [t for t, v in key["trials"].items()
+           if not (isinstance(v, dict) and isinstance(v.get("codes"), dict))]  # fmt: skip
+    if bad:
+        raise ValueError(f"{key_path}: trial {bad[0]} has no codes (a damaged key)")
     results = read_results(cfg.results, key)
     if key["kind"] == "mushra":
         res = analyze_mushra(key, results, cfg.baseline or None)
@@ -193,7 +205,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
         scalars = {f"listen/{s}/mean": v["mean"] for s, v in res["systems"].items()}
     else:
         scalars = {f"listen/{k}/a_share": v["a_share"] for k, v in res["pairs"].items()}
-    log_run_scalars(out, scalars)
+    # each analysis replaces the last one's record (the answers may have grown)
+    log_run_scalars(out, {k: v for k, v in scalars.items() if math.isfinite(v)}, replace=True)
     print(md)
     log.info("%d listeners -> %s", len(results), out / "results.md")
     return 0

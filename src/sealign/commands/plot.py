@@ -18,6 +18,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import os
 
 from sealign.commands.common import log
 from sealign.report.run import write_run_plots
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.smooth < 1:
         raise ValueError(f"--smooth must be ≥ 1, got {args.smooth}")
+    if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output} is a file, not a folder")
     page = write_run_plots(args.run, args.output, smooth=args.smooth)
     log.info("wrote %s", page)
     return 0

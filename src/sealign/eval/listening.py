@@ -238,7 +238,9 @@ def _check_replaceable(root: Path) -> None:
             f"--output {root} exists and is not a listening test (no key.json); "
             "give a new folder or remove it"
         )
-    other = sorted(p.name for p in root.iterdir() if p.name not in ("key.json", PAGE))
+    other = sorted(
+        p.name for p in root.iterdir() if p.name not in ("key.json", "config.yaml", PAGE)
+    )
     if other:
         raise ValueError(
             f"--output {root} holds a listening test with other files ({', '.join(other[:4])}): "

@@ -189,6 +189,8 @@ class FolderLock:
         self._created: list[Path] = []
 
     def acquire(self) -> FolderLock:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"{self.folder} is a file, not a folder")
         # folders this lock creates are removed again if they are still empty at release (a
         # command that failed on its config leaves no trace)
         self._created = [d for d in (self.folder, *self.folder.parents) if not d.exists()]
