@@ -118,6 +118,14 @@ def test_noise_folders_layouts_and_short_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no audio files"):
         NoiseBank.from_folder(tmp_path / "empty")
+    # a file that cannot be opened is left out once, when the bank is built, not at each draw
+    (tmp_path / "dns20" / "datasets" / "noise" / "broken.wav").write_bytes(b"not audio")
+    bank = NoiseBank.from_folder(tmp_path / "dns20")
+    for seed in range(6):
+        assert "broken" not in " ".join(bank.sample(SR, _rng(seed))[1]["files"])
+    (tmp_path / "dns20" / "datasets" / "noise" / "n.wav").write_bytes(b"")
+    with pytest.raises(ValueError, match="no readable audio file"):
+        NoiseBank.from_folder(tmp_path / "dns20")
 
 
 # ------------------------------------------------------------------------------------ ops

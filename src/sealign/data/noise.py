@@ -427,6 +427,28 @@ class FileSource(NoiseSource):
     def __post_init__(self) -> None:
         if not self.files:
             raise NoiseError(f"noise source {self.name!r} has no audio files")
+        # files that cannot be opened at all are left out once, here (doing it when a draw
+        # hits them would make the draws depend on which worker saw a file fail before)
+        bad: list[str] = []
+        kept = []
+        for path in self.files:
+            try:
+                ok = sf.info(str(path)).frames > 0
+            except Exception as err:  # noqa: BLE001 - any unreadable file
+                ok, why = False, str(err)
+            else:
+                why = "no samples"
+            if ok:
+                kept.append(path)
+            else:
+                bad.append(f"{path} ({why})")
+        if bad:
+            log.warning("noise %s: leaving out %d unreadable files: %s", self.name, len(bad),
+                        "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else ""))  # fmt: skip
+        if not kept:
+            raise NoiseError(f"noise source {self.name!r}: no readable audio file")
+        self.files = kept
+        self._warned: set[Path] = set()
 
     def _read(self, path: Path, rng: np.random.Generator, need: int, sr: int) -> np.ndarray:
         info = sf.info(str(path))
@@ -455,7 +477,9 @@ class FileSource(NoiseSource):
                 x = self._read(path, rng, n - have, sr)
             except Exception as err:  # noqa: BLE001 - unreadable noise files are skipped
                 failures += 1
-                log.warning("noise %s: skipping unreadable %s (%s)", self.name, path, err)
+                if path not in self._warned:  # once per file, not at every draw
+                    self._warned.add(path)
+                    log.warning("noise %s: skipping a segment of %s (%s)", self.name, path, err)
                 if failures >= self.max_tries:
                     raise NoiseError(
                         f"noise source {self.name!r}: too many unreadable files"
