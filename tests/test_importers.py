@@ -106,6 +106,15 @@ def test_voicebank(tmp_path):
         import_voicebank(root, sample_rate=16000, strict=True)
     with pytest.raises(ManifestError, match="not a VoiceBank"):
         import_voicebank(tmp_path / "vb" / "testset_txt")
+    # the community's 16 kHz copies beside the 48 kHz ones: --sample-rate 16000 takes them;
+    # a length tolerance (seconds) accepts a pair 10 samples apart
+    for name in ("p232_001", "p257_010"):
+        _wav(root / "clean_testset_wav_16k" / f"{name}.wav", sr=16000, n=1600)
+        _wav(root / "noisy_testset_wav_16k" / f"{name}.wav", sr=16000, n=1610)
+    with pytest.raises(ManifestError, match="_16k/p232_001.wav: 1610 samples"):
+        import_voicebank(root, sample_rate=16000)
+    entries, problems = import_voicebank(root, sample_rate=16000, length_tolerance=0.001)
+    assert len(entries) == 2 and "_16k" in entries[0].audio and not problems
 
 
 def test_parallel_and_recordings(tmp_path):

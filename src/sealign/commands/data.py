@@ -79,6 +79,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     i.add_argument("--noisy", help="parallel: folder of noisy files; recordings: the folder")
     i.add_argument("--clean", help="parallel: folder of clean files")
     i.add_argument("--subsets", default="no_reverb,with_reverb", help="dns2020 subsets")
+    i.add_argument("--split", choices=["test", "train"], default="test", help="voicebank split")
+    i.add_argument(
+        "--length-tolerance",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="dns2020 / voicebank / parallel: accept a pair whose lengths differ by up to this "
+        "(default 0: equal lengths; training crops pairs to the shorter)",
+    )
     i.add_argument("--sample-rate", type=int, help="require this sample rate (report others)")
     i.add_argument(
         "--strict", action="store_true", help="fail on the first problem instead of reporting"
@@ -155,16 +164,20 @@ def _run_import(args: argparse.Namespace) -> int:
         "multichannel": args.multichannel,
         "check_audio": args.check_audio,
     }
+    if not 0 <= args.length_tolerance <= 10:
+        raise ValueError(f"--length-tolerance must be 0-10 s, got {args.length_tolerance}")
+    tol = {"length_tolerance": args.length_tolerance}
     if args.kind == "dns2020":
-        kw = {"root": args.root, "subsets": args.subsets.split(","), **common}
+        kw = {"root": args.root, "subsets": args.subsets.split(","), **tol, **common}
     elif args.kind == "voicebank":
-        kw = {"root": args.root, **common}
+        kw = {"root": args.root, "split": args.split, **tol, **common}
     elif args.kind == "parallel":
-        kw = {"noisy_dir": args.noisy, "clean_dir": args.clean, **common}
+        kw = {"noisy_dir": args.noisy, "clean_dir": args.clean, **tol, **common}
     else:
         kw = {"folder": args.noisy or args.root, **common}
     flags = {"noisy_dir": "--noisy", "clean_dir": "--clean", "folder": "--noisy or --root"}
-    missing = [flags.get(k, "--" + k) for k, v in kw.items() if k not in common and not v]
+    missing = [flags.get(k, "--" + k) for k, v in kw.items()
+               if k not in common and k != "length_tolerance" and not v]  # fmt: skip
     if missing:
         raise ValueError(f"import {args.kind}: missing {', '.join(missing)}")
     out, problems = run_import(args.kind, args.output, **kw)

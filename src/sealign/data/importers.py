@@ -135,7 +135,7 @@ def _check_pair(
     noisy: Path,
     clean: Path,
     rules: _Rules,
-    length_tolerance: int,
+    length_tolerance: float,
     problems: list[ImportProblem],
 ) -> bool:
     n = _probe(noisy, rules, problems)
@@ -151,7 +151,7 @@ def _check_pair(
             )
         )
         return False
-    if abs(n.frames - c.frames) > length_tolerance:
+    if abs(n.frames - c.frames) > round(length_tolerance * n.sample_rate):
         problems.append(
             ImportProblem(
                 "length_mismatch",
@@ -243,7 +243,7 @@ def _pair_maps(
     noisy: dict[str, Path],
     clean: dict[str, Path],
     rules: _Rules,
-    length_tolerance: int,
+    length_tolerance: float,
     problems: list[ImportProblem],
     clean_dir: Path,
     noisy_dir: Path,
@@ -314,7 +314,7 @@ def import_dns2020(
     root: str | Path,
     subsets: Iterable[str] = ("no_reverb", "with_reverb"),
     sample_rate: int | None = 16000,
-    length_tolerance: int = 0,
+    length_tolerance: float = 0.0,  # seconds the lengths of a pair may differ by
     strict: bool = False,
     multichannel: bool = False,
     check_audio: bool = False,
@@ -357,10 +357,14 @@ def import_dns2020(
 # ---------------------------------------------------------------------------- VoiceBank+DEMAND
 
 
-def _vb_dir(root: Path, pattern: str, what: str) -> Path | None:
+def _vb_dir(root: Path, pattern: str, what: str, sample_rate: int | None = None) -> Path | None:
     hits = sorted(p for p in root.glob(pattern) if p.is_dir())
     if not hits:
         return None
+    if sample_rate == 16000:  # the community's 16 kHz copies are named *_16k
+        hits = sorted(hits, key=lambda p: not p.name.endswith("16k"))
+    elif sample_rate is not None:
+        hits = sorted(hits, key=lambda p: p.name.endswith("16k"))
     if len(hits) > 1:
         log.info(
             "VoiceBank: several %s folders %s; using %s", what, [h.name for h in hits], hits[0]
@@ -372,7 +376,7 @@ def import_voicebank(
     root: str | Path,
     split: str = "test",
     sample_rate: int | None = None,
-    length_tolerance: int = 0,
+    length_tolerance: float = 0.0,  # seconds the lengths of a pair may differ by
     strict: bool = False,
     multichannel: bool = False,
     check_audio: bool = False,
@@ -386,8 +390,8 @@ def import_voicebank(
     if split not in ("test", "train"):
         raise ManifestError(f"VoiceBank split must be 'test' or 'train', got {split!r}")
     root = _require_dir(Path(root), "VoiceBank+DEMAND")
-    clean_dir = _vb_dir(root, f"clean_{split}set*wav*", "clean")
-    noisy_dir = _vb_dir(root, f"noisy_{split}set*wav*", "noisy")
+    clean_dir = _vb_dir(root, f"clean_{split}set*wav*", "clean", sample_rate)
+    noisy_dir = _vb_dir(root, f"noisy_{split}set*wav*", "noisy", sample_rate)
     if clean_dir is None or noisy_dir is None:
         raise ManifestError(
             f"{root}: not a VoiceBank+DEMAND folder (expected clean_{split}set_wav/ and "
@@ -419,7 +423,7 @@ def import_parallel(
     noisy_dir: str | Path,
     clean_dir: str | Path,
     sample_rate: int | None = None,
-    length_tolerance: int = 0,
+    length_tolerance: float = 0.0,  # seconds the lengths of a pair may differ by
     strict: bool = False,
     multichannel: bool = False,
     check_audio: bool = False,
