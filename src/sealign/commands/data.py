@@ -59,9 +59,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = sub.add_parser(
         "degrade",
         help="make a paired noisy manifest from a clean one",
-        description=DegradationConfig.__doc__,
+        description="Degrade every utterance of a clean manifest. Degradation settings are "
+        "overrides prefixed degradation. (e.g. degradation.p_reverb=0.5; the resolved config "
+        "the command logs lists them all); other keys: seed, workers, threads.\n\n"
+        "Degradation settings: " + (DegradationConfig.__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d.add_argument("--manifest", help="clean JSONL manifest (audio = clean speech)")
+    d.add_argument(
+        "--manifest",
+        help="clean JSONL manifest (audio = clean speech; an entry with a reference is degraded "
+        "from its reference)",
+    )
     d.add_argument("--output", help="output folder (wavs + manifest.jsonl)")
     d.add_argument("--seed", type=int)
     d.add_argument("--workers", type=int)

@@ -123,7 +123,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "synth", help="synthesize clean multi-speaker speech", description=SynthConfig.__doc__
     )
-    s.add_argument("--output", help="output folder")
+    s.add_argument("--output", help="output folder (default data/clean)")
     # --num-utterances also works after `torchrun ... -m sealign`, whose parser takes --n
     s.add_argument(
         "--n", "--num-utterances", type=int, dest="n_utterances", help="number of utterances"
