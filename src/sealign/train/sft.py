@@ -684,9 +684,12 @@ def train_sft(
                 if logger is not None:
                     logger.log(rec, step=state.step)
                 history.append({"step": state.step, **rec})
-                log.info(
-                    "step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in rec.items())
-                )
+                if rec:
+                    log.info("step %d: %s", state.step,
+                             ", ".join(f"{k}={v:.4f}" for k, v in rec.items()))  # fmt: skip
+                else:
+                    log.warning("step %d: no validation example could be used (their skips are "
+                                "logged above)", state.step)  # fmt: skip
             if (cfg.save_steps and state.step % cfg.save_steps == 0) or state.step == end:
                 # every rank's random state and data position go into rank 0's checkpoint
                 store_rank_states(state, d, {"rng": rng_state(), **train_ds.state_dict()})
