@@ -27,6 +27,16 @@ class Peak(Metric):
         ]
 
 
+class Slow(Peak):
+    """Peak level, after a second."""
+
+    def _score(self, utts):
+        import time
+
+        time.sleep(1.0)
+        return super()._score(utts)
+
+
 class Unloadable(Metric):
     info = MetricInfo(
         name="unloadable_test", outputs=("x",), higher_is_better=(True,), ranges=((0.0, 1.0),)
@@ -103,3 +113,29 @@ def test_a_metric_that_cannot_cross_processes_is_named():
             MetricWorkers({"peak_test": metric}, 1)
     finally:
         metric.handle.close()
+
+
+def test_a_run_interrupted_mid_task_leaves_no_reply_for_the_next_one(speech):
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_):
+        raise Interrupted
+
+    utts = _utts(speech, 2)
+    quiet = [Utterance("q", 0.1 * utts[0].audio, 16000)]
+    workers = MetricWorkers({"peak_test": Slow(num_threads=1)}, 1)
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        workers.load()
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # Ctrl-C, as the trainer sees it
+        with pytest.raises(Interrupted):
+            workers.score([("peak_test", utts)])
+        ((res, _),) = workers.score([("peak_test", quiet)])
+        assert res[0].values["peak"] == pytest.approx(float(np.abs(quiet[0].audio).max()))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        workers.close()

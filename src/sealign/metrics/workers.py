@@ -160,9 +160,23 @@ class MetricWorkers:
     def run(
         self, tasks: list[tuple[str, str, Any]], spread: bool = False
     ) -> list[tuple[Any, float]]:
+        """Send each ``(kind, metric name, payload)`` task to a worker; their replies in order
+        (a task that raised re-raises here, once all tasks are done)."""
+        busy: dict[int, int] = {}  # worker → task
+        try:
+            return self._run(tasks, spread, busy)
+        except BaseException:
+            # interrupted (Ctrl-C, a task that cannot be sent, a worker lost while loading):
+            # a busy worker's reply would otherwise be read as the answer to the next run's task
+            for k in busy:
+                self._stop(k)
+            raise
+
+    def _run(
+        self, tasks: list[tuple[str, str, Any]], spread: bool, busy: dict[int, int]
+    ) -> list[tuple[Any, float]]:
         out: list[tuple[Any, float] | None] = [None] * len(tasks)
         todo = deque(range(len(tasks)))
-        busy: dict[int, int] = {}  # worker → task
         errors: list[Exception] = []
         while todo or busy:
             while todo and len(busy) < self.n:
@@ -219,23 +233,25 @@ class MetricWorkers:
         log.warning("%s (%d utterances marked failed); starting it again", why, len(utts))
         return [MetricResult(error=why) for _ in utts], 0.0
 
-    def _stop(self, k: int, wait: bool = True) -> None:
+    def _stop(self, k: int) -> None:
+        """Stop worker ``k`` now (it is started again when next needed)."""
         w = self._workers[k]
         if w is None:
             return
         self._workers[k] = None
-        if wait:  # an idle worker ends at None; a busy one after its task
-            with contextlib.suppress(BrokenPipeError, OSError):
-                w.conn.send(None)
-            w.process.join(timeout=10)
         if w.process.is_alive():
             w.process.terminate()
             w.process.join(timeout=5)
         w.conn.close()
 
     def close(self) -> None:
-        """Stop the workers."""
-        for k in range(self.n):
+        """Stop the workers: each ends after its current task (10 s at most), side by side."""
+        live = [k for k, w in enumerate(self._workers) if w is not None]
+        for k in live:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._workers[k].conn.send(None)  # type: ignore[union-attr]
+        for k in live:
+            self._workers[k].process.join(timeout=10)  # type: ignore[union-attr]
             self._stop(k)
 
     def __del__(self) -> None:  # a reward dropped without close(): do not leave processes
