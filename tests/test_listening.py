@@ -249,6 +249,8 @@ def test_analysis_refuses_damaged_or_repeated_answers(tmp_path, capsys):
     alice = write("alice.json", listener="alice")
     with pytest.raises(ValueError, match="'alice' has answered in"):
         read_results([alice, write("alice2.json", listener="alice", answers=other)], key)
+    # two named listeners may agree on every trial (an A/B test with a clear winner)
+    assert len(read_results([alice, write("bob.json", listener="bob")], key)) == 2
     for rating in (500, -40, True, float("nan")):
         bad = {**good, "t0": {"r": 100, "a": rating, "b": 40}}
         with pytest.raises(ValueError, match="bad rating"):

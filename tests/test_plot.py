@@ -158,3 +158,6 @@ def test_nan_and_inf_in_a_log_are_marked_not_left_out(tmp_path, monkeypatch):
     report_run.plot_curves(recs, [report_run.Panel("loss", ["loss"])], tmp_path / "x.png")
     labels = figs[0].axes[0].get_legend_handles_labels()[1]
     assert labels == ["loss", "loss: NaN/inf at 5 steps"]
+    # a run that diverged after its first logged step still gets its panel
+    early = [{"step": 1, "train/loss": 2.0}, {"step": 2, "train/loss": float("nan")}]
+    assert "train/loss" in [k for p in curve_panels(early)["training"] for k in p.keys]

@@ -141,6 +141,8 @@ def _run_degrade(args: argparse.Namespace) -> int:
     except ManifestError:  # refused (other settings, inputs inside the folder): as it was
         if before is not None:
             saved.write_bytes(before)
+        else:
+            saved.unlink(missing_ok=True)
         raise
     if shard.sharded:
         if not shard.settle(out / MANIFEST, bool(args.shard), "the same command without --shard"):

@@ -80,7 +80,8 @@ def usable_engines(engines: list[str], fallback: str | None) -> list[str]:
 
     unknown = [n for n in [*engines, fallback] if n is not None and n not in engine_names()]
     if unknown:  # a typo, not an engine that cannot run here
-        raise ValueError(f"synth.engines: unknown TTS engine {unknown[0]!r}; known: "
+        key = "fallback_engine" if unknown[0] == fallback and fallback not in engines else "engines"
+        raise ValueError(f"synth.{key}: unknown TTS engine {unknown[0]!r}; known: "
                          f"{', '.join(engine_names())}")  # fmt: skip
     ok = []
     for name in engines:
@@ -208,6 +209,11 @@ def build_demo_corpus(cfg: DataDemoConfig) -> dict[str, Path]:
         manifests[split] = write_manifest(
             out / f"{split}.jsonl", relocate(read_manifest(rep.manifest), out / f"{split}.jsonl")
         )
+    for split in ("train", "valid", "test"):  # an earlier run's split this one has not
+        if split not in manifests and (out / f"{split}.jsonl").exists():
+            (out / f"{split}.jsonl").unlink()
+            log.warning("removed %s: this corpus has no %s utterances", out / f"{split}.jsonl",
+                        split)  # fmt: skip
     summary = {split: len(read_manifest(p)) for split, p in manifests.items()}
     (out / "corpus_summary.json").write_text(
         json.dumps({"utterances": summary, "speakers": res.speakers}, indent=1)

@@ -27,6 +27,7 @@ from typing import Any
 from sealign.audio.io import load_audio
 from sealign.commands.common import (
     add_config_arguments,
+    check_same_job,
     flag,
     flags_of,
     log,
@@ -226,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     out = Path(cfg.output)
     hold_for_command(out)
+    check_same_job(out, cfg)
     save_config(cfg, out / "config.yaml")
     timings: dict[str, float] = {}
 

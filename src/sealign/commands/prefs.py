@@ -35,6 +35,7 @@ from pathlib import Path
 
 from sealign.commands.common import (
     add_config_arguments,
+    check_same_job,
     log,
     log_run_scalars,
     resolve_flags,
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         load_metrics(metrics)
     out = Path(cfg.output)
     hold_for_command(out, shard)  # so a --repair refuses a job that still runs
+    check_same_job(out, dataclasses.replace(cfg, shard=""), shard)
     save_config(dataclasses.replace(cfg, shard=""), out / "config.yaml")  # the whole job's
     if not args.repair:
         device = process_device(cfg.device)

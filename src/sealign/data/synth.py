@@ -396,12 +396,14 @@ def synthesize_corpus(
         for v in ((voices or {}).get(name) or get_engine(name, **options.get(name, {})).voices())
     ]
     # Speakers follow the requested proportions (not the rounded counts), so the assignment
-    # does not change with n_utterances and a larger run can resume a smaller one.
+    # does not change with n_utterances (unless a split gets no utterances: it takes no
+    # speakers) and a larger run can resume a smaller one.
     requested = (
         dict(splits) if isinstance(splits, Mapping) else dict(zip(SPLIT_NAMES, splits, strict=True))
     )
     total = float(sum(requested.values()))
-    fractions = {k: float(requested[k]) / total for k in counts}
+    # a split without utterances takes no speakers (nor test's minimum of speakers)
+    fractions = {k: float(requested[k]) / total if counts[k] > 0 else 0.0 for k in counts}
     for k in counts:
         if requested[k] > 0 and counts[k] == 0:
             log.warning("split %s: %g of %d utterances rounds to none; it is left out", k,

@@ -300,10 +300,15 @@ def read_results(paths: list[str | Path], key: dict[str, Any]) -> list[dict[str,
         r.setdefault("listener", Path(p).stem)
         if not isinstance(r["listener"], str) or not r["listener"].strip():
             raise ValueError(f"{p}: listener must be a non-empty string, got {r['listener']!r}")
+        # a file downloaded twice, or copied, would count twice (two listeners who named
+        # themselves differently may well agree on every trial, above all in an A/B test)
         same = next((q for q, prev in zip(files, out, strict=True)
-                     if prev["answers"] == r["answers"]), None)  # fmt: skip
-        if same is not None:  # a file downloaded twice, or copied, would count twice
-            raise ValueError(f"{p}: the same answers as {same} (one listener's file twice?)")
+                     if prev["answers"] == r["answers"]
+                     and prev["listener"].split(" (")[0] == r["listener"]), None)  # fmt: skip
+        if same is not None:
+            raise ValueError(f"{p}: the same answers as {same} under the same name (one "
+                             "listener's file twice? listeners who agree should give their "
+                             "names)")  # fmt: skip
         # the page names every unnamed listener "anonymous": tell them apart by file; two
         # files of one named listener are one listener's answers twice
         if r["listener"] in files.values():
@@ -343,7 +348,7 @@ def analyze_mushra(
                 total += 1
                 low += not ref_scores or ref_scores[0] < 90
         per[r["listener"]] = ratings
-        hidden_low[r["listener"]] = low / total if total else 1.0
+        hidden_low[r["listener"]] = low / total if total else math.nan  # nothing rated
     kept = [name for name, share in hidden_low.items() if share <= 0.15]
     systems = sorted({s for ratings in per.values() for s in ratings})
     means = {
@@ -425,9 +430,14 @@ def report_markdown(res: dict[str, Any]) -> str:
             lines.append(row)
         if res["excluded_listeners"]:
             lines.append("")
+            share = res.get("hidden_reference_below_90", {})
             lines.append(
-                "Excluded (hidden reference below 90 in more than 15% of trials): "
-                + ", ".join(res["excluded_listeners"])
+                "Excluded (hidden reference below 90 in more than 15% of trials, or no trial "
+                "rated): "
+                + ", ".join(
+                    name + (" (no trial rated)" if math.isnan(share.get(name, 0.0)) else "")
+                    for name in res["excluded_listeners"]
+                )
             )
         return "\n".join(lines) + "\n"
     lines = [

@@ -58,14 +58,15 @@ def panel_of(key: str) -> tuple[str, str] | None:
 
 def curve_panels(records: list[dict[str, Any]]) -> dict[str, list[Panel]]:
     """The panels of each figure for a log's records, in the order keys first appear; only
-    numeric keys logged with a ``step`` at two or more steps count (a single point is no
-    curve: an evaluation's one-off numbers are in its results)."""
+    numeric keys (NaN and inf included) logged with a ``step`` at two or more steps count (a
+    single point is no curve: an evaluation's one-off numbers are in its results)."""
     figures: dict[str, dict[str, Panel]] = defaultdict(dict)
     steps: dict[str, set] = defaultdict(set)
     for rec in records:
         if "step" in rec:
             for key, value in rec.items():
-                if _is_number(value):
+                # NaN / inf count: a curve that diverged early is shown, its points marked
+                if _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
                     steps[key].add(rec["step"])
     for key, at in steps.items():
         where = panel_of(key) if len(at) > 1 else None

@@ -131,7 +131,8 @@ class RewardConfig:
     parts: int = 1
     # score in `workers` worker processes instead of threads: the metrics' backends and Python
     # parts then run apart from each other and from the trainer, and a backend that crashes
-    # takes down its worker only (sealign.metrics.workers)
+    # takes down its worker only (sealign.metrics.workers); with `credit: word` the trainer
+    # loads Whisper too, for the reference's word alignment
     processes: bool = False
     metric_threads: int = 0  # threads of each metric backend (0 = the command's `threads`)
     # where metrics with a model run: cpu, cuda (under torchrun: each rank's own GPU), cuda:N

@@ -139,11 +139,11 @@ def follow_manifests(state: Any, manifests: list[str]) -> None:
     import hashlib
 
     now = {}
-    for m in manifests:
+    for m in manifests:  # by real path: a resume may spell them otherwise
         try:
-            now[str(m)] = hashlib.sha1(Path(m).read_bytes()).hexdigest()
+            now[os.path.realpath(m)] = hashlib.sha1(Path(m).read_bytes()).hexdigest()
         except OSError:
-            now[str(m)] = ""
+            now[os.path.realpath(m)] = ""
     before = state.extra.get("manifests")
     if before is not None:
         changed = sorted(m for m in set(before) | set(now) if before.get(m) != now.get(m))

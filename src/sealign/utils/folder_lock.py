@@ -226,7 +226,8 @@ class FolderLock:
     def _readers_holding(self) -> str:
         """Who holds the folder when readers do (they share its lock and leave it unnamed)."""
         path = self.folder / READERS_NAME
-        names = _readers(path) if path.resolve() not in _held and _busy(path) else []
+        held = path.exists() and path.resolve() not in _held and _busy(path)
+        names = _readers(path) if held else []
         return f" (read by: {'; '.join(names)})" if names else ""
 
     def _check_other_writers(self) -> None:
