@@ -492,7 +492,7 @@ def test_an_output_that_is_a_file_is_a_one_line_error(corpus, tmp_path, capsys):
     run.write_text("not a folder")
     assert main(["train", "--no-progress", *overrides(corpus, run)]) == 2
     err = capsys.readouterr().err
-    assert "File exists" in err and str(run) in err and "Traceback" not in err
+    assert "is a file, not a folder" in err and str(run) in err and "Traceback" not in err
     assert run.read_text() == "not a folder"
 
 
