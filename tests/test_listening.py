@@ -322,3 +322,21 @@ def test_eval_systems_are_the_evals_own_models(tmp_path):
     assert sorted(eval_systems(tmp_path)) == ["a", "b_sampled", "stale"]  # no results.json
     (tmp_path / "results.json").write_text(json.dumps({"models": ["a", "b_sampled"]}))
     assert sorted(eval_systems(tmp_path)) == ["a", "b_sampled"]
+
+
+def test_a_test_made_from_an_eval_folder_can_be_made_again_from_its_config(systems, tmp_path):
+    ev = tmp_path / "ev"
+    (ev / "enhanced" / "a").mkdir(parents=True)
+    rows = [{"id": uid, "audio": e.audio, "noisy": systems["noisy"][uid].audio,
+             "reference": systems["clean"][uid].audio} for uid, e in systems["loud"].items()]  # fmt: skip
+    (ev / "enhanced" / "a" / "manifest.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    (ev / "results.json").write_text(json.dumps({"models": ["a"]}))
+    first = ["listen", "make", "--eval", str(ev), "--kind", "ab", "--n", "2"]
+    assert main([*first, "--output", str(tmp_path / "t1")]) == 0
+    saved = tmp_path / "t1" / "config.yaml"
+    assert main(["listen", "make", "--config", str(saved), "--output", str(tmp_path / "t2")]) == 0
+    keys = [json.loads((tmp_path / t / "key.json").read_text()) for t in ("t1", "t2")]
+    assert sorted(keys[0]["systems"]) == sorted(keys[1]["systems"]) == ["a", "clean", "noisy"]
+    assert keys[0]["seed"] != keys[1]["seed"]

@@ -128,27 +128,33 @@ def _side_systems(manifest: str) -> dict[str, dict[str, Entry]]:
 
 
 def _run_make(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from sealign.infer.enhance import resolve_inputs
 
-    systems: dict[str, str] = {}
-    extra_entries: dict[str, dict[str, Entry]] = {}
-    if args.eval:
-        systems.update(eval_systems(args.eval))
-        first = next(iter(systems.values()))
-        extra_entries = _side_systems(first)
-        field_of = {"noisy": "noisy", "clean": "reference"}
-        systems.update({k: f"{first} ({field_of[k]} paths)" for k in extra_entries})
+    given: dict[str, str] = {}
     for s in args.system:
         name, sep, path = s.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--system {s!r}: expected NAME=PATH")
+        given[name] = path
+    extra = flags_of(args, ("kind", "n_items", "output", "reference", "eval"))
+    if given:
+        extra.append(flag("systems", given))
+    saved = resolve_config(ListeningConfig, args, extra)  # what config.yaml keeps
+    systems: dict[str, str] = {}
+    extra_entries: dict[str, dict[str, Entry]] = {}
+    if saved.eval:
+        systems.update(eval_systems(saved.eval))
+        first = next(iter(systems.values()))
+        extra_entries = _side_systems(first)
+        field_of = {"noisy": "noisy", "clean": "reference"}
+        systems.update({k: f"{first} ({field_of[k]} paths)" for k in extra_entries})
+    for name, path in saved.systems.items():
         systems[name] = path
         extra_entries.pop(name, None)  # replaces the eval's own noisy / clean
-    extra = flags_of(args, ("kind", "n_items", "output", "reference"))
-    if args.eval and not args.reference and "clean" in systems:
-        extra.append(flag("reference", "clean"))
-    extra.append(flag("systems", systems))
-    cfg = resolve_config(ListeningConfig, args, extra)
+    reference = saved.reference or ("clean" if saved.eval and "clean" in systems else "")
+    cfg = dataclasses.replace(saved, systems=systems, reference=reference, eval="")
     cfg.check()
     entries = {
         name: extra_entries[name] if name in extra_entries else
@@ -156,7 +162,7 @@ def _run_make(args: argparse.Namespace) -> int:
         for name, path in cfg.systems.items()
     }  # fmt: skip
     built = make_test(cfg, entries)
-    save_config(cfg, built.root / "config.yaml")  # how the test was made (seed: key.json)
+    save_config(saved, built.root / "config.yaml")  # how the test was made (seed: key.json)
     for uid, why in built.skipped.items():
         log.warning("left out %s: %s", uid, why)
     log.info(

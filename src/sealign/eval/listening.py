@@ -54,6 +54,9 @@ class ListeningConfig:
     kind: str = "mushra"  # mushra | ab
     # system name → manifest or folder of its outputs (matched by utterance id)
     systems: dict[str, str] = field(default_factory=dict)
+    # an `sealign eval` folder whose models, noisy inputs and clean references join `systems`
+    # (resolved when the test is made; `systems` replace any of the same name)
+    eval: str = ""
     # MUSHRA: the system that is the reference (e.g. clean); it is also hidden among the stimuli
     reference: str = ""
     anchor: bool = True  # MUSHRA: add the 3.5 kHz low-pass of the reference
@@ -83,11 +86,18 @@ class ListeningConfig:
                 f"sample_rate must be in [8000, 192000] (the {ANCHOR_HZ:g} Hz anchor needs "
                 f"more than {2 * ANCHOR_HZ:g}), got {self.sample_rate}"
             )
-        if self.kind == "mushra" and self.reference and self.reference not in self.systems:
+        known = set(self.systems)  # with `eval`, its systems are known once it is read
+        if (
+            self.kind == "mushra"
+            and self.reference
+            and self.reference not in known
+            and not self.eval
+        ):
             raise ValueError(f"reference: {self.reference!r} is not one of the systems")
         for p in self.pairs:
             a, sep, b = p.partition(":")
-            if not sep or a not in self.systems or b not in self.systems or a == b:
+            unknown = not self.eval and (a not in known or b not in known)
+            if not sep or not a or not b or unknown or a == b:
                 raise ValueError(f"pairs: {p!r} must be 'a:b' with two different systems")
 
     def check(self) -> None:
