@@ -404,8 +404,11 @@ class CompositeReward:
             # transcripts (for word credit) are not cached
             use_cache = self.cache is not None and not (self._aligner and name == "wer")
             keys[name] = [cache_key(metric, u) for u in utts] if use_cache else []
-            cached = [self.cache.get(key) for key in keys[name]] if self.cache else []
-            results[name] = cached if use_cache else [None] * n
+            results[name] = (
+                [self.cache.get(key) for key in keys[name]]  # type: ignore[union-attr]
+                if use_cache
+                else [None] * n
+            )
         tasks: list[tuple[str, list[int]]] = []  # (metric, utterance indices)
         for i in range(k):
             for name in self.metrics:
