@@ -240,3 +240,30 @@ def test_a_broken_metric_fails_the_check_that_names_its_bug():
     assert bad.ok is False and "audio alone" in bad.detail
     declared = _metric("ref2", needs_ref, needs_reference=True)
     assert all(c.ok for c in check_metric(declared))
+
+
+def test_a_reference_free_metric_is_checked_on_recordings_without_references(tmp_path, capsys):
+    import soundfile as sf
+
+    from sealign.models.conformance import probe_audio
+
+    noisy, _ = probe_audio(16000)
+    rows = []
+    for i, w in enumerate(noisy):
+        sf.write(tmp_path / f"r{i}.wav", w, 16000)
+        rows.append(json.dumps({"id": f"r{i}", "audio": str(tmp_path / f"r{i}.wav")}))
+    (tmp_path / "m.jsonl").write_text("\n".join(rows) + "\n")
+    assert main(["check", "--metric", "estoi", "--manifest", str(tmp_path / "m.jsonl")]) == 2
+    assert "needs two entries with a reference" in capsys.readouterr().err
+    # a metric of the audio alone: scored on the recordings, no clean-vs-noisy hint
+    args = [
+        "check",
+        "--metric",
+        "dnsmos",
+        "--threads",
+        "1",
+        "--manifest",
+        str(tmp_path / "m.jsonl"),
+    ]
+    assert main(args) == 0
+    assert "no clean version of the audio given" in capsys.readouterr().out

@@ -51,15 +51,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the checks here (for a CI of your own)")
 
 
-def _manifest_audio(path: str, sample_rate: int, with_text: bool = False):
+def _manifest_audio(
+    path: str, sample_rate: int, with_text: bool = False, need_reference: bool = True
+):
+    """Two entries' (noisy, clean) audio; without ``need_reference`` an entry without a
+    reference counts too, its audio standing for both."""
     from sealign.audio.io import load_audio
     from sealign.data.manifest import read_manifest
 
-    rows = [e for e in read_manifest(path, check_files=True) if e.reference][:2]
+    rows = [e for e in read_manifest(path, check_files=True) if e.reference or not need_reference]
+    rows = rows[:2]
     if len(rows) < 2:
-        raise ValueError(f"{path}: needs two entries with a reference (clean) file")
+        what = "with a reference (clean) file" if need_reference else ""
+        raise ValueError(f"{path}: needs two entries {what}".rstrip())
     noisy = [load_audio(e.audio, sample_rate)[0] for e in rows]
-    clean = [load_audio(e.reference, sample_rate)[0] for e in rows]
+    clean = [load_audio(e.reference or e.audio, sample_rate)[0] for e in rows]
     if with_text:
         return noisy, clean, [e.text or "" for e in rows] if all(e.text for e in rows) else None
     return noisy, clean
@@ -98,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
         subject = build_metric(args.metric, **{"num_threads": args.threads, **options})
         noisy = clean = texts = None
         if args.manifest:
-            noisy, clean, texts = _manifest_audio(args.manifest, subject.info.sample_rate, True)
+            info = subject.info  # a reference-free metric checks on any two recordings
+            need = bool(info.needs_reference or info.needs_speaker_ref)
+            noisy, clean, texts = _manifest_audio(args.manifest, info.sample_rate, True, need)
         checks = check_metric(subject, noisy, clean, texts)
         where = f"metric {args.metric}"
     elif args.codec:
