@@ -421,6 +421,9 @@ def test_pref_ablation_trains_arms_evaluates_and_compares_updates(
     assert all(-1.0 <= cos["single:si_sdr"][arm] <= 1.0 + 1e-6 for arm in res["arms"])
     assert res["diff_vs_base"]["gt-winner"]["si_sdr"]["n"] == 3
     assert "Preference vectors" in capsys.readouterr().out
+    # its arms are not reused by an ablation of other settings
+    assert main([*args, "beta=0.5"]) == 2
+    assert "was trained with other settings (beta: 0.1 → 0.5" in capsys.readouterr().err
 
 
 def test_fm_dpo_noise_draws_share_the_reference(tiny_setup, tmp_path):

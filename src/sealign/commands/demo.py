@@ -74,6 +74,17 @@ def shipped_checkpoint(family: str = "ar") -> Path:
     return Path(str(resources.files("sealign") / "assets" / f"{family}_demo"))
 
 
+# GSPO settings the demo sets, and what sets them
+_DEMO_SETS = {
+    "model.init_from": "checkpoint= or family=",
+    "data.train": "the demo corpus, data=",
+    "eval.manifests": "the demo corpus' valid split, data=",
+    "eval.temperature": "gspo.sampling.temperature",
+    "output_dir": "<output>/gspo",
+    "threads": "threads=",
+}
+
+
 def _demo_gspo() -> GSPOConfig:
     return GSPOConfig(
         # 8 inputs × 4 samples a step: on the content-feature AR base, OVRL and DistillMOS rose
@@ -145,11 +156,23 @@ class DemoConfig:
             raise ValueError(f"eval_samples must be >= 1, got {self.eval_samples}")
         if self.family not in SHIPPED_FAMILIES:
             raise ValueError(f"family must be one of {SHIPPED_FAMILIES}, got {self.family!r}")
+        # settings the demo sets itself: given here they would be saved but not used
+        fixed = _demo_gspo()
+        for key, instead in _DEMO_SETS.items():
+            a, b = self.gspo, fixed
+            for part in key.split("."):
+                a, b = getattr(a, part), getattr(b, part)
+            if a != b:
+                raise ValueError(f"gspo.{key}: the demo sets it ({instead})")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder (default runs/demo)")
-    p.add_argument("--minutes", type=float, help="GSPO wall-time budget (gspo.max_minutes)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="GSPO wall-time budget (gspo.max_minutes; 0 = none: gspo.max_steps then ends it)",
+    )
     p.add_argument("--device", help="where the policy runs: cpu, cuda, cuda:N (gspo.device)")
     p.add_argument(
         "--metric-device",

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from sealign.config import load_config
+from sealign.config import config_changes, dump_config, load_config
 from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import ScoreConfig, build_metrics, load_metrics, score_entries
 from sealign.eval.tables import compare_stats, compare_table, diff_table
@@ -37,6 +38,7 @@ from sealign.rl.dpo import DPOConfig, train_dpo
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 from sealign.train.sft import ModelConfig, OptimConfig
 from sealign.utils.device import check_device, parse_device
+from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,11 @@ class AblationConfig:
             raise ValueError(f"cross_dataset: not found: {self.cross_dataset}")
         if not self.output:
             raise ValueError("output is required")
+        if self.test_limit < 0 or self.n_boot < 100:
+            raise ValueError(f"test_limit must be >= 0 and n_boot >= 100, got {self.test_limit} "
+                             f"and {self.n_boot}")  # fmt: skip
+        if not Path(self.test).is_file():
+            raise ValueError(f"test: {self.test} is not a manifest file")
         parse_device(self.metric_device, "metric_device")
         check_device(self.device)
         known = set(self.default_arms())
@@ -154,6 +161,10 @@ def cosine_table(cos: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+# settings an arm may be continued with (more steps: it resumes) or run elsewhere with
+_PER_PROCESS_KEYS = frozenset({"threads", "device", "metric_device", "progress", "max_steps"})
+
+
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     """Train every arm (reusing finished ones), evaluate, and write ``results.{md,json}``."""
     cfg.check()
@@ -171,9 +182,21 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     arms = cfg.arms or cfg.default_arms()
     trained: dict[str, Path] = {}
     skipped: dict[str, str] = {}
+    set_torch_threads(cfg.threads)  # also when every arm is reused (sampling depends on it)
     for arm in arms:
         dcfg = arm_config(cfg, arm, out)
         ckpt = latest_checkpoint(dcfg.output_dir)
+        if ckpt is not None:  # an arm of another ablation would be compared as this one's
+            changed = config_changes(
+                yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8")) or {},
+                yaml.safe_load(dump_config(dcfg)), _PER_PROCESS_KEYS,
+            )  # fmt: skip
+            if int(ckpt.name[5:]) > cfg.max_steps:
+                changed.append(f"{int(ckpt.name[5:])} steps trained, max_steps {cfg.max_steps}")
+            if changed:
+                raise ValueError(f"arm {arm} in {dcfg.output_dir} was trained with other "
+                                 f"settings ({'; '.join(changed[:4])}); use another output "
+                                 "folder")  # fmt: skip
         if ckpt is not None and int(ckpt.name[5:]) >= cfg.max_steps:
             trained[arm] = ckpt
             continue
@@ -186,6 +209,10 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             continue
         trained[arm] = res.checkpoint  # type: ignore[assignment]
         gc.collect()
+    if not trained:
+        raise ValueError(
+            "no arm could be trained: " + "; ".join(f"{a}: {why}" for a, why in skipped.items())
+        )
     entries = read_manifest(cfg.test)
     if cfg.test_limit:
         entries = entries[: cfg.test_limit]

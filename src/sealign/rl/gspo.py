@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,6 +452,27 @@ class GSPOResult:
 UNREWARDED_LIMIT = 10
 
 
+def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
+    """A resumed run continues its own weights against its own KL reference: another base or
+    reference model given now would be reported as if it had been trained from."""
+    import yaml
+
+    try:
+        before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    was = {"model.init_from": (before.get("model") or {}).get("init_from"),
+           "reference_model": before.get("reference_model")}  # fmt: skip
+    now = {"model.init_from": cfg.model.init_from, "reference_model": cfg.reference_model}
+    for key, old in was.items():
+        new = now[key]
+        same = old == new or (old and new and os.path.realpath(old) == os.path.realpath(new))
+        if not same:
+            raise ValueError(f"{key}: {new} now, but the run in {saved.parent.parent.parent} was "
+                             f"started from {old}; continue it with its own, or use another "
+                             "output folder")  # fmt: skip
+
+
 def train_gspo(
     cfg: GSPOConfig,
     run_dir: str | Path | None = None,
@@ -465,6 +487,8 @@ def train_gspo(
     ckpt = latest_checkpoint(run)
     if ckpt is not None and not resume:
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
+    if ckpt is not None:
+        _check_same_base(ckpt / "config.yaml", cfg)
     d = init_distributed(cfg.device)
     # this process's devices (the saved config keeps them as given)
     device, metric_device = d.device(cfg.device), d.device(cfg.reward.metric_device)
