@@ -167,3 +167,12 @@ def test_demo_gspo_settings_match_the_shipped_config():
         demo["data"]["batch_size"],
         demo["data"]["max_seconds"],
     )
+
+
+def test_the_demo_refuses_gspo_settings_it_sets_itself():
+    from sealign.commands.demo import DemoConfig, _demo_gspo
+
+    g = _demo_gspo()
+    g.threads = 1  # the demo's own `threads` sets it: this one would be saved, not used
+    with pytest.raises(ValueError, match="gspo.threads: the demo sets it"):
+        DemoConfig(gspo=g)

@@ -574,3 +574,24 @@ def test_word_credit_trains_an_ar_policy_with_per_step_advantages(setup, tmp_pat
     assert main(["gspo", "--no-progress", *overrides(setup, run, **kw)]) == 0
     assert set(logged(run, "frac_words_with_spread")) == {1, 2}
     assert all(np.isfinite(v) for v in logged(run, "loss").values())
+
+
+def test_a_resumed_run_keeps_its_base_and_reference(tmp_path):
+    from types import SimpleNamespace
+
+    from sealign.rl.gspo import _check_same_base
+
+    saved = tmp_path / "run" / "checkpoints" / "step_00000001" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(f"model:\n  init_from: {tmp_path / 'ar'}\nreference_model: null\n")
+
+    def cfg(init_from, reference=None):
+        return SimpleNamespace(
+            model=SimpleNamespace(init_from=init_from), reference_model=reference
+        )
+
+    _check_same_base(saved, cfg(str(tmp_path / "x" / ".." / "ar")))  # the same, spelt otherwise
+    with pytest.raises(ValueError, match="model.init_from: .*mgm now, but the run"):
+        _check_same_base(saved, cfg(str(tmp_path / "mgm")))
+    with pytest.raises(ValueError, match="reference_model"):
+        _check_same_base(saved, cfg(str(tmp_path / "ar"), str(tmp_path / "ref")))
