@@ -436,6 +436,20 @@ def test_dac_adapter_round_trip(tmp_path, speech):
     assert tok.shape == (2, 501) and tok.dtype == np.int64 and tok.max() < 32
     assert len(c.decode(tok)) == 501 * 8
     assert c.encode_latent(wav).shape == (32, 501)
+    # one codec's folder given as the other's: refused, not a randomly initialized model
+    with pytest.raises(CodecUnavailable, match="holds a 'dac' model, not EnCodec"):
+        load_codec(f"encodec:{tmp_path / 'dac'}")
+
+
+def test_a_neural_codec_folder_missing_weights_is_refused(tiny_encodec_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_encodec_dir, tmp_path / "part")
+    weights = tmp_path / "part" / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("decoder.")}, weights)
+    with pytest.raises(CodecUnavailable, match="weights are missing .*random ones"):
+        load_codec(f"encodec:{tmp_path / 'part'}")
 
 
 def test_neural_codecs_without_weights_fail_clearly(tmp_path):

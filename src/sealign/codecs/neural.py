@@ -48,6 +48,26 @@ def _looks_like_path(location: str) -> bool:
     )
 
 
+def _from_pretrained(model_cls: Any, where: str, model_type: str, what: str) -> Any:
+    """``model_cls.from_pretrained`` (no downloads), refusing a folder of another model or one
+    missing weights: transformers would otherwise build the model with random weights."""
+    config = Path(where) / "config.json"
+    if config.is_file():
+        try:
+            found = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if found != model_type:
+            raise CodecUnavailable(f"{where} holds a {found!r} model, not {what} "
+                                   f"(model_type {model_type!r})")  # fmt: skip
+    model, info = model_cls.from_pretrained(where, local_files_only=True, output_loading_info=True)
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        raise CodecUnavailable(f"{where}: {len(missing)} of the {what} model's weights are "
+                               f"missing (e.g. {missing[0]}); it would run with random ones")  # fmt: skip
+    return model
+
+
 def _resolve(location: str, what: str) -> str:
     """A local folder/file, or a hub id (only from the local cache: no downloads here)."""
     path = Path(location).expanduser()
@@ -211,8 +231,10 @@ class EncodecCodec(_TorchCodec):
         if bandwidth is None:
             bandwidth = _saved_option(where, "bandwidth")
         try:
-            model = EncodecModel.from_pretrained(where, local_files_only=True)
-        except (OSError, ValueError) as err:
+            model = _from_pretrained(EncodecModel, where, "encodec", "EnCodec")
+        except CodecUnavailable:
+            raise
+        except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:
             raise CodecUnavailable(
                 f"EnCodec weights could not be loaded from {location!r} ({err}). Pass a local folder "
                 "written by EncodecModel.save_pretrained, or a hub id already in the local "
@@ -284,8 +306,10 @@ class DacCodec(_TorchCodec):
         except ImportError as err:  # pragma: no cover - transformers is a dependency
             raise CodecUnavailable("DAC needs 'transformers': pip install transformers") from err
         try:
-            model = DacModel.from_pretrained(where, local_files_only=True)
-        except (OSError, ValueError) as err:
+            model = _from_pretrained(DacModel, where, "dac", "DAC")
+        except CodecUnavailable:
+            raise
+        except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:
             raise CodecUnavailable(
                 f"DAC weights could not be loaded from {location!r} ({err}). Pass a local folder "
                 "written by transformers' DacModel.save_pretrained (or a cached hub id such as "
