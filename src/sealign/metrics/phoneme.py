@@ -82,7 +82,7 @@ class PhonemeSimilarity(Metric):
                 self._extractor = AutoFeatureExtractor.from_pretrained(self.model)
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model)
                 net = AutoModelForCTC.from_pretrained(self.model)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, TypeError) as err:  # TypeError: no tokenizer files
             raise MetricUnavailable(
                 f"lps: cannot load the phoneme recognizer {self.model!r} ({err}). Download "
                 f"{DEFAULT_MODEL} (or another CTC model with its tokenizer and feature extractor) "
