@@ -517,6 +517,12 @@ def test_mel_vocoder_codec_shapes_round_trip_and_features(vocoder_dir, pair):
     with pytest.raises(CodecError, match=r"shape \[16, T\]"):
         codec.decode_latent(np.zeros((8, 4), np.float32))
     assert load_codec(f"mel_vocoder:{vocoder_dir}?fmin=0").settings.fmin == 0.0
+    # the codec contract holds for a codec of latents only (no codebooks)
+    from sealign.models.conformance import check_codec, format_checks
+
+    checks = check_codec(codec)
+    assert all(c.ok for c in checks), format_checks(checks)
+    assert "continuous latents only" in checks[0].detail
 
 
 def test_mel_vocoder_missing_or_incomplete_folder(vocoder_dir, tmp_path):

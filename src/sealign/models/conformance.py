@@ -339,6 +339,8 @@ def check_codec(codec: Any, wavs: list[np.ndarray] | None = None) -> list[Check]
     r = _Runner()
     wavs = wavs if wavs is not None else probe_audio(int(getattr(codec, "sample_rate", 16000)))[1]
     st: dict[str, Any] = {}
+    # a codec of continuous latents only (no codebooks: the mel vocoder), for flow matching
+    latent_only = getattr(codec, "num_codebooks", None) == 0 and isinstance(codec, LatentCodec)
 
     def frames(n: int) -> int:
         return int(np.ceil(n * codec.frame_rate / codec.sample_rate))
@@ -347,6 +349,8 @@ def check_codec(codec: Any, wavs: list[np.ndarray] | None = None) -> list[Check]
         assert isinstance(codec, Codec), "does not provide every Codec member"
         sr, fr = codec.sample_rate, codec.frame_rate
         assert isinstance(sr, int) and sr > 0 and fr > 0, f"sample_rate {sr!r}, frame_rate {fr!r}"
+        if latent_only:
+            return f"{sr} Hz, {fr:g} frames/s, continuous latents only ({codec.latent_dim} dims)"
         sizes = codebook_sizes(codec)
         assert len(sizes) == codec.num_codebooks >= 1, (
             f"{len(sizes)} sizes, K = {codec.num_codebooks}"
@@ -354,6 +358,9 @@ def check_codec(codec: Any, wavs: list[np.ndarray] | None = None) -> list[Check]
         return f"{sr} Hz, {fr:g} frames/s, {len(sizes)} codebooks of sizes {list(sizes)}"
 
     def encode() -> str:
+        if latent_only:  # the frame counts the latent check expects
+            st["tokens"] = [np.zeros((0, frames(w.size)), np.int64) for w in wavs]
+            return "no tokens (continuous latents only)"
         tokens = codec.encode(wavs)
         assert isinstance(tokens, list) and len(tokens) == len(wavs), "a list in, a list out"
         sizes = np.array(codebook_sizes(codec))[:, None]
@@ -371,12 +378,18 @@ def check_codec(codec: Any, wavs: list[np.ndarray] | None = None) -> list[Check]
         return f"shapes {[tuple(np.shape(t)) for t in tokens]}"
 
     def batching() -> str:
+        if latent_only:
+            one, both = codec.encode_latent(wavs[1]), codec.encode_latent(wavs)[1]
+            assert np.allclose(one, both, atol=1e-5), "an item's latent depends on its batch"
+            return "one waveform's latent alone = in a batch"
         alone = codec.encode(wavs[1])
         assert isinstance(alone, np.ndarray) and alone.ndim == 2, "one waveform in, one array out"
         assert np.array_equal(alone, st["tokens"][1]), "an item's tokens depend on its batch"
         return "one waveform alone = the same waveform in a batch"
 
     def decode() -> str:
+        if latent_only:
+            return "no tokens to decode (the latent check decodes latents)"
         out = codec.decode(st["tokens"])
         assert isinstance(out, list) and len(out) == len(wavs), "a list in, a list out"
         got = [np.asarray(w).size for w in out]
@@ -404,9 +417,10 @@ def check_codec(codec: Any, wavs: list[np.ndarray] | None = None) -> list[Check]
 
     def bad_input() -> str:
         outcomes = []
+        encode = codec.encode_latent if latent_only else codec.encode
         for what, x in (("silent", np.zeros(len(wavs[0]), np.float32)), ("NaN", wavs[0] * np.nan)):
             try:
-                codec.encode(x)
+                encode(x)
                 outcomes.append(f"{what}: encoded")
             except ValueError as err:  # CodecError is one: the trainers skip such items
                 outcomes.append(f"{what}: {type(err).__name__}")
@@ -419,7 +433,12 @@ def check_codec(codec: Any, wavs: list[np.ndarray] | None = None) -> list[Check]
         kind, options = codec_kind(codec)  # what a policy checkpoint records
         with tempfile.TemporaryDirectory() as tmp:
             codec.save(Path(tmp) / "c")
-            tokens = load_codec(f"{kind}:{Path(tmp) / 'c'}", **options).encode(wavs)
+            again = load_codec(f"{kind}:{Path(tmp) / 'c'}", **options)
+            if latent_only:
+                for a, b in zip(codec.encode_latent(wavs), again.encode_latent(wavs), strict=True):
+                    assert np.allclose(a, b, atol=1e-6), "the reloaded codec gives other latents"
+                return f"save → load_codec('{kind}:…'): the same latents"
+            tokens = again.encode(wavs)
         for a, b in zip(st["tokens"], tokens, strict=True):
             assert np.array_equal(a, b), "the reloaded codec gives other tokens"
         return f"save → load_codec('{kind}:…'): the same tokens"
