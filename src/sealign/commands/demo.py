@@ -247,6 +247,14 @@ def run(args: argparse.Namespace) -> int:
     # and one whose model cannot load fails before GSPO, not after (loading Whisper is harmless
     # here; transcribing on two threads is what slows torch, see docs/gspo_demo.md)
     load_metrics(metrics)
+    base = Path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint(cfg.family)
+    with contextlib.suppress(FileNotFoundError):  # a run or checkpoint folder → its policy
+        base = policy_dir(base)
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(
+            f"base checkpoint not found at {base}; pass checkpoint=<policy dir> "
+            "(see docs/demo_checkpoint.md to train one)"
+        )
     t_start = time.perf_counter()
     out = Path(cfg.output)
     hold_for_command(out)
@@ -257,14 +265,6 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     manifests = ensure_demo_data(cfg.data, workers=cfg.threads)
     timings["data"] = time.perf_counter() - t
-    base = Path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint(cfg.family)
-    with contextlib.suppress(FileNotFoundError):  # a run or checkpoint folder → its policy
-        base = policy_dir(base)
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(
-            f"base checkpoint not found at {base}; pass checkpoint=<policy dir> "
-            "(see docs/demo_checkpoint.md to train one)"
-        )
 
     # -- GSPO -------------------------------------------------------------------------------
     g = cfg.gspo
@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
         f"{table}\n\nPaired difference aligned - base (bootstrap 95% CI):\n\n{d_base}\n\n"
         f"Paired difference vs the noisy input:\n\n{d_noisy}\n"
     )
-    (out / "results.md").write_text(text, encoding="utf-8")
+    write_text(out / "results.md", text)
     # what the WER metric's recognizer heard in each report example (when WER is scored)
     asr = getattr(metrics.get("wer"), "asr", None)
     write_demo_report(out, cfg, systems_entries, text, results, asr)

@@ -38,6 +38,7 @@ from sealign.rl.dpo import DPOConfig, train_dpo
 from sealign.train.checkpoint import latest_checkpoint, policy_dir
 from sealign.train.sft import ModelConfig, OptimConfig
 from sealign.utils.device import check_device, parse_device
+from sealign.utils.jsonio import write_text
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         text += (
             "\nSkipped arms:\n" + "\n".join(f"- {a}: {why}" for a, why in skipped.items()) + "\n"
         )
-    (out / "results.md").write_text(text, encoding="utf-8")
+    write_text(out / "results.md", text)
     result = {
         **stats,
         "update_cosines": cos,
