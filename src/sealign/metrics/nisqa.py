@@ -552,7 +552,8 @@ class NISQA(Metric):
         if not self.weights:
             raise MetricUnavailable(
                 f"{self.info.name}: no weights given. Expected the official NISQA checkpoint "
-                f"'{self.weights_file}': pass weights=/path/to/{self.weights_file} or set "
+                f"'{self.weights_file}': pass the metric option weights=/path/to/{self.weights_file} "
+                f"(on the command line metric_options.{self.info.name}.weights=...) or set "
                 f"{self.weights_env}. {LICENSE_NOTE}"
             )
         p = Path(self.weights).expanduser()

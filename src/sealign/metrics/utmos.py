@@ -311,7 +311,8 @@ class UTMOS(Metric):
     def _path(self) -> Path:
         hint = (
             f"Expected the UTMOS22 strong checkpoint '{CKPT_NAME}' from {CKPT_SOURCE}: download "
-            f"it and pass checkpoint=/path/to/{CKPT_NAME} or set {self.checkpoint_env}."
+            f"it and pass the metric option checkpoint=/path/to/{CKPT_NAME} (on the command line "
+            f"metric_options.utmos.checkpoint=...) or set {self.checkpoint_env}."
         )
         if not self.checkpoint:
             raise MetricUnavailable(f"utmos: no checkpoint given. {hint}")
