@@ -142,3 +142,17 @@ def test_long_audio_is_recognized_in_pieces(recognizer, speech, monkeypatch):
     halves = np.array_split(x, 2)
     want = " ".join(t for t in (m._recognize(halves[0]), m._recognize(halves[1])) if t)
     assert m.phonemes(x) == want != whole
+
+
+def test_lps_cache_key_follows_the_models_files(recognizer, tmp_path):
+    import os
+    import shutil
+
+    from sealign.metrics.phoneme import PhonemeSimilarity
+
+    shutil.copytree(recognizer, tmp_path / "m")
+    before = PhonemeSimilarity(model=str(tmp_path / "m")).settings()
+    weights = next((tmp_path / "m").glob("*.safetensors"))
+    os.utime(weights, ns=(1, 1))  # other weights under the same path
+    assert PhonemeSimilarity(model=str(tmp_path / "m")).settings() != before
+    assert PhonemeSimilarity(model="org/name").settings() == {"model": "org/name"}

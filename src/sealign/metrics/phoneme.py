@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,9 +69,22 @@ class PhonemeSimilarity(Metric):
         self.model = str(model)
         self._net: Any = None
         self._ref_cache: OrderedDict[str, str] = OrderedDict()
+        self._settings: dict[str, Any] | None = None
 
     def settings(self) -> dict:
-        return {"model": self.model}
+        """The model, and for a local folder its files (name, size, modification time): new
+        weights under the same path must not reuse cached scores."""
+        if self._settings is None:
+            folder = Path(self.model).expanduser()
+            if not folder.is_dir():
+                self._settings = {"model": self.model}  # a hub id: its revision is the cache's
+            else:
+                h = hashlib.sha256()
+                for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    st = f.stat()
+                    h.update(f"{f.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                self._settings = {"model": folder.name, "files": h.hexdigest()[:16]}
+        return dict(self._settings)
 
     def load(self) -> None:
         if self._net is not None:
