@@ -116,3 +116,16 @@ def test_scoring_distillmos_leaves_the_trainers_torch_threads_alone():
     out = m([Utterance("a", 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)])
     assert out[0].ok
     assert torch.get_num_threads() == before
+
+
+def test_metrics_list_names_the_weights_users_must_give(monkeypatch, capsys):
+    from sealign.cli import main
+
+    monkeypatch.delenv("SEALIGN_UTMOS_CKPT", raising=False)
+    monkeypatch.setenv("SEALIGN_NISQA_WEIGHTS", "/somewhere/nisqa.tar")
+    assert main(["metrics"]) == 0
+    rows = {r.split("|")[1].strip(): r for r in capsys.readouterr().out.splitlines()[2:]}
+    assert "metric_options.utmos.checkpoint or $SEALIGN_UTMOS_CKPT (not set)" in rows["utmos"]
+    assert "metric_options.nisqa.weights or $SEALIGN_NISQA_WEIGHTS (set)" in rows["nisqa"]
+    assert "metric_options.lps.model |" in rows["lps"]
+    assert "| installed |" in rows["dnsmos"] and "| installed |" in rows["pesq_wb"]

@@ -1,11 +1,12 @@
-"""List the registered metrics, what each needs (reference, text, speaker reference) and which
-run on a GPU (their constructor takes a ``device``)."""
+"""List the registered metrics, what each needs (reference, text, speaker reference), which
+run on a GPU (their constructor takes a ``device``) and which need weights you provide."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
-from sealign.metrics.registry import metric_info, metric_names, takes_device
+from sealign.metrics.registry import metric_class, metric_info, metric_names, takes_device
 
 HELP = "list available metrics and their requirements"
 
@@ -14,15 +15,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     del p
 
 
+def _weights(name: str, option: str) -> str:
+    """Where the metric's model comes from: installed with it, or the option (and environment
+    variable) through which you give it, with whether that variable is set here."""
+    if not option:
+        return "installed"
+    where = f"you give: metric_options.{name}.{option}"
+    env = getattr(metric_class(name), "weights_env", None)
+    if env:
+        where += f" or ${env} ({'set' if os.environ.get(env) else 'not set'})"
+    return where
+
+
 def run(args: argparse.Namespace) -> int:
     del args
-    print("| metric | outputs | better | needs | rate | GPU | description |")
-    print("|---|---|---|---|---|---|---|")
+    print("| metric | outputs | better | needs | rate | GPU | weights | description |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in metric_names():
         try:
             i = metric_info(name)
         except Exception as err:  # noqa: BLE001 - a backend whose package is missing still lists
-            print(f"| {name} | ? | ? | ? | ? | ? | unavailable: {err} |")
+            print(f"| {name} | ? | ? | ? | ? | ? | ? | unavailable: {err} |")
             continue
         needs = [
             k
@@ -37,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
         gpu = "yes" if takes_device(name) else "-"
         print(
             f"| {name} | {', '.join(i.outputs)} | {better} | {', '.join(needs)} | {i.sample_rate} "
-            f"| {gpu} | {i.description} |"
+            f"| {gpu} | {_weights(name, i.user_weights)} | {i.description} |"
         )
     return 0

@@ -29,7 +29,8 @@ class MetricInfo:
     """Static description of a metric (VERSA-style). ``reward_scale``: what ``scale: auto``
     means for its outputs in a reward; ``auto`` decides by range and direction (see
     :func:`sealign.rewards.composite.auto_scale`), a distance without an upper bound such as
-    MCD declares ``negated``."""
+    MCD declares ``negated``. ``user_weights``: the constructor option that names weights the
+    user must provide (nothing installable ships them)."""
 
     name: str
     outputs: tuple[str, ...]
@@ -42,6 +43,9 @@ class MetricInfo:
     version: str = "1"
     description: str = ""
     reward_scale: str = "auto"
+    # the constructor option through which users give the model's weights when none are
+    # installed with the metric (e.g. "weights"); empty: it runs with what pip installed
+    user_weights: str = ""
 
     def __post_init__(self) -> None:
         if self.reward_scale not in REWARD_SCALES:

@@ -523,6 +523,7 @@ class NISQA(Metric):
         sample_rate=48000,
         version="2.0",
         description="NISQA v2.0 speech quality MOS and dimensions (official nisqa.tar weights)",
+        user_weights="weights",
     )
     weights_env = "SEALIGN_NISQA_WEIGHTS"
     weights_file = "nisqa.tar"
@@ -645,6 +646,7 @@ class NISQATTS(NISQA):
         sample_rate=48000,
         version="1.0",
         description="NISQA-TTS v1 naturalness MOS (official nisqa_tts.tar weights)",
+        user_weights="weights",
     )
     weights_env = "SEALIGN_NISQA_TTS_WEIGHTS"
     weights_file = "nisqa_tts.tar"

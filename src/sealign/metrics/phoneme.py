@@ -59,6 +59,7 @@ class PhonemeSimilarity(Metric):
         needs_reference=True,
         description="Levenshtein phoneme similarity to the reference (URGENT's LPS; a CTC "
         f"phoneme recognizer, {DEFAULT_MODEL} unless model= is given)",
+        user_weights="model",
     )
 
     def __init__(self, model: str = DEFAULT_MODEL, num_threads: int = 2, device: str = "cpu"):

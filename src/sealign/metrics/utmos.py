@@ -289,8 +289,9 @@ class UTMOS(Metric):
         sample_rate=16000,
         version="22-strong",
         description="UTMOS22 strong learner (SpeechMOS checkpoint) naturalness MOS",
+        user_weights="checkpoint",
     )
-    checkpoint_env = "SEALIGN_UTMOS_CKPT"
+    weights_env = "SEALIGN_UTMOS_CKPT"
 
     def __init__(
         self,
@@ -302,7 +303,7 @@ class UTMOS(Metric):
     ) -> None:
         super().__init__(num_threads, device)
         check_device(device)
-        self.checkpoint = checkpoint or os.environ.get(self.checkpoint_env) or None
+        self.checkpoint = checkpoint or os.environ.get(self.weights_env) or None
         self.batch_size = max(1, int(batch_size))
         self.arch = UTMOSArch.from_options(arch)
         self._model: UTMOS22Strong | None = None
@@ -312,7 +313,7 @@ class UTMOS(Metric):
         hint = (
             f"Expected the UTMOS22 strong checkpoint '{CKPT_NAME}' from {CKPT_SOURCE}: download "
             f"it and pass the metric option checkpoint=/path/to/{CKPT_NAME} (on the command line "
-            f"metric_options.utmos.checkpoint=...) or set {self.checkpoint_env}."
+            f"metric_options.utmos.checkpoint=...) or set {self.weights_env}."
         )
         if not self.checkpoint:
             raise MetricUnavailable(f"utmos: no checkpoint given. {hint}")
