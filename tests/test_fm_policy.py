@@ -545,6 +545,28 @@ def test_mel_vocoder_missing_or_incomplete_folder(vocoder_dir, tmp_path):
         load_codec(f"mel_vocoder:{other}")
 
 
+@pytest.mark.parametrize(
+    ("mel", "match"),
+    [
+        ([1024], "expected a JSON object"),
+        ({"fmax": 9000.0}, "Nyquist"),
+        ({"fmin": 4000.0, "fmax": 2000.0}, "must be non-empty"),
+        ({"fmin": -1.0}, "≥ 0"),
+        ({"min_duration": 0}, "min_duration"),
+        ({"n_fft": "big"}, "mel config: n_fft"),
+        ({"hop": 256}, "unknown mel config keys: hop"),
+    ],
+)
+def test_mel_vocoder_settings_are_checked_on_load(vocoder_dir, tmp_path, mel, match):
+    import shutil
+
+    folder = tmp_path / "v"
+    shutil.copytree(vocoder_dir, folder)
+    (folder / "mel.json").write_text(json.dumps(mel))
+    with pytest.raises(ValueError, match=match):
+        load_codec(f"mel_vocoder:{folder}")
+
+
 def test_fm_policy_over_the_mel_vocoder(vocoder_dir, pair, tmp_path):
     codec = load_codec(f"mel_vocoder:{vocoder_dir}")
     policy = make_policy(codec, layers=1)

@@ -72,6 +72,12 @@ class MelSettings:
             raise ValueError("n_fft and win_length must be ≥ 0 and mel_floor > 0")
         if not self.latent_std > 0:
             raise ValueError(f"latent_std must be > 0, got {self.latent_std}")
+        if not math.isfinite(self.latent_mean):
+            raise ValueError(f"latent_mean must be finite, got {self.latent_mean}")
+        if not (self.fmin >= 0 and self.fmax >= 0 and math.isfinite(self.fmax)):
+            raise ValueError(f"fmin and fmax must be finite and ≥ 0, got {self.fmin}, {self.fmax}")
+        if not self.min_duration > 0:
+            raise ValueError(f"min_duration must be > 0 seconds, got {self.min_duration}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MelSettings:
@@ -133,6 +139,11 @@ class MelVocoderCodec:
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
         self.fmax = s.fmax or min(7600.0, self.sample_rate / 2)
+        if not s.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(
+                f"mel band {s.fmin:g}–{self.fmax:g} Hz must be non-empty and end at or below "
+                f"the vocoder's Nyquist frequency ({self.sample_rate / 2:g} Hz)"
+            )
         if vc.normalize_before:
             self._mean = vocoder.mean.detach().cpu().numpy().astype(np.float64)
             self._std = vocoder.scale.detach().cpu().numpy().astype(np.float64)
@@ -247,6 +258,8 @@ class MelVocoderCodec:
                 mel = json.loads((directory / MEL_FILE).read_text())
             except json.JSONDecodeError as err:
                 raise ValueError(f"{directory / MEL_FILE}: invalid JSON ({err})") from err
+            if not isinstance(mel, dict):
+                raise ValueError(f"{directory / MEL_FILE}: expected a JSON object of mel settings")
         settings = MelSettings.from_dict({**mel, **options})
         try:
             from transformers import SpeechT5HifiGan
