@@ -72,6 +72,23 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     # a second run continues the finished GSPO run instead of starting over
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["gspo"]["steps"] == 2
+    # the report is rebuilt beside the old one and swapped in whole
+    assert sorted(p.name for p in out.glob("report*")) == ["report"]
+    assert (out / "report" / "index.html").read_text().count("<audio") == 8
+
+
+def test_replace_dir_swaps_whole_folders(tmp_path):
+    from sealign.utils.paths import replace_dir
+
+    dst, new = tmp_path / "report", tmp_path / "report.new"
+    (dst / "a").mkdir(parents=True)
+    (dst / "a" / "old.txt").write_text("old")
+    (tmp_path / "report.old").mkdir()  # left by a crash between the two renames
+    new.mkdir()
+    (new / "index.html").write_text("new")
+    assert replace_dir(new, dst) == dst
+    assert [p.name for p in dst.iterdir()] == ["index.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
 
 
 def test_missing_checkpoint_is_a_clear_error(tiny, tmp_path, capsys):

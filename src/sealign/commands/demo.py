@@ -57,6 +57,7 @@ from sealign.train.data import DataConfig
 from sealign.train.sft import OptimConfig
 from sealign.utils.folder_lock import FolderLock, hold_for_command
 from sealign.utils.jsonio import write_json, write_text
+from sealign.utils.paths import replace_dir
 
 HELP = "the main job: GSPO-align the shipped model on the demo corpus, evaluate, report"
 
@@ -427,7 +428,8 @@ def write_demo_report(
     from sealign.report.html import Example, write_report
     from sealign.report.plots import plot_reward_curves, plot_spectrograms
 
-    rep = out / "report"
+    # built beside the previous report and swapped in when complete
+    rep = out / "report.new"
     if rep.exists():
         shutil.rmtree(rep)
     (rep / "audio").mkdir(parents=True)
@@ -467,7 +469,8 @@ def write_demo_report(
     parts = text.split("\n\n")
     sections = [("Test split: mean ± 95% CI", parts[0])]
     sections += [(p.strip().rstrip(":"), t) for p, t in zip(parts[1::2], parts[2::2], strict=False)]
-    return write_report(
+    write_report(
         rep / "index.html", "sealign demo: GSPO on the demo test split", sections, figures,
         examples, notes,
     )  # fmt: skip
+    return replace_dir(rep, out / "report") / "index.html"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -29,3 +30,17 @@ def share_file(path: str | Path) -> None:
     safetensors (0.8) writes its files through a private temporary file, so without this a
     checkpoint or a shipped model folder would be readable by its owner only."""
     os.chmod(path, 0o666 & ~_UMASK)
+
+
+def replace_dir(new: str | Path, dst: str | Path) -> Path:
+    """Put folder ``new`` at ``dst``, replacing what was there with two renames, so a reader or
+    a crash sees either the old folder or the new one, never a half-written one."""
+    new, dst = Path(new), Path(dst)
+    old = dst.with_name(dst.name + ".old")
+    if old.exists():  # left by a crash between the two renames below
+        shutil.rmtree(old)
+    if dst.exists():
+        dst.rename(old)
+    new.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst
