@@ -209,6 +209,17 @@ def test_sde_mean_last_lands_on_the_mean_and_masks_that_step(codec, pair):
     torch.testing.assert_close(logp, r.logp, atol=1e-4, rtol=0)  # masked step is 0 in both
 
 
+def test_one_sde_step_is_refused(codec, pair):
+    # its only step starts at s_min = 1, where the SDE has no noise and no log-density
+    policy = make_policy(codec)
+    cond = policy.condition(pair[1])
+    with pytest.raises(ValueError, match="steps must be ≥ 2"):
+        policy.sample(cond, method="sde", steps=1)
+    assert policy.sample(cond, method="ode", steps=1).actions["states"].shape[1] == 2
+    with pytest.raises(ValueError, match="sde_steps ≥ 2"):
+        FMConfig(latent_dim=4, sde_steps=1)
+
+
 def test_step_log_probs_recompute_perturb_and_entropy(codec, pair):
     policy = make_policy(codec)
     cond = policy.condition(pair[1])

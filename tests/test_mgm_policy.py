@@ -97,6 +97,9 @@ def test_sampling_is_deterministic_by_seed(policy, waves):
 
     assert torch.equal(draw(1), draw(1))
     assert not torch.equal(draw(1), draw(2))
+    for bad in (0, -1, 2.5, "4"):  # a run would commit no tokens, or other steps than asked
+        with pytest.raises(ValueError, match="steps must be"):
+            policy.sample(cond, steps=bad)
 
 
 def test_masked_log_likelihood_matches_definition_and_ignores_padding(policy, waves):

@@ -124,7 +124,7 @@ from sealign.models.features import (
     frame_states,
 )
 from sealign.models.persist import PolicyFolder, fit_length
-from sealign.models.policy import Conditioning, Rollout, Targets
+from sealign.models.policy import Conditioning, Rollout, Targets, sampling_steps
 from sealign.models.transformer import Block, drop, init_transformer_weights, rope_tables
 
 FAMILY = "fm"
@@ -187,8 +187,8 @@ class FMConfig(BackboneConfig):
             raise ValueError(
                 f"time_sampling must be one of {TIME_SAMPLING}, got {self.time_sampling!r}"
             )
-        if self.ode_steps < 1 or self.sde_steps < 1:
-            raise ValueError("ode_steps and sde_steps must be ≥ 1")
+        if self.ode_steps < 1 or self.sde_steps < 2:
+            raise ValueError("ode_steps must be ≥ 1 and sde_steps ≥ 2 (one SDE step has no noise)")
         if not self.sde_a > 0:
             raise ValueError(f"sde_a must be > 0, got {self.sde_a}")
         if not 0.0 <= self.content_dropout < 1.0:
@@ -580,9 +580,8 @@ class FMPolicy(PolicyFolder, nn.Module):
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         cfg = self.config
         sde = method == "sde"
-        n_steps = int(steps if steps is not None else (cfg.sde_steps if sde else cfg.ode_steps))
-        if n_steps < 1:
-            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        # the SDE's noise level g² vanishes at its first grid point, s_min = 1 with one step
+        n_steps = sampling_steps(steps, cfg.sde_steps if sde else cfg.ode_steps, 2 if sde else 1)
         a = float(cfg.sde_a if sde_a is None else sde_a) if sde else 0.0
         if sde and not a > 0:
             raise ValueError(f"sde_a must be > 0, got {sde_a}")

@@ -51,7 +51,7 @@ from sealign.models.features import (
     frame_states,
 )
 from sealign.models.persist import PolicyFolder, fit_length
-from sealign.models.policy import Conditioning, Rollout, Targets
+from sealign.models.policy import Conditioning, Rollout, Targets, sampling_steps
 from sealign.models.tokens import (
     check_sampling,
     check_vocab_sizes,
@@ -204,7 +204,7 @@ class MGMPolicy(PolicyFolder, nn.Module):
         ``tokens [N, K, T]``, ``commit_step [N, K, T]`` (iteration of each token, -1 on
         padding), ``sampling [N, 3]``, ``num_samples [N]``; ``logp``/``mask`` ``[N, K·T]``."""
         check_sampling(temperature, top_k, top_p)
-        n_steps = int(steps or self.config.decode_steps)
+        n_steps = sampling_steps(steps, self.config.decode_steps)
         settings = sampling_settings(len(cond), temperature, int(top_k), top_p).to(self.device)
         with torch.inference_mode():
             tokens, commit, logp, valid = self._decode(cond, settings, n_steps, generator)

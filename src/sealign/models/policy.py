@@ -240,3 +240,14 @@ def check_sample_options(
             f"{where}: {type(policy).__name__}.sample takes no option {', '.join(unknown)}; "
             f"it takes {', '.join(known)}"
         )
+
+
+def sampling_steps(steps: Any, default: int, minimum: int = 1) -> int:
+    """``steps`` (None: ``default``) as an int of at least ``minimum``, or ``ValueError``."""
+    if steps is None:
+        return default
+    if isinstance(steps, bool) or not isinstance(steps, (int, float)) or int(steps) != steps:
+        raise ValueError(f"steps must be an integer, got {steps!r}")
+    if steps < minimum:
+        raise ValueError(f"steps must be ≥ {minimum}, got {steps}")
+    return int(steps)
