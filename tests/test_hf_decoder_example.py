@@ -213,3 +213,28 @@ def test_the_check_catches_padding_leaking_through_the_lookahead(
     checks = {c.name: c for c in check_policy(policy, noisy, noisy)}
     assert checks["log-probs independent of the minibatch"].ok  # the same padded width
     assert checks["an input alone = in a padded batch"].ok is False
+
+
+def test_policy_folders_save_tied_weights(tmp_path):
+    # decoders whose LM head shares its embedding table (GPT-2, Llama 3.2, Qwen2 by default)
+    from safetensors.torch import load_file
+
+    from sealign.models.persist import save_policy_dir
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(5, 3)
+            self.head = torch.nn.Linear(3, 5, bias=False)
+            self.head.weight = self.emb.weight
+
+    torch.manual_seed(0)
+    m = Tied()
+    save_policy_dir(tmp_path, m, "custom", {}, None, "world:nowhere", 1)  # type: ignore[arg-type]
+    state = load_file(str(tmp_path / "model.safetensors"))
+    assert torch.equal(state["emb.weight"], m.emb.weight) and torch.equal(
+        state["head.weight"], m.emb.weight
+    )
+    fresh = Tied()
+    fresh.load_state_dict(state)
+    assert fresh.head.weight is fresh.emb.weight and torch.equal(fresh.emb.weight, m.emb.weight)

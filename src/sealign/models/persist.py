@@ -89,6 +89,20 @@ def codec_kind(codec: Codec) -> tuple[str, dict[str, Any]]:
     return kind, ({"layout": layout} if layout is not None else {})
 
 
+def _unshared(state: dict[str, Any]) -> dict[str, Any]:
+    """CPU copies of ``state`` in which no two tensors share memory: safetensors refuses tied
+    weights (an LM head tied to its embeddings), and loading writes each copy into the same
+    tied parameter."""
+    out: dict[str, Any] = {}
+    seen: set[int] = set()
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen and v.numel() else v
+        seen.add(ptr)
+    return out
+
+
 def save_policy_dir(
     directory: str | Path,
     module: torch.nn.Module,
@@ -112,8 +126,7 @@ def save_policy_dir(
         kind, options = codec_kind(codec)
         codec.save(directory / CODEC_DIR)  # type: ignore[attr-defined]
         codec_entry = {"kind": kind, "path": CODEC_DIR, "options": options}
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
+    save_file(_unshared(module.state_dict()), str(directory / WEIGHTS_FILE))
     share_file(directory / WEIGHTS_FILE)
     meta = {
         "family": family,
