@@ -450,12 +450,18 @@ def test_a_neural_codec_folder_missing_weights_is_refused(tiny_encodec_dir, tmp_
     save_file({k: v for k, v in tensors.items() if not k.startswith("decoder.")}, weights)
     with pytest.raises(CodecUnavailable, match="weights are missing .*random ones"):
         load_codec(f"encodec:{tmp_path / 'part'}")
+    weights.write_bytes(b"\x10\0\0")  # truncated
+    with pytest.raises(CodecUnavailable, match="could not be loaded .*save_pretrained"):
+        load_codec(f"encodec:{tmp_path / 'part'}")
+    (tmp_path / "part" / "config.json").unlink()
+    with pytest.raises(CodecUnavailable, match="no config.json"):
+        load_codec(f"encodec:{tmp_path / 'part'}")
 
 
 def test_neural_codecs_without_weights_fail_clearly(tmp_path):
     with pytest.raises(CodecUnavailable, match="does not exist"):
         load_codec(f"encodec:{tmp_path / 'missing'}")
-    with pytest.raises(CodecUnavailable, match="could not be loaded"):
+    with pytest.raises(CodecUnavailable, match="no config.json"):
         load_codec(f"encodec:{tmp_path}")  # exists but holds no model
     pth = tmp_path / "weights.pth"
     pth.write_bytes(b"\0")

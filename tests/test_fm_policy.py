@@ -11,7 +11,7 @@ import torch
 
 from conftest import fit_batch
 from sealign.cli import main
-from sealign.codecs.base import CodecError, LatentCodec, load_codec
+from sealign.codecs.base import CodecError, CodecUnavailable, LatentCodec, load_codec
 from sealign.models import registry
 from sealign.models.fm import FMConfig, FMPolicy
 from sealign.models.policy import Policy, Rollout, keep_passes, step_passes
@@ -545,6 +545,13 @@ def test_mel_vocoder_missing_or_incomplete_folder(vocoder_dir, tmp_path):
     shutil.copytree(vocoder_dir, partial)
     (partial / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="missing vocoder weights"):
+        load_codec(f"mel_vocoder:{partial}")
+    from safetensors.torch import load_file, save_file
+
+    half = {k: v for i, (k, v) in enumerate(load_file(vocoder_dir / "model.safetensors").items())
+            if i % 2}  # fmt: skip
+    save_file(half, partial / "model.safetensors")
+    with pytest.raises(CodecUnavailable, match="weights are missing .*random ones"):
         load_codec(f"mel_vocoder:{partial}")
     (partial / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="missing config.json"):

@@ -10,7 +10,7 @@ Codecs with a continuous representation also implement :class:`LatentCodec`
 
 :func:`load_codec` builds a codec from a spec string such as ``"world:runs/codec"``,
 ``"world:runs/codec?layout=mgm"``, ``"encodec:path/or/hub-id?bandwidth=6.0"`` or
-``"dac:path/to/weights"``; :func:`register_codec` adds kinds of your own.
+``"dac:path/to/DacModel/folder"``; :func:`register_codec` adds kinds of your own.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def kind_of(codec: Codec) -> str | None:
 
 def load_codec(spec: str, **options: Any) -> Codec:
     """Build a codec from ``spec`` (``world:<dir>``, ``encodec:<path-or-hub-id>``,
-    ``dac:<weights-path>``, or a registered kind); ``?key=value`` options in the spec and keyword
+    ``dac:<DacModel folder or hub id>``, or a registered kind); ``?key=value`` options in the spec and keyword
     ``options`` are passed to the codec's ``load`` (keywords win)."""
     kind, location, opts = parse_spec(spec)
     try:

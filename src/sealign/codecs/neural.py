@@ -4,10 +4,10 @@
   (``save_pretrained`` layout) or a hub id already in the local Hugging Face cache. ``bandwidth``
   (kbps, one of the model's ``target_bandwidths``) sets the number of codebooks. Continuous latent:
   the encoder output before quantization.
-* :class:`DacCodec` — Descript Audio Codec. A folder in the ``transformers`` ``DacModel`` layout
-  loads through ``transformers``; an original ``.pth`` checkpoint needs the
-  ``descript-audio-codec`` package (whose metadata pins ``torchaudio``). ``n_quantizers`` sets
-  the number of codebooks. Continuous latent: the encoder output before quantization.
+* :class:`DacCodec` — Descript Audio Codec through ``transformers`` (``DacModel``): a local
+  folder or a cached hub id. An original ``.pth`` checkpoint is refused with how to convert it
+  (the ``descript-audio-codec`` package that reads it pins ``torchaudio`` and an old
+  ``protobuf``). ``n_quantizers`` sets the number of codebooks. Continuous latent: the encoder output before quantization.
 
 Waveforms must already be at the codec's :attr:`sample_rate` (e.g. 24 kHz for EnCodec 24 kHz);
 resample with :func:`sealign.audio.io.resample`. Items of a batch are coded one at a time, so the
@@ -48,10 +48,17 @@ def _looks_like_path(location: str) -> bool:
     )
 
 
-def _from_pretrained(model_cls: Any, where: str, model_type: str, what: str) -> Any:
+def from_pretrained_checked(
+    model_cls: Any, where: str, model_type: str, what: str, hint: str = ""
+) -> Any:
     """``model_cls.from_pretrained`` (no downloads), refusing a folder of another model or one
-    missing weights: transformers would otherwise build the model with random weights."""
+    missing weights: transformers would otherwise build the model with random weights. Any
+    failure to load (no config, a damaged weights file) is a :class:`CodecUnavailable`, with
+    ``hint`` on what to pass instead."""
     config = Path(where) / "config.json"
+    if Path(where).is_dir() and not config.is_file():
+        raise CodecUnavailable(f"{where}: no config.json; expected a folder written by "
+                               f"transformers' save_pretrained of a {what} model")  # fmt: skip
     if config.is_file():
         try:
             found = json.loads(config.read_text(encoding="utf-8")).get("model_type")
@@ -60,7 +67,15 @@ def _from_pretrained(model_cls: Any, where: str, model_type: str, what: str) -> 
         if found != model_type:
             raise CodecUnavailable(f"{where} holds a {found!r} model, not {what} "
                                    f"(model_type {model_type!r})")  # fmt: skip
-    model, info = model_cls.from_pretrained(where, local_files_only=True, output_loading_info=True)
+    try:
+        model, info = model_cls.from_pretrained(
+            where, local_files_only=True, output_loading_info=True
+        )
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers raise their own
+        raise CodecUnavailable(
+            f"{what} weights could not be loaded from {where!r} ({type(err).__name__}: {err}). "
+            f"{hint}".rstrip()
+        ) from err
     missing = list(info.get("missing_keys") or [])
     if missing:
         raise CodecUnavailable(f"{where}: {len(missing)} of the {what} model's weights are "
@@ -230,16 +245,11 @@ class EncodecCodec(_TorchCodec):
         where = _resolve(str(location), "EnCodec")
         if bandwidth is None:
             bandwidth = _saved_option(where, "bandwidth")
-        try:
-            model = _from_pretrained(EncodecModel, where, "encodec", "EnCodec")
-        except CodecUnavailable:
-            raise
-        except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:
-            raise CodecUnavailable(
-                f"EnCodec weights could not be loaded from {location!r} ({err}). Pass a local folder "
-                "written by EncodecModel.save_pretrained, or a hub id already in the local "
-                "Hugging Face cache (this machine cannot download)"
-            ) from err
+        model = from_pretrained_checked(
+            EncodecModel, where, "encodec", "EnCodec",
+            "Pass a local folder written by EncodecModel.save_pretrained, or a hub id already in "
+            "the local Hugging Face cache (nothing is downloaded)",
+        )  # fmt: skip
         return cls(model, bandwidth=bandwidth, num_threads=num_threads)
 
     def save(self, directory: str | Path) -> Path:
@@ -295,7 +305,8 @@ class DacCodec(_TorchCodec):
         n_quantizers: int | None = None,
         num_threads: int | None = None,
     ) -> DacCodec:
-        """Load a ``transformers`` DacModel folder / cached hub id, or an original ``.pth``."""
+        """Load a ``transformers`` DacModel folder or cached hub id (an original ``.pth`` is
+        refused with how to convert it)."""
         where = _resolve(str(location), "DAC")
         if n_quantizers is None:
             n_quantizers = _saved_option(where, "n_quantizers")
@@ -305,16 +316,11 @@ class DacCodec(_TorchCodec):
             from transformers import DacModel
         except ImportError as err:  # pragma: no cover - transformers is a dependency
             raise CodecUnavailable("DAC needs 'transformers': pip install transformers") from err
-        try:
-            model = _from_pretrained(DacModel, where, "dac", "DAC")
-        except CodecUnavailable:
-            raise
-        except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:
-            raise CodecUnavailable(
-                f"DAC weights could not be loaded from {location!r} ({err}). Pass a local folder "
-                "written by transformers' DacModel.save_pretrained (or a cached hub id such as "
-                "descript/dac_16khz)"
-            ) from err
+        model = from_pretrained_checked(
+            DacModel, where, "dac", "DAC",
+            "Pass a local folder written by transformers' DacModel.save_pretrained, or a cached "
+            "hub id such as descript/dac_16khz",
+        )  # fmt: skip
         return cls(model, n_quantizers=n_quantizers, num_threads=num_threads)
 
     def save(self, directory: str | Path) -> Path:

@@ -267,5 +267,9 @@ class MelVocoderCodec:
             raise CodecUnavailable(
                 "the mel vocoder codec needs the 'transformers' package: pip install transformers"
             ) from err
-        vocoder = SpeechT5HifiGan.from_pretrained(str(directory), local_files_only=True)
+        from sealign.codecs.neural import from_pretrained_checked
+
+        vocoder = from_pretrained_checked(
+            SpeechT5HifiGan, str(directory), MODEL_TYPE, "SpeechT5HifiGan"
+        )
         return cls(vocoder, settings, device=device)
