@@ -155,6 +155,14 @@ def test_save_load_round_trip(policy, waves, tmp_path):
     b = loaded.sample(loaded.condition(waves[1]), generator=torch.Generator().manual_seed(5))
     assert torch.equal(a.actions["tokens"], b.actions["tokens"])
     torch.testing.assert_close(a.logp, b.logp)
+    # hand-damaged config.json fields are named, not a TypeError / KeyError from deep inside
+    for key, value, match in (
+        ("config", None, "'config' must be an object"),
+        ("codec", {"kind": "world"}, "'codec' must be"),
+    ):
+        (tmp_path / "p" / "config.json").write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(ValueError, match=match):
+            load_policy(tmp_path / "p")
 
 
 def _logged(run, key):

@@ -159,6 +159,15 @@ def read_policy_dir(
         raise ValueError(f"{cfg_path}: not a valid policy config ({err!r})") from err
     if meta.get("family") != family:
         raise ValueError(f"{cfg_path}: family {meta.get('family')!r} is not {family!r}")
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{cfg_path}: 'config' must be an object of model settings")
+    if not isinstance(entry, dict) or not (
+        isinstance(entry.get("spec"), str)
+        or (isinstance(entry.get("kind"), str) and isinstance(entry.get("path"), str))
+    ):
+        raise ValueError(
+            f"{cfg_path}: 'codec' must be {{\"spec\": ...}} or {{\"kind\": ..., \"path\": ...}}"
+        )
     if int(meta.get("format_version", 0)) > format_version:
         raise ValueError(
             f"{cfg_path}: format version {meta['format_version']} is newer than this "
@@ -168,7 +177,9 @@ def read_policy_dir(
     if spec is not None:
         codec = load_codec(spec)
     else:
-        codec = load_codec(f"{entry['kind']}:{directory / entry['path']}", **entry["options"])
+        codec = load_codec(
+            f"{entry['kind']}:{directory / entry['path']}", **(entry.get("options") or {})
+        )
     try:
         weights = load_file(str(w_path), device=str(map_location))
     except Exception as err:  # safetensors raises its own error types for damaged files
