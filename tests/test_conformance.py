@@ -191,9 +191,15 @@ def test_a_built_in_metric_passes_and_the_cli_checks_it(capsys):
     assert "--metric-options is not YAML" in capsys.readouterr().err
 
 
-def test_check_names_bad_codec_specs_and_flags(capsys):
+def test_check_names_bad_codec_specs_and_flags(capsys, tmp_path):
+    import shutil
+
     codec = "world:src/sealign/assets/fm_demo/codec"
+    frozen = tmp_path / "frozen"  # sampling.json settings enhance would refuse
+    shutil.copytree("src/sealign/assets/fm_demo", frozen)
+    (frozen / "sampling.json").write_text('{"temperature": 0}')
     for args, why in (
+        (["--model", str(frozen)], "sampling.json: temperature must be a positive number"),
         (["--codec", f"{codec}?foo=1"], "unknown option 'foo' (world takes: layout)"),
         (["--codec", "encodec:/no/such/dir"], "EnCodec weights not found"),
         (["--codec", codec, "--threads", "0"], "--threads must be >= 1"),

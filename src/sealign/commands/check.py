@@ -120,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
         from sealign.models.registry import load_policy
         from sealign.train.checkpoint import policy_dir
 
+        from sealign.models.persist import checkpoint_sampling
+
         where = str(policy_dir(args.model))
+        checkpoint_sampling(where)  # settings enhance and eval would refuse
         subject = load_policy(where, map_location=args.device)
         noisy = clean = None
         if args.manifest:

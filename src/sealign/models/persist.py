@@ -62,7 +62,19 @@ def checkpoint_sampling(directory: str | Path) -> dict[str, Any]:
         ):
             kind = "an integer" if types[k] is int else "a number"
             raise ValueError(f"{path}: {k} must be {kind}, got {v!r}")
-    return {k: types[k](v) if k in types else v for k, v in d.items()}
+    out = {k: types[k](v) if k in types else v for k, v in d.items()}
+    from sealign.infer.dereverb import DEREVERBS
+    from sealign.infer.fusion import FUSIONS
+    from sealign.models.tokens import check_sampling
+
+    try:
+        check_sampling(out.get("temperature", 1.0), out.get("top_k", 0), out.get("top_p", 1.0))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    for k, known in (("fuse", FUSIONS), ("dereverb", DEREVERBS)):
+        if out.get(k, known[0]) not in known:
+            raise ValueError(f"{path}: {k} must be one of {known}, got {out[k]!r}")
+    return out
 
 
 def write_sampling(directory: str | Path, settings: dict[str, Any] | None) -> None:
