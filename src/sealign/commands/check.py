@@ -117,10 +117,9 @@ def run(args: argparse.Namespace) -> int:
         checks = check_codec(subject, clean)
         where = args.codec
     else:
+        from sealign.models.persist import checkpoint_sampling
         from sealign.models.registry import load_policy
         from sealign.train.checkpoint import policy_dir
-
-        from sealign.models.persist import checkpoint_sampling
 
         where = str(policy_dir(args.model))
         checkpoint_sampling(where)  # settings enhance and eval would refuse

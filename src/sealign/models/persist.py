@@ -178,7 +178,7 @@ def read_policy_dir(
         or (isinstance(entry.get("kind"), str) and isinstance(entry.get("path"), str))
     ):
         raise ValueError(
-            f"{cfg_path}: 'codec' must be {{\"spec\": ...}} or {{\"kind\": ..., \"path\": ...}}"
+            f'{cfg_path}: \'codec\' must be {{"spec": ...}} or {{"kind": ..., "path": ...}}'
         )
     if int(meta.get("format_version", 0)) > format_version:
         raise ValueError(
