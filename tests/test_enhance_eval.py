@@ -715,6 +715,33 @@ def test_eval_resume_enhances_and_scores_a_replaced_input_again(setup, tmp_path,
     assert again["systems"]["noisy"]["si_sdr"] != first["systems"]["noisy"]["si_sdr"]
 
 
+def test_eval_resume_enhances_again_with_new_weights_or_settings(setup, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(setup / "model0", model)
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(model), "--name", "m", "--manifest", str(setup / "test.jsonl"),
+            "--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]  # fmt: skip
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())["systems"]["m"]["si_sdr"]
+    # new weights in the same folder (a training run's newer checkpoint, a re-export)
+    shutil.copyfile(setup / "model1" / "model.safetensors", model / "model.safetensors")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "the model or its settings changed since these outputs" in capsys.readouterr().err
+    again = json.loads((out / "results.json").read_text())["systems"]["m"]["si_sdr"]
+    assert again != first
+    # a run with other settings killed after it wrote its config, then resumed: the outputs
+    # recorded with the first settings are not taken for the second's
+    record = out / "enhanced" / "m" / "manifest.jsonl.done.json"
+    rec = json.loads(record.read_text())
+    rec["settings"]["temperature"] = 0.123
+    record.write_text(json.dumps(rec))
+    assert main([*args, "--resume"]) == 0
+    assert "the model or its settings changed" in capsys.readouterr().err
+
+
 def test_eval_resume_reuses_finished_outputs_and_scores(setup, tmp_path, capsys):
     out = tmp_path / "eval"
     args = [*eval_model0(setup, out), "--samples", "2", "enhance.temperature=1.0", "n_boot=200"]

@@ -117,6 +117,19 @@ def test_zero_spread_group_gives_zero_advantage():
     assert out.frac_reward_zero_std == 0.5
 
 
+@pytest.mark.parametrize("aggregation", ["normalize_then_sum", "rank"])
+def test_zero_signal_groups_are_counted_by_the_advantages_used(aggregation):
+    # a flat composite whose components still rank the samples, and components that cancel
+    c1 = np.array([0.0, 1.0, 3.0])
+    flat = np.stack([c1, (3 - c1) / 2], axis=1)  # weights 1, 2: composite ≡ 1
+    out = group_advantages(flat, np.zeros(3, int), np.array([1.0, 2.0]), aggregation)
+    assert np.ptp(out.composite) < 1e-12 and np.abs(out.advantages).max() > 0.05
+    assert out.frac_reward_zero_std == 0.0
+    cancel = np.stack([c1, 3 - c1], axis=1)  # equal weights: advantages cancel
+    out = group_advantages(cancel, np.zeros(3, int), np.ones(2), aggregation)
+    assert np.allclose(out.advantages, 0) and out.frac_reward_zero_std == 1.0
+
+
 def test_rank_is_invariant_to_monotone_transforms_and_normalize_then_sum_balances():
     rng = np.random.default_rng(1)
     values = rng.random((6, 2))
@@ -417,6 +430,23 @@ def test_resume_gives_the_same_losses(setup, tmp_path, capsys):
     assert logged(full, "reward")[4] == pytest.approx(logged(part, "reward")[4])
 
 
+def test_a_fresh_model_keeps_its_initial_weights_as_the_kl_reference(setup, tmp_path):
+    from conftest import TINY_AR
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    kw = {"eval.manifests": "[]", "save_steps": 2, "beta": 0.1, "model.init_from": "null",
+          "model.family": "ar", "model.codec": f"world:{setup / 'codec'}",
+          "model.config": json.dumps(TINY_AR)}  # fmt: skip
+    assert main(["gspo", "--no-progress", *overrides(setup, full, max_steps=4, **kw)]) == 0
+    assert main(["gspo", "--no-progress", *overrides(setup, part, max_steps=2, **kw)]) == 0
+    assert (part / "reference" / "model.safetensors").is_file()
+    args = ["gspo", "--no-progress", "--resume", *overrides(setup, part, max_steps=4, **kw)]
+    assert main(args) == 0
+    for key in ("kl", "loss"):  # the resumed run's KL is still to the initial weights
+        a, b = logged(full, key), logged(part, key)
+        assert a[2] > 0 and a[4] == pytest.approx(b[4], rel=1e-6, abs=1e-9)
+
+
 def test_a_resume_logs_the_evaluations_after_its_checkpoint_again(setup, tmp_path):
     run = tmp_path / "run"
     kw = {"save_steps": 2, "eval.steps": 1}
@@ -496,6 +526,9 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("step_fraction=0", "step_fraction"),
         ("fuse=wiener", "fuse"),
         ("eval.metrics=[nope]", "eval.metrics"),
+        ("eval.metric_options={estoi_typo: {x: 1}}", "eval.metric_options"),
+        ("sampling.temperature=inf", "sampling.temperature"),
+        ("seed=-1", "seed must be in [0, 2**32)"),
         ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
         ("reward.components=[{metric: wer, credit: word}]", "credit: word"),  # loss gspo
     ],
@@ -518,6 +551,34 @@ def test_gspo_runs_under_torchrun_with_two_ranks(setup, tmp_path, torchrun):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert set(logged(run, "loss")) == {1, 2}  # rank 0 logs
     assert (run / "checkpoints" / "step_00000002").is_dir()
+
+
+_UNEVEN_REWARD = """
+import os
+import numpy as np
+
+
+def reward(utts):
+    # rank 1 scores two samples of its group of three (10 more than rank 0's); one fails
+    if os.environ.get("RANK") == "1":
+        return [float("nan") if u.id.endswith("#2") else 10 + float(np.abs(u.audio).mean())
+                for u in utts]
+    return [float(np.abs(u.audio).mean()) for u in utts]
+"""
+
+
+def test_ranks_with_unequal_valid_samples_step_together(setup, tmp_path, torchrun, monkeypatch):
+    # rank 1 has samples in two minibatches of three: it still joins every averaged update,
+    # and the logged statistics cover both ranks
+    (tmp_path / "uneven_reward.py").write_text(_UNEVEN_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "ddp"
+    kw = {"sampling.group_size": 3, "steps_per_generation": 3, "max_steps": 2,
+          "reward.components": "[{function: 'uneven_reward:reward'}]"}  # fmt: skip
+    proc = _gspo_ddp(torchrun, setup, run, 29573, **kw)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert set(logged(run, "loss")) == {1, 2}
+    assert all(4 < r < 6 for r in logged(run, "reward").values())  # (≈0 + ≈10) / 2
 
 
 def test_two_rank_resume_continues_every_rank_exactly(setup, tmp_path, torchrun):

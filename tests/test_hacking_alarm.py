@@ -71,10 +71,12 @@ def test_a_metric_whose_settings_changed_since_step_zero_gets_no_alarm(tmp_path)
     from sealign.rl.evaluation import HeldOut, RLEvalConfig
     from sealign.train.data import DataConfig
 
-    def held_out(gain: str) -> HeldOut:
+    def held_out(gain: str, start: int = 0) -> HeldOut:
         cfg = RLEvalConfig(manifests=[], metrics=["lsd", "si_sdr"],
                            metric_options={"lsd": {"gain": gain}})  # fmt: skip
-        return HeldOut(cfg, DataConfig(), 16000, 0, 1, tmp_path)
+        held = HeldOut(cfg, DataConfig(), 16000, 0, 1, tmp_path)
+        held.start(start)
+        return held
 
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "step_00000000.json").write_text("[]")
@@ -86,3 +88,7 @@ def test_a_metric_whose_settings_changed_since_step_zero_gets_no_alarm(tmp_path)
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(record))
     assert set(held_out("least_squares").directions) == {"lsd", "si_sdr"}
     assert set(held_out("rms").directions) == {"si_sdr"}
+    # a fresh start over a killed run's files scores step 0 anew: its alarm stays on
+    fresh = held_out("rms", start=-1)
+    assert set(fresh.directions) == {"lsd", "si_sdr"} and not fresh.evals
+    assert not (tmp_path / "eval" / "step_00000000.json").exists()

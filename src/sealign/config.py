@@ -124,6 +124,9 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
                 _merge(merged, v)
                 v = merged
         kwargs[k] = _coerce(v, hints[k], prefix + k)
+        if k == "seed" and isinstance(kwargs[k], int) and not 0 <= kwargs[k] < 2**32:
+            # numpy and torch take seeds in [0, 2**32): say so before any work
+            raise ConfigError(f"{prefix}seed must be in [0, 2**32), got {kwargs[k]}")
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:

@@ -82,6 +82,7 @@ from sealign.infer.enhance import (
     sample_tags,
 )
 from sealign.report.plots import plot_sweep
+from sealign.train.checkpoint import policy_dir
 from sealign.train.distributed import process_device
 from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.jsonio import write_json, write_text
@@ -309,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
                 sampling[system]["dereverb"] = e.dereverb
             results = enhance_samples(
                 policy, entries, out / "enhanced", system, cfg.samples, e.seed, record=True,
-                resume=args.resume, manifest=manifest, **e.file_options(),
+                resume=args.resume, model=policy_dir(path), manifest=manifest,
+                **e.file_options(),
             )  # fmt: skip
             samples_of[system] = list(results)
             for tag, res in results.items():

@@ -15,6 +15,7 @@ Outputs are written atomically to ``<output_dir>/<id>.wav`` with a ``manifest.js
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
@@ -35,6 +36,7 @@ from sealign.models.persist import SAMPLING_FILE, checkpoint_sampling
 from sealign.models.policy import Policy
 from sealign.utils.device import check_device
 from sealign.utils.jsonio import write_json
+from sealign.utils.paths import folder_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -314,25 +316,37 @@ def enhance_samples(
     seed: int = 0,
     record: bool = False,
     resume: bool = False,
+    model: str | Path | None = None,
     **options: Any,
 ) -> dict[str, EnhanceResult]:
     """Enhance ``inputs`` ``samples`` times, with seeds ``seed``, ``seed + 1``, ..., into
     ``output_root/<tag>`` for each tag of :func:`sample_tags`; ``options`` go to
     :func:`enhance_files`. With ``record`` each finished tag gets a record beside its manifest
-    (``<manifest>.done.json``); with ``resume``, a tag whose record lists the same inputs is
-    read back instead of enhanced again (its result has ``resumed`` set)."""
+    (``<manifest>.done.json``: the inputs, the settings and the files of ``model``, the
+    policy's folder); with ``resume``, a tag whose record lists the same inputs and settings
+    is read back instead of enhanced again (its result has ``resumed`` set)."""
     manifest = options.get("manifest", MANIFEST)
     ids = [e.id for e in inputs]
     signatures = [e.signature() for e in inputs]
+    kept = {k: v for k, v in options.items() if k not in ("progress", "manifest")}
     out = {}
     for i, tag in enumerate(sample_tags(name, samples)):
         folder = Path(output_root) / tag
         done = folder / f"{manifest}.done.json"
-        res = finished_outputs(folder / manifest, done, ids, signatures) if resume else None
+        # JSON's view of the settings, as the record reads back (tuples become lists)
+        settings = json.loads(json.dumps(
+            {**kept, "seed": seed + i, "model": folder_fingerprint(model) if model else None},
+            default=str,
+        ))  # fmt: skip
+        res = (
+            finished_outputs(folder / manifest, done, ids, signatures, settings) if resume else None
+        )
         if res is None:
+            done.unlink(missing_ok=True)  # an interrupted run leaves no record of completion
             res = enhance_files(policy, inputs, folder, seed=seed + i, **options)
             if record:
-                write_json(done, {"inputs": ids, "signatures": signatures, "failed": res.failed})
+                write_json(done, {"inputs": ids, "signatures": signatures, "settings": settings,
+                                  "failed": res.failed})  # fmt: skip
         else:
             log.info("%s: its %d outputs are complete; not enhancing again", tag, len(res.entries))
         out[tag] = res
@@ -340,13 +354,16 @@ def enhance_samples(
 
 
 def finished_outputs(
-    manifest: Path, done: Path, ids: list[str], signatures: list[str] | None = None
+    manifest: Path,
+    done: Path,
+    ids: list[str],
+    signatures: list[str] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> EnhanceResult | None:
     """The result an earlier :func:`enhance_samples` recorded in ``done`` for the inputs
-    ``ids`` (whose :meth:`~sealign.data.manifest.Entry.signature` are ``signatures``), or None
-    when it is missing, unreadable, for other or changed inputs, or its files are gone."""
-    import json
-
+    ``ids`` (whose :meth:`~sealign.data.manifest.Entry.signature` are ``signatures``) enhanced
+    with ``settings``, or None when it is missing, unreadable, for other or changed inputs or
+    settings, or its files are gone."""
     try:
         record = json.loads(done.read_text(encoding="utf-8"))
         entries = read_manifest(manifest, check_files=True)
@@ -357,6 +374,10 @@ def finished_outputs(
     if signatures is not None and record.get("signatures", signatures) != signatures:
         log.warning("%s: inputs changed since these outputs were written; enhancing again",
                     manifest.parent)  # fmt: skip
+        return None
+    if settings is not None and record.get("settings") != settings:
+        log.warning("%s: the model or its settings changed since these outputs were written; "
+                    "enhancing again", manifest.parent)  # fmt: skip
         return None
     return EnhanceResult(entries, manifest, dict(record.get("failed", {})), resumed=True)
 

@@ -29,7 +29,9 @@ EPS = 1e-4
 class GroupAdvantages:
     """``advantages [N]`` (0 for excluded samples), ``composite [N]`` (weighted mean of the
     available components; NaN when excluded), ``valid [N]`` (sample enters the loss),
-    ``frac_reward_zero_std`` (groups whose composite has no spread)."""
+    ``frac_reward_zero_std`` (groups that give no learning signal: under
+    ``sum_then_normalize`` a composite without spread, under the other aggregations advantages
+    that are all zero, which components without spread or cancelling each other give)."""
 
     advantages: np.ndarray
     composite: np.ndarray
@@ -99,8 +101,8 @@ def group_advantages(
     for g in groups:
         idx = np.flatnonzero((group == g) & valid)
         z, flat = _zscore(composite[idx])
-        zero_std += flat
         if aggregation == "sum_then_normalize":
+            zero_std += flat
             adv[idx] = z
             continue
         comp = values[idx]
@@ -119,4 +121,5 @@ def group_advantages(
         )
         a = weighted_mean(per, weights) if len(idx) else np.zeros(0)
         adv[idx] = np.nan_to_num(a)
+        zero_std += bool(np.allclose(adv[idx], 0.0, atol=1e-9))
     return GroupAdvantages(adv, composite, valid, zero_std / max(1, len(groups)))

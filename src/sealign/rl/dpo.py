@@ -85,6 +85,7 @@ from sealign.train.sft import (
 from sealign.utils.device import autocast, check_device, check_precision
 from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
+from sealign.utils.paths import folder_fingerprint
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -413,12 +414,9 @@ def _reference_key(cfg: DPOConfig, data: PairData, ref: ModelConfig) -> str:
     """What the reference log-likelihoods depend on: the pairs (by content), the dataset and
     how its candidates are read, the reference model (its files' sizes and times) and config,
     and the noise, batching and precision they were computed with."""
-    folder = policy_dir(ref.init_from or "")
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                   for f in folder.iterdir() if f.is_file())  # fmt: skip
     parts = [str(Path(cfg.dataset).resolve()), cfg.criterion, cfg.objective, data.pairs,
-             data.foreign_space, str(folder.resolve()), files, ref.config, cfg.seed,
-             cfg.batch_size, cfg.precision]  # fmt: skip
+             data.foreign_space, *folder_fingerprint(policy_dir(ref.init_from or "")),
+             ref.config, cfg.seed, cfg.batch_size, cfg.precision]  # fmt: skip
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -523,7 +521,7 @@ def train_dpo(
         else None
     )  # fmt: skip
     if held is not None:  # evaluations after the checkpoint (all, from scratch) are run again
-        held.forget_after(state.step if ckpt is not None else -1)
+        held.start(state.step if ckpt is not None else -1)
     log.info(
         "%s on %d %s pairs (%s policy), %d steps of %d pairs",
         cfg.objective, len(data), cfg.criterion, policy.family, cfg.max_steps,

@@ -160,6 +160,10 @@ class RLEvalConfig:
         for m in self.metrics:
             if m not in metric_names():
                 raise ValueError(f"{prefix}metrics: unknown metric {m!r}")
+        unused = sorted(set(self.metric_options) - set(self.metrics))
+        if unused:
+            raise ValueError(f"{prefix}metric_options: given for metrics not in "
+                             f"{prefix}metrics {unused}")  # fmt: skip
 
 
 class HeldOut:
@@ -199,8 +203,17 @@ class HeldOut:
         self.evals: dict[int, list[dict[str, Any]]] = {}
         for p in sorted((self.run / "eval").glob("step_*.json")):
             self.evals[int(p.stem[5:])] = json.loads(p.read_text(encoding="utf-8"))
-        # A metric whose settings changed since step 0 was scored (a resume with other options
-        # or after an upgrade) is not compared with step 0: its alarm is off for the run.
+        self.directions = metric_directions(self.metrics)
+
+    def start(self, step: int) -> None:
+        """Set up for a run starting at ``step``: drop the evaluations stored after it (a run
+        resumed from its checkpoint at ``step``, whose log was cut there; −1, a fresh start,
+        drops all), which are run and logged again when reached. A metric whose settings
+        changed since step 0 was scored (a resume with other options, or after an upgrade) is
+        not compared with step 0: its alarm is off for the run."""
+        for s in [s for s in self.evals if s > step]:
+            del self.evals[s]
+            (self.run / "eval" / f"step_{s:08d}.json").unlink(missing_ok=True)
         record, now = self.run / "eval" / "metrics.json", metric_settings(self.metrics)
         before: dict[str, Any] = {}
         if self.evals and record.is_file():
@@ -239,13 +252,6 @@ class HeldOut:
             for u in utts:
                 write_audio(self.run / "samples" / f"step_{step:08d}" / f"{u.id}.wav", u.audio, sr)
         return score_records(utts, self.metrics)
-
-    def forget_after(self, step: int) -> None:
-        """Drop the evaluations stored after ``step`` (a run resumed from its checkpoint at
-        ``step``, whose log was cut there): they are run and logged again when reached."""
-        for s in [s for s in self.evals if s > step]:
-            del self.evals[s]
-            (self.run / "eval" / f"step_{s:08d}.json").unlink(missing_ok=True)
 
     def evaluate(self, policy: Policy, step: int, logger: RunLogger | None) -> list[str]:
         """Evaluate at ``step`` unless done; log ``eval/<column>``; return alarm messages."""

@@ -22,11 +22,11 @@ continues exactly; stopping on the time budget is agreed by all ranks.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +64,11 @@ from sealign.train.distributed import (
     broadcast_weights,
     close_distributed,
     init_distributed,
+    mean_stats_over_ranks,
     restore_rank_state,
     seed_everything,
     store_rank_states,
+    sum_over_ranks,
 )
 from sealign.train.sft import (
     DivergenceGuard,
@@ -81,6 +83,7 @@ from sealign.train.sft import (
 )
 from sealign.utils.device import autocast, check_device, check_precision
 from sealign.utils.logging import RunLogger
+from sealign.utils.paths import replace_dir
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -108,8 +111,9 @@ class SamplingConfig:
     def check(self, prefix: str = "sampling.") -> None:
         if self.group_size < 2:
             raise ValueError(f"{prefix}group_size must be >= 2, got {self.group_size}")
-        if not self.temperature > 0:
-            raise ValueError(f"{prefix}temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"{prefix}temperature must be a finite number > 0, got "
+                             f"{self.temperature}")  # fmt: skip
         if self.top_k < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"{prefix}top_k must be >= 0 and top_p in (0, 1]")
 
@@ -391,49 +395,69 @@ def update(
     guard: DivergenceGuard | None = None,
 ) -> dict[str, float]:
     """μ passes of K minibatch updates on the valid samples of ``batch`` (reshuffled with
-    ``generator`` for each pass); ``guard`` ends a run whose updates keep being skipped."""
+    ``generator`` for each pass); ``guard`` ends a run whose updates keep being skipped.
+
+    Under DDP every rank takes the same μ·K optimizer steps, whatever its number of valid
+    samples: a minibatch's gradient is the mean over the valid samples of all ranks, a rank
+    with none contributes zero, and a minibatch empty on every rank is skipped by all."""
     module: torch.nn.Module = policy  # type: ignore[assignment]
     params = [p for p in module.parameters() if p.requires_grad]
     idx = np.flatnonzero(batch.valid)
     k = cfg.steps_per_generation
     sums: dict[str, float] = {}
-    if idx.size == 0:
-        log.warning("no valid sample in this rollout batch: no update")
-        for _ in range(k * cfg.num_iterations):
-            scheduler.step()
-        return {}
     chunks = []
     for _ in range(cfg.num_iterations):
-        perm = torch.randperm(idx.size, generator=generator).numpy()
-        chunks += [c for c in np.array_split(idx[perm], k) if c.size]
+        perm = torch.randperm(idx.size, generator=generator).numpy() if idx.size else idx
+        chunks += np.array_split(idx[perm], k)
+    totals = sum_over_ranks([float(c.size) for c in chunks], d)
+    if not any(totals):
+        log.warning("no valid sample in this rollout batch: no update")
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
     rollout = batch.rollout
-    if cfg.precision != "fp32":
+    if cfg.precision != "fp32" and idx.size:
         rollout = _recompute_old_logp(policy, batch.cond, rollout, cfg)
-    for rows in chunks:
-        mb = rollout.select(torch.as_tensor(rows))
-        if cfg.step_fraction < 1:
-            mb = keep_passes(mb, step_passes(policy, mb), cfg.step_fraction, generator)
-        # the loss is a mean over sequences, so micro-batch losses weighted by their share of
-        # the rows add up to the minibatch's loss, and so do their gradients
-        size = cfg.micro_batch_size or len(rows)
+    done, mine = 0, 0  # optimizer steps taken; those with samples of this rank
+    stats_sums: dict[str, float] = {}
+    for rows, total in zip(chunks, totals, strict=True):
+        if not total:
+            scheduler.step()
+            continue
+        done += 1
+        # this rank's share of the minibatch, so that averaging over ranks weighs every sample
+        # alike (1 in a single process)
+        weight = d.world_size * rows.size / total
         optimizer.zero_grad(set_to_none=True)
         loss_value, stats = 0.0, {}
-        for lo in range(0, len(rows), size):
-            part = torch.arange(lo, min(lo + size, len(rows)))
-            share = len(part) / len(rows)
-            micro = mb if size >= len(rows) else mb.select(part)
-            out = _micro_loss(policy, ref, batch.cond, micro, adv_all[rows[part.numpy()]], cfg)
-            (out.loss * share).backward()
-            loss_value += float(out.loss.detach()) * share
-            for key, v in out.stats.items():
-                stats[key] = stats.get(key, 0.0) + v * share
+        if rows.size:  # else this rank adds zero gradients to the others'
+            mine += 1
+            mb = rollout.select(torch.as_tensor(rows))
+            if cfg.step_fraction < 1:
+                mb = keep_passes(mb, step_passes(policy, mb), cfg.step_fraction, generator)
+            # the loss is a mean over sequences, so micro-batch losses weighted by their share
+            # of the rows add up to the minibatch's loss, and so do their gradients
+            size = cfg.micro_batch_size or len(rows)
+            for lo in range(0, len(rows), size):
+                part = torch.arange(lo, min(lo + size, len(rows)))
+                share = len(part) / len(rows)
+                micro = mb if size >= len(rows) else mb.select(part)
+                adv = adv_all[rows[part.numpy()]]
+                out = _micro_loss(policy, ref, batch.cond, micro, adv, cfg)
+                (out.loss * (share * weight)).backward()
+                loss_value += float(out.loss.detach()) * share * weight
+                for key, v in out.stats.items():
+                    stats[key] = stats.get(key, 0.0) + v * share
         loss_value, grad_norm = finish_step(
             loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard
         )
-        for key, v in {"loss": loss_value, "grad_norm": grad_norm, **stats}.items():
-            sums[key] = sums.get(key, 0.0) + v / len(chunks)
-    return sums
+        for key, v in {"loss": loss_value, "grad_norm": grad_norm}.items():
+            sums[key] = sums.get(key, 0.0) + v
+        for key, v in stats.items():
+            stats_sums[key] = stats_sums.get(key, 0.0) + v
+    # loss and grad_norm are the same on every rank; the other statistics are this rank's
+    return {
+        **{k: v / done for k, v in sums.items()},
+        **{k: v / mine for k, v in stats_sums.items()},
+    }
 
 
 # ------------------------------------------------------------------------------------ runner
@@ -515,10 +539,10 @@ def train_gspo(
     check_sample_options(policy, filters, "sampling.top_k / top_p (rollouts pass them)", False)
     ref: Policy | None = None
     if cfg.beta > 0:
+        # a fresh model: its initial weights, kept in the run, are the reference
         ref_src = cfg.reference_model or cfg.model.init_from
-        ref = init_policy(reference_config(cfg.model, ref_src), device) if ref_src else None
-        if ref is None:  # a fresh model: its initial weights are the reference
-            ref = copy.deepcopy(policy)
+        ref_src = ref_src or str(_initial_reference(run, policy, ckpt, d))
+        ref = init_policy(reference_config(cfg.model, ref_src), device)
         ref_module: torch.nn.Module = ref  # type: ignore[assignment]
         ref_module.eval().requires_grad_(False)
     if reward is None:
@@ -527,6 +551,10 @@ def train_gspo(
     train_ds = PairDataset(
         cfg.data.train, cfg.data, policy.sample_rate, cfg.seed, True, d.rank, d.world_size
     )
+    if len(train_ds.order(0)) < cfg.data.batch_size:
+        log.warning("data.batch_size %d exceeds the %d training inputs of this process: a "
+                    "rollout batch repeats inputs as separate groups", cfg.data.batch_size,
+                    len(train_ds.order(0)))  # fmt: skip
     rewarded = reward.columns()
     # held-out metrics get the reward's per-metric threads: a two-thread Whisper there would
     # slow every later generation step (see reward.metric_threads)
@@ -558,7 +586,7 @@ def train_gspo(
     if d.main:  # after the checkpoint loaded: a resume that fails leaves the run's config
         save_config(cfg, run / "config.yaml")
     if held is not None:  # from scratch: a killed earlier run's evaluations are not this run's
-        held.forget_after(state.step if ckpt is not None else -1)
+        held.start(state.step if ckpt is not None else -1)
     log.info(
         "GSPO (%s) on a %s policy: %d inputs x %d samples per step, %d steps, reward = %s",
         cfg.loss,
@@ -610,6 +638,7 @@ def train_gspo(
             state.epoch, state.index = train_ds.epoch, train_ds.index
             stats = {**batch.stats, **upd, "time/update": time.perf_counter() - t1}
             stats["time/step"] = time.perf_counter() - t0
+            stats = mean_stats_over_ranks(stats, d)  # every rank's samples, not rank 0's
             stats["lr"] = scheduler.get_last_lr()[0]
             history.append({"step": state.step, **stats})
             bar.update(1)
@@ -638,6 +667,26 @@ def train_gspo(
     close_distributed(d)
     evals = held.evals if held is not None else {}
     return GSPOResult(run, state.step, last_ckpt, history, evals, alarms)
+
+
+def _initial_reference(run: Path, policy: Policy, ckpt: Path | None, d: Dist) -> Path:
+    """``<run>/reference``: the initial weights of a run from a fresh model, the frozen KL
+    reference, written when the run starts so that a resumed run measures its KL against them
+    too (not against its checkpoint)."""
+    where = run / "reference"
+    if ckpt is None:
+        if d.main:
+            tmp = run / "reference.new"
+            shutil.rmtree(tmp, ignore_errors=True)
+            policy.save(tmp)
+            replace_dir(tmp, where)
+        any_rank(False, d)  # the other ranks wait for it
+    elif not where.is_dir():
+        raise ValueError(
+            f"{run} has no reference/ folder with its initial weights (a run from before it was "
+            "kept), so its KL reference cannot be restored: set reference_model or beta=0"
+        )
+    return where
 
 
 def _save(

@@ -11,6 +11,7 @@ continues as an uninterrupted run would. Without ``torchrun`` all of this reduce
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -152,6 +153,31 @@ def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     _collective(t, lambda x: dist.all_reduce(x, op=dist.ReduceOp.SUM))
     return {k: float(v) / d.world_size for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def sum_over_ranks(values: list[float], d: Dist) -> list[float]:
+    """Each value summed over the ranks (every rank passes as many)."""
+    if d.world_size == 1 or not values:
+        return list(values)
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    _collective(t, lambda x: dist.all_reduce(x, op=dist.ReduceOp.SUM))
+    return t.tolist()
+
+
+def mean_stats_over_ranks(stats: dict[str, float], d: Dist) -> dict[str, float]:
+    """Each statistic averaged over the ranks that have a finite value of it (ranks may log
+    different keys, e.g. no reward statistics on a rank whose samples all failed)."""
+    if d.world_size == 1:
+        return stats
+    out: dict[str, list[float]] = {}
+    for part in gather_to_all(stats, d):
+        for k, v in part.items():
+            out.setdefault(k, [])
+            if math.isfinite(v):
+                out[k].append(v)
+    return {k: sum(v) / len(v) if v else float("nan") for k, v in out.items()}
 
 
 def broadcast_weights(module: torch.nn.Module, d: Dist) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 
 def cache_root() -> Path:
@@ -44,3 +45,13 @@ def replace_dir(new: str | Path, dst: str | Path) -> Path:
     new.rename(dst)
     shutil.rmtree(old, ignore_errors=True)
     return dst
+
+
+def folder_fingerprint(folder: str | Path) -> list[Any]:
+    """What a model folder's results depend on, cheaply: its resolved path and its files'
+    names, sizes and modification times (new weights written over it change it)."""
+    folder = Path(folder).resolve()
+    files = sorted(
+        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file()
+    )
+    return [str(folder), files]
