@@ -365,6 +365,20 @@ def test_table_marks_against_the_runs_own_baseline_and_pairs_score_folders_with_
     noisy = [x["scores"]["dnsmos_ovrl"] for x in systems["noisy"]]
     assert float(row["diff"]) == pytest.approx(paired_bootstrap_diff(noisy, ours).mean)
     assert row["n"] == "24" and row["kind"] == "system"
+    # an eval run against one of its models: its per-utterance scores are paired by id
+    assert main(["table", str(run), "--baseline", "model", "--output", str(csv_out)]) == 0
+    row = next(x for x in csv.DictReader(csv_out.open())
+               if x["system"] == "noisy" and x["column"] == "wer")  # fmt: skip
+    from sealign.eval.score import mean_over_samples
+
+    model = mean_over_samples([records_of(run, "model"), records_of(run, "model_sample1")])
+    want = paired_bootstrap_diff([r["scores"]["wer"] for r in model],
+                                 [r["scores"]["wer"] for r in systems["noisy"]])  # fmt: skip
+    assert float(row["diff"]) == pytest.approx(want.mean) and row["baseline"] == "model"
+
+
+def records_of(run, name):
+    return [json.loads(x) for x in (run / "scores" / f"{name}.jsonl").read_text().splitlines()]
 
 
 def test_table_rejects_malformed_inputs_and_options(tmp_path, capsys):
@@ -400,3 +414,14 @@ def test_table_rejects_malformed_inputs_and_options(tmp_path, capsys):
     write_run(tmp_path / "p", r)
     assert main(["table", str(tmp_path / "p"), "--format", "markdown"]) == 0
     assert "| a\\|b |" in capsys.readouterr().out
+
+
+def test_run_records_find_names_with_colons_as_written(tmp_path):
+    from sealign.commands.table import run_records
+
+    (tmp_path / "scores").mkdir()
+    rec = {"id": "u", "scores": {"wer": 0.5}, "skipped": {}, "errors": {}}
+    (tmp_path / "scores" / "mgm:v2.jsonl").write_text(json.dumps(rec) + "\n")  # eval --name
+    (tmp_path / "scores" / "single_wer.jsonl").write_text(json.dumps(rec) + "\n")  # an arm
+    got = run_records(tmp_path, ["mgm:v2", "single:wer", "absent"])
+    assert sorted(got) == ["mgm:v2", "single:wer"]

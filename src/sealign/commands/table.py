@@ -196,10 +196,13 @@ def run_records(path: str | Path, systems: list[str]) -> dict[str, list[dict[str
         return {systems[0]: score_records(p / "scores.jsonl")}
     out = {}
     for s in systems:
-        stem = s.replace(":", "_")
-        first = p / "scores" / f"{stem}.jsonl"
-        if not first.is_file():
+        # pref-ablation writes an arm "single:wer" as "single_wer"; eval keeps a name as given
+        stems = [st for st in dict.fromkeys((s, s.replace(":", "_")))
+                 if (p / "scores" / f"{st}.jsonl").is_file()]  # fmt: skip
+        if not stems:
             continue
+        stem = stems[0]
+        first = p / "scores" / f"{stem}.jsonl"
         more = sorted(
             (f for f in first.parent.glob(f"{stem}_sample*.jsonl")
              if f.stem[len(stem) + 7:].isdigit()),
@@ -303,6 +306,11 @@ def merge(sources: list[Source], baseline: str | None) -> PaperTable:
     records: dict[str, list[dict[str, Any]]] = {}
     for src in sources:
         hib.update(src.higher_is_better)
+        own = src.records
+        if baseline in src.systems and baseline not in src.diffs and src.path is not None:
+            # a run whose own tables compare with another system: pair its per-utterance
+            # scores with this baseline's instead
+            own = {**run_records(src.path, list(src.systems)), **own}
         for s, cols in src.systems.items():
             name = s
             if s in cells and not _same(cells[s], cols):
@@ -322,8 +330,8 @@ def merge(sources: list[Source], baseline: str | None) -> PaperTable:
                 dest.setdefault(c, v)
             if baseline and s in src.diffs.get(baseline, {}):
                 diffs.setdefault(name, {}).update(src.diffs[baseline][s])
-            if s in src.records:
-                records[name] = src.records[s]
+            if s in own:
+                records[name] = own[s]
     if baseline and records and baseline not in records:
         for src in sources:  # the baseline's per-utterance scores from a run folder
             if baseline in src.systems and src.path is not None:
@@ -340,6 +348,9 @@ def merge(sources: list[Source], baseline: str | None) -> PaperTable:
                 if pairs and c not in diffs.get(s, {}):
                     a, b = zip(*pairs, strict=True)
                     diffs.setdefault(s, {})[c] = vars(paired_bootstrap_diff(list(a), list(b)))
+    if baseline in cells and not diffs and len(cells) > 1:
+        log.warning("no per-utterance scores to pair with the baseline %s: the table has no "
+                    "significance marks", baseline)  # fmt: skip
     columns = list(dict.fromkeys(c for cols in cells.values() for c in cols if c in hib))
     return PaperTable(
         systems=list(cells), columns=columns, higher_is_better=hib, cells=cells, diffs=diffs,

@@ -42,7 +42,8 @@ def paired_bootstrap_diff(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> MeanCI:
-    """Mean of ``b - a`` over paired items with a percentile bootstrap CI (items resampled jointly)."""
+    """Mean of ``b - a`` over paired items with a percentile bootstrap CI (items resampled
+    jointly); NaN bounds for fewer than two pairs, whose resamples all equal the one difference."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -50,8 +51,9 @@ def paired_bootstrap_diff(
     d = b - a
     d = d[np.isfinite(d)]
     n = int(d.size)
-    if n == 0:
-        return MeanCI(float("nan"), float("nan"), float("nan"), 0)
+    if n < 2:
+        m = float(d.mean()) if n else float("nan")
+        return MeanCI(m, float("nan"), float("nan"), n)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
     boots = d[idx].mean(axis=1)
