@@ -324,6 +324,19 @@ def test_enhance_cli_with_ar_policy(setup, tmp_path):
     assert len(read_manifest(tmp_path / "enh2" / "manifest.jsonl")) == 3
 
 
+def test_enhance_cli_one_file_and_misused_folders(setup, tmp_path, capsys):
+    model = ["enhance", "--model", str(setup / "model0"), "enhance.threads=1"]
+    one = tmp_path / "one.wav"
+    shutil.copyfile(setup / "n0.wav", one)
+    assert main([*model, "--input", str(one), "--output", str(tmp_path / "o1")]) == 0
+    assert [e.id for e in read_manifest(tmp_path / "o1" / "manifest.jsonl")] == ["one"]
+    assert main([*model, "--input", str(tmp_path / "o1"), "--output", str(tmp_path / "o1")]) == 2
+    assert "--output must differ from --input" in capsys.readouterr().err
+    short = ["--chunk-seconds", "0.05", "--overlap-seconds", "0.01"]
+    assert main([*model, "--input", str(one), "--output", str(tmp_path / "o2"), *short]) == 2
+    assert "cannot take chunks this short" in capsys.readouterr().err
+
+
 def test_enhance_cli_input_folder_inside_its_output_folder(setup, tmp_path):
     (tmp_path / "proj" / "in").mkdir(parents=True)
     sf.write(tmp_path / "proj" / "in" / "a.wav", sine_ish(1.5), SR)
@@ -716,8 +729,6 @@ def test_eval_resume_enhances_and_scores_a_replaced_input_again(setup, tmp_path,
 
 
 def test_eval_resume_enhances_again_with_new_weights_or_settings(setup, tmp_path, capsys):
-    import shutil
-
     model = tmp_path / "model"
     shutil.copytree(setup / "model0", model)
     out = tmp_path / "eval"

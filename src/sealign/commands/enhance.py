@@ -137,7 +137,7 @@ def enhance_flags(args: argparse.Namespace) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="run, checkpoint or policy folder")
-    p.add_argument("--input", help="JSONL manifest or folder of audio files")
+    p.add_argument("--input", help="JSONL manifest, folder of audio files, or one audio file")
     p.add_argument("--output", help="output folder")
     p.add_argument("--shard", help="K/N: enhance only inputs K, K+N, ... (one of N jobs)")
     p.add_argument(
@@ -202,6 +202,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(EnhanceRunConfig, args, [*flags, *enhance_flags(args)])
     cfg.check()
     shard = Shard.resolve(args.shard or "", "--shard")
+    if Path(cfg.output).resolve() == Path(cfg.input).resolve():
+        raise ValueError(f"--output must differ from --input ({cfg.input}): outputs would "
+                         "overwrite the inputs")  # fmt: skip
     inside = Path(cfg.output).resolve().is_relative_to(Path(cfg.input).resolve())
     entries = shard.take(resolve_inputs(cfg.input, exclude=cfg.output if inside else None))
     out = prepare_run_dir(cfg.output, cfg, shard)

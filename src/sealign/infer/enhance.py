@@ -243,6 +243,10 @@ def resolve_inputs(path: str | Path, exclude: str | Path | None = None) -> list[
     leaving out the folder ``exclude`` (an output folder inside the input folder)."""
     p = Path(path)
     if p.is_file():
+        from sealign.audio.io import AUDIO_EXTENSIONS
+
+        if p.suffix.lower() in AUDIO_EXTENSIONS:  # one file: its name without suffix is its id
+            return [Entry(id=p.stem, audio=str(p))]
         return read_manifest(p)
     if p.is_dir():
         from sealign.audio.io import AUDIO_EXTENSIONS
@@ -513,9 +517,11 @@ def _check_chunk_length(policy: Policy, n: int, chunk_seconds: float) -> None:
     try:
         policy.condition([probe])
     except ValueError as err:
+        short = "too short" in str(err)
         raise ValueError(
-            f"chunk_seconds={chunk_seconds:g}: the model cannot take chunks this long ({err}); "
-            "give a shorter --chunk-seconds"
+            f"chunk_seconds={chunk_seconds:g}: the model cannot take chunks this "
+            f"{'short' if short else 'long'} ({err}); give a "
+            f"{'longer' if short else 'shorter'} --chunk-seconds"
         ) from None
 
 
