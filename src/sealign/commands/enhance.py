@@ -139,7 +139,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="run, checkpoint or policy folder")
     p.add_argument("--input", help="JSONL manifest, folder of audio files, or one audio file")
     p.add_argument("--output", help="output folder")
-    p.add_argument("--shard", help="K/N: enhance only inputs K, K+N, ... (one of N jobs)")
+    p.add_argument(
+        "--shard",
+        help="K/N: enhance only inputs K, K+N, ... (one of N jobs; "
+        "a sampling model's outputs are other draws than one job's)",
+    )
     p.add_argument(
         "--merge", action="store_true", help="merge the finished shards' manifests in --output"
     )

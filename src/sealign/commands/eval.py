@@ -217,7 +217,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sweep",
         help="KEY=V1,V2,...: enhance once per value of a setting (e.g. remix=0,0.1,0.2)",
     )
-    p.add_argument("--shard", help="K/N: only utterances K, K+N, ... (one of N jobs)")
+    p.add_argument(
+        "--shard",
+        help="K/N: only utterances K, K+N, ... (one of N jobs; a sampling "
+        "model's outputs are other draws than one job's)",
+    )
     p.add_argument(
         "--merge", action="store_true", help="merge the finished shards in --output, write tables"
     )
