@@ -66,6 +66,33 @@ def test_candidates_missing_scores_are_excluded_and_counted():
     rep = make_pairs(c, COLS, HIB, SCALES, "unanimous")
     assert rep.excluded_candidates == 1 and len(rep.pairs) == 1
     assert rep.summary()["inputs_with_pairs"] == 1
+    # a score that is null or text (a hand-edited file) is missing too, not a crash
+    c.append(Candidate("x", "c8", {"a": None, "b": "0.2", "wer": 0.1}))
+    assert make_pairs(c, COLS, HIB, SCALES, "unanimous").excluded_candidates == 2
+    # single:<column> and gt-winner need only what they compare
+    assert make_pairs(c, COLS, HIB, SCALES, "single:a").excluded_candidates == 1
+    gt = make_pairs(c, COLS, HIB, SCALES, "gt-winner")
+    assert gt.excluded_candidates == 0 and len(gt.pairs) == 4
+    no_ref = [Candidate("x", k.cand_id, k.scores, {"reference": None}) for k in c]
+    assert make_pairs(no_ref, COLS, HIB, SCALES, "gt-winner").pairs == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"columns": []}, "at least one metric column"),
+        ({"margins": {"a": -1.0}}, "margins.a must be a finite number >= 0"),
+        ({"margins": {"aa": 0.1}}, r"margins: \['aa'\] not among the columns"),
+        ({"weights": {"b": -2.0}}, "weights.b must be a finite number > 0"),
+        ({"weighted_margin": -0.5}, "weighted_margin"),
+        ({"max_pairs_per_input": -1}, "max_pairs_per_input"),
+    ],
+)
+def test_pairing_settings_that_would_give_contradictory_pairs_are_refused(kwargs, match):
+    c = cands([(0.9, 0.9, 0.1), (0.5, 0.5, 0.3)])
+    columns = kwargs.pop("columns", COLS)
+    with pytest.raises(ValueError, match=match):
+        make_pairs(c, columns, HIB, SCALES, "unanimous", **kwargs)
 
 
 def _prefs_args(model, manifest, out, *extra):
@@ -118,7 +145,9 @@ def test_prefs_writes_candidates_pairs_and_yields(prefs_ar, tiny_setup, capsys):
     assert len((prefs_ar / "candidates.jsonl").read_text().splitlines()) == 12
 
 
-def test_prefs_samples_again_an_input_a_cut_write_left_incomplete(prefs_ar, tiny_setup, tmp_path):
+def test_prefs_samples_again_an_input_a_cut_write_left_incomplete(
+    prefs_ar, tiny_setup, tmp_path, capsys
+):
     copy = tmp_path / "cut"
     shutil.copytree(prefs_ar, copy)
     cands = copy / "candidates.jsonl"
@@ -128,11 +157,16 @@ def test_prefs_samples_again_an_input_a_cut_write_left_incomplete(prefs_ar, tiny
     recs = [json.loads(x) for x in cands.read_text().splitlines()]  # every line whole
     count = collections.Counter(r["input_id"] for r in recs)
     assert len(count) == 4 and set(count.values()) == {3}
-    # a rerun asking for more candidates per input is not taken for a cut: nothing is dropped
+    # a rerun sampling otherwise (more candidates, another model) would mix two datasets
     more = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", copy)
     more[more.index("--n") + 1] = "4"
-    assert main(more) == 0
+    assert main(more) == 2
+    assert "num_candidates: 3 → 4" in capsys.readouterr().err
+    assert main([*more[:-1], "threads=1", "--n", "3", "temperature=0.5"]) == 2
+    assert "temperature: 1.0 → 0.5" in capsys.readouterr().err
     assert cands.read_text().splitlines() == [json.dumps(r) for r in recs]
+    assert main([*more, "--n", "0"]) == 2  # not taken for "no flag"
+    assert "num_candidates must be >= 2" in capsys.readouterr().err
 
 
 def test_prefs_refuses_inputs_and_settings_before_writing(tiny_setup, tmp_path, capsys):
@@ -145,6 +179,8 @@ def test_prefs_refuses_inputs_and_settings_before_writing(tiny_setup, tmp_path, 
     args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", tmp_path / "out")
     assert main([*args, "temperature=0"]) == 2
     assert "temperature must be a finite number > 0" in capsys.readouterr().err
+    assert main([*args, "margins.si_sdrr=0.5"]) == 2
+    assert "margins: ['si_sdrr'] not among the columns" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

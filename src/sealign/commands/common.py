@@ -114,10 +114,12 @@ def _real_paths(value: Any) -> Any:
     return value
 
 
-def check_same_job(out: Path, cfg: Any, shard: Any = None) -> None:
+def check_same_job(out: Path, cfg: Any, shard: Any = None, fixed: tuple[str, ...] = ()) -> None:
     """Refuse to write into a folder holding another command's run (its ``config.yaml`` would
-    be replaced and its resume broken), and a shard whose job settings differ from those the
-    other shards of the folder's job were started with (their records would be merged as one)."""
+    be replaced and its resume broken), a continuation that changes one of the ``fixed``
+    settings its results were made with (the caller passes them once there are results), and
+    a shard whose job settings differ from those the other shards of the folder's job were
+    started with (their records would be merged as one)."""
     import yaml
 
     try:
@@ -138,6 +140,14 @@ def check_same_job(out: Path, cfg: Any, shard: Any = None) -> None:
         raise ValueError(
             f"{out} holds the run of another command (its config.yaml has "
             f"{', '.join(list(before)[:4])}, ...): write to another folder"
+        )
+    b, n = _real_paths(before), _real_paths(now)
+    differ = [f"{k}: {b[k]!r} → {n.get(k)!r}" for k in fixed if k in b and b[k] != n.get(k)]
+    if differ:
+        raise ValueError(
+            f"{out} holds results made with other settings ({'; '.join(differ)}), which a "
+            "continuation would mix with new ones: give the same settings, or write to "
+            "another folder"
         )
     under_way = any(not f.name.startswith(".sealign") for f in out.rglob("*.shard-*-of-*"))
     if shard is None or not shard.sharded or not under_way:

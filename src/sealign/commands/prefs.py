@@ -57,7 +57,7 @@ from sealign.prefs.build import (
     yield_table,
 )
 from sealign.utils.folder_lock import hold_for_command
-from sealign.utils.shard import Shard
+from sealign.utils.shard import Shard, shard_files
 from sealign.utils.threads import set_torch_threads
 
 HELP = "sample, score and pair candidates into a preference dataset (unanimous agreement)"
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "metric_device": args.metric_device,
         "shard": args.shard,
     }
-    cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v})
+    cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v not in (None, "")})
     cfg.check()
     set_torch_threads(cfg.threads)
     shard = Shard() if args.repair else Shard.resolve(cfg.shard)
@@ -126,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
         load_metrics(metrics)
     out = Path(cfg.output)
     hold_for_command(out, shard)  # so a --repair refuses a job that still runs
-    check_same_job(out, dataclasses.replace(cfg, shard=""), shard)
+    # what the stored candidates were sampled with (pairing and scoring settings may change)
+    sampled = ("model", "num_candidates", "temperature", "sample_options", "seed", "max_seconds")
+    stored = out / CANDIDATES
+    started = not args.repair and (stored.is_file() or bool(shard_files(stored)))
+    check_same_job(out, dataclasses.replace(cfg, shard=""), shard, sampled if started else ())
     save_config(dataclasses.replace(cfg, shard=""), out / "config.yaml")  # the whole job's
     if not args.repair:
         device = process_device(cfg.device)

@@ -138,8 +138,10 @@ class PrefsConfig:
         for c in self.columns:
             if c not in known:
                 raise ValueError(f"columns: {c!r} is not an output of {self.metrics} ({known})")
-        from sealign.prefs.pairs import parse_criterion
+        from sealign.prefs.pairs import check_pairing, parse_criterion
 
+        check_pairing(self.columns, self.margins, self.weights, self.weighted_margin,
+                      self.max_pairs_per_input)  # fmt: skip
         parse_criterion(self.criterion, self.columns)
 
 
@@ -494,7 +496,8 @@ def pair_dataset(cfg: PrefsConfig, metrics: dict[str, Metric], criterion: str | 
     recs = read_candidates(root)
     crit = criterion or cfg.criterion
     hib, scales = column_info(metrics, cfg.columns)
-    cands = [Candidate(r["input_id"], r["cand_id"], r["scores"]) for r in recs]
+    cands = [Candidate(r["input_id"], r["cand_id"], r["scores"], {"reference": r.get("reference")})
+             for r in recs]  # fmt: skip
     report = make_pairs(
         cands,
         cfg.columns,
@@ -507,7 +510,9 @@ def pair_dataset(cfg: PrefsConfig, metrics: dict[str, Metric], criterion: str | 
         cfg.max_pairs_per_input,
     )
     out = root / "pairs" / f"{crit.replace(':', '_')}.jsonl"
-    records = [{"input_id": p.input_id, "winner": p.winner, "loser": p.loser, "margin": p.margin}
+    # gt-winner pairs have no margin: null, not a bare NaN that strict JSON readers refuse
+    records = [{"input_id": p.input_id, "winner": p.winner, "loser": p.loser,
+                "margin": p.margin if math.isfinite(p.margin) else None}
                for p in report.pairs]  # fmt: skip
     write_jsonl(out, records)  # atomic, also when two DPO runs form the same pairs at once
     return report

@@ -18,6 +18,7 @@ keeps those with the largest composite margin.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,48 @@ def parse_criterion(criterion: str, columns: list[str]) -> tuple[str, str | None
     )
 
 
+def check_pairing(
+    columns: list[str],
+    margins: dict[str, float] | None = None,
+    weights: dict[str, float] | None = None,
+    weighted_margin: float = 0.0,
+    max_pairs_per_input: int = 0,
+) -> None:
+    """Refuse pairing settings that would give contradictory or silently ignored pairs: no
+    columns (every pair would be unanimous, both ways), negative margins (a pair and its reverse
+    both pass), non-positive weights (which flip or drop a metric), keys of no column."""
+    if not columns:
+        raise ValueError("columns: at least one metric column is needed to compare candidates")
+    for name, values in (("margins", margins or {}), ("weights", weights or {})):
+        unknown = sorted(set(values) - set(columns))
+        if unknown:
+            raise ValueError(f"{name}: {unknown} not among the columns {columns}")
+    for k, v in (margins or {}).items():
+        if not 0 <= v < math.inf:
+            raise ValueError(f"margins.{k} must be a finite number >= 0, got {v}")
+    for k, v in (weights or {}).items():
+        if not 0 < v < math.inf:
+            raise ValueError(f"weights.{k} must be a finite number > 0, got {v}")
+    if not 0 <= weighted_margin < math.inf:
+        raise ValueError(f"weighted_margin must be a finite number >= 0, got {weighted_margin}")
+    if max_pairs_per_input < 0:
+        raise ValueError(f"max_pairs_per_input must be >= 0 (0: all), got {max_pairs_per_input}")
+
+
+def _score(c: Candidate, k: str) -> float | None:
+    """``c``'s score in column ``k`` when it is a finite number (a hand-edited or external
+    file may hold null or text)."""
+    v = c.scores.get(k)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
 def _scaled(c: Candidate, columns: list[str], scales: dict[str, str], weights: dict[str, float]):
-    vals = [(to_reward_scale(c.scores[k], scales[k]), weights.get(k, 1.0)) for k in columns]
+    vals = [(to_reward_scale(c.scores[k], scales[k]), weights.get(k, 1.0))
+            for k in columns if _score(c, k) is not None]  # fmt: skip
+    if not vals:
+        return float("nan")
     return sum(v * w for v, w in vals) / max(1e-12, sum(w for _, w in vals))
 
 
@@ -102,13 +143,18 @@ def make_pairs(
     weighted_margin: float = 0.0,
     max_pairs_per_input: int = 0,
 ) -> PairReport:
-    """Pairs of ``candidates`` (grouped by input) under ``criterion`` (see the module doc)."""
+    """Pairs of ``candidates`` (grouped by input) under ``criterion`` (see the module doc). A
+    candidate lacking a score the criterion compares is left out (``single:<column>`` needs
+    that column, ``gt-winner`` none); ``gt-winner`` pairs only inputs with a reference (a
+    candidate whose ``extra`` has ``reference: None`` has none)."""
     kind, single = parse_criterion(criterion, columns)
+    check_pairing(columns, margins, weights, weighted_margin, max_pairs_per_input)
     margins, weights = dict(margins or {}), dict(weights or {})
+    needed = {"single": [single], "gt-winner": []}.get(kind, columns)
     by_input: dict[str, list[Candidate]] = {}
     excluded = 0
     for c in candidates:
-        if any(k not in c.scores or not np.isfinite(c.scores[k]) for k in columns):
+        if any(_score(c, k) is None for k in needed):  # type: ignore[arg-type]
             excluded += 1
             continue
         by_input.setdefault(c.input_id, []).append(c)
@@ -119,17 +165,19 @@ def make_pairs(
     for input_id, cands in by_input.items():
         comp = {c.cand_id: _scaled(c, columns, scales, weights) for c in cands}
         found: list[Pair] = []
-        if kind == "gt-winner":
+        if kind == "gt-winner" and all(c.extra.get("reference", True) for c in cands):
             found = [Pair(input_id, GT, c.cand_id, float("nan")) for c in cands]
         for a, b in itertools.permutations(cands, 2):
-            # signed improvement of a over b per column (positive = a better)
+            # signed improvement of a over b per column both have (positive = a better)
             d = {
-                k: (a.scores[k] - b.scores[k]) * (1 if higher_is_better[k] else -1) for k in columns
+                k: (a.scores[k] - b.scores[k]) * (1 if higher_is_better[k] else -1)
+                for k in columns
+                if _score(a, k) is not None and _score(b, k) is not None
             }
             if a.cand_id < b.cand_id:  # count each unordered pair once
                 compared += 1
                 signs = {k: np.sign(v) for k, v in d.items()}
-                for k in columns:
+                for k in signs:
                     others = sum(s for j, s in signs.items() if j != k)
                     if signs[k] and others and np.sign(others) != signs[k]:
                         disagree[k] += 1
