@@ -220,6 +220,23 @@ def test_prefs_shards_merge_into_one_dataset(prefs_ar, tiny_setup, tmp_path, cap
     assert "shard: '2/2' is not K/N" in capsys.readouterr().err
 
 
+def test_a_repair_merging_a_killed_shard_leaves_its_cut_input_to_be_sampled(
+    prefs_ar, tiny_setup, tmp_path
+):
+    out = tmp_path / "sharded"
+    args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", out)
+    assert main([*args, "--shard", "0/2"]) == 0
+    assert main([*args, "--shard", "1/2"]) == 0
+    part = out / "candidates.shard-1-of-2.jsonl"  # killed during its second input
+    part.write_text("".join(part.read_text().splitlines(keepends=True)[:5]))
+    part.with_suffix(".done").unlink()
+    assert main(["prefs", "--output", str(out), "--repair"]) == 0
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert main(["prefs", "--output", str(out), "--repair"]) == 0
+    count = collections.Counter(i for i, _ in _candidate_ids(out))
+    assert count == dict.fromkeys(["u0", "u1", "u2", "u3"], 3)
+
+
 def test_prefs_under_torchrun_splits_the_inputs_and_rank_zero_pairs(tiny_setup, tmp_path, torchrun):
     out = tmp_path / "ddp"
     args = _prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", out)

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             out / CANDIDATES, bool(cfg.shard), f"sealign prefs --output {out} --repair"
         ):
             return 0
-    merge_shards(out)
+    merge_shards(out, cfg.num_candidates)
     refresh_scores(cfg, metrics)
     reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
     chosen = next(r for r in reports if r.criterion == cfg.criterion)

@@ -163,10 +163,14 @@ def read_candidates(root: str | Path) -> list[dict[str, Any]]:
     return [rec for f in files for rec in read_jsonl(f)]
 
 
-def merge_shards(root: str | Path) -> None:
+def merge_shards(root: str | Path, num_candidates: int) -> None:
     """Fold the shard files of a sharded run into ``candidates.jsonl`` (see
     :func:`~sealign.utils.shard.merge_shard_files`; inputs a shard has not reached are sampled
-    by the next ``sealign prefs`` run on the folder)."""
+    by the next ``sealign prefs`` run on the folder, as is the last input of an unfinished
+    shard when a kill cut it short of ``num_candidates``)."""
+    for f in shard_files(Path(root) / CANDIDATES):
+        if not f.with_suffix(".done").is_file():
+            _drop_cut_input(f, num_candidates, set())
     merge_shard_files(
         Path(root) / CANDIDATES,
         key=lambda r: (r["input_id"], r["cand_id"]),
