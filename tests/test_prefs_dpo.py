@@ -545,6 +545,27 @@ def test_prefs_and_ablation_check_their_devices_first(prefs_ar, tiny_setup, tmp_
     assert not (abl / "arms").exists()
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("temperature=0", "temperature must be a finite number > 0"),
+        ("sample_options.bogus=1", "sample_options"),
+        ("beta=0", "beta must be a finite number > 0"),
+        ("noise_draws=0", "noise_draws must be >= 1"),
+    ],
+)
+def test_pref_ablation_checks_its_settings_before_training(
+    prefs_ar, tiny_setup, tmp_path, capsys, setting, message
+):
+    abl = tmp_path / "abl"
+    args = ["pref-ablation", "--family", "ar", "--model", str(tiny_setup / "base"), "--dataset",
+            str(prefs_ar), "--test", str(tiny_setup / "test.jsonl"), "--output", str(abl),
+            "metrics=[si_sdr]", "threads=1", setting]  # fmt: skip
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (abl / "arms").exists()
+
+
 def test_prefs_scores_again_what_other_metric_settings_scored(prefs_ar, tiny_setup, tmp_path):
     out, fresh = tmp_path / "resumed", tmp_path / "fresh"
     shutil.copytree(prefs_ar, out)

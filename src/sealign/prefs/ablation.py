@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,13 @@ class AblationConfig:
             raise ValueError(f"test: {self.test} is not a manifest file")
         parse_device(self.metric_device, "metric_device")
         check_device(self.device)
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         known = set(self.default_arms())
         for arm in self.arms:
             if arm not in known:
                 raise ValueError(f"arms: unknown arm {arm!r}; known: {', '.join(sorted(known))}")
+        arm_config(self, "multi-metric", Path(self.output))  # DPO's own checks (beta, steps...)
 
     def default_arms(self) -> list[str]:
         pcfg = load_config(PrefsConfig, Path(self.dataset) / "config.yaml", [])
@@ -169,6 +173,11 @@ _PER_PROCESS_KEYS = frozenset({"threads", "device", "metric_device", "progress",
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     """Train every arm (reusing finished ones), evaluate, and write ``results.{md,json}``."""
     cfg.check()
+    from sealign.models.policy import check_sample_options
+    from sealign.models.registry import load_policy
+
+    # the test split's sampling options must suit the model before any arm trains
+    check_sample_options(load_policy(policy_dir(cfg.model)), cfg.sample_options, "sample_options")
     # the evaluation's metrics first: an unknown one or a device this machine lacks fails now
     score_cfg = ScoreConfig(
         metrics=list(cfg.metrics),
