@@ -255,6 +255,11 @@ def test_bad_input_is_a_clear_error(codec):
         codec.encode(np.full(16000, np.nan, np.float32))
     with pytest.raises(CodecError, match="rank"):
         codec.encode(np.zeros((1, 2, 3), np.float32))
+    stereo = np.random.default_rng(0).standard_normal((16000, 2)).astype(np.float32) * 0.1
+    with pytest.raises(CodecError, match=r"looks like \[samples, channels\] audio"):
+        codec.encode(stereo)
+    with pytest.raises(CodecError, match="expected float audio .* int16"):
+        codec.encode((stereo[:, 0] * 32767).astype(np.int16))
     with pytest.raises(CodecError, match="outside"):
         codec.decode(np.array([[0, 64]]))
     with pytest.raises(CodecError, match="shape"):

@@ -26,6 +26,9 @@ def test_content_needs_a_known_encoder_and_20_ms_frames():
         FeatureConfig(content="hubert")
     with pytest.raises(ValueError, match="codec frame here is 40 ms"):
         FeatureConfig(content="whisper", frames_per_token=4)
+    for bad in ({"n_mels": 0}, {"fmax": 9000.0}, {"fmin": 5000.0, "fmax": 4000.0}):
+        with pytest.raises(ValueError):  # else a crash inside the first forward pass
+            FeatureConfig(**bad)
     cfg = FeatureConfig(content="whisper", n_mels=20)
     assert cfg.dim == 20 + 512 and FeatureConfig(n_mels=20).dim == 20
 

@@ -96,6 +96,12 @@ def split_batch(
         if x.ndim == item_ndim:
             return [x], True
         if x.ndim == item_ndim + 1:
+            if item_ndim == 1 and x.shape[1] <= 8 < x.shape[0]:
+                raise CodecError(
+                    f"an array of shape {x.shape} looks like [samples, channels] audio (as "
+                    "soundfile reads it); pass mono audio, e.g. wav.mean(axis=1), or a list "
+                    "of waveforms for a batch"
+                )
             return list(x), False
         raise CodecError(f"expected an array of rank {item_ndim} or {item_ndim + 1}, got {x.shape}")
     if isinstance(x, list | tuple):
@@ -116,6 +122,9 @@ def check_waveform(wav: np.ndarray, sr: int, name: str, min_duration: float) -> 
     wav = np.asarray(wav)
     if wav.ndim != 1:
         raise CodecError(f"{name}: expected mono 1-D audio, got shape {wav.shape}")
+    if not np.issubdtype(wav.dtype, np.floating):
+        raise CodecError(f"{name}: expected float audio in [-1, 1], got {wav.dtype} (scale "
+                         "integer PCM first, e.g. int16 / 32768)")  # fmt: skip
     try:
         validate_audio(wav, sr, name=name, limits=AudioLimits(min_duration=min_duration))
     except AudioError as err:

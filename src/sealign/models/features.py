@@ -90,6 +90,14 @@ class FeatureConfig:
             raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
         if self.hop_length <= 0 or self.frames_per_token <= 0:
             raise ValueError("hop_length and frames_per_token must be positive")
+        if self.n_mels < 1 or self.n_fft < 1 or self.win_length < 1 or self.sample_rate < 1:
+            raise ValueError("n_mels, n_fft, win_length and sample_rate must be >= 1")
+        nyquist = self.sample_rate / 2
+        if not 0 <= self.fmin < (self.fmax or nyquist) <= nyquist:
+            raise ValueError(f"need 0 <= fmin < fmax <= {nyquist:g} (sample_rate / 2), got "
+                             f"fmin {self.fmin}, fmax {self.fmax}")  # fmt: skip
+        if not self.min_duration > 0 or not self.log_floor > 0:
+            raise ValueError("min_duration and log_floor must be > 0")
 
     @property
     def token_samples(self) -> int:
