@@ -238,3 +238,15 @@ def test_policy_folders_save_tied_weights(tmp_path):
     fresh = Tied()
     fresh.load_state_dict(state)
     assert fresh.head.weight is fresh.emb.weight and torch.equal(fresh.emb.weight, m.emb.weight)
+
+
+def test_a_policy_class_off_the_path_says_how_to_reach_it(hf_base, tmp_path):
+    import shutil
+
+    folder = tmp_path / "p"
+    shutil.copytree(hf_base, folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["class"] = "lab_policies.decoder:Policy"
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="put the folder holding lab_policies on PYTHONPATH"):
+        load_policy(folder)

@@ -67,7 +67,11 @@ def _custom_class(path: str, family: str) -> Any:
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import policy class {path!r}: {err}") from err
+        hint = ""
+        if isinstance(err, ModuleNotFoundError) and err.name == module.split(".")[0]:
+            hint = (f"; put the folder holding {module.split('.')[0]} on PYTHONPATH or "
+                    "install its package")  # fmt: skip
+        raise ValueError(f"cannot import policy class {path!r}: {err}{hint}") from err
     if getattr(cls, "family", None) != family or not hasattr(cls, "load"):
         raise ValueError(
             f"policy class {path!r} must have family = {family!r} and a load() classmethod"
