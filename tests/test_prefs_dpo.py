@@ -433,6 +433,7 @@ def test_pref_ablation_trains_arms_evaluates_and_compares_updates(
     build_policy("mgm", codec, cfg).save(tmp_path / "mgm")
     cross = tmp_path / "prefs_mgm"
     assert main(_prefs_args(tmp_path / "mgm", tiny_setup / "train.jsonl", cross)) == 0
+    prefs_ar = shutil.copytree(prefs_ar, tmp_path / "prefs_ar")  # its pairs are edited below
     out = tmp_path / "abl"
     args = [
         "pref-ablation",
@@ -477,6 +478,11 @@ def test_pref_ablation_trains_arms_evaluates_and_compares_updates(
     # its arms are not reused by an ablation of other settings
     assert main([*args, "beta=0.5"]) == 2
     assert "was trained with other settings (beta: 0.1 → 0.5" in capsys.readouterr().err
+    # nor after its pairs were formed again (e.g. `prefs --repair` with other margins)
+    single = prefs_ar / "pairs" / "single_si_sdr.jsonl"
+    single.write_text("".join(single.read_text().splitlines(keepends=True)[1:]))
+    assert main(args) == 2
+    assert "its pairs (single_si_sdr.jsonl) were formed again since" in capsys.readouterr().err
 
 
 def test_fm_dpo_noise_draws_share_the_reference(tiny_setup, tmp_path):

@@ -19,6 +19,7 @@ import argparse
 from sealign.commands.common import add_config_arguments, flags_of, prepare_run_dir, resolve_config
 from sealign.models.policy import FAMILIES
 from sealign.prefs.ablation import AblationConfig, run_ablation
+from sealign.utils.folder_lock import hold_for_command
 
 HELP = "multi- vs single-metric preference ablation for one model family"
 
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     flags = flags_of(args, keys)
     cfg = resolve_config(AblationConfig, args, flags)
     cfg.check()
+    # not while `sealign prefs` still writes a dataset (as `sealign dpo` holds it)
+    for dataset in filter(None, (cfg.dataset, cfg.cross_dataset)):
+        hold_for_command(dataset, reader=True)
     prepare_run_dir(cfg.output, cfg)
     run_ablation(cfg)
     return 0

@@ -36,7 +36,8 @@ from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import enhance_files
 from sealign.prefs.build import PrefsConfig
 from sealign.rl.dpo import DPOConfig, train_dpo
-from sealign.train.checkpoint import latest_checkpoint, policy_dir
+from sealign.train.checkpoint import latest_checkpoint, load_checkpoint, policy_dir
+from sealign.train.data import manifest_hashes
 from sealign.train.sft import ModelConfig, OptimConfig
 from sealign.utils.device import check_device, parse_device
 from sealign.utils.jsonio import write_text
@@ -203,6 +204,10 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             )  # fmt: skip
             if int(ckpt.name[5:]) > cfg.max_steps:
                 changed.append(f"{int(ckpt.name[5:])} steps trained, max_steps {cfg.max_steps}")
+            trained_on = load_checkpoint(ckpt, restore_rng=False).extra.get("manifests") or {}
+            pairs = Path(dcfg.dataset) / "pairs" / f"{dcfg.criterion.replace(':', '_')}.jsonl"
+            if trained_on and trained_on != manifest_hashes([str(pairs)]):
+                changed.append(f"its pairs ({pairs.name}) were formed again since")
             if changed:
                 raise ValueError(f"arm {arm} in {dcfg.output_dir} was trained with other "
                                  f"settings ({'; '.join(changed[:4])}); use another output "

@@ -60,7 +60,7 @@ from sealign.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from sealign.train.data import DataConfig
+from sealign.train.data import DataConfig, follow_manifests
 from sealign.train.distributed import (
     broadcast_weights,
     close_distributed,
@@ -256,6 +256,7 @@ class PairData:
                     f"`sealign prefs --output {root} --repair` first, which scores them again"
                 )
             require_pairs(pair_dataset(pcfg, metrics, cfg.criterion))
+        self.pairs_path = path
         self.pairs = read_pairs(path)
         missing = [
             (p["input_id"], c)
@@ -509,6 +510,7 @@ def train_dpo(
         state = load_checkpoint(ckpt, optimizer, scheduler)
         restore_rank_state(state, d, seed)  # dropout of the SFT objectives
         log.info("resumed from %s (step %d)", ckpt, state.step)
+    follow_manifests(state, [str(data.pairs_path)])  # pairs formed again since: warned
     if d.main:  # after the checkpoint loaded: a resume that fails leaves the run's config
         save_config(cfg, run / "config.yaml")
     eval_cfg = cfg.eval

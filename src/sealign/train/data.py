@@ -132,18 +132,25 @@ def read_manifests(paths: Sequence[str | Path]) -> tuple[list[Entry], list[str]]
     return entries, problems
 
 
-def follow_manifests(state: Any, manifests: list[str]) -> None:
-    """Record the manifests' contents in ``state.extra`` (saved with each checkpoint), warning
-    on a resume whose manifests changed since: the data stream then differs from the
-    uninterrupted run's."""
+def manifest_hashes(manifests: list[str]) -> dict[str, str]:
+    """SHA-1 of each file's content by real path (a resume may spell them otherwise); "" for a
+    file that cannot be read."""
     import hashlib
 
     now = {}
-    for m in manifests:  # by real path: a resume may spell them otherwise
+    for m in manifests:
         try:
             now[os.path.realpath(m)] = hashlib.sha1(Path(m).read_bytes()).hexdigest()
         except OSError:
             now[os.path.realpath(m)] = ""
+    return now
+
+
+def follow_manifests(state: Any, manifests: list[str]) -> None:
+    """Record the manifests' contents in ``state.extra`` (saved with each checkpoint), warning
+    on a resume whose manifests changed since: the data stream then differs from the
+    uninterrupted run's."""
+    now = manifest_hashes(manifests)
     before = state.extra.get("manifests")
     if before is not None:
         changed = sorted(m for m in set(before) | set(now) if before.get(m) != now.get(m))
