@@ -776,3 +776,16 @@ def test_eval_resume_reuses_finished_outputs_and_scores(setup, tmp_path, capsys)
     assert "enhance differ from the run" in capsys.readouterr().err
     assert main([*eval_model0(setup, tmp_path / "new"), "--resume"]) == 2
     assert "nothing to continue" in capsys.readouterr().err
+
+
+def test_eval_notes_a_model_that_could_not_enhance_some_utterances(setup, tmp_path):
+    rows = [e.to_json() for e in read_manifest(setup / "test.jsonl")]
+    sf.write(tmp_path / "quiet.wav", np.zeros(SR, np.float32), SR)
+    rows.append({**rows[0], "id": "quiet", "audio": str(tmp_path / "quiet.wav")})
+    write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(tmp_path / "m.jsonl"),
+            "--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]  # fmt: skip
+    assert main(args) == 0
+    assert set(json.loads((out / "results.json").read_text())["failed"]["model0"]) == {"quiet"}
+    assert "Note: model0 could not enhance 1 utterance(s)" in (out / "results.md").read_text()

@@ -466,6 +466,13 @@ def _report(
     table = compare_table(systems, infos)
     diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"
+    lost = {tag: len(reasons) for tag, reasons in failed.items() if reasons}
+    if lost:  # a mean over fewer utterances than the others': say so beside the table
+        text += "\n" + "".join(
+            f"Note: {tag} could not enhance {k} utterance(s) (reasons in results.json "
+            "'failed'); its means cover the others, its differences pair by utterance.\n"
+            for tag, k in lost.items()
+        )
     write_text(out / "results.md", text)
     write_text(out / "results.tex", to_latex(from_results(stats, cfg.baseline)))
     write_json(out / RESULTS, stats)
