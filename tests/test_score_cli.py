@@ -164,6 +164,12 @@ def test_score_directory_pairs_and_bad_config(tmp_path, speech, noisy):
     )
     (rec,) = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert 1.0 < rec["scores"]["pesq_wb"] < 4.0
+    # a stereo recording is averaged to mono, as enhance and a manifest's files are
+    (tmp_path / "rec").mkdir()
+    sf.write(tmp_path / "rec" / "st.wav", np.stack([x, 0.5 * x], axis=1), 16000)
+    args = ["score", "--input", str(tmp_path / "rec"), "--output", str(tmp_path / "o2")]
+    assert main([*args, "--metrics", "si_sdr", "--no-cache"]) == 0
+    assert len((tmp_path / "o2" / "scores.jsonl").read_text().splitlines()) == 1
     # invalid configuration fails before any work, naming the key
     assert main(["score", "--input", str(tmp_path / "enh"), "--output", str(out), "thredas=2"]) == 2
     assert (

@@ -104,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest:
         entries = read_manifest(args.manifest, check_files=False)
     elif args.input:
+        # several channels are averaged, as when scoring a manifest's files
         if args.reference:
-            entries, problems = import_parallel(args.input, args.reference)
+            entries, problems = import_parallel(args.input, args.reference, multichannel=True)
         else:
-            entries, problems = import_recordings(args.input)
+            entries, problems = import_recordings(args.input, multichannel=True)
         for prob in problems:
             log.warning("%s", prob)
         if not entries:
