@@ -73,6 +73,7 @@ def test_reward_scales():
     assert auto_scale(metric_info("dnsmos"), "ovrl") == "mos"
     assert auto_scale(metric_info("wer"), "wer") == "error_rate"
     assert auto_scale(metric_info("spk_sim"), "spk_sim") == "identity"
+    assert auto_scale(metric_info("pesq_wb"), "pesq_wb") == "mos"  # MOS-LQO, 1 to 4.64
     # distances without an upper bound declare their scale: lower distance, higher reward
     assert (
         auto_scale(metric_info("mcd"), "mcd") == auto_scale(metric_info("lsd"), "lsd") == "negated"

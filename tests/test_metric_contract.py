@@ -129,3 +129,49 @@ def test_metrics_list_names_the_weights_users_must_give(monkeypatch, capsys):
     assert "metric_options.nisqa.weights or $SEALIGN_NISQA_WEIGHTS (set)" in rows["nisqa"]
     assert "metric_options.lps.model |" in rows["lps"]
     assert "| installed |" in rows["dnsmos"] and "| installed |" in rows["pesq_wb"]
+
+
+def test_references_are_resampled_once_from_their_own_rate(tmp_path):
+    import soundfile as sf
+
+    from sealign.audio.io import AudioLimits, resample
+    from sealign.data.manifest import Entry
+    from sealign.eval.score import entry_to_utterance
+
+    rng = np.random.default_rng(0)
+    ref = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    out = resample(ref + 0.01 * rng.standard_normal(16000).astype(np.float32), 16000, 48000)
+    sf.write(tmp_path / "ref.wav", ref, 16000)
+    sf.write(tmp_path / "out.wav", out, 48000)
+    e = Entry("u", str(tmp_path / "out.wav"), reference=str(tmp_path / "ref.wav"))
+    utt, problems = entry_to_utterance(e, AudioLimits())
+    assert not problems and utt.sample_rate == 48000 and utt.reference_rate == 16000
+    assert utt.seconds("reference") == pytest.approx(utt.seconds()) == pytest.approx(1.0)
+    at16 = utt.at_rate(16000)
+    stored = sf.read(tmp_path / "ref.wav", dtype="float32")[0]
+    np.testing.assert_array_equal(at16.reference, stored)  # not up to 48 kHz and down again
+    assert at16.reference_rate is None and at16.audio.size == 16000
+    # the cache tells this reference from the same samples at the audio's rate
+    m = build_metric("si_sdr")
+    same_rate = Utterance("u", utt.audio, 48000, reference=utt.reference)
+    assert cache_key(m, utt) != cache_key(m, same_rate)
+
+
+def test_unusable_audio_is_an_error_of_the_metrics_that_read_it():
+    class Probe(Metric):
+        info = MetricInfo("probe", ("x",), (True,), ((0.0, 1.0),))
+
+        def _score(self, utts):
+            return [{"x": 0.5} for _ in utts]
+
+    x = (0.1 * np.random.default_rng(1).standard_normal(16000)).astype(np.float32)
+    bad = x.copy()
+    bad[5] = np.nan
+    si = build_metric("si_sdr")
+    r = si.score_batch([Utterance("a", bad, 16000, reference=x),
+                        Utterance("b", np.zeros_like(x), 16000, reference=x),
+                        Utterance("c", x, 16000, reference=x)])  # fmt: skip
+    assert r[0].error == "audio holds NaN or inf"
+    assert r[1].error == "digitally silent audio (every sample 0)" and r[2].values
+    # a damaged reference does not stop a metric that does not read it
+    assert Probe().score_batch([Utterance("d", x, 16000, reference=bad)])[0].values == {"x": 0.5}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from sealign.audio.io import AudioError, AudioLimits, load_audio
+from sealign.audio.io import AudioError, AudioLimits, load_audio, resample
 from sealign.data.manifest import Entry
 from sealign.eval.stats import mean_ci
 from sealign.metrics.base import Metric, MetricInfo, MetricResult, MetricUnavailable, Utterance
@@ -136,25 +136,30 @@ def entry_to_utterance(
     utterance). The speaker reference defaults to the clean reference, else the noisy input.
     An unusable ``audio`` raises :class:`AudioError`.
 
-    The audio keeps its file's rate unless ``sr`` is given, and the side inputs are read at
-    the audio's rate: each metric then resamples from there to its own, so a 48-kHz metric
-    (NISQA) sees a 48-kHz file's full band, not a 16-kHz copy upsampled."""
+    The audio keeps its file's rate unless ``sr`` is given, and so do the side inputs: each
+    metric resamples each signal once, from its own rate to the metric's, so a 48-kHz metric
+    (NISQA) sees a 48-kHz file's full band, not a 16-kHz copy upsampled, and a 16-kHz
+    reference of a 48-kHz output is not resampled up and down again."""
     audio, sr = load_audio(e.audio, sr, limits)
     problems: dict[str, str] = {}
 
-    def side(key: str, path: str | None) -> np.ndarray | None:
+    def side(key: str, path: str | None) -> tuple[np.ndarray | None, int | None]:
         if not path:
-            return None
+            return None, None
         try:
-            return load_audio(path, sr, limits)[0]
+            x, rate = load_audio(path, None, limits)
         except AudioError as err:
             problems[key] = str(err)
-            return None
+            return None, None
+        if rate > sr:  # (a reference above the audio's rate is not needed in full)
+            x, rate = resample(x, rate, sr), sr
+        return x, (rate if rate != sr else None)
 
-    ref = side("reference", e.reference)
+    ref, ref_rate = side("reference", e.reference)
     spk_path = e.speaker_ref or (None if e.reference else e.noisy)
-    spk = side("speaker_ref", spk_path)
-    return Utterance(e.id, audio, sr, reference=ref, text=e.text, speaker_ref=spk), problems
+    spk, spk_rate = side("speaker_ref", spk_path)
+    return Utterance(e.id, audio, sr, reference=ref, text=e.text, speaker_ref=spk,
+                     reference_rate=ref_rate, speaker_ref_rate=spk_rate), problems  # fmt: skip
 
 
 def _has_outcome(rec: dict[str, Any], name: str, metric: Metric) -> bool:

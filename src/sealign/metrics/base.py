@@ -62,7 +62,10 @@ class MetricInfo:
 
 @dataclass
 class Utterance:
-    """One signal to judge, with optional side information. Arrays are mono float32."""
+    """One signal to judge, with optional side information. Arrays are mono float32. The
+    references are at ``sample_rate`` unless ``reference_rate`` / ``speaker_ref_rate`` say
+    otherwise (a 16-kHz reference of a 48-kHz output is then resampled once, to the metric's
+    rate, instead of up to the output's and down again)."""
 
     id: str
     audio: np.ndarray
@@ -70,18 +73,27 @@ class Utterance:
     reference: np.ndarray | None = None
     text: str | None = None
     speaker_ref: np.ndarray | None = None
+    reference_rate: int | None = None
+    speaker_ref_rate: int | None = None
+
+    def seconds(self, which: str = "audio") -> float:
+        """Duration of ``audio``, ``reference`` or ``speaker_ref`` (0 when absent)."""
+        x = getattr(self, which)
+        rate = {"reference": self.reference_rate, "speaker_ref": self.speaker_ref_rate}
+        return 0.0 if x is None else x.size / (rate.get(which) or self.sample_rate)
 
     def at_rate(self, sr: int) -> Utterance:
         """A copy with every signal resampled to ``sr``."""
-        if sr == self.sample_rate:
+        if sr == self.sample_rate and not (self.reference_rate or self.speaker_ref_rate):
             return self
 
-        def rs(x: np.ndarray | None) -> np.ndarray | None:
-            return None if x is None else resample(x, self.sample_rate, sr)
+        def rs(x: np.ndarray | None, rate: int | None) -> np.ndarray | None:
+            return None if x is None else resample(x, rate or self.sample_rate, sr)
 
         return Utterance(
-            self.id, rs(self.audio), sr, rs(self.reference), self.text, rs(self.speaker_ref)
-        )
+            self.id, rs(self.audio, None), sr, rs(self.reference, self.reference_rate),
+            self.text, rs(self.speaker_ref, self.speaker_ref_rate),
+        )  # fmt: skip
 
 
 @dataclass
@@ -123,6 +135,23 @@ class MetricUnavailable(RuntimeError):
 
 
 _INFO_ONLY = ("needs_reference", "needs_text", "needs_speaker_ref", "higher_is_better", "outputs")
+
+
+def unusable_audio(utt: Utterance, used: set[str]) -> str | None:
+    """Why ``utt``'s audio (or a reference among the inputs ``used``) cannot be judged, or
+    None."""
+    for what, x in (("audio", utt.audio), ("reference", utt.reference),
+                    ("speaker reference", utt.speaker_ref)):  # fmt: skip
+        key = {"reference": "reference", "speaker reference": "speaker_ref"}.get(what)
+        if x is None or (key is not None and key not in used):
+            continue
+        if x.size == 0:
+            return f"empty {what}"
+        if not np.isfinite(x).all():
+            return f"{what} holds NaN or inf"
+        if not np.any(x):
+            return f"digitally silent {what} (every sample 0)"
+    return None
 
 
 class Metric:
@@ -182,13 +211,18 @@ class Metric:
         return None
 
     def score_batch(self, utts: list[Utterance]) -> list[MetricResult]:
-        """Score a batch; one :class:`MetricResult` per utterance, in order."""
+        """Score a batch; one :class:`MetricResult` per utterance, in order. Audio that is
+        empty, not finite or digitally silent is an error of its utterance: metrics would
+        otherwise give it a number (a hallucinated transcript, a 0-dB SI-SDR, a neutral MOS)
+        that a reward would take at face value."""
         results: list[MetricResult | None] = [None] * len(utts)
         todo: list[int] = []
         for k, u in enumerate(utts):
             reason = self.missing_requirement(u)
             if reason is not None:
                 results[k] = MetricResult(skipped=reason)
+            elif (bad := unusable_audio(u, self.inputs_used())) is not None:
+                results[k] = MetricResult(error=bad)
             else:
                 todo.append(k)
         if todo:

@@ -43,8 +43,12 @@ def cache_key(metric: Metric, utt: Utterance) -> str:
     used = metric.inputs_used()
     if "reference" in used:
         _hash_array(h, utt.reference)
+        if utt.reference_rate:  # (keys of references at the audio's rate stay as they were)
+            h.update(f"\0rate{utt.reference_rate}".encode())
     if "speaker_ref" in used:
         _hash_array(h, utt.speaker_ref)
+        if utt.speaker_ref_rate:
+            h.update(f"\0rate{utt.speaker_ref_rate}".encode())
     if "text" in used:
         h.update(b"\0text" + (utt.text or "").encode())
     return h.hexdigest()
@@ -68,10 +72,24 @@ class ScoreCache:
         self._db.commit()
         self.hits = 0
         self.misses = 0
+        self.broken = False  # damaged under us: the run goes on uncached
+
+    def _failed(self, err: Exception) -> None:
+        if not self.broken:
+            log.warning("score cache %s is damaged (%s); scoring goes on without it (delete "
+                        "the file to start a new one)", self.path, err)  # fmt: skip
+        self.broken = True
 
     def get(self, key: str) -> MetricResult | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM scores WHERE key = ?", (key,)).fetchone()
+        row = None
+        if not self.broken:
+            try:
+                with self._lock:
+                    row = self._db.execute(
+                        "SELECT value FROM scores WHERE key = ?", (key,)
+                    ).fetchone()
+            except sqlite3.DatabaseError as err:
+                self._failed(err)
         if row is None:
             self.misses += 1
             return None
@@ -79,14 +97,17 @@ class ScoreCache:
         return MetricResult.from_json(json.loads(row[0]))
 
     def put(self, key: str, result: MetricResult) -> None:
-        if result.error is not None:
+        if result.error is not None or self.broken:
             return
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO scores (key, value) VALUES (?, ?)",
-                (key, json.dumps(result.to_json())),
-            )
-            self._db.commit()
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO scores (key, value) VALUES (?, ?)",
+                    (key, json.dumps(result.to_json())),
+                )
+                self._db.commit()
+        except sqlite3.DatabaseError as err:
+            self._failed(err)
 
     def close(self) -> None:
         with self._lock:

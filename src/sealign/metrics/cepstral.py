@@ -219,7 +219,7 @@ class MCD(_SpectralDistance):
     def missing_requirement(self, utt: Utterance) -> str | None:
         reason = super().missing_requirement(utt)
         sr = self.info.sample_rate
-        if reason is None and min(utt.audio.size, utt.reference.size) * sr < 1024 * utt.sample_rate:
+        if reason is None and min(utt.seconds(), utt.seconds("reference")) * sr < 1024:
             return f"shorter than one 1024-sample analysis frame at {sr} Hz"
         return reason
 

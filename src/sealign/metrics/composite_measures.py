@@ -207,8 +207,12 @@ class CompositeMeasures(_Intrusive):
 
     def missing_requirement(self, utt: Utterance) -> str | None:
         reason = super().missing_requirement(utt)
-        if reason is None and min(utt.audio.size, utt.reference.size) * 1000 < 30 * utt.sample_rate:
+        if reason is None and min(utt.seconds(), utt.seconds("reference")) < 0.03:
             return "shorter than one 30-ms analysis frame"
+        if reason is None and utt.sample_rate < self.info.sample_rate:
+            # upsampled narrowband audio has an empty top band, which breaks the order-16 LPC
+            # of the wideband measures (composite.m scores 8 kHz audio with its own settings)
+            return f"audio at {utt.sample_rate} Hz, below the metric's {self.info.sample_rate} Hz"
         return reason
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class _Intrusive(Metric):
             return reason
         if not np.any(utt.reference):
             return "the reference is digitally silent"
-        diff = abs(utt.audio.size - utt.reference.size) / utt.sample_rate
+        diff = abs(utt.seconds() - utt.seconds("reference"))
         if diff > self.max_length_mismatch:
             return (
                 f"output and reference lengths differ by {diff:.3f} s "
@@ -93,11 +94,21 @@ class ESTOI(_Intrusive):
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         from pystoi import stoi
 
-        out = []
-        for u in utts:
-            deg, ref = _aligned(u)
-            out.append({"estoi": float(stoi(ref, deg, 16000, extended=True))})
-        return out
+        return [{"estoi": _stoi(stoi, u, True)} for u in utts]
+
+
+# pystoi's value when fewer than 30 frames of speech are left after its silence removal (it
+# only prints a warning): not a score
+_STOI_TOO_SHORT = 1e-5
+
+
+def _stoi(stoi: Any, u: Utterance, extended: bool) -> float:
+    deg, ref = _aligned(u)
+    value = float(stoi(ref, deg, 16000, extended=extended))
+    if value == _STOI_TOO_SHORT:
+        raise ValueError("too little speech for (E)STOI: fewer than 30 frames (384 ms) are "
+                         "left after its silence removal")  # fmt: skip
+    return value
 
 
 class STOI(_Intrusive):
@@ -117,11 +128,7 @@ class STOI(_Intrusive):
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         from pystoi import stoi
 
-        out = []
-        for u in utts:
-            deg, ref = _aligned(u)
-            out.append({"stoi": float(stoi(ref, deg, 16000))})
-        return out
+        return [{"stoi": _stoi(stoi, u, False)} for u in utts]
 
 
 class SISDR(_Intrusive):

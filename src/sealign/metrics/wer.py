@@ -99,6 +99,11 @@ class _ASRErrorRate(Metric):
     def load(self) -> None:
         self.asr.load()
 
+    def inputs_used(self) -> set[str]:
+        # the reference's transcript is the text when there is none
+        used = super().inputs_used()
+        return used | {"reference"} if self.transcribe_reference_if_no_text else used
+
     def missing_requirement(self, utt: Utterance) -> str | None:
         if _has_words(utt.text):
             return None

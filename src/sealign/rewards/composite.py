@@ -15,8 +15,10 @@ scale before weighting (``scale``):
 - ``identity``: the value as it is (similarities, ESTOI...);
 - ``negated``: ``-v`` for distances without an upper bound (LSD, MCD);
 - ``auto`` (default): the metric's declared ``reward_scale`` if it has one, else ``mos`` for
-  outputs whose declared range is 1–5, ``error_rate`` for lower-is-better outputs bounded below
-  by 0, else ``identity``.
+  outputs whose declared range runs from 1 to at most 5 (MOS and MOS-LQO such as PESQ's
+  1–4.64), ``error_rate`` for lower-is-better outputs bounded below by 0, else ``identity``.
+  An ``identity`` output whose range is much wider than the others' (SI-SDR in dB) is warned
+  about: give it a weight that puts it beside them.
 
 ``credit: word`` on the WER component gives each rollout step of an AR policy the advantage of
 its own reference word instead of the output's whole ``1 - WER``
@@ -72,7 +74,7 @@ def auto_scale(info: MetricInfo, output: str) -> str:
     if info.reward_scale != "auto":
         return info.reward_scale
     lo, hi = info.ranges[k]
-    if (lo, hi) == (1.0, 5.0):
+    if lo == 1.0 and 1.0 < hi <= 5.0:
         return "mos"
     if not info.higher_is_better[k] and lo == 0.0:
         return "error_rate"
@@ -278,6 +280,11 @@ class CompositeReward:
             self.outputs.append(out)
             self.scales.append(auto_scale(info, out) if c.scale == "auto" else c.scale)
             self.names.append(c.name or column_name(c.metric, out))
+            lo, hi = info.ranges[info.outputs.index(out)]
+            if self.scales[-1] == "identity" and hi - lo > 2 and len(cfg.components) > 1:
+                log.warning("reward component %s enters on its own scale (%g to %g), beside "
+                            "terms of about 0 to 1: its weight %g decides how much it counts",
+                            self.names[-1], lo, hi, c.weight)  # fmt: skip
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"reward.components: two components share a name {self.names}")
         self.weights = np.array([c.weight for c in cfg.components], dtype=np.float64)
