@@ -119,7 +119,12 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
         ("$3.50", "three dollars fifty cents"),
         ("at 7:05", "at seven oh five"),
         ("the 1990s", "the nineteen nineties"),
-        ("Mr. Smith's dog—isn't it “great”?", "mister smith's dog isn't it great"),
+        ("Mr. Smith's dog—isn't it “great”?", "mister smith's dog is not it great"),
+        (
+            "It's 5 o'clock, OK? We'll see; John's won't",
+            "it is five o'clock okay we will see john's will not",
+        ),
+        ("$.99 and the 100,000th", "ninety nine cents and the one hundred thousandth"),
         ("rock & roll", "rock and roll"),
         ("Café", "cafe"),
         ("the neighbours' harbour", "the neighbors harbor"),
@@ -382,7 +387,7 @@ def test_asr_confidence_needs_no_text_and_drops_with_noise(speech, noisy):
     )
     c, d, b = (r.values["asr_confidence"] for r in (clean, dirty, buried))
     assert c > 0.4 and c > d > b, (c, d, b)
-    assert silent.values["asr_confidence"] < d  # Whisper may still "hear" a word in silence
+    assert silent.error == "digitally silent audio (every sample 0)"  # not a guessed word
     # equal to the text likelihood of its own transcript
     hyp = m.asr.transcribe([x], 16000)[0]
     (tl,) = build_metric("text_likelihood", num_threads=2)([Utterance("c", x, 16000, text=hyp)])

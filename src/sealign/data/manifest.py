@@ -39,7 +39,10 @@ class Entry:
         modification times, and its text. A resumed run redoes an entry whose signature
         changed (its audio was replaced, or the manifest now points elsewhere)."""
         parts = [self.text or ""]
-        for path in (self.audio, self.reference, self.speaker_ref):
+        paths = [self.audio, self.reference, self.speaker_ref]
+        if self.noisy:  # an enhanced file's speaker reference when it has no other (entries
+            paths.append(self.noisy)  # without one keep their earlier signatures)
+        for path in paths:
             if path:
                 real = os.path.realpath(path)  # one file however the manifest spells it
                 try:

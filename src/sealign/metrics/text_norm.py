@@ -7,8 +7,9 @@ thousands separators (``1,500`` → ``one thousand five hundred``), bare four-di
 (``1984`` → ``nineteen eighty four``, ``2005`` → ``two thousand five``), decades (``1990s``),
 ordinals (``21st`` → ``twenty first``), decimals (``3.5`` → ``three point five``), clock times
 (``7:05`` → ``seven oh five``), percentages and ``$``/``£``/``€`` amounts; ``Mr``/``Mrs``/``Dr`` are
-expanded and a few frequent British spellings (``colour``, ``harbour``, ``centre``...) mapped to
-American ones.
+expanded, as are unambiguous contractions (``don't`` → ``do not``, ``it's`` → ``it is``,
+``we'll`` → ``we will``; not ``'d``, nor a possessive ``'s``), and a few frequent British or
+variant spellings (``colour``, ``centre``, ``ok``...) are mapped to American ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-NORMALIZER_VERSION = "1"
+NORMALIZER_VERSION = "2"
 
 _ONES = [
     *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
@@ -41,8 +42,9 @@ _CURRENCY = {
     "€": (("euro", "euros"), ("cent", "cents")),
 }
 _ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
-# A few frequent British spellings (a word, or a word plus plural "s"), mapped to American ones.
-_BRITISH = {
+# A few frequent British or variant spellings (a word, or a word plus plural "s"), mapped to
+# American ones.
+_SPELLINGS = {
     "colour": "color", "favourite": "favorite", "flavour": "flavor", "harbour": "harbor",
     "honour": "honor", "humour": "humor", "labour": "labor", "neighbour": "neighbor",
     "rumour": "rumor", "behaviour": "behavior", "centre": "center", "theatre": "theater",
@@ -52,8 +54,16 @@ _BRITISH = {
     "analyse": "analyze", "travelled": "traveled", "travelling": "traveling",
     "cancelled": "canceled", "grey": "gray", "programme": "program", "defence": "defense",
     "catalogue": "catalog", "dialogue": "dialog", "jewellery": "jewelry",
-    "aluminium": "aluminum", "tyre": "tire",
+    "aluminium": "aluminum", "tyre": "tire", "ok": "okay",
 }  # fmt: skip
+_CONTRACTIONS = [
+    (re.compile(r"\bwon't\b"), "will not"), (re.compile(r"\bcan't\b"), "can not"),
+    (re.compile(r"\bshan't\b"), "shall not"), (re.compile(r"\bain't\b"), "is not"),
+    (re.compile(r"\blet's\b"), "let us"), (re.compile(r"n't\b"), " not"),
+    (re.compile(r"'re\b"), " are"), (re.compile(r"'m\b"), " am"),
+    (re.compile(r"'ll\b"), " will"), (re.compile(r"'ve\b"), " have"),
+    (re.compile(r"\b(it|that|what|there|here|he|she|where|who|how)'s\b"), r"\1 is"),
+]  # fmt: skip
 
 
 def number_to_words(n: int) -> str:
@@ -121,12 +131,15 @@ def _integer(s: str, year_style: bool = True) -> str:
 
 def _amount(m: re.Match[str]) -> str:
     (unit, units), (sub, subs) = _CURRENCY[m.group(1)]
-    whole = int(m.group(2).replace(",", ""))
-    out = f"{number_to_words(whole)} {unit if whole == 1 else units}"
-    cents = int((m.group(3) + "0")[:2]) if m.group(3) else 0
+    whole = int((m.group(2) or "0").replace(",", ""))
+    fraction = m.group(3) or m.group(4)
+    cents = int((fraction + "0")[:2]) if fraction else 0
+    parts = (
+        [f"{number_to_words(whole)} {unit if whole == 1 else units}"] if whole or not cents else []
+    )
     if cents:
-        out += f" {number_to_words(cents)} {sub if cents == 1 else subs}"
-    return f" {out} "
+        parts.append(f"{number_to_words(cents)} {sub if cents == 1 else subs}")
+    return f" {' '.join(parts)} "
 
 
 def _time(m: re.Match[str]) -> str:
@@ -138,12 +151,12 @@ def _time(m: re.Match[str]) -> str:
 
 
 _RULES: list[tuple[re.Pattern[str], object]] = [
-    (re.compile(r"([$£€])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?"), _amount),
+    (re.compile(r"([$£€])\s?(?:(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?|\.(\d+))"), _amount),
     (re.compile(r"(\d)\s*([ap])\.?\s?m\b\.?"), lambda m: f"{m.group(1)} {m.group(2)}m "),
     (re.compile(r"\b(\d{1,2}):(\d{2})\b"), _time),
     (
-        re.compile(r"\b(\d+)(?:st|nd|rd|th)\b"),
-        lambda m: f" {ordinal_words(_integer(m.group(1), False))} ",
+        re.compile(r"\b(\d{1,3}(?:,\d{3})+|\d+)(?:st|nd|rd|th)\b"),
+        lambda m: f" {ordinal_words(_integer(m.group(1).replace(',', ''), False))} ",
     ),
     (re.compile(r"\b(\d+)'?s\b"), lambda m: f" {_plural(_integer(m.group(1)))} "),
     (
@@ -167,6 +180,8 @@ def normalize_text(text: str) -> str:
     s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
     s = _LETTER_DIGIT.sub(" ", s)
     s = s.replace("&", " and ").replace("%", " percent ")
+    for pattern, repl in _CONTRACTIONS:
+        s = pattern.sub(repl, s)
     for pattern, repl in _RULES:
         s = pattern.sub(repl, s)  # type: ignore[arg-type]
     s = re.sub(
@@ -180,10 +195,10 @@ def normalize_text(text: str) -> str:
 
 
 def _american(word: str) -> str:
-    if word in _BRITISH:
-        return _BRITISH[word]
-    if word.endswith("s") and word[:-1] in _BRITISH:
-        return _BRITISH[word[:-1]] + "s"
+    if word in _SPELLINGS:
+        return _SPELLINGS[word]
+    if word.endswith("s") and word[:-1] in _SPELLINGS:
+        return _SPELLINGS[word[:-1]] + "s"
     return word
 
 
