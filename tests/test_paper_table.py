@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,6 +279,13 @@ def test_table_by_condition_equals_the_runs_own_statistics_on_each_subset(tmp_pa
     assert "### degradation.tasks: denoising (16 utterances)" in text
     assert "### degradation.tasks: dereverberation (8 utterances)" in text
     assert "### degradation.tasks: declipping (8 utterances)" in text
+    # a condition of the manifest that no run scored (a run on part of it) is left out
+    wider = tmp_path / "wider.jsonl"
+    extra = {"id": "zz", "audio": "zz.wav", "degradation": {"tasks": ["packet_loss"]}}
+    wider.write_text(Path(m).read_text() + json.dumps(extra) + "\n")
+    assert main(["table", str(run), "--by", "degradation.tasks", "--manifest", str(wider),
+                 "--output", str(out), "--columns", "wer"]) == 0  # fmt: skip
+    assert "packet_loss" not in out.read_text() and "declipping" in out.read_text()
     model_wer = mean_ci_of(systems["model"], "wer", lambda k: k % 3 == 2)
     row = next(x for x in text.split("declipping")[1].splitlines() if x.startswith("| model"))
     assert f"{100 * model_wer:.1f}" in row

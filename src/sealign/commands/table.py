@@ -270,8 +270,14 @@ def grouped_sources(args: argparse.Namespace) -> dict[str, list[Source]]:
         if len(known) < len(scored):
             log.warning("%s: %d of its %d scored utterances are not in %s; left out", src.name,
                         len(scored) - len(known), len(scored), args.manifest)  # fmt: skip
+    everywhere = {x["id"] for _, records in loaded for recs in records.values() for x in recs}
+    empty = sorted(g for g, ids in groups.items() if not ids & everywhere)
+    if empty:  # e.g. runs on part of the manifest (eval --shard, demo test_limit)
+        log.info("--by %s: no scored utterance in %s; left out", args.by, ", ".join(empty))
     out = {}
     for g, ids in groups.items():
+        if g in empty:
+            continue
         out[f"{args.by.partition('@')[0]}: {g}"] = [
             Source(
                 src.name,
