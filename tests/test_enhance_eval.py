@@ -789,3 +789,14 @@ def test_eval_notes_a_model_that_could_not_enhance_some_utterances(setup, tmp_pa
     assert main(args) == 0
     assert set(json.loads((out / "results.json").read_text())["failed"]["model0"]) == {"quiet"}
     assert "Note: model0 could not enhance 1 utterance(s)" in (out / "results.md").read_text()
+
+
+def test_eval_says_why_a_metric_scored_nothing(setup, tmp_path):
+    rows = [{k: v for k, v in e.to_json().items() if k != "reference"}
+            for e in read_manifest(setup / "test.jsonl")]  # fmt: skip
+    write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(tmp_path / "m.jsonl"),
+            "--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]  # fmt: skip
+    assert main(args) == 0
+    assert "Note: si_sdr scored no utterance: no reference (6)" in (out / "results.md").read_text()

@@ -466,6 +466,15 @@ def _report(
     table = compare_table(systems, infos)
     diffs = diff_table(stats, others, baseline=cfg.baseline)
     text = f"{table}\n\n{diffs}\n"
+    recs = [r for rs in scored.values() for r in rs]
+    for name in infos:  # a metric that scored nothing: say why, not only "—" in every cell
+        if not recs or any(k == name or k.startswith(f"{name}_")
+                           for r in recs for k in r.get("scores", {})):  # fmt: skip
+            continue
+        why = Counter(r.get("skipped", {}).get(name) or r.get("errors", {}).get(name)
+                      or "no result" for r in recs)  # fmt: skip
+        reasons = ", ".join(f"{w} ({n})" for w, n in why.most_common(2))
+        text += f"\nNote: {name} scored no utterance: {reasons}.\n"
     lost = {tag: len(reasons) for tag, reasons in failed.items() if reasons}
     if lost:  # a mean over fewer utterances than the others': say so beside the table
         text += "\n" + "".join(

@@ -201,8 +201,8 @@ def _voices_help(d: Path) -> str:
     return (
         f"Kokoro voices are set up with sealign.data.tts.ensure_kokoro_voices() (needs `npm` and "
         f"the npm registry). By hand: `npm pack {KOKORO_NPM_SPEC}`, then extract "
-        f"package/voices/{{af,am,bf,bm}}_*.bin from the .tgz into {d} (or into any folder given "
-        "as voices_dir= / --voices-dir, or $SEALIGN_KOKORO_VOICES)."
+        f"package/voices/{{af,am,bf,bm}}_*.bin from the .tgz into {d} (or into any folder named "
+        "by $SEALIGN_KOKORO_VOICES)."
     )
 
 

@@ -198,7 +198,8 @@ class RewardConfig:
         unused = sorted(set(self.metric_options) - used)
         if unused:
             raise ValueError(
-                f"{prefix}metric_options: given for metrics not in the reward {unused}"
+                f"{prefix}metric_options: given for metrics not in the reward {unused} (a "
+                f"config's options for its own metrics? clear them: '{prefix}metric_options={{}}')"
             )
 
 

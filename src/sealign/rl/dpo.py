@@ -278,7 +278,13 @@ class PairData:
                 if self.inputs[i].get("reference")
             ]
         if not self.pairs:
-            raise ValueError(f"{path}: no pairs to train on")
+            others = sorted(f"{f.stem} ({sum(1 for line in f.open() if line.strip())})"
+                            for f in path.parent.glob("*.jsonl") if f != path)  # fmt: skip
+            raise ValueError(
+                f"{path}: no pairs to train on (criterion {cfg.criterion}); other criteria "
+                f"formed: {', '.join(others) or 'none yet'}. Give criterion=weighted or "
+                "single:<column> (or more candidates per input: sealign prefs --n)"
+            )
         self._clean: dict[str, Targets] = {}
         # candidates of this family but another codec (or config) are re-encoded like those of
         # another family: their stored targets are not in this policy's output space
