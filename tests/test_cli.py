@@ -73,3 +73,57 @@ def test_a_folder_holding_another_kind_of_settings_is_refused_however_many_keys_
     # a config.yaml of an older version names no kind: its keys decide
     (tmp_path / "config.yaml").write_text("lr: 0.001\nseed: 0\n")
     check_same_job(tmp_path, OtherSettings())
+
+
+def test_every_overrides_example_in_help_is_a_key_of_its_command():
+    import argparse
+    import dataclasses
+    import re
+    import typing
+
+    from sealign.cli import build_parser
+    from sealign.commands.codec import CodecTrainConfig
+    from sealign.commands.data import DegradeConfig
+    from sealign.commands.data_synth import DataDemoConfig, SynthConfig
+    from sealign.commands.demo import DemoConfig
+    from sealign.commands.enhance import EnhanceRunConfig
+    from sealign.commands.eval import EvalRunConfig
+    from sealign.commands.listen import AnalyzeConfig
+    from sealign.eval.listening import ListeningConfig
+    from sealign.eval.score import ScoreConfig
+    from sealign.prefs.ablation import AblationConfig
+    from sealign.prefs.build import PrefsConfig
+    from sealign.rl.dpo import DPOConfig
+    from sealign.rl.gspo import GSPOConfig
+    from sealign.train.sft import SFTConfig
+
+    classes = {
+        "codec train": CodecTrainConfig, "data degrade": DegradeConfig,
+        "data synth": SynthConfig, "data demo": DataDemoConfig, "demo": DemoConfig,
+        "enhance": EnhanceRunConfig, "eval": EvalRunConfig, "listen make": ListeningConfig,
+        "listen analyze": AnalyzeConfig, "pref-ablation": AblationConfig, "prefs": PrefsConfig,
+        "score": ScoreConfig, "dpo": DPOConfig, "gspo": GSPOConfig, "train": SFTConfig,
+    }  # fmt: skip
+
+    def has_key(cls, dotted):
+        for part in dotted.split("."):
+            if not dataclasses.is_dataclass(cls):
+                return typing.get_origin(cls) is dict  # any key of a mapping
+            hints = typing.get_type_hints(cls)
+            if part not in hints:
+                return False
+            cls = hints[part]
+        return True
+
+    def walk(parser, path):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield from walk(sub, [*path, name])
+            elif a.dest == "overrides":
+                yield " ".join(path), re.search(r"e\.g\. (\S+?)=", a.help).group(1)
+
+    found = dict(walk(build_parser(), []))
+    assert set(classes) == set(found), set(found) ^ set(classes)
+    for cmd, key in found.items():
+        assert has_key(classes[cmd], key), (cmd, key)

@@ -50,3 +50,16 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "b.yaml").write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(Cfg, tmp_path / "b.yaml")
+
+
+def test_a_bad_key_of_a_config_file_names_the_file(tmp_path):
+    from sealign.config import ConfigError, load_config
+    from sealign.train.sft import SFTConfig
+
+    f = tmp_path / "run.yaml"
+    f.write_text("max_step: 3\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown config key max_step"):
+        load_config(SFTConfig, f, ["output_dir=/tmp/x"])
+    f.write_text("max_steps: 3\n")
+    with pytest.raises(ConfigError, match=r"^unknown config key max_stepz"):  # an override's
+        load_config(SFTConfig, f, ["max_stepz=1"])

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -228,9 +229,17 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         _merge(data, loaded)
-    for k, v in parse_overrides(overrides or []):
+    given = parse_overrides(overrides or [])
+    for k, v in given:
         _set_dotted(data, k, v)
-    return _build(cls, data)
+    try:
+        return _build(cls, data)
+    except ConfigError as err:
+        m = re.match(r"unknown config key (\S+)|([\w.\[\]]+):", str(err))
+        key = (m.group(1) or m.group(2)) if m else ""
+        if path is None or not key or any(key.startswith(k) for k, _ in given):
+            raise
+        raise ConfigError(f"{path}: {err}") from None  # a key of the file, not of an override
 
 
 def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:

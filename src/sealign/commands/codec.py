@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--output", help="codec folder to write")
     t.add_argument("--seed", type=int, help="k-means and corpus seed (world.seed)")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_config_arguments(t)
+    add_config_arguments(t, "world.f0_method=harvest")
 
 
 def run(args: argparse.Namespace) -> int:

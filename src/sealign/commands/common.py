@@ -16,21 +16,24 @@ T = TypeVar("T")
 log = logging.getLogger("sealign")
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
+def add_config_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    """``--config`` and ``KEY=VALUE`` overrides; ``example``: one of the command's own keys."""
     p.add_argument("--config", help="YAML config file (fields of the command's config dataclass)")
     p.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
         help="dotted config overrides of the command's config keys (see the resolved config it "
-        "logs), e.g. metric_options.wer.asr=pocketsphinx",
+        f"logs), e.g. {example}",
     )
 
 
-def add_run_arguments(p: argparse.ArgumentParser, steps: str) -> None:
+def add_run_arguments(
+    p: argparse.ArgumentParser, steps: str, example: str, default_output: str
+) -> None:
     """The flags every training command shares (``steps`` says what ``--max-steps`` counts),
     then the config arguments; :func:`run_flags` maps them to config keys."""
-    p.add_argument("--output", help="run folder (output_dir)")
+    p.add_argument("--output", help=f"run folder (output_dir; default {default_output})")
     p.add_argument("--max-steps", type=int, help=f"{steps} (max_steps)")
     p.add_argument("--device", help="torch device (device)")
     p.add_argument("--threads", type=int, help="torch threads (threads)")
@@ -38,7 +41,7 @@ def add_run_arguments(p: argparse.ArgumentParser, steps: str) -> None:
         "--resume", action="store_true", help="continue from the latest checkpoint in --output"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p)
+    add_config_arguments(p, example)
 
 
 def run_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -78,10 +78,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="K/N: degrade only utterances K, K+N, ... (one of N jobs; then run once without "
         "--shard: it reuses them all and writes the whole manifest)",
     )
-    add_config_arguments(d)
+    add_config_arguments(d, "degradation.p_reverb=0.5")
     d.set_defaults(data_func=_run_degrade)
 
-    i = sub.add_parser("import", help="import a standard test set or folders from local paths")
+    i = sub.add_parser(
+        "import",
+        help="import a standard test set or folders from local paths",
+        description="Write a manifest (JSONL) of a data set already on disk: DNS 2020 or "
+        "VoiceBank-DEMAND test sets, parallel noisy / clean folders, or recordings without "
+        "references. Files are checked (rate, channels, lengths of pairs); problems are listed.",
+    )
     i.add_argument("kind", choices=["dns2020", "voicebank", "parallel", "recordings"])
     i.add_argument("--root", help="dns2020 / voicebank: the data set's folder")
     i.add_argument("--noisy", help="parallel: folder of noisy files; recordings: the folder")

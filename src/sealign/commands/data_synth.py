@@ -137,7 +137,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="K/N: synthesize only utterances K, K+N, ... (one of N jobs; then run once without "
         "--shard: it reuses them all and writes the manifests)",
     )
-    add_config_arguments(s)
+    add_config_arguments(s, "engines=[piper,espeak]")
     s.set_defaults(data_func=_run_synth)
 
     d = sub.add_parser(
@@ -154,7 +154,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--output", help="output folder (default data/demo, or data/train for --preset train)"
     )
     d.add_argument("--workers", type=int)
-    add_config_arguments(d)
+    add_config_arguments(d, "synth.n_utterances=60")
     d.set_defaults(data_func=_run_demo)
 
 

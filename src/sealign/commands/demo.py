@@ -149,8 +149,9 @@ class DemoConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
-        if self.test_limit < 0 or self.n_examples < 0 or self.n_boot < 100:
-            raise ValueError("test_limit and n_examples must be >= 0, n_boot >= 100")
+        for key, low in (("test_limit", 0), ("n_examples", 0), ("n_boot", 100)):
+            if getattr(self, key) < low:
+                raise ValueError(f"{key} must be >= {low}, got {getattr(self, key)}")
         if self.listening_items < 0:
             raise ValueError(f"listening_items must be >= 0, got {self.listening_items}")
         if self.eval_samples < 1:
@@ -179,7 +180,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metric-device",
         help="where the metrics run: cpu, cuda, cuda:N (gspo.reward.metric_device)",
     )
-    add_config_arguments(p)
+    add_config_arguments(p, "gspo.max_steps=15")
 
 
 def ensure_demo_data(root: str | Path, workers: int = 2) -> dict[str, Path]:

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=FAMILIES, help="expected model family (checked)")
     p.add_argument("--init-from", help="policy to align: run, checkpoint or policy dir")
     p.add_argument("--dataset", help="preference dataset folder (sealign prefs)")
-    add_run_arguments(p, "optimizer steps")
+    add_run_arguments(p, "optimizer steps", "beta=0.2", "runs/dpo")
 
 
 def run(args: argparse.Namespace) -> int:

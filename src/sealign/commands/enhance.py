@@ -154,7 +154,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "output of the --samples with the highest sum on the reward scale",
     )
     add_enhance_flags(p)
-    add_config_arguments(p)
+    add_config_arguments(p, "enhance.temperature=0.5")
 
 
 def load_model(path: str, cfg: EnhanceConfig) -> tuple[Any, EnhanceConfig]:

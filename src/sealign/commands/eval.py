@@ -232,7 +232,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "not enhanced again, scored utterances are kept",
     )
     add_enhance_flags(p)
-    add_config_arguments(p)
+    add_config_arguments(p, "n_boot=1000")
 
 
 def model_names(paths: list[str]) -> list[str]:

@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metric-device",
         help="where the reward's metrics run: cpu, cuda, cuda:N (reward.metric_device)",
     )
-    add_run_arguments(p, "rollout steps")
+    add_run_arguments(p, "rollout steps", "beta=0.04", "runs/gspo")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m = sub.add_parser(
         "make",
         help="build a test folder to send to listeners",
+        description="Build a blind MUSHRA or A/B test of enhanced outputs: a folder with the "
+        "stimuli, an HTML page listeners open in a browser, and the key (key.json) that "
+        "`listen analyze` needs; listeners send back the JSON file the page downloads.",
         epilog="Other settings as key=value overrides (see ListeningConfig): "
         "pairs=[a:b,c:d] (A/B: the pairs to compare; default every pair), seed=N (default: "
         "a fresh random seed, recorded in key.json), title=..., anchor=false, rms_dbfs=-26.",
@@ -82,14 +85,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--kind", choices=["mushra", "ab"])
     m.add_argument("--n", type=int, dest="n_items", help="items (utterances) in the test")
     m.add_argument("--output", help="test folder")
-    add_config_arguments(m)
+    add_config_arguments(m, "seed=1")
     m.set_defaults(listen_func=_run_make)
-    a = sub.add_parser("analyze", help="score the listeners' result files")
+    a = sub.add_parser(
+        "analyze",
+        help="score the listeners' result files",
+        description="Unblind the listeners' result files with the test's key, refuse duplicate "
+        "answers, post-screen MUSHRA listeners (BS.1534-3: the hidden reference below 90 in "
+        "more than 15% of trials) and report each system's mean with 95% CIs and paired "
+        "differences.",
+    )
     a.add_argument("--test", help="the test folder")
     a.add_argument("--results", nargs="+", help="result JSON files downloaded by listeners")
     a.add_argument("--baseline", help="MUSHRA: system to report differences against")
     a.add_argument("--output", help="analysis folder (default <test>/analysis)")
-    add_config_arguments(a)
+    add_config_arguments(a, "baseline=base")
     a.set_defaults(listen_func=_run_analyze)
 
 

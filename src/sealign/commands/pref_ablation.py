@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metric-device", help="where metrics with a model run: cpu, cuda, cuda:N (metric_device)"
     )
-    add_config_arguments(p)
+    add_config_arguments(p, "beta=0.2")
 
 
 def run(args: argparse.Namespace) -> int:

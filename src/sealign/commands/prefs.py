@@ -87,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "metric settings scored; rescore=false: pair them as stored)",
     )
     p.add_argument("--shard", help="K/N: only inputs K, K+N, ... (one of N jobs; shard)")
-    add_config_arguments(p)
+    add_config_arguments(p, "temperature=0.7")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-cache", action="store_true", help="do not use the content-hash score cache"
     )
-    add_config_arguments(p)
+    add_config_arguments(p, "metric_options.wer.asr=pocketsphinx")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=FAMILIES, help="model family of a new model (model.family)")
     p.add_argument("--codec", help="codec spec of a new model, e.g. world:runs/codec (model.codec)")
     p.add_argument("--init-from", help="start from a run, checkpoint or policy dir")
-    add_run_arguments(p, "optimizer steps")
+    add_run_arguments(p, "optimizer steps", "optim.lr=3e-4", "runs/sft")
 
 
 def run(args: argparse.Namespace) -> int:
