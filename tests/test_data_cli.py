@@ -19,6 +19,23 @@ def test_synth_then_degrade(tmp_path):
     assert len(test) == 6 and len(train) == 3
     assert {e.extra["speaker"] for e in test}.isdisjoint({e.extra["speaker"] for e in train})
     assert len({e.extra["speaker"] for e in test}) == 6
+    # a re-run killed before it wrote its manifests leaves none over audio it replaced
+    import sealign.data.synth as synth
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    saved, synth._run_tasks = synth._run_tasks, killed
+    try:
+        assert main(["data", "synth", "--output", str(out), "--n", "9", "--engines", "espeak",
+                     "--workers", "1", "splits=[3,0,6]", "min_test_speakers=6",
+                     "--seed", "1"]) != 0  # fmt: skip
+    finally:
+        synth._run_tasks = saved
+    assert not (out / "test.jsonl").exists() and not (out / "train.jsonl").exists()
+    assert main(["data", "synth", "--output", str(out), "--n", "9", "--engines", "espeak",
+                 "--workers", "1", "splits=[3,0,6]", "min_test_speakers=6"]) == 0  # fmt: skip
+    assert read_manifest(out / "test.jsonl") == test  # every file reused
     deg = tmp_path / "noisy"
     assert main(["data", "degrade", "--manifest", str(out / "test.jsonl"), "--output", str(deg),
                  "--workers", "1", "degradation.p_reverb=0.0"]) == 0  # fmt: skip

@@ -322,6 +322,18 @@ def test_enhance_cli_with_ar_policy(setup, tmp_path):
     assert main(["enhance", "--model", str(setup / "model0"), "--input", str(out),
                  "--output", str(tmp_path / "enh2"), "enhance.threads=1"]) == 0  # fmt: skip
     assert len(read_manifest(tmp_path / "enh2" / "manifest.jsonl")) == 3
+    # a re-run killed midway leaves no manifest listing a mix of old and new files as done
+    import sealign.commands.enhance as cmd
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    saved, cmd.enhance_files = cmd.enhance_files, killed
+    try:
+        assert main([*args, "--temperature", "1.0"]) != 0
+    finally:
+        cmd.enhance_files = saved
+    assert not (out / "manifest.jsonl").exists()
 
 
 def test_enhance_cli_one_file_and_misused_folders(setup, tmp_path, capsys):

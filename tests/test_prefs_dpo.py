@@ -153,7 +153,13 @@ def test_prefs_samples_again_an_input_a_cut_write_left_incomplete(
     cands = copy / "candidates.jsonl"
     lines = cands.read_text().splitlines()
     cands.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # killed in input 2's 2nd
+    (copy / "candidates.unfinished").touch()  # as the killed run left it
+    capsys.readouterr()
+    assert main(["prefs", "--output", str(copy), "--repair"]) == 0  # pairs of what is there
+    assert "its sampling run did not finish" in capsys.readouterr().err
+    cands.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # (the repair tidied it)
     assert main(_prefs_args(tiny_setup / "base", tiny_setup / "train.jsonl", copy)) == 0
+    assert not (copy / "candidates.unfinished").exists()
     recs = [json.loads(x) for x in cands.read_text().splitlines()]  # every line whole
     count = collections.Counter(r["input_id"] for r in recs)
     assert len(count) == 4 and set(count.values()) == {3}

@@ -216,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
     enh = dataclasses.replace(cfg.enhance, device=process_device(cfg.enhance.device))
     policy, e = load_model(cfg.model, enh)
     manifest = shard.path(Path(MANIFEST)).name
+    # an earlier run's manifest would list this run's files as done until it finishes
+    (out / manifest).unlink(missing_ok=True)
     if cfg.best_of:
         from sealign.infer.best_of import enhance_best_of
 

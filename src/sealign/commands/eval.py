@@ -286,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         check_same_run(cfg, Path(cfg.output))
     out = prepare_run_dir(cfg.output, cfg, shard)
+    if not args.resume and not shard.sharded:  # an earlier run's tables are not this one's
+        for name in (RESULTS, "results.md", "results.tex"):
+            (out / name).unlink(missing_ok=True)
     shard.begin(out / RESULTS)
     manifest = shard.path(Path(MANIFEST)).name
 

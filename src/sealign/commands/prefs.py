@@ -54,6 +54,7 @@ from sealign.prefs.build import (
     prefs_inputs,
     refresh_scores,
     require_pairs,
+    warn_unfinished,
     yield_table,
 )
 from sealign.utils.folder_lock import hold_for_command
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         ):
             return 0
     merge_shards(out, cfg.num_candidates)
+    warn_unfinished(out)
     refresh_scores(cfg, metrics)
     reports = [pair_dataset(cfg, metrics, c) for c in all_criteria(cfg.columns)]
     chosen = next(r for r in reports if r.criterion == cfg.criterion)

@@ -441,6 +441,10 @@ def synthesize_corpus(
     shard = shard or Shard()
     if shard.sharded:
         tasks = shard.take(tasks)
+    # written again when every file is there: a run killed before then must not leave an
+    # earlier run's manifests over audio this one replaced (another seed, other sentences)
+    for split in SPLIT_NAMES:
+        (out / f"{split}.jsonl").unlink(missing_ok=True)
     results = _run_tasks(tasks, workers, options, progress)
     entries: dict[str, list[Entry]] = {k: [] for k in counts}
     res = CorpusResult(out, {}, {}, {k: [s.id for s in sorted(v)] for k, v in by_split.items()})

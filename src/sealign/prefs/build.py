@@ -56,6 +56,9 @@ from sealign.utils.shard import Shard, merge_shard_files, shard_files
 log = logging.getLogger(__name__)
 
 CANDIDATES = "candidates.jsonl"
+# present while an unsharded run samples (sharded runs have their .done markers): a dataset
+# holding it was killed before every input had its candidates
+UNFINISHED = "candidates.unfinished"
 
 DEFAULT_COLUMNS = [
     "dnsmos_sig",
@@ -292,6 +295,8 @@ def build_candidates(
         np.savez(tmp, targets=output_space_probe(policy))
         tmp.replace(probe)
     bar = tqdm(total=len(todo), desc="prefs", unit="input")
+    if not shard.sharded:
+        (root / UNFINISHED).touch()
     try:
         with path.open("a", encoding="utf-8") as f:
             for start in range(0, len(todo), cfg.batch_size):
@@ -317,7 +322,16 @@ def build_candidates(
         if cache is not None:
             cache.close()
     shard.mark_done(root / CANDIDATES)
+    (root / UNFINISHED).unlink(missing_ok=True)
     return path
+
+
+def warn_unfinished(root: str | Path) -> None:
+    """Warn when the dataset at ``root`` is the candidates of a killed run (see
+    :data:`UNFINISHED`): its pairs cover only the inputs sampled so far."""
+    if (Path(root) / UNFINISHED).exists():
+        log.warning("%s: its sampling run did not finish, so its pairs cover only some inputs; "
+                    "run `sealign prefs --output %s` again to sample the rest", root, root)  # fmt: skip
 
 
 @torch.no_grad()

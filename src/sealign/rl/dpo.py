@@ -49,6 +49,7 @@ from sealign.prefs.build import (
     output_space_probe,
     read_candidates,
     same_output_space,
+    warn_unfinished,
 )
 from sealign.prefs.pairs import GT
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
@@ -221,6 +222,7 @@ class PairData:
     def __init__(self, cfg: DPOConfig, policy: Policy) -> None:
         root = Path(cfg.dataset)
         self.root, self.policy = root, policy
+        warn_unfinished(root)
         recs = read_candidates(root)
         self.cands = {}
         for r in recs:
