@@ -313,8 +313,9 @@ def build_candidates(
                     bar.update(min(cfg.batch_size, len(todo) - start))
                     continue
                 recs = _sample_batch(cfg, policy, metrics, batch, root, cache, todo[start][0])
-                for rec in recs:
-                    f.write(json.dumps(rec) + "\n")
+                # one write per batch: a kill then cuts at most a batch, whose inputs are sampled
+                # again from the same position (their seeds follow the batch's first input)
+                f.write("".join(json.dumps(rec) + "\n" for rec in recs))
                 f.flush()
                 bar.update(min(cfg.batch_size, len(todo) - start))
     finally:
