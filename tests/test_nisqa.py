@@ -226,7 +226,7 @@ def test_too_short_or_too_long_is_an_error_not_a_crash(tmp_path):
     rng = np.random.default_rng(0)
     utts = [
         Utterance("ok", rng.standard_normal(8000).astype(np.float32) * 0.1, 16000),
-        Utterance("tiny", np.zeros(1000, np.float32), 16000),
+        Utterance("tiny", np.full(1000, 0.1, np.float32), 16000),
         Utterance("long", rng.standard_normal(32000).astype(np.float32) * 0.1, 16000),
     ]
     res = m.score_batch(utts)

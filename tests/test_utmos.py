@@ -90,7 +90,7 @@ def test_random_checkpoint_scores(small_ckpt, speech, noisy):
         Utterance("b", noisy(clean, 0.0, 0), 16000),  # same length as "a": batched together
         Utterance("c", clean[:7001], 16000),
         Utterance("d", resample(clean[:12000], 16000, 22050), 22050),
-        Utterance("e", np.zeros(200, np.float32), 16000),  # too short for the conv stack
+        Utterance("e", np.full(200, 0.1, np.float32), 16000),  # too short for the conv stack
     ]
     res = m.score_batch(utts)
     for r in res[:4]:
@@ -162,7 +162,7 @@ def test_missing_checkpoint(monkeypatch, tmp_path):
     assert m.checkpoint == str(tmp_path / "absent.pt")
     assert m.settings()["sha256"] is None
     with pytest.raises(MetricUnavailable, match=rf"not found.*absent\.pt.*{CKPT_NAME}"):
-        m.score_batch([Utterance("x", np.zeros(16000, np.float32), 16000)])
+        m.score_batch([Utterance("x", np.full(16000, 0.1, np.float32), 16000)])
 
 
 def test_unknown_arch_field():
