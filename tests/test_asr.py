@@ -400,3 +400,15 @@ def test_text_likelihood_skips_clips_longer_than_a_window(text_ll):
     long = np.zeros(16000 * 31, dtype=np.float32)
     (r,) = text_ll([Utterance("l", long, 16000, text="hello")])
     assert r.skipped == "longer than one Whisper window (30 s)"
+
+
+def test_whisper_metrics_default_to_float32_and_the_demo_reward_to_int8():
+    # int8 kernels round differently on each instruction set: metrics stay comparable across
+    # machines in float32; the demo's reward takes the faster int8 (docs/demo_checkpoint.md)
+    from sealign.commands.demo import DemoConfig
+
+    for name in ("wer", "cer", "text_likelihood", "asr_confidence", "speechbertscore"):
+        assert build_metric(name).settings()["compute_type"] == "float32", name
+    reward = DemoConfig().gspo.reward
+    assert reward.metric_options["wer"]["compute_type"] == "int8"
+    assert build_metric("wer", **reward.metric_options["wer"]).settings()["compute_type"] == "int8"

@@ -659,6 +659,15 @@ def test_export_cli_half_precision_and_sampling(setup, tmp_path):
     assert (lp_a - lp_b).abs().max() < 1e-2
     assert main(args) == 2  # the output exists: refused, nothing overwritten
     assert load_policy(out).sampling_defaults["top_k"] == 7
+    # bfloat16, with the largest change of a parameter as reported
+    from sealign.commands.export import export_policy
+
+    change = export_policy(src, tmp_path / "bf16", "bfloat16")
+    bf = load_file(str(tmp_path / "bf16" / "model.safetensors"))
+    assert {v.dtype for v in bf.values() if v.is_floating_point()} == {torch.bfloat16}
+    c = load_policy(tmp_path / "bf16")
+    worst = max(float((c.state_dict()[k] - v).abs().max()) for k, v in a.state_dict().items())
+    assert change == pytest.approx(worst) and 0 < change < 0.05
     bad = ["export", "--model", str(src), "--output", str(tmp_path / "x"), "--top-k", "-1"]
     assert main(bad) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

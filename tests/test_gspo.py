@@ -118,6 +118,21 @@ def test_zero_spread_group_gives_zero_advantage():
     assert out.frac_reward_zero_std == 0.5
 
 
+@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum", "rank"])
+def test_a_group_left_with_one_valid_sample_gives_it_no_advantage(aggregation):
+    values = np.array([[0.2, 0.4], [np.nan, np.nan], [0.9, 0.1], [0.3, 0.5]])
+    failed = np.array([False, True, False, False])
+    out = group_advantages(values, np.array([0, 0, 1, 1]), np.ones(2), aggregation, failed)
+    assert np.isfinite(out.advantages).all() and out.advantages[:2].tolist() == [0.0, 0.0]
+    assert out.valid.tolist() == [True, False, True, True]
+
+
+def test_rank_advantages_share_tied_ranks_and_span_minus_one_to_one():
+    values = np.array([[0.1], [0.5], [0.5], [0.9]])
+    adv = group_advantages(values, np.zeros(4, int), np.ones(1), "rank").advantages
+    np.testing.assert_allclose(adv, [-1.0, 0.0, 0.0, 1.0])
+
+
 @pytest.mark.parametrize("aggregation", ["normalize_then_sum", "rank"])
 def test_zero_signal_groups_are_counted_by_the_advantages_used(aggregation):
     # a flat composite whose components still rank the samples, and components that cancel
@@ -429,6 +444,15 @@ def test_resume_gives_the_same_losses(setup, tmp_path, capsys):
     for s in (3, 4):
         assert a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-9)
     assert logged(full, "reward")[4] == pytest.approx(logged(part, "reward")[4])
+
+
+def test_the_time_budget_stops_and_saves_the_run(setup, tmp_path, capsys):
+    run = tmp_path / "timed"
+    kw = {"eval.manifests": "[]", "max_steps": 50, "max_minutes": 0.0001}
+    assert main(["gspo", "--no-progress", *overrides(setup, run, **kw)]) == 0
+    assert "time budget of 0.0 min reached at step" in capsys.readouterr().err
+    steps = sorted(int(p.name[5:]) for p in (run / "checkpoints").glob("step_*"))
+    assert steps and steps[-1] < 50  # stopped early, and the step it stopped at was saved
 
 
 def test_a_fresh_model_keeps_its_initial_weights_as_the_kl_reference(setup, tmp_path):

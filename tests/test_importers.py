@@ -115,6 +115,17 @@ def test_voicebank(tmp_path):
         import_voicebank(root, sample_rate=16000)
     entries, problems = import_voicebank(root, sample_rate=16000, length_tolerance=0.001)
     assert len(entries) == 2 and "_16k" in entries[0].audio and not problems
+    # the training split (28 speakers) sits beside the test split: --split train
+    for name in ("p226_001", "p287_002"):
+        _wav(root / "clean_trainset_28spk_wav" / f"{name}.wav", sr=48000, n=4800)
+        _wav(root / "noisy_trainset_28spk_wav" / f"{name}.wav", sr=48000, n=4800)
+    (root / "trainset_28spk_txt").mkdir()
+    (root / "trainset_28spk_txt" / "p226_001.txt").write_text("Ask her to bring these things.\n")
+    train, problems = import_voicebank(root, split="train")
+    assert [e.id for e in train] == ["p226_001", "p287_002"] and not problems
+    assert train[0].text == "Ask her to bring these things." and "trainset" in train[0].audio
+    with pytest.raises(ManifestError, match="split must be 'test' or 'train'"):
+        import_voicebank(root, split="valid")
 
 
 def test_parallel_and_recordings(tmp_path):

@@ -352,12 +352,22 @@ def test_dpo_runs_under_bf16_autocast(prefs_ar, tiny_setup, tmp_path):
     assert np.isfinite(b[2]) and a[1] == pytest.approx(b[1], rel=5e-2)
 
 
-@pytest.mark.parametrize("objective", ["sft-gt", "sft-winner"])
-def test_sft_baselines_run(prefs_ar, tiny_setup, tmp_path, objective):
-    run = tmp_path / objective
-    args = _dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "2", f"objective={objective}")
-    assert main(args) == 0
-    assert set(_logged(run, "loss")) == {1, 2}
+def test_sft_baselines_and_the_sft_term(prefs_ar, tiny_setup, tmp_path):
+    losses = {}
+    for objective in ("sft-gt", "sft-winner"):
+        run = tmp_path / objective
+        args = _dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "2", f"objective={objective}")
+        assert main(args) == 0
+        losses[objective] = _logged(run, "loss")
+        assert set(losses[objective]) == {1, 2}
+    # the clean references and the winners are other targets: other losses
+    assert losses["sft-gt"][1] != pytest.approx(losses["sft-winner"][1])
+    # DPO plus sft_weight × the winners' SFT loss; at the first step the policy is its
+    # reference, so the DPO term is log 2
+    run = tmp_path / "dpo_sft"
+    assert main(_dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "1", "sft_weight=0.5")) == 0
+    sft = _logged(run, "sft_loss")[1]
+    assert sft > 0 and _logged(run, "loss")[1] == pytest.approx(math.log(2) + 0.5 * sft, rel=1e-4)
 
 
 def test_family_mismatch_and_bad_config_fail_early(prefs_ar, tiny_setup, tmp_path, capsys):
@@ -645,3 +655,28 @@ def test_dpo_encodes_candidates_of_another_codec_again_and_refuses_such_a_refere
                     f"reference_model={tmp_path / 'other'}")  # fmt: skip
     assert main(ref) == 2
     assert "output space" in capsys.readouterr().err
+
+
+def test_ties_disagreement_weights_and_single_margins():
+    # equal candidates are no pair, either way (strictly better on every metric)
+    tie = cands([(0.5, 0.5, 0.2), (0.5, 0.5, 0.2), (0.9, 0.9, 0.1)])
+    rep = make_pairs(tie, COLS, HIB, SCALES, "unanimous")
+    assert sorted((p.winner, p.loser) for p in rep.pairs) == [("c2", "c0"), ("c2", "c1")]
+    # "a" alone prefers c0 while b and wer prefer c1: "a" disagrees with the others on the
+    # one pair, b and wer do not
+    split = cands([(0.9, 0.1, 0.5), (0.1, 0.9, 0.1)])
+    assert make_pairs(split, COLS, HIB, SCALES, "unanimous").disagreement == {
+        "a": 1.0,
+        "b": 0.0,
+        "wer": 0.0,
+    }
+    # weights move the weighted composite: c0 wins on a, c1 on b
+    two = cands([(0.9, 0.1, 0.0), (0.1, 0.8, 0.0)])
+    win = {w: [(p.winner, p.loser) for p in make_pairs(two, COLS, HIB, SCALES, "weighted",
+                                                      weights={"a": w}).pairs]
+           for w in (1.0, 0.1)}  # fmt: skip
+    assert win == {1.0: [("c0", "c1")], 0.1: [("c1", "c0")]}
+    # a margin applies under single:<column> too
+    near = cands([(0.50, 0.5, 0.0), (0.45, 0.5, 0.0)])
+    assert len(make_pairs(near, COLS, HIB, SCALES, "single:a").pairs) == 1
+    assert make_pairs(near, COLS, HIB, SCALES, "single:a", margins={"a": 0.1}).pairs == []

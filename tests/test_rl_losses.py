@@ -19,6 +19,7 @@ Without TRL installed only the TRL-free tests run (the fixture ``trl_grpo`` skip
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import pytest
@@ -308,3 +309,32 @@ def test_entropy_term_is_a_bonus_or_a_penalty_of_the_per_sequence_mean(coef):
     out.loss.backward()
     # minimizing the loss raises entropy for a bonus and lowers it for a penalty
     assert (torch.sign(-ent.grad[m > 0]) == (1 if coef > 0 else -1)).all()
+
+
+def test_statistics_count_only_real_steps_by_hand():
+    # token-level ratios; the second sequence's last step is padding (ratio 10, a KL of its own)
+    ratio = torch.tensor([[1.5, 0.5], [0.5, 10.0], [1.5, 1.0]], dtype=torch.float64)
+    logp, old = torch.log(ratio), torch.zeros_like(ratio)
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1]])
+    adv = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
+    ref = logp.clone()
+    ref[0, 0] += 1.0  # k3 = e - 2 on this step
+    ref[1, 1] += 5.0  # padding: not counted
+    out = policy_loss(logp, old, adv, mask, "grpo", 0.2, 0.2, ref_logp=ref)
+    # high clip: ratio 1.5 with a positive advantage (not with advantage 0); low clip: ratio
+    # 0.5 with a negative one; 5 real steps
+    assert out.stats["clip_ratio/high_mean"] == pytest.approx(1 / 5)
+    assert out.stats["clip_ratio/low_mean"] == pytest.approx(1 / 5)
+    assert out.stats["ratio/mean"] == pytest.approx((1.0 + 0.5 + 1.25) / 3)
+    assert out.stats["kl"] == pytest.approx((math.e - 2) / 2 / 3)
+    # per sequence: -(1.2 + 0.5) / 2, +0.8, 0
+    assert float(out.loss) == pytest.approx((-0.85 + 0.8 + 0.0) / 3)
+
+
+def test_a_sequence_without_real_steps_adds_nothing_and_no_nan():
+    logp = torch.tensor([[-1.0, -2.0], [-1.5, -0.5]], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1], [0, 0]])
+    out = policy_loss(logp, logp.detach() - 0.1, torch.tensor([1.0, 1.0]), mask, "gspo", 0.2, 0.2)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(logp.grad).all()
+    assert logp.grad[1].abs().sum() == 0

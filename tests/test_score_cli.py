@@ -184,23 +184,16 @@ def test_score_directory_pairs_and_bad_config(tmp_path, speech, noisy):
 def test_sine_is_not_speech_but_scores(tmp_path):
     # a metric computes on any valid signal; the runner never crashes on odd but valid audio
     t = np.arange(16000) / 16000
-    sf.write(tmp_path / "s.wav", 0.3 * np.sin(2 * np.pi * 300 * t), 16000)
+    for folder, gain in (("enh", 0.3), ("ref", 0.2)):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / "s.wav", gain * np.sin(2 * np.pi * 300 * t), 16000)
     out = tmp_path / "o"
-    assert (
-        main(
-            [
-                "score",
-                "--input",
-                str(tmp_path),
-                "--output",
-                str(out),
-                "--metrics",
-                "si_sdr",
-                "--no-cache",
-            ]
-        )
-        == 0
-    )
+    args = ["score", "--input", str(tmp_path / "enh"), "--reference", str(tmp_path / "ref"),
+            "--output", str(out), "--metrics", "si_sdr,dnsmos", "--no-cache"]  # fmt: skip
+    assert main(args) == 0
+    (rec,) = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    assert rec["scores"]["si_sdr"] > 40  # the same tone, scaled
+    assert 1.0 <= rec["scores"]["dnsmos_ovrl"] <= 5.0
 
 
 def _score_args(m, out, *extra):
