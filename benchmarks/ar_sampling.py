@@ -57,11 +57,13 @@ def folder_mb(path: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=150)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--sft-seconds", type=float, default=4.0)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=at_least(1), default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--codec", help="WORLD codec folder (default: train one)")
     p.add_argument("--layout", default="ar", help="codec token layout: ar (1 token) or mgm (5)")

@@ -190,6 +190,8 @@ def bitrate(codec: WorldCodec, view: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-config", help="inline JSON overriding WorldCodecConfig for training")
     p.add_argument("--save-codec", help="where to keep the trained codec (default: temporary)")
     p.add_argument("--manifest", help="test manifest instead of the eSpeak NG test set")
-    p.add_argument("--n", type=int, default=16, help="test utterances (default 16)")
+    p.add_argument("--n", type=at_least(1), default=16, help="test utterances (default 16)")
     p.add_argument("--views", default="resynth,latent,ar,mgm")
     p.add_argument("--no-wer", action="store_true", help="skip Whisper WER")
     p.add_argument("--json", help="write per-view results here")
@@ -264,18 +266,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['pesq']:.2f} | {r['spk']:.3f} | {r['wer']:.1f} | {dw:+.1f} | {r['enc_xrt']:.1f} | "
             f"{r['dec_xrt']:.1f} | {r['bitrate']} |"
         )
-    fails = []
+    fails, untested = [], []
     for view in ("latent", "ar", "mgm"):
         if view not in rows:
             continue
         r = rows[view]
-        if r["ovrl"] - base["ovrl"] < TARGETS["ovrl"]:  # type: ignore[operator]
-            fails.append(f"{view}: ΔOVRL")
-        if r["p808"] - base["p808"] < TARGETS["p808"]:  # type: ignore[operator]
-            fails.append(f"{view}: ΔP808")
-        if r["wer"] - base["wer"] > TARGETS["wer"]:  # type: ignore[operator]
-            fails.append(f"{view}: ΔWER")
+        for key, name, worse in (("ovrl", "ΔOVRL", -1), ("p808", "ΔP808", -1), ("wer", "ΔWER", 1)):
+            delta = r[key] - base[key]  # type: ignore[operator]
+            if not np.isfinite(delta):  # NaN compares as neither met nor missed
+                untested.append(f"{view}: {name}")
+            elif worse * (delta - TARGETS[key]) > 0:
+                fails.append(f"{view}: {name}")
     print("targets met" if not fails else "targets missed: " + ", ".join(fails))
+    if untested:
+        print("not measured: " + ", ".join(untested))
     if args.json:
         Path(args.json).write_text(
             json.dumps({"utterances": ids, "codec_kib": size_kb, "views": rows}, indent=2) + "\n"

@@ -37,7 +37,7 @@ from sealign.utils.threads import set_torch_threads
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="src/sealign/assets/fm_demo")
     ap.add_argument("--manifest", default="data/demo/test.jsonl")
     ap.add_argument("--n", type=int, default=0, help="first N entries (0: all)")

@@ -53,13 +53,20 @@ def _torchrun(n: int, port: int, args: list[str], threads: int) -> subprocess.Co
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == WORKER:
         _allreduce_worker(int(sys.argv[2]), int(sys.argv[3]))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument(
+        "--steps",
+        type=at_least(3),
+        default=12,
+        help="steps per run; the first two (warm-up) are left out of the mean",
+    )
     p.add_argument("--batch", type=int, default=8, help="global batch (examples per step)")
     p.add_argument("--cores", type=int, default=2, help="threads shared out over the ranks")
     p.add_argument("--ranks", default="1,2", help="rank counts to compare")

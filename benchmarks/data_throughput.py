@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--no-degrade", action="store_true", help="skip the degradation part")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
+    if 1 not in args.workers:  # the load time and the scored audio come from that run
+        ap.error("--workers must include 1")
 
     from sealign.data.tts import engine_names, engine_unavailable_reason
 

@@ -56,8 +56,10 @@ def _row(name: str, n: int, secs: float, audio_s: float) -> str:
 
 
 def main() -> None:
+    from rollouts import at_least
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=12, help="utterances (default 12)")
+    ap.add_argument("--n", type=at_least(1), default=12, help="utterances (default 12)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rir-pool", type=int, default=8, help="pool size for the pooled-reverb row")

@@ -20,11 +20,13 @@ _THREADS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from rollouts import at_least
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--clips", type=at_least(1), default=16)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=at_least(1), default=1)
     ap.add_argument("--personalized", action="store_true")
     args = ap.parse_args(argv)
     for var in _THREADS_ENV:  # numpy's BLAS must not add threads of its own

@@ -1,6 +1,6 @@
 """Sampling speed of the three model families at the demo size.
 
-    .venv/bin/python benchmarks/family_sampling.py [--codec runs/codec_demo] [--seconds 4]
+    .venv/bin/python benchmarks/family_sampling.py [--codec DIR] [--seconds 4]
         [--batch 8] [--threads 2] [--repeats 2] [--shipped] [--json out.json]
 
 Builds each family with its default config (dim 192, 6 layers, 4 heads; randomly initialized:
@@ -27,12 +27,18 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--codec", default="runs/codec_demo", help="WORLD codec folder")
+    p.add_argument(
+        "--codec",
+        default="src/sealign/assets/fm_demo/codec",
+        help="WORLD codec folder (default: the shipped models' codec)",
+    )
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=at_least(1), default=2)
     p.add_argument("--shipped", action="store_true", help="time the shipped checkpoints")
     p.add_argument("--model", action="append", default=[], help="time this policy folder")
     p.add_argument("--json")

@@ -30,7 +30,7 @@ TIMES = (0.0, 0.5, 0.9)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="run, checkpoint or policy folder")
     ap.add_argument("--manifest", default="data/demo/test.jsonl")
     ap.add_argument("--n", type=int, default=0, help="first N entries (0: all)")

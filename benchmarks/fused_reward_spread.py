@@ -30,7 +30,7 @@ TERMS = {"dnsmos": "ovrl", "wer": "wer", "distillmos": "distillmos"}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="src/sealign/assets/ar_demo")
     ap.add_argument("--config", default="configs/gspo_demo.yaml")
     ap.add_argument("--batches", type=int, default=3)

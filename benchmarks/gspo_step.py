@@ -33,10 +33,12 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--steps", type=at_least(1), default=4)
     p.add_argument(
         "--workers",
         default="3",
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             row["time/update"] = t2 - t1
             row["time/step"] = t2 - t0
             row["samples"] = len(batch.rollout)
-            row["audio_seconds"] = float(sum(batch.rollout.actions["num_samples"])) / 16000
+            samples = float(sum(batch.rollout.actions["num_samples"]))
+            row["audio_seconds"] = samples / policy.sample_rate
             if args.solo:  # the step's outputs again, each metric alone (no cache)
                 wavs = type(policy).decode(policy, batch.rollout)  # not --cpu's timer
                 utts = _utterances(batch.examples, batch.group, wavs, policy.sample_rate)

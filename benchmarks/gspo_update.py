@@ -25,12 +25,14 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="mgm", help="shipped base: ar, mgm or fm")
     p.add_argument("--model", help="policy dir (default: the family's shipped checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
     p.add_argument("--fractions", default="1,0.5,0.25", help="step_fraction settings")
-    p.add_argument("--batches", type=int, default=3)
+    p.add_argument("--batches", type=at_least(1), default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--temperature", type=float, default=None, help="default: the demo's")
     args = p.parse_args(argv)
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             update(policy, ref, batch, cfg, opt, sched, torch.Generator().manual_seed(1), Dist())
             if b:
                 times[f].append(time.perf_counter() - t)
-                passes[f].append(len(step_passes(policy, kept).unique()) - 1)  # minus the -1
+                kept_passes = step_passes(policy, kept).unique()
+                passes[f].append(int((kept_passes >= 0).sum()))  # -1 marks left-out steps
     n = len(batches[0].rollout)
     print(f"{policy.family} model {model}; {args.batches} batches of {n} rollouts; "
           f"{args.threads} threads; update = one minibatch of {n}, KL to the base")  # fmt: skip

@@ -61,11 +61,13 @@ def load(path: Path) -> dict[str, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from rollouts import at_least
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--null", required=True, help="eval folder with --samples >= 2")
     ap.add_argument("--effect", help="FOLDER:BASELINE:SYSTEM, two systems that truly differ")
     ap.add_argument("--n", default="4,8,16,32", help="held-out sizes")
-    ap.add_argument("--trials", type=int, default=200, help="subsets per size")
+    ap.add_argument("--trials", type=at_least(1), default=200, help="subsets per size")
     ap.add_argument("--rewarded", default="dnsmos_ovrl,wer,distillmos")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

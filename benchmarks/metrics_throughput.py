@@ -91,10 +91,12 @@ def speechmos_baseline(utts: list[Utterance], threads: int) -> float:
 
 
 def main() -> None:
+    from rollouts import at_least
+
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--clips", type=at_least(1), default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--metrics", default=",".join(metric_names()))
     args = ap.parse_args()

@@ -26,11 +26,18 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
     p.add_argument("--inputs", type=int, default=4, help="fixed training inputs")
-    p.add_argument("--batches", type=int, default=6, help="independent rollout batches")
+    p.add_argument(
+        "--batches",
+        type=at_least(3),
+        default=6,
+        help="independent rollout batches (a standard error needs 2+ pairs)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--by-module", action="store_true",
                    help="also the cosine within each block / module's parameters")  # fmt: skip

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/reward_vs_logprob.py [--model DIR] [--data data/demo]
         [--batches 12] [--threads 2]
 
-Samples ``--batches`` rollout batches at the demo's GSPO settings (4 inputs × 4 samples, T = 1,
+Samples ``--batches`` rollout batches at the demo's GSPO settings (8 inputs × 4 samples, T = 1,
 top-k 50) from the policy (default: the shipped AR base), scores them with the demo's reward
 terms and prints the Spearman correlation of each sample's mean token log-probability with each
 term, over all samples and within groups (both centred on their group mean). A within-group

@@ -10,13 +10,26 @@ from pathlib import Path
 import numpy as np
 
 
+def at_least(low: int):
+    """An argparse ``type``: an integer of at least ``low`` (a count of 0 would only crash
+    after the models load)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def rollout_parser(doc: str, batches: int = 4) -> argparse.ArgumentParser:
     """A benchmark's argument parser with the options of :func:`demo_rollouts` (``--model``,
     ``--data``, ``--batches``); the description is ``doc``'s first paragraph."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
     p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
-    p.add_argument("--batches", type=int, default=batches)
+    p.add_argument("--batches", type=at_least(1), default=batches)
     return p
 
 

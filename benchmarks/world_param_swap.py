@@ -55,7 +55,7 @@ def print_wer_by_reverb(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--enhanced", required=True, help="folder of <id>.wav written by eval")
     ap.add_argument("--manifest", default="data/demo/test.jsonl")
     ap.add_argument("--codec", default="src/sealign/assets/fm_demo/codec")
