@@ -251,8 +251,8 @@ def kind_of(codec: Codec) -> str | None:
 
 def load_codec(spec: str, **options: Any) -> Codec:
     """Build a codec from ``spec`` (``world:<dir>``, ``encodec:<path-or-hub-id>``,
-    ``dac:<DacModel folder or hub id>``, or a registered kind); ``?key=value`` options in the spec and keyword
-    ``options`` are passed to the codec's ``load`` (keywords win)."""
+    ``dac:<DacModel folder or hub id>``, or a registered kind); ``?key=value`` options in the
+    spec and keyword ``options`` are passed to the codec's ``load`` (keywords win)."""
     kind, location, opts = parse_spec(spec)
     try:
         factory = codec_class(kind)

@@ -7,7 +7,8 @@
 * :class:`DacCodec` — Descript Audio Codec through ``transformers`` (``DacModel``): a local
   folder or a cached hub id. An original ``.pth`` checkpoint is refused with how to convert it
   (the ``descript-audio-codec`` package that reads it pins ``torchaudio`` and an old
-  ``protobuf``). ``n_quantizers`` sets the number of codebooks. Continuous latent: the encoder output before quantization.
+  ``protobuf``). ``n_quantizers`` sets the number of codebooks. Continuous latent: the
+  encoder output before quantization.
 
 Waveforms must already be at the codec's :attr:`sample_rate` (e.g. 24 kHz for EnCodec 24 kHz);
 resample with :func:`sealign.audio.io.resample`. Items of a batch are coded one at a time, so the
