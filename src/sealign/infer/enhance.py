@@ -411,8 +411,9 @@ def enhance_files(
     results are deterministic for a given ``seed``, ``batch_size`` and list of inputs. A file
     enhanced among other files (another manifest, a shard of it) gets other draws from the same
     distribution: compare systems on outputs made in one layout. ``sample_options`` go to
-    ``policy.sample`` (e.g. AR ``top_k`` / ``top_p``). ``dereverb="wpe"`` dereverberates each chunk before the model
-    sees it (:mod:`sealign.infer.dereverb`), and what follows uses that chunk as the input.
+    ``policy.sample`` (e.g. AR ``top_k`` / ``top_p``). ``dereverb="wpe"`` dereverberates each
+    chunk before the model sees it (:mod:`sealign.infer.dereverb`), and what follows uses that
+    chunk as the input.
     ``fuse="mask"`` writes the input masked by the output
     (:func:`~sealign.infer.fusion.mask_fusion`, smoothed over ``fuse_smooth`` = (Hz, ms));
     then ``remix`` > 0 writes ``(1 - remix) * out + remix * noisy`` (:func:`remix_noisy`).
