@@ -140,10 +140,12 @@ _INFO_ONLY = ("needs_reference", "needs_text", "needs_speaker_ref", "higher_is_b
 def unusable_audio(utt: Utterance, used: set[str]) -> str | None:
     """Why ``utt``'s audio (or a reference among the inputs ``used``) cannot be judged, or
     None."""
-    for what, x in (("audio", utt.audio), ("reference", utt.reference),
-                    ("speaker reference", utt.speaker_ref)):  # fmt: skip
-        key = {"reference": "reference", "speaker reference": "speaker_ref"}.get(what)
-        if x is None or (key is not None and key not in used):
+    for what, x, read in (
+        ("audio", utt.audio, True),
+        ("reference", utt.reference, "reference" in used),
+        ("speaker reference", utt.speaker_ref, "speaker_ref" in used),
+    ):
+        if x is None or not read:
             continue
         if x.size == 0:
             return f"empty {what}"
