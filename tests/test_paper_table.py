@@ -433,3 +433,25 @@ def test_run_records_find_names_with_colons_as_written(tmp_path):
     (tmp_path / "scores" / "single_wer.jsonl").write_text(json.dumps(rec) + "\n")  # an arm
     got = run_records(tmp_path, ["mgm:v2", "single:wer", "absent"])
     assert sorted(got) == ["mgm:v2", "single:wer"]
+
+
+def test_results_json_is_strict_json_and_its_nulls_read_back_as_missing(tmp_path, capsys):
+    """Statistics with no value (one utterance: no CI; nothing scored) are written as null,
+    which every JSON reader accepts, and `table` / `plot` read them as the NaN they were."""
+    from sealign.utils.jsonio import write_json
+
+    res = results()
+    res["systems"]["fm"]["wer"] = {"mean": 0.2, "low": math.nan, "high": math.inf, "n": 1}
+    res["diff_vs_noisy"]["fm"]["wer"] = {"mean": np.float32("nan"), "low": math.nan,
+                                         "high": math.nan, "n": 0}  # fmt: skip
+    run = tmp_path / "e"
+    write_json(run / "results.json", res, strict=True)
+    text = (run / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
+    assert strict["systems"]["fm"]["wer"] == {"mean": 0.2, "low": None, "high": None, "n": 1}
+    assert main(["table", str(run), "--columns", "wer"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| fm | **20.0** |" in lines  # a mean without a CI: no significance mark
+    assert main(["plot", str(run), "--output", str(tmp_path / "plot")]) == 0
+    assert (tmp_path / "plot" / "results.png").is_file()

@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
         "samples_per_utterance": cfg.eval_samples,
         "seconds": {**timings, "total": time.perf_counter() - t_start},
     }
-    write_json(out / "results.json", results)
+    write_json(out / "results.json", results, strict=True)
     write_text(out / "results.tex", to_latex(from_results(results, "base")))
     text = (
         f"{table}\n\nPaired difference aligned - base (bootstrap 95% CI):\n\n{d_base}\n\n"

@@ -487,7 +487,7 @@ def _report(
         )
     write_text(out / "results.md", text)
     write_text(out / "results.tex", to_latex(from_results(stats, cfg.baseline)))
-    write_json(out / RESULTS, stats)
+    write_json(out / RESULTS, stats, strict=True)
     logger = RunLogger(out)
     scalars = {
         f"eval/{s}/{col}": v["mean"]

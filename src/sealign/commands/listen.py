@@ -20,7 +20,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sealign.commands.common import (
     add_config_arguments,
@@ -42,7 +41,7 @@ from sealign.eval.listening import (
     read_results,
     report_markdown,
 )
-from sealign.utils.jsonio import write_text
+from sealign.utils.jsonio import write_json, write_text
 
 HELP = "blind listening tests (MUSHRA or A/B) of enhanced outputs, and their analysis"
 
@@ -215,8 +214,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
         res = analyze_ab(key, results)
     out = prepare_run_dir(cfg.output or Path(cfg.test) / "analysis", cfg)
     md = report_markdown(res)
-    (out / "results.md").write_text(md, encoding="utf-8")
-    write_text(out / "results.json", json.dumps(_no_nan(res), indent=1) + "\n")
+    write_text(out / "results.md", md)
+    write_json(out / "results.json", res, strict=True)
     if key["kind"] == "mushra":
         scalars = {f"listen/{s}/mean": v["mean"] for s, v in res["systems"].items()}
     else:
@@ -226,17 +225,6 @@ def _run_analyze(args: argparse.Namespace) -> int:
     print(md)
     log.info("%d listeners -> %s", len(results), out / "results.md")
     return 0
-
-
-def _no_nan(obj: Any) -> Any:
-    """``obj`` with NaN and inf as null (valid JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_no_nan(v) for v in obj]
-    return obj
 
 
 def run(args: argparse.Namespace) -> int:

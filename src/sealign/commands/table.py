@@ -53,6 +53,7 @@ from sealign.eval.paper_table import (
 )
 from sealign.eval.score import METRIC_PRESETS, column_name, mean_over_samples
 from sealign.eval.stats import paired_bootstrap_diff
+from sealign.eval.tables import read_results
 from sealign.metrics.registry import metric_info, metric_names
 from sealign.utils.jsonio import read_jsonl, write_text
 
@@ -159,7 +160,7 @@ def load_source(path: str | Path) -> Source:
     results = p if p.is_file() else p / "results.json"
     if results.is_file():
         try:
-            data = json.loads(results.read_text(encoding="utf-8"))
+            data = read_results(results)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{results}: not an evaluation's results.json ({e})") from e
         _check_results(data, results)

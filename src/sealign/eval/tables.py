@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,3 +81,20 @@ def diff_table(stats: dict[str, Any], models: list[str], baseline: str = "noisy"
             )
         lines.append(f"| {col} {'↑' if hib else '↓'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def read_results(path: Path) -> Any:
+    """An evaluation's ``results.json`` as written (``compare_stats``' layout), with the
+    statistics written as null (no CI from one utterance; a column nothing scored) read back
+    as NaN. Raises ``json.JSONDecodeError`` / ``UnicodeDecodeError`` on a damaged file."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        return data
+    for key, table in data.items():
+        if (key == "systems" or key.startswith("diff_vs_")) and isinstance(table, dict):
+            for cols in table.values():
+                for cell in cols.values() if isinstance(cols, dict) else []:
+                    if isinstance(cell, dict):
+                        cell.update({k: math.nan for k in ("mean", "low", "high")
+                                     if k in cell and cell[k] is None})  # fmt: skip
+    return data

@@ -19,7 +19,6 @@ Finished arms are reused when the command is run again.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from sealign.train.checkpoint import latest_checkpoint, load_checkpoint, policy_
 from sealign.train.data import manifest_hashes
 from sealign.train.sft import ModelConfig, OptimConfig
 from sealign.utils.device import check_device, parse_device
-from sealign.utils.jsonio import write_text
+from sealign.utils.jsonio import write_json, write_text
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -270,8 +269,6 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         "skipped": skipped,
         "arms": {a: str(p) for a, p in trained.items()},
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, default=float) + "\n", encoding="utf-8")
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", result, strict=True)
     print(text)
     return result

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from sealign.eval.tables import read_results
 from sealign.report.html import write_report
 from sealign.report.plots import _plt, _save, _smooth, read_log
 
@@ -230,7 +231,7 @@ def write_run_plots(run: str | Path, out: str | Path | None = None, smooth: int 
     results = run / "results.json"
     if results.is_file():
         try:
-            stats = json.loads(results.read_text(encoding="utf-8"))
+            stats = read_results(results)
             if isinstance(stats, dict) and "systems" in stats and "higher_is_better" in stats:
                 png = plot_comparison(stats, "systems", out / "results.png")
                 figures.append(("mean and 95% CI per system", png))

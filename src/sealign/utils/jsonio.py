@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _tmp(path: Path) -> Path:
@@ -24,9 +27,25 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (numpy scalars as floats), atomically."""
-    write_text(path, json.dumps(obj, indent=1, default=float) + "\n")
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (numpy's too) as None, so that it is valid JSON
+    for readers other than Python's."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any, strict: bool = False) -> None:
+    """Write ``obj`` as indented JSON (numpy scalars as floats), atomically; ``strict`` writes
+    NaN and infinity as null (files meant for other tools: an evaluation's results)."""
+    if strict:
+        obj = finite_or_null(obj)
+    text = json.dumps(obj, indent=1, default=float, allow_nan=not strict)
+    write_text(path, text + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
