@@ -117,3 +117,35 @@ def test_cuda_rng_states_restore_onto_the_gpus_this_process_sees(monkeypatch):
     state["cuda"] = ["gpu0", "gpu1"]  # saved on a machine with two visible GPUs
     checkpoint.set_rng_state(state)
     assert calls == [("gpu0", 0)]
+
+
+def test_gradients_are_averaged_in_buckets_back_into_their_own_parameters(monkeypatch, tmp_path):
+    """Gradients go through one all-reduce per bucket and come back to the right parameter
+    with the right shape; a parameter without a gradient counts as zero. A one-process group
+    that says it is one of two halves every gradient."""
+    import torch.distributed as dist
+
+    from sealign.train import distributed as D
+
+    monkeypatch.setattr(D, "GRAD_BUCKET_NUMEL", 10)  # several buckets
+    calls = []
+    real = dist.all_reduce
+    monkeypatch.setattr(
+        dist, "all_reduce", lambda x, **kw: calls.append(x.numel()) or real(x, **kw)
+    )
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
+    try:
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.zeros(s)) for s in [(2, 3), (4,), (), (3, 3), (5,)]]
+        grads = [torch.randn(p.shape, generator=g) for p in params]
+        for p, gr in zip(params, grads, strict=True):
+            p.grad = gr.clone()
+        params[3].grad = None
+        D.average_gradients(params, D.Dist(rank=0, world_size=2))
+    finally:
+        dist.destroy_process_group()
+    for i, (p, gr) in enumerate(zip(params, grads, strict=True)):
+        expect = torch.zeros_like(gr) if i == 3 else gr / 2
+        assert p.grad is not None and p.grad.shape == p.shape
+        torch.testing.assert_close(p.grad, expect, rtol=0, atol=0)
+    assert calls == [10, 10, 5]  # 6 + 4, then 1 + 9, then 5 elements

@@ -41,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=FAMILIES, help="expected model family (checked)")
     p.add_argument("--init-from", help="policy to align: run, checkpoint or policy dir")
     p.add_argument("--dataset", help="preference dataset folder (sealign prefs)")
+    p.add_argument(
+        "--metric-device",
+        help="where the held-out metrics run: cpu, cuda, cuda:N (metric_device)",
+    )
     add_run_arguments(p, "optimizer steps", "beta=0.2", "runs/dpo")
 
 
@@ -49,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         "family": args.family,
         "model.init_from": args.init_from,
         "dataset": args.dataset,
+        "metric_device": args.metric_device,
         **run_flags(args),
     }
     reuse_run_config(args, args.resume)

@@ -616,7 +616,7 @@ class ARPolicy(PolicyFolder, nn.Module):
         ent = torch.zeros_like(logp)
         for k, lg in enumerate(logits):
             warp = SamplingTransform(settings, self.config.vocab_sizes[k], self.device)
-            lp, keep = warp(lg, force=tokens[:, k])
+            lp, keep = warp(lg.float(), force=tokens[:, k])  # bf16 logits would tie in top-k
             logp = logp + lp.gather(-1, tokens[:, k].unsqueeze(-1)).squeeze(-1)
             ent = ent + _entropy(lp, keep)
         mask = rollout.mask.to(self.device, logp.dtype)

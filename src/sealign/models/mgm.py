@@ -296,7 +296,7 @@ class MGMPolicy(PolicyFolder, nn.Module):
                 continue
             logits = self._forward(states, m, self._masked_input(tokens, commit >= s))
             for k, lg in enumerate(logits):
-                lp, keep = warps[k](lg, force=tokens[:, k])
+                lp, keep = warps[k](lg.float(), force=tokens[:, k])  # bf16 would tie in top-k
                 tok_lp = lp.gather(-1, tokens[:, k].unsqueeze(-1)).squeeze(-1)
                 logp[:, k] = torch.where(at[:, k], tok_lp, logp[:, k])
                 ent[:, k] = torch.where(at[:, k], _entropy(lp, keep), ent[:, k])

@@ -82,8 +82,9 @@ from sealign.train.sft import (
     make_optimizer,
     make_scheduler,
     reference_config,
+    targets_to,
 )
-from sealign.utils.device import autocast, check_device, check_precision
+from sealign.utils.device import autocast, check_device, check_precision, parse_device
 from sealign.utils.jsonio import write_json
 from sealign.utils.logging import RunLogger
 from sealign.utils.paths import folder_fingerprint
@@ -153,9 +154,11 @@ class DPOConfig:
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
+    metric_device: str = "cpu"  # where the held-out metrics run (e.g. cuda; torchrun: per rank)
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        parse_device(self.metric_device, "metric_device")
         check_precision(self.precision)
         if self.objective not in OBJECTIVES:
             raise ValueError(
@@ -317,8 +320,9 @@ class PairData:
             return Targets(t.values.to(dev), t.mask.to(dev))
         if input_id not in self._clean:
             clean, _ = load_audio(self.inputs[input_id]["reference"], self.policy.sample_rate)
-            self._clean[input_id] = self.policy.encode_targets([clean])
-        return self._clean[input_id]
+            # kept in host memory: a device would hold every input's targets for the run
+            self._clean[input_id] = targets_to(self.policy.encode_targets([clean]), "cpu", True)
+        return targets_to(self._clean[input_id], self.policy_device)
 
     @property
     def policy_device(self) -> torch.device:
@@ -526,7 +530,7 @@ def train_dpo(
         eval_cfg = dataclasses.replace(eval_cfg, temperature=cfg.eval_temperature)
     held = (
         HeldOut(eval_cfg, DataConfig(), policy.sample_rate, cfg.seed, cfg.threads, run,
-                sample_options={})
+                sample_options={}, device=d.device(cfg.metric_device))
         if d.main
         else None
     )  # fmt: skip
@@ -555,8 +559,15 @@ def train_dpo(
             state.index += 1
         share = slice(d.rank * cfg.batch_size, (d.rank + 1) * cfg.batch_size)
         idx, draws = idx[share], draws[share]
+        # features outside autocast, as for the reference log-likelihoods (same inputs)
         batch = make_batch(policy, [data.item(i) for i in idx], cfg.seed, draws)
         module.train(cfg.objective != "dpo")  # dropout only for the SFT objectives
+        with autocast(cfg.device, cfg.precision):
+            loss, stats = pair_loss(batch, idx, draws)
+        module.eval()
+        return loss, stats
+
+    def pair_loss(batch: Any, idx: list[int], draws: list[int]) -> tuple[torch.Tensor, dict]:
         stats: dict[str, float] = {}
         if cfg.objective == "dpo":
             lw = policy.preference_log_likelihood(batch.cond, batch.chosen, batch.noise)
@@ -576,7 +587,6 @@ def train_dpo(
                 loss = loss + cfg.sft_weight * sft
         else:
             loss = policy.sft_loss(batch.cond, batch.chosen)
-        module.eval()
         return loss, stats
 
     def evaluate(step: int) -> None:
@@ -608,8 +618,7 @@ def train_dpo(
             optimizer.zero_grad(set_to_none=True)
             loss_value, stats = 0.0, {}
             for _ in range(accum):  # each batch's mean loss weighs 1/accum in the step
-                with autocast(cfg.device, cfg.precision):
-                    loss, part = batch_loss()
+                loss, part = batch_loss()
                 (loss / accum).backward()
                 loss_value += float(loss.detach()) / accum
                 for key, v in part.items():

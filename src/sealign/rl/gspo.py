@@ -414,7 +414,9 @@ def update(
         log.warning("no valid sample in this rollout batch: no update")
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
     rollout = batch.rollout
-    if cfg.precision != "fp32" and idx.size:
+    # off the CPU the sampler's kernels (KV cache, other batch shapes) need not round like the
+    # update's, and ε is ~3e-4: the old log-probs are recomputed by the update's own forward
+    if (cfg.precision != "fp32" or torch.device(cfg.device).type != "cpu") and idx.size:
         rollout = _recompute_old_logp(policy, batch.cond, rollout, cfg)
     done, mine = 0, 0  # optimizer steps taken; those with samples of this rank
     stats_sums: dict[str, float] = {}
@@ -517,6 +519,7 @@ def train_gspo(
     # this process's devices (the saved config keeps them as given)
     device, metric_device = d.device(cfg.device), d.device(cfg.reward.metric_device)
     set_torch_threads(cfg.threads)
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32  # restored at the end
     if device.startswith("cuda") and cfg.precision == "fp32":
         # the ratio compares sampled and recomputed log-probs to ~1e-4 (ε = 3e-4): cuDNN's
         # default TF32 convolutions, whose algorithm depends on the batch shape, differ by more
@@ -664,6 +667,7 @@ def train_gspo(
         if logger is not None:
             logger.close()
         reward.close()
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
     close_distributed(d)
     evals = held.evals if held is not None else {}
     return GSPOResult(run, state.step, last_ckpt, history, evals, alarms)

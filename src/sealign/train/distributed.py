@@ -192,6 +192,9 @@ def broadcast_weights(module: torch.nn.Module, d: Dist) -> None:
             _collective(t, lambda x: dist.broadcast(x, src=0))
 
 
+GRAD_BUCKET_NUMEL = 25_000_000  # elements per gradient all-reduce (100 MB in float32)
+
+
 def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
     """Replace each gradient by its mean over the ranks (a parameter without a gradient on
     this rank counts as zero)."""
@@ -202,8 +205,25 @@ def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        _collective(p.grad, lambda x: dist.all_reduce(x, op=dist.ReduceOp.SUM))
-        p.grad /= d.world_size
+    # one all-reduce per bucket of same-device, same-dtype gradients, not per parameter
+    buckets: dict[tuple[Any, Any], list[list[torch.Tensor]]] = {}
+    filled: dict[tuple[Any, Any], int] = {}
+    for p in params:
+        g = p.grad
+        assert g is not None
+        key = (g.device, g.dtype)
+        group = buckets.setdefault(key, [[]])
+        if group[-1] and filled[key] + g.numel() > GRAD_BUCKET_NUMEL:
+            group.append([])
+            filled[key] = 0
+        group[-1].append(g)
+        filled[key] = filled.get(key, 0) + g.numel()
+    for bucket in (b for group in buckets.values() for b in group):
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        _collective(flat, lambda x: dist.all_reduce(x, op=dist.ReduceOp.SUM))
+        flat /= d.world_size
+        for g, part in zip(bucket, flat.split([g.numel() for g in bucket]), strict=True):
+            g.copy_(part.view_as(g))
 
 
 def gather_to_main(obj: Any, d: Dist) -> list[Any] | None:
