@@ -57,11 +57,13 @@ def test_distillmos_clean_beats_noisy(speech, noisy):
     assert 1 <= n.values["distillmos"] < c.values["distillmos"] <= 5
 
 
-@pytest.mark.parametrize("n", [100, 161, 52_000, 122_799, 122_880, 130_000])
+@pytest.mark.parametrize("n", [100, 161, 52_000, 122_799, 122_880, 130_000, 300_000])
 def test_distillmos_padded_front_end_equals_the_models_forward(speech, n):
+    """Short clips through the padded front end, long ones window batch by window batch
+    (three at a time here: 300 000 samples are 13 windows)."""
     import torch
 
-    m = build_metric("distillmos", num_threads=1)
+    m = build_metric("distillmos", num_threads=1, batch_size=3)
     m.load()
     x = np.resize(speech(3), n).astype(np.float32)  # speech cycled to n samples
     with torch.inference_mode():

@@ -24,6 +24,18 @@ def test_bertscore_f1_arithmetic():
         bertscore_f1(np.zeros((0, 4)), e)
 
 
+def test_bertscore_f1_in_row_blocks_equals_the_whole_matrix(monkeypatch):
+    from sealign.metrics import speechbertscore as sbs
+
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((23, 6)), rng.standard_normal((17, 6))
+    an = a / np.linalg.norm(a, axis=1, keepdims=True)
+    sim = an @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+    p, r = sim.max(axis=1).mean(), sim.max(axis=0).mean()
+    monkeypatch.setattr(sbs, "_SIM_BLOCK", 5)  # five blocks, the last of three rows
+    assert bertscore_f1(a, b) == pytest.approx((p, r, 2 * p * r / (p + r)), abs=1e-12)
+
+
 def test_output_naming():
     assert DEFAULT_OUTPUT == KEY
     assert metric_info("speechbertscore").outputs == (KEY,)

@@ -183,3 +183,15 @@ def test_runs_on_its_device(small_ckpt, on_meta):
     m = UTMOS(num_threads=1, checkpoint=str(small_ckpt), arch=SMALL)
     x = np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32)
     on_meta(m, lambda m: m.predict([x, x[:20001]]))
+
+
+def test_clips_longer_than_max_seconds_are_errors_of_their_own(small_ckpt):
+    """The model attends over the whole clip (memory grows with its length squared): clips
+    above ``max_seconds`` (60 s by default, an option) are refused one by one."""
+    assert UTMOS(checkpoint=str(small_ckpt), arch=SMALL).max_seconds == 60
+    m = UTMOS(num_threads=1, checkpoint=str(small_ckpt), arch=SMALL, max_seconds=1.5)
+    rng = np.random.default_rng(0)
+    short, long = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 32000))
+    res = m.score_batch([Utterance("s", short, 16000), Utterance("l", long, 16000)])
+    assert res[0].ok
+    assert res[1].error.startswith("audio too long for utmos (2 s > max_seconds 1.5;")

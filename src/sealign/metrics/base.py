@@ -156,10 +156,19 @@ def unusable_audio(utt: Utterance, used: set[str]) -> str | None:
     return None
 
 
+# max_seconds of the metrics whose transformer attends over the whole clip: a 60-s clip at
+# wav2vec2's 50 frames/s holds 12 heads x 3000² attention weights, about 0.4 GB a layer
+ATTENTION_MAX_SECONDS = 60.0
+
+
 class Metric:
     """Base class of all metrics. Subclasses set ``info`` and implement ``_score``."""
 
     info: MetricInfo
+    # Longest audio (and reference) in seconds the metric scores; longer is an error of its
+    # utterance. Set by metrics whose model attends over the whole clip, whose memory grows
+    # with the square of its length.
+    max_seconds: float | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -225,6 +234,8 @@ class Metric:
                 results[k] = MetricResult(skipped=reason)
             elif (bad := unusable_audio(u, self.inputs_used())) is not None:
                 results[k] = MetricResult(error=bad)
+            elif (long := self._too_long(u)) is not None:
+                results[k] = MetricResult(error=long)
             else:
                 todo.append(k)
         if todo:
@@ -243,6 +254,17 @@ class Metric:
                     for k, u in zip(todo, ready, strict=True):
                         results[k] = self.score_batch([u])[0]
         return [r if r is not None else MetricResult(error="no result") for r in results]
+
+    def _too_long(self, utt: Utterance) -> str | None:
+        if self.max_seconds is None:
+            return None
+        used = self.inputs_used()
+        for what in ("audio", "reference", "speaker_ref"):
+            if (what == "audio" or what in used) and utt.seconds(what) > self.max_seconds:
+                return (f"{what.replace('_', ' ')} too long for {self.info.name} "
+                        f"({utt.seconds(what):.0f} s > max_seconds {self.max_seconds:g}; "
+                        f"metric_options.{self.info.name}.max_seconds raises it)")  # fmt: skip
+        return None
 
     def _checked(self, out: dict[str, Any]) -> MetricResult:
         details = out.get("details")

@@ -16,8 +16,10 @@ allows 1e-5).
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import types
+from typing import Any
 
 import numpy as np
 
@@ -149,6 +151,7 @@ class DistillMOS(Metric):
         model.load_state_dict(state["model"])
         self._model = model.eval().to(self.device)
         self._window = int(mod.sqa.SEQ_LEN)
+        self._hop = int(mod.sqa.MAX_HOP_LEN)
         self._front = _PaddedFrontEnd(model.cnn, self._window, mod.sqa._complex_compressed)
 
     def predict(self, audio: np.ndarray) -> float:
@@ -160,11 +163,28 @@ class DistillMOS(Metric):
         x, n = x.to(self.device), x.shape[1]
         with torch.inference_mode():
             if n >= self._window:
-                return float(self._model(x).reshape(-1)[0])
+                return self._predict_long(x)
             x = torch.nn.functional.pad(x, (0, self._window - n))
             x = x / (x.abs().max(dim=1, keepdim=True).values + 1e-8)
             feat = self._front.features(x, n).permute(0, 2, 1)
             return float(1 + 4 * self._model.transformer_pool_attn(feat).reshape(-1)[0])
+
+    def _predict_long(self, x: Any) -> float:
+        """``model(x)`` for a clip of at least one window: the mean MOS of windows spread evenly
+        over it at most a second apart (as the wheel places them), run ``batch_size`` windows
+        at a time so that memory does not grow with the clip (the wheel runs all at once:
+        about 63 MB a second of audio)."""
+        import torch
+
+        over = x.shape[1] - self._window
+        starts = [int(c * over) for c in np.linspace(0, 1, math.ceil(over / self._hop) + 1)]
+        total = 0.0
+        for i in range(0, len(starts), self.batch_size):
+            w = torch.cat([x[:, a : a + self._window] for a in starts[i : i + self.batch_size]])
+            w = w / (w.abs().max(dim=1, keepdim=True).values + 1e-8)
+            q = self._model.transformer_pool_attn(self._model.cnn(w).permute(0, 2, 1))
+            total += float(q.sum())
+        return 1 + 4 * total / len(starts)
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         import torch

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from sealign.audio.io import resample
-from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.metrics.base import (
+    ATTENTION_MAX_SECONDS,
+    Metric,
+    MetricInfo,
+    MetricUnavailable,
+    Utterance,
+)
 from sealign.metrics.text_norm import edit_counts
 from sealign.utils.device import check_device
 from sealign.utils.threads import torch_threads
@@ -62,9 +68,16 @@ class PhonemeSimilarity(Metric):
         user_weights="model",
     )
 
-    def __init__(self, model: str = DEFAULT_MODEL, num_threads: int = 2, device: str = "cpu"):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        num_threads: int = 2,
+        device: str = "cpu",
+        max_seconds: float | None = ATTENTION_MAX_SECONDS,
+    ):
         super().__init__(num_threads, device)
         check_device(device)
+        self.max_seconds = max_seconds
         if not model:
             raise ValueError("lps: model must be a local folder or a hub id")
         self.model = str(model)

@@ -35,11 +35,18 @@ from typing import Any
 import numpy as np
 
 from sealign.metrics.asr import METRIC_COMPUTE_TYPE
-from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.metrics.base import (
+    ATTENTION_MAX_SECONDS,
+    Metric,
+    MetricInfo,
+    MetricUnavailable,
+    Utterance,
+)
 from sealign.utils.device import check_device
 
 DEFAULT_OUTPUT = "speechbertscore_whisper_base"
 _CACHE_SIZE = 256
+_SIM_BLOCK = 2048  # rows of the similarity matrix computed at a time
 
 
 def output_name(encoder_label: str) -> str:
@@ -56,9 +63,16 @@ def bertscore_f1(out_feats: np.ndarray, ref_feats: np.ndarray) -> tuple[float, f
         raise ValueError(f"bad feature shapes {a.shape} and {b.shape}")
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    sim = a @ b.T
-    p = float(sim.max(axis=1).mean())
-    r = float(sim.max(axis=0).mean())
+    # the similarity matrix in row blocks: whole, it grows with the square of the length
+    # (a 10-minute clip against its reference would hold 30 000² float64s, 7 GB)
+    row_max = np.empty(len(a))
+    col_max = np.full(len(b), -np.inf)
+    for i in range(0, len(a), _SIM_BLOCK):
+        sim = a[i : i + _SIM_BLOCK] @ b.T
+        row_max[i : i + _SIM_BLOCK] = sim.max(axis=1)
+        np.maximum(col_max, sim.max(axis=0), out=col_max)
+    p = float(row_max.mean())
+    r = float(col_max.mean())
     f1 = 2 * p * r / (p + r) if p > 0 and r > 0 else 0.0
     return p, r, min(1.0, f1)
 
@@ -87,11 +101,15 @@ class SpeechBERTScore(Metric):
         pad_to_30s: bool = False,
         batch_size: int = 8,
         device: str = "cpu",
+        max_seconds: float | None = None,
     ) -> None:
         """``encoder``: ``"whisper"`` (``model``: a local CTranslate2 Whisper directory, default
         the offline Whisper-base; ``compute_type``, ``pad_to_30s``) or ``"hf"`` (``model_path``: a
-        local transformers model directory; ``layer``: hidden-state index, default last)."""
+        local transformers model directory; ``layer``: hidden-state index, default last).
+        ``max_seconds``: longest clip scored (default: 60 s for ``hf``, whose model attends
+        over the whole clip; none for Whisper, which encodes 30-s windows)."""
         super().__init__(num_threads=num_threads, device=device)
+        self.max_seconds = max_seconds or (ATTENTION_MAX_SECONDS if encoder == "hf" else None)
         self.encoder = encoder
         self.layer = layer
         self.batch_size = batch_size

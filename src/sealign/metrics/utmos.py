@@ -26,7 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utterance
+from sealign.metrics.base import (
+    ATTENTION_MAX_SECONDS,
+    Metric,
+    MetricInfo,
+    MetricUnavailable,
+    Utterance,
+)
 from sealign.utils.device import check_device
 from sealign.utils.threads import set_torch_threads
 
@@ -300,9 +306,11 @@ class UTMOS(Metric):
         batch_size: int = 4,
         arch: UTMOSArch | Mapping[str, Any] | None = None,
         device: str = "cpu",
+        max_seconds: float | None = ATTENTION_MAX_SECONDS,
     ) -> None:
         super().__init__(num_threads, device)
         check_device(device)
+        self.max_seconds = max_seconds
         self.checkpoint = checkpoint or os.environ.get(self.weights_env) or None
         self.batch_size = max(1, int(batch_size))
         self.arch = UTMOSArch.from_options(arch)
