@@ -149,3 +149,49 @@ def test_gradients_are_averaged_in_buckets_back_into_their_own_parameters(monkey
         assert p.grad is not None and p.grad.shape == p.shape
         torch.testing.assert_close(p.grad, expect, rtol=0, atol=0)
     assert calls == [10, 10, 5]  # 6 + 4, then 1 + 9, then 5 elements
+
+
+def test_ranks_that_see_different_checkpoints_stop_with_a_message(monkeypatch, tmp_path):
+    # e.g. two machines whose output folders are not one shared folder
+    from sealign.train import distributed as D
+
+    d = D.Dist(rank=0, world_size=2)
+    monkeypatch.setattr(D, "gather_to_all", lambda obj, d: [obj, None])
+    with pytest.raises(ValueError, match=r"rank 0: step_00000002, rank 1: no checkpoint"):
+        D.check_same_start(tmp_path, tmp_path / "checkpoints" / "step_00000002", d)
+    D.check_same_start(tmp_path, None, d)  # all from scratch
+    monkeypatch.setattr(D, "gather_to_all", lambda obj, d: [obj, obj])
+    D.check_same_start(tmp_path, tmp_path / "checkpoints" / "step_00000002", d)
+
+
+def test_the_process_group_timeout_is_an_environment_setting(monkeypatch):
+    from datetime import timedelta
+
+    from sealign.train.distributed import TIMEOUT_ENV, group_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert group_timeout() == timedelta(hours=2)
+    monkeypatch.setenv(TIMEOUT_ENV, "600")
+    assert group_timeout() == timedelta(hours=10)
+    for bad in ("0", "-5", "inf", "soon"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=TIMEOUT_ENV):
+            group_timeout()
+
+
+def test_a_metrics_own_cuda_device_is_this_ranks_gpu(monkeypatch):
+    from sealign.metrics import registry
+
+    seen = {}
+    monkeypatch.setattr(registry, "metric_class", lambda name: lambda **kw: seen.update(kw))
+    monkeypatch.setattr(registry, "_parameters", lambda factory: {})
+    monkeypatch.setattr(registry, "check_device", lambda device: None)  # no GPU here
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    registry.build_metric("x", device="cuda")  # metric_options.<x>.device: cuda
+    assert seen["device"] == "cuda:2"
+    registry.build_metric("x", metric_device="cuda:2")  # the command's, already this rank's
+    assert seen["device"] == "cuda:2"
+    with pytest.raises(ValueError, match="all of this machine's torchrun processes"):
+        registry.build_metric("x", device="cuda:0")

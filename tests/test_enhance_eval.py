@@ -358,7 +358,7 @@ def test_enhance_cli_input_folder_inside_its_output_folder(setup, tmp_path):
     assert (tmp_path / "proj" / "a.wav").is_file()
 
 
-def test_enhance_best_of_keeps_the_output_the_metric_prefers(setup, tmp_path):
+def test_enhance_best_of_keeps_the_output_the_metric_prefers(setup, tmp_path, monkeypatch):
     out = tmp_path / "bo"
     args = ["enhance", "--model", str(setup / "model0"), "--input", str(setup / "test.jsonl")]
     args += ["--output", str(out), "--threads", "1", "--samples", "2"]
@@ -381,6 +381,10 @@ def test_enhance_best_of_keeps_the_output_the_metric_prefers(setup, tmp_path):
                 ["--best-of", "nope"]):  # fmt: skip
         assert main([*args[:-2], "--output", str(tmp_path / "bad"), *bad]) == 2
     assert not (tmp_path / "bad").exists()
+    # a metric whose weights are missing stops the command before any sampling
+    monkeypatch.delenv("SEALIGN_UTMOS_CKPT", raising=False)
+    assert main([*args, "--output", str(tmp_path / "u"), "--best-of", "utmos"]) != 0
+    assert not list((tmp_path / "u").rglob("*.wav"))
 
 
 def test_enhance_shards_and_torchrun_merge_their_manifests(setup, tmp_path, torchrun):
@@ -821,3 +825,39 @@ def test_eval_says_why_a_metric_scored_nothing(setup, tmp_path):
             "--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache"]  # fmt: skip
     assert main(args) == 0
     assert "Note: si_sdr scored no utterance: no reference (6)" in (out / "results.md").read_text()
+
+
+def test_a_whole_file_longer_than_the_model_takes_is_refused_before_dereverberation(
+    setup, tmp_path, monkeypatch
+):
+    import dataclasses
+
+    from sealign.infer import enhance as E
+    from sealign.models.registry import load_policy
+
+    policy = load_policy(setup / "model0")
+    policy.config = dataclasses.replace(policy.config, max_frames=100)  # 2 s of 50-Hz frames
+    sf.write(tmp_path / "long.wav", sine_ish(3.0), SR)
+    sf.write(tmp_path / "short.wav", sine_ish(1.5), SR)
+    dereverberated = []
+    real = E.dereverb_input
+    monkeypatch.setattr(E, "dereverb_input",
+                        lambda w, sr, m: dereverberated.append(w.size) or real(w, sr, m))  # fmt: skip
+    res = enhance_files(policy, resolve_inputs(tmp_path), tmp_path / "out", chunk_seconds=0,
+                        dereverb="wpe", progress=False)  # fmt: skip
+    assert [e.id for e in res.entries] == ["short"] and dereverberated == [int(1.5 * SR)]
+    assert "more than the model's max_frames=100; enhance it in chunks" in res.failed["long"]
+
+
+def test_eval_does_not_enhance_inputs_too_long_to_score(setup, tmp_path, capsys):
+    durations = {e.id: sf.info(e.audio).duration for e in read_manifest(setup / "test.jsonl")}
+    limit = (durations["u2"] + max(durations["u0"], durations["u1"])) / 2  # u2 alone above
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(setup / "model0"), "--manifest", str(setup / "test.jsonl"),
+            "--output", str(out), "--threads", "1", "--metrics", "si_sdr", "--no-cache",
+            f"score.max_duration={limit}"]  # fmt: skip
+    assert main(args) == 0
+    assert "skipping u2: too long" in capsys.readouterr().err
+    enhanced = read_manifest(out / "enhanced" / "model0" / "manifest.jsonl")
+    assert [e.id for e in enhanced] == ["u0", "u1"]
+    assert json.loads((out / "results.json").read_text())["systems"]["noisy"]["si_sdr"]["n"] == 2

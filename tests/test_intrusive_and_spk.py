@@ -193,3 +193,10 @@ def test_scoring_keeps_a_files_rate_so_full_band_metrics_see_it(tmp_path):
     assert np.isfinite(full["scores"]["mcd"])  # order 39, all-pass 0.55 at 48 kHz
     for name in ("lsd", "mcd"):
         assert narrow["skipped"][name] == "audio at 16000 Hz, below the metric's 48000 Hz"
+    # a reference below the metric's rate is as band-limited as such audio
+    swapped = Entry("ref16", str(tmp_path / "low48.wav"), reference=str(tmp_path / "low16.wav"))
+    rec = score_entries([swapped], ScoreConfig(metrics=["lsd", "mcd", "composite"],
+                                               metric_options=wide, cache=None),
+                        progress=False)[0]  # fmt: skip
+    assert rec["skipped"]["lsd"] == "reference at 16000 Hz, below the metric's 48000 Hz"
+    assert "composite" not in rec["skipped"]  # 16 kHz: what composite judges

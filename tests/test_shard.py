@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
@@ -61,20 +60,43 @@ def test_merge_interleaves_items_dedupes_and_cleans_up(tmp_path, caplog):
     assert read_jsonl(tmp_path / "cut.jsonl") == [{"k": 1}]
 
 
-def test_rank_zero_waits_for_markers_of_its_own_launch(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-2")
+def test_ranks_of_a_launch_meet_in_a_process_group_not_at_marker_files(tmp_path, monkeypatch):
+    """Rank 0 merges once every rank has passed the launch's barrier: markers (an earlier
+    launch's, or none) are not what it waits for. A one-process group stands in for the
+    launch: rank 0 of two goes on although rank 1's marker is stale."""
+    import torch.distributed as dist
+
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29591"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    shard = Shard.resolve("")
+    assert shard == Shard(0, 2) and shard.torchrun and not Shard.resolve("0/2").torchrun
     path = tmp_path / "m.jsonl"
-    Shard(0, 2).mark_done(path)
-    Shard(1, 2).done_marker(path).write_text("launch-1")  # left by an earlier launch
-    waiter = threading.Thread(target=Shard(0, 2).wait_for_all, args=(path, 0.05))
-    waiter.start()
-    waiter.join(0.4)
-    assert waiter.is_alive()  # the stale marker does not count
-    Shard(1, 2).begin(path)  # a shard removes its old marker when it starts ...
-    assert not Shard(1, 2).done_marker(path).exists()
-    Shard(1, 2).mark_done(path)  # ... and marks this launch's when it is done
-    waiter.join(5)
-    assert not waiter.is_alive()
+    Shard(1, 2).done_marker(path).write_text("an earlier launch")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # the group: this process alone
+    barriers = []
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: barriers.append(dist.get_world_size()))
+    shard.begin(path)
+    assert dist.is_initialized() and barriers == [1]
+    assert shard.settle(path, manual=False, then="")  # rank 0 merges ...
+    assert barriers == [1, 1] and not dist.is_initialized()  # ... after the second barrier
+    assert shard.done_marker(path).exists()
+    # a job array's shard (an explicit K/N) only marks itself done
+    assert not Shard(0, 2).settle(path, manual=True, then="merge")
+
+
+def test_a_rank_that_died_is_an_error_not_a_wait(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    from sealign.utils import shard as S
+
+    def dead_peer(*a, **k):
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", dead_peer)
+    with pytest.raises(RuntimeError, match="a rank of this torchrun launch failed or stopped"):
+        S._launch_barrier("end")
 
 
 def test_a_merge_waits_for_a_complete_layout(tmp_path):

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import re
 import types
 import typing
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from sealign.utils.jsonio import tmp_name
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     the same file at once, hence a temporary file per process)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_name(path)
     # the first line names the settings' kind, which commands check before writing beside it
     tmp.write_text(f"{CONFIG_HEADER}{type(cfg).__name__}\n{dump_config(cfg)}")
     tmp.replace(path)

@@ -50,6 +50,20 @@ def _read_any(path: Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
+def too_long(path: str | Path, max_duration: float) -> str | None:
+    """Why the file at ``path`` is longer than ``max_duration`` seconds by its header, or None
+    (also when the header cannot be read: reading the file says why)."""
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - load_audio names an unreadable file
+        return None
+    if info.samplerate > 0 and info.frames > 0:
+        dur = info.frames / info.samplerate
+        if dur > 1.01 * max_duration:  # headers of compressed files may round
+            return f"too long ({dur:.1f} s > max_duration {max_duration} s)"
+    return None
+
+
 def load_audio(
     path: str | Path,
     sample_rate: int | None = 16000,
@@ -64,17 +78,8 @@ def load_audio(
         raise AudioError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
-    if limits is not None:  # a huge file is refused before it is decoded into memory
-        try:
-            info = sf.info(str(path))
-        except Exception:  # noqa: BLE001, S110 - _read_any names an unreadable file below
-            info = None
-        if info is not None and info.samplerate > 0 and info.frames > 0:
-            dur = info.frames / info.samplerate
-            if dur > 1.01 * limits.max_duration:  # headers of compressed files may round
-                raise AudioError(
-                    f"{path}: too long ({dur:.1f} s > max_duration {limits.max_duration} s)"
-                )
+    if limits is not None and (why := too_long(path, limits.max_duration)):
+        raise AudioError(f"{path}: {why}")  # refused before it is decoded into memory
     data, sr = _read_any(path)
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")

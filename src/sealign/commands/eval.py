@@ -51,6 +51,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sealign.audio.io import too_long
 from sealign.commands.common import (
     add_config_arguments,
     flag,
@@ -279,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     entries = shard.take(read_manifest(cfg.manifest))
     names = list(cfg.names) or model_names(cfg.models)
     score_cfg = replace(cfg.score, metric_device=process_device(cfg.score.metric_device))
+    entries = _scorable_length(entries, score_cfg.max_duration)
     metrics = build_metrics(score_cfg)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
     selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
@@ -379,6 +381,18 @@ def check_same_run(cfg: EvalRunConfig, out: Path) -> None:
             f"--resume: {', '.join(changed)} differ from the run in {out}; use the same "
             "settings, or a new --output"
         )
+
+
+def _scorable_length(entries: list[Entry], max_duration: float) -> list[Entry]:
+    """``entries`` without the inputs longer than scoring takes (logged): no system's output
+    of them would be scored, so they are not enhanced either."""
+    keep = []
+    for e in entries:
+        if why := too_long(e.audio, max_duration):
+            log.warning("skipping %s: %s (score.max_duration)", e.id, why)
+        else:
+            keep.append(e)
+    return keep
 
 
 def _merge(out: Path) -> int:

@@ -434,7 +434,8 @@ def import_parallel(
     clean_root = _require_dir(Path(clean_dir), "clean")
     a, b = noisy_root.resolve(), clean_root.resolve()
     if a == b or a.is_relative_to(b) or b.is_relative_to(a):
-        raise ValueError(f"--noisy {noisy_dir} and --clean {clean_dir} must be separate folders")
+        raise ValueError(f"the noisy folder {noisy_dir} and the clean folder {clean_dir} must be "
+                         "separate folders, neither inside the other")  # fmt: skip
     problems: list[ImportProblem] = []
     rules = _Rules(sample_rate, multichannel)
     noisy = _keyed(_audio_files(noisy_root, "noisy"), lambda p: _rel_key(p, noisy_root), problems)

@@ -21,6 +21,7 @@ from sealign.eval.score import (
     ScoreConfig,
     best_of_samples,
     build_metrics,
+    load_metrics,
     metrics_of_columns,
     score_entries,
     selection_columns,
@@ -62,8 +63,9 @@ def enhance_best_of(
     t0 = time.perf_counter()
     score_cfg, scales = selection_metrics(columns, threads)
     out, cand = Path(output_dir), Path(output_dir) / candidates
-    results = enhance_samples(policy, inputs, cand, "sample", n, seed, **options)
     metrics = build_metrics(score_cfg)
+    load_metrics(metrics)  # a metric that cannot load stops the command before any sampling
+    results = enhance_samples(policy, inputs, cand, "sample", n, seed, **options)
     runs = [
         score_entries(r.entries, score_cfg, cand / f"{tag}.scores.jsonl", metrics=metrics)
         for tag, r in results.items()

@@ -484,6 +484,12 @@ def enhance_files(
             if len(bounds) > 1 and not chunk_checked:
                 _check_chunk_length(policy, bounds[0][1] - bounds[0][0], chunk_seconds)
                 chunk_checked = True
+            if len(bounds) == 1 and (why := _too_long_for_model(policy, wav.size)):
+                # refused before the dereverberation, whose memory grows with the file
+                log.warning("skipping %s: %s", e.id, why)
+                failed[e.id] = why
+                bar.update(1)
+                continue
             f = _File(e, wav.size, bounds, [None] * len(bounds))
             open_files.append(f)
             for k, (a, b) in enumerate(bounds):
@@ -512,6 +518,20 @@ def remix_noisy(enhanced: np.ndarray, noisy: np.ndarray, weight: float) -> np.nd
         raise ValueError(f"shapes differ: enhanced {enhanced.shape}, noisy {noisy.shape}")
     out = (1.0 - weight) * enhanced.astype(np.float64) + weight * noisy.astype(np.float64)
     return out.astype(np.float32)
+
+
+def _too_long_for_model(policy: Policy, n: int) -> str | None:
+    """Why a whole input of ``n`` samples is more than the model takes at once (the built-in
+    families' ``max_frames``), or None (also for models that do not say)."""
+    cfg = getattr(policy, "config", None)
+    features, most = getattr(cfg, "features", None), getattr(cfg, "max_frames", None)
+    if not isinstance(most, int) or not hasattr(features, "num_tokens"):
+        return None
+    frames = features.num_tokens(n)
+    if frames <= most:
+        return None
+    return (f"{n / policy.sample_rate:.1f} s is {frames} codec frames, more than the model's "
+            f"max_frames={most}; enhance it in chunks (--chunk-seconds)")  # fmt: skip
 
 
 def _check_chunk_length(policy: Policy, n: int, chunk_seconds: float) -> None:

@@ -137,6 +137,17 @@ class MetricUnavailable(RuntimeError):
 _INFO_ONLY = ("needs_reference", "needs_text", "needs_speaker_ref", "higher_is_better", "outputs")
 
 
+def below_rate(utt: Utterance, rate: int) -> str | None:
+    """Why ``utt``'s audio or reference, recorded below ``rate`` Hz, lacks the band a metric
+    judges at ``rate`` (resampled up, its top band is empty), or None."""
+    for what, sr in (("audio", utt.sample_rate), ("reference", utt.reference_rate)):
+        if utt.reference is None and what == "reference":
+            continue
+        if sr is not None and sr < rate:
+            return f"{what} at {sr} Hz, below the metric's {rate} Hz"
+    return None
+
+
 def unusable_audio(utt: Utterance, used: set[str]) -> str | None:
     """Why ``utt``'s audio (or a reference among the inputs ``used``) cannot be judged, or
     None."""

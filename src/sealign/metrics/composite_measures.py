@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sealign.metrics.base import MetricInfo, Utterance
+from sealign.metrics.base import MetricInfo, Utterance, below_rate
 from sealign.metrics.intrusive import _aligned, _Intrusive
 
 _EPS = np.finfo(np.float64).eps
@@ -209,11 +209,9 @@ class CompositeMeasures(_Intrusive):
         reason = super().missing_requirement(utt)
         if reason is None and min(utt.seconds(), utt.seconds("reference")) < 0.03:
             return "shorter than one 30-ms analysis frame"
-        if reason is None and utt.sample_rate < self.info.sample_rate:
-            # upsampled narrowband audio has an empty top band, which breaks the order-16 LPC
-            # of the wideband measures (composite.m scores 8 kHz audio with its own settings)
-            return f"audio at {utt.sample_rate} Hz, below the metric's {self.info.sample_rate} Hz"
-        return reason
+        # upsampled narrowband audio has an empty top band, which breaks the order-16 LPC
+        # of the wideband measures (composite.m scores 8 kHz audio with its own settings)
+        return reason or below_rate(utt, self.info.sample_rate)
 
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         from pesq import pesq

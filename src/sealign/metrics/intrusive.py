@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from sealign.metrics.base import Metric, MetricInfo, Utterance
+from sealign.metrics.base import Metric, MetricInfo, Utterance, below_rate
 
 
 def _aligned(u: Utterance) -> tuple[np.ndarray, np.ndarray]:
@@ -235,9 +235,7 @@ class _SpectralDistance(_Intrusive):
 
     def missing_requirement(self, utt: Utterance) -> str | None:
         reason = super().missing_requirement(utt)
-        if reason is None and utt.sample_rate < self.info.sample_rate:
-            return f"audio at {utt.sample_rate} Hz, below the metric's {self.info.sample_rate} Hz"
-        return reason
+        return reason or below_rate(utt, self.info.sample_rate)
 
 
 class LSD(_SpectralDistance):

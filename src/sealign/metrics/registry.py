@@ -79,6 +79,10 @@ def build_metric(name: str, metric_device: str = "cpu", **options: Any) -> Metri
     """Instantiate metric ``name`` with backend-specific ``options`` (e.g. ``num_threads``,
     ``device``). ``metric_device``: a command-wide device, the metric's ``device`` unless
     ``options`` set one (see :func:`with_device`)."""
+    if isinstance(options.get("device"), str):  # a metric's own device: under torchrun, a
+        from sealign.train.distributed import process_device  # bare cuda is this rank's GPU
+
+        options = {**options, "device": process_device(options["device"])}
     options = with_device(name, options, metric_device)
     factory = metric_class(name)
     declared = getattr(getattr(factory, "info", None), "name", name)

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_mess
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
 from sealign.utils.device import check_device, parse_device
-from sealign.utils.jsonio import read_jsonl, write_jsonl
+from sealign.utils.jsonio import read_jsonl, tmp_name, write_jsonl
 from sealign.utils.shard import Shard, merge_shard_files, shard_files
 
 log = logging.getLogger(__name__)
@@ -291,7 +290,7 @@ def build_candidates(
     shard.begin(root / CANDIDATES)
     probe = root / SPACE_PROBE
     if not probe.is_file():  # every shard writes the same array
-        tmp = probe.with_name(f"{probe.stem}.{os.getpid()}.tmp.npz")
+        tmp = tmp_name(probe.with_name(probe.stem), ".tmp.npz")
         np.savez(tmp, targets=output_space_probe(policy))
         tmp.replace(probe)
     bar = tqdm(total=len(todo), desc="prefs", unit="input")

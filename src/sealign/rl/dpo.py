@@ -64,10 +64,12 @@ from sealign.train.checkpoint import (
 from sealign.train.data import DataConfig, follow_manifests
 from sealign.train.distributed import (
     broadcast_weights,
+    check_same_start,
     close_distributed,
     gather_to_all,
     init_distributed,
     mean_over_ranks,
+    restarted_by_torchrun,
     restore_rank_state,
     seed_everything,
     store_rank_states,
@@ -468,9 +470,11 @@ def train_dpo(
     run = Path(run_dir or cfg.output_dir)
     cfg = dataclasses.replace(cfg, output_dir=str(run))
     ckpt = latest_checkpoint(run)
+    resume = resume or restarted_by_torchrun()
     if ckpt is not None and not resume:
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
     d = init_distributed(cfg.device)
+    check_same_start(run, ckpt, d)
     device = d.device(cfg.device)
     set_torch_threads(cfg.threads)
     seed = d.seed(cfg.seed)

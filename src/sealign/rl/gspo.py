@@ -62,9 +62,11 @@ from sealign.train.distributed import (
     Dist,
     any_rank,
     broadcast_weights,
+    check_same_start,
     close_distributed,
     init_distributed,
     mean_stats_over_ranks,
+    restarted_by_torchrun,
     restore_rank_state,
     seed_everything,
     store_rank_states,
@@ -511,11 +513,13 @@ def train_gspo(
     run = Path(run_dir or cfg.output_dir)
     cfg = dataclasses.replace(cfg, output_dir=str(run))
     ckpt = latest_checkpoint(run)
+    resume = resume or restarted_by_torchrun()
     if ckpt is not None and not resume:
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
     if ckpt is not None:
         _check_same_base(ckpt / "config.yaml", cfg)
     d = init_distributed(cfg.device)
+    check_same_start(run, ckpt, d)
     # this process's devices (the saved config keeps them as given)
     device, metric_device = d.device(cfg.device), d.device(cfg.reward.metric_device)
     set_torch_threads(cfg.threads)

@@ -16,6 +16,7 @@ import os
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,30 @@ def process_device(device: str) -> str:
     return rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def restarted_by_torchrun() -> bool:
+    """Whether torchrun restarted this job's workers after a failure (``--max-restarts``): a
+    restarted run resumes from its latest checkpoint, as ``--resume`` would."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+TIMEOUT_ENV = "SEALIGN_DIST_TIMEOUT_MIN"
+
+
+def group_timeout() -> timedelta:
+    """How long a rank waits for the others in a collective before the job fails: 120 minutes,
+    or ``$SEALIGN_DIST_TIMEOUT_MIN``. Ranks wait while rank 0 evaluates or saves, and the
+    shards of an offline job wait for the slowest at the end, so the backends' defaults (10 or
+    30 minutes) are too short; a rank that died is noticed at once all the same."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        minutes = float(text) if text else 120.0
+    except ValueError:
+        minutes = math.nan
+    if not 0 < minutes < math.inf:
+        raise ValueError(f"${TIMEOUT_ENV}: {text!r} is not a number of minutes > 0")
+    return timedelta(minutes=minutes)
+
+
 def init_distributed(device: str) -> Dist:
     """Rank and world size from ``torchrun``'s environment; process group when > 1 (on
     ``cuda``, after selecting this process's GPU, see :func:`rank_device`)."""
@@ -88,7 +113,7 @@ def init_distributed(device: str) -> Dist:
         # the other ranks wait in their next collective while rank 0 evaluates or saves: give
         # that more than the backends' default (10 or 30 minutes)
         dist.init_process_group(
-            "nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=2)
+            "nccl" if device.startswith("cuda") else "gloo", timeout=group_timeout()
         )
     return Dist(dist.get_rank(), dist.get_world_size(), local, owns)
 
@@ -246,6 +271,19 @@ def gather_to_all(obj: Any, d: Dist) -> list[Any]:
     out: list[Any] = [None] * d.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def check_same_start(run: Path, ckpt: Path | None, d: Dist) -> None:
+    """Raise on every rank unless all ranks start from the same checkpoint of ``run`` (or
+    all from scratch): ranks that do not would run different step counts and wait for each
+    other in a collective until the timeout. Collective."""
+    seen = gather_to_all(None if ckpt is None else ckpt.name, d)
+    if len(set(seen)) > 1:
+        views = ", ".join(f"rank {r}: {c or 'no checkpoint'}" for r, c in enumerate(seen))
+        raise ValueError(
+            f"the ranks see different checkpoints in {run} ({views}): the output folder must be "
+            "one folder every machine sees (a shared file system), with the same path on each"
+        )
 
 
 def store_rank_states(state: TrainerState, d: Dist, mine: dict[str, Any]) -> None:

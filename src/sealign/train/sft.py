@@ -48,9 +48,11 @@ from sealign.train.distributed import (
     Dist,
     average_gradients,
     broadcast_weights,
+    check_same_start,
     close_distributed,
     init_distributed,
     mean_over_ranks,
+    restarted_by_torchrun,
     restore_rank_state,
     seed_everything,
     store_rank_states,
@@ -560,11 +562,13 @@ def train_sft(
     run = Path(run_dir or cfg.output_dir)
     cfg = dataclasses.replace(cfg, output_dir=str(run))  # the saved config names the real run
     ckpt = latest_checkpoint(run)
+    resume = resume or restarted_by_torchrun()
     if ckpt is not None and not resume:
         raise ValueError(f"{run} already holds checkpoints; pass --resume or use a new output_dir")
     if resume and ckpt is None:
         log.info("resume: no checkpoint in %s yet, starting from scratch", run)
     d = init_distributed(cfg.device)
+    check_same_start(run, ckpt, d)
     if ckpt is not None and d.main:
         warn_config_changes(ckpt / "config.yaml", cfg)
     set_torch_threads(cfg.threads)

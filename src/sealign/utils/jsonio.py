@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+def tmp_name(path: Path, suffix: str = ".tmp") -> Path:
+    """A temporary file beside ``path`` that no other process, on this machine or another
+    sharing the folder (where containers often have equal pids), would pick."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
 
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    tmp = tmp_name(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +32,8 @@ _LAYOUT_RE = re.compile(r"\.shard-\d+-of-(\d+)\.")
 class Shard:
     index: int = 0
     count: int = 1
+    # a rank of a torchrun launch (not an explicit K/N): the ranks meet in a process group
+    torchrun: bool = field(default=False, compare=False)
 
     @classmethod
     def parse(cls, text: str, key: str = "shard") -> Shard:
@@ -51,7 +52,7 @@ class Shard:
         if text:
             return cls.parse(text, key)
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        return cls(int(os.environ.get("RANK", "0")), world) if world > 1 else cls()
+        return cls(int(os.environ.get("RANK", "0")), world, True) if world > 1 else cls()
 
     @property
     def sharded(self) -> bool:
@@ -72,58 +73,67 @@ class Shard:
 
     def begin(self, path: Path) -> None:
         """Remove this shard's marker left by an earlier run of the same job (its records file
-        is being rewritten or extended now)."""
+        is being rewritten or extended now). The ranks of a torchrun launch then wait for each
+        other, so that no rank's old marker outlives the start of the launch."""
         if self.sharded:
             self.done_marker(path).unlink(missing_ok=True)
+        if self.torchrun:
+            _launch_barrier("start")
 
     def mark_done(self, path: Path) -> None:
-        """Record that this shard has finished writing ``self.path(path)``; the marker holds
-        the torchrun launch's id, so a marker of another launch is not taken for this one's."""
+        """Record that this shard has finished writing ``self.path(path)`` (what ``--merge``
+        checks)."""
         if self.sharded:
-            self.done_marker(path).write_text(_launch_id())
+            self.done_marker(path).write_text("")
 
     def settle(self, path: Path, manual: bool, then: str) -> bool:
         """After this shard's work on ``path``: mark it done and say whether this process goes
-        on to merge the shards. Only rank 0 of a torchrun job does, once every rank is done; the
-        other ranks, and each shard of a job array (``manual``: an explicit ``K/N``), log what
+        on to merge the shards. Only rank 0 of a torchrun launch does, once every rank is done
+        (they meet in a process group; a rank that died is an error, not a wait); the other
+        ranks, and each shard of a job array (``manual``: an explicit ``K/N``), log what
         completes the job (``then``) and stop. Without shards: True."""
         if not self.sharded:
             return True
         self.mark_done(path)
-        if manual or self.index != 0:
-            log.info("shard %d/%d done; %s", self.index, self.count,
-                     f"when every shard is: {then}" if manual else "rank 0 merges the shards")  # fmt: skip
-            return False
-        self.wait_for_all(path)
-        return True
-
-    def wait_for_all(self, path: Path, poll_seconds: float = 2.0) -> None:
-        """Block until every shard of this torchrun launch has marked ``path`` done."""
-        markers = [Shard(k, self.count).done_marker(path) for k in range(self.count)]
-        me = _launch_id()
-
-        def finished(m: Path) -> bool:
-            try:
-                return m.read_text() == me
-            except OSError:
-                return False
-
-        start, told = time.monotonic(), -1
-        while not all(finished(m) for m in markers):
-            waited = int((time.monotonic() - start) // 600)  # say so again every 10 minutes
-            if waited > told:
-                missing = [m.name for m in markers if not finished(m)]
-                log.info(
-                    "waiting for the other shards (%s)%s", ", ".join(missing),
-                    f"; {10 * waited} min so far: on several machines, {path.parent} must be a "
-                    "folder every machine sees" if waited else "",
-                )  # fmt: skip
-                told = waited
-            time.sleep(poll_seconds)
+        if self.torchrun and not manual:
+            _launch_barrier("end")  # every rank has written its part
+            _leave_launch()
+            if self.index != 0:
+                log.info("shard %d/%d done; rank 0 merges the shards", self.index, self.count)
+            return self.index == 0
+        log.info("shard %d/%d done; when every shard is: %s", self.index, self.count, then)
+        return False
 
 
-def _launch_id() -> str:
-    return os.environ.get("TORCHELASTIC_RUN_ID", "")
+_OWN_GROUP: list[bool] = []  # whether the process group of _launch_barrier was created here
+
+
+def _launch_barrier(when: str) -> None:
+    """Wait until every rank of this torchrun launch gets here, through a gloo process group
+    (created on first use): unlike marker files, it cannot mistake an earlier launch's files
+    for this one's, and a rank that died ends the wait with an error instead of a hang."""
+    import torch.distributed as dist
+
+    from sealign.train.distributed import group_timeout
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=group_timeout())
+        _OWN_GROUP.append(True)
+    try:
+        dist.barrier()
+    except Exception as err:  # noqa: BLE001 - the backend's errors have no common type
+        raise RuntimeError(
+            f"a rank of this torchrun launch failed or stopped before the job's {when} ({err}); "
+            "run the same command again (with --resume where it has one) to redo what is missing"
+        ) from err
+
+
+def _leave_launch() -> None:
+    if _OWN_GROUP:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        _OWN_GROUP.clear()
 
 
 # beside a scores file: the metrics' versions and settings it was written with (eval.score)
