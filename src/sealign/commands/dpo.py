@@ -31,6 +31,7 @@ from sealign.commands.common import (
 )
 from sealign.models.policy import FAMILIES
 from sealign.rl.dpo import DPOConfig, train_dpo
+from sealign.train.distributed import main_process
 from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.shard import Shard
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
     check_same_job(Path(cfg.output_dir), cfg)
     result = train_dpo(cfg, resume=args.resume, progress=not args.no_progress)
+    if not main_process():  # rank 0 reports the job's results
+        return 0
     log.info(
         "%s reached step %d; latest checkpoint: %s", cfg.objective, result.step, result.checkpoint
     )

@@ -32,6 +32,7 @@ from sealign.commands.common import (
     run_flags,
 )
 from sealign.models.policy import FAMILIES
+from sealign.train.distributed import main_process
 from sealign.train.sft import SFTConfig, train_sft
 from sealign.utils.folder_lock import hold_for_command
 from sealign.utils.shard import Shard
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     hold_for_command(cfg.output_dir, Shard.resolve(""))  # one per torchrun rank
     check_same_job(Path(cfg.output_dir), cfg)
     result = train_sft(cfg, resume=args.resume, progress=not args.no_progress)
+    if not main_process():  # rank 0 reports the job's results
+        return 0
     log.info("trained to step %d; latest checkpoint: %s", result.step, result.checkpoint)
     log.info("curves: sealign plot %s", cfg.output_dir)
     return 0

@@ -464,6 +464,11 @@ def enhance_files(
                 y = mask_fusion(y, w, sr, *fuse_smooth) if fuse == "mask" else y
                 y = remix_noisy(y, w, remix) if remix else y
             f.outputs[k] = y
+        chunked = [f for f, _, _ in items if len(f.bounds) > 1]
+        if chunked:  # a long file's progress, chunk by chunk
+            f = chunked[-1]
+            n_done = sum(o is not None for o in f.outputs)
+            bar.set_postfix_str(f"{f.entry.id}: chunk {n_done}/{len(f.bounds)}")
         for f in [f for f in open_files if f.done]:
             open_files.remove(f)
             if f.entry.id not in failed:
@@ -492,11 +497,11 @@ def enhance_files(
                 continue
             f = _File(e, wav.size, bounds, [None] * len(bounds))
             open_files.append(f)
-            for k, (a, b) in enumerate(bounds):
+            for k, (a, b) in enumerate(bounds):  # the same batches as queueing the whole file
                 queue.append((f, k, dereverb_input(wav[a:b], sr, dereverb)))
-            while len(queue) >= batch_size:
-                flush(queue[:batch_size])
-                queue = queue[batch_size:]
+                if len(queue) >= batch_size:
+                    flush(queue[:batch_size])
+                    queue = queue[batch_size:]
         if queue:
             flush(queue)
     finally:

@@ -73,6 +73,12 @@ def process_device(device: str) -> str:
     return rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun job (or not under torchrun): the one whose
+    results (checkpoint paths, tables) are the job's."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def restarted_by_torchrun() -> bool:
     """Whether torchrun restarted this job's workers after a failure (``--max-restarts``): a
     restarted run resumes from its latest checkpoint, as ``--resume`` would."""
