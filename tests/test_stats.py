@@ -12,6 +12,15 @@ def test_mean_ci_matches_t_interval():
     assert np.isnan(mean_ci([1.0]).low) and mean_ci([]).n == 0
 
 
+def test_mean_ci_stays_within_the_metrics_range():
+    sims = [0.99, 0.98, 0.7]  # three speaker similarities: the t interval reaches past 1
+    assert mean_ci(sims).high > 1
+    ci = mean_ci(sims, bounds=(-1.0, 1.0))
+    assert ci.high == 1.0 and ci.low == mean_ci(sims).low and ci.mean == mean_ci(sims).mean
+    # a mean beyond a metric's nominal range (SI-SDR below -50 dB): the range is no bound
+    assert mean_ci([-60.0, -70.0], bounds=(-50.0, 120.0)) == mean_ci([-60.0, -70.0])
+
+
 def test_paired_bootstrap_detects_shift():
     rng = np.random.default_rng(0)
     a = rng.normal(size=200)

@@ -381,9 +381,9 @@ def summarize(records: list[dict[str, Any]], infos: dict[str, MetricInfo]) -> li
         skipped = Counter(r["skipped"][name] for r in records if name in r["skipped"])
         skipped.update("unusable audio" for r in records if "audio" in r["errors"])
         errors = sum(1 for r in records if name in r["errors"])
-        for out, hib in zip(info.outputs, info.higher_is_better, strict=True):
+        for out, hib, span in zip(info.outputs, info.higher_is_better, info.ranges, strict=True):
             c = column_name(name, out)
-            ci = mean_ci(values.get(c, []))
+            ci = mean_ci(values.get(c, []), bounds=span)
             rows.append(SummaryRow(c, ci.mean, ci.low, ci.high, ci.n, dict(skipped), errors, hib))
     return rows
 

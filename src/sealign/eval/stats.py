@@ -20,8 +20,14 @@ class MeanCI:
         return (self.high - self.low) / 2
 
 
-def mean_ci(values: np.ndarray | list[float], confidence: float = 0.95) -> MeanCI:
-    """Mean with a Student-t confidence interval (NaN bounds for n < 2)."""
+def mean_ci(
+    values: np.ndarray | list[float],
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> MeanCI:
+    """Mean with a Student-t confidence interval (NaN bounds for n < 2), kept within the
+    values' possible ``bounds`` (a metric's range) when given: with few, skewed values the
+    symmetric interval can reach past them (a similarity above 1)."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     n = int(x.size)
@@ -32,7 +38,10 @@ def mean_ci(values: np.ndarray | list[float], confidence: float = 0.95) -> MeanC
         return MeanCI(m, float("nan"), float("nan"), n)
     se = float(x.std(ddof=1) / np.sqrt(n))
     h = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * se)
-    return MeanCI(m, m - h, m + h, n)
+    low, high = m - h, m + h
+    if bounds is not None and bounds[0] <= m <= bounds[1]:  # else the range is no bound
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return MeanCI(m, low, high, n)
 
 
 def paired_bootstrap_diff(

@@ -19,11 +19,11 @@ def compare_table(systems: dict[str, list[dict[str, Any]]], infos: dict[str, Met
     names = list(systems)
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for metric, info in infos.items():
-        for out, hib in zip(info.outputs, info.higher_is_better, strict=True):
+        for out, hib, span in zip(info.outputs, info.higher_is_better, info.ranges, strict=True):
             col = column_name(metric, out)
             cells = []
             for recs in systems.values():
-                ci = mean_ci([r["scores"][col] for r in recs if col in r["scores"]])
+                ci = mean_ci([r["scores"][col] for r in recs if col in r["scores"]], bounds=span)
                 if ci.n == 0:
                     cells.append("—")
                 elif not np.isfinite(ci.low):
@@ -49,12 +49,19 @@ def compare_stats(
         for m, info in infos.items()
         for out, hib in zip(info.outputs, info.higher_is_better, strict=True)
     ]
+    spans = {
+        column_name(m, out): span
+        for m, info in infos.items()
+        for out, span in zip(info.outputs, info.ranges, strict=True)
+    }
     by_id = {s: {r["id"]: r["scores"] for r in recs} for s, recs in systems.items()}
     key = f"diff_vs_{baseline}"
     out: dict[str, Any] = {"systems": {}, key: {}, "higher_is_better": dict(columns)}
     for s, recs in systems.items():
         out["systems"][s] = {
-            col: vars(mean_ci([r["scores"][col] for r in recs if col in r["scores"]]))
+            col: vars(
+                mean_ci([r["scores"][col] for r in recs if col in r["scores"]], bounds=spans[col])
+            )  # fmt: skip
             for col, _ in columns
         }
     base = by_id[baseline]
