@@ -69,6 +69,9 @@ def test_corrupt_empty_and_missing_files(tmp_path):
         load_audio(corrupt)
     with pytest.raises(AudioError, match="not found"):
         load_audio(tmp_path / "nope.wav")
+    (tmp_path / "a.wav").mkdir()
+    with pytest.raises(AudioError, match="a.wav: a folder, not an audio file"):
+        load_audio(tmp_path / "a.wav")
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match="nan.wav: audio contains NaN"):

@@ -67,4 +67,5 @@ def test_blocks_of_frames_give_the_same_numbers(monkeypatch):
     clean, processed = _signals()["noise_5db"]
     whole = composite_components(clean, processed, 16000)
     monkeypatch.setattr(composite_measures, "_BLOCK", 7)  # 156 frames in 23 blocks
-    assert composite_components(clean, processed, 16000) == whole
+    # equal up to the summation order of the BLAS kernels blocks of other sizes pick
+    assert composite_components(clean, processed, 16000) == pytest.approx(whole, rel=1e-12)

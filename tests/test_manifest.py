@@ -79,6 +79,8 @@ def test_from_kaldi(tmp_path):
     (tmp_path / "bad.scp").write_text("u1 a.wav\nu2\n")
     with pytest.raises(ManifestError, match="bad.scp:2"):
         from_kaldi(tmp_path / "bad.scp")
+    with pytest.raises(ManifestError, match="nope: transcript file .Kaldi text. not found"):
+        from_kaldi(tmp_path / "wav.scp", tmp_path / "nope")
 
 
 def test_signature_follows_the_files_not_their_spelling(tmp_path, monkeypatch):

@@ -76,6 +76,8 @@ def load_audio(
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: a folder, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     if limits is not None and (why := too_long(path, limits.max_duration)):

@@ -166,6 +166,8 @@ def from_kaldi(wav_scp: str | Path, text: str | Path | None = None) -> list[Entr
     if not wav_scp.is_file():
         raise ManifestError(f"{wav_scp}: file not found")
     texts: dict[str, str] = {}
+    if text is not None and not Path(text).is_file():
+        raise ManifestError(f"{text}: transcript file (Kaldi text) not found")
     if text is not None:
         for line in Path(text).read_text(encoding="utf-8").splitlines():
             if not line.strip():
