@@ -61,9 +61,9 @@ def test_merge_interleaves_items_dedupes_and_cleans_up(tmp_path, caplog):
 
 
 def test_ranks_of_a_launch_meet_in_a_process_group_not_at_marker_files(tmp_path, monkeypatch):
-    """Rank 0 merges once every rank has passed the launch's barrier: markers (an earlier
-    launch's, or none) are not what it waits for. A one-process group stands in for the
-    launch: rank 0 of two goes on although rank 1's marker is stale."""
+    """Rank 0 merges once every rank has passed the launch's barriers at its start (each
+    removes its old marker first) and end, and it finds every rank's marker of this launch
+    in the folder. A one-process group stands in for the launch of two."""
     import torch.distributed as dist
 
     for key, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
@@ -78,6 +78,13 @@ def test_ranks_of_a_launch_meet_in_a_process_group_not_at_marker_files(tmp_path,
     monkeypatch.setattr(dist, "barrier", lambda *a, **k: barriers.append(dist.get_world_size()))
     shard.begin(path)
     assert dist.is_initialized() and barriers == [1]
+    # rank 1 removed its old marker at its start (another process in a real launch), and if
+    # it writes its part into a folder of its own machine, rank 0 says so instead of merging
+    Shard(1, 2).done_marker(path).unlink()
+    shard.mark_done(path)
+    with pytest.raises(RuntimeError, match="no m.shard-1-of-2.done.*folder every machine"):
+        shard._see_every_part(path, patience_s=0.1)
+    Shard(1, 2).mark_done(path)  # rank 1 of this launch, in the shared folder
     assert shard.settle(path, manual=False, then="")  # rank 0 merges ...
     assert barriers == [1, 1] and not dist.is_initialized()  # ... after the second barrier
     assert shard.done_marker(path).exists()

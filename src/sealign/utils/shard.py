@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +101,26 @@ class Shard:
             _leave_launch()
             if self.index != 0:
                 log.info("shard %d/%d done; rank 0 merges the shards", self.index, self.count)
-            return self.index == 0
+                return False
+            self._see_every_part(path)
+            return True
         log.info("shard %d/%d done; when every shard is: %s", self.index, self.count, then)
         return False
+
+    def _see_every_part(self, path: Path, patience_s: float = 60.0) -> None:
+        """Raise unless every rank's marker of ``path`` is visible here (after the ranks met):
+        on several machines the output folder must be one they all see. A network file system
+        may show another machine's new files some seconds late, hence ``patience_s``."""
+        markers = [Shard(k, self.count).done_marker(path) for k in range(self.count)]
+        deadline = time.monotonic() + patience_s
+        while missing := [m.name for m in markers if not m.is_file()]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{path.parent}: the other ranks finished, but their parts are not here "
+                    f"(no {', '.join(missing)}): on several machines the output folder must be "
+                    "one folder every machine sees (a shared file system), with the same path"
+                )
+            time.sleep(1.0)
 
 
 _OWN_GROUP: list[bool] = []  # whether the process group of _launch_barrier was created here
