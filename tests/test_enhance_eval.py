@@ -860,4 +860,7 @@ def test_eval_does_not_enhance_inputs_too_long_to_score(setup, tmp_path, capsys)
     assert "skipping u2: too long" in capsys.readouterr().err
     enhanced = read_manifest(out / "enhanced" / "model0" / "manifest.jsonl")
     assert [e.id for e in enhanced] == ["u0", "u1"]
-    assert json.loads((out / "results.json").read_text())["systems"]["noisy"]["si_sdr"]["n"] == 2
+    res = json.loads((out / "results.json").read_text())
+    assert res["systems"]["noisy"]["si_sdr"]["n"] == 2
+    assert list(res["failed"]["noisy"]) == ["u2"]
+    assert "Note: 1 input(s) left out, too long to score" in (out / "results.md").read_text()

@@ -200,3 +200,16 @@ def test_scoring_keeps_a_files_rate_so_full_band_metrics_see_it(tmp_path):
                         progress=False)[0]  # fmt: skip
     assert rec["skipped"]["lsd"] == "reference at 16000 Hz, below the metric's 48000 Hz"
     assert "composite" not in rec["skipped"]  # 16 kHz: what composite judges
+    low8 = low[::6]
+    sf.write(tmp_path / "low8.wav", low8, 8000, subtype="FLOAT")
+    sf.write(tmp_path / "low16b.wav", low8.repeat(2), 16000, subtype="FLOAT")
+    pairs = [
+        Entry("ref8", str(tmp_path / "low16b.wav"), reference=str(tmp_path / "low8.wav")),
+        Entry("out8", str(tmp_path / "low8.wav"), reference=str(tmp_path / "low16.wav")),
+    ]
+    ref8, out8 = score_entries(pairs, ScoreConfig(metrics=["pesq_wb", "composite"], cache=None),
+                               progress=False)  # fmt: skip
+    assert ref8["skipped"] == {m: "reference at 8000 Hz, below the metric's 16000 Hz"
+                               for m in ("pesq_wb", "composite")}  # fmt: skip
+    # narrowband audio against a wideband reference: PESQ-WB measures its lost band
+    assert "pesq_wb" in out8["scores"] and "composite" in out8["skipped"]

@@ -148,3 +148,15 @@ def test_hf_layer_out_of_range(tiny_models, speech):
     x = speech(0)[:8000]
     (r,) = m([Utterance("u", x, 16000, reference=x)])
     assert r.error is not None and "layer 5" in r.error
+
+
+def test_max_seconds_by_encoder_and_explicitly():
+    from sealign.metrics.registry import build_metric
+
+    assert build_metric("speechbertscore", num_threads=1).max_seconds is None  # Whisper windows
+    hf = {"encoder": "hf", "model_path": "/nowhere"}  # loaded lazily: not needed here
+    assert build_metric("speechbertscore", **hf).max_seconds == 60
+    assert build_metric("speechbertscore", **hf, max_seconds=None).max_seconds is None
+    assert build_metric("speechbertscore", **hf, max_seconds=90).max_seconds == 90
+    with pytest.raises(ValueError, match="max_seconds must be > 0"):
+        build_metric("speechbertscore", **hf, max_seconds=0)

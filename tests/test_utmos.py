@@ -194,4 +194,8 @@ def test_clips_longer_than_max_seconds_are_errors_of_their_own(small_ckpt):
     short, long = (rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 32000))
     res = m.score_batch([Utterance("s", short, 16000), Utterance("l", long, 16000)])
     assert res[0].ok
-    assert res[1].error.startswith("audio too long for utmos (2 s > max_seconds 1.5;")
+    assert res[1].error.startswith("audio too long for utmos (2.0 s > max_seconds 1.5;")
+    assert UTMOS(checkpoint=str(small_ckpt), max_seconds=None).max_seconds is None  # no limit
+    for bad in (0, -5, "long"):
+        with pytest.raises(ValueError, match="max_seconds must be > 0"):
+            UTMOS(checkpoint=str(small_ckpt), max_seconds=bad)

@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     entries = shard.take(read_manifest(cfg.manifest))
     names = list(cfg.names) or model_names(cfg.models)
     score_cfg = replace(cfg.score, metric_device=process_device(cfg.score.metric_device))
-    entries = _scorable_length(entries, score_cfg.max_duration)
+    entries, too_long_inputs = _scorable_length(entries, score_cfg.max_duration)
     metrics = build_metrics(score_cfg)  # unknown metrics and selection columns fail first
     infos = {n: m.info for n, m in metrics.items()}
     selection = selection_columns(infos, cfg.best_of) if cfg.best_of else ({}, [])
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
 
     systems_entries: dict[str, list[Entry]] = {"noisy": entries}
     samples_of: dict[str, list[str]] = {"noisy": ["noisy"]}  # system → its sampled outputs
-    failed: dict[str, dict[str, str]] = {}
+    failed: dict[str, dict[str, str]] = {"noisy": too_long_inputs} if too_long_inputs else {}
     sampling: dict[str, dict[str, Any]] = {}
     paths: dict[str, str] = {}  # system → model path
     series: dict[str, list[str]] = {}  # model → its systems
@@ -383,16 +383,19 @@ def check_same_run(cfg: EvalRunConfig, out: Path) -> None:
         )
 
 
-def _scorable_length(entries: list[Entry], max_duration: float) -> list[Entry]:
-    """``entries`` without the inputs longer than scoring takes (logged): no system's output
-    of them would be scored, so they are not enhanced either."""
-    keep = []
+def _scorable_length(
+    entries: list[Entry], max_duration: float
+) -> tuple[list[Entry], dict[str, str]]:
+    """``entries`` without the inputs longer than scoring takes, and why each of those was
+    left out: no system's output of them would be scored, so none is enhanced."""
+    keep, left_out = [], {}
     for e in entries:
         if why := too_long(e.audio, max_duration):
             log.warning("skipping %s: %s (score.max_duration)", e.id, why)
+            left_out[e.id] = f"{why} (score.max_duration)"
         else:
             keep.append(e)
-    return keep
+    return keep, left_out
 
 
 def _merge(out: Path) -> int:
@@ -492,7 +495,10 @@ def _report(
                       or "no result" for r in recs)  # fmt: skip
         reasons = ", ".join(f"{w} ({n})" for w, n in why.most_common(2))
         text += f"\nNote: {name} scored no utterance: {reasons}.\n"
-    lost = {tag: len(reasons) for tag, reasons in failed.items() if reasons}
+    if failed.get("noisy"):  # inputs no system was run on ("failed" of the input itself)
+        text += (f"\nNote: {len(failed['noisy'])} input(s) left out, too long to score "
+                 "(results.json 'failed.noisy').\n")  # fmt: skip
+    lost = {tag: len(reasons) for tag, reasons in failed.items() if reasons and tag != "noisy"}
     if lost:  # a mean over fewer utterances than the others': say so beside the table
         text += "\n" + "".join(
             f"Note: {tag} could not enhance {k} utterance(s) (reasons in results.json "

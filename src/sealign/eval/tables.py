@@ -83,9 +83,12 @@ def diff_table(stats: dict[str, Any], models: list[str], baseline: str = "noisy"
         cells = []
         for m in models:
             d = stats[key][m][col]
-            cells.append(
-                "—" if d["n"] == 0 else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-            )
+            if d["n"] == 0:
+                cells.append("—")
+            elif not np.isfinite(d["low"]):  # one pair: no interval
+                cells.append(f"{d['mean']:+.3f}")
+            else:
+                cells.append(f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
         lines.append(f"| {col} {'↑' if hib else '↓'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -469,6 +469,8 @@ def enhance_files(
             f = chunked[-1]
             n_done = sum(o is not None for o in f.outputs)
             bar.set_postfix_str(f"{f.entry.id}: chunk {n_done}/{len(f.bounds)}")
+        else:
+            bar.set_postfix_str("")
         for f in [f for f in open_files if f.done]:
             open_files.remove(f)
             if f.entry.id not in failed:

@@ -137,11 +137,13 @@ class MetricUnavailable(RuntimeError):
 _INFO_ONLY = ("needs_reference", "needs_text", "needs_speaker_ref", "higher_is_better", "outputs")
 
 
-def below_rate(utt: Utterance, rate: int) -> str | None:
-    """Why ``utt``'s audio or reference, recorded below ``rate`` Hz, lacks the band a metric
-    judges at ``rate`` (resampled up, its top band is empty), or None."""
+def below_rate(
+    utt: Utterance, rate: int, which: tuple[str, ...] = ("audio", "reference")
+) -> str | None:
+    """Why ``utt``'s audio or reference (those of ``which``), recorded below ``rate`` Hz, lacks
+    the band a metric judges at ``rate`` (resampled up, its top band is empty), or None."""
     for what, sr in (("audio", utt.sample_rate), ("reference", utt.reference_rate)):
-        if utt.reference is None and what == "reference":
+        if what not in which or (utt.reference is None and what == "reference"):
             continue
         if sr is not None and sr < rate:
             return f"{what} at {sr} Hz, below the metric's {rate} Hz"
@@ -170,6 +172,13 @@ def unusable_audio(utt: Utterance, used: set[str]) -> str | None:
 # max_seconds of the metrics whose transformer attends over the whole clip: a 60-s clip at
 # wav2vec2's 50 frames/s holds 12 heads x 3000² attention weights, about 0.4 GB a layer
 ATTENTION_MAX_SECONDS = 60.0
+
+
+def checked_max_seconds(value: float | None, metric: str) -> float | None:
+    """``value`` if it is a length limit (> 0 seconds) or None (no limit), else a ValueError."""
+    if value is not None and not (isinstance(value, int | float) and value > 0):
+        raise ValueError(f"{metric}: max_seconds must be > 0 (or null: no limit), got {value!r}")
+    return value
 
 
 class Metric:
@@ -273,7 +282,7 @@ class Metric:
         for what in ("audio", "reference", "speaker_ref"):
             if (what == "audio" or what in used) and utt.seconds(what) > self.max_seconds:
                 return (f"{what.replace('_', ' ')} too long for {self.info.name} "
-                        f"({utt.seconds(what):.0f} s > max_seconds {self.max_seconds:g}; "
+                        f"({utt.seconds(what):.1f} s > max_seconds {self.max_seconds:g}; "
                         f"metric_options.{self.info.name}.max_seconds raises it)")  # fmt: skip
         return None
 

@@ -68,6 +68,11 @@ class PESQWideband(_Intrusive):
         description="wideband PESQ (P.862.2)",
     )
 
+    def missing_requirement(self, utt: Utterance) -> str | None:
+        # narrowband audio against a wideband reference is a fair test (of its lost band);
+        # a narrowband reference is not one
+        return super().missing_requirement(utt) or below_rate(utt, 16000, ("reference",))
+
     def _score(self, utts: list[Utterance]) -> list[dict[str, float]]:
         from pesq import pesq
 

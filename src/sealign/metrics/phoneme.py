@@ -33,6 +33,7 @@ from sealign.metrics.base import (
     MetricInfo,
     MetricUnavailable,
     Utterance,
+    checked_max_seconds,
 )
 from sealign.metrics.text_norm import edit_counts
 from sealign.utils.device import check_device
@@ -77,7 +78,7 @@ class PhonemeSimilarity(Metric):
     ):
         super().__init__(num_threads, device)
         check_device(device)
-        self.max_seconds = max_seconds
+        self.max_seconds = checked_max_seconds(max_seconds, "lps")
         if not model:
             raise ValueError("lps: model must be a local folder or a hub id")
         self.model = str(model)

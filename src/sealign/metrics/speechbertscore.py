@@ -41,6 +41,7 @@ from sealign.metrics.base import (
     MetricInfo,
     MetricUnavailable,
     Utterance,
+    checked_max_seconds,
 )
 from sealign.utils.device import check_device
 
@@ -101,15 +102,18 @@ class SpeechBERTScore(Metric):
         pad_to_30s: bool = False,
         batch_size: int = 8,
         device: str = "cpu",
-        max_seconds: float | None = None,
+        max_seconds: float | str | None = "auto",
     ) -> None:
         """``encoder``: ``"whisper"`` (``model``: a local CTranslate2 Whisper directory, default
         the offline Whisper-base; ``compute_type``, ``pad_to_30s``) or ``"hf"`` (``model_path``: a
         local transformers model directory; ``layer``: hidden-state index, default last).
-        ``max_seconds``: longest clip scored (default: 60 s for ``hf``, whose model attends
-        over the whole clip; none for Whisper, which encodes 30-s windows)."""
+        ``max_seconds``: longest clip scored (``auto``: 60 s for ``hf``, whose model attends
+        over the whole clip, and no limit for Whisper, which encodes 30-s windows; null: no
+        limit)."""
         super().__init__(num_threads=num_threads, device=device)
-        self.max_seconds = max_seconds or (ATTENTION_MAX_SECONDS if encoder == "hf" else None)
+        if max_seconds == "auto":
+            max_seconds = ATTENTION_MAX_SECONDS if encoder == "hf" else None
+        self.max_seconds = checked_max_seconds(max_seconds, "speechbertscore")  # type: ignore[arg-type]
         self.encoder = encoder
         self.layer = layer
         self.batch_size = batch_size

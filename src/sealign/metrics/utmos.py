@@ -32,6 +32,7 @@ from sealign.metrics.base import (
     MetricInfo,
     MetricUnavailable,
     Utterance,
+    checked_max_seconds,
 )
 from sealign.utils.device import check_device
 from sealign.utils.threads import set_torch_threads
@@ -310,7 +311,7 @@ class UTMOS(Metric):
     ) -> None:
         super().__init__(num_threads, device)
         check_device(device)
-        self.max_seconds = max_seconds
+        self.max_seconds = checked_max_seconds(max_seconds, "utmos")
         self.checkpoint = checkpoint or os.environ.get(self.weights_env) or None
         self.batch_size = max(1, int(batch_size))
         self.arch = UTMOSArch.from_options(arch)
