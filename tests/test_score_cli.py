@@ -277,3 +277,25 @@ def test_merging_builds_the_metrics_on_the_cpu_whatever_the_shards_ran_on():
     cpu = cfg.on_cpu()
     assert cpu.metric_device == "cpu" and cpu.metric_options == {"dnsmos": {"mode": "fast"}}
     assert build_metrics(cpu)["dnsmos"].info.outputs  # builds here, where cuda would not
+
+
+def test_a_rank_that_dies_during_set_up_ends_the_other_machines_wait(
+    tmp_path, speech, noisy, torchrun, monkeypatch
+):
+    """Two "machines": rank 1 exits while it builds its metrics (after the ranks joined their
+    group, before the shards' start barrier). Rank 0 fails with a message instead of waiting
+    for it (on one machine torchrun's agent would end it; across machines nothing does)."""
+    m = _make(tmp_path, speech, noisy)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1' and os.environ.get('SEALIGN_TEST_DIE'):\n"
+        "    import sealign.commands.score as s\n"
+        "    s.build_metrics = lambda cfg: os._exit(3)\n"
+    )
+    monkeypatch.syspath_prepend(str(hook))
+    monkeypatch.setenv("SEALIGN_TEST_DIE", "1")
+    proc = torchrun(29594, *_score_args(m, tmp_path / "ddp"), nodes=2)
+    assert proc.returncode != 0
+    assert "a rank of this torchrun launch failed or stopped before the job's start" in proc.stderr

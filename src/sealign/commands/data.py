@@ -130,7 +130,7 @@ def _run_degrade(args: argparse.Namespace) -> int:
     cfg = resolve_config(
         DegradeConfig, args, flags_of(args, ["manifest", "output", "seed", "workers"])
     )
-    shard = Shard.resolve(args.shard or "", "--shard")
+    shard = Shard.resolve(args.shard or "", "--shard").connect()
     saved = Path(cfg.output) / "config.yaml"
     before = saved.read_bytes() if saved.is_file() else None
     out = prepare_run_dir(cfg.output, cfg, shard)

@@ -167,7 +167,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     if args.engines:
         extra.append(f"engines=[{args.engines}]")
     cfg = resolve_config(SynthConfig, args, extra)
-    shard = Shard.resolve(args.shard or "", "--shard")
+    shard = Shard.resolve(args.shard or "", "--shard").connect()
     out = prepare_run_dir(cfg.output, cfg, shard)
     set_torch_threads(cfg.threads)
     shard.begin(out / CORPUS)

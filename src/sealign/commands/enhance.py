@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         flags.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EnhanceRunConfig, args, [*flags, *enhance_flags(args)])
     cfg.check()
-    shard = Shard.resolve(args.shard or "", "--shard")
+    shard = Shard.resolve(args.shard or "", "--shard").connect()
     if Path(cfg.output).resolve() == Path(cfg.input).resolve():
         raise ValueError(f"--output must differ from --input ({cfg.input}): outputs would "
                          "overwrite the inputs")  # fmt: skip

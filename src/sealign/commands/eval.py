@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
     set_torch_threads(cfg.enhance.threads)
-    shard = Shard.resolve(args.shard or "", "--shard")
+    shard = Shard.resolve(args.shard or "", "--shard").connect()
     entries = shard.take(read_manifest(cfg.manifest))
     names = list(cfg.names) or model_names(cfg.models)
     score_cfg = replace(cfg.score, metric_device=process_device(cfg.score.metric_device))

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_flags(PrefsConfig, args, {k: v for k, v in flags.items() if v not in (None, "")})
     cfg.check()
     set_torch_threads(cfg.threads)
-    shard = Shard() if args.repair else Shard.resolve(cfg.shard)
+    shard = Shard() if args.repair else Shard.resolve(cfg.shard).connect()
     metrics = {
         m: build_metric(
             m,

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.manifest or args.input or args.kaldi):
         raise ValueError("one of --manifest, --input or --kaldi is required (or --merge)")
     cfg = resolve_config(ScoreConfig, args, extra)
-    shard = Shard.resolve(args.shard or "", "--shard")
+    shard = Shard.resolve(args.shard or "", "--shard").connect()
     if args.manifest:
         entries = read_manifest(args.manifest, check_files=False)
     elif args.input:

@@ -713,5 +713,6 @@ def train_sft(
     if train_ds.failed_draws:
         log.info("dropped %d examples whose crop or degradation failed in one epoch (logged "
                  "above)", train_ds.failed_draws)  # fmt: skip
-    log.info("done: step %d, checkpoint %s", state.step, last_ckpt)
+    if d.main:
+        log.info("done: step %d, checkpoint %s", state.step, last_ckpt)
     return SFTResult(run, state.step, last_ckpt, history)

@@ -55,6 +55,14 @@ class Shard:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         return cls(int(os.environ.get("RANK", "0")), world, True) if world > 1 else cls()
 
+    def connect(self) -> Shard:
+        """Join the process group of this torchrun launch's ranks now, before the command's
+        slow set-up (models, metrics): a rank that fails later has joined, so the others see
+        its connection close instead of waiting for it. Returns ``self``."""
+        if self.torchrun:
+            _join_launch()
+        return self
+
     @property
     def sharded(self) -> bool:
         return self.count > 1
@@ -132,18 +140,30 @@ def _launch_barrier(when: str) -> None:
     for this one's, and a rank that died ends the wait with an error instead of a hang."""
     import torch.distributed as dist
 
-    from sealign.train.distributed import group_timeout
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=group_timeout())
-        _OWN_GROUP.append(True)
     try:
+        _join_launch()
         dist.barrier()
     except Exception as err:  # noqa: BLE001 - the backend's errors have no common type
         raise RuntimeError(
             f"a rank of this torchrun launch failed or stopped before the job's {when} ({err}); "
             "run the same command again (with --resume where it has one) to redo what is missing"
         ) from err
+
+
+def _join_launch() -> None:
+    import torch.distributed as dist
+
+    from sealign.train.distributed import group_timeout
+
+    if not dist.is_initialized():
+        try:
+            dist.init_process_group("gloo", timeout=group_timeout())
+        except Exception as err:  # noqa: BLE001 - the backend's errors have no common type
+            raise RuntimeError(
+                f"the ranks of this torchrun launch could not meet ({err}): one failed before "
+                "it joined, or it cannot reach MASTER_ADDR:MASTER_PORT"
+            ) from err
+        _OWN_GROUP.append(True)
 
 
 def _leave_launch() -> None:
