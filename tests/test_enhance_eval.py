@@ -400,6 +400,9 @@ def test_enhance_shards_and_torchrun_merge_their_manifests(setup, tmp_path, torc
     got = read_manifest(split / "manifest.jsonl")
     assert [e.id for e in got] == ["u0", "u1", "u2"] and all(Path(e.audio).is_file() for e in got)
     assert not list(split.glob("manifest.shard-*"))
+    logged = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
+    counts = {k: v for r in logged for k, v in r.items() if k.endswith("files")}
+    assert counts == {"enhance/shard_1/files": 1, "enhance/shard_0/files": 2, "enhance/files": 3}
     ddp = tmp_path / "ddp"
     proc = torchrun(
         29586, *base, "--output", str(ddp), "--samples", "2", "--best-of", "dnsmos_p808"

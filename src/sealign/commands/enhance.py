@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         merged = merge_shard_files(Path(args.output) / MANIFEST, record_id, record_id, False)
         if merged is None:
             raise ValueError(f"{args.output}: no shard manifests (manifest.shard-K-of-N.jsonl)")
-        log.info("%d enhanced files listed in %s", len(merged), Path(args.output) / MANIFEST)
+        _log_merged(Path(args.output), merged)
         return 0
     flags = flags_of(args, ("model", "input", "output", "samples"))
     if args.best_of:
@@ -228,13 +228,14 @@ def run(args: argparse.Namespace) -> int:
         res = enhance_files(
             policy, entries, out, seed=e.seed, manifest=manifest, **e.file_options()
         )
+    part = f"shard_{shard.index}/" if shard.sharded else ""  # a shard logs its own share
     logger = RunLogger(out)
     logger.log(
         {
-            "enhance/files": len(res.entries),
-            "enhance/failed": len(res.failed),
-            "enhance/audio_seconds": res.audio_seconds,
-            "enhance/real_time_factor": res.real_time_factor,
+            f"enhance/{part}files": len(res.entries),
+            f"enhance/{part}failed": len(res.failed),
+            f"enhance/{part}audio_seconds": res.audio_seconds,
+            f"enhance/{part}real_time_factor": res.real_time_factor,
         }
     )
     logger.close()
@@ -252,5 +253,13 @@ def run(args: argparse.Namespace) -> int:
     ):
         return 0 if res.entries else 1
     if shard.sharded:
-        merge_shard_files(out / MANIFEST, record_id, record_id, keep_existing=False)
+        _log_merged(out, merge_shard_files(out / MANIFEST, record_id, record_id, False) or [])
     return 0 if res.entries else 1
+
+
+def _log_merged(out: Path, merged: list[dict]) -> None:
+    """The whole job's count, once its shards are merged (each shard logged its own)."""
+    logger = RunLogger(out)
+    logger.log({"enhance/files": len(merged)})
+    logger.close()
+    log.info("%d enhanced files listed in %s", len(merged), out / MANIFEST)
