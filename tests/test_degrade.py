@@ -56,6 +56,23 @@ def test_babble_noise_from_other_speakers(speech):
     assert src.available(SampleContext("x", None))
 
 
+def test_babble_talkers_are_the_ith_other_item_found_by_index_not_by_scan():
+    """The index gives the items a scan of the corpus would (in order), for any target."""
+    rng = np.random.default_rng(0)
+    items = [BabbleItem(f"u{i % 40}", f"s{rng.integers(5)}" if i % 7 else None, "x.wav")
+             for i in range(60)]  # repeated ids and speakers, some unknown  # fmt: skip
+    src = BabbleSource(items)
+    for ctx in [SampleContext("u3", "s1"), SampleContext("u3", None), SampleContext(None, "s4"),
+                SampleContext("nope", "s0"), SampleContext("u10", None)]:  # fmt: skip
+        scan = [k for k, it in enumerate(items) if it.utt_id != ctx.utt_id
+                and (ctx.speaker is None or it.speaker != ctx.speaker)]  # fmt: skip
+        excluded = src._excluded(ctx)
+        assert [src._position(i, excluded) for i in range(len(scan))] == scan
+        assert src.available(ctx) == bool(scan)
+    alone = BabbleSource([BabbleItem("u0", "s0", "x.wav")])
+    assert not alone.available(SampleContext("u9", "s0"))
+
+
 def test_silent_or_non_finite_noise_never_poisons_the_mix(speech, tmp_path):
     good = [speech(1, "en+f2"), speech(2, "en-us+m7")]
     bad = [np.full(SR, np.nan, np.float32), np.zeros(SR, np.float32)]

@@ -301,7 +301,7 @@ def mean_ci_of(records, column, keep) -> float:
     return float(np.mean([r["scores"][column] for k, r in enumerate(records) if keep(k)]))
 
 
-def test_table_by_condition_errors(tmp_path, capsys):
+def test_table_by_condition_errors(tmp_path, capsys, monkeypatch):
     run, _ = eval_folder(tmp_path, np.random.default_rng(2))
     m = str(tmp_path / "m.jsonl")
     for args, message in [
@@ -312,6 +312,11 @@ def test_table_by_condition_errors(tmp_path, capsys):
     ]:
         assert main(["table", str(run), *args]) == 2, args
         assert message in capsys.readouterr().err, args
+    from sealign.commands import table
+
+    monkeypatch.setattr(table, "MAX_GROUPS", 2)  # a value per utterance: a table each
+    assert main(["table", str(run), "--by", "id", "--manifest", m]) == 2
+    assert "distinct values, one table each; bin a numeric field" in capsys.readouterr().err
 
 
 def test_table_merging_rules(tmp_path, capsys):

@@ -56,3 +56,16 @@ def test_paired_bootstrap_resamples_every_pair_and_drops_non_finite_ones():
     assert (with_nan.mean, with_nan.low, with_nan.high, with_nan.n) == (ci.mean, ci.low, ci.high, 5)
     one = paired_bootstrap_diff([1.0], [3.0])  # a single pair has no interval
     assert one.mean == 2.0 and np.isnan(one.low) and np.isnan(one.high) and one.n == 1
+
+
+def test_paired_bootstrap_in_blocks_equals_all_resamples_at_once(monkeypatch):
+    from sealign.eval import stats
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=301), rng.normal(size=301)
+    whole = paired_bootstrap_diff(a, b, seed=3)
+    d = b - a
+    idx = np.random.default_rng(3).integers(0, d.size, size=(2000, d.size))
+    assert whole.low == np.quantile(d[idx].mean(axis=1), 0.025)  # one block here
+    monkeypatch.setattr(stats, "_BOOT_ELEMENTS", 301 * 7)  # blocks of 7 resamples, one of 5
+    assert paired_bootstrap_diff(a, b, seed=3) == whole

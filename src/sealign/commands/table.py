@@ -213,6 +213,9 @@ def run_records(path: str | Path, systems: list[str]) -> dict[str, list[dict[str
     return out
 
 
+MAX_GROUPS = 50  # conditions `--by` makes a table of, without bins
+
+
 def condition_groups(entries: list[Entry], spec: str) -> dict[str, set[str]]:
     """Utterance ids per condition (see ``--by``), in order of first appearance (bins in
     order of their edges)."""
@@ -245,7 +248,13 @@ def condition_groups(entries: list[Entry], spec: str) -> dict[str, set[str]]:
             groups.setdefault(v, set()).add(e.id)
     if not found:
         raise ValueError(f"--by {spec}: no utterance of the manifest has a field {key}")
-    return {g: ids for g, ids in groups.items() if ids}
+    groups = {g: ids for g, ids in groups.items() if ids}
+    if not edges and len(groups) > MAX_GROUPS:  # e.g. a number per utterance
+        raise ValueError(
+            f"--by {spec}: {len(groups)} distinct values, one table each; bin a numeric field "
+            f"with {key}@EDGES (e.g. {key}@0,10), or pick a field with fewer values"
+        )
+    return groups
 
 
 def grouped_sources(args: argparse.Namespace) -> dict[str, list[Source]]:

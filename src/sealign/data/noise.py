@@ -364,15 +364,37 @@ class BabbleSource(NoiseSource):
     name: str = "babble"
     _cache: _LRU = field(default_factory=lambda: _LRU(64), repr=False)
 
-    def _others(self, ctx: SampleContext) -> list[BabbleItem]:
-        if ctx.speaker is not None:
-            return [
-                it for it in self.items if it.speaker != ctx.speaker and it.utt_id != ctx.utt_id
-            ]
-        return [it for it in self.items if it.utt_id != ctx.utt_id]
+    _index: tuple[int, dict[str | None, list[int]], dict[str, list[int]]] | None = field(
+        default=None, repr=False
+    )
+
+    def _excluded(self, ctx: SampleContext) -> list[int]:
+        """The sorted positions in ``items`` of the target's own speaker and id: the talkers
+        are the others. Looked up in an index, since scanning a large corpus for every
+        degraded example would make a pass over it quadratic."""
+        if self._index is None or self._index[0] != len(self.items):
+            by_speaker: dict[str | None, list[int]] = {}
+            by_id: dict[str, list[int]] = {}
+            for k, it in enumerate(self.items):
+                by_speaker.setdefault(it.speaker, []).append(k)
+                by_id.setdefault(it.utt_id, []).append(k)
+            self._index = (len(self.items), by_speaker, by_id)
+        _, by_speaker, by_id = self._index
+        same = by_speaker.get(ctx.speaker, []) if ctx.speaker is not None else []
+        return sorted({*same, *by_id.get(ctx.utt_id, [])})
+
+    @staticmethod
+    def _position(i: int, excluded: list[int]) -> int:
+        """The position in ``items`` of the ``i``-th item not ``excluded``."""
+        p = i
+        for e in excluded:  # sorted: each one at or before the position shifts it on
+            if e > p:
+                break
+            p += 1
+        return p
 
     def available(self, ctx: SampleContext) -> bool:
-        return bool(self._others(ctx))
+        return len(self.items) > len(self._excluded(ctx))
 
     def _load(self, it: BabbleItem, sr: int) -> np.ndarray:
         if isinstance(it.audio, np.ndarray):
@@ -383,14 +405,15 @@ class BabbleSource(NoiseSource):
     def sample(
         self, n: int, rng: np.random.Generator, sr: int, ctx: SampleContext
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        others = self._others(ctx)
-        if not others:
+        excluded = self._excluded(ctx)
+        n_others = len(self.items) - len(excluded)
+        if not n_others:
             raise NoiseError("babble: no utterance from another speaker is available")
-        k_max = min(self.n_talkers[1], len(others))
-        pick = rng.choice(len(others), size=k_max, replace=False)
+        k_max = min(self.n_talkers[1], n_others)
+        pick = rng.choice(n_others, size=k_max, replace=False)
         chosen, audio = [], []
         for i in pick:
-            it = others[int(i)]
+            it = self.items[self._position(int(i), excluded)]
             try:
                 x = self._load(it, sr)
                 if not np.isfinite(x).all() or not np.any(x):

@@ -44,6 +44,9 @@ def mean_ci(
     return MeanCI(m, low, high, n)
 
 
+_BOOT_ELEMENTS = 4_000_000  # resampled indices held at a time by paired_bootstrap_diff
+
+
 def paired_bootstrap_diff(
     a: np.ndarray | list[float],
     b: np.ndarray | list[float],
@@ -64,7 +67,12 @@ def paired_bootstrap_diff(
         m = float(d.mean()) if n else float("nan")
         return MeanCI(m, float("nan"), float("nan"), n)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    boots = d[idx].mean(axis=1)
+    # resamples in blocks of rows: all at once they take 16·n_boot·n bytes (3.7 GB for 100k
+    # pairs); the blocks draw the same indices in the same order
+    rows = max(1, _BOOT_ELEMENTS // n)
+    boots = np.concatenate([
+        d[rng.integers(0, n, size=(min(rows, n_boot - i), n))].mean(axis=1)
+        for i in range(0, n_boot, rows)
+    ])  # fmt: skip
     lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
     return MeanCI(float(d.mean()), float(lo), float(hi), n)
