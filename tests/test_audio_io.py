@@ -106,3 +106,18 @@ def test_near_silent_audio_is_silent():
     with pytest.raises(AudioError, match="silent"):
         validate_audio(np.full(16000, 1e-30, np.float32), 16000)
     validate_audio(np.full(16000, 1e-4, np.float32), 16000)  # quiet, not silent
+
+
+def test_a_truncated_wav_is_read_with_one_warning(tmp_path, caplog):
+    full = tmp_path / "full.wav"
+    sf.write(full, np.full(48000, 0.1, np.float32), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:48044])  # the 44-byte header and half the samples
+    with caplog.at_level(logging.WARNING, logger="sealign.audio.io"):
+        assert load_audio(full)[0].size == 48000
+        assert "header announces" not in caplog.text
+        y, _ = load_audio(cut)
+        load_audio(cut)
+    assert y.size == 24000
+    assert caplog.text.count("header announces") == 1
+    assert "cut.wav: truncated: its header announces 3.00 s, the file holds 1.50 s" in caplog.text

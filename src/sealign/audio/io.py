@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -50,13 +52,41 @@ def _read_any(path: Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
+def _header(path: str | Path) -> Any | None:
+    try:
+        return sf.info(str(path))
+    except Exception:  # noqa: BLE001 - load_audio names an unreadable file
+        return None
+
+
+_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+_WARNED_TRUNCATED: set[str] = set()
+
+
+def truncated(info: Any) -> str | None:
+    """Why a file whose header ``info`` describes holds less audio than the header announces
+    (a copy or download cut short), or None. libsndfile reads what is there without an error;
+    only WAV-family headers carry the size to compare with."""
+    m = _DATA_SIZE.search(info.extra_info or "")
+    if not m or int(m.group(2)) >= int(m.group(1)):
+        return None  # larger than announced: a streamed WAV whose header was never patched
+    announced = int(m.group(1)) * info.frames / max(1, int(m.group(2)))
+    return (
+        f"truncated: its header announces {announced / info.samplerate:.2f} s, the file holds "
+        f"{info.frames / info.samplerate:.2f} s (an interrupted copy or download?)"
+    )
+
+
 def too_long(path: str | Path, max_duration: float) -> str | None:
     """Why the file at ``path`` is longer than ``max_duration`` seconds by its header, or None
     (also when the header cannot be read: reading the file says why)."""
-    try:
-        info = sf.info(str(path))
-    except Exception:  # noqa: BLE001 - load_audio names an unreadable file
-        return None
+    info = _header(path)
+    return None if info is None else _longer_than(info, max_duration)
+
+
+def _longer_than(info: Any, max_duration: float) -> str | None:
     if info.samplerate > 0 and info.frames > 0:
         dur = info.frames / info.samplerate
         if dur > 1.01 * max_duration:  # headers of compressed files may round
@@ -80,8 +110,12 @@ def load_audio(
         raise AudioError(f"{path}: a folder, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
-    if limits is not None and (why := too_long(path, limits.max_duration)):
+    info = _header(path)
+    if info is not None and limits is not None and (why := _longer_than(info, limits.max_duration)):
         raise AudioError(f"{path}: {why}")  # refused before it is decoded into memory
+    if info is not None and (why := truncated(info)) and str(path) not in _WARNED_TRUNCATED:
+        _WARNED_TRUNCATED.add(str(path))  # once per file, not once per epoch
+        log.warning("%s: %s", path, why)
     data, sr = _read_any(path)
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")

@@ -207,27 +207,36 @@ def stitch(
         raise ValueError(f"crossfade must be one of {CROSSFADES}, got {kind!r}")
     if len(segments) == 1:
         return _fit(segments[0], n)
-    gains = [np.ones(b - a) for a, b in bounds]
-    for i in range(len(bounds) - 1):
-        (a0, b0), (a1, _) = bounds[i], bounds[i + 1]
-        shared = b0 - a1
-        if shared <= 0:
-            continue
-        length = max(1, min(overlap, shared))
-        start = a1 + (shared - length) // 2  # absolute start of the crossfade
-        up, down = _ramp(length, kind)
-        g0, g1 = gains[i], gains[i + 1]
-        g0[start - a0 : start - a0 + length] *= down
-        g0[start - a0 + length :] = 0.0
-        g1[start - a1 : start - a1 + length] *= up
-        g1[: start - a1] = 0.0
-    acc = np.zeros(n)
-    norm = np.zeros(n)
-    for seg, g, (a, b) in zip(segments, gains, bounds, strict=True):
+    acc = np.zeros(n, np.float32)  # float32 and one chunk's gains at a time: a 3-h file
+    norm = np.zeros(n, np.float32)  # needs about 3x its samples' float32 size, not 7x
+    for i, (seg, (a, b)) in enumerate(zip(segments, bounds, strict=True)):
+        g = np.ones(b - a, np.float32)
+        if i > 0:
+            _fade(g, bounds[i - 1][1] - a, overlap, kind, rising=True)
+        if i + 1 < len(bounds):
+            _fade(g, b - bounds[i + 1][0], overlap, kind, rising=False)
         acc[a:b] += g * _fit(seg, b - a)
         norm[a:b] += g if kind == "linear" else g * g
-    norm = norm if kind == "linear" else np.sqrt(norm)
-    return (acc / np.maximum(norm, 1e-8)).astype(np.float32)
+    if kind != "linear":
+        np.sqrt(norm, out=norm)
+    return acc / np.maximum(norm, np.float32(1e-8))
+
+
+def _fade(g: np.ndarray, shared: int, overlap: int, kind: str, rising: bool) -> None:
+    """Apply, in place, the crossfade over the ``shared`` samples that chunk gains ``g`` share
+    with the previous (``rising``) or the next chunk."""
+    if shared <= 0:
+        return
+    length = max(1, min(overlap, shared))
+    up, down = _ramp(length, kind)
+    if rising:  # the shared part is the chunk's head
+        start = (shared - length) // 2
+        g[start : start + length] *= up
+        g[:start] = 0.0
+    else:  # the shared part is the chunk's tail
+        start = g.size - shared + (shared - length) // 2
+        g[start : start + length] *= down
+        g[start + length :] = 0.0
 
 
 def _fit(wav: np.ndarray, n: int) -> np.ndarray:
