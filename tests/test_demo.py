@@ -12,6 +12,7 @@ import yaml
 
 from sealign.cli import main
 from sealign.commands.demo import add_reward_column, shipped_checkpoint
+from sealign.config import shipped_configs
 from sealign.metrics.registry import metric_info
 from sealign.report.html import markdown_table_to_html
 from sealign.rl.gspo import GSPOConfig
@@ -155,7 +156,7 @@ def test_shipped_checkpoint_is_packaged(family):
     assert size <= 20_000_000  # the issues' budget: 20 MB, weights and codec together
 
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(shipped_configs().values())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -170,12 +171,11 @@ def test_shipped_configs_parse(path):
 
 def test_demo_gspo_settings_match_the_shipped_config():
     """configs/gspo_demo.yaml documents what `sealign demo` runs: the same GSPO settings."""
-    from pathlib import Path
 
     from sealign.commands.demo import _demo_gspo
     from sealign.config import load_config, to_dict
 
-    shipped = to_dict(load_config(GSPOConfig, Path(__file__).parents[1] / "configs/gspo_demo.yaml"))
+    shipped = to_dict(load_config(GSPOConfig, "shipped:gspo_demo"))
     demo = to_dict(_demo_gspo())
     for key in ("sampling", "reward", "loss", "beta", "epsilon_low", "epsilon_high", "optim",
                 "steps_per_generation"):  # fmt: skip
@@ -193,3 +193,22 @@ def test_the_demo_refuses_gspo_settings_it_sets_itself():
     g.threads = 1  # the demo's own `threads` sets it: this one would be saved, not used
     with pytest.raises(ValueError, match="gspo.threads: the demo sets it"):
         DemoConfig(gspo=g)
+
+
+def test_shipped_models_and_configs_are_named_without_a_path(tmp_path, monkeypatch):
+    from sealign.config import ConfigError, config_file, load_config
+    from sealign.models.shipped import model_path
+    from sealign.train.checkpoint import policy_dir
+
+    monkeypatch.chdir(tmp_path)  # as an installed package is used: away from the checkout
+    assert model_path("shipped:fm") == shipped_checkpoint("fm")
+    assert model_path("runs/x") == Path("runs/x")
+    assert policy_dir("shipped:ar") == shipped_checkpoint("ar")
+    with pytest.raises(ValueError, match="no such shipped model; use one of shipped:ar"):
+        model_path("shipped:tts")
+    assert config_file("shipped:gspo_demo").name == "gspo_demo.yaml"
+    assert load_config(GSPOConfig, "shipped:gspo_demo.yaml").model.init_from == "shipped:ar"
+    with pytest.raises(ConfigError, match=r"package ships one by that name: --config shipped:gspo"):
+        config_file("configs/gspo_demo.yaml")
+    with pytest.raises(ConfigError, match="no such shipped config; there are: "):
+        config_file("shipped:nope")

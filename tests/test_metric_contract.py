@@ -129,6 +129,25 @@ def test_metrics_list_names_the_weights_users_must_give(monkeypatch, capsys):
     assert "metric_options.nisqa.weights or $SEALIGN_NISQA_WEIGHTS (set)" in rows["nisqa"]
     assert "metric_options.lps.model |" in rows["lps"]
     assert "| installed |" in rows["dnsmos"] and "| installed |" in rows["pesq_wb"]
+    assert "| installed |" in rows["distillmos"] and "| installed |" in rows["spk_sim"]
+
+
+def test_metrics_list_names_packages_installed_apart(monkeypatch, capsys):
+    """distillmos and resemblyzer are installed with --no-deps, apart from sealign's own
+    dependencies: without them the list says so instead of 'installed'."""
+    import importlib.util
+
+    from sealign.cli import main
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda m, *a: None if m == "xls_r_sqa" else find(m, *a)
+    )
+    assert main(["metrics"]) == 0
+    rows = {r.split("|")[1].strip(): r for r in capsys.readouterr().out.splitlines()[2:]}
+    want = "| missing Python package xls_r_sqa: pip install --no-deps distillmos==0.9.1 xls-r-sqa"
+    assert want in rows["distillmos"]
+    assert "| installed |" in rows["spk_sim"]
 
 
 def test_references_are_resampled_once_from_their_own_rate(tmp_path):

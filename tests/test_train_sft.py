@@ -603,3 +603,30 @@ def test_a_resume_on_changed_manifests_warns(tmp_path, caplog):
         (tmp_path / "m.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
         follow_manifests(state, [str(tmp_path / "m.jsonl")])
     assert f"manifests changed since the checkpoint ({tmp_path / 'm.jsonl'})" in caplog.text
+
+
+def test_missing_kokoro_voices_are_fetched_before_kokoro_is_left_out(monkeypatch, caplog):
+    import sealign.data.tts as tts
+    from sealign.commands.data_synth import usable_engines
+
+    fetched = []
+    monkeypatch.setattr(tts, "kokoro_voices_missing", lambda: not fetched)
+    monkeypatch.setattr(tts, "ensure_kokoro_voices", lambda: fetched.append(1))
+    real = tts.engine_unavailable_reason
+
+    def reason(name, *a, **k):
+        if name == "kokoro":
+            return None if fetched else "voice tables missing"
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(tts, "engine_unavailable_reason", reason)
+    assert usable_engines(["kokoro"], None) == ["kokoro"] and fetched == [1]
+
+    def no_npm():
+        raise tts.KokoroAssetError("`npm` was not found")
+
+    fetched.clear()
+    monkeypatch.setattr(tts, "ensure_kokoro_voices", no_npm)
+    with caplog.at_level(logging.WARNING, logger="sealign"):
+        assert usable_engines(["kokoro", "piper"], None) == ["piper"]
+    assert "TTS engine kokoro unavailable (`npm` was not found)" in caplog.text

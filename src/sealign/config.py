@@ -210,6 +210,37 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+SHIPPED_CONFIG_PREFIX = "shipped:"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship inside the package (the repository's ``configs/``), by name."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("sealign") / "configs"))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def config_file(path: str | Path) -> Path:
+    """The YAML file ``path`` names: a file, or ``shipped:<name>`` for a config that ships
+    inside the package (``shipped:gspo_demo`` is the repository's ``configs/gspo_demo.yaml``)."""
+    text, shipped = str(path), shipped_configs()
+    if text.startswith(SHIPPED_CONFIG_PREFIX):
+        name = text[len(SHIPPED_CONFIG_PREFIX) :].removesuffix(".yaml")
+        if name not in shipped:
+            raise ConfigError(f"{text}: no such shipped config; there are: {', '.join(shipped)}")
+        return shipped[name]
+    p = Path(path)
+    if not p.is_file():
+        hint = ""
+        if p.stem in shipped and p.suffix in ("", ".yaml"):
+            hint = (
+                f" (the package ships one by that name: --config {SHIPPED_CONFIG_PREFIX}{p.stem})"
+            )
+        raise ConfigError(f"config file not found: {p}{hint}")
+    return p
+
+
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
@@ -220,9 +251,7 @@ def load_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = config_file(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:

@@ -13,7 +13,7 @@ the same value alone, in a batch and on a repeat (scores are cached by content),
 declared input is missing; a clean-vs-noisy hint. Exit status 1 when a check fails.
 
 examples:
-  sealign check --model src/sealign/assets/ar_demo
+  sealign check --model shipped:ar  # a demo checkpoint that ships in the package
   PYTHONPATH=examples sealign check --model runs/hf_base --manifest data/demo/valid.jsonl
   sealign check --codec world:src/sealign/assets/fm_demo/codec
   sealign check --metric dnsmos --manifest data/demo/test.jsonl

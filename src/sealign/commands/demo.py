@@ -20,7 +20,6 @@ import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import enhance_samples
 from sealign.metrics.asr import ASR
 from sealign.metrics.base import MetricInfo
+from sealign.models.shipped import SHIPPED_FAMILIES, model_path, shipped_checkpoint
 from sealign.rewards.composite import RewardConfig, auto_scale, to_reward_scale
 from sealign.rl.evaluation import RLEvalConfig
 from sealign.rl.gspo import GSPOConfig, SamplingConfig, train_gspo
@@ -62,17 +62,6 @@ from sealign.utils.paths import replace_dir
 HELP = "the main job: GSPO-align the shipped model on the demo corpus, evaluate, report"
 
 DEMO_METRICS = ["dnsmos", "distillmos", "wer", "spk_sim", "speechbertscore", "pesq_wb", "estoi"]
-
-
-SHIPPED_FAMILIES = ("ar", "mgm", "fm")
-
-
-def shipped_checkpoint(family: str = "ar") -> Path:
-    """The base checkpoint of ``family`` (``ar``, ``mgm`` or ``fm``) that ships inside the
-    package (see docs/demo_checkpoint.md)."""
-    if family not in SHIPPED_FAMILIES:
-        raise ValueError(f"family must be one of {SHIPPED_FAMILIES}, got {family!r}")
-    return Path(str(resources.files("sealign") / "assets" / f"{family}_demo"))
 
 
 # GSPO settings the demo sets, and what sets them
@@ -249,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     # and one whose model cannot load fails before GSPO, not after (loading Whisper is harmless
     # here; transcribing on two threads is what slows torch, see docs/gspo_demo.md)
     load_metrics(metrics)
-    base = Path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint(cfg.family)
+    base = model_path(cfg.checkpoint) if cfg.checkpoint else shipped_checkpoint(cfg.family)
     with contextlib.suppress(FileNotFoundError):  # a run or checkpoint folder → its policy
         base = policy_dir(base)
     if not (base / "config.json").is_file():

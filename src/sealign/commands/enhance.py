@@ -57,6 +57,7 @@ from sealign.infer.enhance import (
     resolve_inputs,
 )
 from sealign.infer.fusion import FUSIONS
+from sealign.models.shipped import model_path
 from sealign.train.checkpoint import policy_dir
 from sealign.train.distributed import process_device
 from sealign.utils.folder_lock import hold_for_command
@@ -83,9 +84,10 @@ class EnhanceRunConfig:
         for key in ("model", "input", "output"):
             if not getattr(self, key):
                 raise ValueError(f"{key} is required")
-        for key in ("model", "input"):
-            if not Path(getattr(self, key)).exists():
-                raise ValueError(f"{key}: not found: {getattr(self, key)}")
+        if not model_path(self.model).exists():
+            raise ValueError(f"model: not found: {self.model}")
+        if not Path(self.input).exists():
+            raise ValueError(f"input: not found: {self.input}")
         if (self.samples > 1) != bool(self.best_of) or self.samples < 1:
             raise ValueError("samples > 1 and best_of go together (N outputs, columns to pick by)")
         if self.samples > MAX_SAMPLES:

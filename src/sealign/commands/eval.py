@@ -82,6 +82,7 @@ from sealign.infer.enhance import (
     enhance_samples,
     sample_tags,
 )
+from sealign.models.shipped import model_path
 from sealign.report.plots import plot_sweep
 from sealign.train.checkpoint import policy_dir
 from sealign.train.distributed import process_device
@@ -126,7 +127,7 @@ class EvalRunConfig:
         if not self.models:
             raise ValueError("models: give at least one --model")
         for m in self.models:
-            if not Path(m).exists():
+            if not model_path(m).exists():
                 raise ValueError(f"models: not found: {m}")
         if self.names and len(self.names) != len(self.models):
             raise ValueError(f"names: {len(self.names)} names for {len(self.models)} models")
@@ -239,7 +240,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def model_names(paths: list[str]) -> list[str]:
     """Short unique names: ``<run>@<step>`` for checkpoints, else the folder name."""
     names = []
-    for p in map(Path, paths):
+    for p in map(model_path, paths):
         p = p.resolve()
         if p.name.startswith("step_") and p.name[5:].isdigit():
             name = f"{p.parent.parent.name}@{int(p.name[5:])}"

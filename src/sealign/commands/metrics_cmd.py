@@ -4,6 +4,7 @@ run on a GPU (their constructor takes a ``device``) and which need weights you p
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 from sealign.metrics.registry import metric_class, metric_info, metric_names, takes_device
@@ -15,9 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     del p
 
 
-def _weights(name: str, option: str) -> str:
+def _weights(name: str, option: str, packages: tuple[str, ...] = (), install: str = "") -> str:
     """Where the metric's model comes from: installed with it, or the option (and environment
-    variable) through which you give it, with whether that variable is set here."""
+    variable) through which you give it, with whether that variable is set here; packages it
+    needs that are missing come first."""
+    missing = [m for m in packages if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"missing Python package {', '.join(missing)}: {install}"
     if not option:
         return "installed"
     where = f"you give: metric_options.{name}.{option}"
@@ -50,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         gpu = "yes" if takes_device(name) else "-"
         print(
             f"| {name} | {', '.join(i.outputs)} | {better} | {', '.join(needs)} | {i.sample_rate} "
-            f"| {gpu} | {_weights(name, i.user_weights)} | {i.description} |"
+            f"| {gpu} | {_weights(name, i.user_weights, i.packages, i.install)} | {i.description} |"
         )
     return 0

@@ -206,6 +206,11 @@ def _voices_help(d: Path) -> str:
     )
 
 
+def kokoro_voices_missing(voices_dir: str | Path | None = None) -> bool:
+    """True when some of the Kokoro voice tables the corpora use are not in ``voices_dir``."""
+    return bool(_missing_voices(kokoro_voices_dir(voices_dir), KOKORO_VOICES))
+
+
 def ensure_kokoro_voices(
     voices_dir: str | Path | None = None, npm: str = "npm", timeout: float = 600.0
 ) -> Path:

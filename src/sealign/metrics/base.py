@@ -30,7 +30,8 @@ class MetricInfo:
     means for its outputs in a reward; ``auto`` decides by range and direction (see
     :func:`sealign.rewards.composite.auto_scale`), a distance without an upper bound such as
     MCD declares ``negated``. ``user_weights``: the constructor option that names weights the
-    user must provide (nothing installable ships them)."""
+    user must provide (nothing installable ships them). ``packages``: modules it needs that are
+    installed separately, with ``install``."""
 
     name: str
     outputs: tuple[str, ...]
@@ -46,6 +47,10 @@ class MetricInfo:
     # the constructor option through which users give the model's weights when none are
     # installed with the metric (e.g. "weights"); empty: it runs with what pip installed
     user_weights: str = ""
+    # Python modules its default backend imports that installing sealign does not bring (their
+    # wheels pin packages that conflict with ours), and the command that installs them
+    packages: tuple[str, ...] = ()
+    install: str = ""
 
     def __post_init__(self) -> None:
         if self.reward_scale not in REWARD_SCALES:

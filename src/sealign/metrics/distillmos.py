@@ -27,6 +27,8 @@ from sealign.metrics.base import Metric, MetricInfo, MetricUnavailable, Utteranc
 from sealign.utils.device import check_device
 from sealign.utils.threads import torch_threads
 
+DISTILLMOS_INSTALL = "pip install --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0"
+
 
 def _import_distillmos():
     """Import ``distillmos`` although its module-level ``import torchaudio`` fails with torch 2.13.
@@ -38,9 +40,7 @@ def _import_distillmos():
         return importlib.import_module("distillmos")
     except ModuleNotFoundError as err:
         if err.name == "distillmos" or err.name == "xls_r_sqa":
-            raise MetricUnavailable(
-                "distillmos is not installed: pip install --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0"
-            ) from err
+            raise MetricUnavailable(f"distillmos is not installed: {DISTILLMOS_INSTALL}") from err
     except (ImportError, OSError):
         pass  # a broken torchaudio install: fall through to the stand-in
     placeholder = types.ModuleType("torchaudio")
@@ -131,6 +131,8 @@ class DistillMOS(Metric):
         sample_rate=16000,
         version="0.9.1",
         description="DistillMOS v7 quality MOS (Stahl & Gamper 2025), weights shipped in the wheel",
+        packages=("distillmos", "xls_r_sqa"),
+        install=DISTILLMOS_INSTALL,
     )
 
     def __init__(self, num_threads: int = 2, batch_size: int = 8, device: str = "cpu") -> None:

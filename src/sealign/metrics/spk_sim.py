@@ -34,6 +34,8 @@ class SpeakerSimilarity(Metric):
         needs_speaker_ref=True,
         version="1",
         description="speaker-embedding cosine similarity (resemblyzer GE2E by default)",
+        packages=("resemblyzer",),
+        install="pip install --no-deps resemblyzer==0.1.4",
     )
 
     def __init__(
@@ -74,9 +76,7 @@ class SpeakerSimilarity(Metric):
                 from resemblyzer import VoiceEncoder
                 from resemblyzer.audio import preprocess_wav
             except ImportError as err:
-                raise MetricUnavailable(
-                    "spk_sim needs resemblyzer: pip install --no-deps resemblyzer==0.1.4 webrtcvad-wheels"
-                ) from err
+                raise MetricUnavailable(f"spk_sim needs resemblyzer: {self.info.install}") from err
             enc = VoiceEncoder(self.device, verbose=False)
 
             def embed(wav: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from sealign.data.manifest import Entry, read_manifest
 from sealign.eval.score import ScoreConfig, build_metrics, load_metrics, score_entries
 from sealign.eval.tables import compare_stats, compare_table, diff_table
 from sealign.infer.enhance import enhance_files
+from sealign.models.shipped import model_path
 from sealign.prefs.build import PrefsConfig
 from sealign.rl.dpo import DPOConfig, train_dpo
 from sealign.train.checkpoint import latest_checkpoint, load_checkpoint, policy_dir
@@ -80,7 +81,7 @@ class AblationConfig:
 
     def check(self) -> None:
         for key in ("model", "dataset", "test"):
-            if not getattr(self, key) or not Path(getattr(self, key)).exists():
+            if not getattr(self, key) or not model_path(getattr(self, key)).exists():
                 raise ValueError(f"{key}: not found: {getattr(self, key)!r}")
         if self.cross_dataset and not Path(self.cross_dataset).exists():
             raise ValueError(f"cross_dataset: not found: {self.cross_dataset}")
@@ -233,7 +234,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     systems_entries: dict[str, list[Entry]] = {}
     from sealign.models.registry import load_policy
 
-    for name, path in {"base": Path(cfg.model), **trained}.items():
+    for name, path in {"base": model_path(cfg.model), **trained}.items():
         policy = load_policy(policy_dir(path), map_location=cfg.device)
         res = enhance_files(
             policy, entries, out / "enhanced" / name.replace(":", "_"), batch_size=8,

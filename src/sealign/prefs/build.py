@@ -45,6 +45,7 @@ from sealign.eval.score import column_name, metric_settings
 from sealign.metrics.base import Metric, MetricUnavailable, Utterance
 from sealign.metrics.cache import open_score_cache, score_with_cache
 from sealign.models.policy import Policy, Targets, check_sample_options
+from sealign.models.shipped import model_path
 from sealign.prefs.pairs import Candidate, PairReport, make_pairs, no_pairs_message
 from sealign.rewards.composite import auto_scale
 from sealign.train.sft import split_targets
@@ -110,7 +111,7 @@ class PrefsConfig:
     def check(self) -> None:
         from sealign.metrics.registry import metric_info, metric_names
 
-        if not self.model or not Path(self.model).exists():
+        if not self.model or not model_path(self.model).exists():
             raise ValueError(f"model: not found: {self.model!r}")
         if not self.manifest:
             raise ValueError("manifest is required")

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from sealign.audio.io import load_audio
 from sealign.config import load_config, save_config, warn_config_changes
 from sealign.models.policy import Conditioning, Policy, Targets
+from sealign.models.shipped import model_path
 from sealign.prefs.build import (
     SPACE_PROBE,
     PrefsConfig,
@@ -182,7 +183,7 @@ class DPOConfig:
             raise ValueError(
                 f"dataset: no candidates.jsonl in {self.dataset!r} (run sealign prefs)"
             )
-        if self.reference_model and not Path(self.reference_model).exists():
+        if self.reference_model and not model_path(self.reference_model).exists():
             raise ValueError(f"reference_model: not found: {self.reference_model}")
         self.optim.check("optim.")
         self.eval.check("eval.")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from sealign.models.policy import (
     keep_passes,
     step_passes,
 )
+from sealign.models.shipped import model_path
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages
 from sealign.rewards.word_credit import step_advantages
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
@@ -203,7 +203,7 @@ class GSPOConfig:
     def check(self) -> None:
         """Checks touching files and the metric registry (before any work)."""
         self.model.check("model.")
-        if self.reference_model and not Path(self.reference_model).exists():
+        if self.reference_model and not model_path(self.reference_model).exists():
             raise ValueError(f"reference_model: not found: {self.reference_model}")
         self.data.check("data.")
         if self.data.crop_seconds:
@@ -494,7 +494,9 @@ def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
     now = {"model.init_from": cfg.model.init_from, "reference_model": cfg.reference_model}
     for key, old in was.items():
         new = now[key]
-        same = old == new or (old and new and os.path.realpath(old) == os.path.realpath(new))
+        same = old == new or (
+            old and new and model_path(old).resolve() == model_path(new).resolve()
+        )
         if not same:
             raise ValueError(f"{key}: {new} now, but the run in {saved.parent.parent.parent} was "
                              f"started from {old}; continue it with its own, or use another "

@@ -33,6 +33,7 @@ import torch
 
 from sealign.config import save_config
 from sealign.models.persist import write_sampling
+from sealign.models.shipped import model_path
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def policy_dir(path: str | Path) -> Path:
     """The saved-policy folder for a run dir (its latest checkpoint), a checkpoint or a policy dir."""
-    p = Path(path)
+    p = model_path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: model not found")
+        raise FileNotFoundError(f"{path}: model not found")
     if (p / CHECKPOINT_DIR).is_dir():
         ckpt = latest_checkpoint(p)
         if ckpt is None:

@@ -34,6 +34,7 @@ from sealign.audio.io import write_audio
 from sealign.config import save_config, warn_config_changes
 from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import FAMILIES, Conditioning, Policy, Targets
+from sealign.models.shipped import model_path
 from sealign.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -85,7 +86,7 @@ class ModelConfig:
                 raise ValueError(
                     f"{prefix}init_from: give either init_from or family + codec, not both"
                 )
-            if not Path(self.init_from).exists():
+            if not model_path(self.init_from).exists():
                 raise ValueError(f"{prefix}init_from: not found: {self.init_from}")
             return
         if self.family not in FAMILIES:
