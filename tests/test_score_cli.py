@@ -299,3 +299,27 @@ def test_a_rank_that_dies_during_set_up_ends_the_other_machines_wait(
     proc = torchrun(29594, *_score_args(m, tmp_path / "ddp"), nodes=2)
     assert proc.returncode != 0
     assert "a rank of this torchrun launch failed or stopped before the job's start" in proc.stderr
+
+
+def test_a_rank_that_dies_before_joining_ends_the_other_machines_wait(
+    tmp_path, speech, noisy, torchrun, monkeypatch
+):
+    """Two "machines": rank 1 exits before it joins the process group. Rank 0 fails when the
+    join times out (here 5 s instead of 15 minutes), not after the collective timeout."""
+    m = _make(tmp_path, speech, noisy)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('SEALIGN_TEST_DIE'):\n"
+        "    if os.environ.get('RANK') == '1':\n"
+        "        os._exit(3)\n"
+        "    import datetime\n"
+        "    import sealign.train.distributed as d\n"
+        "    d.JOIN_TIMEOUT = datetime.timedelta(seconds=5)\n"
+    )
+    monkeypatch.syspath_prepend(str(hook))
+    monkeypatch.setenv("SEALIGN_TEST_DIE", "1")
+    proc = torchrun(29596, *_score_args(m, tmp_path / "ddp"), nodes=2)
+    assert proc.returncode != 0
+    assert "the ranks of this torchrun launch did not all join within 0:00:05" in proc.stderr

@@ -103,6 +103,32 @@ def group_timeout() -> timedelta:
     return timedelta(minutes=minutes)
 
 
+JOIN_TIMEOUT = timedelta(minutes=15)
+
+
+def init_group(backend: str) -> None:
+    """Join this torchrun launch's process group. The ranks start together, so all of them not
+    having joined within :data:`JOIN_TIMEOUT` (or :func:`group_timeout`, if shorter) means one
+    failed before it joined, on another machine, where torchrun does not stop the others: the
+    join fails then, not after the collective timeout (two hours), which later collectives keep.
+    """
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d
+
+    wait = group_timeout()
+    set_timeout = getattr(distributed_c10d, "_set_pg_timeout", None)  # private: may go away
+    join = min(wait, JOIN_TIMEOUT) if set_timeout else wait
+    try:
+        dist.init_process_group(backend, timeout=join)
+    except Exception as err:  # noqa: BLE001 - the backends' errors have no common type
+        raise RuntimeError(
+            f"the ranks of this torchrun launch did not all join within {join} ({err}): one "
+            "failed before it joined (its log says why), or cannot reach MASTER_ADDR:MASTER_PORT"
+        ) from err
+    if join != wait:
+        set_timeout(wait)
+
+
 def init_distributed(device: str) -> Dist:
     """Rank and world size from ``torchrun``'s environment; process group when > 1 (on
     ``cuda``, after selecting this process's GPU, see :func:`rank_device`)."""
@@ -118,9 +144,7 @@ def init_distributed(device: str) -> Dist:
     if owns:
         # the other ranks wait in their next collective while rank 0 evaluates or saves: give
         # that more than the backends' default (10 or 30 minutes)
-        dist.init_process_group(
-            "nccl" if device.startswith("cuda") else "gloo", timeout=group_timeout()
-        )
+        init_group("nccl" if device.startswith("cuda") else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), local, owns)
 
 

@@ -153,16 +153,10 @@ def _launch_barrier(when: str) -> None:
 def _join_launch() -> None:
     import torch.distributed as dist
 
-    from sealign.train.distributed import group_timeout
+    from sealign.train.distributed import init_group
 
     if not dist.is_initialized():
-        try:
-            dist.init_process_group("gloo", timeout=group_timeout())
-        except Exception as err:  # noqa: BLE001 - the backend's errors have no common type
-            raise RuntimeError(
-                f"the ranks of this torchrun launch could not meet ({err}): one failed before "
-                "it joined, or it cannot reach MASTER_ADDR:MASTER_PORT"
-            ) from err
+        init_group("gloo")
         _OWN_GROUP.append(True)
 
 
