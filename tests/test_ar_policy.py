@@ -394,6 +394,8 @@ def test_bad_input_is_a_clear_error(codec, speech):
         policy.condition([np.stack([speech(0), speech(0)])])
     with pytest.raises(FeatureError, match="NaN"):
         policy.condition([np.full(16000, np.nan, np.float32)])
+    with pytest.raises(FeatureError, match="expected float samples in .-1, 1., got int16"):
+        policy.condition([(speech(0) * 32767).astype(np.int16)])
     with pytest.raises(FeatureError, match="max_frames"):
         make_policy(codec, max_frames=50).condition([speech(0)])
     cond = policy.condition([speech(0)])

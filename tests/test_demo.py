@@ -197,6 +197,7 @@ def test_the_demo_refuses_gspo_settings_it_sets_itself():
 
 def test_shipped_models_and_configs_are_named_without_a_path(tmp_path, monkeypatch):
     from sealign.config import ConfigError, config_file, load_config
+    from sealign.models.registry import read_meta
     from sealign.models.shipped import model_path
     from sealign.train.checkpoint import policy_dir
 
@@ -204,6 +205,7 @@ def test_shipped_models_and_configs_are_named_without_a_path(tmp_path, monkeypat
     assert model_path("shipped:fm") == shipped_checkpoint("fm")
     assert model_path("runs/x") == Path("runs/x")
     assert policy_dir("shipped:ar") == shipped_checkpoint("ar")
+    assert read_meta("shipped:mgm")[1] == shipped_checkpoint("mgm")  # so load_policy takes it
     with pytest.raises(ValueError, match="no such shipped model; use one of shipped:ar"):
         model_path("shipped:tts")
     assert config_file("shipped:gspo_demo").name == "gspo_demo.yaml"

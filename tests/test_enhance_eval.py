@@ -20,6 +20,7 @@ from sealign.infer.dereverb import wpe_dereverb
 from sealign.infer.enhance import (
     EnhanceConfig,
     chunk_bounds,
+    enhance_audio,
     enhance_files,
     resolve_inputs,
     stitch,
@@ -153,6 +154,13 @@ def test_enhance_files_batches_chunks_and_writes_manifest(tmp_path):
     again = enhance_files(GainPolicy(), tmp_path / "in.jsonl", tmp_path / "out2", 3, 4.0, 0.5,
                           seed=0, progress=False)  # fmt: skip
     assert np.array_equal(sf.read(again.entries[0].audio)[0], sf.read(first.audio)[0])
+    # in memory: the same outputs before the files' 16-bit rounding; None for the silent input
+    ins = [sf.read(tmp_path / f"{k}.wav", dtype="float32")[0] for k in ("long", "short", "silent")]
+    arrays = enhance_audio(GainPolicy(), ins, 3, 4.0, 0.5)
+    assert arrays[2] is None and [a.size for a in arrays[:2]] == [long.size, short.size]
+    assert np.abs(arrays[0] - y).max() < 1 / 32768 and np.abs(arrays[1] - y2).max() < 1 / 32768
+    with pytest.raises(TypeError, match="input 0: float samples in .-1, 1. expected, got int16"):
+        enhance_audio(GainPolicy(), [(long * 32767).astype(np.int16)])
 
 
 class PickyPolicy(GainPolicy):

@@ -184,6 +184,14 @@ def test_composite_reward_flags_failures_and_not_applicable(speech):
     assert np.isnan(batch.values[4, 0]) and np.isfinite(batch.values[4, 1])
     assert "non-finite" in batch.reasons[1]
     assert reward.columns() == {"si_sdr"}
+    # one reward per utterance for a trainer of your own: the weighted mean of its terms
+    total = batch.composite()
+    assert np.isnan(total[1]) and total[4] == batch.values[4, 1]
+    assert total[0] == pytest.approx((batch.values[0, 0] + 0.5 * batch.values[0, 1]) / 1.5)
+    nan = Utterance("w#0", np.full(clean.size, np.nan, np.float32), 16000, reference=clean)
+    assert batch.reasons and "; " not in batch.reasons[1]
+    both = reward([nan]).reasons[0]  # every failing term says why, not only the last
+    assert both.startswith("si_sdr: ") and "; flaky_reward: " in both
     odd = CompositeReward(RewardConfig(components=[{"function": "test_gspo:odd_values"}]))
     assert odd(utts).failed.tolist() == [False, True, True, False, False]  # not the run's end
 

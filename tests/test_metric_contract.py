@@ -4,9 +4,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from sealign.metrics import Metric, MetricInfo, Utterance, build_metric, metric_names, register
 from sealign.metrics.cache import ScoreCache, cache_key, score_with_cache
+from sealign.metrics.registry import metric_class, metric_info
 
 
 class Energy(Metric):
@@ -62,17 +64,29 @@ def test_registry_lists_builtins_and_user_metrics():
         "utmos",
     ):
         assert n in names
-    register("energy_test", Energy)
     with pytest.raises(ValueError, match="declares MetricInfo.name='energy'.; register it under"):
-        build_metric("energy_test")  # the cache and the columns go by the declared name
+        register("energy_test", Energy)  # the cache and the columns go by the declared name
+    with pytest.raises(ValueError, match="'dnsmos' is built in"):
+        register("dnsmos", Energy)
 
-    class EnergyTest(Energy):
+    def energy_class(kind):
+        class EnergyTest(Energy):
+            info = dataclasses.replace(Energy.info, name="energy_test2", description=kind)
+
+        return EnergyTest
+
+    register("energy_test2", energy_class("first"))
+    assert isinstance(build_metric("energy_test2"), Energy)
+    register("energy_test2", energy_class("again"))  # the same class defined again: a notebook
+    assert metric_info("energy_test2").description == "again"
+
+    class Other(Energy):
         info = dataclasses.replace(Energy.info, name="energy_test2")
 
-    register("energy_test2", EnergyTest)
-    assert isinstance(build_metric("energy_test2"), Energy)
-    with pytest.raises(ValueError, match="already registered"):
-        register("energy_test", Energy)
+    with pytest.raises(ValueError, match="already registered .* pass replace=True"):
+        register("energy_test2", Other)
+    register("energy_test2", Other, replace=True)
+    assert metric_class("energy_test2") is Other
     with pytest.raises(KeyError, match="unknown metric"):
         build_metric("nope")
 
@@ -194,3 +208,27 @@ def test_unusable_audio_is_an_error_of_the_metrics_that_read_it():
     assert r[1].error == "digitally silent audio (every sample 0)" and r[2].values
     # a damaged reference does not stop a metric that does not read it
     assert Probe().score_batch([Utterance("d", x, 16000, reference=bad)])[0].values == {"x": 0.5}
+
+
+def test_utterances_refuse_integer_and_multichannel_audio_and_take_tensors():
+    x = np.sin(np.arange(1600) / 5).astype(np.float32)
+    with pytest.raises(TypeError, match=r"u: audio holds integer samples \(int16\); pass float"):
+        Utterance("u", (x * 32767).astype(np.int16), 16000)
+    with pytest.raises(
+        ValueError, match=r"u: reference must be mono and 1-D, got shape \(1600, 2\)"
+    ):
+        Utterance("u", x, 16000, reference=np.stack([x, x], axis=1))
+    with pytest.raises(TypeError, match="speaker_ref must hold float samples, not bool"):
+        Utterance("u", x, 16000, speaker_ref=x > 0)
+    u = Utterance("u", torch.from_numpy(x), 16000, reference=list(x))
+    assert isinstance(u.audio, np.ndarray) and np.array_equal(u.audio, x)
+    assert isinstance(u.reference, np.ndarray) and u.reference.shape == (1600,)
+
+
+def test_loading_a_metric_leaves_torch_random_stream_alone():
+    torch.manual_seed(0)
+    want = torch.rand(4)
+    torch.manual_seed(0)
+    m = build_metric("distillmos", num_threads=1)
+    m.load()  # builds a randomly initialized model before loading its weights
+    assert torch.equal(torch.rand(4), want)

@@ -338,3 +338,40 @@ def test_a_sequence_without_real_steps_adds_nothing_and_no_nan():
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(logp.grad).all()
     assert logp.grad[1].abs().sum() == 0
+
+
+def test_policy_loss_defaults_checks_and_padding():
+    from sealign.rl.losses import DEFAULT_EPS
+
+    g = torch.Generator().manual_seed(0)
+    logp = -torch.rand(4, 6, generator=g) - 0.5
+    old = logp + 0.3 * torch.randn(4, 6, generator=g)
+    adv = torch.randn(4, generator=g)
+    mask = torch.ones(4, 6)
+    mask[0, 4:] = 0
+    # each loss clips with its own range unless told: GRPO's 0.2, not GSPO's 3e-4
+    grpo = policy_loss(logp, old, adv, mask, "grpo")
+    same = policy_loss(logp, old, adv, mask, "grpo", *DEFAULT_EPS["grpo"])
+    assert torch.equal(grpo.loss, same.loss) and DEFAULT_EPS["grpo"] == (0.2, 0.2)
+    tight = policy_loss(logp, old, adv, mask, "grpo", 3e-4, 4e-4)
+    assert grpo.stats["clip_ratio/region_mean"] < tight.stats["clip_ratio/region_mean"]
+    # [N, 1] advantages and numpy ones are one per sequence too
+    base = policy_loss(logp, old, adv, mask)
+    assert torch.equal(policy_loss(logp, old, adv[:, None], mask).loss, base.loss)
+    assert torch.allclose(policy_loss(logp, old, adv.numpy(), mask).loss, base.loss)
+    # padding may hold -inf or NaN
+    pad_logp, pad_old = logp.clone(), old.clone()
+    pad_logp[0, 4:], pad_old[0, 4:] = -math.inf, math.nan
+    padded = policy_loss(pad_logp, pad_old, adv, mask, ref_logp=pad_old, beta=0.1)
+    assert torch.allclose(
+        padded.loss, policy_loss(logp, old, adv, mask, ref_logp=old, beta=0.1).loss
+    )
+    # shapes that broadcasting would hide
+    with pytest.raises(
+        ValueError, match=r"one per sequence \[4\] or one per step \[4, 6\], got \[1\]"
+    ):
+        policy_loss(logp, old, adv[:1], mask)
+    with pytest.raises(ValueError, match="must share one"):
+        policy_loss(logp, old, adv, mask[:, :1])
+    with pytest.raises(ValueError, match="eps_low must be in"):
+        policy_loss(logp, old, adv, mask, eps_low=-0.1)

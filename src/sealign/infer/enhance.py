@@ -427,8 +427,6 @@ def enhance_files(
     (:func:`~sealign.infer.fusion.mask_fusion`, smoothed over ``fuse_smooth`` = (Hz, ms));
     then ``remix`` > 0 writes ``(1 - remix) * out + remix * noisy`` (:func:`remix_noisy`).
     """
-    if dereverb not in DEREVERBS:
-        raise ValueError(f"dereverb must be one of {DEREVERBS}, got {dereverb!r}")
     t0 = time.perf_counter()
     entries = resolve_inputs(inputs) if isinstance(inputs, str | Path) else list(inputs)
     out = Path(output_dir)
@@ -441,22 +439,114 @@ def enhance_files(
         )
     out.mkdir(parents=True, exist_ok=True)
     sr = policy.sample_rate
+    limits = AudioLimits(max_duration=float("inf"))
+    written: dict[str, Entry] = {}
+    failed: dict[str, str] = {}
+    audio_seconds = 0.0
+
+    def read() -> Any:
+        nonlocal audio_seconds
+        for e in entries:
+            try:
+                wav, _ = load_audio(e.audio, sr, limits)
+            except AudioError as err:
+                log.warning("skipping %s: %s", e.id, err)
+                failed[e.id] = str(err)
+                yield e, None
+                continue
+            audio_seconds += wav.size / sr
+            yield e, wav
+
+    def finish(e: Entry, wav: np.ndarray) -> None:
+        name = output_name(e.id) + ".wav"
+        write_audio(out / name, wav, sr)
+        written[e.id] = Entry(
+            id=e.id, audio=str(out / name), reference=e.reference, text=e.text,
+            speaker_ref=e.speaker_ref, noisy=e.audio, extra=dict(e.extra),
+        )  # fmt: skip
+
+    _enhance_stream(
+        policy, read(), finish, failed, batch_size, chunk_seconds, overlap_seconds, temperature,
+        seed, crossfade, progress, sample_options, remix, fuse, fuse_smooth, dereverb, len(entries),
+    )  # fmt: skip
+    done = [written[e.id] for e in entries if e.id in written]
+    path = write_manifest(out / manifest, relocate(done, out / manifest))
+    return EnhanceResult(done, path, failed, audio_seconds, time.perf_counter() - t0)
+
+
+def enhance_audio(
+    policy: Policy,
+    wavs: list[np.ndarray],
+    batch_size: int = 4,
+    chunk_seconds: float = 10.0,
+    overlap_seconds: float = 1.0,
+    temperature: float = 0.3,
+    seed: int = 0,
+    crossfade: str = "linear",
+    sample_options: dict[str, Any] | None = None,
+    remix: float = 0.0,
+    fuse: str = "none",
+    fuse_smooth: tuple[float, float] = (280.0, 24.0),
+    dereverb: str = "none",
+) -> list[np.ndarray | None]:
+    """Enhance waveforms in memory as :func:`enhance_files` enhances files (the same chunks,
+    batches, random draws and processing; mono float arrays at ``policy.sample_rate``), so
+    ``enhance_audio(p, wavs, **EnhanceConfig().for_checkpoint(folder).file_options())`` gives what
+    ``sealign enhance`` writes, before its 16-bit rounding. None for an input the model
+    rejected (the warning says why)."""
+    outs: dict[int, np.ndarray] = {}
+    failed: dict[str, str] = {}
+    items = []
+    for i, w in enumerate(wavs):
+        w = np.asarray(w.detach().cpu() if hasattr(w, "detach") else w)
+        if w.dtype.kind != "f":
+            raise TypeError(f"input {i}: float samples in [-1, 1] expected, got {w.dtype}")
+        items.append((Entry(id=str(i), audio=""), w.astype(np.float32)))
+    _enhance_stream(
+        policy, items, lambda e, w: outs.__setitem__(int(e.id), w), failed, batch_size,
+        chunk_seconds, overlap_seconds, temperature, seed, crossfade, False, sample_options,
+        remix, fuse, fuse_smooth, dereverb, len(items),
+    )  # fmt: skip
+    for uid, why in failed.items():
+        log.warning("input %s not enhanced: %s", uid, why)
+    return [outs.get(i) for i in range(len(wavs))]
+
+
+def _enhance_stream(
+    policy: Policy,
+    inputs: Any,  # (entry, waveform or None when it could not be read) pairs
+    finish: Any,  # finish(entry, output waveform)
+    failed: dict[str, str],
+    batch_size: int,
+    chunk_seconds: float,
+    overlap_seconds: float,
+    temperature: float,
+    seed: int,
+    crossfade: str,
+    progress: bool,
+    sample_options: dict[str, Any] | None,
+    remix: float,
+    fuse: str,
+    fuse_smooth: tuple[float, float],
+    dereverb: str,
+    total: int | None = None,
+) -> None:
+    """The loop behind :func:`enhance_files` and :func:`enhance_audio`: chunks of every input
+    batched in input order, one random stream, outputs stitched and handed to ``finish``."""
+    if dereverb not in DEREVERBS:
+        raise ValueError(f"dereverb must be one of {DEREVERBS}, got {dereverb!r}")
+    sr = policy.sample_rate
     chunk = int(round(chunk_seconds * sr))
     overlap = int(round(overlap_seconds * sr))
-    limits = AudioLimits(max_duration=float("inf"))
     gen = torch.Generator().manual_seed(int(seed))
     module: Any = policy
     was_training = bool(getattr(module, "training", False))
     if hasattr(module, "eval"):
         module.eval()
-
-    written: dict[str, Entry] = {}
-    failed: dict[str, str] = {}
     chunk_checked = False
     queue: list[tuple[_File, int, np.ndarray]] = []
     open_files: list[_File] = []
-    audio_seconds = 0.0
-    bar = tqdm(total=len(entries), desc="enhance", unit="file", disable=not progress)
+    bar = tqdm(total=total, desc="enhance", unit="file", disable=not progress)
 
     def flush(items: list[tuple[_File, int, np.ndarray]]) -> None:
         outs = _run_batch(policy, [w for _, _, w in items], temperature, gen, sample_options)
@@ -483,19 +573,14 @@ def enhance_files(
         for f in [f for f in open_files if f.done]:
             open_files.remove(f)
             if f.entry.id not in failed:
-                written[f.entry.id] = _write(f, out, sr, overlap, crossfade)
+                finish(f.entry, _stitched(f, overlap, crossfade))
             bar.update(1)
 
     try:
-        for e in entries:
-            try:
-                wav, _ = load_audio(e.audio, sr, limits)
-            except AudioError as err:
-                log.warning("skipping %s: %s", e.id, err)
-                failed[e.id] = str(err)
+        for e, wav in inputs:
+            if wav is None:
                 bar.update(1)
                 continue
-            audio_seconds += wav.size / sr
             bounds = chunk_bounds(wav.size, chunk, overlap)
             if len(bounds) > 1 and not chunk_checked:
                 _check_chunk_length(policy, bounds[0][1] - bounds[0][0], chunk_seconds)
@@ -519,9 +604,6 @@ def enhance_files(
         bar.close()
         if hasattr(module, "train"):
             module.train(was_training)
-    done = [written[e.id] for e in entries if e.id in written]
-    path = write_manifest(out / manifest, relocate(done, out / manifest))
-    return EnhanceResult(done, path, failed, audio_seconds, time.perf_counter() - t0)
 
 
 def remix_noisy(enhanced: np.ndarray, noisy: np.ndarray, weight: float) -> np.ndarray:
@@ -593,21 +675,10 @@ def _run_batch(
     return [_fit(y, w.size) for y, w in zip(policy.decode(rollout), wavs, strict=True)]
 
 
-def _write(f: _File, out: Path, sr: int, overlap: int, crossfade: str) -> Entry:
+def _stitched(f: _File, overlap: int, crossfade: str) -> np.ndarray:
     wav = stitch(f.outputs, f.bounds, f.num_samples, overlap, crossfade)  # type: ignore[arg-type]
     peak = float(np.max(np.abs(wav))) if wav.size else 0.0
     if peak > 1.0:  # generated audio can overshoot full scale: scale it down instead of clipping
         log.info("%s: output peak %.2f scaled to 0.99", f.entry.id, peak)
         wav = wav * np.float32(0.99 / peak)
-    name = output_name(f.entry.id) + ".wav"
-    write_audio(out / name, wav, sr)
-    e = f.entry
-    return Entry(
-        id=e.id,
-        audio=str(out / name),
-        reference=e.reference,
-        text=e.text,
-        speaker_ref=e.speaker_ref,
-        noisy=e.audio,
-        extra=dict(e.extra),
-    )
+    return wav

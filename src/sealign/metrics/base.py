@@ -8,6 +8,7 @@ stops a batch.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,44 @@ class MetricInfo:
             )
 
 
+def _signal(x: Any, what: str, uid: str) -> np.ndarray | None:
+    """``x`` (a numpy array, torch tensor or list) as a 1-D float numpy array; TypeError or
+    ValueError for integer samples and for more than one channel."""
+    if x is None:
+        return None
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype.kind in "iu":
+        raise TypeError(
+            f"{uid}: {what} holds integer samples ({x.dtype}); pass float audio in [-1, 1] "
+            "(e.g. x / 32768 for int16)"
+        )
+    if x.dtype.kind != "f":
+        raise TypeError(f"{uid}: {what} must hold float samples, not {x.dtype}")
+    if x.ndim != 1:
+        raise ValueError(
+            f"{uid}: {what} must be mono and 1-D, got shape {x.shape} (x.reshape(-1) for one "
+            "channel of shape (1, n); x.mean(axis=...) to mix channels down)"
+        )
+    return x
+
+
+def _keeping_torch_rng(load: Any) -> Any:
+    """``load`` run without moving torch's global random stream: building a model initializes
+    its weights at random before the checkpoint replaces them, and a metric loaded lazily, at
+    its first score, would otherwise shift every later draw of a seeded training run."""
+
+    @functools.wraps(load)
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return load(self, *args, **kwargs)
+
+    return wrapped
+
+
 @dataclass
 class Utterance:
     """One signal to judge, with optional side information. Arrays are mono float32. The
@@ -80,6 +119,13 @@ class Utterance:
     speaker_ref: np.ndarray | None = None
     reference_rate: int | None = None
     speaker_ref_rate: int | None = None
+
+    def __post_init__(self) -> None:
+        # a mistake of the caller's, not of the audio: an error now rather than a score of
+        # int16 samples read as floats, or of one channel of two
+        self.audio = _signal(self.audio, "audio", self.id)
+        self.reference = _signal(self.reference, "reference", self.id)
+        self.speaker_ref = _signal(self.speaker_ref, "speaker_ref", self.id)
 
     def seconds(self, which: str = "audio") -> float:
         """Duration of ``audio``, ``reference`` or ``speaker_ref`` (0 when absent)."""
@@ -197,6 +243,8 @@ class Metric:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "load" in cls.__dict__:
+            cls.load = _keeping_torch_rng(cls.__dict__["load"])  # type: ignore[method-assign]
         # an easy mistake that would otherwise be ignored: the runner reads these from `info`
         misplaced = [k for k in _INFO_ONLY if k in cls.__dict__]
         if misplaced:

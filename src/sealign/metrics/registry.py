@@ -35,18 +35,34 @@ _BUILTIN: dict[str, str] = {
 _USER: dict[str, Callable[..., Metric]] = {}
 
 
-def register(name: str, factory: Callable[..., Metric]) -> None:
-    """Register a user metric (a :class:`Metric` subclass or any callable returning one)."""
-    if name in _BUILTIN or name in _USER:
-        raise ValueError(f"metric {name!r} is already registered")
+def register(name: str, factory: Callable[..., Metric], replace: bool = False) -> None:
+    """Register a user metric (a :class:`Metric` subclass or any callable returning one).
+    The same class defined again (a notebook cell run twice) replaces the first; another under
+    a taken name needs ``replace=True``. Built-in metrics cannot be replaced."""
+    if name in _BUILTIN:
+        raise ValueError(f"metric {name!r} is built in; register yours under another name")
+    declared = getattr(getattr(factory, "info", None), "name", name)
+    if declared != name:
+        raise ValueError(f"metric {name!r} declares MetricInfo(name={declared!r}); register it "
+                         "under the name it declares")  # fmt: skip
+    old = _USER.get(name)
+    if old is not None and not replace and _qualname(old) != _qualname(factory):
+        raise ValueError(f"metric {name!r} is already registered (as {_qualname(old)}); pass "
+                         "replace=True to replace it")  # fmt: skip
     _USER[name] = factory
 
 
+def _qualname(factory: Callable[..., Metric]) -> str:
+    return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
+
+
 def metric_names() -> list[str]:
+    """Every metric's name, built in and registered, sorted."""
     return sorted([*_BUILTIN, *_USER])
 
 
 def metric_class(name: str) -> Callable[..., Metric]:
+    """The class (or factory) registered as ``name``; KeyError naming the known ones."""
     if name in _USER:
         return _USER[name]
     if name not in _BUILTIN:

@@ -165,6 +165,10 @@ def check_noisy(wav: np.ndarray, cfg: FeatureConfig, name: str) -> np.ndarray:
     wav = np.asarray(wav)
     if wav.ndim != 1:
         raise FeatureError(f"{name}: expected mono 1-D audio, got shape {wav.shape}")
+    if wav.dtype.kind != "f":
+        raise FeatureError(
+            f"{name}: expected float samples in [-1, 1], got {wav.dtype} (e.g. x / 32768 for int16)"
+        )
     try:
         validate_audio(
             wav, cfg.sample_rate, name=name, limits=AudioLimits(min_duration=cfg.min_duration)

@@ -19,6 +19,7 @@ from typing import Any
 from sealign.codecs.base import Codec
 from sealign.models.persist import checkpoint_sampling
 from sealign.models.policy import FAMILIES, Policy
+from sealign.models.shipped import model_path
 
 CONFIG_FILE = "config.json"
 
@@ -92,7 +93,7 @@ def build_policy(
 
 def read_meta(path_or_dir: str | Path) -> tuple[dict[str, Any], Path]:
     """``(config.json contents, checkpoint folder)`` of a checkpoint folder or its config file."""
-    path = Path(path_or_dir)
+    path = model_path(path_or_dir)
     directory = path.parent if path.name == CONFIG_FILE and path.is_file() else path
     cfg = directory / CONFIG_FILE
     if not cfg.is_file():

@@ -232,6 +232,22 @@ class RewardBatch:
     reasons: dict[int, str]
     seconds: dict[str, float] = field(default_factory=dict)
     word_credit: list[WordCredit | None] | None = None
+    weights: np.ndarray | None = None  # the components' weights
+
+    def composite(self) -> np.ndarray:
+        """``[N]`` one reward per utterance, for a trainer of your own: the weighted mean of its
+        available terms (NaN when it failed), what GSPO normalizes within a group under
+        ``sum_then_normalize``."""
+        from sealign.rewards.advantages import weighted_mean
+
+        w = np.ones(len(self.names)) if self.weights is None else self.weights
+        out = weighted_mean(self.values, w)
+        out[self.failed] = np.nan
+        return out
+
+
+def _add_reason(reasons: dict[int, str], i: int, why: str) -> None:
+    reasons[i] = f"{reasons[i]}; {why}" if i in reasons else why
 
 
 class CompositeReward:
@@ -245,8 +261,10 @@ class CompositeReward:
         functions: dict[str, RewardFunction] | None = None,
         device: str | None = None,
     ) -> None:
-        """``device``: where the metrics run, overriding ``cfg.metric_device`` (e.g. a rank's
-        own GPU)."""
+        """``num_threads``: CPU threads for the metrics (split between them by
+        ``cfg.workers``); ``metrics`` / ``functions``: already built metrics and reward
+        functions by name, used instead of building them; ``device``: where the metrics run,
+        overriding ``cfg.metric_device`` (e.g. a rank's own GPU)."""
         from sealign.eval.score import column_name
         from sealign.metrics.registry import build_metric
 
@@ -320,6 +338,9 @@ class CompositeReward:
                 m.load()
 
     def __call__(self, utts: list[Utterance]) -> RewardBatch:
+        """Score ``utts`` with every component (the score cache first); ``.composite()`` of the
+        result is one reward per utterance. A sample a metric cannot judge is marked failed,
+        with the reason, and never raises."""
         with torch_threads():
             return self._score(utts)
 
@@ -381,7 +402,7 @@ class CompositeReward:
                 for i, r in enumerate(res):
                     if r.error is not None:
                         failed[i] = True
-                        reasons[i] = f"{comp.metric}: {r.error}"
+                        _add_reason(reasons, i, f"{comp.metric}: {r.error}")
                     scores.append(r.values.get(out) if r.ok else None)
             raw[column_name(comp.metric, self.outputs[j]) if comp.metric else self.names[j]] = (
                 scores
@@ -391,11 +412,13 @@ class CompositeReward:
                     continue
                 if not math.isfinite(v):
                     failed[i] = True
-                    reasons[i] = f"{self.names[j]}: non-finite reward {v}"
+                    _add_reason(reasons, i, f"{self.names[j]}: non-finite reward {v}")
                     continue
                 values[i, j] = to_reward_scale(float(v), self.scales[j])
         values[failed] = np.nan
-        return RewardBatch(list(self.names), values, failed, raw, reasons, timings, credit)
+        return RewardBatch(
+            list(self.names), values, failed, raw, reasons, timings, credit, self.weights
+        )
 
     def _score_in_workers(
         self, utts: list[Utterance], timings: dict[str, float]
@@ -471,6 +494,7 @@ class CompositeReward:
             return float("nan")
 
     def close(self) -> None:
+        """Stop the scoring threads or worker processes and close the score cache."""
         if self._workers is not None:
             self._workers.close()
         if self._pool is not None:

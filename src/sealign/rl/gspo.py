@@ -49,7 +49,7 @@ from sealign.models.shipped import model_path
 from sealign.rewards import CompositeReward, RewardConfig, group_advantages
 from sealign.rewards.word_credit import step_advantages
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
-from sealign.rl.losses import LOSSES, policy_loss
+from sealign.rl.losses import DEFAULT_EPS, LOSSES, policy_loss
 from sealign.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -134,8 +134,10 @@ class GSPOConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     loss: str = "gspo"  # gspo | gspo_token | grpo
-    epsilon_low: float = 3e-4
-    epsilon_high: float = 4e-4
+    # clipping range of the ratio; null: the loss's own (3e-4 / 4e-4 for gspo and gspo_token,
+    # 0.2 / 0.2 for grpo: see sealign.rl.losses.DEFAULT_EPS)
+    epsilon_low: float | None = None
+    epsilon_high: float | None = None
     beta: float = 0.0  # weight of the k3 KL to the reference policy
     # > 0: an entropy bonus (exploration); < 0: an entropy penalty (entropy minimization: the
     # sampler sharpens, as a lower temperature would; measured in docs/gspo_demo.md)
@@ -177,7 +179,10 @@ class GSPOConfig:
         check_precision(self.precision)
         if self.loss not in LOSSES:
             raise ValueError(f"loss: {self.loss!r} unknown; known: {', '.join(LOSSES)}")
-        if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
+        low, high = DEFAULT_EPS[self.loss]
+        low = low if self.epsilon_low is None else self.epsilon_low
+        high = high if self.epsilon_high is None else self.epsilon_high
+        if not (0 <= low < 1 and high >= 0):
             raise ValueError("epsilon_low must be in [0, 1) and epsilon_high >= 0")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")

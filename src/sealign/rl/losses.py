@@ -23,6 +23,10 @@ from dataclasses import dataclass
 import torch
 
 LOSSES = ("gspo", "gspo_token", "grpo")
+# clipping ranges (eps_low, eps_high) when none is given: a sequence ratio is a geometric mean
+# over many steps, so GSPO clips it far tighter than GRPO clips a token's (the GSPO paper's
+# 3e-4 / 4e-4 against PPO's 0.2)
+DEFAULT_EPS = {"gspo": (3e-4, 4e-4), "gspo_token": (3e-4, 4e-4), "grpo": (0.2, 0.2)}
 
 
 @dataclass
@@ -65,16 +69,50 @@ def policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     loss_type: str = "gspo",
-    eps_low: float = 3e-4,
-    eps_high: float = 4e-4,
+    eps_low: float | None = None,
+    eps_high: float | None = None,
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
 ) -> LossOutput:
-    """The clipped surrogate loss to minimize (see the module doc) and its statistics."""
+    """The clipped surrogate loss to minimize (see the module doc) and its statistics.
+
+    ``logp`` / ``old_logp`` / ``mask`` ``[N, S]``; ``advantages`` ``[N]`` (or ``[N, 1]``), or
+    ``[N, S]`` for ``gspo_token`` and ``grpo``; ``eps_low`` / ``eps_high`` default to the loss's
+    own (:data:`DEFAULT_EPS`). Masked steps may hold anything, NaN and -inf included."""
+    if loss_type not in LOSSES:
+        raise ValueError(f"unknown loss {loss_type!r}; known: {', '.join(LOSSES)}")
+    eps_low = DEFAULT_EPS[loss_type][0] if eps_low is None else eps_low
+    eps_high = DEFAULT_EPS[loss_type][1] if eps_high is None else eps_high
+    if not (0 <= eps_low < 1 and eps_high >= 0):
+        raise ValueError(f"eps_low must be in [0, 1) and eps_high >= 0, got {eps_low}, {eps_high}")
+    if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
+        raise ValueError(
+            f"logp, old_logp and mask must share one [N, S] shape, got {tuple(logp.shape)}, "
+            f"{tuple(old_logp.shape)}, {tuple(mask.shape)}"
+        )
+    real = mask.bool()
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype)
+    # padding may hold -inf or NaN: 0 * -inf would make the loss NaN
+    logp = torch.where(real, logp, torch.zeros((), dtype=logp.dtype, device=logp.device))
+    old_logp = torch.where(real, old_logp, torch.zeros_like(logp))
+    if ref_logp is not None:
+        ref_logp = torch.where(real, ref_logp, torch.zeros_like(logp))
+    if entropy is not None:
+        entropy = torch.where(real, entropy, torch.zeros_like(logp))
+    adv = torch.as_tensor(advantages, device=logp.device).to(logp.dtype)
+    if adv.dim() == 2 and adv.shape[1] == 1:
+        adv = adv[:, 0]
+    if (
+        adv.shape[0] != logp.shape[0]
+        or adv.dim() > 2
+        or (adv.dim() == 2 and adv.shape != logp.shape)
+    ):
+        raise ValueError(
+            f"advantages: one per sequence [{logp.shape[0]}] or one per step "
+            f"{list(logp.shape)}, got {list(adv.shape)}"
+        )
     if adv.dim() == 1:
         adv = adv.unsqueeze(-1)
     elif loss_type == "gspo":
