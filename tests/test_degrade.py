@@ -71,6 +71,9 @@ def test_babble_talkers_are_the_ith_other_item_found_by_index_not_by_scan():
         assert src.available(ctx) == bool(scan)
     alone = BabbleSource([BabbleItem("u0", "s0", "x.wav")])
     assert not alone.available(SampleContext("u9", "s0"))
+    alone.items.append(BabbleItem("u1", "s1", "x.wav"))  # the index follows a corpus that grows
+    assert alone.available(SampleContext("u9", "s0"))
+    assert alone._excluded(SampleContext("u1", "s0")) == [0, 1]
 
 
 def test_silent_or_non_finite_noise_never_poisons_the_mix(speech, tmp_path):

@@ -854,10 +854,14 @@ def test_a_whole_file_longer_than_the_model_takes_is_refused_before_dereverberat
     real = E.dereverb_input
     monkeypatch.setattr(E, "dereverb_input",
                         lambda w, sr, m: dereverberated.append(w.size) or real(w, sr, m))  # fmt: skip
-    res = enhance_files(policy, resolve_inputs(tmp_path), tmp_path / "out", chunk_seconds=0,
-                        dereverb="wpe", progress=False)  # fmt: skip
+    inputs = resolve_inputs(tmp_path)
+    res = enhance_files(policy, inputs, tmp_path / "out", chunk_seconds=0, dereverb="wpe",
+                        progress=False)  # fmt: skip
     assert [e.id for e in res.entries] == ["short"] and dereverberated == [int(1.5 * SR)]
     assert "more than the model's max_frames=100; enhance it in chunks" in res.failed["long"]
+    chunked = enhance_files(policy, inputs, tmp_path / "out2", chunk_seconds=1.6,
+                            overlap_seconds=0.5, progress=False)  # fmt: skip
+    assert sorted(e.id for e in chunked.entries) == ["long", "short"] and not chunked.failed
 
 
 def test_eval_does_not_enhance_inputs_too_long_to_score(setup, tmp_path, capsys):

@@ -340,6 +340,13 @@ def test_bf16_updates_compare_like_with_like(setup, tmp_path):
     assert h["ratio/mean"] == pytest.approx(1.0, abs=1e-6)
     assert h["clip_ratio/region_mean"] == 0.0 and h["kl"] == pytest.approx(0.0, abs=1e-6)
     assert all(np.isfinite(r["loss"]) for r in res.history)
+    from types import SimpleNamespace
+
+    from sealign.rl.gspo import recompute_old_logp
+
+    assert not recompute_old_logp(SimpleNamespace(precision="fp32", device="cpu"))
+    assert recompute_old_logp(SimpleNamespace(precision="fp32", device="cuda:1"))  # other kernels
+    assert recompute_old_logp(SimpleNamespace(precision="bf16", device="cpu"))
 
 
 @pytest.mark.parametrize("passes", [1, 2])

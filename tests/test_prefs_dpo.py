@@ -344,10 +344,21 @@ def test_two_rank_dpo_equals_one_process_accumulating(prefs_ar, tiny_setup, tmp_
             assert a[s] == pytest.approx(b[s], rel=1e-3, abs=1e-6), (key, s)
 
 
-def test_dpo_runs_under_bf16_autocast(prefs_ar, tiny_setup, tmp_path):
+def test_dpo_runs_under_bf16_autocast(prefs_ar, tiny_setup, tmp_path, monkeypatch):
+    import sealign.rl.dpo as dpo
+
     run, ref = tmp_path / "bf16", tmp_path / "fp32"
     assert main(_dpo_args(tiny_setup, prefs_ar, ref, "--max-steps", "2")) == 0
+    under_autocast = []
+    make_batch = dpo.make_batch
+
+    def spy(*args, **kwargs):  # the policy's features as the reference's: outside autocast
+        under_autocast.append(torch.is_autocast_enabled("cpu"))
+        return make_batch(*args, **kwargs)
+
+    monkeypatch.setattr(dpo, "make_batch", spy)
     assert main(_dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "2", "precision=bf16")) == 0
+    assert under_autocast and not any(under_autocast)
     a, b = _logged(ref, "loss"), _logged(run, "loss")
     assert np.isfinite(b[2]) and a[1] == pytest.approx(b[1], rel=5e-2)
 

@@ -183,6 +183,13 @@ def test_stop_at_then_resume_with_a_shorter_schedule(corpus, tmp_path):
     assert lr[5] < long_lr[4] and set(logged(run, "eval/loss")) == {6}
     with pytest.raises(ValueError, match="stop_at"):
         load_config(SFTConfig, None, [*args, "stop_at=-1"])
+    # workers that torchrun --max-restarts started again resume without being told
+    cfg = load_config(SFTConfig, None, [*args, "stop_at=4", "max_steps=7"])
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train_sft(cfg, run, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+        assert train_sft(cfg, run, progress=False).step == 7
 
 
 def test_gradient_accumulation_equals_the_larger_batch(corpus, tmp_path):

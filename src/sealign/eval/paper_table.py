@@ -116,7 +116,11 @@ class PaperTable:
         if not c or system in self.published or not math.isfinite(c.get("low", math.nan)):
             return None
         st = self.style(column)
-        return f"{(c['high'] - c['low']) / 2 * st.scale:.{st.decimals}f}"
+        mean = c.get("mean", (c["high"] + c["low"]) / 2)
+        half = max(
+            mean - c["low"], c["high"] - mean
+        )  # the t half-width (the range may cut one side)
+        return f"{half * st.scale:.{st.decimals}f}"
 
     def best(self, column: str) -> set[str]:
         """Rows whose printed value is the best of the column (reference rows excluded; none

@@ -17,7 +17,14 @@ class MeanCI:
 
     @property
     def half_width(self) -> float:
-        return (self.high - self.low) / 2
+        """The larger side of the interval: the t half-width, unless the metric's range cut
+        both sides."""
+        return max(self.mean - self.low, self.high - self.mean)
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether the interval is ``mean ± half_width`` (not cut at the metric's range)."""
+        return bool(np.isclose(self.mean - self.low, self.high - self.mean, rtol=1e-6, atol=1e-12))
 
 
 def mean_ci(

@@ -28,8 +28,10 @@ def compare_table(systems: dict[str, list[dict[str, Any]]], infos: dict[str, Met
                     cells.append("—")
                 elif not np.isfinite(ci.low):
                     cells.append(f"{ci.mean:.3f}")
-                else:
+                elif ci.symmetric:
                     cells.append(f"{ci.mean:.3f} ± {ci.half_width:.3f}")
+                else:  # cut at the metric's range: ± would pass it
+                    cells.append(f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]")
             lines.append(f"| {col} {'↑' if hib else '↓'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -372,6 +372,13 @@ def _micro_loss(
 
 
 @torch.no_grad()
+def recompute_old_logp(cfg: GSPOConfig) -> bool:
+    """Whether the update recomputes the sampler's log-probs with its own forward pass: under
+    bf16, and off the CPU, where the sampler's kernels (KV cache, other batch shapes) need not
+    round like the update's and ε is ~3e-4."""
+    return cfg.precision != "fp32" or torch.device(cfg.device).type != "cpu"
+
+
 def _recompute_old_logp(policy: Policy, cond: Any, rollout: Rollout, cfg: GSPOConfig) -> Rollout:
     """``rollout`` with its log-probs recomputed by the update's own (autocast) forward pass."""
     size = cfg.micro_batch_size or len(rollout)
@@ -421,9 +428,7 @@ def update(
         log.warning("no valid sample in this rollout batch: no update")
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
     rollout = batch.rollout
-    # off the CPU the sampler's kernels (KV cache, other batch shapes) need not round like the
-    # update's, and ε is ~3e-4: the old log-probs are recomputed by the update's own forward
-    if (cfg.precision != "fp32" or torch.device(cfg.device).type != "cpu") and idx.size:
+    if recompute_old_logp(cfg) and idx.size:
         rollout = _recompute_old_logp(policy, batch.cond, rollout, cfg)
     done, mine = 0, 0  # optimizer steps taken; those with samples of this rank
     stats_sums: dict[str, float] = {}
