@@ -121,3 +121,17 @@ def test_a_truncated_wav_is_read_with_one_warning(tmp_path, caplog):
     assert y.size == 24000
     assert caplog.text.count("header announces") == 1
     assert "cut.wav: truncated: its header announces 3.00 s, the file holds 1.50 s" in caplog.text
+
+
+def test_as_written_is_what_a_written_file_reads_back(tmp_path):
+    from sealign.audio.io import as_written
+
+    rng = np.random.default_rng(0)
+    x = np.clip(0.2 * rng.standard_normal(8000), -0.9, 0.9).astype(np.float32)
+    x[:10] = 1e-6  # below a 16-bit step
+    write_audio(tmp_path / "x.wav", x, 16000)
+    assert np.array_equal(as_written(x), load_audio(tmp_path / "x.wav", limits=None)[0])
+    loud = 2 * x  # overshoots full scale: scaled, as enhance writes it, not clipped
+    y = as_written(loud)
+    assert np.abs(y).max() == pytest.approx(0.99, abs=1e-4)
+    assert np.corrcoef(y, loud)[0, 1] > 0.9999

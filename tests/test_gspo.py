@@ -376,12 +376,16 @@ def test_negative_advantage_scale_shrinks_only_below_average_samples(setup, tmp_
     np.testing.assert_allclose(advantages[0.25], np.where(full < 0, 0.25 * full, full), atol=1e-6)
 
 
-def test_fuse_mask_scores_each_output_as_a_mask_on_its_input(setup, tmp_path):
+def test_fuse_mask_scores_each_output_as_a_mask_on_its_input(setup, tmp_path, monkeypatch):
+    import sealign.rl.gspo as gspo
     from sealign.infer.fusion import fuse_outputs
 
     seen, noisy = {}, {}
-    for fuse in ("none", "mask"):
-        kw = {"reward.components": "[{function: 'test_gspo:recording_reward'}]", "fuse": fuse}
+    for fuse in ("written", "none", "mask"):
+        if fuse == "none":  # compared before the 16-bit rounding below
+            monkeypatch.setattr(gspo, "as_written", lambda w: w)
+        kw = {"reward.components": "[{function: 'test_gspo:recording_reward'}]",
+              "fuse": "none" if fuse == "written" else fuse}  # fmt: skip
         cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", **kw))
         policy = init_policy(cfg.model)
         data = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, 0, True)
@@ -395,6 +399,9 @@ def test_fuse_mask_scores_each_output_as_a_mask_on_its_input(setup, tmp_path):
     for got, w in zip(seen["mask"], want, strict=True):
         np.testing.assert_allclose(got, w, atol=1e-6)
     assert not np.allclose(seen["mask"][0], seen["none"][0][: want[0].size], atol=1e-3)
+    # the reward judges what enhance writes: 16-bit samples
+    for w, raw in zip(seen["written"], seen["none"], strict=True):
+        assert np.array_equal(w * 32768, np.round(w * 32768)) and np.abs(w - raw).max() < 1e-4
 
 
 def test_nan_reward_sample_is_excluded_not_fatal(setup, tmp_path, caplog):

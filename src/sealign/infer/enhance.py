@@ -28,7 +28,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sealign.audio.io import SILENCE_PEAK, AudioError, AudioLimits, load_audio, write_audio
+from sealign.audio.io import (
+    SILENCE_PEAK,
+    AudioError,
+    AudioLimits,
+    load_audio,
+    within_full_scale,
+    write_audio,
+)
 from sealign.data.manifest import Entry, ManifestError, read_manifest, relocate, write_manifest
 from sealign.infer.dereverb import DEREVERBS, dereverb_input
 from sealign.infer.fusion import FUSIONS, mask_fusion
@@ -677,8 +684,4 @@ def _run_batch(
 
 def _stitched(f: _File, overlap: int, crossfade: str) -> np.ndarray:
     wav = stitch(f.outputs, f.bounds, f.num_samples, overlap, crossfade)  # type: ignore[arg-type]
-    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
-    if peak > 1.0:  # generated audio can overshoot full scale: scale it down instead of clipping
-        log.info("%s: output peak %.2f scaled to 0.99", f.entry.id, peak)
-        wav = wav * np.float32(0.99 / peak)
-    return wav
+    return within_full_scale(wav, f.entry.id)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from sealign.audio.io import write_audio
+from sealign.audio.io import as_written, write_audio
 from sealign.eval.score import column_name, metric_settings, score_records, summarize_records
 from sealign.eval.stats import mean_ci
 from sealign.infer.fusion import fuse_outputs
@@ -244,6 +244,7 @@ class HeldOut:
             module.eval()
         sr = policy.sample_rate
         wavs = fuse_outputs(wavs, [ex.noisy for ex in self.examples], sr, self.fuse)
+        wavs = [as_written(w, ex.id) for ex, w in zip(self.examples, wavs, strict=True)]
         utts = [
             Utterance(ex.id, w, sr, reference=ex.clean, text=ex.text, speaker_ref=ex.clean)
             for ex, w in zip(self.examples, wavs, strict=True)

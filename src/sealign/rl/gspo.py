@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sealign.audio.io import as_written
 from sealign.config import save_config, warn_config_changes
 from sealign.infer.fusion import FUSIONS, fuse_outputs
 from sealign.metrics.base import Utterance
@@ -289,6 +290,7 @@ def generate_and_score(
     t1 = time.perf_counter()
     wavs = policy.decode(rollout)
     wavs = fuse_outputs(wavs, [examples[k].noisy for k in group], policy.sample_rate, cfg.fuse)
+    wavs = [as_written(w) for w in wavs]  # the reward judges what enhance writes and tables read
     t2 = time.perf_counter()
     scores = reward(_utterances(examples, group, wavs, policy.sample_rate))
     t3 = time.perf_counter()

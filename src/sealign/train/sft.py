@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm import tqdm
 
-from sealign.audio.io import write_audio
+from sealign.audio.io import as_written, write_audio
 from sealign.config import save_config, warn_config_changes
 from sealign.metrics.base import Metric, Utterance
 from sealign.models.policy import FAMILIES, Conditioning, Policy, Targets
@@ -530,7 +530,7 @@ def _score_samples(
     wavs = policy.decode(policy.sample(cond, temperature=cfg.eval.temperature, generator=gen))
     sr = policy.sample_rate
     utts = [
-        Utterance(ex.id, w, sr, reference=ex.clean, text=ex.text)
+        Utterance(ex.id, as_written(w, ex.id), sr, reference=ex.clean, text=ex.text)
         for ex, w in zip(examples, wavs, strict=True)
     ]
     if samples_dir is not None:
