@@ -156,7 +156,7 @@ def test_enhance_files_batches_chunks_and_writes_manifest(tmp_path):
     assert np.array_equal(sf.read(again.entries[0].audio)[0], sf.read(first.audio)[0])
     # in memory: the same outputs before the files' 16-bit rounding; None for the silent input
     ins = [sf.read(tmp_path / f"{k}.wav", dtype="float32")[0] for k in ("long", "short", "silent")]
-    arrays = enhance_audio(GainPolicy(), ins, 3, 4.0, 0.5)
+    arrays = enhance_audio(GainPolicy(), ins, batch_size=3, chunk_seconds=4.0, overlap_seconds=0.5)
     assert arrays[2] is None and [a.size for a in arrays[:2]] == [long.size, short.size]
     assert np.abs(arrays[0] - y).max() < 1 / 32768 and np.abs(arrays[1] - y2).max() < 1 / 32768
     with pytest.raises(TypeError, match="input 0: float samples in .-1, 1. expected, got int16"):

@@ -473,8 +473,10 @@ def enhance_files(
         )  # fmt: skip
 
     _enhance_stream(
-        policy, read(), finish, failed, batch_size, chunk_seconds, overlap_seconds, temperature,
-        seed, crossfade, progress, sample_options, remix, fuse, fuse_smooth, dereverb, len(entries),
+        policy, read(), finish, failed, batch_size=batch_size, chunk_seconds=chunk_seconds,
+        overlap_seconds=overlap_seconds, temperature=temperature, seed=seed, crossfade=crossfade,
+        progress=progress, sample_options=sample_options, remix=remix, fuse=fuse,
+        fuse_smooth=fuse_smooth, dereverb=dereverb, total=len(entries),
     )  # fmt: skip
     done = [written[e.id] for e in entries if e.id in written]
     path = write_manifest(out / manifest, relocate(done, out / manifest))
@@ -482,22 +484,11 @@ def enhance_files(
 
 
 def enhance_audio(
-    policy: Policy,
-    wavs: list[np.ndarray],
-    batch_size: int = 4,
-    chunk_seconds: float = 10.0,
-    overlap_seconds: float = 1.0,
-    temperature: float = 0.3,
-    seed: int = 0,
-    crossfade: str = "linear",
-    sample_options: dict[str, Any] | None = None,
-    remix: float = 0.0,
-    fuse: str = "none",
-    fuse_smooth: tuple[float, float] = (280.0, 24.0),
-    dereverb: str = "none",
+    policy: Policy, wavs: list[np.ndarray], **settings: Any
 ) -> list[np.ndarray | None]:
     """Enhance waveforms in memory as :func:`enhance_files` enhances files (the same chunks,
-    batches, random draws and processing; mono float arrays at ``policy.sample_rate``), so
+    batches, random draws and processing; mono float arrays at ``policy.sample_rate``;
+    ``settings``: its keyword arguments, ``seed``, ``temperature``, ``fuse`` ...), so
     ``enhance_audio(p, wavs, **EnhanceConfig().for_checkpoint(folder).file_options())`` gives what
     ``sealign enhance`` writes, before its 16-bit rounding. None for an input the model
     rejected (the warning says why)."""
@@ -509,11 +500,9 @@ def enhance_audio(
         if w.dtype.kind != "f":
             raise TypeError(f"input {i}: float samples in [-1, 1] expected, got {w.dtype}")
         items.append((Entry(id=str(i), audio=""), w.astype(np.float32)))
-    _enhance_stream(
-        policy, items, lambda e, w: outs.__setitem__(int(e.id), w), failed, batch_size,
-        chunk_seconds, overlap_seconds, temperature, seed, crossfade, False, sample_options,
-        remix, fuse, fuse_smooth, dereverb, len(items),
-    )  # fmt: skip
+    settings = {"progress": False, **settings}
+    _enhance_stream(policy, items, lambda e, w: outs.__setitem__(int(e.id), w), failed,
+                    total=len(items), **settings)  # fmt: skip
     for uid, why in failed.items():
         log.warning("input %s not enhanced: %s", uid, why)
     return [outs.get(i) for i in range(len(wavs))]
@@ -524,18 +513,19 @@ def _enhance_stream(
     inputs: Any,  # (entry, waveform or None when it could not be read) pairs
     finish: Any,  # finish(entry, output waveform)
     failed: dict[str, str],
-    batch_size: int,
-    chunk_seconds: float,
-    overlap_seconds: float,
-    temperature: float,
-    seed: int,
-    crossfade: str,
-    progress: bool,
-    sample_options: dict[str, Any] | None,
-    remix: float,
-    fuse: str,
-    fuse_smooth: tuple[float, float],
-    dereverb: str,
+    *,
+    batch_size: int = 4,
+    chunk_seconds: float = 10.0,
+    overlap_seconds: float = 1.0,
+    temperature: float = 0.3,
+    seed: int = 0,
+    crossfade: str = "linear",
+    progress: bool = True,
+    sample_options: dict[str, Any] | None = None,
+    remix: float = 0.0,
+    fuse: str = "none",
+    fuse_smooth: tuple[float, float] = (280.0, 24.0),
+    dereverb: str = "none",
     total: int | None = None,
 ) -> None:
     """The loop behind :func:`enhance_files` and :func:`enhance_audio`: chunks of every input
