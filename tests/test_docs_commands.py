@@ -57,7 +57,9 @@ def _all_commands() -> list[tuple[str, str]]:
     out = []
     for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         out += _commands(md.read_text(encoding="utf-8"), md.name, blocks_only=True)
-    for py in sorted((ROOT / "src" / "sealign" / "commands").glob("*.py")):
+    import sealign.commands
+
+    for py in sorted(Path(sealign.commands.__file__).parent.glob("*.py")):  # an install's too
         doc = py.read_text(encoding="utf-8").split('"""')[1] if '"""' in py.read_text() else ""
         examples = doc.split("examples:", 1)[1] if "examples:" in doc else ""
         out += _commands(examples.replace("\\\\", "\\"), py.name, blocks_only=False)

@@ -572,7 +572,8 @@ def test_mel_vocoder_missing_or_incomplete_folder(vocoder_dir, tmp_path):
         ({"fmin": -1.0}, "≥ 0"),
         ({"min_duration": 0}, "min_duration"),
         ({"n_fft": "big"}, "mel config: n_fft"),
-        ({"hop": 256}, "unknown mel config keys: hop"),
+        ({"hop": 256}, r"unknown mel config keys: hop \(known: fmax, fmin, latent_mean"),
+        ({"n_mels": 80}, "n_mels is the vocoder's own .model_in_dim"),
     ],
 )
 def test_mel_vocoder_settings_are_checked_on_load(vocoder_dir, tmp_path, mel, match):
@@ -583,6 +584,40 @@ def test_mel_vocoder_settings_are_checked_on_load(vocoder_dir, tmp_path, mel, ma
     (folder / "mel.json").write_text(json.dumps(mel))
     with pytest.raises(ValueError, match=match):
         load_codec(f"mel_vocoder:{folder}")
+
+
+def test_mel_vocoder_statistics_and_what_the_codec_sets(vocoder_dir, pair):
+    from transformers import SpeechT5HifiGan
+
+    from sealign.codecs.vocoder import MelVocoderCodec
+    from sealign.models.fm import FMConfig
+
+    codec = load_codec(f"mel_vocoder:{vocoder_dir}")
+    # its config's default statistics (mean 0, scale 1) are no statistics: latents are
+    # standardized with latent_mean / latent_std, not left as raw log-mels
+    z = np.concatenate(codec.encode_latent(pair[0]), axis=1)
+    raw = np.concatenate([codec.log_mel(w) for w in pair[0]], axis=1)
+    np.testing.assert_allclose(z, (raw + 4.0) / 2.0, atol=1e-4)
+    voc = SpeechT5HifiGan.from_pretrained(str(vocoder_dir))
+    with torch.no_grad():
+        voc.mean.fill_(-3.0)
+        voc.scale.fill_(1.5)
+    own = MelVocoderCodec(voc)  # statistics of its own: they standardize
+    first = codec.log_mel(pair[0][0])
+    np.testing.assert_allclose(own.encode_latent(pair[0][0]), (first + 3.0) / 1.5, atol=1e-4)
+    # a vocoder object without what saving a checkpoint needs fails now, not at the first save
+    plain = torch.nn.Linear(2, 2)
+    plain.config = type("C", (), {"sampling_rate": 16000})()
+    with pytest.raises(TypeError, match="missing: upsample_rates, model_in_dim, normalize_before"):
+        MelVocoderCodec(plain)
+    # the codec sets the latent width and the feature framing: a different value is an error
+    with pytest.raises(ValueError, match="latent_dim: 80, but the codec's latents have 16"):
+        FMConfig.for_codec(codec, latent_dim=80)
+    with pytest.raises(ValueError, match="features.sample_rate: 22050, but the codec's rates"):
+        FMConfig.for_codec(codec, features={"sample_rate": 22050})
+    assert (
+        FMConfig.for_codec(codec, latent_dim=16, features={"sample_rate": 16000}).latent_dim == 16
+    )
 
 
 def test_fm_policy_over_the_mel_vocoder(vocoder_dir, pair, tmp_path):

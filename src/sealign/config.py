@@ -310,7 +310,9 @@ def from_dict_strict(cls: type[T], d: dict[str, Any], what: str) -> T:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown {what} config keys: {', '.join(unknown)}")
+        raise ValueError(
+            f"unknown {what} config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     # plain scalar fields are type-checked here, so a damaged or hand-edited config.json names
     # the key instead of failing inside the class's own checks
     hints = typing.get_type_hints(cls)

@@ -164,17 +164,18 @@ def validate_audio(
         log.warning("%s: heavy clipping (%.1f%% of samples at full scale)", name, 100 * clip_frac)
 
 
-def within_full_scale(wav: np.ndarray, name: str = "output") -> np.ndarray:
+def within_full_scale(wav: np.ndarray, name: str | None = None) -> np.ndarray:
     """``wav`` scaled down to a peak of 0.99 if it overshoots full scale (generated audio can),
-    instead of being clipped when written."""
+    instead of being clipped when written; logged under ``name`` when given."""
     peak = float(np.max(np.abs(wav))) if wav.size else 0.0
     if peak <= 1.0:
         return wav
-    log.info("%s: output peak %.2f scaled to 0.99", name, peak)
+    if name is not None:
+        log.info("%s: output peak %.2f scaled to 0.99", name, peak)
     return wav * np.float32(0.99 / peak)
 
 
-def as_written(wav: np.ndarray, name: str = "output") -> np.ndarray:
+def as_written(wav: np.ndarray, name: str | None = None) -> np.ndarray:
     """``wav`` as ``sealign enhance`` writes it and every table then reads it: within full
     scale and rounded to 16-bit PCM. A reward computed on this judges what is evaluated
     (DistillMOS moves by 0.02 on average with the rounding, on the shipped AR's outputs)."""

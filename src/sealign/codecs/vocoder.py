@@ -17,7 +17,12 @@ returns ``frames · hop`` samples.
 Latents are *standardized* log-mels, so that they are on the scale of the flow's Gaussian noise:
 ``(log_mel − mean) / std``. When the vocoder normalizes its own input (``normalize_before``, the
 default of SpeechT5HifiGan) its per-bin ``mean`` / ``scale`` buffers are those statistics;
-otherwise the scalars ``latent_mean`` / ``latent_std`` of :class:`MelSettings` are used.
+otherwise, and when those buffers hold the config's defaults (mean 0, scale 1: a vocoder created
+or converted without them), the scalars ``latent_mean`` / ``latent_std`` of :class:`MelSettings`
+are used.
+
+A policy's checkpoint folder holds a copy of the vocoder (``policy/codec/``), so it loads
+without the original folder; a large vocoder makes every checkpoint that much larger.
 
 This codec has no discrete tokens: :meth:`MelVocoderCodec.encode` / :meth:`decode` raise
 :class:`~sealign.codecs.base.CodecError` (use the ``fm`` family).
@@ -81,6 +86,9 @@ class MelSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MelSettings:
+        if "n_mels" in d:
+            raise ValueError("mel settings: n_mels is the vocoder's own (model_in_dim in its "
+                             "config.json), not a mel setting")  # fmt: skip
         return from_dict_strict(cls, d, "mel")
 
 
@@ -125,10 +133,18 @@ class MelVocoderCodec:
     ) -> None:
         import torch
 
+        vc = getattr(vocoder, "config", None)
+        need = ("sampling_rate", "upsample_rates", "model_in_dim", "normalize_before")
+        missing = [k for k in need if not hasattr(vc, k)]
+        if missing or not hasattr(vocoder, "save_pretrained"):
+            raise TypeError(
+                f"{type(vocoder).__name__}: a SpeechT5HifiGan-like vocoder is expected, with "
+                f"save_pretrained() and a config holding {', '.join(need)}"
+                + (f" (missing: {', '.join(missing)})" if missing else " (no save_pretrained)")
+            )
         self.vocoder = vocoder.to(device).eval()
         self.settings = settings or MelSettings()
         self.device = torch.device(device)
-        vc = vocoder.config
         self.sample_rate = int(vc.sampling_rate)
         self.hop = int(math.prod(int(r) for r in vc.upsample_rates))
         self.frame_rate = self.sample_rate / self.hop
@@ -144,10 +160,11 @@ class MelVocoderCodec:
                 f"mel band {s.fmin:g}–{self.fmax:g} Hz must be non-empty and end at or below "
                 f"the vocoder's Nyquist frequency ({self.sample_rate / 2:g} Hz)"
             )
-        if vc.normalize_before:
-            self._mean = vocoder.mean.detach().cpu().numpy().astype(np.float64)
-            self._std = vocoder.scale.detach().cpu().numpy().astype(np.float64)
-        else:
+        mean = vocoder.mean.detach().cpu().numpy().astype(np.float64) if vc.normalize_before else 0
+        std = vocoder.scale.detach().cpu().numpy().astype(np.float64) if vc.normalize_before else 1
+        if vc.normalize_before and not (np.all(mean == 0) and np.all(std == 1)):
+            self._mean, self._std = mean, std
+        else:  # no statistics, or a config's defaults (mean 0, scale 1) never filled in
             self._mean = np.full(self.latent_dim, s.latent_mean)
             self._std = np.full(self.latent_dim, s.latent_std)
         import librosa

@@ -52,9 +52,15 @@ def codec_features(codec: Codec, feats: dict[str, Any] | FeatureConfig | None) -
     :class:`FeatureConfig` fields (``frames_per_token`` (default 2), ``n_mels``...)."""
     if isinstance(feats, FeatureConfig):
         feats = feats.to_dict()
-    feats = {k: v for k, v in (feats or {}).items() if k not in ("sample_rate", "hop_length")}
+    feats = dict(feats or {})
+    fixed = {k: feats.pop(k) for k in ("sample_rate", "hop_length") if k in feats}
     fpt = int(feats.pop("frames_per_token", 2))
-    return FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+    out = FeatureConfig.for_rates(codec.sample_rate, codec.frame_rate, fpt, **feats)
+    for key, given in fixed.items():
+        if given is not None and given != getattr(out, key):
+            raise ValueError(f"features.{key}: {given}, but the codec's rates make it "
+                             f"{getattr(out, key)} (the codec sets it: leave it unset)")  # fmt: skip
+    return out
 
 
 def check_framing(fc: FeatureConfig, codec: Codec) -> None:

@@ -214,7 +214,10 @@ class FMConfig(BackboneConfig):
         (``frames_per_token``, ``n_mels``...)."""
         latent_dim = _latent_dim(codec)
         features = codec_features(codec, overrides.pop("features", None))
-        overrides.pop("latent_dim", None)
+        given = overrides.pop("latent_dim", None)
+        if given is not None and int(given) != latent_dim:
+            raise ValueError(f"latent_dim: {given}, but the codec's latents have {latent_dim} "
+                             "dimensions (the codec sets it: leave it unset)")  # fmt: skip
         return cls.from_dict({**overrides, "latent_dim": latent_dim, "features": features})
 
     @classmethod

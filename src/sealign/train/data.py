@@ -67,7 +67,9 @@ class DataConfig:
         for key in ("train", "valid"):
             for m in getattr(self, key):
                 if not Path(m).is_file():
-                    raise ValueError(f"{prefix}{key}: manifest not found: {m}")
+                    hint = ("; `sealign data demo` builds the demo corpus there"
+                            if Path(m).parent == Path("data/demo") else "")  # fmt: skip
+                    raise ValueError(f"{prefix}{key}: manifest not found: {m}{hint}")
         if self.batch_size < 1:
             raise ValueError(f"{prefix}batch_size must be >= 1, got {self.batch_size}")
         if self.crop_seconds < 0:
