@@ -135,3 +135,6 @@ def test_as_written_is_what_a_written_file_reads_back(tmp_path):
     y = as_written(loud)
     assert np.abs(y).max() == pytest.approx(0.99, abs=1e-4)
     assert np.corrcoef(y, loud)[0, 1] > 0.9999
+    bad = x.copy()
+    bad[5] = np.nan  # left as it is, for the metrics to refuse, not written as full scale
+    assert np.array_equal(as_written(bad), bad, equal_nan=True)

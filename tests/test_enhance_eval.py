@@ -159,7 +159,12 @@ def test_enhance_files_batches_chunks_and_writes_manifest(tmp_path):
     arrays = enhance_audio(GainPolicy(), ins, batch_size=3, chunk_seconds=4.0, overlap_seconds=0.5)
     assert arrays[2] is None and [a.size for a in arrays[:2]] == [long.size, short.size]
     assert np.abs(arrays[0] - y).max() < 1 / 32768 and np.abs(arrays[1] - y2).max() < 1 / 32768
-    with pytest.raises(TypeError, match="input 0: float samples in .-1, 1. expected, got int16"):
+    with pytest.raises(ValueError, match=r"input 0 must be mono and 1-D, got shape \(1, 40000\)"):
+        enhance_audio(GainPolicy(), [ins[1][None]])
+    bf16 = enhance_audio(GainPolicy(), [torch.from_numpy(ins[1]).bfloat16()], batch_size=3,
+                         chunk_seconds=4.0, overlap_seconds=0.5)[0]  # fmt: skip
+    assert bf16.dtype == np.float32 and bf16.size == short.size
+    with pytest.raises(TypeError, match="input 0 holds integer samples .int16.; pass float"):
         enhance_audio(GainPolicy(), [(long * 32767).astype(np.int16)])
 
 

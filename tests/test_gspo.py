@@ -347,6 +347,19 @@ def test_bf16_updates_compare_like_with_like(setup, tmp_path):
     assert not recompute_old_logp(SimpleNamespace(precision="fp32", device="cpu"))
     assert recompute_old_logp(SimpleNamespace(precision="fp32", device="cuda:1"))  # other kernels
     assert recompute_old_logp(SimpleNamespace(precision="bf16", device="cpu"))
+    from sealign.models.policy import Rollout
+    from sealign.rl.gspo import _recompute_old_logp
+
+    class Scaled:  # log-probs that depend on a weight: the recomputation must not track them
+        w = torch.ones((), requires_grad=True)
+
+        def step_log_probs(self, cond, part):
+            return part.logp * self.w, None
+
+    old = Rollout({}, -torch.rand(4, 3), torch.ones(4, 3), torch.arange(4))
+    cfg = SimpleNamespace(micro_batch_size=2, device="cpu", precision="bf16")
+    again = _recompute_old_logp(Scaled(), None, old, cfg)
+    assert torch.equal(again.logp, old.logp) and not again.logp.requires_grad
 
 
 @pytest.mark.parametrize("passes", [1, 2])

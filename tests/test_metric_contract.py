@@ -87,6 +87,9 @@ def test_registry_lists_builtins_and_user_metrics():
         register("energy_test2", Other)
     register("energy_test2", Other, replace=True)
     assert metric_class("energy_test2") is Other
+    register("energy_test3", lambda **kw: Energy(**kw), replace=True)
+    with pytest.raises(ValueError, match="already registered"):  # lambdas are all "<lambda>"
+        register("energy_test3", lambda **kw: Energy(**kw))
     with pytest.raises(KeyError, match="unknown metric"):
         build_metric("nope")
 

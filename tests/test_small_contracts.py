@@ -82,3 +82,11 @@ def test_attention_metrics_refuse_long_references_too():
     )  # fmt: skip
     assert res[0].error.startswith("reference too long for attends (3.0 s > max_seconds 2")
     assert res[1].ok
+
+
+def test_a_shipped_name_and_its_folder_are_one_setting():
+    from sealign.commands.common import _real_paths
+    from sealign.models.shipped import shipped_checkpoint
+
+    by_name = _real_paths({"model": "shipped:ar", "other": "shipped:nope"})
+    assert by_name == _real_paths({"model": str(shipped_checkpoint("ar")), "other": "shipped:nope"})

@@ -164,6 +164,33 @@ def validate_audio(
         log.warning("%s: heavy clipping (%.1f%% of samples at full scale)", name, 100 * clip_frac)
 
 
+def mono_float(x: Any, what: str) -> np.ndarray | None:
+    """``x`` (a numpy array, torch tensor or list; None stays None) as a 1-D float numpy array;
+    TypeError or ValueError, starting with ``what``, for integer samples and for more than one
+    channel: a caller's mistake that would otherwise be scored (int16 read as floats, one
+    channel of two)."""
+    if x is None:
+        return None
+    if hasattr(x, "detach"):  # a torch tensor; numpy has no bfloat16
+        x = x.detach().cpu()
+        x = x.float() if x.is_floating_point() and x.dtype.itemsize < 4 else x
+        x = x.numpy()
+    x = np.asarray(x)
+    if x.dtype.kind in "iu":
+        raise TypeError(
+            f"{what} holds integer samples ({x.dtype}); pass float audio in [-1, 1] "
+            "(e.g. x / 32768 for int16)"
+        )
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what} must hold float samples, not {x.dtype}")
+    if x.ndim != 1:
+        raise ValueError(
+            f"{what} must be mono and 1-D, got shape {x.shape} (x.reshape(-1) for one "
+            "channel of shape (1, n); x.mean(axis=...) to mix channels down)"
+        )
+    return x
+
+
 def within_full_scale(wav: np.ndarray, name: str | None = None) -> np.ndarray:
     """``wav`` scaled down to a peak of 0.99 if it overshoots full scale (generated audio can),
     instead of being clipped when written; logged under ``name`` when given."""
@@ -178,7 +205,11 @@ def within_full_scale(wav: np.ndarray, name: str | None = None) -> np.ndarray:
 def as_written(wav: np.ndarray, name: str | None = None) -> np.ndarray:
     """``wav`` as ``sealign enhance`` writes it and every table then reads it: within full
     scale and rounded to 16-bit PCM. A reward computed on this judges what is evaluated
-    (DistillMOS moves by 0.02 on average with the rounding, on the shipped AR's outputs)."""
+    (DistillMOS moves by 0.02 on average with the rounding, on the shipped AR's outputs).
+    Audio holding NaN or inf is returned as it is, for the metrics to refuse."""
+    wav = np.asarray(wav, np.float32)
+    if not np.all(np.isfinite(wav)):
+        return wav
     buf = io.BytesIO()
     sf.write(buf, np.clip(within_full_scale(np.asarray(wav, np.float32), name), -1, 1), 16000,
              subtype="PCM_16", format="WAV")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sealign.config import config_changes, config_kind, dump_config, load_config, save_config
+from sealign.models.shipped import SHIPPED_PREFIX, model_path
 from sealign.utils.folder_lock import hold_for_command
 
 T = TypeVar("T")
@@ -112,6 +114,9 @@ def _real_paths(value: Any) -> Any:
         return {k: _real_paths(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_real_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith(SHIPPED_PREFIX):
+        with contextlib.suppress(ValueError):
+            return os.path.realpath(model_path(value))
     if isinstance(value, str) and value and os.path.exists(value):
         return os.path.realpath(value)
     return value

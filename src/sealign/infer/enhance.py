@@ -33,6 +33,7 @@ from sealign.audio.io import (
     AudioError,
     AudioLimits,
     load_audio,
+    mono_float,
     within_full_scale,
     write_audio,
 )
@@ -494,12 +495,10 @@ def enhance_audio(
     rejected (the warning says why)."""
     outs: dict[int, np.ndarray] = {}
     failed: dict[str, str] = {}
-    items = []
-    for i, w in enumerate(wavs):
-        w = np.asarray(w.detach().cpu() if hasattr(w, "detach") else w)
-        if w.dtype.kind != "f":
-            raise TypeError(f"input {i}: float samples in [-1, 1] expected, got {w.dtype}")
-        items.append((Entry(id=str(i), audio=""), w.astype(np.float32)))
+    items = [
+        (Entry(id=str(i), audio=""), mono_float(w, f"input {i}").astype(np.float32))
+        for i, w in enumerate(wavs)
+    ]
     settings = {"progress": False, **settings}
     _enhance_stream(policy, items, lambda e, w: outs.__setitem__(int(e.id), w), failed,
                     total=len(items), **settings)  # fmt: skip

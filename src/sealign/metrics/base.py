@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sealign.audio.io import resample
+from sealign.audio.io import mono_float, resample
 from sealign.utils.device import parse_device
 
 log = logging.getLogger(__name__)
@@ -66,29 +67,6 @@ class MetricInfo:
             )
 
 
-def _signal(x: Any, what: str, uid: str) -> np.ndarray | None:
-    """``x`` (a numpy array, torch tensor or list) as a 1-D float numpy array; TypeError or
-    ValueError for integer samples and for more than one channel."""
-    if x is None:
-        return None
-    if hasattr(x, "detach"):  # a torch tensor
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.dtype.kind in "iu":
-        raise TypeError(
-            f"{uid}: {what} holds integer samples ({x.dtype}); pass float audio in [-1, 1] "
-            "(e.g. x / 32768 for int16)"
-        )
-    if x.dtype.kind != "f":
-        raise TypeError(f"{uid}: {what} must hold float samples, not {x.dtype}")
-    if x.ndim != 1:
-        raise ValueError(
-            f"{uid}: {what} must be mono and 1-D, got shape {x.shape} (x.reshape(-1) for one "
-            "channel of shape (1, n); x.mean(axis=...) to mix channels down)"
-        )
-    return x
-
-
 def _keeping_torch_rng(load: Any) -> Any:
     """``load`` run without moving torch's global random stream: building a model initializes
     its weights at random before the checkpoint replaces them, and a metric loaded lazily, at
@@ -96,12 +74,19 @@ def _keeping_torch_rng(load: Any) -> Any:
 
     @functools.wraps(load)
     def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.__dict__.get("_loaded_once"):  # scoring calls load() every batch: no fork then
+            return load(self, *args, **kwargs)
         import torch
 
-        with torch.random.fork_rng(devices=[]):
-            return load(self, *args, **kwargs)
+        with _FIRST_LOAD, torch.random.fork_rng(devices=[]):  # one at a time: restores in order
+            out = load(self, *args, **kwargs)
+        self._loaded_once = True
+        return out
 
     return wrapped
+
+
+_FIRST_LOAD = threading.RLock()
 
 
 @dataclass
@@ -123,9 +108,9 @@ class Utterance:
     def __post_init__(self) -> None:
         # a mistake of the caller's, not of the audio: an error now rather than a score of
         # int16 samples read as floats, or of one channel of two
-        self.audio = _signal(self.audio, "audio", self.id)
-        self.reference = _signal(self.reference, "reference", self.id)
-        self.speaker_ref = _signal(self.speaker_ref, "speaker_ref", self.id)
+        self.audio = mono_float(self.audio, f"{self.id}: audio")
+        self.reference = mono_float(self.reference, f"{self.id}: reference")
+        self.speaker_ref = mono_float(self.speaker_ref, f"{self.id}: speaker_ref")
 
     def seconds(self, which: str = "audio") -> float:
         """Duration of ``audio``, ``reference`` or ``speaker_ref`` (0 when absent)."""

@@ -46,13 +46,14 @@ def register(name: str, factory: Callable[..., Metric], replace: bool = False) -
         raise ValueError(f"metric {name!r} declares MetricInfo(name={declared!r}); register it "
                          "under the name it declares")  # fmt: skip
     old = _USER.get(name)
-    if old is not None and not replace and _qualname(old) != _qualname(factory):
+    same = _qualname(old) == _qualname(factory) and "<lambda>" not in _qualname(factory)
+    if old is not None and not replace and not same:
         raise ValueError(f"metric {name!r} is already registered (as {_qualname(old)}); pass "
                          "replace=True to replace it")  # fmt: skip
     _USER[name] = factory
 
 
-def _qualname(factory: Callable[..., Metric]) -> str:
+def _qualname(factory: Callable[..., Metric] | None) -> str:
     return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
 
 

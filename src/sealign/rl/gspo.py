@@ -373,7 +373,6 @@ def _micro_loss(
     )
 
 
-@torch.no_grad()
 def recompute_old_logp(cfg: GSPOConfig) -> bool:
     """Whether the update recomputes the sampler's log-probs with its own forward pass: under
     bf16, and off the CPU, where the sampler's kernels (KV cache, other batch shapes) need not
@@ -381,6 +380,7 @@ def recompute_old_logp(cfg: GSPOConfig) -> bool:
     return cfg.precision != "fp32" or torch.device(cfg.device).type != "cpu"
 
 
+@torch.no_grad()
 def _recompute_old_logp(policy: Policy, cond: Any, rollout: Rollout, cfg: GSPOConfig) -> Rollout:
     """``rollout`` with its log-probs recomputed by the update's own (autocast) forward pass."""
     size = cfg.micro_batch_size or len(rollout)

@@ -107,26 +107,31 @@ JOIN_TIMEOUT = timedelta(minutes=15)
 
 
 def init_group(backend: str) -> None:
-    """Join this torchrun launch's process group. The ranks start together, so all of them not
-    having joined within :data:`JOIN_TIMEOUT` (or :func:`group_timeout`, if shorter) means one
-    failed before it joined, on another machine, where torchrun does not stop the others: the
-    join fails then, not after the collective timeout (two hours), which later collectives keep.
-    """
+    """Join this torchrun launch's process group. The ranks start together, so under gloo, which
+    connects every pair of ranks as they join, all of them not having joined within
+    :data:`JOIN_TIMEOUT` (or :func:`group_timeout`, if shorter) means one failed before it
+    joined, on another machine, where torchrun does not stop the others: the join fails then,
+    not after the collective timeout (two hours), which the group keeps afterwards. NCCL
+    connects at the first collective, under the collective timeout."""
     import torch.distributed as dist
     from torch.distributed import distributed_c10d
 
     wait = group_timeout()
-    set_timeout = getattr(distributed_c10d, "_set_pg_timeout", None)  # private: may go away
-    join = min(wait, JOIN_TIMEOUT) if set_timeout else wait
+    # private helpers: without them the join waits as long as a collective
+    set_timeout = getattr(distributed_c10d, "_set_pg_timeout", None)
+    store = getattr(distributed_c10d, "_get_default_store", None)
+    join = min(wait, JOIN_TIMEOUT) if backend == "gloo" and set_timeout and store else wait
     try:
         dist.init_process_group(backend, timeout=join)
     except Exception as err:  # noqa: BLE001 - the backends' errors have no common type
-        raise RuntimeError(
-            f"the ranks of this torchrun launch did not all join within {join} ({err}): one "
-            "failed before it joined (its log says why), or cannot reach MASTER_ADDR:MASTER_PORT"
-        ) from err
+        waited = any(w in str(err).lower() for w in ("timeout", "timed out"))
+        why = (f"the ranks of this torchrun launch did not all join within {join}: one failed "
+               "before it joined (its log says why), or cannot reach MASTER_ADDR:MASTER_PORT"
+               if waited else "this rank could not join the launch's process group")  # fmt: skip
+        raise RuntimeError(f"{why} ({err})") from err
     if join != wait:
-        set_timeout(wait)
+        set_timeout(wait)  # the group's collectives
+        store().set_timeout(wait)  # and what later waits on the launch's store
 
 
 def init_distributed(device: str) -> Dist:
