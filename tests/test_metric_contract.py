@@ -51,7 +51,10 @@ def test_non_finite_output_is_an_error():
     assert r.error and "non-finite" in r.error
 
 
-def test_registry_lists_builtins_and_user_metrics():
+def test_registry_lists_builtins_and_user_metrics(monkeypatch):
+    from sealign.metrics import registry
+
+    monkeypatch.setattr(registry, "_USER", dict(registry._USER))  # registered here, gone after
     names = metric_names()
     for n in (
         "dnsmos",
@@ -90,6 +93,7 @@ def test_registry_lists_builtins_and_user_metrics():
     register("energy_test3", lambda **kw: Energy(**kw), replace=True)
     with pytest.raises(ValueError, match="already registered"):  # lambdas are all "<lambda>"
         register("energy_test3", lambda **kw: Energy(**kw))
+    assert metric_info("energy_test3") is Energy.info  # a factory's metric tells it
     with pytest.raises(KeyError, match="unknown metric"):
         build_metric("nope")
 
