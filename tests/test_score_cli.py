@@ -279,6 +279,19 @@ def test_merging_builds_the_metrics_on_the_cpu_whatever_the_shards_ran_on():
     assert build_metrics(cpu)["dnsmos"].info.outputs  # builds here, where cuda would not
 
 
+def _in_every_rank(tmp_path, monkeypatch, code: str) -> None:
+    """Run ``code`` (top-level Python, ``os`` imported) at the start of every process this
+    test launches, through a ``sitecustomize`` that only acts under SEALIGN_TEST_HOOK."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    body = "".join(f"    {line}\n" for line in code.splitlines())
+    (hook / "sitecustomize.py").write_text(
+        f"import os\nif os.environ.get('SEALIGN_TEST_HOOK'):\n{body}"
+    )
+    monkeypatch.syspath_prepend(str(hook))
+    monkeypatch.setenv("SEALIGN_TEST_HOOK", "1")
+
+
 def test_a_rank_that_dies_during_set_up_ends_the_other_machines_wait(
     tmp_path, speech, noisy, torchrun, monkeypatch
 ):
@@ -286,16 +299,12 @@ def test_a_rank_that_dies_during_set_up_ends_the_other_machines_wait(
     group, before the shards' start barrier). Rank 0 fails with a message instead of waiting
     for it (on one machine torchrun's agent would end it; across machines nothing does)."""
     m = _make(tmp_path, speech, noisy)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('RANK') == '1' and os.environ.get('SEALIGN_TEST_DIE'):\n"
+    _in_every_rank(
+        tmp_path, monkeypatch,
+        "if os.environ.get('RANK') == '1':\n"
         "    import sealign.commands.score as s\n"
-        "    s.build_metrics = lambda cfg: os._exit(3)\n"
-    )
-    monkeypatch.syspath_prepend(str(hook))
-    monkeypatch.setenv("SEALIGN_TEST_DIE", "1")
+        "    s.build_metrics = lambda cfg: os._exit(3)\n",
+    )  # fmt: skip
     proc = torchrun(29594, *_score_args(m, tmp_path / "ddp"), nodes=2)
     assert proc.returncode != 0
     assert "a rank of this torchrun launch failed or stopped before the job's start" in proc.stderr
@@ -307,19 +316,14 @@ def test_a_rank_that_dies_before_joining_ends_the_other_machines_wait(
     """Two "machines": rank 1 exits before it joins the process group. Rank 0 fails when the
     join times out (here 5 s instead of 15 minutes), not after the collective timeout."""
     m = _make(tmp_path, speech, noisy)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('SEALIGN_TEST_DIE'):\n"
-        "    if os.environ.get('RANK') == '1':\n"
-        "        os._exit(3)\n"
-        "    import datetime\n"
-        "    import sealign.train.distributed as d\n"
-        "    d.JOIN_TIMEOUT = datetime.timedelta(seconds=5)\n"
-    )
-    monkeypatch.syspath_prepend(str(hook))
-    monkeypatch.setenv("SEALIGN_TEST_DIE", "1")
+    _in_every_rank(
+        tmp_path, monkeypatch,
+        "if os.environ.get('RANK') == '1':\n"
+        "    os._exit(3)\n"
+        "import datetime\n"
+        "import sealign.train.distributed as d\n"
+        "d.JOIN_TIMEOUT = datetime.timedelta(seconds=5)\n",
+    )  # fmt: skip
     proc = torchrun(29596, *_score_args(m, tmp_path / "ddp"), nodes=2)
     assert proc.returncode != 0
     assert "the ranks of this torchrun launch did not all join within 0:00:05" in proc.stderr
