@@ -293,6 +293,13 @@ def test_dereverb_feeds_the_model_and_the_mask_the_dereverberated_input(tmp_path
     with pytest.raises(ValueError, match="dereverb must be one of"):
         EnhanceConfig(dereverb="dry")
     assert EnhanceConfig().with_setting("dereverb", "none").dereverb == "none"
+    entries = [Entry("x", str(tmp_path / "x.wav"))]
+    for bad in ({"fuse": "Mask"}, {"dereverb": "dry"}):  # the Python API checks them too
+        with pytest.raises(ValueError, match="must be one of"):
+            enhance_files(GainPolicy(), entries, tmp_path / "bad", progress=False, **bad)
+        assert not (tmp_path / "bad").exists()
+        with pytest.raises(ValueError, match="must be one of"):
+            enhance_audio(GainPolicy(), [np.zeros(SR, np.float32)], **bad)
 
 
 @pytest.fixture(scope="module")

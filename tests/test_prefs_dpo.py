@@ -18,6 +18,7 @@ from sealign.config import load_config
 from sealign.models.registry import build_policy
 from sealign.prefs.build import PrefsConfig, load_targets, read_candidates
 from sealign.prefs.pairs import Candidate, make_pairs, no_pairs_message
+from sealign.rl import dpo as dpo_mod
 
 torch.set_num_threads(1)
 
@@ -373,6 +374,24 @@ def test_sft_baselines_and_the_sft_term(prefs_ar, tiny_setup, tmp_path):
         assert set(losses[objective]) == {1, 2}
     # the clean references and the winners are other targets: other losses
     assert losses["sft-gt"][1] != pytest.approx(losses["sft-winner"][1])
+    # a clean-target cache too small for two inputs keeps one and gives the same losses
+    held = []
+    original = dpo_mod.PairData.targets
+
+    def spy(self, input_id, cand):
+        out = original(self, input_id, cand)
+        held.append((len(self._clean), self._clean_bytes))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dpo_mod, "CLEAN_CACHE_BYTES", 1)
+        mp.setattr(dpo_mod.PairData, "targets", spy)
+        run = tmp_path / "sft-gt-small-cache"
+        assert (
+            main(_dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "2", "objective=sft-gt")) == 0
+        )
+    assert held and max(n for n, _ in held) == 1 and all(b > 0 for _, b in held)
+    assert _logged(run, "loss") == pytest.approx(losses["sft-gt"], rel=1e-6)
     # DPO plus sft_weight × the winners' SFT loss; at the first step the policy is its
     # reference, so the DPO term is log 2
     run = tmp_path / "dpo_sft"

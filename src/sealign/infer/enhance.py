@@ -436,6 +436,7 @@ def enhance_files(
     then ``remix`` > 0 writes ``(1 - remix) * out + remix * noisy`` (:func:`remix_noisy`).
     """
     t0 = time.perf_counter()
+    _check_processing(fuse, dereverb)  # before the output folder is made
     entries = resolve_inputs(inputs) if isinstance(inputs, str | Path) else list(inputs)
     out = Path(output_dir)
     sources = {Path(e.audio).resolve() for e in entries}
@@ -529,8 +530,7 @@ def _enhance_stream(
 ) -> None:
     """The loop behind :func:`enhance_files` and :func:`enhance_audio`: chunks of every input
     batched in input order, one random stream, outputs stitched and handed to ``finish``."""
-    if dereverb not in DEREVERBS:
-        raise ValueError(f"dereverb must be one of {DEREVERBS}, got {dereverb!r}")
+    _check_processing(fuse, dereverb)
     sr = policy.sample_rate
     chunk = int(round(chunk_seconds * sr))
     overlap = int(round(overlap_seconds * sr))
@@ -600,6 +600,12 @@ def _enhance_stream(
         bar.close()
         if hasattr(module, "train"):
             module.train(was_training)
+
+
+def _check_processing(fuse: str, dereverb: str) -> None:
+    for key, value in (("fuse", fuse), ("dereverb", dereverb)):
+        if value not in CHOICES[key]:
+            raise ValueError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
 
 
 def remix_noisy(enhanced: np.ndarray, noisy: np.ndarray, weight: float) -> np.ndarray:

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,9 @@ from sealign.utils.threads import set_torch_threads
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("dpo", "sft-gt", "sft-winner")
+# encoded clean targets kept for reuse, least recently used dropped first: encoding (the WORLD
+# analysis) costs more than a pass of the model, but every input of a large corpus would not fit
+CLEAN_CACHE_BYTES = 1 << 30
 
 
 def dpo_loss(
@@ -293,7 +297,8 @@ class PairData:
                 f"formed: {', '.join(others) or 'none yet'}. Give criterion=weighted or "
                 "single:<column> (or more candidates per input: sealign prefs --n)"
             )
-        self._clean: dict[str, Targets] = {}
+        self._clean: OrderedDict[str, tuple[Targets, int]] = OrderedDict()
+        self._clean_bytes = 0
         # candidates of this family but another codec (or config) are re-encoded like those of
         # another family: their stored targets are not in this policy's output space
         self.foreign_space = False
@@ -321,11 +326,18 @@ class PairData:
             t = load_targets(self.root, rec)
             dev = self.policy_device
             return Targets(t.values.to(dev), t.mask.to(dev))
-        if input_id not in self._clean:
-            clean, _ = load_audio(self.inputs[input_id]["reference"], self.policy.sample_rate)
-            # kept in host memory: a device would hold every input's targets for the run
-            self._clean[input_id] = targets_to(self.policy.encode_targets([clean]), "cpu", True)
-        return targets_to(self._clean[input_id], self.policy_device)
+        if input_id in self._clean:
+            self._clean.move_to_end(input_id)
+            return targets_to(self._clean[input_id][0], self.policy_device)
+        clean, _ = load_audio(self.inputs[input_id]["reference"], self.policy.sample_rate)
+        # kept in host memory: a device would hold every input's targets for the run
+        t = targets_to(self.policy.encode_targets([clean]), "cpu", True)
+        size = sum(x.nbytes for x in (t.values, t.mask, *t.extra.values()))
+        self._clean[input_id] = (t, size)
+        self._clean_bytes += size
+        while self._clean_bytes > CLEAN_CACHE_BYTES and len(self._clean) > 1:
+            self._clean_bytes -= self._clean.popitem(last=False)[1][1]
+        return targets_to(t, self.policy_device)
 
     @property
     def policy_device(self) -> torch.device:
