@@ -113,6 +113,14 @@ class Killed(Exception):
     """Stands in for SIGKILL: the loop stops mid-step, nothing is saved on the way out."""
 
 
+def test_validation_audio_is_written_without_metrics(corpus, tmp_path):
+    run = tmp_path / "run"
+    args = overrides(corpus, run, max_steps=2, eval_steps=2, save_steps=0)
+    assert main(["train", "--no-progress", *args, "eval.metrics=[]"]) == 0
+    assert len(list((run / "samples" / "step_00000002").glob("*.wav"))) == 1
+    assert set(logged(run, "eval/loss")) == {2} and not logged(run, "eval/si_sdr")
+
+
 def test_exact_resume_after_kill_and_atomic_checkpoints(corpus, tmp_path, monkeypatch):
     # crops, dropout and batches that span epochs: every source of randomness is exercised
     cfg = load_config(

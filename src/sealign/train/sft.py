@@ -485,7 +485,8 @@ def evaluate(
     encode: Callable[[list[Example]], Targets],
     samples_dir: Path | None = None,
 ) -> dict[str, float]:
-    """Validation loss and metrics of decoded samples. Global RNGs are left untouched."""
+    """Validation loss, and metrics of decoded samples (written to ``samples_dir`` when given,
+    with or without metrics). Global RNGs are left untouched."""
     module: torch.nn.Module = policy  # type: ignore[assignment]
     was_training = module.training
     module.eval()
@@ -504,7 +505,7 @@ def evaluate(
             count += len(kept)
         if count:
             out["eval/loss"] = total / count
-        if cfg.eval.num_samples and metrics:
+        if cfg.eval.num_samples and (metrics or samples_dir is not None):
             out.update(_score_samples(policy, valid, cfg, metrics, step, samples_dir))
     finally:
         set_rng_state(saved_rng)
@@ -536,7 +537,7 @@ def _score_samples(
     if samples_dir is not None:
         for u in utts:
             write_audio(samples_dir / f"step_{step:08d}" / f"{_safe(u.id)}.wav", u.audio, sr)
-    return summarize_records(score_records(utts, metrics))
+    return summarize_records(score_records(utts, metrics)) if metrics else {}
 
 
 def _safe(utt_id: str) -> str:
