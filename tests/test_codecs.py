@@ -315,6 +315,10 @@ def test_codec_train_command_espeak_and_manifest(tmp_path, train_wavs):
         main(["codec", "train", "--espeak", "3", "--output", str(out), "--no-progress", *tiny]) == 0
     )
     assert WorldCodec.load(out).config.seed == 0 and WorldCodec.load(out).codebook_size == 64
+    logged = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert (
+        logged["codec/frame_rate"] == WorldCodec.load(out).frame_rate and logged["time/train"] > 0
+    )
 
     lines = []
     for i, w in enumerate(train_wavs[:3]):

@@ -174,6 +174,10 @@ def test_table_pairs_score_folders_with_a_score_folder_baseline(tmp_path):
     assert float(r["mean"]) == pytest.approx(gain.mean())
     assert rows[("ours", "wer")]["higher_is_better"] == "False"
     assert float(rows[("ours", "wer")]["diff"]) == 0.0
+    # the scores files themselves name the same runs
+    files = [str(tmp_path / n / "scores.jsonl") for n in ("noisy", "ours")]
+    assert main(["table", *files, "--output", str(tmp_path / "f.csv")]) == 0
+    assert (tmp_path / "f.csv").read_text() == out.read_text()
 
 
 def test_table_published_rows_join_the_best_but_get_no_mark(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from sealign.eval.tables import compare_stats, compare_table
 from sealign.metrics.base import MetricInfo
 from sealign.utils.jsonio import finite_or_null, tmp_name, write_json
+from sealign.utils.logging import RunLogger
 
 SIM = MetricInfo("sim", ("sim",), (True,), ((-1.0, 1.0),))
 
@@ -90,3 +91,19 @@ def test_a_shipped_name_and_its_folder_are_one_setting():
 
     by_name = _real_paths({"model": "shipped:ar", "other": "shipped:nope"})
     assert by_name == _real_paths({"model": str(shipped_checkpoint("ar")), "other": "shipped:nope"})
+
+
+@pytest.mark.parametrize(
+    "tail", [b"", b"\n", b'{"step": 3, "lo', b'{"step": 3, "lo' + b"x" * 70000]
+)
+def test_a_torn_log_line_does_not_swallow_the_next_record(tmp_path, tail):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b'{"step": 1}\n{"step": 2}\n' + tail)
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.log({"x": 1.0}, step=4)
+    logger.close()
+    lines = log.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines if line] == [1, 2, 4]
+    log.write_bytes(b'{"step": 9')  # only a torn line
+    RunLogger(tmp_path, tensorboard=False).close()
+    assert log.read_bytes() == b""

@@ -22,6 +22,7 @@ from sealign.commands.common import (
     flag,
     flags_of,
     log,
+    log_run_scalars,
     prepare_run_dir,
     resolve_config,
 )
@@ -83,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         else cfg.manifest
     )
     codec = train_world_codec(data, cfg.output, cfg.world, progress=progress)
+    log_run_scalars(cfg.output, {
+        "codec/frame_rate": float(codec.frame_rate),
+        "codec/latent_dim": float(codec.latent_dim),
+        "time/train": time.perf_counter() - t0,
+    })  # fmt: skip
     log.info(
         "wrote %s: %g Hz, ar vocabulary %s, mgm codebooks %s, latent dim %d (%.1f s)",
         cfg.output, codec.frame_rate, codec.codebook_size,

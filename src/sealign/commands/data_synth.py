@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sealign.commands.common import (
 from sealign.data.degrade import DegradationConfig, degrade_manifest
 from sealign.data.manifest import read_manifest, relocate, write_manifest
 from sealign.data.synth import CORPUS
+from sealign.utils.jsonio import write_json
 from sealign.utils.shard import Shard
 from sealign.utils.threads import set_torch_threads
 
@@ -230,9 +230,7 @@ def build_demo_corpus(cfg: DataDemoConfig) -> dict[str, Path]:
             log.warning("removed %s: this corpus has no %s utterances", out / f"{split}.jsonl",
                         split)  # fmt: skip
     summary = {split: len(read_manifest(p)) for split, p in manifests.items()}
-    (out / "corpus_summary.json").write_text(
-        json.dumps({"utterances": summary, "speakers": res.speakers}, indent=1)
-    )
+    write_json(out / "corpus_summary.json", {"utterances": summary, "speakers": res.speakers})
     return manifests
 
 

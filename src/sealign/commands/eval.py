@@ -58,6 +58,7 @@ from sealign.commands.common import (
     flags_of,
     log,
     prepare_run_dir,
+    refuse_earlier_results,
     resolve_config,
     split_list,
 )
@@ -288,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
     load_metrics(metrics)  # and a metric that cannot load, before any enhancement
     if args.resume:
         check_same_run(cfg, Path(cfg.output))
+    earlier = [Path(cfg.output) / RESULTS, *Path(cfg.output).glob("scores/*.jsonl")]
+    refuse_earlier_results(cfg.output, earlier, args.resume, shard)
     out = prepare_run_dir(cfg.output, cfg, shard)
     if not args.resume and not shard.sharded:  # an earlier run's tables are not this one's
         for name in (RESULTS, "results.md", "results.tex"):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from sealign.commands.common import (
@@ -58,6 +57,7 @@ from sealign.prefs.build import (
     yield_table,
 )
 from sealign.utils.folder_lock import hold_for_command
+from sealign.utils.jsonio import write_json, write_text
 from sealign.utils.shard import Shard, shard_files
 from sealign.utils.threads import set_torch_threads
 
@@ -152,11 +152,9 @@ def run(args: argparse.Namespace) -> int:
         for p in r.pairs:
             per_input.setdefault(p.input_id, {}).setdefault(r.criterion, 0)
             per_input[p.input_id][r.criterion] += 1
-    tmp = out / "yield.json.tmp"
-    tmp.write_text(json.dumps({"criteria": summary, "per_input": per_input}, indent=1) + "\n")
-    tmp.replace(out / "yield.json")
+    write_json(out / "yield.json", {"criteria": summary, "per_input": per_input})
     table = yield_table(reports)
-    (out / "yield.md").write_text(table + "\n", encoding="utf-8")
+    write_text(out / "yield.md", table + "\n")
     print(table)
     log_run_scalars(out, {f"prefs/{r.criterion}/pairs": float(len(r.pairs)) for r in reports})
     require_pairs(chosen)

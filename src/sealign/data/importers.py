@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from sealign.audio.io import AUDIO_EXTENSIONS
 from sealign.data.manifest import Entry, ManifestError, relocate, write_manifest
+from sealign.utils.jsonio import write_text
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +483,7 @@ def run_import(kind: str, output: str | Path, **kwargs: Any) -> tuple[Path, list
     out = write_manifest(output, relocate(entries, output))
     report = out.with_name(out.name + ".problems.txt")
     if problems:
-        report.write_text("".join(f"{p}\n" for p in problems), encoding="utf-8")
+        write_text(report, "".join(f"{p}\n" for p in problems))
         log.warning("%d import problems listed in %s", len(problems), report)
     elif report.exists():
         report.unlink()

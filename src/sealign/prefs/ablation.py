@@ -235,6 +235,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     from sealign.models.registry import load_policy
 
     for name, path in {"base": model_path(cfg.model), **trained}.items():
+        log.info("enhancing the test set with %s (%d utterances)", name, len(entries))
         policy = load_policy(policy_dir(path), map_location=cfg.device)
         res = enhance_files(
             policy, entries, out / "enhanced" / name.replace(":", "_"), batch_size=8,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sealign.utils.jsonio import tmp_name
+
 
 def _plt():
     import matplotlib
@@ -22,8 +24,13 @@ def _save(fig, out: str | Path, dpi: int = 110) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    _plt().close(fig)
+    tmp = tmp_name(out)  # pages of runs under way are re-plotted: never a half-written image
+    try:
+        fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        _plt().close(fig)
     return out
 
 

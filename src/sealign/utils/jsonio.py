@@ -23,7 +23,10 @@ def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # else a crash after the rename can leave an empty file
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -43,6 +43,29 @@ def truncate_log(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line left without its newline (a write cut by a kill)."""
+    try:
+        f = path.open("rb+")
+    except FileNotFoundError:
+        return
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - (1 << 16))
+            f.seek(start)
+            block = f.read(pos - start)
+            if pos == end and block.endswith(b"\n"):
+                return
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
 class RunLogger:
     """Scalars to ``<dir>/log.jsonl`` (one JSON object per call) and TensorBoard ``<dir>/tb``.
 
@@ -57,6 +80,7 @@ class RunLogger:
         self.dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:  # from scratch: step-0 records (held-out) go too
             truncate_log(self.dir / "log.jsonl", resume_step if resume_step > 0 else -1)
+        _cut_torn_tail(self.dir / "log.jsonl")  # else the next record joins a killed write
         self._jsonl = (self.dir / "log.jsonl").open("a", encoding="utf-8")
         self._tb = None
         if tensorboard:
