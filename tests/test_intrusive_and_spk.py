@@ -23,6 +23,17 @@ def test_si_sdr_and_estoi(speech, noisy):
     assert si_sdr(noisy(x, 5).astype(np.float64), x.astype(np.float64)) == pytest.approx(5, abs=0.6)
     r = build_metric("estoi").score_batch([Utterance("a", x, 16000, reference=x)])[0]
     assert r.values["estoi"] == pytest.approx(1.0, abs=1e-6)
+    # pystoi dithers with numpy's global stream: the score does not depend on its state, and
+    # the caller's stream is left where it was
+    u = Utterance("b", noisy(x, 0), 16000, reference=x)
+    values = []
+    for seed in (1, 2):
+        np.random.seed(seed)
+        values.append(build_metric("estoi").score_batch([u])[0].values["estoi"])
+        after = np.random.random()
+        np.random.seed(seed)
+        assert after == np.random.random()
+    assert values[0] == values[1]
 
 
 def test_missing_reference_is_skipped(speech):

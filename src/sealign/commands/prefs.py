@@ -8,7 +8,9 @@ pairs/<criterion>.jsonl for every criterion, yield.json and yield.md (pair yield
 total and per input). Re-running resumes the sampling; `--repair` only re-forms pairs. Either
 first scores again, from the stored audio, every candidate whose scores of a metric came from
 other settings of it (other `metric_options`, an upgrade) or lack a metric added since
-(`rescore=false` pairs the stored scores as they are).
+(`rescore=false` pairs the stored scores as they are). The candidates follow `seed` and the
+batching: each batch of `batch_size` inputs draws from a stream seeded by its first input's
+position, so another `batch_size` (or number of shards) gives other, equally random candidates.
 
 examples:
   sealign prefs --model runs/sft --manifest data/demo/train.jsonl --output runs/prefs --n 4

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.signal import istft, stft
+from threadpoolctl import threadpool_limits
 
 DEREVERBS = ("none", "wpe")
 WINDOW_SECONDS = 0.032  # 512 samples at 16 kHz, hop a quarter of it
@@ -40,6 +41,13 @@ def wpe_stft(spec: np.ndarray, taps: int = 10, delay: int = 3, iterations: int =
         raise ValueError(f"expected an [F, T] spectrogram, got shape {spec.shape}")
     if taps < 1 or delay < 1 or iterations < 1:
         raise ValueError(f"taps, delay and iterations must be >= 1: {taps}, {delay}, {iterations}")
+    # one BLAS thread: a threaded product sums in another order, and the models downstream turn
+    # that last-bit difference into other samples, so outputs would depend on --threads
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _wpe(spec, taps, delay, iterations)
+
+
+def _wpe(spec: np.ndarray, taps: int, delay: int, iterations: int) -> np.ndarray:
     past = _delayed_frames(spec, taps, delay)  # [F, T, taps]
     past_h = past.conj().transpose(0, 2, 1)  # [F, taps, T]
     out = spec

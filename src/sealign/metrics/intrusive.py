@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -107,9 +108,20 @@ class ESTOI(_Intrusive):
 _STOI_TOO_SHORT = 1e-5
 
 
+# pystoi dithers with numpy's global random stream: under a fixed seed (and this lock, as
+# metrics may run in threads) a score does not depend on what drew from the stream before
+_STOI_RNG = threading.Lock()
+
+
 def _stoi(stoi: Any, u: Utterance, extended: bool) -> float:
     deg, ref = _aligned(u)
-    value = float(stoi(ref, deg, 16000, extended=extended))
+    with _STOI_RNG:
+        saved = np.random.get_state()
+        np.random.seed(0)
+        try:
+            value = float(stoi(ref, deg, 16000, extended=extended))
+        finally:
+            np.random.set_state(saved)
     if value == _STOI_TOO_SHORT:
         raise ValueError("too little speech for (E)STOI: fewer than 30 frames (384 ms) are "
                          "left after its silence removal")  # fmt: skip

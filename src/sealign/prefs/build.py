@@ -94,7 +94,7 @@ class PrefsConfig:
     max_pairs_per_input: int = 0
     max_inputs: int = 0  # 0 = all
     max_seconds: float = 10.0
-    batch_size: int = 4  # inputs per sampling batch
+    batch_size: int = 4  # inputs per sampling batch (its first input's position seeds it)
     cache: str | None = None
     # score stored candidates again when their metric settings changed (refresh_scores)
     rescore: bool = True
