@@ -608,6 +608,14 @@ def test_eval_cli_table_with_noisy_models_and_clean(setup, tmp_path, capsys):
     }
     assert len(read_manifest(out / "enhanced" / "model1" / "manifest.jsonl")) == 3
     assert (out / "config.yaml").is_file() and any((out / "tb").iterdir())
+    # run again without --resume: refused, the results stay
+    before = (out / "results.json").read_bytes()
+    assert main(args) == 2
+    assert "holds the results of an earlier run" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before
+    # a table of one system's scores file is refused with a pointer to what to give
+    assert main(["table", str(out / "scores" / "model0.jsonl")]) == 2
+    assert "give a score run's folder" in capsys.readouterr().err
     # a missing model fails before any work
     assert main(["eval", "--model", str(tmp_path / "nope"), "--manifest", str(setup / "test.jsonl"),
                  "--output", str(tmp_path / "e2")]) == 2  # fmt: skip

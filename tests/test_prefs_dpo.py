@@ -380,7 +380,7 @@ def test_sft_baselines_and_the_sft_term(prefs_ar, tiny_setup, tmp_path):
 
     def spy(self, input_id, cand):
         out = original(self, input_id, cand)
-        held.append((len(self._clean), self._clean_bytes))
+        held.append((len(self._clean), self._clean_bytes, input_id))
         return out
 
     with pytest.MonkeyPatch.context() as mp:
@@ -390,7 +390,8 @@ def test_sft_baselines_and_the_sft_term(prefs_ar, tiny_setup, tmp_path):
         assert (
             main(_dpo_args(tiny_setup, prefs_ar, run, "--max-steps", "2", "objective=sft-gt")) == 0
         )
-    assert held and max(n for n, _ in held) == 1 and all(b > 0 for _, b in held)
+    assert max(n for n, _, _ in held) == 1 and all(b > 0 for _, b, _ in held)
+    assert len({i for _, _, i in held}) > 1  # several inputs went through a cache of one
     assert _logged(run, "loss") == pytest.approx(losses["sft-gt"], rel=1e-6)
     # DPO plus sft_weight × the winners' SFT loss; at the first step the policy is its
     # reference, so the DPO term is log 2

@@ -97,7 +97,9 @@ def test_score_resume_follows_a_changed_manifest(tmp_path, speech, noisy, capsys
     assert after["noref"] == before["noref"]  # unchanged: not scored again
 
 
-def test_score_resume_with_changed_metric_settings_scores_everything_again(tmp_path, speech, noisy):
+def test_score_resume_with_changed_metric_settings_scores_everything_again(
+    tmp_path, speech, noisy, capsys
+):
     m = _make(tmp_path, speech, noisy)
     out, fresh = tmp_path / "out", tmp_path / "fresh"
     args = ["score", "--manifest", str(m), "--metrics", "lsd,si_sdr",
@@ -124,6 +126,7 @@ def test_score_resume_with_changed_metric_settings_scores_everything_again(tmp_p
 
     # a run resumed without lsd, then with it and another gain: lsd's record was kept
     assert main([*args, "--output", str(out)]) == 2  # an earlier run's scores stay
+    assert "holds the results of an earlier run" in capsys.readouterr().err
     (out / "scores.jsonl").unlink()
     assert main([*args, "--output", str(out)]) == 0  # least squares again, from the start
     (out / "scores.jsonl").write_text("\n".join(lines[:2]) + "\n")

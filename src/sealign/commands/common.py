@@ -182,18 +182,17 @@ def prepare_run_dir(path: str | Path, cfg: Any, shard: Any = None) -> Path:
     return out
 
 
-def refuse_earlier_results(
-    out: str | Path, files: list[Path], resume: bool, shard: Any = None
-) -> None:
+def refuse_earlier_results(out: str | Path, files: list[Path], resume: bool) -> None:
     """Refuse to start afresh in ``out`` while it holds one of ``files`` (an earlier run's
-    results, non-empty) — as the trainers refuse a folder with checkpoints — unless the run
-    is a ``--resume`` (or a shard of a job, whose shards start one after another)."""
-    if resume or (shard is not None and shard.sharded):
+    merged results, non-empty; the shards of a job write other names until they are merged),
+    as the trainers refuse a folder with checkpoints, unless the run is a ``--resume``."""
+    if resume:
         return
     held = [f for f in files if f.is_file() and f.stat().st_size > 0]
     if held:
         raise ValueError(
-            f"{out} holds the results of an earlier run ({held[0].relative_to(out)}"
+            f"{out} holds the results of an earlier run, or of one still running "
+            f"({Path(held[0]).relative_to(out)}"
             f"{f' and {len(held) - 1} more' if len(held) > 1 else ''}); pass --resume to "
             "continue it, or write to another folder (or delete it first)"
         )

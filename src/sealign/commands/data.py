@@ -25,7 +25,7 @@ from sealign.commands.common import (
 )
 from sealign.data.degrade import DegradationConfig, degrade_manifest
 from sealign.data.manifest import ManifestError
-from sealign.utils.jsonio import write_text
+from sealign.utils.jsonio import write_bytes
 from sealign.utils.shard import Shard
 from sealign.utils.threads import set_torch_threads
 
@@ -147,7 +147,7 @@ def _run_degrade(args: argparse.Namespace) -> int:
         rep = degrade(shard)
     except ManifestError:  # refused (other settings, inputs inside the folder): as it was
         if before is not None:
-            write_text(saved, before.decode("utf-8"))
+            write_bytes(saved, before)
         else:
             saved.unlink(missing_ok=True)
         raise

@@ -277,6 +277,9 @@ def run(args: argparse.Namespace) -> int:
         extra.append(flag("best_of", split_list(args.best_of)))
     cfg = resolve_config(EvalRunConfig, args, [*extra, *enhance_flags(args)])
     cfg.check()
+    # before the metrics load: merged results only (a job's shards write their own names)
+    scores = [f for f in Path(cfg.output).glob("scores/*.jsonl") if ".shard-" not in f.name]
+    refuse_earlier_results(cfg.output, [Path(cfg.output) / RESULTS, *scores], args.resume)
     set_torch_threads(cfg.enhance.threads)
     shard = Shard.resolve(args.shard or "", "--shard").connect()
     entries = shard.take(read_manifest(cfg.manifest))
@@ -289,8 +292,6 @@ def run(args: argparse.Namespace) -> int:
     load_metrics(metrics)  # and a metric that cannot load, before any enhancement
     if args.resume:
         check_same_run(cfg, Path(cfg.output))
-    earlier = [Path(cfg.output) / RESULTS, *Path(cfg.output).glob("scores/*.jsonl")]
-    refuse_earlier_results(cfg.output, earlier, args.resume, shard)
     out = prepare_run_dir(cfg.output, cfg, shard)
     if not args.resume and not shard.sharded:  # an earlier run's tables are not this one's
         for name in (RESULTS, "results.md", "results.tex"):

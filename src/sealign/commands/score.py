@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             raise ManifestError(f"{args.input}: nothing to score")
     else:
         entries = from_kaldi(args.kaldi, args.text)
-    refuse_earlier_results(args.output, [Path(args.output) / SCORES], args.resume, shard)
+    refuse_earlier_results(args.output, [Path(args.output) / SCORES], args.resume)
     out = prepare_run_dir(args.output, cfg, shard)
     cfg = dataclasses.replace(cfg, metric_device=process_device(cfg.metric_device))
     metrics = build_metrics(cfg)

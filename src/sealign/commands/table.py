@@ -157,8 +157,11 @@ def score_records(path: Path) -> list[dict[str, Any]]:
 def load_source(path: str | Path) -> Source:
     """The systems of a run folder (``results.json`` or ``scores.jsonl``) or a results file."""
     p = Path(path)
-    if p.is_file() and p.suffix == ".jsonl":  # a score run's scores.jsonl itself
+    if p.is_file() and p.name == "scores.jsonl":  # a score run's scores.jsonl itself
         p = p.parent
+    elif p.is_file() and p.suffix == ".jsonl":
+        raise ValueError(f"{p}: give a score run's folder (or its scores.jsonl), or an eval's "
+                         "folder for its systems' scores")  # fmt: skip
     results = p if p.is_file() else p / "results.json"
     if results.is_file():
         try:

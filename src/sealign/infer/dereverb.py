@@ -16,9 +16,11 @@ for the shipped models). ``nara_wpe`` is the reference implementation the tests 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from scipy.signal import istft, stft
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 DEREVERBS = ("none", "wpe")
 WINDOW_SECONDS = 0.032  # 512 samples at 16 kHz, hop a quarter of it
@@ -35,6 +37,10 @@ def _delayed_frames(spec: np.ndarray, taps: int, delay: int) -> np.ndarray:
     return out
 
 
+_BLAS: ThreadpoolController | None = None
+_BLAS_LOCK = threading.Lock()
+
+
 def wpe_stft(spec: np.ndarray, taps: int = 10, delay: int = 3, iterations: int = 3) -> np.ndarray:
     """WPE on a complex STFT ``spec`` of shape [F, T]; returns the dereverberated STFT."""
     if spec.ndim != 2:
@@ -43,8 +49,12 @@ def wpe_stft(spec: np.ndarray, taps: int = 10, delay: int = 3, iterations: int =
         raise ValueError(f"taps, delay and iterations must be >= 1: {taps}, {delay}, {iterations}")
     # one BLAS thread: a threaded product sums in another order, and the models downstream turn
     # that last-bit difference into other samples, so outputs would depend on --threads
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _wpe(spec, taps, delay, iterations)
+    global _BLAS
+    with _BLAS_LOCK:  # the limit is process-wide: one WPE at a time sets and restores it
+        if _BLAS is None:
+            _BLAS = ThreadpoolController()  # scanning the loaded libraries once
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return _wpe(spec, taps, delay, iterations)
 
 
 def _wpe(spec: np.ndarray, taps: int, delay: int, iterations: int) -> np.ndarray:

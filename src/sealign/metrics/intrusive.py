@@ -109,7 +109,9 @@ _STOI_TOO_SHORT = 1e-5
 
 
 # pystoi dithers with numpy's global random stream: under a fixed seed (and this lock, as
-# metrics may run in threads) a score does not depend on what drew from the stream before
+# metrics may run in threads; (E)STOI is cheap, so running one at a time costs little) a score
+# does not depend on what drew from the stream before. Code drawing from numpy's global
+# stream in another thread at the same time would still interleave with it.
 _STOI_RNG = threading.Lock()
 
 

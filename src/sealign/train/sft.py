@@ -142,7 +142,7 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["dnsmos"])
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_device: str = "cpu"  # where metrics with a model run (cpu, cuda, cuda:N)
-    save_audio: bool = True  # decoded samples → <run>/samples/step_<N>/
+    save_audio: bool = True  # decoded samples → <run>/samples/step_<N>/ (also without metrics)
 
     def check(self, prefix: str = "eval.") -> None:
         from sealign.metrics.registry import metric_names

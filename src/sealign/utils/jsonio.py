@@ -20,11 +20,16 @@ def tmp_name(path: Path, suffix: str = ".tmp") -> Path:
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically (synced to disk before it replaces ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
+        with tmp.open("wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())  # else a crash after the rename can leave an empty file
         tmp.replace(path)

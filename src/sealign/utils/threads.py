@@ -15,7 +15,7 @@ _budget: int | None = None  # the process's thread count, as the running command
 
 def set_torch_threads(n: int) -> None:
     """Limit torch intra-op threads (inter-op can only be set once per process) and numpy's
-    BLAS threads (WPE dereverberation's batched products and solves) to ``n``; ``n`` also
+    BLAS threads (metrics' products; WPE dereverberation always takes one) to ``n``; ``n`` also
     becomes the :func:`thread_budget` of numpy-side work (WORLD analysis and synthesis)."""
     import torch
     from threadpoolctl import threadpool_limits
