@@ -214,3 +214,42 @@ def test_shipped_models_and_configs_are_named_without_a_path(tmp_path, monkeypat
         config_file("configs/gspo_demo.yaml")
     with pytest.raises(ConfigError, match="no such shipped config; there are: "):
         config_file("shipped:nope")
+
+
+def test_the_whole_run_budget_shortens_gspo_only(caplog):
+    from sealign.commands.demo import GSPO_OVERHEAD_MINUTES, DemoConfig, gspo_minutes
+
+    cfg = DemoConfig()
+    assert cfg.total_minutes == 20 and cfg.gspo.max_minutes == 6
+    assert gspo_minutes(cfg, 60, 120) == 6  # plenty of time left: GSPO's own budget
+    left = 20 - 10 - 3 - GSPO_OVERHEAD_MINUTES
+    assert gspo_minutes(cfg, 600, 180) == pytest.approx(left)
+    assert gspo_minutes(cfg, 1200, 180) == 1  # nothing left: the minimum, with a warning
+    assert "ends late" in caplog.text
+    assert gspo_minutes(DemoConfig(total_minutes=0), 1200, 180) == 6  # off
+    none = DemoConfig()
+    none.gspo.max_minutes = 0  # max_steps ends GSPO: no budget is imposed
+    assert gspo_minutes(none, 1200, 180) == 0
+    with pytest.raises(ValueError, match="total_minutes"):
+        DemoConfig(total_minutes=-1)
+
+
+def test_minutes_turns_the_whole_run_budget_off_unless_both_are_given(monkeypatch):
+    import argparse
+
+    from sealign.commands import demo
+
+    seen = []
+    monkeypatch.setattr(
+        demo, "resolve_config", lambda cls, args, extra: seen.append(extra) or 1 / 0
+    )
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    for argv in (["--minutes", "9"], ["--minutes", "9", "--total-minutes", "30"], []):
+        with pytest.raises(ZeroDivisionError):
+            demo.run(p.parse_args(argv))
+    assert seen == [
+        ["gspo.max_minutes=9.0", "total_minutes=0"],
+        ["gspo.max_minutes=9.0", "total_minutes=30.0"],
+        [],
+    ]

@@ -331,3 +331,38 @@ def test_a_rank_that_dies_before_joining_ends_the_other_machines_wait(
     proc = torchrun(29596, *_score_args(m, tmp_path / "ddp"), nodes=2)
     assert proc.returncode != 0
     assert "the ranks of this torchrun launch did not all join within 0:00:05" in proc.stderr
+
+
+def test_workers_score_metrics_side_by_side_with_the_same_records(tmp_path, speech, noisy):
+    import threading
+
+    from sealign.data.manifest import read_manifest
+    from sealign.eval.score import ScoreConfig, build_metrics, score_entries
+    from sealign.metrics.base import Metric, MetricInfo
+
+    entries = read_manifest(_make(tmp_path, speech, noisy))
+    both = threading.Barrier(2, timeout=20)  # each metric waits for the other to be running
+
+    class Waits(Metric):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.info = MetricInfo(name, (name,), (True,), ((0.0, 1.0),))
+
+        def _score(self, utts):
+            both.wait()
+            return [{self.info.name: 0.5} for _ in utts]
+
+    metrics = {"first": Waits("first"), "second": Waits("second")}
+    cfg = ScoreConfig(metrics=["si_sdr"], workers=2, cache=None)
+    recs = score_entries(entries, cfg, metrics=metrics, progress=False)
+    assert [list(r["scores"]) for r in recs if r["scores"]] == [["first", "second"]] * 4
+
+    names = ["si_sdr", "estoi", "pesq_wb"]
+    one = ScoreConfig(metrics=names, cache=None)
+    two = ScoreConfig(metrics=names, workers=2, batch_size=2, cache=None)
+    assert two.metric_threads() == 1 and one.metric_threads() == 2
+    a = score_entries(entries, one, metrics=build_metrics(one), progress=False)
+    b = score_entries(entries, two, metrics=build_metrics(two), progress=False)
+    assert json.dumps(a) == json.dumps(b)  # values, columns and their order
+    with pytest.raises(ValueError, match="workers"):
+        ScoreConfig(metrics=names, workers=0)
