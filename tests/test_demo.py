@@ -178,7 +178,7 @@ def test_demo_gspo_settings_match_the_shipped_config():
     shipped = to_dict(load_config(GSPOConfig, "shipped:gspo_demo"))
     demo = to_dict(_demo_gspo())
     for key in ("sampling", "reward", "loss", "beta", "epsilon_low", "epsilon_high", "optim",
-                "steps_per_generation"):  # fmt: skip
+                "steps_per_generation", "max_steps"):  # fmt: skip
         assert shipped[key] == demo[key], key
     assert (shipped["data"]["batch_size"], shipped["data"]["max_seconds"]) == (
         demo["data"]["batch_size"],

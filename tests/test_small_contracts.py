@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -107,3 +108,25 @@ def test_a_torn_log_line_does_not_swallow_the_next_record(tmp_path, tail):
     log.write_bytes(b'{"step": 9')  # only a torn line
     RunLogger(tmp_path, tensorboard=False).close()
     assert log.read_bytes() == b""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_logger_waits_for_another_writer_before_cutting_its_line(tmp_path):
+    import fcntl
+    import threading
+
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b'{"step": 1}\n{"step": 2, "half')  # another shard is writing this line
+    other = log.open("ab")
+    fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+    t = threading.Thread(target=lambda: RunLogger(tmp_path, tensorboard=False).log({}, step=3))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()  # waiting for the other writer, its line not cut
+    other.write(b'": 1}\n')
+    other.flush()
+    fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    other.close()
+    t.join(10)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == [1, 2, 3]

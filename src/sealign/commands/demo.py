@@ -112,7 +112,9 @@ def _demo_gspo() -> GSPOConfig:
         micro_batch_size=8,
         optim=OptimConfig(lr=1e-4, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0),
         eval=RLEvalConfig(num_samples=8, steps=0, metrics=["dnsmos", "distillmos", "wer"]),
-        max_steps=10_000,
+        # 15 steps, or 6 minutes where steps are slower: the same steps give the same table on
+        # any CPU (docs/gspo_demo.md), and a budget keeps a slow machine's run short
+        max_steps=15,
         max_minutes=6.0,
         save_steps=5,
     )

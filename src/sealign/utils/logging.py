@@ -7,8 +7,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def setup_console_logging(level: str = "INFO") -> None:
@@ -41,6 +43,24 @@ def truncate_log(path: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
     tmp.replace(path)
+
+
+@contextmanager
+def _locked(f: IO[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the open file ``f`` (where the platform and filesystem
+    have one): the shards of a job append to one ``log.jsonl``, and one cutting a torn tail must
+    not cut another's record half written."""
+    try:
+        import fcntl
+
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -80,8 +100,9 @@ class RunLogger:
         self.dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:  # from scratch: step-0 records (held-out) go too
             truncate_log(self.dir / "log.jsonl", resume_step if resume_step > 0 else -1)
-        _cut_torn_tail(self.dir / "log.jsonl")  # else the next record joins a killed write
         self._jsonl = (self.dir / "log.jsonl").open("a", encoding="utf-8")
+        with _locked(self._jsonl):
+            _cut_torn_tail(self.dir / "log.jsonl")  # else the next record joins a killed write
         self._tb = None
         if tensorboard:
             try:
@@ -96,8 +117,9 @@ class RunLogger:
 
     def log(self, scalars: dict[str, float], step: int = 0, **extra: Any) -> None:
         rec = {"time": time.time(), "step": step, **extra, **scalars}
-        self._jsonl.write(json.dumps(rec, default=float) + "\n")
-        self._jsonl.flush()
+        with _locked(self._jsonl):
+            self._jsonl.write(json.dumps(rec, default=float) + "\n")
+            self._jsonl.flush()
         if self._tb is not None:
             for k, v in scalars.items():
                 if isinstance(v, int | float):
