@@ -245,11 +245,12 @@ def test_minutes_turns_the_whole_run_budget_off_unless_both_are_given(monkeypatc
     )
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
-    for argv in (["--minutes", "9"], ["--minutes", "9", "--total-minutes", "30"], []):
+    argvs = (["--minutes", "9"], ["--minutes", "0", "--total-minutes", "30"], [])
+    for argv in argvs:
         with pytest.raises(ZeroDivisionError):
             demo.run(p.parse_args(argv))
     assert seen == [
-        ["gspo.max_minutes=9.0", "total_minutes=0"],
-        ["gspo.max_minutes=9.0", "total_minutes=30.0"],
+        ["gspo.max_minutes=9.0", "gspo.max_steps=100000", "total_minutes=0"],
+        ["gspo.max_minutes=0.0", "total_minutes=30.0"],
         [],
     ]

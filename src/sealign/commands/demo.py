@@ -176,7 +176,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--minutes",
         type=float,
-        help="GSPO wall-time budget (gspo.max_minutes; 0 = none: gspo.max_steps then ends it); "
+        help="GSPO for this many minutes instead of 15 steps (gspo.max_minutes, and no step "
+        "limit unless gspo.max_steps= is given; 0 = no time limit: gspo.max_steps ends it); "
         "turns the whole-run budget off unless --total-minutes is given",
     )
     p.add_argument(
@@ -247,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
     extra = [flag("output", args.output)] if args.output else []
     if args.minutes is not None:
         extra.append(flag("gspo.max_minutes", args.minutes))
+        if args.minutes > 0:  # the time ends GSPO, not the demo's 15 steps
+            extra.append(flag("gspo.max_steps", 100_000))
         if args.total_minutes is None:
             extra.append(flag("total_minutes", 0))
     if args.total_minutes is not None:
