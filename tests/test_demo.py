@@ -227,11 +227,46 @@ def test_the_whole_run_budget_shortens_gspo_only(caplog):
     assert gspo_minutes(cfg, 1200, 180) == 1  # nothing left: the minimum, with a warning
     assert "ends late" in caplog.text
     assert gspo_minutes(DemoConfig(total_minutes=0), 1200, 180) == 6  # off
+    short = DemoConfig()
+    short.gspo.max_minutes = 0.5  # never raised to the minimum
+    assert gspo_minutes(short, 1200, 180) == 0.5
     none = DemoConfig()
     none.gspo.max_minutes = 0  # max_steps ends GSPO: no budget is imposed
     assert gspo_minutes(none, 1200, 180) == 0
-    with pytest.raises(ValueError, match="total_minutes"):
-        DemoConfig(total_minutes=-1)
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="total_minutes"):
+            DemoConfig(total_minutes=bad)
+
+
+def test_a_continued_demo_keeps_the_budget_its_gspo_run_started_with(tmp_path):
+    from sealign.commands.demo import _budget_of_run
+
+    assert _budget_of_run(str(tmp_path), 6.0) == 6.0  # no run there
+    (tmp_path / "config.yaml").write_text("max_minutes: 4.2\nmax_steps: 15\n")
+    assert _budget_of_run(str(tmp_path), 6.0) == 4.2
+    assert _budget_of_run(str(tmp_path), 3.0) == 3.0
+    assert _budget_of_run(str(tmp_path), 0.0) == 4.2
+    (tmp_path / "config.yaml").write_text("max_minutes: 0.0\n")
+    assert _budget_of_run(str(tmp_path), 6.0) == 6.0
+
+
+def test_the_base_model_is_enhanced_on_the_demos_threads(tiny, tmp_path, monkeypatch):
+    from sealign.commands import demo
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "enhance_samples", record)
+    args = ["demo", "--output", str(tmp_path / "d"), f"data={tiny}",
+            f"checkpoint={tiny / 'base'}", "metrics=[si_sdr]", "threads=2"]  # fmt: skip
+    try:
+        assert main(args) != 0  # interrupted at the base model's enhancement
+    finally:
+        torch.set_num_threads(1)
+    assert seen == [2]
 
 
 def test_minutes_turns_the_whole_run_budget_off_unless_both_are_given(monkeypatch):

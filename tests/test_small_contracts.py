@@ -130,3 +130,19 @@ def test_a_logger_waits_for_another_writer_before_cutting_its_line(tmp_path):
     t.join(10)
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == [1, 2, 3]
+    # and each record waits for another writer's
+    logger = RunLogger(tmp_path, tensorboard=False)
+    other = log.open("ab")
+    fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+    t = threading.Thread(target=lambda: logger.log({}, step=5))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()
+    other.write(b'{"step": 4}\n')
+    other.flush()
+    fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    other.close()
+    t.join(10)
+    logger.close()
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from sealign.train.sft import OptimConfig
 from sealign.utils.folder_lock import FolderLock, hold_for_command
 from sealign.utils.jsonio import write_json, write_text
 from sealign.utils.paths import replace_dir
+from sealign.utils.threads import set_torch_threads
 
 HELP = "the main job: GSPO-align the shipped model on the demo corpus, evaluate, report"
 
@@ -153,8 +155,10 @@ class DemoConfig:
             ("n_boot", 100),
             ("total_minutes", 0),
         ):
-            if getattr(self, key) < low:
+            if not getattr(self, key) >= low:  # NaN too
                 raise ValueError(f"{key} must be >= {low}, got {getattr(self, key)}")
+        if not math.isfinite(self.total_minutes):
+            raise ValueError(f"total_minutes must be finite (0 = off), got {self.total_minutes}")
         if self.listening_items < 0:
             raise ValueError(f"listening_items must be >= 0, got {self.listening_items}")
         if self.eval_samples < 1:
@@ -258,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metric_device:
         extra.append(flag("gspo.reward.metric_device", args.metric_device))
     cfg = resolve_config(DemoConfig, args, extra)
+    set_torch_threads(cfg.threads)  # before the base model's enhancement, as GSPO sets it
     # the evaluation's metrics first: an unknown one or a device this machine lacks fails now
     # the metrics side by side, one thread each, on batches of 16: 1.4x sooner than one after
     # another on two threads and batches of 8 (docs/gspo_demo.md)
@@ -371,6 +376,11 @@ def run(args: argparse.Namespace) -> int:
     resume = latest_checkpoint(g.output_dir) is not None
     if resume:
         log.info("continuing the GSPO run in %s", g.output_dir)
+        if cfg.total_minutes:
+            # the budget the first run was given holds: a re-run, quicker with its data and
+            # scores at hand, would otherwise train on and change the aligned model (--minutes,
+            # which turns the whole-run budget off, extends a run)
+            g.max_minutes = _budget_of_run(g.output_dir, g.max_minutes)
     result = train_gspo(g, resume=resume)
     timings["gspo"] = time.perf_counter() - t
     aligned = policy_dir(result.checkpoint or g.output_dir)
@@ -397,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
         "higher_is_better": vs_noisy["higher_is_better"],
         "gspo": {
             "steps": result.step,
-            "minutes": g.max_minutes,
+            "budget_minutes": g.max_minutes,
             "alarms": result.alarms,
             "run": str(result.run_dir),
         },
@@ -443,6 +453,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget_of_run(run: str, now: float) -> float:
+    """The smaller of ``now`` and the GSPO budget the run in ``run`` was started with (0 =
+    none)."""
+    import yaml
+
+    try:
+        before = float(yaml.safe_load((Path(run) / "config.yaml").read_text())["max_minutes"])
+    except (OSError, TypeError, KeyError, ValueError, yaml.YAMLError):
+        return now
+    budgets = [b for b in (before, now) if b > 0]
+    return min(budgets) if budgets else 0.0
+
+
 # GSPO's time past its budget: loading, the last held-out check, the step under way at the end
 GSPO_OVERHEAD_MINUTES = 1.0
 MIN_GSPO_MINUTES = 1.0
@@ -451,7 +474,7 @@ MIN_GSPO_MINUTES = 1.0
 def gspo_minutes(cfg: DemoConfig, spent: float, after: float) -> float:
     """GSPO's time budget: ``gspo.max_minutes``, shortened so that the run ends within
     ``total_minutes`` when ``spent`` seconds have passed and ``after`` more follow GSPO (at
-    least ``MIN_GSPO_MINUTES``; a budget of 0, none, stays none)."""
+    least ``MIN_GSPO_MINUTES`` unless its own is less; a budget of 0, none, stays none)."""
     own = cfg.gspo.max_minutes
     if not cfg.total_minutes or not own:
         return own
@@ -464,7 +487,7 @@ def gspo_minutes(cfg: DemoConfig, spent: float, after: float) -> float:
             "so the run ends late (total_minutes=0 turns the whole-run budget off)",
             cfg.total_minutes, left, MIN_GSPO_MINUTES,
         )  # fmt: skip
-        return MIN_GSPO_MINUTES
+        return min(own, MIN_GSPO_MINUTES)
     log.info(
         "GSPO budget %.1f min instead of %.1f, to end within total_minutes=%.0f (%.1f min "
         "spent, about %.1f min of evaluation after GSPO)",

@@ -62,9 +62,10 @@ class ScoreConfig:
     # where metrics with a model run (cpu, cuda, cuda:N), for every metric that takes a device
     metric_device: str = "cpu"
     threads: int = 2
-    # metrics scored side by side (threads), each backend on threads // workers threads: on a
-    # 2-core CPU, workers=2 scores the demo's seven metrics 1.3x sooner than one after another
-    # on two threads each, since small models use two threads poorly (docs/gspo_demo.md)
+    # metrics scored side by side (threads), each backend on threads // workers threads (one
+    # each when workers > threads): on a 2-core CPU the demo's seven metrics, two at a time on
+    # one thread each in batches of 16, took 1.25x less time than one after another on two
+    # threads in batches of 8, since small models use two threads poorly (docs/gspo_demo.md)
     workers: int = 1
     batch_size: int = 8
     # score cache (SQLite); None or "" turns it off
@@ -300,7 +301,10 @@ def score_entries(
         out_file = out_path.open("a" if resume else "w", encoding="utf-8")
     todo = [e for e in entries if e.id not in done]
     records: list[dict[str, Any]] = []
-    pool = ThreadPoolExecutor(cfg.workers) if cfg.workers > 1 and len(metrics) > 1 else None
+    pool = None
+    if cfg.workers > 1 and len(metrics) > 1:
+        load_metrics(metrics)  # here, not lazily in two threads at once
+        pool = ThreadPoolExecutor(cfg.workers)
     seconds: dict[str, float] = {}
     try:
         bar = tqdm(total=len(todo), desc="scoring", unit="utt", disable=not progress)
@@ -323,8 +327,8 @@ def score_entries(
                 ", ".join(f"{n} {seconds[n]:.1f}" for n in metrics if n in seconds),
             )
     finally:
-        if pool is not None:
-            pool.shutdown()
+        if pool is not None:  # on an error or Ctrl-C, the metrics not yet started do not run
+            pool.shutdown(cancel_futures=True)
         if out_file is not None:
             out_file.close()
         if cache is not None:

@@ -90,11 +90,12 @@ class ScoreCache:
                     ).fetchone()
             except sqlite3.DatabaseError as err:
                 self._failed(err)
-        if row is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return MetricResult.from_json(json.loads(row[0]))
+        with self._lock:  # scorers may share the cache from several threads
+            if row is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        return None if row is None else MetricResult.from_json(json.loads(row[0]))
 
     def put(self, key: str, result: MetricResult) -> None:
         if result.error is not None or self.broken:
