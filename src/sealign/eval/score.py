@@ -302,11 +302,11 @@ def score_entries(
     todo = [e for e in entries if e.id not in done]
     records: list[dict[str, Any]] = []
     pool = None
-    if cfg.workers > 1 and len(metrics) > 1:
-        load_metrics(metrics)  # here, not lazily in two threads at once
-        pool = ThreadPoolExecutor(cfg.workers)
     seconds: dict[str, float] = {}
     try:
+        if cfg.workers > 1 and len(metrics) > 1:
+            load_metrics(metrics)  # here, not lazily in two threads at once
+            pool = ThreadPoolExecutor(cfg.workers)
         bar = tqdm(total=len(todo), desc="scoring", unit="utt", disable=not progress)
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
