@@ -3,10 +3,12 @@
 1. builds the demo corpus if it is missing (Kokoro / Piper speech, degraded; `sealign data demo`);
 2. loads the shipped base checkpoint (a small AR codec-token LM, see docs/demo_checkpoint.md;
    ``family=mgm`` or ``family=fm`` picks the masked or flow-matching one);
-3. scores the test split's noisy and clean audio and the base model's outputs on every metric;
-4. runs GSPO on the train split for a bounded time with the default composite reward
-   (DNSMOS OVRL + (1 - WER, Whisper base) + DistillMOS): at most ``gspo.max_minutes``, less
-   when the whole run would otherwise take more than ``total_minutes`` (20);
+3. scores the test split's noisy and clean audio, and enhances it with the base model and
+   scores that, on every metric;
+4. runs GSPO on the train split with the default composite reward (DNSMOS OVRL + (1 - WER,
+   Whisper base) + DistillMOS) for 15 steps (``gspo.max_steps``), at most 6 minutes
+   (``gspo.max_minutes``, ``--minutes``), less when the whole run would otherwise take more
+   than ``total_minutes`` (20, ``--total-minutes``);
 5. enhances and scores the test split with the aligned model, and prints mean ± 95% CI plus
    the paired bootstrap CI of aligned - base (results.md, results.json; results.tex as papers
    print it);
@@ -195,7 +197,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metric-device",
         help="where the metrics run: cpu, cuda, cuda:N (gspo.reward.metric_device)",
     )
-    add_config_arguments(p, "gspo.max_steps=15")
+    add_config_arguments(p, "gspo.max_steps=30")
 
 
 def ensure_demo_data(root: str | Path, workers: int = 2) -> dict[str, Path]:
