@@ -112,6 +112,40 @@ def test_temperature_changes_the_stored_distribution(codec, pair):
     assert (plain - rollout.logp).abs().max().item() > 1e-2
 
 
+@pytest.mark.parametrize("multi", [False, True])
+def test_logit_scale_is_a_learned_inverse_temperature(codec, codec_dir, pair, tmp_path, multi):
+    """exp(logit_scale) multiplies every logit: sampling at T with logit_scale s is sampling at
+    T·exp(-s) without it; sampled log-probs still equal teacher-forced ones; it is saved, and a
+    checkpoint written before it existed loads with 0."""
+    from safetensors.torch import load_file, save_file
+
+    c = WorldCodec.load(codec_dir, layout="mgm") if multi else codec
+    policy = make_policy(c)
+    assert float(policy.logit_scale) == 0.0 and not policy.logit_scale.requires_grad
+    cond = policy.condition(pair[1])
+    plain = policy.sample(cond, 0.6, torch.Generator().manual_seed(3), top_k=12)
+    with torch.no_grad():
+        policy.logit_scale.fill_(float(np.log(2.0)))
+    scaled = policy.sample(cond, 1.2, torch.Generator().manual_seed(3), top_k=12)
+    assert torch.equal(scaled.actions["tokens"], plain.actions["tokens"])
+    torch.testing.assert_close(scaled.logp, plain.logp, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.step_log_probs(cond, scaled)[0], scaled.logp, atol=1e-4,
+                               rtol=0)  # fmt: skip
+    policy.logit_scale.requires_grad_(True)  # as GSPO trains it
+    policy.step_log_probs(cond, scaled)[0].sum().backward()
+    assert policy.logit_scale.grad is not None and policy.logit_scale.grad != 0
+    policy.save(tmp_path / "ckpt")
+    assert float(load_policy(tmp_path / "ckpt").logit_scale) == pytest.approx(np.log(2.0))
+    weights = load_file(tmp_path / "ckpt" / "model.safetensors")
+    del weights["logit_scale"]
+    save_file(weights, tmp_path / "ckpt" / "model.safetensors")
+    assert float(load_policy(tmp_path / "ckpt").logit_scale) == 0.0
+    del weights["norm.weight"]  # a weight that must be there still must
+    save_file(weights, tmp_path / "ckpt" / "model.safetensors")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_policy(tmp_path / "ckpt")
+
+
 def test_sampling_transform_top_k_fast_path_and_ties():
     logits = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0, 0.0], [0.5, 4.0, 1.0, 3.0, 2.0, 0.0]])
     settings = sampling_settings(2, 0.5, 2, 1.0)

@@ -590,6 +590,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("eval.metric_options={estoi_typo: {x: 1}}", "eval.metric_options"),
         ("sampling.temperature=inf", "sampling.temperature"),
         ("seed=-1", "seed must be in [0, 2**32)"),
+        ("temperature_lr=-0.1", "temperature_lr"),
         ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
         ("reward.components=[{metric: wer, credit: word}]", "credit: word"),  # loss gspo
     ],
@@ -698,6 +699,44 @@ def test_word_credit_trains_an_ar_policy_with_per_step_advantages(setup, tmp_pat
     assert all(np.isfinite(v) for v in logged(run, "loss").values())
 
 
+def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(setup, tmp_path, capsys):
+    from sealign.rl.gspo import learned_temperature
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    kw = {"eval.manifests": "[]", "save_steps": 2, "beta": 0.1, "temperature_lr": 0.05}
+    assert main(["gspo", "--no-progress", *overrides(setup, full, max_steps=4, **kw)]) == 0
+    factor = logged(full, "temperature_factor")
+    assert sorted(factor) == [1, 2, 3, 4]
+    scale = float(load_policy(full / "checkpoints" / "step_00000004" / "policy").logit_scale)
+    assert scale != 0 and factor[4] == pytest.approx(np.exp(-scale), rel=1e-6)
+    assert abs(scale) > 0.02  # Adam at 0.05 for 8 updates, not the weights' 3e-3
+    # exact resume, the temperature's optimizer state included
+    assert main(["gspo", "--no-progress", *overrides(setup, part, max_steps=2, **kw)]) == 0
+    args = ["gspo", "--no-progress", "--resume", *overrides(setup, part, max_steps=4, **kw)]
+    assert main(args) == 0
+    for key in ("loss", "kl", "temperature_factor"):
+        a, b = logged(full, key), logged(part, key)
+        assert a[4] == pytest.approx(b[4], rel=1e-6, abs=1e-9), key
+    # resuming without it would drop its optimizer group: refused, naming the key
+    assert main([*args, "temperature_lr=0", "max_steps=5"]) == 2
+    assert "temperature_lr: 0 now" in capsys.readouterr().err
+    # the KL reference samples at the policy's learned temperature: with the weights held
+    # still, the temperature moves and the KL stays 0
+    still = tmp_path / "still"
+    kw["optim.lr"] = 1e-30
+    assert main(["gspo", "--no-progress", *overrides(setup, still, max_steps=3, **kw)]) == 0
+    assert abs(np.log(logged(still, "temperature_factor")[3])) > 0.02
+    assert all(abs(v) < 1e-7 for v in logged(still, "kl").values())
+    # a family without one is refused before any work
+
+    class NoScale:
+        family = "fm"
+
+    assert learned_temperature(NoScale(), 0.0) is None  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="temperature_lr: a fm policy has no learned"):
+        learned_temperature(NoScale(), 0.1)  # type: ignore[arg-type]
+
+
 def test_a_resumed_run_keeps_its_base_and_reference(tmp_path):
     from types import SimpleNamespace
 
@@ -709,7 +748,7 @@ def test_a_resumed_run_keeps_its_base_and_reference(tmp_path):
 
     def cfg(init_from, reference=None):
         return SimpleNamespace(
-            model=SimpleNamespace(init_from=init_from), reference_model=reference
+            model=SimpleNamespace(init_from=init_from), reference_model=reference, temperature_lr=0
         )
 
     _check_same_base(saved, cfg(str(tmp_path / "x" / ".." / "ar")))  # the same, spelt otherwise

@@ -286,6 +286,7 @@ class ARPolicy(PolicyFolder, nn.Module):
     family = FAMILY
     format_version = FORMAT_VERSION
     config_class = ARConfig
+    optional_weights = ("logit_scale",)
 
     def __init__(
         self, codec: Codec, config: ARConfig | None = None, codec_spec: str | None = None
@@ -308,6 +309,9 @@ class ARPolicy(PolicyFolder, nn.Module):
             if cfg.tie_embeddings
             else nn.ModuleList(nn.Linear(d, v, bias=False) for v in cfg.vocab_sizes)
         )
+        # log of a factor on every logit, i.e. a learned inverse sampling temperature: 0 and
+        # frozen unless GSPO learns it (``temperature_lr``); checkpoints without it load as 0
+        self.logit_scale = nn.Parameter(torch.zeros(()), requires_grad=False)
         self._init_weights()
 
     codec: Codec
@@ -361,11 +365,19 @@ class ARPolicy(PolicyFolder, nn.Module):
     def _head_matrices(self) -> list[torch.Tensor]:
         """Output projections as contiguous ``[dim, V_k]`` matrices (for decoding steps)."""
         if self.heads is not None:
-            return [head.weight.detach().T.contiguous() for head in self.heads]
-        return [
-            emb.weight.detach()[:v].T.contiguous()
-            for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
-        ]
+            mats = [head.weight.detach().T for head in self.heads]
+        else:
+            mats = [
+                emb.weight.detach()[:v].T
+                for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
+            ]
+        if self._scaled():
+            mats = [m * self.logit_scale.detach().exp() for m in mats]
+        return [m.contiguous() for m in mats]
+
+    def _scaled(self) -> bool:
+        """Whether ``logit_scale`` changes the logits (it is learned, or not 0)."""
+        return self.logit_scale.requires_grad or float(self.logit_scale) != 0.0
 
     def _fast_heads(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All output heads as one ``[dim, K·V_max]`` matrix with the final norm's gain folded
@@ -420,12 +432,15 @@ class ARPolicy(PolicyFolder, nn.Module):
         n_books = self.config.num_codebooks
         if not self.config.sequential_codebooks:
             hn = self.norm(h)
-            return [self._head(hn, k) for k in range(n_books)]
-        out = []
-        for k in range(n_books):
-            out.append(self._head(self.norm(h), k))
-            if k < n_books - 1:
-                h = h + self.embeds[k](tokens[:, k])
+            out = [self._head(hn, k) for k in range(n_books)]
+        else:
+            out = []
+            for k in range(n_books):
+                out.append(self._head(self.norm(h), k))
+                if k < n_books - 1:
+                    h = h + self.embeds[k](tokens[:, k])
+        if self._scaled():
+            out = [lg * self.logit_scale.exp() for lg in out]
         return out
 
     def _run(

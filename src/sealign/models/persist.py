@@ -207,11 +207,13 @@ class PolicyFolder:
 
     The family class sets ``family``, ``format_version`` and ``config_class`` (a config with
     ``from_dict``); its constructor is ``(codec, config, codec_spec=None)`` and it binds
-    them with :meth:`_bind_codec`."""
+    them with :meth:`_bind_codec`. ``optional_weights`` names weights added after checkpoints
+    were first written: a folder without them loads with their initial values."""
 
     family: str
     format_version: int
     config_class: Any
+    optional_weights: tuple[str, ...] = ()
     codec: Codec
     codec_spec: str | None
 
@@ -237,6 +239,8 @@ class PolicyFolder:
             directory, cls.family, cls.format_version, map_location
         )
         policy = cls(codec, cls.config_class.from_dict(cfg), codec_spec=spec)  # type: ignore[call-arg]
+        own = policy.state_dict()  # type: ignore[attr-defined]
+        state = {**{k: own[k] for k in cls.optional_weights if k not in state}, **state}
         try:
             policy.load_state_dict(state)  # type: ignore[attr-defined]
         except RuntimeError as err:  # missing, unexpected or misshapen weights

@@ -143,6 +143,11 @@ class GSPOConfig:
     # > 0: an entropy bonus (exploration); < 0: an entropy penalty (entropy minimization: the
     # sampler sharpens, as a lower temperature would; measured in docs/gspo_demo.md)
     entropy_coef: float = 0.0
+    # > 0: learn the policy's sampling temperature (its ``logit_scale``, the log of a factor
+    # on every logit; the ar family has one) at this learning rate, beside the weights; the KL
+    # reference samples at the same learned temperature (docs/gspo_demo.md, "A learned
+    # temperature")
+    temperature_lr: float = 0.0
     # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
     negative_advantage_scale: float = 1.0
@@ -189,6 +194,8 @@ class GSPOConfig:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if not math.isfinite(self.entropy_coef):
             raise ValueError(f"entropy_coef must be finite, got {self.entropy_coef}")
+        if not 0 <= self.temperature_lr < math.inf:
+            raise ValueError(f"temperature_lr must be >= 0 and finite, got {self.temperature_lr}")
         if not 0 <= self.negative_advantage_scale <= 1:
             raise ValueError(
                 f"negative_advantage_scale must be in [0, 1], got {self.negative_advantage_scale}"
@@ -446,6 +453,11 @@ def update(
         loss_value, stats = 0.0, {}
         if rows.size:  # else this rank adds zero gradients to the others'
             mine += 1
+            if ref is not None and cfg.temperature_lr > 0:
+                # the KL measures how the model's distributions changed, not how sharply it
+                # samples: the reference takes the policy's current learned temperature
+                with torch.no_grad():
+                    ref.logit_scale.copy_(policy.logit_scale)  # type: ignore[attr-defined]
             mb = rollout.select(torch.as_tensor(rows))
             if cfg.step_fraction < 1:
                 mb = keep_passes(mb, step_passes(policy, mb), cfg.step_fraction, generator)
@@ -492,6 +504,20 @@ class GSPOResult:
 UNREWARDED_LIMIT = 10
 
 
+def learned_temperature(policy: Policy, lr: float) -> torch.nn.Parameter | None:
+    """The policy's ``logit_scale``, made trainable, when ``temperature_lr`` (``lr``) > 0."""
+    if lr <= 0:
+        return None
+    param = getattr(policy, "logit_scale", None)
+    if not isinstance(param, torch.nn.Parameter) or param.numel() != 1:
+        raise ValueError(
+            f"temperature_lr: a {policy.family} policy has no learned temperature (a scalar "
+            "parameter `logit_scale` that multiplies its logits by exp(logit_scale); the ar "
+            "family has one); set temperature_lr: 0"
+        )
+    return param.requires_grad_(True)
+
+
 def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
     """A resumed run continues its own weights against its own KL reference: another base or
     reference model given now would be reported as if it had been trained from."""
@@ -513,6 +539,14 @@ def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
             raise ValueError(f"{key}: {new} now, but the run in {saved.parent.parent.parent} was "
                              f"started from {old}; continue it with its own, or use another "
                              "output folder")  # fmt: skip
+    learned = float(before.get("temperature_lr") or 0) > 0
+    if learned != (cfg.temperature_lr > 0):  # the optimizer holds one more group, or one fewer
+        raise ValueError(
+            f"temperature_lr: {cfg.temperature_lr:g} now, but the run in "
+            f"{saved.parent.parent.parent} was started {'with' if learned else 'without'} a "
+            "learned temperature; continue it as it was started (the value may change, not "
+            "whether it is 0), or use another output folder"
+        )
 
 
 def train_gspo(
@@ -554,6 +588,7 @@ def train_gspo(
             f"reward.components[{j}].credit: word needs a policy whose rollout steps run along "
             f"the input's time axis (the ar family); a {policy.family} policy's do not"
         )
+    temperature = learned_temperature(policy, cfg.temperature_lr)
     check_sample_options(policy, cfg.sampling.extra, "sampling.extra")
     # rollouts always pass top_k and top_p: a sampler without them fails here, not mid-run
     filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
@@ -587,7 +622,8 @@ def train_gspo(
         else None
     )  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
-    optimizer = make_optimizer(module, cfg.optim)
+    own_lr = {} if temperature is None else {temperature: cfg.temperature_lr}
+    optimizer = make_optimizer(module, cfg.optim, own_lr)
     n_updates = cfg.max_steps * cfg.steps_per_generation * cfg.num_iterations
     scheduler = make_scheduler(optimizer, cfg.optim, n_updates)
     gen = torch.Generator().manual_seed(seed)
@@ -658,6 +694,8 @@ def train_gspo(
             state.step += 1
             state.epoch, state.index = train_ds.epoch, train_ds.index
             stats = {**batch.stats, **upd, "time/update": time.perf_counter() - t1}
+            if temperature is not None:  # what the sampling temperature is multiplied by
+                stats["temperature_factor"] = math.exp(-float(temperature))
             stats["time/step"] = time.perf_counter() - t0
             stats = mean_stats_over_ranks(stats, d)  # every rank's samples, not rank 0's
             stats["lr"] = scheduler.get_last_lr()[0]

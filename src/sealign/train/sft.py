@@ -240,12 +240,20 @@ def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
     return policy.to(device)  # type: ignore[attr-defined]
 
 
-def make_optimizer(policy: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on ≥ 2-D parameters only (nanoGPT convention)."""
-    params = [p for p in policy.parameters() if p.requires_grad]
+def make_optimizer(
+    policy: torch.nn.Module,
+    cfg: OptimConfig,
+    own_lr: dict[torch.nn.Parameter, float] | None = None,
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on ≥ 2-D parameters only (nanoGPT convention); ``own_lr``:
+    parameters trained at their own learning rate, without weight decay, one group each."""
+    own = own_lr or {}
+    apart = {id(p) for p in own}
+    params = [p for p in policy.parameters() if p.requires_grad and id(p) not in apart]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        *({"params": [p], "lr": lr, "weight_decay": 0.0} for p, lr in own.items()),
     ]
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
