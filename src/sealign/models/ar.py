@@ -84,7 +84,7 @@ from torch import nn
 
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
-from sealign.models.backbone import BackboneConfig, codec_features
+from sealign.models.backbone import BackboneConfig, LogitScale, codec_features
 from sealign.models.features import (
     compute_features,
     frame_conditioner_layers,
@@ -274,7 +274,7 @@ def _draw(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 # the policy
 
 
-class ARPolicy(PolicyFolder, nn.Module):
+class ARPolicy(LogitScale, PolicyFolder, nn.Module):
     """Codec-token language model for speech enhancement (family ``"ar"``); see the module
     docstring. Build with ``ARPolicy(codec, ARConfig.for_codec(codec, ...))`` or
     :func:`sealign.models.registry.build_policy`; load with :meth:`load`.
@@ -286,7 +286,6 @@ class ARPolicy(PolicyFolder, nn.Module):
     family = FAMILY
     format_version = FORMAT_VERSION
     config_class = ARConfig
-    optional_weights = ("logit_scale",)
 
     def __init__(
         self, codec: Codec, config: ARConfig | None = None, codec_spec: str | None = None
@@ -309,9 +308,7 @@ class ARPolicy(PolicyFolder, nn.Module):
             if cfg.tie_embeddings
             else nn.ModuleList(nn.Linear(d, v, bias=False) for v in cfg.vocab_sizes)
         )
-        # log of a factor on every logit, i.e. a learned inverse sampling temperature: 0 and
-        # frozen unless GSPO learns it (``temperature_lr``); checkpoints without it load as 0
-        self.logit_scale = nn.Parameter(torch.zeros(()), requires_grad=False)
+        self._init_logit_scale()
         self._init_weights()
 
     codec: Codec
@@ -371,13 +368,7 @@ class ARPolicy(PolicyFolder, nn.Module):
                 emb.weight.detach()[:v].T
                 for emb, v in zip(self.embeds, self.config.vocab_sizes, strict=True)
             ]
-        if self._scaled():
-            mats = [m * self.logit_scale.detach().exp() for m in mats]
-        return [m.contiguous() for m in mats]
-
-    def _scaled(self) -> bool:
-        """Whether ``logit_scale`` changes the logits (it is learned, or not 0)."""
-        return self.logit_scale.requires_grad or float(self.logit_scale) != 0.0
+        return [m.contiguous() for m in self._scale_logits(mats)]
 
     def _fast_heads(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All output heads as one ``[dim, K·V_max]`` matrix with the final norm's gain folded
@@ -439,9 +430,7 @@ class ARPolicy(PolicyFolder, nn.Module):
                 out.append(self._head(self.norm(h), k))
                 if k < n_books - 1:
                     h = h + self.embeds[k](tokens[:, k])
-        if self._scaled():
-            out = [lg * self.logit_scale.exp() for lg in out]
-        return out
+        return self._scale_logits(out)
 
     def _run(
         self,

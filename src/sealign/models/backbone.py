@@ -6,8 +6,36 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+from torch import nn
+
 from sealign.codecs.base import Codec
 from sealign.models.features import FeatureConfig
+
+
+class LogitScale:
+    """A learned inverse sampling temperature for a token model (mixed into its ``nn.Module``):
+    ``logit_scale``, the log of a factor on every logit. It is 0 and frozen unless GSPO learns
+    it (``temperature_lr``), and a checkpoint written before it existed loads with 0
+    (``optional_weights``). Sampling at temperature T with ``logit_scale`` s samples the
+    unscaled model at T·exp(−s)."""
+
+    optional_weights: tuple[str, ...] = ("logit_scale",)
+    logit_scale: nn.Parameter
+
+    def _init_logit_scale(self) -> None:
+        self.logit_scale = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def _scaled(self) -> bool:
+        """Whether ``logit_scale`` changes the logits (it is learned, or not 0)."""
+        return self.logit_scale.requires_grad or float(self.logit_scale) != 0.0
+
+    def _scale_logits(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``logits`` times exp(``logit_scale``); as given when that is 1 and not learned."""
+        if not self._scaled():
+            return logits
+        factor = self.logit_scale.exp()
+        return [lg * factor for lg in logits]
 
 
 @dataclass

@@ -44,7 +44,7 @@ from torch import nn
 from sealign.codecs.base import Codec, codebook_sizes
 from sealign.config import from_dict_strict
 from sealign.models.ar import SamplingTransform, _entropy, sampling_settings
-from sealign.models.backbone import BackboneConfig, codec_features
+from sealign.models.backbone import BackboneConfig, LogitScale, codec_features
 from sealign.models.features import (
     compute_features,
     frame_conditioner_layers,
@@ -109,7 +109,7 @@ def cosine_mask_count(n: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.ceil(ratio * n).clamp(min=1), n).long()
 
 
-class MGMPolicy(PolicyFolder, nn.Module):
+class MGMPolicy(LogitScale, PolicyFolder, nn.Module):
     """Masked generative token model for speech enhancement (family ``"mgm"``); see the module
     docstring."""
 
@@ -131,6 +131,7 @@ class MGMPolicy(PolicyFolder, nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.hidden) for _ in range(cfg.layers))
         self.norm = nn.RMSNorm(d, eps=1e-6)
         self.heads = nn.ModuleList(nn.Linear(d, v, bias=False) for v in cfg.vocab_sizes)
+        self._init_logit_scale()
         init_transformer_weights(self, cfg.layers)
         nn.init.zeros_(self.cond_in.bias)
 
@@ -161,7 +162,7 @@ class MGMPolicy(PolicyFolder, nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, dropout=dropout, mask=attn)
         h = self.norm(x)
-        return [head(h) for head in self.heads]
+        return self._scale_logits([head(h) for head in self.heads])
 
     def _cond(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config

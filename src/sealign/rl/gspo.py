@@ -144,9 +144,9 @@ class GSPOConfig:
     # sampler sharpens, as a lower temperature would; measured in docs/gspo_demo.md)
     entropy_coef: float = 0.0
     # > 0: learn the policy's sampling temperature (its ``logit_scale``, the log of a factor
-    # on every logit; the ar family has one) at this learning rate, beside the weights; the KL
-    # reference samples at the same learned temperature (docs/gspo_demo.md, "A learned
-    # temperature")
+    # on every logit; the ar and mgm families have one) at this learning rate, beside the
+    # weights; the KL reference samples at the same learned temperature (docs/gspo_demo.md,
+    # "A learned temperature")
     temperature_lr: float = 0.0
     # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
@@ -512,8 +512,8 @@ def learned_temperature(policy: Policy, lr: float) -> torch.nn.Parameter | None:
     if not isinstance(param, torch.nn.Parameter) or param.numel() != 1:
         raise ValueError(
             f"temperature_lr: a {policy.family} policy has no learned temperature (a scalar "
-            "parameter `logit_scale` that multiplies its logits by exp(logit_scale); the ar "
-            "family has one); set temperature_lr: 0"
+            "parameter `logit_scale` that multiplies its logits by exp(logit_scale); the ar and "
+            "mgm families have one); set temperature_lr: 0"
         )
     return param.requires_grad_(True)
 

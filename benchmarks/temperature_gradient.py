@@ -1,0 +1,118 @@
+"""Does GSPO's gradient ask for a sharper sampler, and how far would its KL term let it go?
+
+    .venv/bin/python benchmarks/temperature_gradient.py [--model DIR] [--data data/demo]
+        [--batches 12] [--beta 0.1] [--scales 0.05,0.1,0.3] [--threads 2]
+
+Samples ``--batches`` rollout batches at the demo's GSPO settings (8 inputs × 4 samples, T = 1,
+top-k 50) from the policy (default: the shipped AR base), scores them with the demo's reward, and
+differentiates the demo's GSPO loss with respect to the policy's ``logit_scale`` s (the log of
+its inverse sampling temperature; ``temperature_lr`` learns it) at s = 0, by autograd:
+
+* the reward term: on-policy (ratio 1), its derivative is minus the batch mean of each sample's
+  advantage times its mean per-token d log p / ds. Printed per batch, with the mean, its
+  standard error and t over the batches: a positive pull, consistently, means the reward asks
+  for a sharper sampler;
+* the KL term (``--beta`` × the k3 estimator against the policy at s = 0, over the same
+  tokens) at each s of ``--scales``: its derivative grows with s, and where it equals the
+  reward's pull, GSPO with the weights' KL would stop sharpening. ``temperature_lr`` ties the
+  reference to the learned temperature, which removes this term for s.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def derivative(policy, scale, cond, rollout, advantages, cfg, at: float, beta: float) -> float:
+    """d(the GSPO loss with KL weight ``beta``)/ds at ``logit_scale`` = ``at``, on one batch
+    (the sampler's own log-probs are the old and the reference log-probs)."""
+    from sealign.rl.losses import policy_loss
+
+    with torch.no_grad():
+        scale.fill_(at)
+    scale.grad = None
+    logp, _ = policy.step_log_probs(cond, rollout)
+    out = policy_loss(logp, rollout.logp, advantages, rollout.mask, cfg.loss, cfg.epsilon_low,
+                      cfg.epsilon_high, ref_logp=rollout.logp, beta=beta)  # fmt: skip
+    out.loss.backward()
+    return float(scale.grad)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rollouts import at_least
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
+    p.add_argument("--data", default="data/demo", help="demo corpus root (train.jsonl)")
+    p.add_argument("--batches", type=at_least(2), default=12)
+    p.add_argument("--beta", type=float, default=0.1, help="the KL weight (the demo's)")
+    p.add_argument("--scales", default="0.05,0.1,0.3", help="values of s for the KL term")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    scales = [float(x) for x in args.scales.split(",")]
+
+    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.models.registry import load_policy
+    from sealign.rewards import CompositeReward, group_advantages
+    from sealign.rl.gspo import _utterances, learned_temperature, rl_options
+    from sealign.train.checkpoint import policy_dir
+    from sealign.train.data import PairDataset
+    from sealign.utils.threads import set_torch_threads
+
+    set_torch_threads(args.threads)
+    cfg = _demo_gspo()
+    model = Path(args.model) if args.model else shipped_checkpoint()
+    policy = load_policy(policy_dir(model))
+    policy.eval().requires_grad_(False)  # type: ignore[attr-defined]
+    scale = learned_temperature(policy, 1.0)  # only s carries gradients
+    assert scale is not None
+    s0 = float(scale)
+    ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
+    reward = CompositeReward(cfg.reward, num_threads=args.threads)
+    reward.load()
+    gen = torch.Generator().manual_seed(0)
+    g = cfg.sampling.group_size
+    pulls, kl_grads = [], []
+    for b in range(args.batches):
+        examples = ds.next_batch()
+        group = np.repeat(np.arange(len(examples)), g)
+        cond = policy.condition([e.noisy for e in examples]).select(torch.as_tensor(group))
+        rollout = policy.sample(
+            cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
+        )
+        scores = reward(_utterances(examples, group, policy.decode(rollout), policy.sample_rate))
+        adv = group_advantages(
+            scores.values, group, reward.weights, cfg.reward.aggregation, scores.failed
+        ).advantages
+        batch = (policy, scale, cond, rollout, torch.as_tensor(adv, dtype=torch.float32), cfg)
+        pulls.append(-derivative(*batch, s0, 0.0))
+        kl_grads.append(
+            [
+                derivative(*batch, s0 + s, args.beta) - derivative(*batch, s0 + s, 0.0)
+                for s in scales
+            ]
+        )
+        print(f"batch {b + 1}/{args.batches}: reward pull on s {pulls[-1]:+.5f}", flush=True)
+    reward.close()
+    pull = np.asarray(pulls)
+    mean, se = pull.mean(), pull.std(ddof=1) / np.sqrt(len(pull))
+    print(f"\nmodel {model}; {args.batches} batches of {len(rollout)} samples")
+    print(
+        f"reward's pull on s (−d loss/ds at s = {s0:g}): {mean:+.5f} ± {se:.5f} (t {mean / se:+.1f})"
+    )
+    kl = np.asarray(kl_grads).mean(axis=0)
+    print(
+        f"| s − {s0:g} | KL term's push back (beta {args.beta:g} × d KL/ds) | share of the pull |"
+    )
+    print("|---|---|---|")
+    for s, k in zip(scales, kl, strict=True):
+        print(f"| {s:g} | {k:+.5f} | {k / mean:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
