@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sealign.commands.demo import _demo_gspo, shipped_checkpoint
     from sealign.models.registry import load_policy
-    from sealign.rewards import CompositeReward, group_advantages
-    from sealign.rl.gspo import _utterances, learned_temperature, rl_options
+    from sealign.rewards import CompositeReward
+    from sealign.rl.gspo import generate_and_score, learned_temperature
     from sealign.train.checkpoint import policy_dir
     from sealign.train.data import PairDataset
     from sealign.utils.threads import set_torch_threads
@@ -75,20 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     reward = CompositeReward(cfg.reward, num_threads=args.threads)
     reward.load()
     gen = torch.Generator().manual_seed(0)
-    g = cfg.sampling.group_size
     pulls, kl_grads = [], []
     for b in range(args.batches):
-        examples = ds.next_batch()
-        group = np.repeat(np.arange(len(examples)), g)
-        cond = policy.condition([e.noisy for e in examples]).select(torch.as_tensor(group))
-        rollout = policy.sample(
-            cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
-        )
-        scores = reward(_utterances(examples, group, policy.decode(rollout), policy.sample_rate))
-        adv = group_advantages(
-            scores.values, group, reward.weights, cfg.reward.aggregation, scores.failed
-        ).advantages
-        batch = (policy, scale, cond, rollout, torch.as_tensor(adv, dtype=torch.float32), cfg)
+        # a rollout batch exactly as GSPO makes it: samples, 16-bit audio, rewards, advantages
+        rb = generate_and_score(policy, ds.next_batch(), cfg, reward, gen)
+        assert rb is not None
+        adv = torch.as_tensor(rb.advantages, dtype=torch.float32)
+        batch = (policy, scale, rb.cond, rb.rollout, adv, cfg)
         pulls.append(-derivative(*batch, s0, 0.0))
         kl_grads.append(
             [
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     reward.close()
     pull = np.asarray(pulls)
     mean, se = pull.mean(), pull.std(ddof=1) / np.sqrt(len(pull))
-    print(f"\nmodel {model}; {args.batches} batches of {len(rollout)} samples")
+    print(f"\nmodel {model}; {args.batches} batches of {len(rb.rollout)} samples")
     print(
         f"reward's pull on s (−d loss/ds at s = {s0:g}): {mean:+.5f} ± {se:.5f} (t {mean / se:+.1f})"
     )
