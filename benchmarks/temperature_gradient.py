@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 for s in scales
             ]
         )
+        with torch.no_grad():  # the next batch is sampled at s0 again
+            scale.fill_(s0)
         print(f"batch {b + 1}/{args.batches}: reward pull on s {pulls[-1]:+.5f}", flush=True)
     reward.close()
     pull = np.asarray(pulls)
