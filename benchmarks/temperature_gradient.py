@@ -12,10 +12,13 @@ its inverse sampling temperature; ``temperature_lr`` learns it) at s = 0, by aut
   advantage times its mean per-token d log p / ds. Printed per batch, with the mean, its
   standard error and t over the batches: a positive pull, consistently, means the reward asks
   for a sharper sampler;
-* the KL term (``--beta`` × the k3 estimator against the policy at s = 0, over the same
-  tokens) at each s of ``--scales``: its derivative grows with s, and where it equals the
-  reward's pull, GSPO with the weights' KL would stop sharpening. ``temperature_lr`` ties the
-  reference to the learned temperature, which removes this term for s.
+* the KL term (``--beta`` × the k3 estimator against the policy at its own s) at each s + Δ
+  of ``--scales``, on tokens sampled at s + Δ, as GSPO's rollouts would be there: its
+  derivative grows with Δ, and where it equals the reward's pull, GSPO with the weights' KL
+  would stop sharpening. ``temperature_lr`` ties the reference to the learned temperature,
+  which removes this term for s.
+
+Only samples with a usable reward enter, as in GSPO's update.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import numpy as np
 import torch
 
 
-def derivative(policy, scale, cond, rollout, advantages, cfg, at: float, beta: float) -> float:
-    """d(the GSPO loss with KL weight ``beta``)/ds at ``logit_scale`` = ``at``, on one batch
-    (the sampler's own log-probs are the old and the reference log-probs)."""
+def reward_pull(policy, scale, cond, rollout, advantages, cfg, at: float) -> float:
+    """−d(the GSPO loss's reward term)/ds at ``logit_scale`` = ``at``, on-policy (the rollout
+    was sampled there)."""
     from sealign.rl.losses import policy_loss
 
     with torch.no_grad():
@@ -37,7 +40,31 @@ def derivative(policy, scale, cond, rollout, advantages, cfg, at: float, beta: f
     scale.grad = None
     logp, _ = policy.step_log_probs(cond, rollout)
     out = policy_loss(logp, rollout.logp, advantages, rollout.mask, cfg.loss, cfg.epsilon_low,
-                      cfg.epsilon_high, ref_logp=rollout.logp, beta=beta)  # fmt: skip
+                      cfg.epsilon_high)  # fmt: skip
+    out.loss.backward()
+    return -float(scale.grad)
+
+
+def kl_push(policy, scale, cond, cfg, s0: float, at: float, beta: float, gen) -> float:
+    """d(beta × k3 KL against the policy at ``s0``)/ds at ``logit_scale`` = ``at``, on tokens
+    sampled at ``at``."""
+    from sealign.rl.gspo import rl_options
+    from sealign.rl.losses import policy_loss
+
+    with torch.no_grad():
+        scale.fill_(at)
+    rollout = policy.sample(
+        cond, temperature=cfg.sampling.temperature, generator=gen, **rl_options(policy, cfg)
+    )
+    with torch.no_grad():
+        scale.fill_(s0)
+        ref_logp, _ = policy.step_log_probs(cond, rollout)
+        scale.fill_(at)
+    scale.grad = None
+    logp, _ = policy.step_log_probs(cond, rollout)
+    zero = torch.zeros(len(rollout))
+    out = policy_loss(logp, rollout.logp, zero, rollout.mask, cfg.loss, cfg.epsilon_low,
+                      cfg.epsilon_high, ref_logp=ref_logp, beta=beta)  # fmt: skip
     out.loss.backward()
     return float(scale.grad)
 
@@ -70,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     policy.eval().requires_grad_(False)  # type: ignore[attr-defined]
     scale = learned_temperature(policy, 1.0)  # only s carries gradients
     assert scale is not None
-    s0 = float(scale)
+    s0 = float(scale.detach())
     ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
     reward = CompositeReward(cfg.reward, num_threads=args.threads)
     reward.load()
@@ -80,14 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         # a rollout batch exactly as GSPO makes it: samples, 16-bit audio, rewards, advantages
         rb = generate_and_score(policy, ds.next_batch(), cfg, reward, gen)
         assert rb is not None
-        adv = torch.as_tensor(rb.advantages, dtype=torch.float32)
-        batch = (policy, scale, rb.cond, rb.rollout, adv, cfg)
-        pulls.append(-derivative(*batch, s0, 0.0))
+        rows = torch.as_tensor(np.flatnonzero(rb.valid))
+        adv = torch.as_tensor(rb.advantages, dtype=torch.float32)[rows]
+        pulls.append(reward_pull(policy, scale, rb.cond, rb.rollout.select(rows), adv, cfg, s0))
         kl_grads.append(
-            [
-                derivative(*batch, s0 + s, args.beta) - derivative(*batch, s0 + s, 0.0)
-                for s in scales
-            ]
+            [kl_push(policy, scale, rb.cond, cfg, s0, s0 + s, args.beta, gen) for s in scales]
         )
         with torch.no_grad():  # the next batch is sampled at s0 again
             scale.fill_(s0)

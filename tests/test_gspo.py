@@ -717,9 +717,10 @@ def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(setup, tmp_
     for key in ("loss", "kl", "temperature_factor"):
         a, b = logged(full, key), logged(part, key)
         assert a[4] == pytest.approx(b[4], rel=1e-6, abs=1e-9), key
-    # resuming without it would drop its optimizer group: refused, naming the key
-    assert main([*args, "temperature_lr=0", "max_steps=5"]) == 2
-    assert "temperature_lr: 0 now" in capsys.readouterr().err
+    # resuming without it would drop its optimizer group, another rate would not apply: refused
+    for other in ("0", "0.1"):
+        assert main([*args, f"temperature_lr={other}", "max_steps=5"]) == 2
+        assert f"temperature_lr: {other} now" in capsys.readouterr().err
     # the KL reference samples at the policy's learned temperature: with the weights held
     # still, the temperature moves and the KL stays 0
     still = tmp_path / "still"

@@ -51,8 +51,8 @@ top_p) and :meth:`ARPolicy.step_log_probs` applies the same transformation, so G
 for unchanged weights. When recomputing, the sampled token is always kept in the top-k / top-p set even if the
 updated weights would have pushed it out (at unchanged weights it is in the set anyway): its
 log-prob stays finite instead of becoming ``-inf``. The entropy returned next to it is that of the
-same transformed distribution. ``preference_log_likelihood`` (DPO) uses temperature 1 and no
-filtering. Dropout is used only by :meth:`ARPolicy.sft_loss` in training mode: sampling and both
+same transformed distribution. ``preference_log_likelihood`` (DPO) uses temperature 1 (under the
+model's ``logit_scale``, 0 unless GSPO learned it) and no filtering. Dropout is used only by :meth:`ARPolicy.sft_loss` in training mode: sampling and both
 log-likelihoods are deterministic functions of the weights.
 
 Decoding speed: ``sample`` keeps a KV cache and runs under ``torch.inference_mode`` on
@@ -687,8 +687,8 @@ class ARPolicy(LogitScale, PolicyFolder, nn.Module):
     def preference_log_likelihood(
         self, cond: Conditioning, targets: Targets, noise: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """``[B]`` sequence log-prob of the targets (temperature 1, no filtering), summed over
-        valid frames and codebooks."""
+        """``[B]`` sequence log-prob of the targets (temperature 1 under the model's own
+        ``logit_scale``, no filtering), summed over valid frames and codebooks."""
         tokens = self._tokens3(targets.values)
         logits, _ = self._teacher_forced(cond, tokens)
         total = torch.zeros(tokens.shape[0], tokens.shape[2], device=self.device)

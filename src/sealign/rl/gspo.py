@@ -144,9 +144,10 @@ class GSPOConfig:
     # sampler sharpens, as a lower temperature would; measured in docs/gspo_demo.md)
     entropy_coef: float = 0.0
     # > 0: learn the policy's sampling temperature (its ``logit_scale``, the log of a factor
-    # on every logit; the ar and mgm families have one) at this learning rate, beside the
-    # weights; the KL reference samples at the same learned temperature (docs/gspo_demo.md,
-    # "A learned temperature")
+    # on every logit; the ar and mgm families have one) in an AdamW group of its own at this
+    # learning rate (following the weights' schedule), beside the weights; the KL reference
+    # samples at the same learned temperature, so only entropy_coef acts against it
+    # (docs/gspo_demo.md, "A learned temperature")
     temperature_lr: float = 0.0
     # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
@@ -453,11 +454,8 @@ def update(
         loss_value, stats = 0.0, {}
         if rows.size:  # else this rank adds zero gradients to the others'
             mine += 1
-            if ref is not None and cfg.temperature_lr > 0:
-                # the KL measures how the model's distributions changed, not how sharply it
-                # samples: the reference takes the policy's current learned temperature
-                with torch.no_grad():
-                    ref.logit_scale.copy_(policy.logit_scale)  # type: ignore[attr-defined]
+            if ref is not None:
+                tie_temperature(policy, ref)
             mb = rollout.select(torch.as_tensor(rows))
             if cfg.step_fraction < 1:
                 mb = keep_passes(mb, step_passes(policy, mb), cfg.step_fraction, generator)
@@ -518,6 +516,23 @@ def learned_temperature(policy: Policy, lr: float) -> torch.nn.Parameter | None:
     return param.requires_grad_(True)
 
 
+def tie_temperature(policy: Policy, ref: Policy) -> None:
+    """Give the KL reference the policy's learned temperature (``logit_scale``), when the
+    policy has one that is learned or not 0: the KL then measures how the model's distributions
+    changed, not how sharply it samples."""
+    scale = getattr(policy, "logit_scale", None)
+    if scale is None or not (scale.requires_grad or float(scale.detach()) != 0.0):
+        return
+    ref_scale = getattr(ref, "logit_scale", None)
+    if ref_scale is None:
+        raise ValueError(
+            f"the KL reference ({ref.family} policy) has no logit_scale to sample at the "
+            "policy's learned temperature; use a reference of the policy's own class or beta=0"
+        )
+    with torch.no_grad():
+        ref_scale.copy_(scale)
+
+
 def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
     """A resumed run continues its own weights against its own KL reference: another base or
     reference model given now would be reported as if it had been trained from."""
@@ -539,13 +554,15 @@ def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
             raise ValueError(f"{key}: {new} now, but the run in {saved.parent.parent.parent} was "
                              f"started from {old}; continue it with its own, or use another "
                              "output folder")  # fmt: skip
-    learned = float(before.get("temperature_lr") or 0) > 0
-    if learned != (cfg.temperature_lr > 0):  # the optimizer holds one more group, or one fewer
+    started = float(before.get("temperature_lr") or 0)
+    if (
+        started != cfg.temperature_lr
+    ):  # its optimizer group (or none) and rate are in the checkpoint
         raise ValueError(
             f"temperature_lr: {cfg.temperature_lr:g} now, but the run in "
-            f"{saved.parent.parent.parent} was started {'with' if learned else 'without'} a "
-            "learned temperature; continue it as it was started (the value may change, not "
-            "whether it is 0), or use another output folder"
+            f"{saved.parent.parent.parent} was started with {started:g}; a run keeps the "
+            "temperature learning rate it started with (continue it with that, or use another "
+            "output folder)"
         )
 
 
@@ -589,6 +606,9 @@ def train_gspo(
             f"the input's time axis (the ar family); a {policy.family} policy's do not"
         )
     temperature = learned_temperature(policy, cfg.temperature_lr)
+    if temperature is not None and cfg.entropy_coef:
+        log.warning("entropy_coef %g also acts on the learned temperature, which the KL does not "
+                    "restrain (its reference samples at the same temperature)", cfg.entropy_coef)  # fmt: skip
     check_sample_options(policy, cfg.sampling.extra, "sampling.extra")
     # rollouts always pass top_k and top_p: a sampler without them fails here, not mid-run
     filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
@@ -695,7 +715,7 @@ def train_gspo(
             state.epoch, state.index = train_ds.epoch, train_ds.index
             stats = {**batch.stats, **upd, "time/update": time.perf_counter() - t1}
             if temperature is not None:  # what the sampling temperature is multiplied by
-                stats["temperature_factor"] = math.exp(-float(temperature))
+                stats["temperature_factor"] = math.exp(-float(temperature.detach()))
             stats["time/step"] = time.perf_counter() - t0
             stats = mean_stats_over_ranks(stats, d)  # every rank's samples, not rank 0's
             stats["lr"] = scheduler.get_last_lr()[0]
