@@ -31,7 +31,7 @@ def test_every_check_passes_on_the_built_in_families(family, extra, tiny_setup):
     policy = build_policy(family, load_codec(f"world:{tiny_setup / 'codec'}"), {**TINY, **extra})
     checks = check_policy(policy)
     assert all(c.ok for c in checks), format_checks(checks)
-    assert len(checks) == 11
+    assert len(checks) == 12
 
 
 @pytest.mark.parametrize("family", ["ar", "mgm", "fm"])
@@ -46,9 +46,9 @@ def test_the_cli_prints_the_table_and_exits_0(tiny_setup, capsys, tmp_path):
     args = ["check", "--model", str(tiny_setup / "base"), "--threads", "1"]
     assert main([*args, "--json", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
-    assert out.count("| pass |") == 11 and "ARPolicy" in out
+    assert out.count("| pass |") == 12 and "ARPolicy" in out
     saved = json.loads((tmp_path / "c.json").read_text())
-    assert [c["ok"] for c in saved["checks"]] == [True] * 11
+    assert [c["ok"] for c in saved["checks"]] == [True] * 12
     args = ["check", "--model", str(tiny_setup / "base"), "--manifest"]
     assert main([*args, str(tiny_setup / "valid.jsonl"), "--group-size", "3"]) == 0
     assert main(["check", "--model", str(tiny_setup / "nope")]) == 2
@@ -80,6 +80,13 @@ class ScaledLikelihood(ARPolicy):
         return 0.5 * super().preference_log_likelihood(cond, targets, noise)
 
 
+class IgnoresScale(ARPolicy):
+    """Has a logit_scale that its logits never see: GSPO's temperature_lr would train nothing."""
+
+    def _scale_logits(self, logits):
+        return logits
+
+
 class ShortAudio(ARPolicy):
     def decode(self, rollout):
         return [fit_length(w, w.size // 2) for w in super().decode(rollout)]
@@ -96,6 +103,7 @@ def _rest(rollout):
         (IgnoresSource, "log-probs independent of the minibatch", "rollout.source"),
         (ShortAudio, "decode", "decoded lengths"),
         (ScaledLikelihood, "preference log-likelihood", "summed step log-probs"),
+        (IgnoresScale, "learned temperature (logit_scale)", "does not reach the log-probs"),
     ],
 )
 def test_a_broken_policy_fails_the_check_that_names_its_bug(cls, broken, message, tiny_setup):

@@ -301,6 +301,41 @@ def check_policy(
         )
         return f"{detail}; = summed step log-probs at T = 1 ({gap:.1e})"
 
+    def learned_temperature() -> str:
+        scale = getattr(policy, "logit_scale", None)
+        if scale is None:
+            return "no logit_scale: gspo temperature_lr is not available (optional)"
+        assert isinstance(scale, torch.nn.Parameter) and scale.numel() == 1, (
+            "logit_scale must be a scalar torch.nn.Parameter"
+        )
+        before, trained = scale.detach().clone(), scale.requires_grad
+        try:  # as GSPO learns it: sharper by 2, with gradients
+            with torch.no_grad():
+                scale.add_(math.log(2.0))
+            scale.requires_grad_(True)
+            gen = torch.Generator().manual_seed(seed)
+            ro = policy.sample(st["cond"], temperature=temperature, generator=gen,
+                               **sample_options)  # fmt: skip
+            logp, _ = policy.step_log_probs(st["cond"], ro)
+            gap = ((logp - ro.logp).abs() * ro.mask).detach()
+            off = int((gap > 2 * logp_tolerance).sum())  # logits twice as large, so rounding
+            assert off <= max(0, int(ro.mask.sum()) // 100), (
+                f"at logit_scale + log 2 recomputed log-probs differ from the sampled ones by up "
+                f"to {float(gap.max()):.3g}: sample and step_log_probs must both scale the logits"
+            )
+            scale.grad = None
+            (logp * ro.mask).sum().backward()
+            assert scale.grad is not None and float(scale.grad) != 0.0, (
+                "logit_scale does not reach the log-probs: multiply the logits by its exp()"
+            )
+        finally:
+            with torch.no_grad():
+                scale.copy_(before)
+            scale.requires_grad_(trained)
+            scale.grad = None
+            policy.zero_grad(set_to_none=True)
+        return f"logit_scale + log 2: sampled = recomputed log-probs ({float(gap.max()):.1e}), d/ds ≠ 0"
+
     def persistence() -> str:
         from sealign.models.registry import load_policy
 
@@ -325,6 +360,7 @@ def check_policy(
     r.run("decode", decode, ok)
     r.run("encode_targets, sft_loss, decode_targets", targets, ok)
     r.run("preference log-likelihood", preference, ok)
+    r.run("learned temperature (logit_scale)", learned_temperature, lp)
     r.run("save and load", persistence, lp)
     return r.checks
 
