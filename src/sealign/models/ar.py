@@ -52,8 +52,9 @@ for unchanged weights. When recomputing, the sampled token is always kept in the
 updated weights would have pushed it out (at unchanged weights it is in the set anyway): its
 log-prob stays finite instead of becoming ``-inf``. The entropy returned next to it is that of the
 same transformed distribution. ``preference_log_likelihood`` (DPO) uses temperature 1 (under the
-model's ``logit_scale``, 0 unless GSPO learned it) and no filtering. Dropout is used only by :meth:`ARPolicy.sft_loss` in training mode: sampling and both
-log-likelihoods are deterministic functions of the weights.
+model's ``logit_scale``, 0 unless GSPO learned it) and no filtering. Dropout is used only by
+:meth:`ARPolicy.sft_loss` in training mode: sampling and both log-likelihoods are deterministic
+functions of the weights.
 
 Decoding speed: ``sample`` keeps a KV cache and runs under ``torch.inference_mode`` on
 decoding copies of the weights (:meth:`~sealign.models.transformer.Block.decode_weights`:
