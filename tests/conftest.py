@@ -44,6 +44,27 @@ def add_noise(clean: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return (noisy / max(1.0, np.abs(noisy).max())).astype(np.float32)
 
 
+def check_logit_scale(policy, cond, temperature: float, top_k: int) -> None:
+    """A token policy's ``logit_scale`` is a learned inverse temperature: sampling at 2T with
+    s = log 2 samples what T without it does (same seed: same tokens and log-probs); the
+    recomputed log-probs equal the sampled ones, and carry a gradient to s. Leaves s = log 2."""
+    import torch
+
+    assert float(policy.logit_scale) == 0.0 and not policy.logit_scale.requires_grad
+    plain = policy.sample(cond, temperature, torch.Generator().manual_seed(3), top_k=top_k)
+    with torch.no_grad():
+        policy.logit_scale.fill_(float(np.log(2.0)))
+    scaled = policy.sample(cond, 2 * temperature, torch.Generator().manual_seed(3), top_k=top_k)
+    assert torch.equal(scaled.actions["tokens"], plain.actions["tokens"])
+    torch.testing.assert_close(scaled.logp, plain.logp, atol=1e-4, rtol=0)
+    policy.logit_scale.requires_grad_(True)  # as GSPO trains it
+    logp, _ = policy.step_log_probs(cond, scaled)
+    torch.testing.assert_close(logp, scaled.logp, atol=1e-4, rtol=0)
+    logp.sum().backward()
+    assert policy.logit_scale.grad is not None and policy.logit_scale.grad != 0
+    policy.logit_scale.requires_grad_(False)
+
+
 def fit_batch(policy, cond, targets, steps: int, optimizer=None, lr: float = 3e-3) -> list:
     """``steps`` SFT updates of ``policy`` on one batch (Adam unless ``optimizer`` is given, a
     class); the losses before each update."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fit_batch
+from conftest import check_logit_scale, fit_batch
 from sealign.codecs.world import WorldCodec, WorldCodecConfig, train_world_codec
 from sealign.models.ar import ARConfig, ARPolicy, SamplingTransform, sampling_settings
 from sealign.models.features import FeatureConfig, FeatureError, compute_features
@@ -121,19 +121,7 @@ def test_logit_scale_is_a_learned_inverse_temperature(codec, codec_dir, pair, tm
 
     c = WorldCodec.load(codec_dir, layout="mgm") if multi else codec
     policy = make_policy(c)
-    assert float(policy.logit_scale) == 0.0 and not policy.logit_scale.requires_grad
-    cond = policy.condition(pair[1])
-    plain = policy.sample(cond, 0.6, torch.Generator().manual_seed(3), top_k=12)
-    with torch.no_grad():
-        policy.logit_scale.fill_(float(np.log(2.0)))
-    scaled = policy.sample(cond, 1.2, torch.Generator().manual_seed(3), top_k=12)
-    assert torch.equal(scaled.actions["tokens"], plain.actions["tokens"])
-    torch.testing.assert_close(scaled.logp, plain.logp, atol=1e-4, rtol=0)
-    torch.testing.assert_close(policy.step_log_probs(cond, scaled)[0], scaled.logp, atol=1e-4,
-                               rtol=0)  # fmt: skip
-    policy.logit_scale.requires_grad_(True)  # as GSPO trains it
-    policy.step_log_probs(cond, scaled)[0].sum().backward()
-    assert policy.logit_scale.grad is not None and policy.logit_scale.grad != 0
+    check_logit_scale(policy, policy.condition(pair[1]), 0.6, 12)
     policy.save(tmp_path / "ckpt")
     assert float(load_policy(tmp_path / "ckpt").logit_scale) == pytest.approx(np.log(2.0))
     weights = load_file(tmp_path / "ckpt" / "model.safetensors")

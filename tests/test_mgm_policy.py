@@ -66,18 +66,9 @@ def test_sampled_log_probs_equal_recomputed(policy, waves):
 
 
 def test_logit_scale_is_a_learned_inverse_temperature(policy, waves):
-    cond = policy.condition(waves[1])
-    plain = policy.sample(cond, 0.5, torch.Generator().manual_seed(3), top_k=5)
-    with torch.no_grad():
-        policy.logit_scale.fill_(float(np.log(2.0)))
-    scaled = policy.sample(cond, 1.0, torch.Generator().manual_seed(3), top_k=5)
-    assert torch.equal(scaled.actions["tokens"], plain.actions["tokens"])
-    torch.testing.assert_close(scaled.logp, plain.logp, atol=1e-4, rtol=0)
-    policy.logit_scale.requires_grad_(True)
-    lp, _ = policy.step_log_probs(cond, scaled)
-    torch.testing.assert_close(lp, scaled.logp, atol=1e-4, rtol=0)
-    lp.sum().backward()
-    assert policy.logit_scale.grad is not None and policy.logit_scale.grad != 0
+    from conftest import check_logit_scale
+
+    check_logit_scale(policy, policy.condition(waves[1]), 0.5, 5)
 
 
 def test_step_log_probs_skip_iterations_outside_the_mask(policy, waves, monkeypatch):
