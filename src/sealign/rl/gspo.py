@@ -554,10 +554,9 @@ def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
             raise ValueError(f"{key}: {new} now, but the run in {saved.parent.parent.parent} was "
                              f"started from {old}; continue it with its own, or use another "
                              "output folder")  # fmt: skip
+    # the temperature's optimizer group (or none) and its rate are in the checkpoint
     started = float(before.get("temperature_lr") or 0)
-    if (
-        started != cfg.temperature_lr
-    ):  # its optimizer group (or none) and rate are in the checkpoint
+    if started != cfg.temperature_lr:
         raise ValueError(
             f"temperature_lr: {cfg.temperature_lr:g} now, but the run in "
             f"{saved.parent.parent.parent} was started with {started:g}; a run keeps the "
@@ -607,8 +606,11 @@ def train_gspo(
         )
     temperature = learned_temperature(policy, cfg.temperature_lr)
     if temperature is not None and cfg.entropy_coef:
-        log.warning("entropy_coef %g also acts on the learned temperature, which the KL does not "
-                    "restrain (its reference samples at the same temperature)", cfg.entropy_coef)  # fmt: skip
+        log.warning(
+            "entropy_coef %g also acts on the learned temperature, which the KL does not "
+            "restrain (its reference samples at the same temperature)",
+            cfg.entropy_coef,
+        )
     check_sample_options(policy, cfg.sampling.extra, "sampling.extra")
     # rollouts always pass top_k and top_p: a sampler without them fails here, not mid-run
     filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
