@@ -591,6 +591,7 @@ def test_sigkill_mid_run_resumes_with_the_same_losses(setup, tmp_path):
         ("sampling.temperature=inf", "sampling.temperature"),
         ("seed=-1", "seed must be in [0, 2**32)"),
         ("temperature_lr=-0.1", "temperature_lr"),
+        ("temperature_optimizer=adam", "temperature_optimizer must be one of"),
         ("sampling.extra={sde_aa: 0.3}", "sampling.extra"),
         ("reward.components=[{metric: wer, credit: word}]", "credit: word"),  # loss gspo
     ],
@@ -699,17 +700,21 @@ def test_word_credit_trains_an_ar_policy_with_per_step_advantages(setup, tmp_pat
     assert all(np.isfinite(v) for v in logged(run, "loss").values())
 
 
-def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(setup, tmp_path, capsys):
+@pytest.mark.parametrize("how, rate", [("sgd", 20.0), ("adamw", 0.05)])
+def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(
+    setup, tmp_path, capsys, how, rate
+):
     from sealign.rl.gspo import learned_temperature
 
     full, part = tmp_path / "full", tmp_path / "part"
-    kw = {"eval.manifests": "[]", "save_steps": 2, "beta": 0.1, "temperature_lr": 0.05}
+    kw = {"eval.manifests": "[]", "save_steps": 2, "beta": 0.1, "temperature_lr": rate,
+          "temperature_optimizer": how}  # fmt: skip
     assert main(["gspo", "--no-progress", *overrides(setup, full, max_steps=4, **kw)]) == 0
     factor = logged(full, "temperature_factor")
     assert sorted(factor) == [1, 2, 3, 4]
     scale = float(load_policy(full / "checkpoints" / "step_00000004" / "policy").logit_scale)
     assert scale != 0 and factor[4] == pytest.approx(np.exp(-scale), rel=1e-6)
-    assert abs(scale) > 0.02  # Adam at 0.05 for 8 updates, not the weights' 3e-3
+    assert abs(scale) > 0.02  # at its own rate, not the weights' 3e-3
     # exact resume, the temperature's optimizer state included
     assert main(["gspo", "--no-progress", *overrides(setup, part, max_steps=2, **kw)]) == 0
     args = ["gspo", "--no-progress", "--resume", *overrides(setup, part, max_steps=4, **kw)]
@@ -721,6 +726,9 @@ def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(setup, tmp_
     for other in ("0", "0.1"):
         assert main([*args, f"temperature_lr={other}", "max_steps=5"]) == 2
         assert f"temperature_lr: {other} now" in capsys.readouterr().err
+    other = next(o for o in ("sgd", "adamw") if o != how)
+    assert main([*args, f"temperature_optimizer={other}", "max_steps=5"]) == 2
+    assert f"temperature_optimizer: {other} now" in capsys.readouterr().err
     # the KL reference samples at the policy's learned temperature: with the weights held
     # still, the temperature moves and the KL stays 0
     still = tmp_path / "still"

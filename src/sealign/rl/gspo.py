@@ -90,6 +90,7 @@ from sealign.utils.paths import replace_dir
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
+TEMPERATURE_OPTIMIZERS = ("sgd", "adamw")
 
 
 def _gspo_data() -> DataConfig:
@@ -144,11 +145,15 @@ class GSPOConfig:
     # sampler sharpens, as a lower temperature would; measured in docs/gspo_demo.md)
     entropy_coef: float = 0.0
     # > 0: learn the policy's sampling temperature (its ``logit_scale``, the log of a factor
-    # on every logit; the ar and mgm families have one) in an AdamW group of its own at this
-    # learning rate (following the weights' schedule), beside the weights; the KL reference
-    # samples at the same learned temperature, so only entropy_coef acts against it
-    # (docs/gspo_demo.md, "A learned temperature")
+    # on every logit; the ar and mgm families have one) at this rate (following the weights'
+    # schedule), beside the weights; the KL reference samples at the same learned
+    # temperature, so only entropy_coef acts against it (docs/gspo_demo.md, "A learned
+    # temperature")
     temperature_lr: float = 0.0
+    # how: "sgd", plain gradient steps outside the weights' clipping (a step as large as the
+    # gradient, so that a noisy estimate moves it little); "adamw", a group of its own in the
+    # weights' AdamW (whose first steps are ±temperature_lr whatever the gradient's size)
+    temperature_optimizer: str = "sgd"
     # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
     negative_advantage_scale: float = 1.0
@@ -197,6 +202,9 @@ class GSPOConfig:
             raise ValueError(f"entropy_coef must be finite, got {self.entropy_coef}")
         if not 0 <= self.temperature_lr < math.inf:
             raise ValueError(f"temperature_lr must be >= 0 and finite, got {self.temperature_lr}")
+        if self.temperature_optimizer not in TEMPERATURE_OPTIMIZERS:
+            raise ValueError(f"temperature_optimizer must be one of {TEMPERATURE_OPTIMIZERS}, "
+                             f"got {self.temperature_optimizer!r}")  # fmt: skip
         if not 0 <= self.negative_advantage_scale <= 1:
             raise ValueError(
                 f"negative_advantage_scale must be in [0, 1], got {self.negative_advantage_scale}"
@@ -473,8 +481,9 @@ def update(
                 for key, v in out.stats.items():
                     stats[key] = stats.get(key, 0.0) + v * share
         loss_value, grad_norm = finish_step(
-            loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard
-        )
+            loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard,
+            plain_steps(policy, cfg),
+        )  # fmt: skip
         for key, v in {"loss": loss_value, "grad_norm": grad_norm}.items():
             sums[key] = sums.get(key, 0.0) + v
         for key, v in stats.items():
@@ -514,6 +523,14 @@ def learned_temperature(policy: Policy, lr: float) -> torch.nn.Parameter | None:
             "mgm families have one); set temperature_lr: 0"
         )
     return param.requires_grad_(True)
+
+
+def plain_steps(policy: Policy, cfg: GSPOConfig) -> dict[torch.nn.Parameter, float]:
+    """The parameters :func:`finish_step` steps by plain gradient descent, with their rates: the
+    learned temperature with ``temperature_optimizer: sgd``."""
+    if cfg.temperature_lr <= 0 or cfg.temperature_optimizer != "sgd":
+        return {}
+    return {policy.logit_scale: cfg.temperature_lr}  # type: ignore[attr-defined]
 
 
 def tie_temperature(policy: Policy, ref: Policy) -> None:
@@ -562,6 +579,13 @@ def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
             f"{saved.parent.parent.parent} was started with {started:g}; a run keeps the "
             "temperature learning rate it started with (continue it with that, or use another "
             "output folder)"
+        )
+    how = before.get("temperature_optimizer", "adamw")  # runs before the key had adamw
+    if started and how != cfg.temperature_optimizer:
+        raise ValueError(
+            f"temperature_optimizer: {cfg.temperature_optimizer} now, but the run in "
+            f"{saved.parent.parent.parent} was started with {how}; a run keeps the "
+            "temperature's optimizer it started with"
         )
 
 
@@ -644,8 +668,9 @@ def train_gspo(
         else None
     )  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
-    own_lr = {} if temperature is None else {temperature: cfg.temperature_lr}
-    optimizer = make_optimizer(module, cfg.optim, own_lr)
+    plain = plain_steps(policy, cfg)
+    own_lr = {} if temperature is None or plain else {temperature: cfg.temperature_lr}
+    optimizer = make_optimizer(module, cfg.optim, own_lr, plain)
     n_updates = cfg.max_steps * cfg.steps_per_generation * cfg.num_iterations
     scheduler = make_scheduler(optimizer, cfg.optim, n_updates)
     gen = torch.Generator().manual_seed(seed)

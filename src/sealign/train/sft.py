@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -244,11 +244,13 @@ def make_optimizer(
     policy: torch.nn.Module,
     cfg: OptimConfig,
     own_lr: dict[torch.nn.Parameter, float] | None = None,
+    outside: Iterable[torch.nn.Parameter] = (),
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on ≥ 2-D parameters only (nanoGPT convention); ``own_lr``:
-    parameters trained at their own learning rate, without weight decay, one group each."""
+    parameters trained at their own learning rate, without weight decay, one group each;
+    ``outside``: trainable parameters left out (stepped by :func:`finish_step`'s ``plain``)."""
     own = own_lr or {}
-    apart = {id(p) for p in own}
+    apart = {id(p) for p in (*own, *outside)}
     params = [p for p in policy.parameters() if p.requires_grad and id(p) not in apart]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -305,18 +307,30 @@ def finish_step(
     max_grad_norm: float,
     d: Dist | None = None,
     guard: DivergenceGuard | None = None,
+    plain: dict[torch.nn.Parameter, float] | None = None,
 ) -> tuple[float, float]:
     """One optimizer step once the gradients are in ``params`` (the caller's backward passes,
     accumulated over micro-batches): gradients and loss averaged over the ranks of ``d`` (so
     that every rank takes the same decision and update), clip, AdamW step (skipped, with a
-    warning, when the loss or gradient is not finite), LR schedule step. Returns
-    ``(loss_value, grad_norm)``."""
+    warning, when the loss or gradient is not finite), LR schedule step. ``plain``: parameters
+    of ``params`` outside the optimizer that take a plain gradient step at their own rate
+    times the schedule's factor, outside the clipping (its norm is the other parameters').
+    Returns ``(loss_value, grad_norm)``."""
     if d is not None and d.world_size > 1:
         average_gradients(params, d)
         loss_value = mean_over_ranks({"loss": loss_value}, d)["loss"]
+    own = {p: p.grad for p in plain or {}}
+    for p in own:
+        p.grad = None
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
-    if math.isfinite(loss_value) and math.isfinite(grad_norm):
+    finite = all(g is None or bool(torch.isfinite(g).all()) for g in own.values())
+    if math.isfinite(loss_value) and math.isfinite(grad_norm) and finite:
         optimizer.step()
+        factor = scheduler.get_last_lr()[0] / scheduler.base_lrs[0]
+        with torch.no_grad():
+            for p, g in own.items():
+                if g is not None:
+                    p.sub_(g, alpha=plain[p] * factor)  # type: ignore[index]
     else:
         log.warning("non-finite loss or gradient: update skipped")
     scheduler.step()
