@@ -1,7 +1,7 @@
 """Does GSPO's gradient ask for a sharper sampler, and how far would its KL term let it go?
 
     .venv/bin/python benchmarks/temperature_gradient.py [--model DIR] [--data data/demo]
-        [--batches 12] [--beta 0.1] [--scales 0.05,0.1,0.3] [--threads 2]
+        [--batches 12] [--beta 0.1] [--scales 0.05,0.1,0.3] [--seed 0] [--threads 2]
 
 Samples ``--batches`` rollout batches at the demo's GSPO settings (8 inputs × 4 samples, T = 1,
 top-k 50) from the policy (default: the shipped AR base), scores them with the demo's reward, and
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=at_least(2), default=12)
     p.add_argument("--beta", type=float, default=0.1, help="the KL weight (the demo's)")
     p.add_argument("--scales", default="0.05,0.1,0.3", help="values of s for the KL term")
+    p.add_argument("--seed", type=int, default=0, help="data order and sampling")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     scales = [float(x) for x in args.scales.split(",")]
@@ -98,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     scale = learned_temperature(policy, 1.0)  # only s carries gradients
     assert scale is not None
     s0 = float(scale.detach())
-    ds = PairDataset([str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)
+    ds = PairDataset(
+        [str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, args.seed
+    )
     reward = CompositeReward(cfg.reward, num_threads=args.threads)
     reward.load()
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(args.seed)
     pulls, kl_grads = [], []
     for b in range(args.batches):
         # a rollout batch exactly as GSPO makes it: samples, 16-bit audio, rewards, advantages
