@@ -562,7 +562,13 @@ def test_a_run_that_keeps_diverging_stops_with_the_reason():
 def test_plain_steps_follow_the_gradient_outside_adamw_and_clipping():
     """finish_step's ``plain`` parameters step by their rate × the schedule's factor × their
     gradient, are not in the optimizer nor in the clipped norm, and skip a non-finite step."""
-    from sealign.train.sft import OptimConfig, finish_step, make_optimizer, make_scheduler
+    from sealign.train.sft import (
+        DivergenceGuard,
+        OptimConfig,
+        finish_step,
+        make_optimizer,
+        make_scheduler,
+    )
 
     module = torch.nn.Module()
     module.w = torch.nn.Parameter(torch.ones(2, 2))
@@ -571,17 +577,20 @@ def test_plain_steps_follow_the_gradient_outside_adamw_and_clipping():
     opt = make_optimizer(module, cfg, outside=[module.s])
     assert all(p is not module.s for g in opt.param_groups for p in g["params"])
     sched = make_scheduler(opt, cfg, 10)
-    steps = []
+    steps, guard = [], DivergenceGuard(limit=2)
     for grad in (0.5, -2.0, float("nan")):
         module.w.grad, module.s.grad = torch.full((2, 2), 10.0), torch.tensor(grad)
-        before = float(module.s)
-        _, norm = finish_step(
-            1.0, list(module.parameters()), opt, sched, 1.0, plain={module.s: 3.0}
-        )
-        assert norm == pytest.approx(20.0)  # the weights' norm alone (4 × 10²)
+        before, w = float(module.s), module.w.detach().clone()
+        params = list(module.parameters())
+        _, norm = finish_step(1.0, params, opt, sched, 1.0, guard=guard, plain={module.s: 3.0})
         assert module.s.grad is None
         steps.append(float(module.s) - before)
-    # warmup factors 1/4 and 2/4; the non-finite step leaves s (and the weights) where they were
+        if np.isfinite(grad):
+            assert norm == pytest.approx(20.0)  # the weights' norm alone (4 × 10²)
+            assert not torch.equal(module.w, w)
+        else:  # skipped, and counted by the divergence guard
+            assert np.isnan(norm) and torch.equal(module.w, w) and guard.streak == 1
+    # warmup factors 1/4 and 2/4; the non-finite step leaves s where it was
     assert steps == pytest.approx([-3.0 * 0.25 * 0.5, -3.0 * 0.5 * -2.0, 0.0])
 
 

@@ -480,6 +480,10 @@ def update(
                 loss_value += float(out.loss.detach()) * share * weight
                 for key, v in out.stats.items():
                     stats[key] = stats.get(key, 0.0) + v * share
+            scale = getattr(policy, "logit_scale", None)
+            if scale is not None and scale.grad is not None:  # a learned temperature
+                # d loss / d logit_scale on this rank's rows (< 0: sharpen the sampler)
+                stats["logit_scale_grad"] = float(scale.grad) / weight
         loss_value, grad_norm = finish_step(
             loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard,
             plain_steps(policy, cfg),
@@ -571,7 +575,7 @@ def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
             raise ValueError(f"{key}: {new} now, but the run in {saved.parent.parent.parent} was "
                              f"started from {old}; continue it with its own, or use another "
                              "output folder")  # fmt: skip
-    # the temperature's optimizer group (or none) and its rate are in the checkpoint
+    # the rate is fixed for a run (with adamw, its optimizer group is in the checkpoint)
     started = float(before.get("temperature_lr") or 0)
     if started != cfg.temperature_lr:
         raise ValueError(
@@ -585,7 +589,8 @@ def _check_same_base(saved: Path, cfg: GSPOConfig) -> None:
         raise ValueError(
             f"temperature_optimizer: {cfg.temperature_optimizer} now, but the run in "
             f"{saved.parent.parent.parent} was started with {how}; a run keeps the "
-            "temperature's optimizer it started with"
+            f"temperature's optimizer it started with (continue it with "
+            f"temperature_optimizer={how}, or use another output folder)"
         )
 
 

@@ -314,8 +314,8 @@ def finish_step(
     that every rank takes the same decision and update), clip, AdamW step (skipped, with a
     warning, when the loss or gradient is not finite), LR schedule step. ``plain``: parameters
     of ``params`` outside the optimizer that take a plain gradient step at their own rate
-    times the schedule's factor, outside the clipping (its norm is the other parameters').
-    Returns ``(loss_value, grad_norm)``."""
+    times the schedule's factor, outside the clipping (its norm is the other parameters'; NaN
+    when a ``plain`` gradient is not finite). Returns ``(loss_value, grad_norm)``."""
     if d is not None and d.world_size > 1:
         average_gradients(params, d)
         loss_value = mean_over_ranks({"loss": loss_value}, d)["loss"]
@@ -323,8 +323,9 @@ def finish_step(
     for p in own:
         p.grad = None
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
-    finite = all(g is None or bool(torch.isfinite(g).all()) for g in own.values())
-    if math.isfinite(loss_value) and math.isfinite(grad_norm) and finite:
+    if not all(g is None or bool(torch.isfinite(g).all()) for g in own.values()):
+        grad_norm = math.nan  # so that the guard counts the skipped update
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):
         optimizer.step()
         factor = scheduler.get_last_lr()[0] / scheduler.base_lrs[0]
         with torch.no_grad():
