@@ -134,6 +134,26 @@ def test_logit_scale_is_a_learned_inverse_temperature(codec, codec_dir, pair, tm
         load_policy(tmp_path / "ckpt")
 
 
+def test_scaled_bf16_logits_are_rounded_once():
+    """Under bf16 autocast the factor is applied in float32: bf16 × a 0-dim float32 tensor
+    would stay bf16 and round the scaled logits a second time."""
+    from sealign.models.backbone import LogitScale
+
+    class Head(torch.nn.Module, LogitScale):
+        def __init__(self) -> None:
+            super().__init__()
+            self._init_logit_scale()
+
+    head = Head()
+    with torch.no_grad():
+        head.logit_scale.fill_(np.log(1.37))
+    lg = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)).bfloat16()
+    (out,) = head._scale_logits([lg])
+    assert out.dtype == torch.float32
+    assert torch.equal(out, lg.float() * head.logit_scale.exp())
+    assert not torch.equal(out, (lg * head.logit_scale.exp()).float())  # the double rounding
+
+
 def test_sampling_transform_top_k_fast_path_and_ties():
     logits = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0, 0.0], [0.5, 4.0, 1.0, 3.0, 2.0, 0.0]])
     settings = sampling_settings(2, 0.5, 2, 1.0)

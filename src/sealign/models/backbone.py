@@ -35,7 +35,8 @@ class LogitScale:
         if not self._scaled():
             return logits
         factor = self.logit_scale.exp()
-        return [lg * factor for lg in logits]
+        # in float32: bf16 logits (autocast) times a 0-dim factor would stay bf16 and round twice
+        return [lg.float() * factor for lg in logits]
 
 
 @dataclass
