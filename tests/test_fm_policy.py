@@ -572,7 +572,7 @@ def test_mel_vocoder_missing_or_incomplete_folder(vocoder_dir, tmp_path):
         ({"fmin": -1.0}, "≥ 0"),
         ({"min_duration": 0}, "min_duration"),
         ({"n_fft": "big"}, "mel config: n_fft"),
-        ({"hop": 256}, r"unknown mel config keys: hop \(known: fmax, fmin, latent_mean"),
+        ({"hop": 256}, r"unknown mel config keys: hop \(known: center, fmax, fmin, latent_mean"),
         ({"n_mels": 80}, "n_mels is the vocoder's own .model_in_dim"),
     ],
 )

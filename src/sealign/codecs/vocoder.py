@@ -11,7 +11,8 @@ downloaded. An optional ``mel.json`` in the same folder overrides the analysis s
 Analysis defaults follow ``SpeechT5FeatureExtractor`` (what ``microsoft/speecht5_hifigan`` was
 trained on): Hann window and FFT of 4 hops (1024 at 16 kHz), magnitude (not power) spectrum,
 80–7600 Hz Slaney mel filterbank, ``log10(max(mel, 1e-10))``, frames centred on multiples of the
-hop (reflect padding). An input of ``n`` samples gives ``ceil(n / hop)`` frames and the vocoder
+hop (reflect padding; ``center: false`` gives HiFi-GAN's framing, see
+:mod:`sealign.codecs.hifigan`). An input of ``n`` samples gives ``ceil(n / hop)`` frames and the vocoder
 returns ``frames · hop`` samples.
 
 Latents are *standardized* log-mels, so that they are on the scale of the flow's Gaussian noise:
@@ -69,6 +70,7 @@ class MelSettings:
     latent_mean: float = -4.0  # used only when the vocoder has no input statistics
     latent_std: float = 2.0
     min_duration: float = 0.05
+    center: bool = True  # False: frames start at the input after (n_fft − hop) / 2 of padding
 
     def __post_init__(self) -> None:
         if self.log_base not in ("10", "e"):
@@ -191,6 +193,10 @@ class MelVocoderCodec:
         import librosa
 
         x = np.asarray(wav, dtype=np.float64)
+        n = max(1, -(-x.size // self.hop))
+        if not self.settings.center:  # HiFi-GAN's framing
+            pad = (self.n_fft - self.hop) // 2
+            x = np.pad(x, (pad, pad), mode="reflect")
         spec = np.abs(
             librosa.stft(
                 x,
@@ -198,13 +204,12 @@ class MelVocoderCodec:
                 hop_length=self.hop,
                 win_length=self.win_length,
                 window="hann",
-                center=True,
+                center=self.settings.center,
                 pad_mode="reflect",
             )
         )
         mel = np.maximum(self._mel_basis @ spec, self.settings.mel_floor)
         logm = np.log10(mel) if self.settings.log_base == "10" else np.log(mel)
-        n = max(1, -(-x.size // self.hop))
         if logm.shape[1] < n:
             logm = np.concatenate([logm, np.repeat(logm[:, -1:], n - logm.shape[1], 1)], axis=1)
         return logm[:, :n]

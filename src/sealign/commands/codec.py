@@ -1,4 +1,4 @@
-"""Train the built-in WORLD codec's codebooks on clean speech.
+"""Train the built-in WORLD codec's codebooks on clean speech, or import a HiFi-GAN vocoder.
 
 Training audio comes from a JSONL manifest (each entry's ``reference``, or ``audio`` when it has
 none) or is synthesized offline with eSpeak NG (``--espeak N``: N generated sentences over
@@ -29,6 +29,19 @@ from sealign.commands.common import (
 from sealign.utils.threads import set_torch_threads
 
 HELP = "train the built-in WORLD codec"
+
+IMPORT_DOC = """Import a HiFi-GAN generator trained with the original implementation (jik876/hifi-gan:
+a generator checkpoint such as generator_v1 and its training config.json) as a local
+SpeechT5HifiGan folder with HiFi-GAN's own mel analysis (mel.json), used as mel_vocoder:DIR by
+the flow-matching family. Weight norms are folded into the weights; residual blocks of type 1
+(V1, V2) only. With --manifest, the latents' mean and standard deviation are measured on its
+clean speech (each entry's reference, else its audio).
+
+examples:
+  sealign codec import-hifigan --checkpoint generator_v1 --config config_v1.json \\
+      --output runs/hifigan_v1 --manifest data/demo/clean/train.jsonl
+  sealign train --family fm --codec mel_vocoder:runs/hifigan_v1 --output runs/fm_mel ...
+"""
 
 
 @dataclass
@@ -64,9 +77,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, help="k-means and corpus seed (world.seed)")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_config_arguments(t, "world.f0_method=harvest")
+    h = sub.add_parser(
+        "import-hifigan",
+        help="import an original HiFi-GAN generator as a mel_vocoder folder",
+        description=IMPORT_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    h.add_argument("--checkpoint", required=True, help="generator checkpoint (e.g. generator_v1)")
+    h.add_argument("--config", required=True, help="its training config.json")
+    h.add_argument("--output", required=True, help="folder to write (mel_vocoder:DIR)")
+    h.add_argument("--manifest", help="clean speech to measure the latents' statistics on")
+    h.add_argument("--max-files", type=int, default=100, help="at most this many (default 100)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.codec_command == "import-hifigan":
+        return run_import(args)
     from sealign.codecs.train_cli import espeak_corpus
     from sealign.codecs.world import train_world_codec
 
@@ -93,5 +119,33 @@ def run(args: argparse.Namespace) -> int:
         "wrote %s: %g Hz, ar vocabulary %s, mgm codebooks %s, latent dim %d (%.1f s)",
         cfg.output, codec.frame_rate, codec.codebook_size,
         codec.with_layout("mgm").codebook_size, codec.latent_dim, time.perf_counter() - t0,
+    )  # fmt: skip
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from sealign.codecs.hifigan import import_hifigan
+
+    if args.max_files < 1:
+        raise ValueError(f"--max-files must be >= 1, got {args.max_files}")
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an empty folder: give a new folder")
+    codec = import_hifigan(args.checkpoint, args.config, args.manifest, args.max_files)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    codec.save(tmp)  # written whole, then renamed: a killed import leaves no half folder
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    s = codec.settings
+    log.info(
+        "wrote %s: %d mels at %d Hz, hop %d, n_fft %d, %g–%g Hz, latents (ln mel − %.2f) / %.2f; "
+        "use it as mel_vocoder:%s",
+        out, codec.latent_dim, codec.sample_rate, codec.hop, codec.n_fft, s.fmin, codec.fmax,
+        s.latent_mean, s.latent_std, out,
     )  # fmt: skip
     return 0
