@@ -11,7 +11,9 @@ its inverse sampling temperature; ``temperature_lr`` learns it) at s = 0, by aut
 * the reward term: on-policy (ratio 1), its derivative is minus the batch mean of each sample's
   advantage times its mean per-token d log p / ds. Printed per batch, with the mean, its
   standard error and t over the batches: a positive pull, consistently, means the reward asks
-  for a sharper sampler;
+  for a sharper sampler. Also with each sample's composite reward minus its group's mean as
+  the advantage (the expected reward's own gradient, without GSPO's per-group, per-metric
+  scaling), to compare how reliably each points the way;
 * the KL term (``--beta`` × the k3 estimator against the policy at its own s) at each s + Δ
   of ``--scales``, on tokens sampled at s + Δ, as GSPO's rollouts would be there: its
   derivative grows with Δ, and where it equals the reward's pull, GSPO with the weights' KL
@@ -43,6 +45,17 @@ def reward_pull(policy, scale, cond, rollout, advantages, cfg, at: float) -> flo
                       cfg.epsilon_high)  # fmt: skip
     out.loss.backward()
     return -float(scale.grad)
+
+
+def centred(composite: np.ndarray, group: np.ndarray) -> torch.Tensor:
+    """Each sample's composite reward minus its group's mean (NaN for unusable samples): with
+    these advantages the on-policy pull is the gradient of the expected reward itself, without
+    GSPO's per-group (per-metric) scaling."""
+    out = np.full(len(composite), np.nan)
+    for g in np.unique(group):
+        idx = np.flatnonzero((group == g) & np.isfinite(composite))
+        out[idx] = composite[idx] - composite[idx].mean()
+    return torch.as_tensor(out, dtype=torch.float32)
 
 
 def kl_push(policy, scale, cond, cfg, s0: float, at: float, beta: float, gen) -> float:
@@ -105,27 +118,34 @@ def main(argv: list[str] | None = None) -> int:
     reward = CompositeReward(cfg.reward, num_threads=args.threads)
     reward.load()
     gen = torch.Generator().manual_seed(args.seed)
-    pulls, kl_grads = [], []
+    pulls, centred_pulls, kl_grads = [], [], []
     for b in range(args.batches):
         # a rollout batch exactly as GSPO makes it: samples, 16-bit audio, rewards, advantages
         rb = generate_and_score(policy, ds.next_batch(), cfg, reward, gen)
         assert rb is not None
         rows = torch.as_tensor(np.flatnonzero(rb.valid))
         adv = torch.as_tensor(rb.advantages, dtype=torch.float32)[rows]
-        pulls.append(reward_pull(policy, scale, rb.cond, rb.rollout.select(rows), adv, cfg, s0))
+        sub = rb.rollout.select(rows)
+        pulls.append(reward_pull(policy, scale, rb.cond, sub, adv, cfg, s0))
+        centred_pulls.append(
+            reward_pull(policy, scale, rb.cond, sub, centred(rb.composite, rb.group)[rows], cfg, s0)
+        )
         kl_grads.append(
             [kl_push(policy, scale, rb.cond, cfg, s0, s0 + s, args.beta, gen) for s in scales]
         )
         with torch.no_grad():  # the next batch is sampled at s0 again
             scale.fill_(s0)
-        print(f"batch {b + 1}/{args.batches}: reward pull on s {pulls[-1]:+.5f}", flush=True)
+        print(f"batch {b + 1}/{args.batches}: reward pull on s {pulls[-1]:+.5f} "
+              f"(centred composite {centred_pulls[-1]:+.5f})", flush=True)  # fmt: skip
     reward.close()
-    pull = np.asarray(pulls)
-    mean, se = pull.mean(), pull.std(ddof=1) / np.sqrt(len(pull))
     print(f"\nmodel {model}; {args.batches} batches of {len(rb.rollout)} samples")
-    print(
-        f"reward's pull on s (−d loss/ds at s = {s0:g}): {mean:+.5f} ± {se:.5f} (t {mean / se:+.1f})"
-    )
+    mean = 0.0
+    for what, values in (("GSPO's advantages", pulls), ("centred composite", centred_pulls)):
+        pull = np.asarray(values)
+        m, se = pull.mean(), pull.std(ddof=1) / np.sqrt(len(pull))
+        mean = mean or m
+        print(f"reward's pull on s with {what} (−d loss/ds at s = {s0:g}): {m:+.5f} ± {se:.5f} "
+              f"(t {m / se:+.1f}, one batch's spread {pull.std(ddof=1):.5f})")  # fmt: skip
     kl = np.asarray(kl_grads).mean(axis=0)
     print(
         f"| s − {s0:g} | KL term's push back (beta {args.beta:g} × d KL/ds) | share of the pull |"

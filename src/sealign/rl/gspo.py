@@ -264,6 +264,7 @@ class RolloutBatch:
     advantages: np.ndarray  # [N], or [N, S] per step with word credit
     valid: np.ndarray
     stats: dict[str, float]
+    composite: np.ndarray | None = None  # [N] weighted reward on the common scale, NaN if unusable
 
 
 def _utterances(examples: list[Example], group: np.ndarray, wavs: list[np.ndarray], sr: int):
@@ -348,7 +349,7 @@ def generate_and_score(
         if col.size:
             stats[f"rewards/{name}/mean"] = float(col.mean())
             stats[f"rewards/{name}/std"] = float(col.std())
-    return RolloutBatch(examples, cond, rollout, group, advantages, adv.valid, stats)
+    return RolloutBatch(examples, cond, rollout, group, advantages, adv.valid, stats, adv.composite)
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
