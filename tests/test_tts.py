@@ -131,6 +131,21 @@ def test_espeak_is_history_independent():
     assert len(set(eng.voices())) >= 40
 
 
+def test_espeak_without_a_seed_is_reproducible():
+    """Voice variants with random voicing (en-us+f2) would be seeded from the clock: the same
+    call a second later gave other audio, and so did the codec's eSpeak training corpus."""
+    import time
+
+    from sealign.data.espeak import synthesize_espeak
+
+    a, _ = synthesize_espeak("Hello there, how are you today my friend?", voice="en-us+f2")
+    time.sleep(1.05)
+    b, _ = synthesize_espeak("Hello there, how are you today my friend?", voice="en-us+f2")
+    assert np.array_equal(a, b)
+    c, _ = synthesize_espeak("Hello there, how are you today my friend?", voice="en-us+f2", seed=3)
+    assert not np.array_equal(a, c)  # the seed reaches the voicing
+
+
 def test_kokoro_voice_names_and_blends():
     eng = tts.KokoroEngine()
     voices = eng.voices()

@@ -81,7 +81,9 @@ def synthesize_espeak(
 ) -> tuple[np.ndarray, int]:
     """Speak ``text`` with eSpeak NG. Voice variants use ``+``, e.g. ``en-us+f3``.
 
-    Returns ``(wav, sr)``; resampled to ``sample_rate`` unless None (native 22050 Hz).
+    Returns ``(wav, sr)``; resampled to ``sample_rate`` unless None (native 22050 Hz). Some
+    variants (e.g. ``+f2``, ``+f3``) vary their voicing at random: ``seed`` (None: 0) seeds it,
+    so that the same call gives the same audio (eSpeak NG would seed it from the clock).
     """
     import _ctypes
 
@@ -103,8 +105,7 @@ def synthesize_espeak(
             if sr <= 0:
                 raise RuntimeError(f"espeak-ng failed to initialize (data path {data.decode()})")
             lib.espeak_SetSynthCallback(cb)
-            if seed is not None:
-                lib.espeak_ng_SetRandSeed(ctypes.c_long(int(seed) & 0x7FFFFFFF))
+            lib.espeak_ng_SetRandSeed(ctypes.c_long(int(seed or 0) & 0x7FFFFFFF))
             lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
             if lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ValueError(f"espeak-ng: unknown voice {voice!r}")
