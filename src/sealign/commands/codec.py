@@ -143,7 +143,7 @@ def run_import(args: argparse.Namespace) -> int:
     tmp.rename(out)
     s = codec.settings
     log.info(
-        "wrote %s: %d mels at %d Hz, hop %d, n_fft %d, %g–%g Hz, latents (ln mel − %.2f) / %.2f; "
+        "wrote %s: %d mels at %d Hz, hop %d, n_fft %d, %g–%g Hz, latents standardized by mean %.2f and std %.2f (ln mel); "
         "use it as mel_vocoder:%s",
         out, codec.latent_dim, codec.sample_rate, codec.hop, codec.n_fft, s.fmin, codec.fmax,
         s.latent_mean, s.latent_std, out,
