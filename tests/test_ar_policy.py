@@ -422,6 +422,18 @@ def test_registry(codec, tmp_path):
     (tmp_path / "custom" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="must have family = 'ar'"):
         load_policy(tmp_path / "custom")
+    # a subclass of the built-in family names itself when it saves, and loads as itself
+    sub = SubclassedAR(policy.codec, policy.config)
+    sub.save(tmp_path / "sub")
+    meta = json.loads((tmp_path / "sub" / "config.json").read_text())
+    assert meta["class"] == f"{__name__}:SubclassedAR"
+    assert type(load_policy(tmp_path / "sub")) is SubclassedAR
+    policy.save(tmp_path / "plain")  # the built-in class itself is not named
+    assert "class" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+
+
+class SubclassedAR(ARPolicy):
+    """A user's variant of the built-in AR policy (module level, so that it can be imported)."""
 
 
 def test_bad_input_is_a_clear_error(codec, speech):

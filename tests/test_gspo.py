@@ -85,6 +85,22 @@ def test_reward_scales():
         MetricInfo("probe", ("x",), (False,), ((0.0, 1.0),), reward_scale="log")
 
 
+@pytest.mark.parametrize(
+    ("aggregation", "warns"),
+    [("sum_then_normalize", True), ("normalize_then_sum", False), ("rank", False)],
+)
+def test_a_term_on_its_own_scale_is_flagged_only_where_scale_matters(caplog, aggregation, warns):
+    """SI-SDR (dB) beside a 0–1 term outweighs it in a summed composite; aggregations that
+    standardize or rank each term within its group first are indifferent to its units."""
+    from sealign.rewards import CompositeReward, RewardConfig
+
+    cfg = RewardConfig(components=[{"metric": "si_sdr"}, {"metric": "estoi"}],
+                       aggregation=aggregation, metric_options={}, cache="")  # fmt: skip
+    with caplog.at_level("WARNING", logger="sealign"):
+        CompositeReward(cfg, num_threads=1).close()
+    assert ("si_sdr enters on its own scale" in caplog.text) is warns
+
+
 def test_sum_then_normalize_matches_definition():
     rng = np.random.default_rng(0)
     values = rng.random((8, 3))

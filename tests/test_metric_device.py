@@ -110,6 +110,16 @@ def test_with_device_fills_in_only_where_a_metric_takes_one(monkeypatch):
     assert build_metric("on_device_probe", metric_device="cuda", device="cpu").device == "cpu"
     assert build_metric("pesq_wb", metric_device="cuda").device == "cpu"
 
+    class NoModel(Metric):  # the README's plugin example: no constructor of its own
+        info = MetricInfo("no_model_probe", ("x",), (True,), ((0.0, 1.0),))
+
+    monkeypatch.setitem(registry._USER, "no_model_probe", NoModel)
+    assert not registry.takes_device("no_model_probe")
+    assert with_device("no_model_probe", {}, "cuda") == {}
+    monkeypatch.undo()  # the real device check: a GPU the machine lacks is not asked for
+    monkeypatch.setitem(registry._USER, "no_model_probe", NoModel)
+    assert build_metric("no_model_probe", metric_device="cuda").device == "cpu"
+
 
 @NO_CUDA
 def test_configs_fail_before_any_work():

@@ -80,8 +80,16 @@ def _parameters(factory: Callable[..., Metric]) -> Any:
 
 
 def takes_device(name: str) -> bool:
-    """Whether metric ``name``'s constructor takes a ``device`` (it can run on a GPU)."""
-    return "device" in _parameters(metric_class(name))
+    """Whether metric ``name``'s constructor takes a ``device`` (it can run on a GPU). A metric
+    that keeps :class:`Metric`'s own constructor runs no model of its own: it stays on the CPU."""
+    factory = metric_class(name)
+    if (
+        isinstance(factory, type)
+        and issubclass(factory, Metric)
+        and (factory.__init__ is Metric.__init__)
+    ):
+        return False
+    return "device" in _parameters(factory)
 
 
 def with_device(name: str, options: dict[str, Any], device: str) -> dict[str, Any]:

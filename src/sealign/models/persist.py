@@ -8,6 +8,7 @@ and the models fine-tuned or aligned from it are evaluated at the same settings.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,8 @@ import torch
 from sealign.codecs.base import Codec, load_codec
 from sealign.models.backbone import check_framing
 from sealign.utils.paths import share_file
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -226,11 +229,26 @@ class PolicyFolder:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors``, ``config.json`` and the codec (``codec/``, unless a
-        ``codec_spec`` was given): the folder is enough for :meth:`load`."""
+        ``codec_spec`` was given): the folder is enough for :meth:`load`. A subclass of a
+        built-in family is named in ``config.json`` (``"class"``), so that it loads as itself."""
         return save_policy_dir(
             directory, self, self.family, self.config.to_dict(), self.codec, self.codec_spec,
-            self.format_version,
+            self.format_version, self._subclass_name(),
         )  # type: ignore[arg-type]  # fmt: skip
+
+    def _subclass_name(self) -> str | None:
+        """``"module:Name"`` of this object's class when it subclasses the built-in one."""
+        from sealign.models.registry import _family_class
+
+        cls = type(self)
+        if cls is _family_class(self.family):
+            return None
+        if "<locals>" in cls.__qualname__:
+            log.warning("%s is defined inside a function: its checkpoints load as the built-in "
+                        "%s policy; define it at a module's top level", cls.__qualname__,
+                        self.family)  # fmt: skip
+            return None
+        return f"{cls.__module__}:{cls.__qualname__}"
 
     @classmethod
     def load(cls: type[_P], directory: str | Path, map_location: str | torch.device = "cpu") -> _P:

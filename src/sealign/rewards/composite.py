@@ -300,7 +300,12 @@ class CompositeReward:
             self.scales.append(auto_scale(info, out) if c.scale == "auto" else c.scale)
             self.names.append(c.name or column_name(c.metric, out))
             lo, hi = info.ranges[info.outputs.index(out)]
-            if self.scales[-1] == "identity" and hi - lo > 2 and len(cfg.components) > 1:
+            if (
+                self.scales[-1] == "identity"
+                and hi - lo > 2
+                and len(cfg.components) > 1
+                and cfg.aggregation == "sum_then_normalize"  # the others compare within a term
+            ):
                 log.warning("reward component %s enters on its own scale (%g to %g), beside "
                             "terms of about 0 to 1: its weight %g decides how much it counts",
                             self.names[-1], lo, hi, c.weight)  # fmt: skip
