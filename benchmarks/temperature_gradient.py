@@ -12,8 +12,8 @@ its inverse sampling temperature; ``temperature_lr`` learns it) at s = 0, by aut
   advantage times its mean per-token d log p / ds. Printed per batch, with the mean, its
   standard error and t over the batches: a positive pull, consistently, means the reward asks
   for a sharper sampler. Also with each sample's composite reward minus its group's mean as
-  the advantage (the expected reward's own gradient, without GSPO's per-group, per-metric
-  scaling), to compare how reliably each points the way;
+  the advantage (close to the expected reward's own gradient, without GSPO's per-group,
+  per-metric scaling), to compare how reliably each points the way;
 * the KL term (``--beta`` × the k3 estimator against the policy at its own s) at each s + Δ
   of ``--scales``, on tokens sampled at s + Δ, as GSPO's rollouts would be there: its
   derivative grows with Δ, and where it equals the reward's pull, GSPO with the weights' KL
@@ -49,8 +49,8 @@ def reward_pull(policy, scale, cond, rollout, advantages, cfg, at: float) -> flo
 
 def centred(composite: np.ndarray, group: np.ndarray) -> torch.Tensor:
     """Each sample's composite reward minus its group's mean (NaN for unusable samples): with
-    these advantages the on-policy pull is the gradient of the expected reward itself, without
-    GSPO's per-group (per-metric) scaling."""
+    these advantages the on-policy pull approximates the expected reward's gradient (the loss
+    averages per-token log-probs), without GSPO's per-group (per-metric) scaling."""
     out = np.full(len(composite), np.nan)
     for g in np.unique(group):
         idx = np.flatnonzero((group == g) & np.isfinite(composite))

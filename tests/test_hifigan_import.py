@@ -112,29 +112,52 @@ def test_imported_vocoder_equals_the_original_generator(tmp_path, style):
     np.testing.assert_allclose(codec.decode_latent(lat), ref.numpy(), atol=1e-5)
 
 
-def test_the_analysis_is_hifigans(tmp_path):
-    """HiFi-GAN's mel: reflect padding of (n_fft − hop) / 2, no centring, magnitude, Slaney mel
-    filters over fmin–fmax, ln(max(mel, 1e-5)); ceil(n / hop) frames."""
+def test_the_analysis_is_hifigans(tmp_path, caplog):
+    """HiFi-GAN's mel as its own code computes it (torch.stft without centring after a reflect
+    pad of (n_fft − hop) / 2, sqrt(power + 1e-9), Slaney mel filters over fmin–fmax, ln of
+    max(mel, 1e-5)), over floor(n / hop) frames; the codec repeats the last one up to
+    ceil(n / hop)."""
     write_generator(tmp_path)
     out = tmp_path / "voc"
-    assert main(["codec", "import-hifigan", "--checkpoint", str(tmp_path / "generator_v1"),
-                 "--config", str(tmp_path / "config.json"), "--output", str(out)]) == 0  # fmt: skip
+    args = ["codec", "import-hifigan", "--checkpoint", str(tmp_path / "generator_v1"),
+            "--config", str(tmp_path / "config.json"), "--output", str(out)]  # fmt: skip
+    with caplog.at_level("WARNING", logger="sealign"):
+        import_hifigan(tmp_path / "generator_v1", tmp_path / "config.json")
+    assert "give clean speech of your own (--manifest)" in caplog.text
+    assert main(args) == 0
     codec = load_codec(f"mel_vocoder:{out}")
     assert (codec.sample_rate, codec.hop, codec.n_fft, codec.win_length) == (8000, 16, 64, 48)
     assert codec.settings.center is False and codec.settings.log_base == "e"
     x = np.sin(np.arange(1000) * 0.3) * np.linspace(0, 1, 1000)
     x = (x + 0.01 * np.random.default_rng(0).standard_normal(1000)).astype(np.float32)
-    pad = (64 - 16) // 2
-    spec = np.abs(librosa.stft(np.pad(x.astype(np.float64), pad, mode="reflect"), n_fft=64,
-                               hop_length=16, win_length=48, window="hann", center=False))  # fmt: skip
-    basis = librosa.filters.mel(sr=8000, n_fft=64, n_mels=12, fmin=0, fmax=4000)
-    ref = np.log(np.maximum(basis @ spec, 1e-5))
+    y = F.pad(torch.as_tensor(x, dtype=torch.float64)[None, None], (24, 24), mode="reflect")
+    window = torch.hann_window(48, dtype=torch.float64)
+    spec = torch.stft(y[0], 64, hop_length=16, win_length=48, window=window, center=False,
+                      return_complex=True).abs().pow(2).add(1e-9).sqrt()[0]  # fmt: skip
+    basis = torch.as_tensor(librosa.filters.mel(sr=8000, n_fft=64, n_mels=12, fmin=0, fmax=4000))
+    ref = torch.log(torch.clamp(basis.double() @ spec, min=1e-5)).numpy()
     ours = codec.log_mel(x)
-    assert ours.shape == (12, -(-1000 // 16))
-    n = ref.shape[1]
-    np.testing.assert_allclose(ours[:, :n], ref, atol=1e-6)
-    assert main(["codec", "import-hifigan", "--checkpoint", str(tmp_path / "generator_v1"),
-                 "--config", str(tmp_path / "config.json"), "--output", str(out)]) == 2  # fmt: skip
+    assert ref.shape == (12, 1000 // 16) and ours.shape == (12, -(-1000 // 16))
+    np.testing.assert_allclose(ours[:, : ref.shape[1]], ref, atol=1e-5)
+    np.testing.assert_array_equal(ours[:, -1], ours[:, -2])  # the frame past floor(n / hop)
+    assert main(args) == 2  # an existing folder is not written over
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_failed_import_leaves_no_folder(tmp_path, monkeypatch):
+    from sealign.codecs.vocoder import MelVocoderCodec
+
+    write_generator(tmp_path)
+
+    def broken(self, directory):
+        (directory / "config.json").write_text("{}")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(MelVocoderCodec, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        main(["codec", "import-hifigan", "--checkpoint", str(tmp_path / "generator_v1"),
+              "--config", str(tmp_path / "config.json"), "--output", str(tmp_path / "voc")])  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "generator_v1"]
 
 
 def test_statistics_from_clean_speech(tmp_path, speech):
@@ -146,6 +169,8 @@ def test_statistics_from_clean_speech(tmp_path, speech):
     for i, w in enumerate(clean):
         sf.write(tmp_path / f"c{i}.wav", w, 16000)
         lines.append(json.dumps({"id": f"c{i}", "audio": f"c{i}.wav"}))
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)  # skipped, logged
+    lines.append(json.dumps({"id": "silent", "audio": "silent.wav"}))
     (tmp_path / "clean.jsonl").write_text("\n".join(lines) + "\n")
     codec = import_hifigan(tmp_path / "generator_v1", tmp_path / "config.json",
                            tmp_path / "clean.jsonl")  # fmt: skip
@@ -167,14 +192,18 @@ def test_statistics_from_clean_speech(tmp_path, speech):
         ({"hop_size": 32}, "multiply to 16, but hop_size is 32"),
         ({"num_mels": None}, "missing HiFi-GAN settings: num_mels"),
         ({"num_mels": 10}, r"shapes differ .*conv_pre.weight \(16, 12, 7\) ≠ \(16, 10, 7\)"),
-        ({"resblock_kernel_sizes": [3]}, "unexpected: resblocks.3"),
+        (
+            {"resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]]},
+            "unexpected: resblocks.3",
+        ),  # fmt: skip
+        ({"upsample_rates": 16}, "do not have HiFi-GAN's types .*: upsample_rates"),
+        ({"num_mels": "80", "fmin": None}, "types .*: num_mels, fmin"),
+        ({"resblock_dilation_sizes": [[1, 3]]}, "one list per resblock kernel size"),
     ],
 )
 def test_what_does_not_fit_is_named(tmp_path, change, match):
     write_generator(tmp_path)
-    config = {k: v for k, v in {**CONFIG, **change}.items() if v is not None}
-    if change.get("resblock_kernel_sizes"):
-        config["resblock_dilation_sizes"] = [[1, 3]]
+    config = {k: v for k, v in {**CONFIG, **change}.items() if v is not None or k == "fmin"}
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=match):
         import_hifigan(tmp_path / "generator_v1", tmp_path / "config.json")

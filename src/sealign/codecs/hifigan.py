@@ -17,6 +17,7 @@ the clean speech of ``manifest`` when given, else the defaults below.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -27,14 +28,21 @@ import numpy as np
 from sealign.codecs.base import CodecUnavailable
 from sealign.codecs.vocoder import MelSettings, MelVocoderCodec
 
+log = logging.getLogger(__name__)
+
 CONFIG_KEYS = (
     "resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
     "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels", "n_fft", "hop_size",
     "win_size", "sampling_rate", "fmin", "fmax",
 )  # fmt: skip
 MEL_FLOOR = 1e-5  # HiFi-GAN's log(clamp(mel, min=1e-5))
-# ln of SpeechT5's log10 defaults (−4, 2) when no clean speech is given to measure them on
-DEFAULT_MEAN, DEFAULT_STD = -4.0 * math.log(10), 2.0 * math.log(10)
+# ln-mel statistics of the demo corpus's clean training speech at V1's analysis (22.05 kHz,
+# 80 mels, n_fft 1024, hop 256, 0–8 kHz; `codec import-hifigan --manifest`): the latents'
+# standardization when no clean speech is given to measure it on
+DEFAULT_MEAN, DEFAULT_STD = -5.83, 2.35
+LIST_KEYS = ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes")
+INT_KEYS = ("upsample_initial_channel", "num_mels", "n_fft", "hop_size", "win_size",
+            "sampling_rate")  # fmt: skip
 
 
 def read_hifigan_config(path: str | Path) -> dict[str, Any]:
@@ -56,12 +64,38 @@ def read_hifigan_config(path: str | Path) -> dict[str, Any]:
             f"{path}: resblock {cfg['resblock']!r}: only HiFi-GAN's residual block 1 (V1, V2) "
             "has a SpeechT5HifiGan counterpart; V3's block 2 cannot be imported"
         )
-    hop = math.prod(int(r) for r in cfg["upsample_rates"])
-    if hop != int(cfg["hop_size"]):
+    _check_types(cfg, path)
+    hop = math.prod(cfg["upsample_rates"])
+    if hop != cfg["hop_size"]:
         raise ValueError(
             f"{path}: the upsampling rates multiply to {hop}, but hop_size is {cfg['hop_size']}"
         )
     return cfg
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_types(cfg: dict[str, Any], path: Path) -> None:
+    bad = [k for k in LIST_KEYS if not (isinstance(cfg[k], list) and cfg[k]
+                                        and all(_is_int(v) and v > 0 for v in cfg[k]))]  # fmt: skip
+    bad += [k for k in INT_KEYS if not (_is_int(cfg[k]) and cfg[k] > 0)]
+    dil = cfg["resblock_dilation_sizes"]
+    if not (isinstance(dil, list) and all(isinstance(d, list) and d and all(_is_int(v) and v > 0
+                                          for v in d) for d in dil)):  # fmt: skip
+        bad.append("resblock_dilation_sizes")
+    bad += [k for k in ("fmin", "fmax") if not (cfg[k] is None and k == "fmax") and not (
+        isinstance(cfg[k], int | float) and not isinstance(cfg[k], bool) and cfg[k] >= 0)]  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"{path}: these settings do not have HiFi-GAN's types (positive integers, lists of "
+            f"them, frequencies ≥ 0): {', '.join(bad)}"
+        )
+    if len(dil) != len(cfg["resblock_kernel_sizes"]):
+        raise ValueError(f"{path}: resblock_dilation_sizes needs one list per resblock kernel size")
+    if len(cfg["upsample_rates"]) != len(cfg["upsample_kernel_sizes"]):
+        raise ValueError(f"{path}: upsample_rates and upsample_kernel_sizes differ in length")
 
 
 def fold_weight_norm(state: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +211,11 @@ def import_hifigan(
         latent_std=DEFAULT_STD,
     )
     codec = MelVocoderCodec(vocoder.eval(), settings)
-    if manifest is not None:
+    if manifest is None:
+        log.warning("latents standardized with statistics measured at HiFi-GAN V1's analysis on "
+                    "the demo corpus (mean %.2f, std %.2f); give clean speech of your own "
+                    "(--manifest) to measure them for this vocoder", DEFAULT_MEAN, DEFAULT_STD)  # fmt: skip
+    else:
         mean, std = clean_statistics(codec, manifest, max_files)
         codec = MelVocoderCodec(vocoder, replace(settings, latent_mean=mean, latent_std=std))
     return codec
@@ -188,12 +226,20 @@ def clean_statistics(
 ) -> tuple[float, float]:
     """Mean and standard deviation of ``codec``'s log-mels over the clean speech of up to
     ``max_files`` manifest entries (``reference``, else ``audio``), at the vocoder's rate."""
-    from sealign.audio.io import load_audio
+    from sealign.audio.io import AudioError, load_audio
+    from sealign.codecs.base import CodecError, check_waveform
     from sealign.data.manifest import read_manifest
 
     frames = []
     for e in read_manifest(manifest)[:max_files]:
-        wav, _ = load_audio(e.reference or e.audio, codec.sample_rate)
+        try:
+            wav, _ = load_audio(e.reference or e.audio, codec.sample_rate)
+            wav = check_waveform(wav, codec.sample_rate, e.id, codec.settings.min_duration)
+        except (AudioError, CodecError) as err:
+            log.warning("statistics: skipping %s", err)
+            continue
         frames.append(codec.log_mel(wav).ravel())
+    if not frames:
+        raise ValueError(f"{manifest}: no usable clean speech to measure the statistics on")
     values = np.concatenate(frames)
     return float(values.mean()), float(max(values.std(), 1e-3))

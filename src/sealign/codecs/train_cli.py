@@ -55,7 +55,9 @@ def espeak_corpus(
     for i, text in enumerate(_bar(progress)(texts, desc="eSpeak NG", unit="utt")):
         voice = voices[i % len(voices)]
         rate, pitch = int(rng.integers(140, 191)), int(rng.integers(35, 66))
-        wav, _ = synthesize_espeak(text, voice=voice, rate=rate, pitch=pitch)
+        wav, _ = synthesize_espeak(
+            text, voice=voice, rate=rate, pitch=pitch, seed=seed * 100_003 + i
+        )
         wavs.append(wav)
         used.append(voice)
     return wavs, texts, used

@@ -28,7 +28,7 @@ from sealign.commands.common import (
 )
 from sealign.utils.threads import set_torch_threads
 
-HELP = "train the built-in WORLD codec"
+HELP = "train the built-in WORLD codec, or import a HiFi-GAN vocoder"
 
 IMPORT_DOC = """Import a HiFi-GAN generator trained with the original implementation (jik876/hifi-gan:
 a generator checkpoint such as generator_v1 and its training config.json) as a local
@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     import shutil
+    import tempfile
     from pathlib import Path
 
     from sealign.codecs.hifigan import import_hifigan
@@ -135,12 +136,15 @@ def run_import(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder: give a new folder")
     codec = import_hifigan(args.checkpoint, args.config, args.manifest, args.max_files)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    codec.save(tmp)  # written whole, then renamed: a killed import leaves no half folder
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        codec.save(tmp)  # written whole, then renamed: a failed import leaves no half folder
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     s = codec.settings
     log.info(
         "wrote %s: %d mels at %d Hz, hop %d, n_fft %d, %g–%g Hz, latents standardized by mean %.2f and std %.2f (ln mel); "
