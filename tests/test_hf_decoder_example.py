@@ -250,3 +250,29 @@ def test_a_policy_class_off_the_path_says_how_to_reach_it(hf_base, tmp_path):
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="put the folder holding lab_policies on PYTHONPATH"):
         load_policy(folder)
+
+
+def test_lora_on_the_wrapped_decoder_keeps_sampled_and_recomputed_log_probs(hf_base, tiny_setup,
+                                                                             tmp_path):  # fmt: skip
+    """Adapters on a wrapped model's own layer names (Llama's q_proj / v_proj): its KV-cached
+    sampling and teacher forcing both see them, and its own save writes them merged."""
+    from sealign.models.lora import LoRAConfig, LoRALinear, apply_lora
+
+    policy = load_policy(hf_base)
+    assert (
+        apply_lora(policy, LoRAConfig(rank=2, targets=["q_proj", "v_proj"]))
+        == 2 * LLAMA["num_hidden_layers"]
+    )
+    with torch.no_grad():
+        for m in policy.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
+    cond, _ = _inputs(tiny_setup, policy)
+    roll = policy.sample(cond, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    lp, _ = policy.step_log_probs(cond, roll)
+    torch.testing.assert_close(lp, roll.logp, atol=1e-4, rtol=0)
+    base_lp, _ = load_policy(hf_base).step_log_probs(cond, roll)
+    assert (lp - base_lp).abs().max() > 1e-3
+    policy.save(tmp_path / "merged")
+    torch.testing.assert_close(load_policy(tmp_path / "merged").step_log_probs(cond, roll)[0], lp,
+                               atol=1e-5, rtol=0)  # fmt: skip

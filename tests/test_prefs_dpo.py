@@ -311,6 +311,22 @@ def test_dpo_trains_logs_and_resumes_exactly(prefs_ar, tiny_setup, tmp_path):
         assert a[s] == pytest.approx(b[s], rel=1e-6)
 
 
+def test_dpo_with_lora_starts_at_the_reference_and_resumes_exactly(prefs_ar, tiny_setup, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    lora = ("model.lora={rank: 2, alpha: 4}", "optim.lr=3e-2")
+    assert main(_dpo_args(tiny_setup, prefs_ar, full, "--max-steps", "4", *lora)) == 0
+    assert _logged(full, "rewards/margins")[1] == pytest.approx(0.0, abs=1e-6)  # B = 0: θ = ref
+    assert _logged(full, "rewards/margins")[4] != pytest.approx(0.0, abs=1e-6)
+    assert main(_dpo_args(tiny_setup, prefs_ar, part, "--max-steps", "2", "save_steps=2",
+                          *lora)) == 0  # fmt: skip
+    args = _dpo_args(tiny_setup, prefs_ar, part, "--max-steps", "4", "save_steps=2", "--resume",
+                     *lora)  # fmt: skip
+    assert main(args) == 0
+    a, b = _logged(full, "loss"), _logged(part, "loss")
+    for s in (3, 4):
+        assert a[s] == pytest.approx(b[s], rel=1e-6)
+
+
 def test_dpo_gradient_accumulation_equals_the_larger_batch(prefs_ar, tiny_setup, tmp_path):
     big, acc = tmp_path / "big", tmp_path / "acc"
     steps = ("--max-steps", "3")

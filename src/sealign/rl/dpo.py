@@ -86,6 +86,7 @@ from sealign.train.sft import (
     make_optimizer,
     make_scheduler,
     reference_config,
+    start_policy,
     targets_to,
 )
 from sealign.utils.device import autocast, check_device, check_precision, parse_device
@@ -492,7 +493,7 @@ def train_dpo(
     set_torch_threads(cfg.threads)
     seed = d.seed(cfg.seed)
     seed_everything(seed)
-    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, device)
+    policy = start_policy(cfg.model, ckpt, device, cfg.seed)
     if cfg.family and policy.family != cfg.family:
         raise ValueError(f"family: the model is {policy.family!r}, not {cfg.family!r}")
     module: torch.nn.Module = policy  # type: ignore[assignment]

@@ -83,6 +83,7 @@ from sealign.train.sft import (
     make_optimizer,
     make_scheduler,
     reference_config,
+    start_policy,
 )
 from sealign.utils.device import autocast, check_device, check_precision
 from sealign.utils.logging import RunLogger
@@ -624,7 +625,7 @@ def train_gspo(
         torch.backends.cudnn.allow_tf32 = False
     seed = d.seed(cfg.seed)
     seed_everything(seed)
-    policy = init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, device)
+    policy = start_policy(cfg.model, ckpt, device, cfg.seed)
     module: torch.nn.Module = policy  # type: ignore[assignment]
     broadcast_weights(module, d)
     module.eval()  # sampling and log-prob recomputation must see the same function

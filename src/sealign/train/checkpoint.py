@@ -6,6 +6,8 @@ A checkpoint is a folder ``<run_dir>/checkpoints/step_<N>/`` holding
   with the ``sampling.json`` it was loaded with (``policy.sampling_defaults``), if any,
 * ``trainer.pt``   — optimizer and LR-scheduler state, RNG states (python, numpy, torch and any
   named ``torch.Generator`` / ``numpy.random.Generator``), the data position and the step,
+* ``adapters.safetensors`` — with LoRA (``model.lora``) only: the adapters, unmerged, which a
+  resumed run puts back on its base policy (``policy/`` holds them merged),
 * ``config.yaml``  — the resolved run config,
 * ``meta.json``    — step and format version, written last.
 
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from sealign.config import save_config
+from sealign.models.lora import adapter_state
 from sealign.models.persist import write_sampling
 from sealign.models.shipped import model_path
 
@@ -44,6 +47,7 @@ _TMP_PREFIX = ".tmp-"
 _META = "meta.json"
 _TRAINER = "trainer.pt"
 _POLICY = "policy"
+_ADAPTERS = "adapters.safetensors"
 
 RandomGenerator = torch.Generator | np.random.Generator
 
@@ -183,6 +187,11 @@ def save_checkpoint(
     tmp.mkdir()
     policy.save(tmp / _POLICY)
     write_sampling(tmp / _POLICY, getattr(policy, "sampling_defaults", None))
+    adapters = adapter_state(policy) if isinstance(policy, torch.nn.Module) else {}
+    if adapters:
+        from safetensors.torch import save_file
+
+        save_file(adapters, str(tmp / _ADAPTERS))
     trainer = {
         "format_version": FORMAT_VERSION,
         "state": {
@@ -260,3 +269,18 @@ def load_checkpoint(
         set_rng_state(data["rng"], generators)
     s = data["state"]
     return TrainerState(int(s["step"]), int(s["epoch"]), int(s["index"]), dict(s["extra"]))
+
+
+def load_adapters(checkpoint: str | Path) -> dict[str, torch.Tensor] | None:
+    """The LoRA adapters a checkpoint holds (None when it was trained without them)."""
+    path = Path(checkpoint) / _ADAPTERS
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - a damaged file raises several kinds
+        raise ValueError(
+            f"{path}: cannot be read ({err}); resume from an earlier checkpoint"
+        ) from None

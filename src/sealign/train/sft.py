@@ -33,11 +33,13 @@ from tqdm import tqdm
 from sealign.audio.io import as_written, write_audio
 from sealign.config import save_config, warn_config_changes
 from sealign.metrics.base import Metric, Utterance
+from sealign.models.lora import LoRAConfig, apply_lora, count_trainable, load_adapter_state
 from sealign.models.policy import FAMILIES, Conditioning, Policy, Targets
 from sealign.models.shipped import model_path
 from sealign.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
+    load_adapters,
     load_checkpoint,
     policy_dir,
     rng_state,
@@ -79,8 +81,12 @@ class ModelConfig:
     family: str | None = None  # one of FAMILIES
     codec: str | None = None  # codec spec, e.g. "world:runs/codec"
     config: dict[str, Any] = field(default_factory=dict)  # the family's model config fields
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0: train low-rank adapters
 
     def check(self, prefix: str = "model.") -> None:
+        if self.lora.enabled and not self.init_from:
+            raise ValueError(f"{prefix}lora: adapters train on top of a trained policy; set "
+                             f"{prefix}init_from")  # fmt: skip
         if self.init_from:
             if self.codec:
                 raise ValueError(
@@ -238,6 +244,32 @@ def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
         except (TypeError, ValueError) as err:
             raise ValueError(f"model.config: {err}") from err
     return policy.to(device)  # type: ignore[attr-defined]
+
+
+def start_policy(
+    cfg: ModelConfig, ckpt: Path | None, device: str | torch.device, seed: int
+) -> Policy:
+    """The policy a run trains: ``cfg``'s, or its latest checkpoint ``ckpt``'s weights when it
+    resumes. With ``cfg.lora``, the base policy (``init_from``) with adapters drawn from
+    ``seed``, replaced by the checkpoint's own when it resumes (its ``policy/`` holds them
+    merged, for use; the run goes on from the unmerged parts, exactly)."""
+    saved = load_adapters(ckpt) if ckpt is not None else None
+    if not cfg.lora.enabled:
+        if saved is not None:
+            raise ValueError(f"{ckpt} was trained with LoRA adapters: resume with the run's "
+                             "model.lora (its config.yaml)")  # fmt: skip
+        return init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg, device)
+    if ckpt is not None and saved is None:
+        raise ValueError(f"{ckpt} was trained without LoRA adapters: resume without model.lora")
+    policy = init_policy(cfg, device)
+    module: torch.nn.Module = policy  # type: ignore[assignment]
+    n = apply_lora(module, cfg.lora, seed)
+    if saved is not None:
+        load_adapter_state(module, saved)
+    trainable, total = count_trainable(module)
+    log.info("LoRA rank %d on %d layers (%s): %.2fM of %.2fM parameters train", cfg.lora.rank, n,
+             ", ".join(cfg.lora.targets), trainable / 1e6, total / 1e6)  # fmt: skip
+    return policy
 
 
 def make_optimizer(
@@ -600,9 +632,7 @@ def train_sft(
     seed = d.seed(cfg.seed)
     seed_everything(seed)
     # weights from the checkpoint (RNGs are restored further down)
-    policy = init_policy(
-        ModelConfig(init_from=str(ckpt)) if ckpt else cfg.model, d.device(cfg.device)
-    )
+    policy = start_policy(cfg.model, ckpt, d.device(cfg.device), cfg.seed)
     module: torch.nn.Module = policy  # type: ignore[assignment]
     broadcast_weights(module, d)
     module.train()

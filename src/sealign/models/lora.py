@@ -1,0 +1,153 @@
+"""Low-rank adapters (LoRA; Hu et al. 2021) on a policy's linear layers.
+
+:func:`apply_lora` replaces each ``nn.Linear`` whose attribute name is in ``targets`` by a
+:class:`LoRALinear`: the frozen layer plus a trainable low-rank update ``(alpha / rank) · B A``
+(``A`` random, ``B`` zero, so training starts from the unchanged policy), and freezes every other
+parameter. A wrapped layer's ``weight`` is the merged matrix, so code that reads ``.weight``
+(the built-in policies' fast decoding weights) sees the adapted layer, and its ``state_dict``
+holds the merged weight under the original key: ``policy.save`` writes a plain checkpoint that
+loads, evaluates and exports like any other. The adapters alone (:func:`adapter_state`) are what
+a trainer checkpoint keeps to resume exactly: the base policy again, the same adapters on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+DEFAULT_TARGETS = ("qkv", "proj", "mlp_in", "mlp_out")  # the built-in transformer blocks' layers
+
+
+@dataclass
+class LoRAConfig:
+    """``rank`` 0 trains every weight (no adapters). ``targets``: attribute names of the linear
+    layers to adapt (``qkv``, ``proj``, ``mlp_in``, ``mlp_out`` are the built-in blocks'; a
+    wrapped model's own names otherwise, e.g. ``q_proj``)."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+
+    def __post_init__(self) -> None:
+        if self.rank < 0:
+            raise ValueError(f"lora.rank must be >= 0, got {self.rank}")
+        if not self.alpha > 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
+        if self.rank and not self.targets:
+            raise ValueError("lora.targets: name at least one linear layer to adapt")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+class LoRALinear(nn.Module):
+    """``base`` (frozen) plus ``scale · lora_b @ lora_a``."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.scale = alpha / rank
+        dev, dtype = base.weight.device, base.weight.dtype
+        a = torch.empty(rank, base.in_features, dtype=dtype)
+        bound = 1.0 / math.sqrt(base.in_features)  # nn.Linear's (kaiming uniform, a = √5)
+        a.uniform_(-bound, bound, generator=generator)
+        self.lora_a = nn.Parameter(a.to(dev))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=dtype, device=dev))
+        self.register_state_dict_post_hook(_merged_state)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight + self.scale * (self.lora_b @ self.lora_a)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def _merged_state(module: LoRALinear, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    """The state dict of a plain ``nn.Linear`` with the merged weight."""
+    for key in ("base.weight", "base.bias", "lora_a", "lora_b"):
+        state.pop(prefix + key, None)
+    state[prefix + "weight"] = module.weight.detach()
+    if module.bias is not None:
+        state[prefix + "bias"] = module.bias.detach()
+
+
+def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
+    """Wrap ``module``'s linear layers named in ``cfg.targets`` and freeze everything else;
+    returns how many layers were wrapped. ``seed`` draws the ``A`` matrices (the same on every
+    data-parallel rank)."""
+    if any(isinstance(m, LoRALinear) for m in module.modules()):
+        raise ValueError("this policy already has LoRA adapters")
+    module.requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
+    found: list[tuple[nn.Module, str, nn.Linear]] = []
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if name in cfg.targets and isinstance(child, nn.Linear):
+                found.append((parent, name, child))
+    if not found:
+        names = sorted({n for n, m in module.named_modules() if isinstance(m, nn.Linear)})
+        raise ValueError(
+            f"lora.targets {list(cfg.targets)} match no linear layer of this "
+            f"{type(module).__name__}; its linear layers: {', '.join(names[:12]) or 'none'}"
+        )
+    for parent, name, child in found:
+        setattr(parent, name, LoRALinear(child, cfg.rank, cfg.alpha, gen))
+    return len(found)
+
+
+def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters' ``A`` and ``B`` matrices by qualified name (empty without adapters)."""
+    return {
+        f"{name}.{p}": getattr(m, p).detach().clone()
+        for name, m in module.named_modules()
+        if isinstance(m, LoRALinear)
+        for p in ("lora_a", "lora_b")
+    }
+
+
+def load_adapter_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put saved adapters back into ``module`` (wrapped by :func:`apply_lora` with the same
+    config); a mismatch names the keys."""
+    own = {
+        f"{name}.{p}": getattr(m, p)
+        for name, m in module.named_modules()
+        if isinstance(m, LoRALinear)
+        for p in ("lora_a", "lora_b")
+    }
+    missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or extra or wrong:
+        raise ValueError(
+            "the checkpoint's LoRA adapters do not fit this run's model.lora "
+            f"(missing: {', '.join(missing[:4]) or 'none'}; unexpected: "
+            f"{', '.join(extra[:4]) or 'none'}; other shapes: {', '.join(wrong[:4]) or 'none'})"
+        )
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(state[k])
+
+
+def count_trainable(module: nn.Module) -> tuple[int, int]:
+    """(trainable, all) parameter counts."""
+    params: Sequence[torch.Tensor] = list(module.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

@@ -1,0 +1,100 @@
+"""LoRA adapters (``model.lora``): what trains, what a checkpoint holds, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sealign.cli import main
+from sealign.models.lora import LoRAConfig, LoRALinear, adapter_state, apply_lora
+from sealign.models.registry import load_policy
+from test_gspo import logged, overrides
+
+
+def test_adapters_start_at_the_base_and_merge_into_a_plain_checkpoint(tiny_setup, tmp_path):
+    base = load_policy(tiny_setup / "base")
+    policy = load_policy(tiny_setup / "base")
+    assert apply_lora(policy, LoRAConfig(rank=4, alpha=8), seed=0) == 4  # one block's 4 layers
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable == {f"blocks.0.{k}.lora_{m}" for k in ("qkv", "proj", "mlp_in", "mlp_out")
+                         for m in "ab"}  # fmt: skip
+    assert policy.state_dict().keys() == base.state_dict().keys()
+    cond = policy.condition([torch.randn(16000).numpy() * 0.1])
+    gen = torch.Generator().manual_seed(0)
+    r = base.sample(cond, generator=gen, top_k=20)
+    torch.testing.assert_close(policy.step_log_probs(cond, r)[0], r.logp, atol=1e-4, rtol=0)
+    with torch.no_grad():  # a trained adapter
+        for m in policy.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0, 0.05, generator=gen)
+    qkv = policy.blocks[0].qkv
+    merged = qkv.base.weight + 2.0 * qkv.lora_b @ qkv.lora_a
+    torch.testing.assert_close(policy.state_dict()["blocks.0.qkv.weight"], merged.detach())
+    # sampling (fast decoding weights read .weight) and teacher forcing see the adapted layers
+    r2 = policy.sample(cond, generator=torch.Generator().manual_seed(1), top_k=20)
+    lp, _ = policy.step_log_probs(cond, r2)
+    torch.testing.assert_close(lp, r2.logp, atol=1e-4, rtol=0)
+    assert (lp - base.step_log_probs(cond, r2)[0]).abs().max() > 1e-3
+    policy.save(tmp_path / "merged")  # loads as the plain policy it is
+    plain = load_policy(tmp_path / "merged")
+    assert not any(isinstance(m, LoRALinear) for m in plain.modules())
+    torch.testing.assert_close(plain.step_log_probs(cond, r2)[0], lp, atol=1e-5, rtol=0)
+    assert set(adapter_state(policy)) == {f"blocks.0.{k}.lora_{m}" for k in
+                                          ("qkv", "proj", "mlp_in", "mlp_out") for m in "ab"}  # fmt: skip
+    with pytest.raises(ValueError, match="already has LoRA adapters"):
+        apply_lora(policy, LoRAConfig(rank=2))
+    with pytest.raises(ValueError, match=r"match no linear layer .* its linear layers: .*qkv"):
+        apply_lora(load_policy(tiny_setup / "base"), LoRAConfig(rank=2, targets=["q_proj"]))
+
+
+def test_gspo_with_lora_resumes_exactly_and_trains_only_the_adapters(tiny_setup, tmp_path, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    kw = {"eval.manifests": "[]", "save_steps": 2, "model.lora": "{rank: 4, alpha: 8}",
+          "optim.lr": 3e-2, "beta": 0.1}  # fmt: skip
+    assert main(["gspo", "--no-progress", *overrides(tiny_setup, full, max_steps=4, **kw)]) == 0
+    assert main(["gspo", "--no-progress", *overrides(tiny_setup, part, max_steps=2, **kw)]) == 0
+    args = ["gspo", "--no-progress", "--resume", *overrides(tiny_setup, part, max_steps=4, **kw)]
+    assert main(args) == 0
+    for key in ("loss", "kl"):
+        a, b = logged(full, key), logged(part, key)
+        assert a[4] == pytest.approx(b[4], rel=1e-6, abs=1e-9)
+    assert logged(full, "kl")[4] > 0
+    ckpt = full / "checkpoints" / "step_00000004"
+    adapters = load_file(ckpt / "adapters.safetensors")
+    assert adapters["blocks.0.qkv.lora_b"].abs().max() > 0  # B left zero: they trained
+    merged = load_file(ckpt / "policy" / "model.safetensors")
+    base = load_file(tiny_setup / "base" / "model.safetensors")
+    assert merged.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed == {f"blocks.0.{k}.weight" for k in ("qkv", "proj", "mlp_in", "mlp_out")}
+    assert "lora" not in json.loads((ckpt / "policy" / "config.json").read_text())["config"]
+    capsys.readouterr()
+    no_lora = [a for a in args if not a.startswith("model.lora=")]
+    assert main([*no_lora[:-1], "max_steps=5"]) == 2
+    assert "was trained with LoRA adapters: resume with the run's model.lora" in (
+        capsys.readouterr().err
+    )
+
+
+def test_sft_takes_lora_and_refuses_it_without_a_base(tiny_setup, tmp_path, capsys):
+    from test_train_sft import overrides as sft_overrides
+
+    run = tmp_path / "sft"
+    args = sft_overrides(tiny_setup, run, max_steps=2, eval_steps=0, save_steps=0)
+    assert main(["train", "--no-progress", *args, "model.lora={rank: 2}"]) == 2
+    assert "adapters train on top of a trained policy; set model.init_from" in (
+        capsys.readouterr().err
+    )
+    base_args = [a for a in args if not a.startswith(("model.family", "model.codec",
+                                                      "model.config"))]  # fmt: skip
+    assert main(["train", "--no-progress", *base_args, f"model.init_from={tiny_setup / 'base'}",
+                 "model.lora={rank: 2, targets: [qkv]}"]) == 0  # fmt: skip
+    ckpt = run / "checkpoints" / "step_00000002"
+    merged = load_file(ckpt / "policy" / "model.safetensors")
+    base = load_file(tiny_setup / "base" / "model.safetensors")
+    assert {k for k in base if not torch.equal(base[k], merged[k])} == {"blocks.0.qkv.weight"}
+    assert set(load_file(ckpt / "adapters.safetensors")) == {"blocks.0.qkv.lora_a",
+                                                             "blocks.0.qkv.lora_b"}  # fmt: skip
