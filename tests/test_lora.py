@@ -62,6 +62,14 @@ def test_gspo_with_lora_resumes_exactly_and_trains_only_the_adapters(tiny_setup,
         a, b = logged(full, key), logged(part, key)
         assert a[4] == pytest.approx(b[4], rel=1e-6, abs=1e-9)
     assert logged(full, "kl")[4] > 0
+    # the KL reference is the policy with its adapters off: the same numbers as a copy of the base
+    copy = tmp_path / "copy"
+    kw_copy = {**kw, "reference_model": str(tiny_setup / "base")}
+    assert (
+        main(["gspo", "--no-progress", *overrides(tiny_setup, copy, max_steps=4, **kw_copy)]) == 0
+    )
+    for key in ("loss", "kl"):
+        assert logged(copy, key) == logged(full, key)
     ckpt = full / "checkpoints" / "step_00000004"
     adapters = load_file(ckpt / "adapters.safetensors")
     assert adapters["blocks.0.qkv.lora_b"].abs().max() > 0  # B left zero: they trained

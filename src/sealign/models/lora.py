@@ -13,7 +13,8 @@ a trainer checkpoint keeps to resume exactly: the base policy again, the same ad
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,13 @@ class LoRALinear(nn.Module):
         a.uniform_(-bound, bound, generator=generator)
         self.lora_a = nn.Parameter(a.to(dev))
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=dtype, device=dev))
+        self.enabled = True  # False: the base layer alone (see adapters_off)
         self.register_state_dict_post_hook(_merged_state)
 
     @property
     def weight(self) -> torch.Tensor:
+        if not self.enabled:
+            return self.base.weight
         return self.base.weight + self.scale * (self.lora_b @ self.lora_a)
 
     @property
@@ -113,6 +117,36 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
     for parent, name, child in found:
         setattr(parent, name, LoRALinear(child, cfg.rank, cfg.alpha, gen))
     return len(found)
+
+
+@contextmanager
+def adapters_off(module: nn.Module) -> Iterator[None]:
+    """``module`` computes with its base layers only inside the block."""
+    wrapped = [m for m in module.modules() if isinstance(m, LoRALinear)]
+    for m in wrapped:
+        m.enabled = False
+    try:
+        yield
+    finally:
+        for m in wrapped:
+            m.enabled = True
+
+
+class BaseView:
+    """A policy with adapters seen without them: a KL reference that shares the base's weights
+    (no second copy). Its log-probs are the policy's with :func:`adapters_off`; every other
+    attribute is the policy's own (its ``logit_scale`` included). The policy's mode applies:
+    use it where the policy computes in ``eval()`` mode, as GSPO's does."""
+
+    def __init__(self, policy: Any) -> None:
+        self._policy = policy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._policy, name)
+
+    def step_log_probs(self, *args: Any, **kwargs: Any) -> Any:
+        with adapters_off(self._policy):
+            return self._policy.step_log_probs(*args, **kwargs)
 
 
 def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:

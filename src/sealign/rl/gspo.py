@@ -39,6 +39,7 @@ from sealign.audio.io import as_written
 from sealign.config import save_config, warn_config_changes
 from sealign.infer.fusion import FUSIONS, fuse_outputs
 from sealign.metrics.base import Utterance
+from sealign.models.lora import BaseView
 from sealign.models.policy import (
     Policy,
     Rollout,
@@ -647,7 +648,9 @@ def train_gspo(
     filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
     check_sample_options(policy, filters, "sampling.top_k / top_p (rollouts pass them)", False)
     ref: Policy | None = None
-    if cfg.beta > 0:
+    if cfg.beta > 0 and cfg.model.lora.enabled and not cfg.reference_model:
+        ref = BaseView(policy)  # type: ignore[assignment]  # the base, without a second copy
+    elif cfg.beta > 0:
         # a fresh model: its initial weights, kept in the run, are the reference
         ref_src = cfg.reference_model or cfg.model.init_from
         ref_src = ref_src or str(_initial_reference(run, policy, ckpt, d))
