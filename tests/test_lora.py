@@ -80,8 +80,10 @@ def test_gspo_with_lora_resumes_exactly_and_trains_only_the_adapters(tiny_setup,
     assert changed == {f"blocks.0.{k}.weight" for k in ("qkv", "proj", "mlp_in", "mlp_out")}
     assert "lora" not in json.loads((ckpt / "policy" / "config.json").read_text())["config"]
     capsys.readouterr()
+    assert main([*args, "max_steps=5", "model.lora={rank: 4, alpha: 16}"]) == 2
+    assert "resume with those" in capsys.readouterr().err  # another alpha: another scale
     no_lora = [a for a in args if not a.startswith("model.lora=")]
-    assert main([*no_lora[:-1], "max_steps=5"]) == 2
+    assert main([*no_lora, "max_steps=5"]) == 2
     assert "was trained with LoRA adapters: resume with the run's model.lora" in (
         capsys.readouterr().err
     )

@@ -261,6 +261,8 @@ def start_policy(
         return init_policy(ModelConfig(init_from=str(ckpt)) if ckpt else cfg, device)
     if ckpt is not None and saved is None:
         raise ValueError(f"{ckpt} was trained without LoRA adapters: resume without model.lora")
+    if ckpt is not None:
+        _check_same_adapters_base(ckpt, cfg)
     policy = init_policy(cfg, device)
     module: torch.nn.Module = policy  # type: ignore[assignment]
     n = apply_lora(module, cfg.lora, seed)
@@ -270,6 +272,28 @@ def start_policy(
     log.info("LoRA rank %d on %d layers (%s): %.2fM of %.2fM parameters train", cfg.lora.rank, n,
              ", ".join(cfg.lora.targets), trainable / 1e6, total / 1e6)  # fmt: skip
     return policy
+
+
+def _check_same_adapters_base(ckpt: Path, cfg: ModelConfig) -> None:
+    """Adapters resume on the base and with the settings they were trained with."""
+    import yaml
+
+    try:
+        before = yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    model = before.get("model") or {}
+    old_base, old_lora = model.get("init_from"), model.get("lora") or {}
+    same_base = old_base == cfg.init_from or (
+        old_base and cfg.init_from
+        and model_path(old_base).resolve() == model_path(cfg.init_from).resolve()
+    )  # fmt: skip
+    now = dataclasses.asdict(cfg.lora)
+    if not same_base or {k: old_lora.get(k) for k in now} != now:
+        raise ValueError(
+            f"{ckpt}: its LoRA adapters were trained on {old_base} with model.lora={old_lora}; "
+            f"resume with those (now {cfg.init_from}, {now}), or use another output folder"
+        )
 
 
 def make_optimizer(
