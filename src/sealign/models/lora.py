@@ -149,25 +149,24 @@ class BaseView:
             return self._policy.step_log_probs(*args, **kwargs)
 
 
-def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapters' ``A`` and ``B`` matrices by qualified name (empty without adapters)."""
+def _adapter_params(module: nn.Module) -> dict[str, nn.Parameter]:
     return {
-        f"{name}.{p}": getattr(m, p).detach().clone()
-        for name, m in module.named_modules()
-        if isinstance(m, LoRALinear)
-        for p in ("lora_a", "lora_b")
-    }
-
-
-def load_adapter_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Put saved adapters back into ``module`` (wrapped by :func:`apply_lora` with the same
-    config); a mismatch names the keys."""
-    own = {
         f"{name}.{p}": getattr(m, p)
         for name, m in module.named_modules()
         if isinstance(m, LoRALinear)
         for p in ("lora_a", "lora_b")
     }
+
+
+def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters' ``A`` and ``B`` matrices by qualified name (empty without adapters)."""
+    return {k: p.detach().clone() for k, p in _adapter_params(module).items()}
+
+
+def load_adapter_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put saved adapters back into ``module`` (wrapped by :func:`apply_lora` with the same
+    config); a mismatch names the keys."""
+    own = _adapter_params(module)
     missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
     if missing or extra or wrong:
