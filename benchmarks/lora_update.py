@@ -10,8 +10,9 @@ settings: one minibatch, k3 KL to the base at β = 0.1) on each, for every rank 
 (0 = every weight trains, against a separate copy of the base; r > 0 = adapters of rank r on
 ``qkv``, ``proj``, ``mlp_in``, ``mlp_out``, the KL reference being the same model with its
 adapters off). Prints, per setting: trainable parameters, the bytes a run holds besides the
-policy's own weights (the reference copy, AdamW's two moments and the gradients of what trains,
-counted from the tensors after the updates) and the mean update time.
+policy's own weights between updates (the reference copy, AdamW's two moments and the gradients
+of what trains, counted from those tensors after the updates; activations kept for a backward
+pass come on top, alike for every setting) and the mean update time.
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sealign.cli import main
 from sealign.models.lora import LoRAConfig, LoRALinear, adapter_state, apply_lora
@@ -46,22 +47,25 @@ def test_adapters_start_at_the_base_and_merge_into_a_plain_checkpoint(tiny_setup
                                           ("qkv", "proj", "mlp_in", "mlp_out") for m in "ab"}  # fmt: skip
     with pytest.raises(ValueError, match="already has LoRA adapters"):
         apply_lora(policy, LoRAConfig(rank=2))
-    with pytest.raises(ValueError, match=r"match no linear layer .* its linear layers: .*qkv"):
-        apply_lora(load_policy(tiny_setup / "base"), LoRAConfig(rank=2, targets=["q_proj"]))
+    with pytest.raises(ValueError, match=r"targets: vproj name no linear layer .* named .*qkv"):
+        apply_lora(load_policy(tiny_setup / "base"), LoRAConfig(rank=2, targets=["qkv", "vproj"]))
 
 
 def test_gspo_with_lora_resumes_exactly_and_trains_only_the_adapters(tiny_setup, tmp_path, capsys):
+    """With a learned temperature too: it trains beside the adapters and resumes with them."""
     full, part = tmp_path / "full", tmp_path / "part"
+    base = tmp_path / "base"
+    shutil.copytree(tiny_setup / "base", base)  # rewritten below
     kw = {"eval.manifests": "[]", "save_steps": 2, "model.lora": "{rank: 4, alpha: 8}",
-          "optim.lr": 3e-2, "beta": 0.1}  # fmt: skip
+          "optim.lr": 3e-2, "beta": 0.1, "temperature_lr": 0.2, "model.init_from": str(base)}  # fmt: skip
     assert main(["gspo", "--no-progress", *overrides(tiny_setup, full, max_steps=4, **kw)]) == 0
     assert main(["gspo", "--no-progress", *overrides(tiny_setup, part, max_steps=2, **kw)]) == 0
     args = ["gspo", "--no-progress", "--resume", *overrides(tiny_setup, part, max_steps=4, **kw)]
     assert main(args) == 0
-    for key in ("loss", "kl"):
+    for key in ("loss", "kl", "temperature_factor"):
         a, b = logged(full, key), logged(part, key)
         assert a[4] == pytest.approx(b[4], rel=1e-6, abs=1e-9)
-    assert logged(full, "kl")[4] > 0
+    assert logged(full, "kl")[4] > 0 and logged(full, "temperature_factor")[4] != 1.0
     # the KL reference is the policy with its adapters off: the same numbers as a copy of the base
     copy = tmp_path / "copy"
     kw_copy = {**kw, "reference_model": str(tiny_setup / "base")}
@@ -74,10 +78,13 @@ def test_gspo_with_lora_resumes_exactly_and_trains_only_the_adapters(tiny_setup,
     adapters = load_file(ckpt / "adapters.safetensors")
     assert adapters["blocks.0.qkv.lora_b"].abs().max() > 0  # B left zero: they trained
     merged = load_file(ckpt / "policy" / "model.safetensors")
-    base = load_file(tiny_setup / "base" / "model.safetensors")
-    assert merged.keys() == base.keys()
-    changed = {k for k in base if not torch.equal(base[k], merged[k])}
-    assert changed == {f"blocks.0.{k}.weight" for k in ("qkv", "proj", "mlp_in", "mlp_out")}
+    base_weights = load_file(base / "model.safetensors")
+    assert merged.keys() == base_weights.keys()
+    changed = {k for k in base_weights if not torch.equal(base_weights[k], merged[k])}
+    assert changed == {f"blocks.0.{k}.weight" for k in ("qkv", "proj", "mlp_in", "mlp_out")} | {
+        "logit_scale"
+    }
+    assert "logit_scale" in adapters
     assert "lora" not in json.loads((ckpt / "policy" / "config.json").read_text())["config"]
     capsys.readouterr()
     assert main([*args, "max_steps=5", "model.lora={rank: 4, alpha: 16}"]) == 2
@@ -87,6 +94,11 @@ def test_gspo_with_lora_resumes_exactly_and_trains_only_the_adapters(tiny_setup,
     assert "was trained with LoRA adapters: resume with the run's model.lora" in (
         capsys.readouterr().err
     )
+    # the base changed under the run: its adapters are not put back on other weights
+    base_weights["blocks.0.qkv.weight"] += 0.01
+    save_file(base_weights, str(base / "model.safetensors"))
+    assert main([*args, "max_steps=5"]) == 2
+    assert "blocks.0.qkv.weight is not the base's with these adapters" in capsys.readouterr().err
 
 
 def test_sft_takes_lora_and_refuses_it_without_a_base(tiny_setup, tmp_path, capsys):

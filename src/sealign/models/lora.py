@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,7 +84,11 @@ class LoRALinear(nn.Module):
         return self.base.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        # unmerged: autograd keeps x and the rank-r product, never a full-size merged matrix
+        y = self.base(x)
+        if not self.enabled:
+            return y
+        return y + self.scale * F.linear(F.linear(x, self.lora_a), self.lora_b)
 
 
 def _merged_state(module: LoRALinear, state: dict[str, Any], prefix: str, _meta: Any) -> None:
@@ -104,15 +109,19 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
     module.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     found: list[tuple[nn.Module, str, nn.Linear]] = []
+    linear_names: set[str] = set()
     for parent in module.modules():
         for name, child in parent.named_children():
-            if name in cfg.targets and isinstance(child, nn.Linear):
-                found.append((parent, name, child))
-    if not found:
-        names = sorted({n for n, m in module.named_modules() if isinstance(m, nn.Linear)})
+            if isinstance(child, nn.Linear):
+                linear_names.add(name)
+                if name in cfg.targets:
+                    found.append((parent, name, child))
+    unmatched = [t for t in cfg.targets if t not in linear_names]
+    if unmatched:
         raise ValueError(
-            f"lora.targets {list(cfg.targets)} match no linear layer of this "
-            f"{type(module).__name__}; its linear layers: {', '.join(names[:12]) or 'none'}"
+            f"lora.targets: {', '.join(unmatched)} name no linear layer of this "
+            f"{type(module).__name__}; its linear layers are named "
+            f"{', '.join(sorted(linear_names)) or '(none)'}"
         )
     for parent, name, child in found:
         setattr(parent, name, LoRALinear(child, cfg.rank, cfg.alpha, gen))
@@ -159,14 +168,22 @@ def _adapter_params(module: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapters' ``A`` and ``B`` matrices by qualified name (empty without adapters)."""
-    return {k: p.detach().clone() for k, p in _adapter_params(module).items()}
+    """What a run with adapters trains, by qualified name: the ``A`` and ``B`` matrices and any
+    other parameter that trains beside them (a learned temperature's ``logit_scale``); empty
+    without adapters."""
+    own = _adapter_params(module)
+    if not own:
+        return {}
+    others = {n: p for n, p in module.named_parameters() if p.requires_grad and n not in own}
+    return {k: p.detach().clone() for k, p in {**own, **others}.items()}
 
 
 def load_adapter_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Put saved adapters back into ``module`` (wrapped by :func:`apply_lora` with the same
     config); a mismatch names the keys."""
-    own = _adapter_params(module)
+    own: dict[str, torch.Tensor] = dict(_adapter_params(module))
+    params = dict(module.named_parameters())
+    own.update({k: params[k] for k in state.keys() - own.keys() if k in params})
     missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
     if missing or extra or wrong:
@@ -178,6 +195,42 @@ def load_adapter_state(module: nn.Module, state: dict[str, torch.Tensor]) -> Non
     with torch.no_grad():
         for k, p in own.items():
             p.copy_(state[k])
+
+
+def check_merged(module: nn.Module, folder: str | Path) -> None:
+    """Refuse adapters put back on another base: ``folder`` (a checkpoint's ``policy/``, saved
+    merged) must hold ``module``'s merged weights, compared tensor by tensor as they are read
+    (a resumed run's base changed since, or other adapter settings, differ far beyond the
+    rounding of another device)."""
+    from safetensors import safe_open
+
+    lora = {name: m for name, m in module.named_modules() if isinstance(m, LoRALinear)}
+    inside = tuple(f"{name}." for name in lora)
+    expected: dict[str, Any] = {
+        n: t for n, t in [*module.named_parameters(), *module.named_buffers()]
+        if not n.startswith(inside)
+    }  # fmt: skip
+    for name, m in lora.items():
+        expected[f"{name}.weight"] = m
+        if m.bias is not None:
+            expected[f"{name}.bias"] = m.bias
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                own = expected.get(key)
+                if own is None:
+                    continue
+                with torch.no_grad():
+                    own = own.weight if isinstance(own, LoRALinear) else own
+                    saved = f.get_tensor(key).to(own.device, own.dtype)
+                    if saved.shape != own.shape or not torch.allclose(
+                        saved, own, rtol=1e-4, atol=1e-6
+                    ):
+                        raise ValueError(
+                            f"{folder}: its {key} is not the base's with these adapters: the "
+                            "base (model.init_from) or the adapter settings changed since the "
+                            "checkpoint was written; resume with those it was trained with"
+                        )
 
 
 def count_trainable(module: nn.Module) -> tuple[int, int]:

@@ -33,7 +33,13 @@ from tqdm import tqdm
 from sealign.audio.io import as_written, write_audio
 from sealign.config import save_config, warn_config_changes
 from sealign.metrics.base import Metric, Utterance
-from sealign.models.lora import LoRAConfig, apply_lora, count_trainable, load_adapter_state
+from sealign.models.lora import (
+    LoRAConfig,
+    apply_lora,
+    check_merged,
+    count_trainable,
+    load_adapter_state,
+)
 from sealign.models.policy import FAMILIES, Conditioning, Policy, Targets
 from sealign.models.shipped import model_path
 from sealign.train.checkpoint import (
@@ -265,9 +271,12 @@ def start_policy(
         _check_same_adapters_base(ckpt, cfg)
     policy = init_policy(cfg, device)
     module: torch.nn.Module = policy  # type: ignore[assignment]
+    # the same adapters on every rank without a broadcast (broadcast_weights sends the merged
+    # state dict): one base file, A drawn from the run's seed, B zero or the checkpoint's
     n = apply_lora(module, cfg.lora, seed)
     if saved is not None:
         load_adapter_state(module, saved)
+        check_merged(module, policy_dir(ckpt))  # type: ignore[arg-type]
     trainable, total = count_trainable(module)
     log.info("LoRA rank %d on %d layers (%s): %.2fM of %.2fM parameters train", cfg.lora.rank, n,
              ", ".join(cfg.lora.targets), trainable / 1e6, total / 1e6)  # fmt: skip
