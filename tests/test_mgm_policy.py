@@ -210,3 +210,24 @@ def test_cli_train_mgm_and_exact_resume(tiny_setup, tmp_path):
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
     for s in (4, 5, 6):
         assert a[s] == pytest.approx(b[s], rel=1e-6)
+
+
+def test_lora_adapters_reach_the_masked_decoder(codec, policy, waves, tmp_path):
+    """Trajectory log-probs recomputed with adapters equal the sampled ones; saved merged."""
+    from sealign.models.lora import LoRAConfig, LoRALinear, apply_lora
+
+    assert apply_lora(policy, LoRAConfig(rank=2)) == 4 * TINY["layers"]
+    with torch.no_grad():
+        for m in policy.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    cond = policy.condition(waves[1])
+    r = policy.sample(cond, temperature=0.8, generator=torch.Generator().manual_seed(3), top_k=5)
+    lp, _ = policy.step_log_probs(cond, r)
+    torch.testing.assert_close(lp, r.logp, atol=1e-4, rtol=0)
+    torch.manual_seed(0)  # the unadapted model, as the fixture builds it
+    plain = MGMPolicy(codec, MGMConfig.for_codec(codec, **TINY)).eval()
+    assert (plain.step_log_probs(cond, r)[0] - lp).abs().max() > 1e-3
+    policy.save(tmp_path / "merged")
+    torch.testing.assert_close(load_policy(tmp_path / "merged").step_log_probs(cond, r)[0], lp,
+                               atol=1e-5, rtol=0)  # fmt: skip
