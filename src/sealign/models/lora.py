@@ -6,8 +6,9 @@
 parameter. A wrapped layer's ``weight`` is the merged matrix, so code that reads ``.weight``
 (the built-in policies' fast decoding weights) sees the adapted layer, and its ``state_dict``
 holds the merged weight under the original key: ``policy.save`` writes a plain checkpoint that
-loads, evaluates and exports like any other. The adapters alone (:func:`adapter_state`) are what
-a trainer checkpoint keeps to resume exactly: the base policy again, the same adapters on it.
+loads, evaluates and exports like any other. What trains, unmerged (:func:`adapter_state`: the
+adapters, and a learned temperature if there is one), is what a trainer checkpoint keeps to
+resume exactly: the base policy again, the same adapters on it (:func:`check_merged` verifies).
 """
 
 from __future__ import annotations
