@@ -276,3 +276,28 @@ def test_lora_on_the_wrapped_decoder_keeps_sampled_and_recomputed_log_probs(hf_b
     policy.save(tmp_path / "merged")
     torch.testing.assert_close(load_policy(tmp_path / "merged").step_log_probs(cond, roll)[0], lp,
                                atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_lora_on_gpt2_conv1d_layers(hf_module, tiny_setup, tmp_path):
+    """GPT-2's attention and MLP layers are ``Conv1D`` (weights stored [in, out])."""
+    from sealign.models.lora import LoRAConfig, LoRALinear, apply_lora
+
+    gpt2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 512,
+            "vocab_size": 4}  # fmt: skip
+    base = tmp_path / "gpt2"
+    args = ["--codec", f"world:{tiny_setup / 'codec'}", "--backbone", json.dumps(gpt2)]
+    assert hf_module.main([*args, "--features", '{"n_mels": 20}', "--output", str(base)]) == 0
+    policy = load_policy(base).eval()  # GPT-2 has dropout: compare as the trainers compute
+    assert apply_lora(policy, LoRAConfig(rank=2, targets=["c_attn", "c_fc"])) == 4
+    with torch.no_grad():
+        for m in policy.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
+    cond, _ = _inputs(tiny_setup, policy)
+    roll = policy.sample(cond, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    lp, _ = policy.step_log_probs(cond, roll)
+    torch.testing.assert_close(lp, roll.logp, atol=1e-4, rtol=0)
+    assert (lp - load_policy(base).eval().step_log_probs(cond, roll)[0]).abs().max() > 1e-3
+    policy.save(tmp_path / "merged")
+    merged = load_policy(tmp_path / "merged").eval()
+    torch.testing.assert_close(merged.step_log_probs(cond, roll)[0], lp, atol=1e-5, rtol=0)

@@ -120,3 +120,61 @@ def test_sft_takes_lora_and_refuses_it_without_a_base(tiny_setup, tmp_path, caps
     assert {k for k in base if not torch.equal(base[k], merged[k])} == {"blocks.0.qkv.weight"}
     assert set(load_file(ckpt / "adapters.safetensors")) == {"blocks.0.qkv.lora_a",
                                                              "blocks.0.qkv.lora_b"}  # fmt: skip
+
+
+def test_modules_to_save_train_in_full_beside_the_adapters_and_resume(tiny_setup, tmp_path,
+                                                                      capsys):  # fmt: skip
+    from test_train_sft import overrides as sft_overrides
+
+    def run(out, steps, *extra):
+        args = sft_overrides(tiny_setup, out, max_steps=steps, eval_steps=0, save_steps=2)
+        args = [a for a in args if not a.startswith(("model.family", "model.codec",
+                                                     "model.config"))]  # fmt: skip
+        lora = "model.lora={rank: 2, targets: [qkv], modules_to_save: [norm]}"
+        return main(["train", "--no-progress", *args, f"model.init_from={tiny_setup / 'base'}",
+                     lora, *extra])  # fmt: skip
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run(full, 3) == 0
+    ckpt = full / "checkpoints" / "step_00000003"
+    merged = load_file(ckpt / "policy" / "model.safetensors")
+    base = load_file(tiny_setup / "base" / "model.safetensors")
+    assert {k for k in base if not torch.equal(base[k], merged[k])} == {
+        "blocks.0.qkv.weight", "norm.weight"}  # fmt: skip
+    assert set(load_file(ckpt / "adapters.safetensors")) == {
+        "blocks.0.qkv.lora_a", "blocks.0.qkv.lora_b", "norm.weight"}  # fmt: skip
+    assert "norm in full" in capsys.readouterr().err
+    assert run(part, 2) == 0 and run(part, 3, "--resume") == 0
+    a, b = logged(full, "train/loss"), logged(part, "train/loss")
+    assert a[3] == pytest.approx(b[3], rel=1e-6)
+
+
+def test_modules_to_save_are_checked_by_name():
+    policy = torch.nn.Sequential()
+    policy.add_module("body", torch.nn.Sequential(torch.nn.Linear(3, 3)))
+    policy.add_module("head", torch.nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"modules_to_save: tail name no module .* body, head"):
+        apply_lora(policy, LoRAConfig(rank=1, targets=["0"], modules_to_save=["tail"]))
+    with pytest.raises(ValueError, match="cannot hold adapted layers"):
+        apply_lora(policy, LoRAConfig(rank=1, targets=["0"], modules_to_save=["body"]))
+    assert apply_lora(policy, LoRAConfig(rank=1, targets=["0"], modules_to_save=["head"])) == 1
+    assert {n for n, p in policy.named_parameters() if p.requires_grad} == {
+        "body.0.lora_a", "body.0.lora_b", "head.weight", "head.bias"}  # fmt: skip
+
+
+def test_gpt2_conv1d_layers_take_adapters_in_their_own_layout():
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    layer = Conv1D(5, 3)  # 3 in, 5 out, weight [3, 5]
+    wrapped = LoRALinear(layer, rank=2, alpha=4, generator=torch.Generator().manual_seed(0))
+    assert (wrapped.in_features, wrapped.out_features) == (3, 5)
+    with torch.no_grad():
+        wrapped.lora_b.normal_()
+    x = torch.randn(4, 3)
+    expect = x @ (layer.weight + 2.0 * (wrapped.lora_b @ wrapped.lora_a).T) + layer.bias
+    torch.testing.assert_close(wrapped(x), expect)
+    assert wrapped.weight.shape == layer.weight.shape
+    torch.testing.assert_close(x @ wrapped.weight + wrapped.bias, expect)
+    state = wrapped.state_dict()
+    assert set(state) == {"weight", "bias"} and state["weight"].shape == (3, 5)

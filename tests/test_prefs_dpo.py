@@ -327,6 +327,26 @@ def test_dpo_with_lora_starts_at_the_reference_and_resumes_exactly(prefs_ar, tin
         assert a[s] == pytest.approx(b[s], rel=1e-6)
 
 
+def test_dpo_with_lora_takes_the_base_as_reference_without_a_copy(
+    prefs_ar, tiny_setup, tmp_path, monkeypatch
+):
+    import sealign.rl.dpo as dpo
+
+    def no_copy(*_a, **_k):
+        raise AssertionError("the reference was loaded as a second model")
+
+    monkeypatch.setattr(dpo, "init_policy", no_copy)
+    lora = ("model.lora={rank: 2, alpha: 4}", "optim.lr=3e-2", "--max-steps", "4")
+    pre, live = tmp_path / "pre", tmp_path / "live"
+    assert main(_dpo_args(tiny_setup, prefs_ar, pre, *lora)) == 0
+    assert main(_dpo_args(tiny_setup, prefs_ar, live, "precompute_ref=false", *lora)) == 0
+    # adapters switched off each step give the log-likelihoods precomputed before training
+    a, b = _logged(pre, "rewards/margins"), _logged(live, "rewards/margins")
+    assert a[4] != pytest.approx(0.0, abs=1e-6)
+    for s in (1, 2, 3, 4):
+        assert a[s] == pytest.approx(b[s], rel=1e-4, abs=1e-6)
+
+
 def test_dpo_gradient_accumulation_equals_the_larger_batch(prefs_ar, tiny_setup, tmp_path):
     big, acc = tmp_path / "big", tmp_path / "acc"
     steps = ("--max-steps", "3")

@@ -1,9 +1,10 @@
 """Low-rank adapters (LoRA; Hu et al. 2021) on a policy's linear layers.
 
-:func:`apply_lora` replaces each ``nn.Linear`` whose attribute name is in ``targets`` by a
-:class:`LoRALinear`: the frozen layer plus a trainable low-rank update ``(alpha / rank) · B A``
-(``A`` random, ``B`` zero, so training starts from the unchanged policy), and freezes every other
-parameter. A wrapped layer's ``weight`` is the merged matrix, so code that reads ``.weight``
+:func:`apply_lora` replaces each linear layer (``nn.Linear``, or the transposed ``Conv1D`` of
+GPT-2 in ``transformers``) whose attribute name is in ``targets`` by a :class:`LoRALinear`: the
+frozen layer plus a trainable low-rank update ``(alpha / rank) · B A`` (``A`` random, ``B`` zero,
+so training starts from the unchanged policy), and freezes every other parameter except those of
+the modules named in ``modules_to_save``, which train in full. A wrapped layer's ``weight`` is the merged matrix, so code that reads ``.weight``
 (the built-in policies' fast decoding weights) sees the adapted layer, and its ``state_dict``
 holds the merged weight under the original key: ``policy.save`` writes a plain checkpoint that
 loads, evaluates and exports like any other. What trains, unmerged (:func:`adapter_state`: the
@@ -13,6 +14,7 @@ resume exactly: the base policy again, the same adapters on it (:func:`check_mer
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,11 +33,14 @@ DEFAULT_TARGETS = ("qkv", "proj", "mlp_in", "mlp_out")  # the built-in transform
 class LoRAConfig:
     """``rank`` 0 trains every weight (no adapters). ``targets``: attribute names of the linear
     layers to adapt (``qkv``, ``proj``, ``mlp_in``, ``mlp_out`` are the built-in blocks'; a
-    wrapped model's own names otherwise, e.g. ``q_proj``)."""
+    wrapped model's own names otherwise, e.g. ``q_proj``). ``modules_to_save``: attribute names
+    of modules that train in full beside the adapters (PEFT's name), e.g. an output head or the
+    FM's REPA projection ``repa_proj``."""
 
     rank: int = 0
     alpha: float = 16.0
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    modules_to_save: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.rank < 0:
@@ -50,39 +55,53 @@ class LoRAConfig:
         return self.rank > 0
 
 
-class LoRALinear(nn.Module):
-    """``base`` (frozen) plus ``scale · lora_b @ lora_a``."""
+def _is_conv1d(module: nn.Module) -> bool:
+    """``transformers``' ``Conv1D`` (GPT-2): a linear layer whose weight is stored [in, out]."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator):
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or _is_conv1d(module)
+
+
+class LoRALinear(nn.Module):
+    """``base`` (frozen) plus ``scale · lora_b @ lora_a``; ``base`` an ``nn.Linear`` or a
+    ``Conv1D``, whose merged ``weight`` keeps its [in, out] layout."""
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
         self.base = base.requires_grad_(False)
+        self.transposed = not isinstance(base, nn.Linear)
         self.scale = alpha / rank
-        dev, dtype = base.weight.device, base.weight.dtype
-        a = torch.empty(rank, base.in_features, dtype=dtype)
-        bound = 1.0 / math.sqrt(base.in_features)  # nn.Linear's (kaiming uniform, a = √5)
+        w: torch.Tensor = base.weight  # type: ignore[assignment]
+        dev, dtype = w.device, w.dtype
+        a = torch.empty(rank, self.in_features, dtype=dtype)
+        bound = 1.0 / math.sqrt(self.in_features)  # nn.Linear's (kaiming uniform, a = √5)
         a.uniform_(-bound, bound, generator=generator)
         self.lora_a = nn.Parameter(a.to(dev))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=dtype, device=dev))
+        self.lora_b = nn.Parameter(torch.zeros(self.out_features, rank, dtype=dtype, device=dev))
         self.enabled = True  # False: the base layer alone (see adapters_off)
         self.register_state_dict_post_hook(_merged_state)
 
     @property
     def weight(self) -> torch.Tensor:
+        w: torch.Tensor = self.base.weight  # type: ignore[assignment]
         if not self.enabled:
-            return self.base.weight
-        return self.base.weight + self.scale * (self.lora_b @ self.lora_a)
+            return w
+        delta = self.scale * (self.lora_b @ self.lora_a)
+        return w + (delta.T if self.transposed else delta)
 
     @property
     def bias(self) -> torch.Tensor | None:
-        return self.base.bias
+        return self.base.bias  # type: ignore[return-value]
 
     @property
     def in_features(self) -> int:
-        return self.base.in_features
+        return self.base.weight.shape[0 if self.transposed else 1]  # type: ignore[index]
 
     @property
     def out_features(self) -> int:
-        return self.base.out_features
+        return self.base.weight.shape[1 if self.transposed else 0]  # type: ignore[index]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # unmerged: autograd keeps x and the rank-r product, never a full-size merged matrix
@@ -102,18 +121,20 @@ def _merged_state(module: LoRALinear, state: dict[str, Any], prefix: str, _meta:
 
 
 def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
-    """Wrap ``module``'s linear layers named in ``cfg.targets`` and freeze everything else;
-    returns how many layers were wrapped. ``seed`` draws the ``A`` matrices (the same on every
-    data-parallel rank)."""
+    """Wrap ``module``'s linear layers named in ``cfg.targets``, unfreeze the modules named in
+    ``cfg.modules_to_save`` and freeze everything else; returns how many layers were wrapped.
+    ``seed`` draws the ``A`` matrices (the same on every data-parallel rank)."""
     if any(isinstance(m, LoRALinear) for m in module.modules()):
         raise ValueError("this policy already has LoRA adapters")
-    module.requires_grad_(False)
-    gen = torch.Generator().manual_seed(seed)
-    found: list[tuple[nn.Module, str, nn.Linear]] = []
-    linear_names: set[str] = set()
+    found: list[tuple[nn.Module, str, nn.Module]] = []
+    full: list[nn.Module] = []
+    linear_names, child_names = set(), set()
     for parent in module.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
+            child_names.add(name)
+            if name in cfg.modules_to_save:
+                full.append(child)
+            if _is_linear(child):
                 linear_names.add(name)
                 if name in cfg.targets:
                     found.append((parent, name, child))
@@ -124,8 +145,23 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
             f"{type(module).__name__}; its linear layers are named "
             f"{', '.join(sorted(linear_names)) or '(none)'}"
         )
+    unmatched = [t for t in cfg.modules_to_save if t not in child_names]
+    if unmatched:
+        raise ValueError(
+            f"lora.modules_to_save: {', '.join(unmatched)} name no module of this "
+            f"{type(module).__name__}; its modules are named {', '.join(sorted(child_names))}"
+        )
+    targets = {id(child) for _, _, child in found}
+    for m in full:
+        if any(id(sub) in targets for sub in m.modules()):
+            raise ValueError("lora.modules_to_save: a module that trains in full cannot hold "
+                             "adapted layers (lora.targets); name one or the other")  # fmt: skip
+    module.requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
     for parent, name, child in found:
         setattr(parent, name, LoRALinear(child, cfg.rank, cfg.alpha, gen))
+    for m in full:
+        m.requires_grad_(True)
     return len(found)
 
 
@@ -143,20 +179,26 @@ def adapters_off(module: nn.Module) -> Iterator[None]:
 
 
 class BaseView:
-    """A policy with adapters seen without them: a KL reference that shares the base's weights
-    (no second copy). Its log-probs are the policy's with :func:`adapters_off`; every other
-    attribute is the policy's own (its ``logit_scale`` included). The policy's mode applies:
-    use it where the policy computes in ``eval()`` mode, as GSPO's does."""
+    """A policy with adapters seen without them: a reference (GSPO's KL, DPO's log-likelihoods)
+    that shares the base's weights, no second copy. Each of the policy's methods runs under
+    :func:`adapters_off`; every other attribute is the policy's own (its ``logit_scale``
+    included). The policy's mode applies: use it where the policy computes in ``eval()`` mode,
+    as GSPO's and DPO's do."""
 
     def __init__(self, policy: Any) -> None:
         self._policy = policy
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._policy, name)
+        value = getattr(self._policy, name)
+        if not callable(value) or isinstance(value, nn.Module):
+            return value
 
-    def step_log_probs(self, *args: Any, **kwargs: Any) -> Any:
-        with adapters_off(self._policy):
-            return self._policy.step_log_probs(*args, **kwargs)
+        @functools.wraps(value)
+        def without_adapters(*args: Any, **kwargs: Any) -> Any:
+            with adapters_off(self._policy):
+                return value(*args, **kwargs)
+
+        return without_adapters
 
 
 def _adapter_params(module: nn.Module) -> dict[str, nn.Parameter]:
@@ -170,8 +212,8 @@ def _adapter_params(module: nn.Module) -> dict[str, nn.Parameter]:
 
 def adapter_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """What a run with adapters trains, by qualified name: the ``A`` and ``B`` matrices and any
-    other parameter that trains beside them (a learned temperature's ``logit_scale``); empty
-    without adapters."""
+    other parameter that trains beside them (``modules_to_save``, a learned temperature's
+    ``logit_scale``); empty without adapters."""
     own = _adapter_params(module)
     if not own:
         return {}

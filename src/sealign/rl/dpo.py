@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from sealign.audio.io import load_audio
 from sealign.config import load_config, save_config, warn_config_changes
+from sealign.models.lora import BaseView
 from sealign.models.policy import Conditioning, Policy, Targets
 from sealign.models.shipped import model_path
 from sealign.prefs.build import (
@@ -513,14 +514,17 @@ def train_dpo(
         if cached is not None:
             ref_ll = cached
         else:
-            ref = init_policy(ref_cfg, device)
-            if ref.family != policy.family or not same_output_space(
-                output_space_probe(ref), output_space_probe(policy)
-            ):
-                raise ValueError(f"reference model {ref_path}: its output space ({ref.family}, "
-                                 "codec) is not the policy's")  # fmt: skip
-            ref_module: torch.nn.Module = ref  # type: ignore[assignment]
-            ref_module.eval().requires_grad_(False)
+            if cfg.model.lora.enabled and not cfg.reference_model:
+                ref = BaseView(policy)  # type: ignore[assignment]  # the base, no second copy
+            else:
+                ref = init_policy(ref_cfg, device)
+                if ref.family != policy.family or not same_output_space(
+                    output_space_probe(ref), output_space_probe(policy)
+                ):
+                    raise ValueError(f"reference model {ref_path}: its output space "
+                                     f"({ref.family}, codec) is not the policy's")  # fmt: skip
+                ref_module: torch.nn.Module = ref  # type: ignore[assignment]
+                ref_module.eval().requires_grad_(False)
             if cfg.precompute_ref:  # each rank computes a share of the pairs
                 mine = reference_log_likelihoods(
                     ref, data, cfg.seed, cfg.batch_size, cfg.noise_draws,

@@ -278,8 +278,10 @@ def start_policy(
         load_adapter_state(module, saved)
         check_merged(module, policy_dir(ckpt))  # type: ignore[arg-type]
     trainable, total = count_trainable(module)
-    log.info("LoRA rank %d on %d layers (%s): %.2fM of %.2fM parameters train", cfg.lora.rank, n,
-             ", ".join(cfg.lora.targets), trainable / 1e6, total / 1e6)  # fmt: skip
+    log.info("LoRA rank %d on %d layers (%s)%s: %.2fM of %.2fM parameters train", cfg.lora.rank,
+             n, ", ".join(cfg.lora.targets),
+             "".join(f", {m} in full" for m in cfg.lora.modules_to_save),
+             trainable / 1e6, total / 1e6)  # fmt: skip
     return policy
 
 
@@ -297,8 +299,8 @@ def _check_same_adapters_base(ckpt: Path, cfg: ModelConfig) -> None:
         old_base and cfg.init_from
         and model_path(old_base).resolve() == model_path(cfg.init_from).resolve()
     )  # fmt: skip
-    now = dataclasses.asdict(cfg.lora)
-    if not same_base or {k: old_lora.get(k) for k in now} != now:
+    now, default = dataclasses.asdict(cfg.lora), dataclasses.asdict(LoRAConfig())
+    if not same_base or {k: old_lora.get(k, default[k]) for k in now} != now:
         raise ValueError(
             f"{ckpt}: its LoRA adapters were trained on {old_base} with model.lora={old_lora}; "
             f"resume with those (now {cfg.init_from}, {now}), or use another output folder"
