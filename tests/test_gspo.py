@@ -732,11 +732,11 @@ def test_word_credit_trains_an_ar_policy_with_per_step_advantages(setup, tmp_pat
     assert all(np.isfinite(v) for v in logged(run, "loss").values())
 
 
-@pytest.mark.parametrize("how, rate", [("sgd", 20.0), ("adamw", 0.05)])
+@pytest.mark.parametrize("how, rate", [("sgd", 20.0), ("adamw", 0.05), ("probe", 0.01)])
 def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(
     setup, tmp_path, capsys, how, rate
 ):
-    from sealign.rl.gspo import learned_temperature
+    from sealign.rl.gspo import TEMPERATURE_OPTIMIZERS, learned_temperature
 
     full, part = tmp_path / "full", tmp_path / "part"
     kw = {"eval.manifests": "[]", "save_steps": 2, "beta": 0.1, "temperature_lr": rate,
@@ -751,7 +751,7 @@ def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(
     ckpt = full / "checkpoints" / "step_00000004" / "trainer.pt"
     groups = torch.load(ckpt, weights_only=False)["optimizer"]["param_groups"]
     own = [g for g in groups if g["initial_lr"] == rate]
-    assert len(groups) == (2 if how == "sgd" else 3) and len(own) == (how == "adamw")
+    assert len(groups) == (3 if how == "adamw" else 2) and len(own) == (how == "adamw")
     # exact resume (with adamw, the temperature's optimizer state included)
     assert main(["gspo", "--no-progress", *overrides(setup, part, max_steps=2, **kw)]) == 0
     args = ["gspo", "--no-progress", "--resume", *overrides(setup, part, max_steps=4, **kw)]
@@ -763,7 +763,7 @@ def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(
     for other in ("0", "0.1"):
         assert main([*args, f"temperature_lr={other}", "max_steps=5"]) == 2
         assert f"temperature_lr: {other} now" in capsys.readouterr().err
-    other = next(o for o in ("sgd", "adamw") if o != how)
+    other = next(o for o in TEMPERATURE_OPTIMIZERS if o != how)
     assert main([*args, f"temperature_optimizer={other}", "max_steps=5"]) == 2
     assert f"temperature_optimizer: {other} now" in capsys.readouterr().err
     # the KL reference samples at the policy's learned temperature: with the weights held
@@ -781,6 +781,46 @@ def test_a_learned_temperature_trains_at_its_own_rate_outside_the_kl(
     assert learned_temperature(NoScale(), 0.0) is None  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="temperature_lr: a fm policy has no learned"):
         learned_temperature(NoScale(), 0.1)  # type: ignore[arg-type]
+
+
+def test_probes_step_the_temperature_by_the_measured_slope(setup, tmp_path):
+    """``temperature_optimizer: probe``: each step moves log(temperature factor) by exactly
+    rate × the slope measured between the two groups of each input (constant schedule)."""
+    run, rate = tmp_path / "probe", 0.7
+    kw = {"eval.manifests": "[]", "temperature_lr": rate, "temperature_optimizer": "probe",
+          "temperature_probe": 0.3}  # fmt: skip
+    assert main(["gspo", "--no-progress", *overrides(setup, run, max_steps=3, **kw)]) == 0
+    slope, factor = logged(run, "temperature_slope"), logged(run, "temperature_factor")
+    assert sorted(slope) == [1, 2, 3] and any(abs(v) > 1e-3 for v in slope.values())
+    before = -float(load_policy(setup / "base").logit_scale)
+    for step in (1, 2, 3):
+        after = float(np.log(factor[step]))
+        assert after - before == pytest.approx(rate * slope[step], abs=2e-6)
+        before = after
+
+
+def test_probe_slope_and_concatenated_rollouts(setup):
+    from sealign.rl.gspo import _probe_slope, concat_rollouts
+
+    group = np.repeat(np.arange(4), 2)  # inputs 0, 1: groups 0, 1 hotter, 2, 3 cooler
+    comp = np.array([0.2, 0.4, 0.9, np.nan, 0.5, 0.5, 0.7, 0.9])
+    # input 0: 0.3 − 0.5; input 1: 0.9 − 0.8
+    assert _probe_slope(comp, group, 2, 0.25) == pytest.approx((-0.2 + 0.1) / 2 / 0.5)
+    assert np.isnan(_probe_slope(np.full(8, np.nan), group, 2, 0.25))
+    policy = load_policy(setup / "base")
+    import soundfile as sf
+
+    noisy = [sf.read(setup / f"n{k}.wav", dtype="float32")[0] for k in range(2)]
+    noisy[1] = noisy[1][:9000]
+    cond = policy.condition(noisy).select(torch.tensor([0, 1, 0, 1]))
+    gen = torch.Generator().manual_seed(0)
+    parts = [policy.sample(cond.select(torch.arange(lo, lo + 2)), temperature=t, generator=gen,
+                           top_k=20) for lo, t in ((0, 1.3), (2, 0.7))]  # fmt: skip
+    roll = concat_rollouts(parts)
+    assert roll.source.tolist() == [0, 1, 2, 3]
+    assert roll.actions["sampling"][:, 0].tolist() == pytest.approx([1.3, 1.3, 0.7, 0.7])
+    logp, _ = policy.step_log_probs(cond, roll)  # each row under its own temperature
+    torch.testing.assert_close(logp, roll.logp, atol=1e-4, rtol=0)
 
 
 def test_a_resumed_run_keeps_its_base_and_reference(tmp_path):

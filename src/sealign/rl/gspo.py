@@ -92,7 +92,7 @@ from sealign.utils.paths import replace_dir
 from sealign.utils.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
-TEMPERATURE_OPTIMIZERS = ("sgd", "adamw")
+TEMPERATURE_OPTIMIZERS = ("sgd", "adamw", "probe")
 
 
 def _gspo_data() -> DataConfig:
@@ -154,8 +154,15 @@ class GSPOConfig:
     temperature_lr: float = 0.0
     # how: "sgd", plain gradient steps outside the weights' clipping (a step as large as the
     # gradient, so that a noisy estimate moves it little); "adamw", a group of its own in the
-    # weights' AdamW (whose first steps are ±temperature_lr whatever the gradient's size)
+    # weights' AdamW (whose first steps are ±temperature_lr whatever the gradient's size);
+    # "probe", plain steps on the reward's slope measured directly: each input's samples come
+    # in two groups, at the temperature times e^+δ and e^−δ (δ = temperature_probe), and the
+    # difference of their mean composite rewards over 2δ estimates d reward / d log temperature
+    # (antithetic finite differences; far less noisy than the loss's gradient on the
+    # temperature, docs/gspo_demo.md, "Probing the temperature"). Each group keeps its own
+    # advantages, so the weights see no temperature contrast; a step has 2 · B · G samples.
     temperature_optimizer: str = "sgd"
+    temperature_probe: float = 0.25
     # scale of below-average samples' advantages: 1 = GSPO; 0 reinforces only the better
     # samples of each group (positive sample reinforcement; measured in docs/gspo_demo.md)
     negative_advantage_scale: float = 1.0
@@ -207,6 +214,9 @@ class GSPOConfig:
         if self.temperature_optimizer not in TEMPERATURE_OPTIMIZERS:
             raise ValueError(f"temperature_optimizer must be one of {TEMPERATURE_OPTIMIZERS}, "
                              f"got {self.temperature_optimizer!r}")  # fmt: skip
+        if not 0 < self.temperature_probe <= 2:
+            raise ValueError(f"temperature_probe (δ, a log-temperature offset) must be in "
+                             f"(0, 2], got {self.temperature_probe}")  # fmt: skip
         if not 0 <= self.negative_advantage_scale <= 1:
             raise ValueError(
                 f"negative_advantage_scale must be in [0, 1], got {self.negative_advantage_scale}"
@@ -267,6 +277,9 @@ class RolloutBatch:
     valid: np.ndarray
     stats: dict[str, float]
     composite: np.ndarray | None = None  # [N] weighted reward on the common scale, NaN if unusable
+    # temperature_optimizer probe: d composite / d log temperature measured on this batch (NaN:
+    # no input had a usable reward in both groups)
+    temperature_slope: float | None = None
 
 
 def _utterances(examples: list[Example], group: np.ndarray, wavs: list[np.ndarray], sr: int):
@@ -286,6 +299,43 @@ def rl_options(policy: Policy, cfg: GSPOConfig) -> dict[str, Any]:
     return {**cfg.sampling.options(), **(extra() if callable(extra) else {})}
 
 
+def probing(cfg: GSPOConfig) -> float | None:
+    """δ when the run learns its temperature by probes (``temperature_optimizer: probe``)."""
+    learns = cfg.temperature_lr > 0 and cfg.temperature_optimizer == "probe"
+    return cfg.temperature_probe if learns else None
+
+
+def concat_rollouts(parts: list[Rollout]) -> Rollout:
+    """The rows of ``parts`` in order, each sampled from its own slice of one conditioning (in
+    the same order): sources shifted to index the whole. Actions must have the same shape
+    beyond the rows (the same padded conditioning width)."""
+    offsets = np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
+    actions = {}
+    for k in parts[0].actions:
+        shapes = {tuple(p.actions[k].shape[1:]) for p in parts}
+        if len(shapes) > 1:
+            raise ValueError(f"rollout actions[{k!r}] differ in shape between samplings: {shapes}")
+        actions[k] = torch.cat([p.actions[k] for p in parts])
+    return Rollout(
+        actions,
+        torch.cat([p.logp for p in parts]),
+        torch.cat([p.mask for p in parts]),
+        torch.cat([p.source + o for p, o in zip(parts, offsets, strict=True)]),
+    )
+
+
+def _probe_slope(composite: np.ndarray, group: np.ndarray, n: int, delta: float) -> float:
+    """d composite / d log T from groups ``i`` (at T·e^δ) and ``i + n`` (at T·e^−δ) of each
+    input ``i``: the mean over inputs of their mean rewards' difference, over 2δ."""
+    diffs = []
+    for i in range(n):
+        hi, lo = composite[group == i], composite[group == i + n]
+        hi, lo = hi[np.isfinite(hi)], lo[np.isfinite(lo)]
+        if hi.size and lo.size:
+            diffs.append(hi.mean() - lo.mean())
+    return float(np.mean(diffs) / (2 * delta)) if diffs else math.nan
+
+
 def generate_and_score(
     policy: Policy,
     examples: list[Example],
@@ -293,7 +343,8 @@ def generate_and_score(
     reward: CompositeReward,
     generator: torch.Generator,
 ) -> RolloutBatch | None:
-    """Sample G outputs per input, decode, score and compute group advantages."""
+    """Sample G outputs per input, decode, score and compute group advantages (with
+    ``temperature_optimizer: probe``, two groups per input at two temperatures)."""
     g = cfg.sampling.group_size
     t0 = time.perf_counter()
     examples, cond = _keep_working(
@@ -301,11 +352,23 @@ def generate_and_score(
     )
     if not examples:
         return None
+    n, delta = len(examples), probing(cfg)
+    if delta is not None:
+        examples = examples + examples  # input i's groups: i (hotter) and i + n (cooler)
     group = np.repeat(np.arange(len(examples)), g)
-    cond = cond.select(torch.as_tensor(group))
-    rollout = policy.sample(
-        cond, temperature=cfg.sampling.temperature, generator=generator, **rl_options(policy, cfg)
-    )
+    cond = cond.select(torch.as_tensor(group % n))
+    options = rl_options(policy, cfg)
+    if delta is None:
+        rollout = policy.sample(
+            cond, temperature=cfg.sampling.temperature, generator=generator, **options
+        )
+    else:
+        half = n * g
+        rollout = concat_rollouts([
+            policy.sample(cond.select(torch.arange(lo, lo + half)), generator=generator,
+                          temperature=cfg.sampling.temperature * math.exp(sign * delta), **options)
+            for lo, sign in ((0, 1), (half, -1))
+        ])  # fmt: skip
     t1 = time.perf_counter()
     wavs = policy.decode(rollout)
     wavs = fuse_outputs(wavs, [examples[k].noisy for k in group], policy.sample_rate, cfg.fuse)
@@ -351,7 +414,14 @@ def generate_and_score(
         if col.size:
             stats[f"rewards/{name}/mean"] = float(col.mean())
             stats[f"rewards/{name}/std"] = float(col.std())
-    return RolloutBatch(examples, cond, rollout, group, advantages, adv.valid, stats, adv.composite)
+    slope = None
+    if delta is not None:
+        slope = _probe_slope(adv.composite, group, n, delta)
+        if math.isfinite(slope):
+            stats["temperature_slope"] = slope
+    return RolloutBatch(
+        examples, cond, rollout, group, advantages, adv.valid, stats, adv.composite, slope
+    )
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -487,6 +557,13 @@ def update(
             if scale is not None and scale.grad is not None:  # a learned temperature
                 # d loss / d logit_scale on this rank's rows (< 0: sharpen the sampler)
                 stats["logit_scale_grad"] = float(scale.grad) / weight
+        if batch.temperature_slope is not None:
+            # probes replace the loss's gradient on the temperature: d(−reward)/ds is the
+            # measured slope d reward / d log T (s = −log of the temperature's factor), spread
+            # over the rollout batch's optimizer steps; averaged over the ranks like a gradient
+            slope = batch.temperature_slope if math.isfinite(batch.temperature_slope) else 0.0
+            scale = policy.logit_scale  # type: ignore[attr-defined]
+            scale.grad = torch.full_like(scale, slope / len(chunks))
         loss_value, grad_norm = finish_step(
             loss_value, params, optimizer, scheduler, cfg.optim.max_grad_norm, d, guard,
             plain_steps(policy, cfg),
@@ -534,8 +611,8 @@ def learned_temperature(policy: Policy, lr: float) -> torch.nn.Parameter | None:
 
 def plain_steps(policy: Policy, cfg: GSPOConfig) -> dict[torch.nn.Parameter, float]:
     """The parameters :func:`finish_step` steps by plain gradient descent, with their rates: the
-    learned temperature with ``temperature_optimizer: sgd``."""
-    if cfg.temperature_lr <= 0 or cfg.temperature_optimizer != "sgd":
+    learned temperature with ``temperature_optimizer: sgd`` or ``probe``."""
+    if cfg.temperature_lr <= 0 or cfg.temperature_optimizer == "adamw":
         return {}
     return {policy.logit_scale: cfg.temperature_lr}  # type: ignore[attr-defined]
 
