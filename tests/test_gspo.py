@@ -799,28 +799,37 @@ def test_probes_step_the_temperature_by_the_measured_slope(setup, tmp_path):
         before = after
 
 
-def test_probe_slope_and_concatenated_rollouts(setup):
-    from sealign.rl.gspo import _probe_slope, concat_rollouts
+def test_probe_groups_differences_and_concatenated_rollouts(setup, tmp_path):
+    from sealign.rl.gspo import _probe_differences, concat_rollouts
 
     group = np.repeat(np.arange(4), 2)  # inputs 0, 1: groups 0, 1 hotter, 2, 3 cooler
     comp = np.array([0.2, 0.4, 0.9, np.nan, 0.5, 0.5, 0.7, 0.9])
     # input 0: 0.3 − 0.5; input 1: 0.9 − 0.8
-    assert _probe_slope(comp, group, 2, 0.25) == pytest.approx((-0.2 + 0.1) / 2 / 0.5)
-    assert np.isnan(_probe_slope(np.full(8, np.nan), group, 2, 0.25))
-    policy = load_policy(setup / "base")
-    import soundfile as sf
-
-    noisy = [sf.read(setup / f"n{k}.wav", dtype="float32")[0] for k in range(2)]
-    noisy[1] = noisy[1][:9000]
-    cond = policy.condition(noisy).select(torch.tensor([0, 1, 0, 1]))
+    assert _probe_differences(comp, group, 2) == (pytest.approx(-0.1), 2)
+    assert _probe_differences(np.full(8, np.nan), group, 2) == (0.0, 0)
+    # a rollout batch: each input twice, its first group hotter, every row's temperature kept
+    kw = {"eval.manifests": "[]", "temperature_lr": 1, "temperature_optimizer": "probe",
+          "temperature_probe": 0.4, "sampling.temperature": 0.9}  # fmt: skip
+    cfg = load_config(GSPOConfig, None, overrides(setup, tmp_path / "r", **kw))
+    policy = init_policy(cfg.model)
+    data = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, 0, True)
+    examples = data.next_batch()
     gen = torch.Generator().manual_seed(0)
-    parts = [policy.sample(cond.select(torch.arange(lo, lo + 2)), temperature=t, generator=gen,
-                           top_k=20) for lo, t in ((0, 1.3), (2, 0.7))]  # fmt: skip
-    roll = concat_rollouts(parts)
-    assert roll.source.tolist() == [0, 1, 2, 3]
-    assert roll.actions["sampling"][:, 0].tolist() == pytest.approx([1.3, 1.3, 0.7, 0.7])
-    logp, _ = policy.step_log_probs(cond, roll)  # each row under its own temperature
-    torch.testing.assert_close(logp, roll.logp, atol=1e-4, rtol=0)
+    batch = generate_and_score(policy, examples, cfg, CompositeReward(cfg.reward), gen)
+    n, g = len(examples), cfg.sampling.group_size
+    assert [e.id for e in batch.examples] == [e.id for e in examples] * 2
+    assert batch.group.tolist() == np.repeat(np.arange(2 * n), g).tolist()
+    temps = batch.rollout.actions["sampling"][:, 0]
+    assert temps[: n * g].tolist() == pytest.approx([0.9 * np.exp(0.4)] * (n * g))
+    assert temps[n * g :].tolist() == pytest.approx([0.9 * np.exp(-0.4)] * (n * g))
+    assert batch.probe == _probe_differences(batch.composite, batch.group, n)
+    logp, _ = policy.step_log_probs(batch.cond, batch.rollout)  # each row at its temperature
+    torch.testing.assert_close(logp, batch.rollout.logp, atol=1e-4, rtol=0)
+    # concatenation shifts the second part's sources
+    cond = batch.cond.select(torch.arange(4))
+    parts = [policy.sample(cond.select(torch.arange(lo, lo + 2)), temperature=1.0,
+                           generator=gen) for lo in (0, 2)]  # fmt: skip
+    assert concat_rollouts(parts, [2, 2]).source.tolist() == [0, 1, 2, 3]
 
 
 def test_a_resumed_run_keeps_its_base_and_reference(tmp_path):

@@ -178,3 +178,17 @@ def test_gpt2_conv1d_layers_take_adapters_in_their_own_layout():
     torch.testing.assert_close(x @ wrapped.weight + wrapped.bias, expect)
     state = wrapped.state_dict()
     assert set(state) == {"weight", "bias"} and state["weight"].shape == (3, 5)
+
+
+def test_modules_trained_in_full_keep_a_loaded_reference(tiny_setup, tmp_path):
+    """``modules_to_save`` have no "off": GSPO's KL reference is then a copy of the base, the
+    same numbers as naming the base as ``reference_model``."""
+    kw = {"eval.manifests": "[]", "optim.lr": 3e-2, "beta": 0.1,
+          "model.lora": "{rank: 4, alpha: 8, modules_to_save: [norm]}"}  # fmt: skip
+    own, named = tmp_path / "own", tmp_path / "named"
+    assert main(["gspo", "--no-progress", *overrides(tiny_setup, own, max_steps=3, **kw)]) == 0
+    kw["reference_model"] = str(tiny_setup / "base")
+    assert main(["gspo", "--no-progress", *overrides(tiny_setup, named, max_steps=3, **kw)]) == 0
+    assert logged(own, "kl")[3] > 0
+    for key in ("loss", "kl"):
+        assert logged(own, key) == logged(named, key)

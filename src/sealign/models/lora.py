@@ -180,17 +180,18 @@ def adapters_off(module: nn.Module) -> Iterator[None]:
 
 class BaseView:
     """A policy with adapters seen without them: a reference (GSPO's KL, DPO's log-likelihoods)
-    that shares the base's weights, no second copy. Each of the policy's methods runs under
-    :func:`adapters_off`; every other attribute is the policy's own (its ``logit_scale``
-    included). The policy's mode applies: use it where the policy computes in ``eval()`` mode,
-    as GSPO's and DPO's do."""
+    that shares the base's weights, no second copy. The policy's computing methods
+    (:data:`BASE_VIEW_METHODS`) run under :func:`adapters_off`; every other attribute is the
+    policy's own (its ``logit_scale`` included). The base only when nothing else trains in full
+    (``modules_to_save``: those modules have no "off"). The policy's mode applies: use it where
+    the policy computes in ``eval()`` mode, as GSPO's and DPO's do."""
 
     def __init__(self, policy: Any) -> None:
         self._policy = policy
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._policy, name)
-        if not callable(value) or isinstance(value, nn.Module):
+        if name not in BASE_VIEW_METHODS:
             return value
 
         @functools.wraps(value)
@@ -199,6 +200,12 @@ class BaseView:
                 return value(*args, **kwargs)
 
         return without_adapters
+
+
+BASE_VIEW_METHODS = frozenset({
+    "condition", "sample", "step_log_probs", "decode", "sft_loss", "preference_noise",
+    "preference_log_likelihood",
+})  # fmt: skip
 
 
 def _adapter_params(module: nn.Module) -> dict[str, nn.Parameter]:

@@ -81,6 +81,7 @@ from sealign.train.sft import (
     DivergenceGuard,
     ModelConfig,
     OptimConfig,
+    base_view_reference,
     collate_targets,
     finish_step,
     init_policy,
@@ -514,7 +515,8 @@ def train_dpo(
         if cached is not None:
             ref_ll = cached
         else:
-            if cfg.model.lora.enabled and not cfg.reference_model:
+            if base_view_reference(cfg.model, cfg.reference_model):
+                module.eval()  # as a loaded reference computes (dropout off)
                 ref = BaseView(policy)  # type: ignore[assignment]  # the base, no second copy
             else:
                 ref = init_policy(ref_cfg, device)

@@ -79,6 +79,7 @@ from sealign.train.sft import (
     ModelConfig,
     OptimConfig,
     _keep_working,
+    base_view_reference,
     finish_step,
     init_policy,
     make_optimizer,
@@ -159,7 +160,7 @@ class GSPOConfig:
     # in two groups, at the temperature times e^+δ and e^−δ (δ = temperature_probe), and the
     # difference of their mean composite rewards over 2δ estimates d reward / d log temperature
     # (antithetic finite differences; far less noisy than the loss's gradient on the
-    # temperature, docs/gspo_demo.md, "Probing the temperature"). Each group keeps its own
+    # temperature: docs/gspo_demo.md, "Probing the temperature"). Each group keeps its own
     # advantages, so the weights see no temperature contrast; a step has 2 · B · G samples.
     temperature_optimizer: str = "sgd"
     temperature_probe: float = 0.25
@@ -277,9 +278,9 @@ class RolloutBatch:
     valid: np.ndarray
     stats: dict[str, float]
     composite: np.ndarray | None = None  # [N] weighted reward on the common scale, NaN if unusable
-    # temperature_optimizer probe: d composite / d log temperature measured on this batch (NaN:
-    # no input had a usable reward in both groups)
-    temperature_slope: float | None = None
+    # temperature_optimizer probe: (sum over inputs of hotter − cooler mean composite reward,
+    # number of inputs with a usable reward in both groups)
+    probe: tuple[float, int] | None = None
 
 
 def _utterances(examples: list[Example], group: np.ndarray, wavs: list[np.ndarray], sr: int):
@@ -305,11 +306,11 @@ def probing(cfg: GSPOConfig) -> float | None:
     return cfg.temperature_probe if learns else None
 
 
-def concat_rollouts(parts: list[Rollout]) -> Rollout:
+def concat_rollouts(parts: list[Rollout], sizes: list[int]) -> Rollout:
     """The rows of ``parts`` in order, each sampled from its own slice of one conditioning (in
-    the same order): sources shifted to index the whole. Actions must have the same shape
-    beyond the rows (the same padded conditioning width)."""
-    offsets = np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
+    the same order, ``sizes`` rows each): sources shifted to index the whole. Actions must have
+    the same shape beyond the rows (the same padded conditioning width)."""
+    offsets = np.cumsum([0, *sizes[:-1]]).tolist()
     actions = {}
     for k in parts[0].actions:
         shapes = {tuple(p.actions[k].shape[1:]) for p in parts}
@@ -324,16 +325,17 @@ def concat_rollouts(parts: list[Rollout]) -> Rollout:
     )
 
 
-def _probe_slope(composite: np.ndarray, group: np.ndarray, n: int, delta: float) -> float:
-    """d composite / d log T from groups ``i`` (at T·e^δ) and ``i + n`` (at T·e^−δ) of each
-    input ``i``: the mean over inputs of their mean rewards' difference, over 2δ."""
-    diffs = []
+def _probe_differences(composite: np.ndarray, group: np.ndarray, n: int) -> tuple[float, int]:
+    """(sum over inputs ``i`` of group ``i``'s (at T·e^δ) mean reward minus group ``i + n``'s
+    (at T·e^−δ), how many inputs have a usable reward in both). Samples without a reward drop
+    out of their group's mean, as they do from its advantages."""
+    total, count = 0.0, 0
     for i in range(n):
         hi, lo = composite[group == i], composite[group == i + n]
         hi, lo = hi[np.isfinite(hi)], lo[np.isfinite(lo)]
         if hi.size and lo.size:
-            diffs.append(hi.mean() - lo.mean())
-    return float(np.mean(diffs) / (2 * delta)) if diffs else math.nan
+            total, count = total + float(hi.mean() - lo.mean()), count + 1
+    return total, count
 
 
 def generate_and_score(
@@ -368,7 +370,7 @@ def generate_and_score(
             policy.sample(cond.select(torch.arange(lo, lo + half)), generator=generator,
                           temperature=cfg.sampling.temperature * math.exp(sign * delta), **options)
             for lo, sign in ((0, 1), (half, -1))
-        ])  # fmt: skip
+        ], [half, half])  # fmt: skip
     t1 = time.perf_counter()
     wavs = policy.decode(rollout)
     wavs = fuse_outputs(wavs, [examples[k].noisy for k in group], policy.sample_rate, cfg.fuse)
@@ -414,13 +416,10 @@ def generate_and_score(
         if col.size:
             stats[f"rewards/{name}/mean"] = float(col.mean())
             stats[f"rewards/{name}/std"] = float(col.std())
-    slope = None
-    if delta is not None:
-        slope = _probe_slope(adv.composite, group, n, delta)
-        if math.isfinite(slope):
-            stats["temperature_slope"] = slope
+    # with probes, reward statistics mix the two temperatures (the central one lies between)
+    probe = _probe_differences(adv.composite, group, n) if delta is not None else None
     return RolloutBatch(
-        examples, cond, rollout, group, advantages, adv.valid, stats, adv.composite, slope
+        examples, cond, rollout, group, advantages, adv.valid, stats, adv.composite, probe
     )
 
 
@@ -519,6 +518,10 @@ def update(
         log.warning("no valid sample in this rollout batch: no update")
     adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
     rollout = batch.rollout
+    slope = None
+    if batch.probe is not None:  # every rank's inputs, so that every rank takes the same step
+        total, count = sum_over_ranks(list(batch.probe), d)
+        slope = total / count / (2 * cfg.temperature_probe) if count else 0.0
     if recompute_old_logp(cfg) and idx.size:
         rollout = _recompute_old_logp(policy, batch.cond, rollout, cfg)
     done, mine = 0, 0  # optimizer steps taken; those with samples of this rank
@@ -554,14 +557,14 @@ def update(
                 for key, v in out.stats.items():
                     stats[key] = stats.get(key, 0.0) + v * share
             scale = getattr(policy, "logit_scale", None)
-            if scale is not None and scale.grad is not None:  # a learned temperature
+            if slope is None and scale is not None and scale.grad is not None:
                 # d loss / d logit_scale on this rank's rows (< 0: sharpen the sampler)
                 stats["logit_scale_grad"] = float(scale.grad) / weight
-        if batch.temperature_slope is not None:
+        if slope is not None:
             # probes replace the loss's gradient on the temperature: d(−reward)/ds is the
             # measured slope d reward / d log T (s = −log of the temperature's factor), spread
-            # over the rollout batch's optimizer steps; averaged over the ranks like a gradient
-            slope = batch.temperature_slope if math.isfinite(batch.temperature_slope) else 0.0
+            # over the rollout batch's optimizer steps; the same on every rank, so averaging
+            # gradients over the ranks keeps it
             scale = policy.logit_scale  # type: ignore[attr-defined]
             scale.grad = torch.full_like(scale, slope / len(chunks))
         loss_value, grad_norm = finish_step(
@@ -572,10 +575,11 @@ def update(
             sums[key] = sums.get(key, 0.0) + v
         for key, v in stats.items():
             stats_sums[key] = stats_sums.get(key, 0.0) + v
-    # loss and grad_norm are the same on every rank; the other statistics are this rank's
+    # loss, grad_norm and temperature_slope are the same on every rank; the others this rank's
     return {
         **{k: v / done for k, v in sums.items()},
         **{k: v / mine for k, v in stats_sums.items()},
+        **({} if slope is None else {"temperature_slope": slope}),
     }
 
 
@@ -714,7 +718,7 @@ def train_gspo(
             f"the input's time axis (the ar family); a {policy.family} policy's do not"
         )
     temperature = learned_temperature(policy, cfg.temperature_lr)
-    if temperature is not None and cfg.entropy_coef:
+    if temperature is not None and cfg.entropy_coef and probing(cfg) is None:
         log.warning(
             "entropy_coef %g also acts on the learned temperature, which the KL does not "
             "restrain (its reference samples at the same temperature)",
@@ -725,7 +729,7 @@ def train_gspo(
     filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
     check_sample_options(policy, filters, "sampling.top_k / top_p (rollouts pass them)", False)
     ref: Policy | None = None
-    if cfg.beta > 0 and cfg.model.lora.enabled and not cfg.reference_model:
+    if cfg.beta > 0 and base_view_reference(cfg.model, cfg.reference_model):
         ref = BaseView(policy)  # type: ignore[assignment]  # the base, without a second copy
     elif cfg.beta > 0:
         # a fresh model: its initial weights, kept in the run, are the reference

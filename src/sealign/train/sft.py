@@ -232,6 +232,13 @@ def reference_config(model: ModelConfig, source: str) -> ModelConfig:
     return ModelConfig(init_from=source, config=dict(model.config) if same else {})
 
 
+def base_view_reference(model: ModelConfig, reference_model: str | None) -> bool:
+    """Whether a post-training run's reference is its policy with the adapters off
+    (:class:`~sealign.models.lora.BaseView`, no second copy): with LoRA, no other reference
+    model and nothing trained in full (``modules_to_save`` has no "off")."""
+    return model.lora.enabled and not reference_model and not model.lora.modules_to_save
+
+
 def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
     """A policy from ``init_from`` or a new one of ``family`` over ``codec``."""
     from sealign.models.registry import build_policy, load_policy, reconfigure
