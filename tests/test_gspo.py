@@ -689,6 +689,21 @@ def test_two_rank_lora_runs_resume_exactly(setup, tmp_path, torchrun):
     assert logged(full, "kl")[4] > 0
 
 
+def test_two_rank_probes_step_one_temperature(setup, tmp_path, torchrun):
+    """The probe's differences are summed over the ranks: both step by the same slope, and the
+    logged temperature factor (their mean) moves by exactly rate × the logged slope."""
+    run, rate = tmp_path / "probe", 0.5
+    kw = {"temperature_lr": rate, "temperature_optimizer": "probe", "max_steps": 2}
+    proc = _gspo_ddp(torchrun, setup, run, 29598, **kw)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    slope, factor = logged(run, "temperature_slope"), logged(run, "temperature_factor")
+    before = -float(load_policy(setup / "base").logit_scale)
+    for step in (1, 2):
+        after = float(np.log(factor[step]))
+        assert after - before == pytest.approx(rate * slope[step], abs=2e-6)
+        before = after
+
+
 @pytest.mark.parametrize("family, layout", [("mgm", "?layout=mgm"), ("fm", "")])
 def test_gspo_trains_masked_and_flow_matching_policies(setup, tmp_path, family, layout, capsys):
     from sealign.codecs.base import load_codec

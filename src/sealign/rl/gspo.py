@@ -783,10 +783,11 @@ def train_gspo(
     if held is not None:  # from scratch: a killed earlier run's evaluations are not this run's
         held.start(state.step if ckpt is not None else -1)
     log.info(
-        "GSPO (%s) on a %s policy: %d inputs x %d samples per step, %d steps, reward = %s",
+        "GSPO (%s) on a %s policy: %d inputs x %s%d samples per step, %d steps, reward = %s",
         cfg.loss,
         policy.family,
         cfg.data.batch_size,
+        "" if probing(cfg) is None else "2 temperatures x ",
         cfg.sampling.group_size,
         cfg.max_steps,
         " + ".join(f"{w:g}·{n}" for w, n in zip(reward.weights, reward.names, strict=True)),
