@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json")
     args = p.parse_args(argv)
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from rollouts import held_temperature_demo
+
+    from sealign.commands.demo import shipped_checkpoint
     from sealign.models.fm import FMPolicy
     from sealign.models.registry import load_policy
     from sealign.rewards import CompositeReward
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(policy, FMPolicy):
         raise SystemExit(f"--model must be a flow-matching policy, got {type(policy).__name__}")
     policy.eval()  # type: ignore[attr-defined]
-    cfg = _demo_gspo()
+    cfg = held_temperature_demo()
     cfg.data.batch_size = args.n
     ds = PairDataset([args.manifest], cfg.data, policy.sample_rate, args.seed, train=False)
     examples = ds.next_batch()

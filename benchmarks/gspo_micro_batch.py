@@ -31,13 +31,15 @@ def _rss_mb() -> float:
 
 
 def _setup(args: argparse.Namespace):
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from rollouts import held_temperature_demo
+
+    from sealign.commands.demo import shipped_checkpoint
     from sealign.models.registry import load_policy
     from sealign.train.checkpoint import policy_dir
     from sealign.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
-    cfg = _demo_gspo()
+    cfg = held_temperature_demo()
     cfg.sampling.temperature = 0.3
     model = Path(args.model) if args.model else shipped_checkpoint(args.family)
     policy = load_policy(policy_dir(model)).eval()  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rollouts import at_least
+    from rollouts import at_least, held_temperature_demo
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="mgm", help="shipped base: ar, mgm or fm")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=None, help="default: the demo's")
     args = p.parse_args(argv)
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.commands.demo import shipped_checkpoint
     from sealign.models.policy import keep_passes, step_passes
     from sealign.models.registry import load_policy
     from sealign.rl.gspo import Dist, RolloutBatch, rl_options, update
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from sealign.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
-    cfg = _demo_gspo()
+    cfg = held_temperature_demo()
     if args.temperature is not None:
         cfg.sampling.temperature = args.temperature
     model = Path(args.model) if args.model else shipped_checkpoint(args.family)

@@ -29,7 +29,7 @@ def tensor_mb(tensors) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rollouts import at_least
+    from rollouts import at_least, held_temperature_demo
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="512,12,8", help="DIM,LAYERS,HEADS of the AR policy")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.commands.demo import shipped_checkpoint
     from sealign.models.ar import ARConfig, ARPolicy
     from sealign.models.lora import BaseView, LoRAConfig, apply_lora, count_trainable
     from sealign.models.registry import load_policy
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     set_torch_threads(args.threads)
     dim, layers, heads = (int(x) for x in args.size.split(","))
     codec = load_policy(policy_dir(shipped_checkpoint("ar"))).codec
-    cfg = _demo_gspo()
+    cfg = held_temperature_demo()
     rng = np.random.default_rng(0)
     t = np.arange(args.frames * 320) / 16000
     noisy = [(0.3 * np.sin(2 * np.pi * (150 + 40 * k) * t) + 0.05 * rng.standard_normal(t.size))

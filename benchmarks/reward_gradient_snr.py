@@ -26,7 +26,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rollouts import at_least
+    from rollouts import at_least, held_temperature_demo
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.commands.demo import shipped_checkpoint
     from sealign.models.registry import load_policy
     from sealign.rewards import CompositeReward, RewardComponent, RewardConfig, group_advantages
     from sealign.rewards.word_credit import step_advantages
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from sealign.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
-    cfg = _demo_gspo()
+    cfg = held_temperature_demo()
     comps = [dataclasses.replace(c) for c in cfg.reward.components]
     wer_col = next(j for j, c in enumerate(comps) if c.metric == "wer")
     comps[wer_col].credit = "word"

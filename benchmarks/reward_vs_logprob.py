@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from rollouts import held_temperature_demo
+
+    from sealign.commands.demo import shipped_checkpoint
     from sealign.models.registry import load_policy
     from sealign.rewards import CompositeReward
     from sealign.rl.gspo import _utterances, rl_options
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from sealign.utils.threads import set_torch_threads
 
     set_torch_threads(args.threads)
-    cfg = _demo_gspo()
+    cfg = held_temperature_demo()
     model = Path(args.model) if args.model else shipped_checkpoint()
     policy = load_policy(policy_dir(model))
     policy.eval()  # type: ignore[attr-defined]

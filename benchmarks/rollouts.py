@@ -23,6 +23,54 @@ def at_least(low: int):
     return parse
 
 
+def held_temperature_demo():
+    """The demo's GSPO settings with its sampling temperature held (8 inputs × 4 samples a
+    step at T = 1, ``temperature_lr`` 0): the demo's default until session 51, at which the
+    benchmarks that sample rollouts themselves measured what docs/ reports."""
+    import dataclasses
+
+    from sealign.commands.demo import _demo_gspo
+
+    cfg = _demo_gspo()
+    return dataclasses.replace(
+        cfg, temperature_lr=0.0, data=dataclasses.replace(cfg.data, batch_size=8)
+    )
+
+
+def temperature_setup(model: str | None, data: str, seed: int, threads: int, cfg):
+    """For the benchmarks on the learned temperature: the policy at ``model`` (default: the
+    shipped AR checkpoint; frozen but for its ``logit_scale`` s), s's value, the train split of
+    ``data`` in ``cfg``'s batches, the demo's reward (loaded) and a seeded generator."""
+    import torch
+
+    from sealign.commands.demo import shipped_checkpoint
+    from sealign.models.registry import load_policy
+    from sealign.rewards import CompositeReward
+    from sealign.rl.gspo import learned_temperature
+    from sealign.train.checkpoint import policy_dir
+    from sealign.train.data import PairDataset
+    from sealign.utils.threads import set_torch_threads
+
+    set_torch_threads(threads)
+    path = Path(model) if model else shipped_checkpoint()
+    policy = load_policy(policy_dir(path))
+    policy.eval().requires_grad_(False)
+    scale = learned_temperature(policy, 1.0)  # only s carries gradients
+    assert scale is not None
+    ds = PairDataset([str(Path(data) / "train.jsonl")], cfg.data, policy.sample_rate, seed)
+    reward = CompositeReward(cfg.reward, num_threads=threads)
+    reward.load()
+    return (
+        path,
+        policy,
+        scale,
+        float(scale.detach()),
+        ds,
+        reward,
+        torch.Generator().manual_seed(seed),
+    )
+
+
 def rollout_parser(doc: str, batches: int = 4) -> argparse.ArgumentParser:
     """A benchmark's argument parser with the options of :func:`demo_rollouts` (``--model``,
     ``--data``, ``--batches``); the description is ``doc``'s first paragraph."""
@@ -41,7 +89,7 @@ def demo_rollouts(
     split with the demo's sampling (8 inputs × 4 outputs, T = 1, top-k 50), seeded."""
     import torch
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
+    from sealign.commands.demo import shipped_checkpoint
     from sealign.models.registry import load_policy
     from sealign.rl.gspo import rl_options
     from sealign.train.checkpoint import policy_dir
@@ -49,7 +97,7 @@ def demo_rollouts(
     from sealign.utils.threads import set_torch_threads
 
     set_torch_threads(2)
-    cfg = _demo_gspo()
+    cfg = held_temperature_demo()
     path = Path(model) if model else shipped_checkpoint()
     policy = load_policy(policy_dir(path)).eval()  # type: ignore[attr-defined]
     ds = PairDataset([str(Path(data) / "train.jsonl")], cfg.data, policy.sample_rate, 0)

@@ -26,7 +26,6 @@ Only samples with a usable reward enter, as in GSPO's update.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,7 +82,7 @@ def kl_push(policy, scale, cond, cfg, s0: float, at: float, beta: float, gen) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rollouts import at_least
+    from rollouts import at_least, held_temperature_demo, temperature_setup
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="policy dir (default: the shipped AR checkpoint)")
@@ -96,28 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     scales = [float(x) for x in args.scales.split(",")]
 
-    from sealign.commands.demo import _demo_gspo, shipped_checkpoint
-    from sealign.models.registry import load_policy
-    from sealign.rewards import CompositeReward
-    from sealign.rl.gspo import generate_and_score, learned_temperature
-    from sealign.train.checkpoint import policy_dir
-    from sealign.train.data import PairDataset
-    from sealign.utils.threads import set_torch_threads
+    from sealign.rl.gspo import generate_and_score
 
-    set_torch_threads(args.threads)
-    cfg = _demo_gspo()
-    model = Path(args.model) if args.model else shipped_checkpoint()
-    policy = load_policy(policy_dir(model))
-    policy.eval().requires_grad_(False)  # type: ignore[attr-defined]
-    scale = learned_temperature(policy, 1.0)  # only s carries gradients
-    assert scale is not None
-    s0 = float(scale.detach())
-    ds = PairDataset(
-        [str(Path(args.data) / "train.jsonl")], cfg.data, policy.sample_rate, args.seed
+    cfg = held_temperature_demo()
+    model, policy, scale, s0, ds, reward, gen = temperature_setup(
+        args.model, args.data, args.seed, args.threads, cfg
     )
-    reward = CompositeReward(cfg.reward, num_threads=args.threads)
-    reward.load()
-    gen = torch.Generator().manual_seed(args.seed)
     pulls, centred_pulls, kl_grads = [], [], []
     for b in range(args.batches):
         # a rollout batch exactly as GSPO makes it: samples, 16-bit audio, rewards, advantages

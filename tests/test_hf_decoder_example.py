@@ -252,43 +252,14 @@ def test_a_policy_class_off_the_path_says_how_to_reach_it(hf_base, tmp_path):
         load_policy(folder)
 
 
-def test_lora_on_the_wrapped_decoder_keeps_sampled_and_recomputed_log_probs(hf_base, tiny_setup,
-                                                                             tmp_path):  # fmt: skip
-    """Adapters on a wrapped model's own layer names (Llama's q_proj / v_proj): its KV-cached
-    sampling and teacher forcing both see them, and its own save writes them merged."""
+def _check_adapters(base: Path, targets: list[str], layers: int, tiny_setup, tmp_path) -> None:
+    """Adapters on ``targets`` of the policy at ``base`` (``layers`` of them): its KV-cached
+    sampling and teacher forcing both see them, and its own save writes them merged. In eval
+    mode, as the trainers compute (GPT-2 has dropout)."""
     from sealign.models.lora import LoRAConfig, LoRALinear, apply_lora
 
-    policy = load_policy(hf_base)
-    assert (
-        apply_lora(policy, LoRAConfig(rank=2, targets=["q_proj", "v_proj"]))
-        == 2 * LLAMA["num_hidden_layers"]
-    )
-    with torch.no_grad():
-        for m in policy.modules():
-            if isinstance(m, LoRALinear):
-                m.lora_b.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
-    cond, _ = _inputs(tiny_setup, policy)
-    roll = policy.sample(cond, temperature=0.8, generator=torch.Generator().manual_seed(0))
-    lp, _ = policy.step_log_probs(cond, roll)
-    torch.testing.assert_close(lp, roll.logp, atol=1e-4, rtol=0)
-    base_lp, _ = load_policy(hf_base).step_log_probs(cond, roll)
-    assert (lp - base_lp).abs().max() > 1e-3
-    policy.save(tmp_path / "merged")
-    torch.testing.assert_close(load_policy(tmp_path / "merged").step_log_probs(cond, roll)[0], lp,
-                               atol=1e-5, rtol=0)  # fmt: skip
-
-
-def test_lora_on_gpt2_conv1d_layers(hf_module, tiny_setup, tmp_path):
-    """GPT-2's attention and MLP layers are ``Conv1D`` (weights stored [in, out])."""
-    from sealign.models.lora import LoRAConfig, LoRALinear, apply_lora
-
-    gpt2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 512,
-            "vocab_size": 4}  # fmt: skip
-    base = tmp_path / "gpt2"
-    args = ["--codec", f"world:{tiny_setup / 'codec'}", "--backbone", json.dumps(gpt2)]
-    assert hf_module.main([*args, "--features", '{"n_mels": 20}', "--output", str(base)]) == 0
-    policy = load_policy(base).eval()  # GPT-2 has dropout: compare as the trainers compute
-    assert apply_lora(policy, LoRAConfig(rank=2, targets=["c_attn", "c_fc"])) == 4
+    policy = load_policy(base).eval()
+    assert apply_lora(policy, LoRAConfig(rank=2, targets=targets)) == layers
     with torch.no_grad():
         for m in policy.modules():
             if isinstance(m, LoRALinear):
@@ -301,3 +272,20 @@ def test_lora_on_gpt2_conv1d_layers(hf_module, tiny_setup, tmp_path):
     policy.save(tmp_path / "merged")
     merged = load_policy(tmp_path / "merged").eval()
     torch.testing.assert_close(merged.step_log_probs(cond, roll)[0], lp, atol=1e-5, rtol=0)
+
+
+def test_lora_on_the_wrapped_decoder_keeps_sampled_and_recomputed_log_probs(hf_base, tiny_setup,
+                                                                             tmp_path):  # fmt: skip
+    """On a wrapped model's own layer names (Llama's q_proj / v_proj)."""
+    _check_adapters(hf_base, ["q_proj", "v_proj"], 2 * LLAMA["num_hidden_layers"], tiny_setup,
+                    tmp_path)  # fmt: skip
+
+
+def test_lora_on_gpt2_conv1d_layers(hf_module, tiny_setup, tmp_path):
+    """GPT-2's attention and MLP layers are ``Conv1D`` (weights stored [in, out])."""
+    gpt2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 512,
+            "vocab_size": 4}  # fmt: skip
+    base = tmp_path / "gpt2"
+    args = ["--codec", f"world:{tiny_setup / 'codec'}", "--backbone", json.dumps(gpt2)]
+    assert hf_module.main([*args, "--features", '{"n_mels": 20}', "--output", str(base)]) == 0
+    _check_adapters(base, ["c_attn", "c_fc"], 4, tiny_setup, tmp_path)
