@@ -61,6 +61,10 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     gspo_cfg = yaml.safe_load((out / "gspo" / "config.yaml").read_text())
     assert gspo_cfg["eval"]["temperature"] == 0.8
     assert gspo_cfg["device"] == gspo_cfg["reward"]["metric_device"] == "cpu"
+    # the sampling temperature is learned by probes
+    assert gspo_cfg["temperature_optimizer"] == "probe" and gspo_cfg["temperature_lr"] > 0
+    gspo_log = (out / "gspo" / "log.jsonl").read_text()
+    assert gspo_log.count('"temperature_slope"') == gspo_log.count('"temperature_factor"') == 2
     assert res["diff_vs_base"]["aligned"]["reward"]["n"] == 3
     html = (out / "report" / "index.html").read_text()
     assert "reward_curves.png" in html and html.count("<audio") == 8
@@ -76,6 +80,20 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     # the report is rebuilt beside the old one and swapped in whole
     assert sorted(p.name for p in out.glob("report*")) == ["report"]
     assert (out / "report" / "index.html").read_text().count("<audio") == 8
+
+
+def test_a_base_without_a_temperature_trains_its_weights_alone(monkeypatch, tmp_path):
+    import sealign.models.registry as registry
+    from sealign.commands.demo import _demo_gspo, _without_temperature
+
+    monkeypatch.setattr(registry, "load_policy", lambda *_a, **_k: object())  # no logit_scale
+    g = _demo_gspo()
+    _without_temperature(g, tmp_path)
+    assert (g.temperature_lr, g.data.batch_size) == (0.0, 8)  # the same 32 samples a step
+    g = _demo_gspo()
+    g.temperature_lr = 2.0  # the user's: kept, and GSPO refuses it with the reason
+    _without_temperature(g, tmp_path)
+    assert (g.temperature_lr, g.data.batch_size) == (2.0, 4)
 
 
 def test_replace_dir_swaps_whole_folders(tmp_path):
@@ -178,7 +196,8 @@ def test_demo_gspo_settings_match_the_shipped_config():
     shipped = to_dict(load_config(GSPOConfig, "shipped:gspo_demo"))
     demo = to_dict(_demo_gspo())
     for key in ("sampling", "reward", "loss", "beta", "epsilon_low", "epsilon_high", "optim",
-                "steps_per_generation", "max_steps"):  # fmt: skip
+                "steps_per_generation", "max_steps", "temperature_lr", "temperature_optimizer",
+                "temperature_probe"):  # fmt: skip
         assert shipped[key] == demo[key], key
     assert (shipped["data"]["batch_size"], shipped["data"]["max_seconds"]) == (
         demo["data"]["batch_size"],

@@ -83,9 +83,8 @@ _DEMO_SETS = {
 
 def _demo_gspo() -> GSPOConfig:
     return GSPOConfig(
-        # 8 inputs × 4 samples a step: on the content-feature AR base, OVRL and DistillMOS rose
-        # significantly with 8 and nothing else fell; with 4 BAK and speaker similarity fell
-        data=DataConfig(batch_size=8, crop_seconds=0.0, max_seconds=10.0),
+        # 4 inputs, each in two groups of 4 samples (the temperature's probes, below): 32 a step
+        data=DataConfig(batch_size=4, crop_seconds=0.0, max_seconds=10.0),
         sampling=SamplingConfig(group_size=4, temperature=1.0, top_k=50),
         # one DNSMOS window per clip: 0.55-1 times exact mode's cost on the demo's 2-6 s clips
         # (benchmarks/dnsmos_speed.py); on rollouts its group-normalized advantages correlate at
@@ -108,6 +107,13 @@ def _demo_gspo() -> GSPOConfig:
             metric_threads=1,
         ),
         beta=0.1,
+        # the sampling temperature learned beside the weights, stepped by the reward's slope
+        # measured between each input's two groups (at T·e^±0.25): in five seeds of 15 steps
+        # it fell to 0.30-0.4x of T = 1 and every metric rose significantly; the loss's own
+        # gradient on it was too noisy at 32 samples a step (docs/gspo_demo.md, "Probing the
+        # temperature"). Families without a temperature (the FM) train 8 inputs x 4 without it
+        temperature_lr=1.0,
+        temperature_optimizer="probe",
         # one update per rollout batch on all its samples: four updates on four samples each let
         # gradient noise drift the model (DistillMOS and OVRL rise with one, docs/gspo_demo.md)
         steps_per_generation=1,
@@ -175,6 +181,22 @@ class DemoConfig:
                 a, b = getattr(a, part), getattr(b, part)
             if a != b:
                 raise ValueError(f"gspo.{key}: the demo sets it ({instead})")
+
+
+def _without_temperature(g: GSPOConfig, base: Path) -> None:
+    """The demo's default learned temperature, off for a base that has none (the FM): its
+    32 samples a step as 8 inputs x 4 (a temperature set on the command line stays, and is
+    refused with the reason)."""
+    from sealign.models.registry import load_policy
+
+    default = _demo_gspo()
+    same = (g.temperature_lr, g.temperature_optimizer, g.data.batch_size) == (
+        default.temperature_lr, default.temperature_optimizer, default.data.batch_size)  # fmt: skip
+    if not same or getattr(load_policy(base), "logit_scale", None) is not None:
+        return
+    g.temperature_lr, g.data.batch_size = 0.0, 2 * default.data.batch_size
+    log.info("the base has no sampling temperature to learn: GSPO trains its weights alone, "
+             "%d inputs x %d samples a step", g.data.batch_size, g.sampling.group_size)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -301,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     # -- GSPO settings ------------------------------------------------------------------------
     g = cfg.gspo
     g.model.init_from = str(base)
+    _without_temperature(g, base)
     # the demo's default metric options (fast DNSMOS) only apply to metrics the reward keeps
     used = {c.metric for c in g.reward.components}
     g.reward.metric_options = {k: v for k, v in g.reward.metric_options.items() if k in used}
