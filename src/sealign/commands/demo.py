@@ -109,9 +109,9 @@ def _demo_gspo() -> GSPOConfig:
         beta=0.1,
         # the sampling temperature learned beside the weights, stepped by the reward's slope
         # measured between each input's two groups (at T·e^±0.25): in five seeds of 15 steps
-        # it fell to 0.30-0.4x of T = 1 and every metric rose significantly; the loss's own
-        # gradient on it was too noisy at 32 samples a step (docs/gspo_demo.md, "Probing the
-        # temperature"). Families without a temperature (the FM) train 8 inputs x 4 without it
+        # it fell to 0.28-0.33 of T = 1 and every rewarded metric rose significantly; the
+        # loss's own gradient on it was too noisy at 32 samples a step (docs/gspo_demo.md,
+        # "Probing the temperature"). A base without one (the FM) trains 8 inputs x 4 without
         temperature_lr=1.0,
         temperature_optimizer="probe",
         # one update per rollout batch on all its samples: four updates on four samples each let
