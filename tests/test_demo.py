@@ -14,6 +14,7 @@ from sealign.cli import main
 from sealign.commands.demo import add_reward_column, shipped_checkpoint
 from sealign.config import shipped_configs
 from sealign.metrics.registry import metric_info
+from sealign.models.registry import load_policy
 from sealign.report.html import markdown_table_to_html
 from sealign.rl.gspo import GSPOConfig
 
@@ -56,7 +57,12 @@ def test_demo_runs_end_to_end_and_writes_report(tiny, tmp_path, capsys):
     assert (
         res["samples_per_utterance"] == 2 and (out / "scores" / "aligned_sample1.jsonl").is_file()
     )
-    assert set(res["systems"]) == {"noisy", "base", "aligned", "clean"}
+    assert set(res["systems"]) == {"noisy", "base", "aligned", "base_learned_T", "clean"}
+    # the base sampled at the learned temperature: what the weights add beside it
+    learned = load_policy(out / "gspo" / "checkpoints" / "step_00000002" / "policy").logit_scale
+    assert load_policy(out / "base_learned_T").logit_scale == learned != 0
+    assert "aligned" in res["diff_vs_base_learned_T"]
+    assert "Paired difference aligned - base_learned_T" in printed
     # held-out checks during GSPO sample at the temperature the test split is enhanced with
     gspo_cfg = yaml.safe_load((out / "gspo" / "config.yaml").read_text())
     assert gspo_cfg["eval"]["temperature"] == 0.8

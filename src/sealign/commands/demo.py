@@ -394,6 +394,8 @@ def run(args: argparse.Namespace) -> int:
     # aligned model's will take, which GSPO's budget leaves room for
     score(["noisy", "clean"])
     after = enhance("base", base) + score(samples_of["base"])
+    if g.temperature_lr > 0:  # the base at the learned temperature is evaluated too
+        after *= 2
     g.max_minutes = gspo_minutes(cfg, time.perf_counter() - t_start, after)
 
     # -- GSPO -------------------------------------------------------------------------------
@@ -411,24 +413,40 @@ def run(args: argparse.Namespace) -> int:
     aligned = policy_dir(result.checkpoint or g.output_dir)
     enhance("aligned", aligned)
     score(samples_of["aligned"])
+    # what the weights add beside a learned temperature: the base sampled at it
+    models = ["aligned"]
+    base_at_t = base_at_learned_temperature(base, aligned, out / LEARNED_T)
+    if base_at_t is not None:
+        enhance(LEARNED_T, base_at_t)
+        score(samples_of[LEARNED_T])
+        models.append(LEARNED_T)
 
     infos = {n: m.info for n, m in metrics.items()}
     for recs in scored.values():
         add_reward_column(recs, g, infos)
     systems = {
         s: mean_over_samples([scored[tag] for tag in samples_of[s]])
-        for s in ("noisy", "base", "aligned", "clean")
+        for s in ("noisy", "base", *models, "clean")
     }
     infos = {"reward": REWARD_INFO, **infos}
-    vs_noisy = compare_stats(systems, infos, ["base", "aligned"], cfg.n_boot, g.seed)
-    vs_base = compare_stats(systems, infos, ["aligned"], cfg.n_boot, g.seed, baseline="base")
+    vs_noisy = compare_stats(systems, infos, ["base", *models], cfg.n_boot, g.seed)
+    vs_base = compare_stats(systems, infos, models, cfg.n_boot, g.seed, baseline="base")
     table = compare_table(systems, infos)
-    d_base = diff_table(vs_base, ["aligned"], baseline="base")
-    d_noisy = diff_table(vs_noisy, ["base", "aligned"])
+    d_base = diff_table(vs_base, models, baseline="base")
+    d_noisy = diff_table(vs_noisy, ["base", *models])
+    extra = ""
+    vs_t: dict[str, Any] = {}
+    if base_at_t is not None:
+        vs_t = compare_stats(systems, infos, ["aligned"], cfg.n_boot, g.seed, baseline=LEARNED_T)
+        extra = (
+            f"Paired difference aligned - {LEARNED_T} (what GSPO's weights add beside the "
+            f"learned temperature):\n\n{diff_table(vs_t, ['aligned'], baseline=LEARNED_T)}\n\n"
+        )
     results = {
         "systems": vs_noisy["systems"],
         "diff_vs_noisy": vs_noisy["diff_vs_noisy"],
         "diff_vs_base": vs_base["diff_vs_base"],
+        **({f"diff_vs_{LEARNED_T}": vs_t[f"diff_vs_{LEARNED_T}"]} if vs_t else {}),
         "higher_is_better": vs_noisy["higher_is_better"],
         "gspo": {
             "steps": result.step,
@@ -445,7 +463,7 @@ def run(args: argparse.Namespace) -> int:
     write_text(out / "results.tex", to_latex(from_results(results, "base")))
     text = (
         f"{table}\n\nPaired difference aligned - base (bootstrap 95% CI):\n\n{d_base}\n\n"
-        f"Paired difference vs the noisy input:\n\n{d_noisy}\n"
+        f"{extra}Paired difference vs the noisy input:\n\n{d_noisy}\n"
     )
     write_text(out / "results.md", text)
     # what the WER metric's recognizer heard in each report example (when WER is scored)
@@ -476,6 +494,30 @@ def run(args: argparse.Namespace) -> int:
     log.info("by degradation: sealign table %s --by degradation.tasks --manifest %s "
              "--baseline base", out, manifests["test"])  # fmt: skip
     return 0
+
+
+LEARNED_T = "base_learned_T"  # the demo's system: the base sampled at the learned temperature
+
+
+def base_at_learned_temperature(base: Path, aligned: Path, folder: Path) -> Path | None:
+    """The base policy with the aligned one's learned temperature (``logit_scale``) written into
+    it, saved in ``folder``; None when the aligned model's temperature is the base's."""
+    import torch
+
+    from sealign.models.registry import load_policy
+
+    before, after = load_policy(base), load_policy(aligned)
+    s0, s1 = getattr(before, "logit_scale", None), getattr(after, "logit_scale", None)
+    if s0 is None or s1 is None or torch.equal(s0.detach(), s1.detach()):
+        return None
+    with torch.no_grad():
+        s0.copy_(s1)
+    tmp = folder.with_name(folder.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    before.save(tmp)  # type: ignore[attr-defined]
+    if (base / "sampling.json").is_file():  # the base's recommended settings go with it
+        shutil.copyfile(base / "sampling.json", tmp / "sampling.json")
+    return replace_dir(tmp, folder)
 
 
 def _budget_of_run(run: str, now: float) -> float:
