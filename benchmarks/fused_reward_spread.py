@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     set_torch_threads(args.threads)
-    cfg = load_config(GSPOConfig, args.config, [])
+    # 8 inputs a step, as the demo sampled them (the probe default groups 4 inputs twice)
+    cfg = load_config(GSPOConfig, args.config, ["data.batch_size=8"])
     g = cfg.sampling.group_size
     policy = load_policy(args.model).eval()
     data = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, 0, True)

@@ -5,7 +5,8 @@
 
 Runs the real trainer pieces (:func:`sealign.rl.gspo.generate_and_score` and
 :func:`sealign.rl.gspo.update`) on the demo train split with the demo's GSPO settings
-(``sealign demo``: 8 inputs × 4 samples, top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS, KL
+(``sealign demo``: since session 51 4 inputs × 2 temperatures × 4 samples, the learned
+temperature's probes, before it 8 inputs × 4; top-k 50, DNSMOS OVRL + (1 − WER) + DistillMOS, KL
 to the base when ``beta`` > 0, the three metrics side by side on one thread each) and reports
 seconds per phase (generate / decode / score, per metric / update) averaged over ``--steps``
 steps after one warm-up step, the share of decode + scoring, and scored samples/s. ``--solo`` also

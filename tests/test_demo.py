@@ -97,9 +97,32 @@ def test_a_base_without_a_temperature_trains_its_weights_alone(monkeypatch, tmp_
     _without_temperature(g, tmp_path)
     assert (g.temperature_lr, g.data.batch_size) == (0.0, 8)  # the same 32 samples a step
     g = _demo_gspo()
+    g.data.batch_size = 16  # the user's batch stays
+    _without_temperature(g, tmp_path)
+    assert (g.temperature_lr, g.data.batch_size) == (0.0, 16)
+    g = _demo_gspo()
     g.temperature_lr = 2.0  # the user's: kept, and GSPO refuses it with the reason
     _without_temperature(g, tmp_path)
     assert (g.temperature_lr, g.data.batch_size) == (2.0, 4)
+
+
+def test_a_demo_run_from_before_the_learned_temperature_is_refused_at_once(tmp_path):
+    from sealign.commands.demo import _check_continuable, _demo_gspo
+    from sealign.train.checkpoint import _META, CHECKPOINT_DIR
+
+    run = tmp_path / "gspo"
+    _check_continuable(_demo_gspo(), run)  # nothing to continue
+    ckpt = run / CHECKPOINT_DIR / "step_00000015"
+    ckpt.mkdir(parents=True)
+    (ckpt / _META).write_text("{}")
+    (ckpt / "config.yaml").write_text("temperature_lr: 0.0\ntemperature_optimizer: sgd\n"
+                                      "data:\n  batch_size: 8\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"continue it with `gspo.temperature_lr=0.0 "
+                                         r"gspo.data.batch_size=8`"):  # fmt: skip
+        _check_continuable(_demo_gspo(), run)
+    g = _demo_gspo()
+    g.temperature_lr, g.data.batch_size = 0.0, 8
+    _check_continuable(g, run)  # its own settings: continued
 
 
 def test_replace_dir_swaps_whole_folders(tmp_path):

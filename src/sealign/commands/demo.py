@@ -111,7 +111,7 @@ def _demo_gspo() -> GSPOConfig:
         # measured between each input's two groups (at T·e^±0.25): in five seeds of 15 steps
         # it fell to 0.28-0.33 of T = 1 and every rewarded metric rose significantly; the
         # loss's own gradient on it was too noisy at 32 samples a step (docs/gspo_demo.md,
-        # "Probing the temperature"). A base without one (the FM) trains 8 inputs x 4 without
+        # "Probing the temperature"). A base without one (the FM) trains 8 inputs x 4 without it
         temperature_lr=1.0,
         temperature_optimizer="probe",
         # one update per rollout batch on all its samples: four updates on four samples each let
@@ -184,19 +184,52 @@ class DemoConfig:
 
 
 def _without_temperature(g: GSPOConfig, base: Path) -> None:
-    """The demo's default learned temperature, off for a base that has none (the FM): its
-    32 samples a step as 8 inputs x 4 (a temperature set on the command line stays, and is
-    refused with the reason)."""
+    """The demo's default learned temperature, off for a base that has none (the FM), with
+    the default batch as 8 inputs x 4, the same 32 samples a step (a temperature set on the
+    command line stays, and GSPO refuses it with the reason)."""
     from sealign.models.registry import load_policy
 
     default = _demo_gspo()
-    same = (g.temperature_lr, g.temperature_optimizer, g.data.batch_size) == (
-        default.temperature_lr, default.temperature_optimizer, default.data.batch_size)  # fmt: skip
-    if not same or getattr(load_policy(base), "logit_scale", None) is not None:
+    learned = (g.temperature_lr, g.temperature_optimizer)
+    if learned != (default.temperature_lr, default.temperature_optimizer):
         return
-    g.temperature_lr, g.data.batch_size = 0.0, 2 * default.data.batch_size
+    if getattr(load_policy(base), "logit_scale", None) is not None:
+        return
+    g.temperature_lr = 0.0
+    if g.data.batch_size == default.data.batch_size:
+        g.data.batch_size *= 2
     log.info("the base has no sampling temperature to learn: GSPO trains its weights alone, "
              "%d inputs x %d samples a step", g.data.batch_size, g.sampling.group_size)  # fmt: skip
+
+
+def _check_continuable(g: GSPOConfig, run: Path) -> None:
+    """A demo folder's GSPO run continues only with the settings it started with: refused
+    now, before the evaluations, naming them (a run from before the learned temperature)."""
+    import yaml
+
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        return
+    try:
+        before = yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    then = {
+        "temperature_lr": float(before.get("temperature_lr") or 0),
+        "temperature_optimizer": before.get("temperature_optimizer", "adamw"),
+        "data.batch_size": (before.get("data") or {}).get("batch_size"),
+    }
+    now = {"temperature_lr": g.temperature_lr, "temperature_optimizer": g.temperature_optimizer,
+           "data.batch_size": g.data.batch_size}  # fmt: skip
+    if then["temperature_lr"] == 0:  # how it steps a temperature it does not learn is moot
+        then.pop("temperature_optimizer")
+        now.pop("temperature_optimizer")
+    if then != now:
+        keep = " ".join(f"gspo.{k}={v}" for k, v in then.items())
+        raise ValueError(
+            f"{run} holds a GSPO run started with other settings ({then}; now {now}): "
+            f"continue it with `{keep}`, or use another --output"
+        )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -313,6 +346,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(cfg.output)
     hold_for_command(out)
     check_same_job(out, cfg)
+    _without_temperature(cfg.gspo, base)
+    _check_continuable(cfg.gspo, out / "gspo")
     save_config(cfg, out / "config.yaml")
     timings: dict[str, float] = {}
 
@@ -323,7 +358,6 @@ def run(args: argparse.Namespace) -> int:
     # -- GSPO settings ------------------------------------------------------------------------
     g = cfg.gspo
     g.model.init_from = str(base)
-    _without_temperature(g, base)
     # the demo's default metric options (fast DNSMOS) only apply to metrics the reward keeps
     used = {c.metric for c in g.reward.components}
     g.reward.metric_options = {k: v for k, v in g.reward.metric_options.items() if k in used}
@@ -416,7 +450,9 @@ def run(args: argparse.Namespace) -> int:
     # what the weights add beside a learned temperature: the base sampled at it
     models = ["aligned"]
     base_at_t = base_at_learned_temperature(base, aligned, out / LEARNED_T)
-    if base_at_t is not None:
+    if base_at_t is None:
+        _remove_system(out, LEARNED_T)  # an earlier run's, which would read as this one's
+    else:
         enhance(LEARNED_T, base_at_t)
         score(samples_of[LEARNED_T])
         models.append(LEARNED_T)
@@ -450,6 +486,7 @@ def run(args: argparse.Namespace) -> int:
         "higher_is_better": vs_noisy["higher_is_better"],
         "gspo": {
             "steps": result.step,
+            "temperature_factor": _temperature_factor(aligned),
             "budget_minutes": g.max_minutes,
             "alarms": result.alarms,
             "run": str(result.run_dir),
@@ -462,7 +499,7 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "results.json", results, strict=True)
     write_text(out / "results.tex", to_latex(from_results(results, "base")))
     text = (
-        f"{table}\n\nPaired difference aligned - base (bootstrap 95% CI):\n\n{d_base}\n\n"
+        f"{table}\n\nPaired difference vs base (bootstrap 95% CI):\n\n{d_base}\n\n"
         f"{extra}Paired difference vs the noisy input:\n\n{d_noisy}\n"
     )
     write_text(out / "results.md", text)
@@ -497,6 +534,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 LEARNED_T = "base_learned_T"  # the demo's system: the base sampled at the learned temperature
+
+
+def _temperature_factor(policy: Path) -> float | None:
+    """What the policy's learned temperature multiplies the sampling temperature by."""
+    from sealign.models.registry import load_policy
+
+    scale = getattr(load_policy(policy), "logit_scale", None)
+    return None if scale is None else math.exp(-float(scale))
+
+
+def _remove_system(out: Path, name: str) -> None:
+    """An evaluated system's files in a demo folder: its policy, outputs and scores."""
+    shutil.rmtree(out / name, ignore_errors=True)
+    for folder, pattern in (("enhanced", f"{name}*"), ("scores", f"{name}*.jsonl")):
+        for path in (out / folder).glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def base_at_learned_temperature(base: Path, aligned: Path, folder: Path) -> Path | None:
