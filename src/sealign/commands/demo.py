@@ -6,12 +6,14 @@
 3. scores the test split's noisy and clean audio, and enhances it with the base model and
    scores that, on every metric;
 4. runs GSPO on the train split with the default composite reward (DNSMOS OVRL + (1 - WER,
-   Whisper base) + DistillMOS) for 15 steps (``gspo.max_steps``), at most 6 minutes
+   Whisper base) + DistillMOS), learning the sampling temperature by probes (a base without
+   one trains its weights alone), for 15 steps (``gspo.max_steps``), at most 6 minutes
    (``gspo.max_minutes``, ``--minutes``), less when the whole run would otherwise take more
    than ``total_minutes`` (20, ``--total-minutes``);
-5. enhances and scores the test split with the aligned model, and prints mean ± 95% CI plus
-   the paired bootstrap CI of aligned - base (results.md, results.json; results.tex as papers
-   print it);
+5. enhances and scores the test split with the aligned model and with the base sampled at
+   the learned temperature (``base_learned_T``), and prints mean ± 95% CI plus the paired
+   bootstrap CIs of each against the base and of aligned - base_learned_T, what the weights add
+   (results.md, results.json; results.tex as papers print it);
 6. writes a report folder: index.html, reward curves, spectrograms and audio of a few examples.
 
 Re-running continues an interrupted GSPO run (and reuses cached scores).
@@ -151,8 +153,9 @@ class DemoConfig:
     n_boot: int = 2000
     threads: int = 2
     # the whole run's budget: GSPO's own (gspo.max_minutes) is shortened so that the run ends
-    # within it, from what the corpus and the base model's evaluation took before GSPO (the
-    # aligned model's evaluation costs the same). 0 = off; --minutes turns it off too. It never
+    # within it, from what the corpus and the base model's evaluation took before GSPO (each
+    # evaluation after it, the aligned model's and with a learned temperature the base's at
+    # it, costs the same). 0 = off; --minutes turns it off too. It never
     # sets a budget where gspo.max_minutes = 0 (max_steps then ends GSPO)
     total_minutes: float = 20.0
 
