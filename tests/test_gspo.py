@@ -20,7 +20,13 @@ from sealign.config import load_config
 from sealign.metrics.base import MetricInfo, Utterance
 from sealign.metrics.registry import metric_info
 from sealign.models.registry import load_policy
-from sealign.rewards import CompositeReward, RewardConfig, group_advantages, to_reward_scale
+from sealign.rewards import (
+    CompositeReward,
+    RewardConfig,
+    component_zero_spread,
+    group_advantages,
+    to_reward_scale,
+)
 from sealign.rewards.composite import auto_scale
 from sealign.rl.gspo import GSPOConfig, generate_and_score, train_gspo
 from sealign.train.checkpoint import policy_dir
@@ -132,6 +138,19 @@ def test_zero_spread_group_gives_zero_advantage():
     out = group_advantages(values, np.array([0, 0, 1, 1]), np.ones(1))
     assert out.advantages[:2].tolist() == [0.0, 0.0]
     assert out.frac_reward_zero_std == 0.5
+
+
+def test_component_zero_spread_counts_each_term_per_group():
+    # WER-like term: the same in groups 0 and 1 (all right / all wrong), spread in group 2;
+    # quality term: spread everywhere but where one valid value is left
+    wer = [1.0, 1.0, 0.0, 0.0, 0.8, 0.9]
+    quality = [0.2, 0.3, 0.4, np.nan, 0.1, 0.5]
+    values = np.stack([wer, quality], axis=1)
+    group = np.repeat([0, 1, 2], 2)
+    valid = np.ones(6, bool)
+    np.testing.assert_allclose(component_zero_spread(values, group, valid), [2 / 3, 1 / 3])
+    valid[5] = False  # an excluded sample leaves group 2 one value of each term
+    np.testing.assert_allclose(component_zero_spread(values, group, valid), [1.0, 2 / 3])
 
 
 @pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum", "rank"])
@@ -305,6 +324,7 @@ def test_gspo_cli_runs_logs_and_evaluates(setup, tmp_path):
         "rewards/si_sdr/mean",
         "rewards/estoi/std",
         "frac_reward_zero_std",
+        "rewards/si_sdr/frac_zero_std",
         "clip_ratio/region_mean",
         "kl",
         "entropy",

@@ -1,6 +1,11 @@
 """Rewards for online RL: metric rewards on a common scale, their composite, group advantages."""
 
-from sealign.rewards.advantages import AGGREGATIONS, GroupAdvantages, group_advantages
+from sealign.rewards.advantages import (
+    AGGREGATIONS,
+    GroupAdvantages,
+    component_zero_spread,
+    group_advantages,
+)
 from sealign.rewards.composite import (
     CompositeReward,
     RewardComponent,
@@ -16,6 +21,7 @@ __all__ = [
     "RewardComponent",
     "RewardConfig",
     "RewardFunction",
+    "component_zero_spread",
     "group_advantages",
     "to_reward_scale",
 ]

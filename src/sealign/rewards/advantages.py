@@ -123,3 +123,20 @@ def group_advantages(
         adv[idx] = np.nan_to_num(a)
         zero_std += bool(np.allclose(adv[idx], 0.0, atol=1e-9))
     return GroupAdvantages(adv, composite, valid, zero_std / max(1, len(groups)))
+
+
+def component_zero_spread(values: np.ndarray, group: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per component (column of ``values [N, C]``), the fraction of groups in which it gives no
+    signal: fewer than two valid samples with a value, or the same value for all of them. A
+    term whose fraction is high contributes little to the advantages whatever its weight
+    (e.g. WER on inputs whose outputs are all transcribed right, or all wrong)."""
+    values = np.asarray(values, dtype=np.float64)
+    group, valid = np.asarray(group), np.asarray(valid, dtype=bool)
+    groups = np.unique(group)
+    flat = np.zeros(values.shape[1])
+    for g in groups:
+        rows = values[(group == g) & valid]
+        for j in range(values.shape[1]):
+            v = rows[:, j][np.isfinite(rows[:, j])]
+            flat[j] += v.size < 2 or bool(np.isclose(v.std(), 0.0))
+    return flat / max(1, len(groups))

@@ -5,7 +5,8 @@ perceptual reward. One explicit loop, no critic:
       → policy.decode → reward (metrics, batched, cached) → group-relative advantages
       → K minibatch updates: policy.step_log_probs → clipped surrogate (+ k3 KL) → AdamW
 
-Per step it logs ``reward``, ``reward_std``, ``rewards/<name>/mean|std``, ``frac_reward_zero_std``,
+Per step it logs ``reward``, ``reward_std``, ``rewards/<name>/mean|std|frac_zero_std`` (the
+last: the share of groups in which that term has no spread), ``frac_reward_zero_std``,
 ``num_excluded``, ``frac_words_with_spread`` (with word credit), ``clip_ratio/*``, ``kl``,
 ``entropy``, ``loss``, ``grad_norm``, ``lr``, ``completions/mean_length`` and
 ``time/{generate,decode,score,update,step}`` (console, ``log.jsonl``, TensorBoard). Every ``eval.steps`` steps (and at step 0) the held-out set is
@@ -48,7 +49,12 @@ from sealign.models.policy import (
     step_passes,
 )
 from sealign.models.shipped import model_path
-from sealign.rewards import CompositeReward, RewardConfig, group_advantages
+from sealign.rewards import (
+    CompositeReward,
+    RewardConfig,
+    component_zero_spread,
+    group_advantages,
+)
 from sealign.rewards.word_credit import step_advantages
 from sealign.rl.evaluation import HeldOut, RLEvalConfig
 from sealign.rl.losses import DEFAULT_EPS, LOSSES, policy_loss
@@ -410,12 +416,14 @@ def generate_and_score(
     if comp.size:
         stats["reward"] = float(comp.mean())
         stats["reward_std"] = float(comp.std())
+    flat = component_zero_spread(scores.values, group, adv.valid)
     for j, name in enumerate(scores.names):
         col = scores.values[:, j]
         col = col[np.isfinite(col)]
         if col.size:
             stats[f"rewards/{name}/mean"] = float(col.mean())
             stats[f"rewards/{name}/std"] = float(col.std())
+        stats[f"rewards/{name}/frac_zero_std"] = float(flat[j])
     # with probes, reward statistics mix the two temperatures (the central one lies between)
     probe = _probe_differences(adv.composite, group, n) if delta is not None else None
     return RolloutBatch(
