@@ -136,7 +136,5 @@ def component_zero_spread(values: np.ndarray, group: np.ndarray, valid: np.ndarr
     flat = np.zeros(values.shape[1])
     for g in groups:
         rows = values[(group == g) & valid]
-        for j in range(values.shape[1]):
-            v = rows[:, j][np.isfinite(rows[:, j])]
-            flat[j] += v.size < 2 or bool(np.isclose(v.std(), 0.0))
+        flat += [_zscore(rows[:, j])[1] for j in range(values.shape[1])]
     return flat / max(1, len(groups))
