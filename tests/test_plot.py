@@ -47,6 +47,8 @@ def test_log_keys_map_to_figures_and_panels():
     assert panel_of("logps/chosen") == ("training", "logps")
     assert panel_of("rewards/rejected") == ("training", "rewards/chosen, rewards/rejected")
     assert panel_of("rewards/margins") == ("training", "rewards/margins")
+    assert panel_of("frac_reward_zero_std") == panel_of("rewards/wer/frac_zero_std")
+    assert panel_of("rewards/dnsmos_ovrl/frac_zero_std") == ("training", "groups without spread")
     assert panel_of("train/loss") == panel_of("eval/loss") == ("training", "loss")
     assert panel_of("train/grad_norm") == ("training", "train/grad_norm")
     assert panel_of("eval/dnsmos_ovrl") == ("held-out", "eval/dnsmos_ovrl")

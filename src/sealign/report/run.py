@@ -20,6 +20,7 @@ _NOT_SERIES = {"step", "time", "epoch"}
 # prefixes whose members share one panel (e.g. every clip_ratio/* line on one axis)
 _SHARED = {"clip_ratio", "logps"}
 _STATS = ("mean", "min", "max")
+ZERO_SPREAD_PANEL = "groups without spread"
 
 
 @dataclass
@@ -52,6 +53,8 @@ def panel_of(key: str) -> tuple[str, str] | None:
         return "training", parts[0]
     if parts[:1] == ["rewards"] and len(parts) == 2 and parts[1] in ("chosen", "rejected"):
         return "training", "rewards/chosen, rewards/rejected"
+    if key == "frac_reward_zero_std" or (parts[0] == "rewards" and parts[-1] == "frac_zero_std"):
+        return "training", ZERO_SPREAD_PANEL  # the whole reward's and each term's, side by side
     if len(parts) > 1 and parts[-1] in _STATS:
         return "training", "/".join(parts[:-1])
     return "training", key
