@@ -834,7 +834,8 @@ def test_probes_step_the_temperature_by_the_measured_slope(setup, tmp_path):
         before = after
 
 
-def test_probe_groups_differences_and_concatenated_rollouts(setup, tmp_path):
+def test_probe_groups_differences_and_concatenated_rollouts(setup, tmp_path, monkeypatch):
+    import sealign.rl.gspo as gspo_module
     from sealign.rl.gspo import _probe_differences, concat_rollouts
 
     group = np.repeat(np.arange(4), 2)  # inputs 0, 1: groups 0, 1 hotter, 2, 3 cooler
@@ -850,10 +851,17 @@ def test_probe_groups_differences_and_concatenated_rollouts(setup, tmp_path):
     data = PairDataset(cfg.data.train, cfg.data, policy.sample_rate, 0, True)
     examples = data.next_batch()
     gen = torch.Generator().manual_seed(0)
+    seen = []  # the per-term spread is counted over the same groups as the advantages
+    spread = gspo_module.component_zero_spread
+    monkeypatch.setattr(gspo_module, "component_zero_spread",
+                        lambda v, grp, ok: seen.append((grp, ok)) or spread(v, grp, ok))  # fmt: skip
     batch = generate_and_score(policy, examples, cfg, CompositeReward(cfg.reward), gen)
     n, g = len(examples), cfg.sampling.group_size
     assert [e.id for e in batch.examples] == [e.id for e in examples] * 2
     assert batch.group.tolist() == np.repeat(np.arange(2 * n), g).tolist()
+    assert [(grp.tolist(), ok.tolist()) for grp, ok in seen] == [
+        (batch.group.tolist(), batch.valid.tolist())
+    ]
     temps = batch.rollout.actions["sampling"][:, 0]
     assert temps[: n * g].tolist() == pytest.approx([0.9 * np.exp(0.4)] * (n * g))
     assert temps[n * g :].tolist() == pytest.approx([0.9 * np.exp(-0.4)] * (n * g))

@@ -126,10 +126,12 @@ def group_advantages(
 
 
 def component_zero_spread(values: np.ndarray, group: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per component (column of ``values [N, C]``), the fraction of groups in which it gives no
-    signal: fewer than two valid samples with a value, or the same value for all of them. A
-    term whose fraction is high contributes little to the advantages whatever its weight
-    (e.g. WER on inputs whose outputs are all transcribed right, or all wrong)."""
+    """Per component (column of ``values [N, C]``), the fraction of groups in which it has no
+    spread: fewer than two valid samples with a value, or the same value for all of them. Such
+    a group gets nothing from that term under ``normalize_then_sum`` whatever its weight (e.g.
+    WER on inputs whose outputs are all transcribed right, or all wrong), and next to nothing
+    under the other aggregations. A term with word credit has per-word signal even when its
+    sequence value is flat; ``frac_words_with_spread`` measures that."""
     values = np.asarray(values, dtype=np.float64)
     group, valid = np.asarray(group), np.asarray(valid, dtype=bool)
     groups = np.unique(group)
