@@ -1,4 +1,5 @@
-"""Importing an original-layout HiFi-GAN generator as a SpeechT5HifiGan ``mel_vocoder`` folder."""
+"""Importing an original-layout HiFi-GAN generator as a ``mel_vocoder`` folder: SpeechT5HifiGan
+for residual blocks of type 1 (V1, V2), sealign's HifiGanGenerator for type 2 (V3)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,14 @@ CONFIG = {
     "fmin": 0,
     "fmax": 4000,
 }
+# V3's residual blocks (type 2: one dilated convolution per dilation) at the same small size
+CONFIG_V3 = {**CONFIG, "resblock": "2", "resblock_dilation_sizes": [[1, 2], [2, 6]]}
 
 
 class Generator(nn.Module):
-    """HiFi-GAN V1's generator as the original code writes it (same module names, weight-normed
-    layers, leaky ReLU 0.1 inside and torch's default 0.01 before the last convolution)."""
+    """HiFi-GAN's generator as the original code writes it (same module names, weight-normed
+    layers, leaky ReLU 0.1 inside and torch's default 0.01 before the last convolution), with
+    its ResBlock1 or ResBlock2."""
 
     def __init__(self, c: dict, wn) -> None:
         super().__init__()
@@ -52,13 +56,17 @@ class Generator(nn.Module):
             width = ch // 2 ** (i + 1)
             for k, ds in zip(c["resblock_kernel_sizes"], c["resblock_dilation_sizes"], strict=True):
                 block = nn.Module()
-                block.convs1 = nn.ModuleList(
+                dilated = nn.ModuleList(
                     wn(nn.Conv1d(width, width, k, 1, dilation=d, padding=(k * d - d) // 2))
                     for d in ds
                 )
-                block.convs2 = nn.ModuleList(
-                    wn(nn.Conv1d(width, width, k, 1, padding=(k - 1) // 2)) for _ in ds
-                )
+                if c["resblock"] == "2":
+                    block.convs = dilated
+                else:
+                    block.convs1 = dilated
+                    block.convs2 = nn.ModuleList(
+                        wn(nn.Conv1d(width, width, k, 1, padding=(k - 1) // 2)) for _ in ds
+                    )
                 self.resblocks.append(block)
         self.conv_post = wn(nn.Conv1d(width, 1, 7, 1, padding=3))
 
@@ -69,8 +77,12 @@ class Generator(nn.Module):
             total = 0
             for block in self.resblocks[i * self.kernels : (i + 1) * self.kernels]:
                 h = x
-                for c1, c2 in zip(block.convs1, block.convs2, strict=True):
-                    h = h + c2(F.leaky_relu(c1(F.leaky_relu(h, 0.1)), 0.1))
+                if hasattr(block, "convs"):
+                    for c in block.convs:
+                        h = h + c(F.leaky_relu(h, 0.1))
+                else:
+                    for c1, c2 in zip(block.convs1, block.convs2, strict=True):
+                        h = h + c2(F.leaky_relu(c1(F.leaky_relu(h, 0.1)), 0.1))
                 total = total + h
             x = total / self.kernels
         return torch.tanh(self.conv_post(F.leaky_relu(x)))
@@ -88,13 +100,14 @@ def write_generator(tmp_path, wn=nn.utils.parametrizations.weight_norm, config=C
     return gen.eval()
 
 
+@pytest.mark.parametrize("config", [CONFIG, CONFIG_V3], ids=["v1", "v3"])
 @pytest.mark.parametrize("style", ["parametrizations", "weight_g"])
-def test_imported_vocoder_equals_the_original_generator(tmp_path, style):
+def test_imported_vocoder_equals_the_original_generator(tmp_path, style, config):
     if style == "parametrizations":
-        gen = write_generator(tmp_path)
+        gen = write_generator(tmp_path, config=config)
     else:  # older torch's weight norm, deprecated: the keys of the published checkpoints
         with pytest.warns(FutureWarning):
-            gen = write_generator(tmp_path, nn.utils.weight_norm)
+            gen = write_generator(tmp_path, nn.utils.weight_norm, config=config)
     key = (
         "conv_pre.weight_g" if style == "weight_g" else "conv_pre.parametrizations.weight.original0"
     )
@@ -110,6 +123,41 @@ def test_imported_vocoder_equals_the_original_generator(tmp_path, style):
     s = codec.settings
     lat = ((mel[0] - s.latent_mean) / s.latent_std).numpy()
     np.testing.assert_allclose(codec.decode_latent(lat), ref.numpy(), atol=1e-5)
+    kind = "HifiGanGenerator" if config["resblock"] == "2" else "SpeechT5HifiGan"
+    assert type(codec.vocoder).__name__ == kind
+    # the saved folder loads back as the same vocoder, batched as well
+    codec.save(tmp_path / "voc")
+    again = load_codec(f"mel_vocoder:{tmp_path / 'voc'}")
+    assert type(again.vocoder).__name__ == kind
+    with torch.no_grad():
+        torch.testing.assert_close(again.vocoder(mel[0].T), ref, atol=1e-5, rtol=1e-5)
+        pair = again.vocoder(torch.stack([mel[0].T, mel[0].T]))
+    assert pair.shape == (2, 40 * 16)
+    torch.testing.assert_close(pair[1], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_a_saved_v3_folder_keeps_the_contract_and_is_checked_on_load(tmp_path):
+    from sealign.codecs.hifigan_generator import HifiGanGenerator
+
+    write_generator(tmp_path, config=CONFIG_V3)
+    import_hifigan(tmp_path / "generator_v1", tmp_path / "config.json").save(tmp_path / "voc")
+    voc = tmp_path / "voc"
+    from sealign.models.conformance import check_codec, format_checks
+
+    checks = check_codec(load_codec(f"mel_vocoder:{voc}"))  # the codec contract, reload included
+    assert all(c.ok for c in checks), format_checks(checks)
+    meta = json.loads((voc / "config.json").read_text())
+    assert meta["model_type"] == "hifigan" and meta["resblock"] == "2"
+    (voc / "config.json").write_text(json.dumps({**meta, "upsample_initial_channel": 32}))
+    with pytest.raises(ValueError, match=r"shapes differ .*conv_pre.weight"):
+        load_codec(f"mel_vocoder:{voc}")
+    (voc / "config.json").write_text(json.dumps({**meta, "resblock": "3"}))
+    with pytest.raises(ValueError, match="not a HiFi-GAN generator config .*resblock must be"):
+        HifiGanGenerator.from_folder(voc)
+    (voc / "config.json").write_text(json.dumps(meta))
+    (voc / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="model.safetensors: unreadable"):
+        load_codec(f"mel_vocoder:{voc}")
 
 
 def test_the_analysis_is_hifigans(tmp_path, caplog):
@@ -188,7 +236,11 @@ def test_statistics_from_clean_speech(tmp_path, speech):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"resblock": "2"}, "block 2 cannot be imported"),
+        ({"resblock": "3"}, "residual blocks of type 1 and 2"),
+        (
+            {"resblock": "2"},
+            r"missing: resblocks.0.convs.0.bias.*unexpected: resblocks.0.convs1",
+        ),  # a V1 checkpoint
         ({"hop_size": 32}, "multiply to 16, but hop_size is 32"),
         ({"num_mels": None}, "missing HiFi-GAN settings: num_mels"),
         ({"num_mels": 10}, r"shapes differ .*conv_pre.weight \(16, 12, 7\) ≠ \(16, 10, 7\)"),
@@ -224,3 +276,29 @@ def test_unreadable_or_foreign_checkpoints(tmp_path):
     torch.save(state, tmp_path / "half")  # a bare state dict is accepted, but this one is broken
     with pytest.raises(ValueError, match="has no weight-norm gain beside it"):
         import_hifigan(tmp_path / "half", tmp_path / "config.json")
+
+
+def test_the_generator_holds_type_1_blocks_too(tmp_path):
+    """HifiGanGenerator's type-1 blocks (what SpeechT5HifiGan holds for an import) equal the
+    original generator's with the same folded weights."""
+    from sealign.codecs.hifigan import fold_weight_norm
+    from sealign.codecs.hifigan_generator import HifiGanConfig, HifiGanGenerator
+
+    gen = write_generator(tmp_path)
+    ours = HifiGanGenerator(
+        HifiGanConfig(
+            model_in_dim=12,
+            sampling_rate=8000,
+            upsample_initial_channel=16,
+            upsample_rates=[4, 2, 2],
+            upsample_kernel_sizes=[8, 4, 4],
+            resblock_kernel_sizes=[3, 5],
+            resblock_dilation_sizes=[[1, 3], [1, 3]],
+        )
+    )
+    ours.load_state_dict(fold_weight_norm(gen.state_dict()))
+    mel = torch.randn(1, 12, 30, generator=torch.Generator().manual_seed(2)) - 4
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours.eval()(mel[0].T), gen(mel).reshape(-1), atol=1e-5, rtol=1e-5
+        )

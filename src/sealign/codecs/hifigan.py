@@ -26,6 +26,12 @@ from typing import Any
 import numpy as np
 
 from sealign.codecs.base import CodecUnavailable
+from sealign.codecs.hifigan_generator import (
+    RESBLOCKS,
+    HifiGanConfig,
+    HifiGanGenerator,
+    load_state_checked,
+)
 from sealign.codecs.vocoder import MelSettings, MelVocoderCodec
 
 log = logging.getLogger(__name__)
@@ -59,10 +65,10 @@ def read_hifigan_config(path: str | Path) -> dict[str, Any]:
     missing = [k for k in CONFIG_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{path}: missing HiFi-GAN settings: {', '.join(missing)}")
-    if str(cfg["resblock"]) != "1":
+    if str(cfg["resblock"]) not in RESBLOCKS:
         raise ValueError(
-            f"{path}: resblock {cfg['resblock']!r}: only HiFi-GAN's residual block 1 (V1, V2) "
-            "has a SpeechT5HifiGan counterpart; V3's block 2 cannot be imported"
+            f"{path}: resblock {cfg['resblock']!r}: HiFi-GAN has residual blocks of type "
+            f"{' and '.join(RESBLOCKS)} (V1 and V2 use type 1, V3 type 2)"
         )
     _check_types(cfg, path)
     hop = math.prod(cfg["upsample_rates"])
@@ -159,46 +165,39 @@ def import_hifigan(
 ) -> MelVocoderCodec:
     """A :class:`MelVocoderCodec` around the HiFi-GAN generator ``checkpoint`` (original layout)
     with its training ``config``'s analysis; save it with ``.save(DIR)`` and use
-    ``mel_vocoder:DIR``."""
-    import torch
-
-    try:
-        from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
-    except ImportError as err:
-        raise CodecUnavailable(
-            "importing a HiFi-GAN needs the 'transformers' package: pip install transformers"
-        ) from err
+    ``mel_vocoder:DIR``. Residual blocks of type 1 (V1, V2) become a ``transformers``
+    SpeechT5HifiGan; type 2 (V3), which it cannot hold, a
+    :class:`~sealign.codecs.hifigan_generator.HifiGanGenerator`."""
     cfg = read_hifigan_config(config)
     state = fold_weight_norm(load_generator_state(checkpoint))
-    state = {("upsampler" + k[3:] if k.startswith("ups.") else k): v for k, v in state.items()}
-    vocoder = SpeechT5HifiGan(
-        SpeechT5HifiGanConfig(
-            model_in_dim=int(cfg["num_mels"]),
-            sampling_rate=int(cfg["sampling_rate"]),
-            upsample_initial_channel=int(cfg["upsample_initial_channel"]),
-            upsample_rates=[int(r) for r in cfg["upsample_rates"]],
-            upsample_kernel_sizes=[int(k) for k in cfg["upsample_kernel_sizes"]],
-            resblock_kernel_sizes=[int(k) for k in cfg["resblock_kernel_sizes"]],
-            resblock_dilation_sizes=[[int(d) for d in ds] for ds in cfg["resblock_dilation_sizes"]],
-            leaky_relu_slope=0.1,  # HiFi-GAN's LRELU_SLOPE
-            normalize_before=False,  # HiFi-GAN reads raw log-mels
+    shape = {
+        "model_in_dim": int(cfg["num_mels"]),
+        "sampling_rate": int(cfg["sampling_rate"]),
+        "upsample_initial_channel": int(cfg["upsample_initial_channel"]),
+        "upsample_rates": [int(r) for r in cfg["upsample_rates"]],
+        "upsample_kernel_sizes": [int(k) for k in cfg["upsample_kernel_sizes"]],
+        "resblock_kernel_sizes": [int(k) for k in cfg["resblock_kernel_sizes"]],
+        "resblock_dilation_sizes": [[int(d) for d in ds] for ds in cfg["resblock_dilation_sizes"]],
+    }
+    if str(cfg["resblock"]) == "2":
+        vocoder: Any = HifiGanGenerator(HifiGanConfig(resblock="2", **shape))
+    else:
+        try:
+            from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+        except ImportError as err:
+            raise CodecUnavailable(
+                "importing a HiFi-GAN V1 / V2 needs the 'transformers' package: "
+                "pip install transformers"
+            ) from err
+        state = {("upsampler" + k[3:] if k.startswith("ups.") else k): v for k, v in state.items()}
+        vocoder = SpeechT5HifiGan(
+            SpeechT5HifiGanConfig(
+                **shape,
+                leaky_relu_slope=0.1,  # HiFi-GAN's LRELU_SLOPE
+                normalize_before=False,  # HiFi-GAN reads raw log-mels
+            )
         )
-    )
-    own = vocoder.state_dict()
-    expected = {k for k in own if k not in ("mean", "scale")}
-    missing, extra = sorted(expected - state.keys()), sorted(state.keys() - expected)
-    if missing or extra:
-        raise ValueError(
-            f"{checkpoint}: does not fit the generator its config describes "
-            f"(missing: {', '.join(missing[:5]) or 'none'}; unexpected: "
-            f"{', '.join(extra[:5]) or 'none'})"
-        )
-    wrong = [f"{k} {tuple(state[k].shape)} ≠ {tuple(own[k].shape)}" for k in sorted(expected)
-             if state[k].shape != own[k].shape]  # fmt: skip
-    if wrong:
-        raise ValueError(f"{checkpoint}: shapes differ from its config's: {'; '.join(wrong[:3])}")
-    with torch.no_grad():
-        vocoder.load_state_dict({**state, "mean": own["mean"], "scale": own["scale"]})
+    load_state_checked(vocoder, state, checkpoint)
     settings = MelSettings(
         n_fft=int(cfg["n_fft"]),
         win_length=int(cfg["win_size"]),

@@ -3,8 +3,10 @@
 ``encode_latent`` computes log-mel frames with ``librosa`` at the vocoder's hop (the product of
 its upsampling rates), ``decode_latent`` runs the vocoder. The vocoder is a ``transformers``
 :class:`~transformers.SpeechT5HifiGan` loaded from a LOCAL folder (``config.json`` plus
-``model.safetensors`` or ``pytorch_model.bin``, as written by ``save_pretrained``); nothing is
-downloaded. An optional ``mel.json`` in the same folder overrides the analysis settings
+``model.safetensors`` or ``pytorch_model.bin``, as written by ``save_pretrained``), or a
+HiFi-GAN generator with residual blocks of type 2 (V3), which SpeechT5HifiGan cannot hold
+(:class:`~sealign.codecs.hifigan_generator.HifiGanGenerator`, ``model_type: hifigan``, written
+by ``sealign codec import-hifigan``); nothing is downloaded. An optional ``mel.json`` in the same folder overrides the analysis settings
 (:class:`MelSettings`); keyword options to :meth:`MelVocoderCodec.load` (or ``?key=value`` in a
 ``mel_vocoder:DIR`` spec) override both.
 
@@ -54,6 +56,7 @@ MEL_FILE = "mel.json"
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MODEL_TYPE = "speecht5_hifigan"
+MODEL_TYPES = (MODEL_TYPE, "hifigan")  # the second: sealign.codecs.hifigan_generator
 
 
 @dataclass
@@ -114,11 +117,12 @@ def _check_folder(directory: Path) -> dict[str, Any]:
         meta = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{cfg_path}: invalid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
+    if not isinstance(meta, dict) or meta.get("model_type") not in MODEL_TYPES:
         got = meta.get("model_type") if isinstance(meta, dict) else None
         raise ValueError(
             f"{cfg_path}: model_type {got!r} is not {MODEL_TYPE!r} (a transformers "
-            "SpeechT5HifiGan vocoder is expected)"
+            "SpeechT5HifiGan vocoder) or 'hifigan' (a generator written by sealign codec "
+            "import-hifigan)"
         )
     return meta
 
@@ -273,7 +277,7 @@ class MelVocoderCodec:
         """Load a local SpeechT5HifiGan folder; ``options`` are :class:`MelSettings` fields
         (overriding the folder's ``mel.json``)."""
         directory = Path(directory)
-        _check_folder(directory)
+        meta = _check_folder(directory)
         mel: dict[str, Any] = {}
         if (directory / MEL_FILE).is_file():
             try:
@@ -283,6 +287,10 @@ class MelVocoderCodec:
             if not isinstance(mel, dict):
                 raise ValueError(f"{directory / MEL_FILE}: expected a JSON object of mel settings")
         settings = MelSettings.from_dict({**mel, **options})
+        if meta["model_type"] == "hifigan":
+            from sealign.codecs.hifigan_generator import HifiGanGenerator
+
+            return cls(HifiGanGenerator.from_folder(directory), settings, device=device)
         try:
             from transformers import SpeechT5HifiGan
         except ImportError as err:
