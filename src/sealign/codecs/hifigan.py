@@ -1,11 +1,13 @@
-"""Import a HiFi-GAN generator trained with the original implementation (jik876/hifi-gan) as the
-SpeechT5HifiGan folder that the ``mel_vocoder:`` codec loads.
+"""Import a HiFi-GAN generator trained with the original implementation (jik876/hifi-gan) as a
+folder that the ``mel_vocoder:`` codec loads.
 
 The original code saves a generator as ``torch.save({"generator": state_dict})`` (``generator_v1``
 and friends) beside a ``config.json`` of its training settings. Its convolutions are weight
 normalized (``weight_g`` / ``weight_v``, or ``parametrizations.weight.original0/1`` from newer
-torch); SpeechT5HifiGan has the same layers (residual blocks of type "1") with plain weights, so
-the import folds each weight norm into its weight and renames ``ups.*`` to ``upsampler.*``.
+torch). The import folds each weight norm into its weight. Residual blocks of type "1" (V1, V2)
+go into a SpeechT5HifiGan, which has the same layers with plain weights (``ups.*`` renamed to
+``upsampler.*``); type "2" (V3) into :class:`~sealign.codecs.hifigan_generator.HifiGanGenerator`,
+which keeps the original names.
 
 The ``mel.json`` written beside it reproduces HiFi-GAN's analysis: its FFT and window sizes and
 mel band, natural log of ``max(mel, 1e-5)`` and frames that start at the input (``center:
