@@ -10,7 +10,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sealign.cli import main
-from sealign.models.lora import LoRAConfig, LoRALinear, adapter_state, apply_lora
+from sealign.models.lora import (
+    BaseView,
+    LoRAConfig,
+    LoRALinear,
+    adapter_state,
+    adapters_off,
+    apply_lora,
+)
 from sealign.models.registry import load_policy
 from test_gspo import logged, overrides
 
@@ -180,9 +187,12 @@ def test_gpt2_conv1d_layers_take_adapters_in_their_own_layout():
     assert set(state) == {"weight", "bias"} and state["weight"].shape == (3, 5)
 
 
-def test_modules_trained_in_full_keep_a_loaded_reference(tiny_setup, tmp_path):
-    """``modules_to_save`` have no "off": GSPO's KL reference is then a copy of the base, the
-    same numbers as naming the base as ``reference_model``."""
+def test_modules_trained_in_full_are_seen_as_their_frozen_copies_by_the_reference(
+    tiny_setup, tmp_path
+):
+    """With ``modules_to_save``, GSPO's KL reference is the policy with its adapters off and
+    those modules swapped for their frozen copies: the same numbers as loading the base as
+    ``reference_model``."""
     kw = {"eval.manifests": "[]", "optim.lr": 3e-2, "beta": 0.1,
           "model.lora": "{rank: 4, alpha: 8, modules_to_save: [norm]}"}  # fmt: skip
     own, named = tmp_path / "own", tmp_path / "named"
@@ -192,3 +202,30 @@ def test_modules_trained_in_full_keep_a_loaded_reference(tiny_setup, tmp_path):
     assert logged(own, "kl")[3] > 0
     for key in ("loss", "kl"):
         assert logged(own, key) == logged(named, key)
+
+
+def test_adapters_off_restores_the_base_of_modules_trained_in_full(tiny_setup):
+    base = load_policy(tiny_setup / "base")
+    policy = load_policy(tiny_setup / "base")
+    apply_lora(policy, LoRAConfig(rank=2, alpha=4, targets=["qkv"], modules_to_save=["norm"]))
+    assert policy.state_dict().keys() == base.state_dict().keys()  # the copy is not a submodule
+    assert {n for n, p in policy.named_parameters() if p.requires_grad} == {
+        "blocks.0.qkv.lora_a", "blocks.0.qkv.lora_b", "norm.weight"}  # fmt: skip
+    with torch.no_grad():  # trained adapters and a trained final norm
+        policy.norm.weight.mul_(1.5)
+        policy.blocks[0].qkv.lora_b.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    trained_norm = policy.norm
+    cond = policy.condition([torch.randn(16000).numpy() * 0.1])
+    r = base.sample(cond, generator=torch.Generator().manual_seed(0), top_k=20)
+    ref = base.step_log_probs(cond, r)[0]
+    assert (policy.step_log_probs(cond, r)[0] - ref).abs().max() > 1e-3
+    with adapters_off(policy):
+        torch.testing.assert_close(policy.step_log_probs(cond, r)[0], ref, atol=1e-5, rtol=0)
+        assert policy.norm is not trained_norm and not policy.norm.weight.requires_grad
+    assert policy.norm is trained_norm  # swapped back, trained weights intact
+    torch.testing.assert_close(policy.norm.weight, base.norm.weight * 1.5)
+    view = BaseView(policy)
+    torch.testing.assert_close(view.step_log_probs(cond, r)[0], ref, atol=1e-5, rtol=0)
+    sampled = view.sample(cond, generator=torch.Generator().manual_seed(0), top_k=20)
+    torch.testing.assert_close(sampled.actions["tokens"], r.actions["tokens"])
+    torch.testing.assert_close(sampled.logp, r.logp, atol=1e-5, rtol=0)

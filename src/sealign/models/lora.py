@@ -4,7 +4,9 @@
 GPT-2 in ``transformers``) whose attribute name is in ``targets`` by a :class:`LoRALinear`: the
 frozen layer plus a trainable low-rank update ``(alpha / rank) · B A`` (``A`` random, ``B`` zero,
 so training starts from the unchanged policy), and freezes every other parameter except those of
-the modules named in ``modules_to_save``, which train in full. A wrapped layer's ``weight`` is the merged matrix, so code that reads ``.weight``
+the modules named in ``modules_to_save``, which train in full (a frozen copy of each is kept
+for :func:`adapters_off`, so the base stays at hand without a second copy of the whole policy).
+A wrapped layer's ``weight`` is the merged matrix, so code that reads ``.weight``
 (the built-in policies' fast decoding weights) sees the adapted layer, and its ``state_dict``
 holds the merged weight under the original key: ``policy.save`` writes a plain checkpoint that
 loads, evaluates and exports like any other. What trains, unmerged (:func:`adapter_state`: the
@@ -14,6 +16,7 @@ resume exactly: the base policy again, the same adapters on it (:func:`check_mer
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Iterator, Sequence
@@ -27,6 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 
 DEFAULT_TARGETS = ("qkv", "proj", "mlp_in", "mlp_out")  # the built-in transformer blocks' layers
+# (parent, attribute, trained module, its frozen base copy) of each module trained in full, kept
+# on the wrapped root as a plain attribute: not a submodule, so not in its parameters or state
+FROZEN_ATTR = "_lora_frozen_modules"
 
 
 @dataclass
@@ -127,13 +133,13 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
     if any(isinstance(m, LoRALinear) for m in module.modules()):
         raise ValueError("this policy already has LoRA adapters")
     found: list[tuple[nn.Module, str, nn.Module]] = []
-    full: list[nn.Module] = []
+    full: list[tuple[nn.Module, str, nn.Module]] = []
     linear_names, child_names = set(), set()
     for parent in module.modules():
         for name, child in parent.named_children():
             child_names.add(name)
             if name in cfg.modules_to_save:
-                full.append(child)
+                full.append((parent, name, child))
             if _is_linear(child):
                 linear_names.add(name)
                 if name in cfg.targets:
@@ -152,7 +158,7 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
             f"{type(module).__name__}; its modules are named {', '.join(sorted(child_names))}"
         )
     targets = {id(child) for _, _, child in found}
-    for m in full:
+    for _, _, m in full:
         if any(id(sub) in targets for sub in m.modules()):
             raise ValueError("lora.modules_to_save: a module that trains in full cannot hold "
                              "adapted layers (lora.targets); name one or the other")  # fmt: skip
@@ -160,31 +166,43 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
     gen = torch.Generator().manual_seed(seed)
     for parent, name, child in found:
         setattr(parent, name, LoRALinear(child, cfg.rank, cfg.alpha, gen))
-    for m in full:
+    frozen = [(parent, name, m, copy.deepcopy(m)) for parent, name, m in full]
+    object.__setattr__(module, FROZEN_ATTR, frozen)  # bypasses nn.Module's registration
+    for _, _, m, _ in frozen:
         m.requires_grad_(True)
     return len(found)
 
 
 @contextmanager
 def adapters_off(module: nn.Module) -> Iterator[None]:
-    """``module`` computes with its base layers only inside the block."""
+    """``module`` computes as its base inside the block: its adapted layers without their
+    adapters, and each module trained in full (``modules_to_save``) swapped for the frozen copy
+    :func:`apply_lora` kept of it."""
     wrapped = [m for m in module.modules() if isinstance(m, LoRALinear)]
+    swapped: list[tuple[nn.Module, str, nn.Module, nn.Module]] = getattr(module, FROZEN_ATTR, [])
     for m in wrapped:
         m.enabled = False
+    for parent, name, trained, base in swapped:
+        p = next(trained.parameters(), None)
+        if p is not None:  # the policy may have moved since the copy was made
+            base.to(device=p.device, dtype=p.dtype)
+        setattr(parent, name, base)
     try:
         yield
     finally:
         for m in wrapped:
             m.enabled = True
+        for parent, name, trained, _ in swapped:
+            setattr(parent, name, trained)
 
 
 class BaseView:
     """A policy with adapters seen without them: a reference (GSPO's KL, DPO's log-likelihoods)
-    that shares the base's weights, no second copy. The policy's computing methods
+    that shares the base's weights, no second copy (of the modules trained in full, the frozen
+    copies :func:`apply_lora` kept). The policy's computing methods
     (:data:`BASE_VIEW_METHODS`) run under :func:`adapters_off`; every other attribute is the
-    policy's own (its ``logit_scale`` included). The base only when nothing else trains in full
-    (``modules_to_save``: those modules have no "off"). The policy's mode applies: use it where
-    the policy computes in ``eval()`` mode, as GSPO's and DPO's do."""
+    policy's own (its ``logit_scale`` included). The policy's mode applies: use it where the
+    policy computes in ``eval()`` mode, as GSPO's and DPO's do."""
 
     def __init__(self, policy: Any) -> None:
         self._policy = policy

@@ -234,9 +234,9 @@ def reference_config(model: ModelConfig, source: str) -> ModelConfig:
 
 def base_view_reference(model: ModelConfig, reference_model: str | None) -> bool:
     """Whether a post-training run's reference is its policy with the adapters off
-    (:class:`~sealign.models.lora.BaseView`, no second copy): with LoRA, no other reference
-    model and nothing trained in full (``modules_to_save`` has no "off")."""
-    return model.lora.enabled and not reference_model and not model.lora.modules_to_save
+    (:class:`~sealign.models.lora.BaseView`, no second copy; the modules trained in full seen as
+    their frozen copies): with LoRA and no other reference model."""
+    return model.lora.enabled and not reference_model
 
 
 def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
