@@ -54,7 +54,9 @@ def test_adapters_start_at_the_base_and_merge_into_a_plain_checkpoint(tiny_setup
                                           ("qkv", "proj", "mlp_in", "mlp_out") for m in "ab"}  # fmt: skip
     with pytest.raises(ValueError, match="already has LoRA adapters"):
         apply_lora(policy, LoRAConfig(rank=2))
-    with pytest.raises(ValueError, match=r"targets: vproj name no linear layer .* named .*qkv"):
+    with pytest.raises(
+        ValueError, match=r"targets: vproj name no linear or ungrouped 1-D conv.* named .*qkv"
+    ):
         apply_lora(load_policy(tiny_setup / "base"), LoRAConfig(rank=2, targets=["qkv", "vproj"]))
 
 
@@ -229,3 +231,37 @@ def test_adapters_off_restores_the_base_of_modules_trained_in_full(tiny_setup):
     sampled = view.sample(cond, generator=torch.Generator().manual_seed(0), top_k=20)
     torch.testing.assert_close(sampled.actions["tokens"], r.actions["tokens"])
     torch.testing.assert_close(sampled.logp, r.logp, atol=1e-5, rtol=0)
+
+
+def test_one_dimensional_convolutions_take_adapters():
+    """An ``nn.Conv1d`` (stride, padding, dilation, a non-zero padding mode) is adapted as its
+    ``[out, in · kernel]`` matrix: the unmerged forward equals the convolution with the merged
+    weight, which is what its state dict holds; a grouped one is refused by name."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    model.add_module("conv", torch.nn.Conv1d(3, 5, 4, stride=2, padding=3, dilation=2,
+                                             padding_mode="reflect"))  # fmt: skip
+    model.add_module("dw", torch.nn.Conv1d(5, 5, 3, groups=5))
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 40)
+    before = model.conv(x)
+    assert apply_lora(model, LoRAConfig(rank=2, alpha=4, targets=["conv"])) == 1
+    conv = model.conv
+    assert isinstance(conv, LoRALinear) and (conv.in_features, conv.out_features) == (12, 5)
+    torch.testing.assert_close(conv(x), before)  # B starts at zero
+    with torch.no_grad():
+        conv.lora_b.normal_(0, 0.3)
+    merged = base["conv.weight"] + 2.0 * (conv.lora_b @ conv.lora_a).view(5, 3, 4)
+    padded = torch.nn.functional.pad(x, (3, 3), mode="reflect")
+    expect = torch.nn.functional.conv1d(padded, merged, base["conv.bias"], stride=2, dilation=2)
+    torch.testing.assert_close(conv(x), expect, atol=1e-5, rtol=1e-5)
+    assert (conv(x) - before).abs().max() > 1e-2
+    state = model.state_dict()
+    assert state.keys() == base.keys()
+    torch.testing.assert_close(state["conv.weight"], merged.detach())
+    with adapters_off(model):
+        torch.testing.assert_close(conv(x), before)
+    holder = torch.nn.Module()
+    holder.add_module("dw", torch.nn.Conv1d(5, 5, 3, groups=5))
+    with pytest.raises(ValueError, match=r"dw: grouped convolutions take no adapters"):
+        apply_lora(holder, LoRAConfig(rank=2, targets=["dw"]))

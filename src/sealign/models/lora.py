@@ -1,7 +1,8 @@
-"""Low-rank adapters (LoRA; Hu et al. 2021) on a policy's linear layers.
+"""Low-rank adapters (LoRA; Hu et al. 2021) on a policy's linear and 1-D convolution layers.
 
 :func:`apply_lora` replaces each linear layer (``nn.Linear``, or the transposed ``Conv1D`` of
-GPT-2 in ``transformers``) whose attribute name is in ``targets`` by a :class:`LoRALinear`: the
+GPT-2 in ``transformers``) or ungrouped ``nn.Conv1d`` whose attribute name is in ``targets`` by
+a :class:`LoRALinear`: the
 frozen layer plus a trainable low-rank update ``(alpha / rank) · B A`` (``A`` random, ``B`` zero,
 so training starts from the unchanged policy), and freezes every other parameter except those of
 the modules named in ``modules_to_save``, which train in full (a frozen copy of each is kept
@@ -38,7 +39,7 @@ FROZEN_ATTR = "_lora_frozen_modules"
 @dataclass
 class LoRAConfig:
     """``rank`` 0 trains every weight (no adapters). ``targets``: attribute names of the linear
-    layers to adapt (``qkv``, ``proj``, ``mlp_in``, ``mlp_out`` are the built-in blocks'; a
+    or ungrouped 1-D convolution layers to adapt (``qkv``, ``proj``, ``mlp_in``, ``mlp_out`` are the built-in blocks'; a
     wrapped model's own names otherwise, e.g. ``q_proj``). ``modules_to_save``: attribute names
     of modules that train in full beside the adapters (PEFT's name), e.g. an output head or the
     FM's REPA projection ``repa_proj``."""
@@ -54,7 +55,7 @@ class LoRAConfig:
         if not self.alpha > 0:
             raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
         if self.rank and not self.targets:
-            raise ValueError("lora.targets: name at least one linear layer to adapt")
+            raise ValueError("lora.targets: name at least one layer to adapt")
 
     @property
     def enabled(self) -> bool:
@@ -67,17 +68,27 @@ def _is_conv1d(module: nn.Module) -> bool:
 
 
 def _is_linear(module: nn.Module) -> bool:
+    """A layer that takes adapters: linear (``nn.Linear``, GPT-2's ``Conv1D``) or an ungrouped
+    1-D convolution."""
+    if isinstance(module, nn.Conv1d):
+        return module.groups == 1
     return isinstance(module, nn.Linear) or _is_conv1d(module)
 
 
 class LoRALinear(nn.Module):
-    """``base`` (frozen) plus ``scale · lora_b @ lora_a``; ``base`` an ``nn.Linear`` or a
-    ``Conv1D``, whose merged ``weight`` keeps its [in, out] layout."""
+    """``base`` (frozen) plus ``scale · lora_b @ lora_a``; ``base`` an ``nn.Linear``, a
+    ``Conv1D``, whose merged ``weight`` keeps its [in, out] layout, or an ungrouped
+    ``nn.Conv1d``, whose ``[out, in, kernel]`` weight is adapted as the ``[out, in · kernel]``
+    matrix it is (``in_features`` is then ``in · kernel``) and whose stride, padding and dilation
+    the low-rank path shares."""
 
     def __init__(self, base: nn.Module, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
+        if isinstance(base, nn.Conv1d) and base.groups != 1:
+            raise ValueError("a grouped convolution cannot take LoRA adapters")
         self.base = base.requires_grad_(False)
-        self.transposed = not isinstance(base, nn.Linear)
+        self.transposed = _is_conv1d(base)
+        self.conv = isinstance(base, nn.Conv1d)
         self.scale = alpha / rank
         w: torch.Tensor = base.weight  # type: ignore[assignment]
         dev, dtype = w.device, w.dtype
@@ -95,7 +106,7 @@ class LoRALinear(nn.Module):
         if not self.enabled:
             return w
         delta = self.scale * (self.lora_b @ self.lora_a)
-        return w + (delta.T if self.transposed else delta)
+        return w + (delta.T if self.transposed else delta.view_as(w))
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -103,7 +114,8 @@ class LoRALinear(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return self.base.weight.shape[0 if self.transposed else 1]  # type: ignore[index]
+        w: torch.Tensor = self.base.weight  # type: ignore[assignment]
+        return w.shape[0] if self.transposed else w[0].numel()
 
     @property
     def out_features(self) -> int:
@@ -114,6 +126,10 @@ class LoRALinear(nn.Module):
         y = self.base(x)
         if not self.enabled:
             return y
+        if self.conv:  # A as `rank` filters with the base's stride, padding and dilation, B 1×1
+            a = self.lora_a.view(self.lora_a.shape[0], *self.base.weight.shape[1:])
+            low = self.base._conv_forward(x, a, None)  # type: ignore[operator]
+            return y + self.scale * F.conv1d(low, self.lora_b[:, :, None])
         return y + self.scale * F.linear(F.linear(x, self.lora_a), self.lora_b)
 
 
@@ -127,17 +143,20 @@ def _merged_state(module: LoRALinear, state: dict[str, Any], prefix: str, _meta:
 
 
 def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
-    """Wrap ``module``'s linear layers named in ``cfg.targets``, unfreeze the modules named in
+    """Wrap ``module``'s linear and ungrouped 1-D convolution layers named in ``cfg.targets``
+    (:class:`LoRALinear`), unfreeze the modules named in
     ``cfg.modules_to_save`` and freeze everything else; returns how many layers were wrapped.
     ``seed`` draws the ``A`` matrices (the same on every data-parallel rank)."""
     if any(isinstance(m, LoRALinear) for m in module.modules()):
         raise ValueError("this policy already has LoRA adapters")
     found: list[tuple[nn.Module, str, nn.Module]] = []
     full: list[tuple[nn.Module, str, nn.Module]] = []
-    linear_names, child_names = set(), set()
+    linear_names, child_names, grouped = set(), set(), set()
     for parent in module.modules():
         for name, child in parent.named_children():
             child_names.add(name)
+            if isinstance(child, nn.Conv1d) and child.groups != 1:
+                grouped.add(name)
             if name in cfg.modules_to_save:
                 full.append((parent, name, child))
             if _is_linear(child):
@@ -146,10 +165,12 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
                     found.append((parent, name, child))
     unmatched = [t for t in cfg.targets if t not in linear_names]
     if unmatched:
+        why = [t for t in unmatched if t in grouped]
         raise ValueError(
-            f"lora.targets: {', '.join(unmatched)} name no linear layer of this "
-            f"{type(module).__name__}; its linear layers are named "
-            f"{', '.join(sorted(linear_names)) or '(none)'}"
+            f"lora.targets: {', '.join(unmatched)} name no linear or ungrouped 1-D convolution "
+            f"layer of this {type(module).__name__}"
+            + (f" ({', '.join(why)}: grouped convolutions take no adapters)" if why else "")
+            + f"; those it has are named {', '.join(sorted(linear_names)) or '(none)'}"
         )
     unmatched = [t for t in cfg.modules_to_save if t not in child_names]
     if unmatched:
