@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sealign.cli import main
-from sealign.codecs.base import load_codec
+from sealign.codecs.base import CodecUnavailable, load_codec
 from sealign.codecs.hifigan import import_hifigan
 
 CONFIG = {
@@ -22,7 +22,7 @@ CONFIG = {
     "upsample_kernel_sizes": [8, 4, 4],
     "upsample_initial_channel": 16,
     "resblock_kernel_sizes": [3, 5],
-    "resblock_dilation_sizes": [[1, 3], [1, 3]],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
     "num_mels": 12,
     "n_fft": 64,
     "hop_size": 16,
@@ -56,16 +56,18 @@ class Generator(nn.Module):
             width = ch // 2 ** (i + 1)
             for k, ds in zip(c["resblock_kernel_sizes"], c["resblock_dilation_sizes"], strict=True):
                 block = nn.Module()
+                # ResBlock1 reads three dilations, ResBlock2 two (any further ones are unused)
+                used = ds[:2] if c["resblock"] == "2" else ds[:3]
                 dilated = nn.ModuleList(
                     wn(nn.Conv1d(width, width, k, 1, dilation=d, padding=(k * d - d) // 2))
-                    for d in ds
+                    for d in used
                 )
                 if c["resblock"] == "2":
                     block.convs = dilated
                 else:
                     block.convs1 = dilated
                     block.convs2 = nn.ModuleList(
-                        wn(nn.Conv1d(width, width, k, 1, padding=(k - 1) // 2)) for _ in ds
+                        wn(nn.Conv1d(width, width, k, 1, padding=(k - 1) // 2)) for _ in used
                     )
                 self.resblocks.append(block)
         self.conv_post = wn(nn.Conv1d(width, 1, 7, 1, padding=3))
@@ -100,7 +102,11 @@ def write_generator(tmp_path, wn=nn.utils.parametrizations.weight_norm, config=C
     return gen.eval()
 
 
-@pytest.mark.parametrize("config", [CONFIG, CONFIG_V3], ids=["v1", "v3"])
+# a V3 config whose lists hold a third dilation, which the original's ResBlock2 leaves unused
+CONFIG_V3_LONG = {**CONFIG_V3, "resblock_dilation_sizes": [[1, 2, 4], [2, 6, 9]]}
+
+
+@pytest.mark.parametrize("config", [CONFIG, CONFIG_V3, CONFIG_V3_LONG], ids=["v1", "v3", "v3-3"])
 @pytest.mark.parametrize("style", ["parametrizations", "weight_g"])
 def test_imported_vocoder_equals_the_original_generator(tmp_path, style, config):
     if style == "parametrizations":
@@ -154,9 +160,19 @@ def test_a_saved_v3_folder_keeps_the_contract_and_is_checked_on_load(tmp_path):
     (voc / "config.json").write_text(json.dumps({**meta, "resblock": "3"}))
     with pytest.raises(ValueError, match="not a HiFi-GAN generator config .*resblock must be"):
         HifiGanGenerator.from_folder(voc)
+    for bad in ({"upsample_rates": "442"}, {"resblock_dilation_sizes": [1, 2]},
+                {"upsample_initial_channel": "16"}, {"transformers_version": "4.0"}):  # fmt: skip
+        (voc / "config.json").write_text(json.dumps({**meta, **bad}))
+        with pytest.raises(ValueError, match="not a HiFi-GAN generator config"):
+            load_codec(f"mel_vocoder:{voc}")
     (voc / "config.json").write_text(json.dumps(meta))
+    weights = (voc / "model.safetensors").read_bytes()
     (voc / "model.safetensors").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="model.safetensors: unreadable"):
+    with pytest.raises(CodecUnavailable, match="model.safetensors: the generator's weights are"):
+        load_codec(f"mel_vocoder:{voc}")
+    (voc / "model.safetensors").unlink()
+    (voc / "pytorch_model.bin").write_bytes(weights)  # the SpeechT5 folders' other file: not here
+    with pytest.raises(FileNotFoundError, match=r"missing vocoder weights \(model.safetensors\)"):
         load_codec(f"mel_vocoder:{voc}")
 
 
@@ -245,12 +261,13 @@ def test_statistics_from_clean_speech(tmp_path, speech):
         ({"num_mels": None}, "missing HiFi-GAN settings: num_mels"),
         ({"num_mels": 10}, r"shapes differ .*conv_pre.weight \(16, 12, 7\) ≠ \(16, 10, 7\)"),
         (
-            {"resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]]},
+            {"resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]},
             "unexpected: resblocks.3",
         ),  # fmt: skip
         ({"upsample_rates": 16}, "do not have HiFi-GAN's types .*: upsample_rates"),
         ({"num_mels": "80", "fmin": None}, "types .*: num_mels, fmin"),
         ({"resblock_dilation_sizes": [[1, 3]]}, "one list per resblock kernel size"),
+        ({"resblock_dilation_sizes": [[1, 3], [1, 3]]}, "type 1 reads 3 dilations from each"),
     ],
 )
 def test_what_does_not_fit_is_named(tmp_path, change, match):
@@ -293,7 +310,7 @@ def test_the_generator_holds_type_1_blocks_too(tmp_path):
             upsample_rates=[4, 2, 2],
             upsample_kernel_sizes=[8, 4, 4],
             resblock_kernel_sizes=[3, 5],
-            resblock_dilation_sizes=[[1, 3], [1, 3]],
+            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
         )
     )
     ours.load_state_dict(fold_weight_norm(gen.state_dict()))

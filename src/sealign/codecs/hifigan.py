@@ -49,6 +49,9 @@ MEL_FLOOR = 1e-5  # HiFi-GAN's log(clamp(mel, min=1e-5))
 # standardization when no clean speech is given to measure it on
 DEFAULT_MEAN, DEFAULT_STD = -5.83, 2.35
 LIST_KEYS = ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes")
+# the original's ResBlock1 builds three pairs of convolutions, ResBlock2 two convolutions, from
+# the first dilations of each list (any further ones are unused)
+CONVS_PER_BLOCK = {"1": 3, "2": 2}
 INT_KEYS = ("upsample_initial_channel", "num_mels", "n_fft", "hop_size", "win_size",
             "sampling_rate")  # fmt: skip
 
@@ -102,6 +105,10 @@ def _check_types(cfg: dict[str, Any], path: Path) -> None:
         )
     if len(dil) != len(cfg["resblock_kernel_sizes"]):
         raise ValueError(f"{path}: resblock_dilation_sizes needs one list per resblock kernel size")
+    convs = CONVS_PER_BLOCK[str(cfg["resblock"])]
+    if any(len(d) < convs for d in dil):
+        raise ValueError(f"{path}: a residual block of type {cfg['resblock']} reads {convs} "
+                         "dilations from each list of resblock_dilation_sizes")  # fmt: skip
     if len(cfg["upsample_rates"]) != len(cfg["upsample_kernel_sizes"]):
         raise ValueError(f"{path}: upsample_rates and upsample_kernel_sizes differ in length")
 
@@ -179,7 +186,10 @@ def import_hifigan(
         "upsample_rates": [int(r) for r in cfg["upsample_rates"]],
         "upsample_kernel_sizes": [int(k) for k in cfg["upsample_kernel_sizes"]],
         "resblock_kernel_sizes": [int(k) for k in cfg["resblock_kernel_sizes"]],
-        "resblock_dilation_sizes": [[int(d) for d in ds] for ds in cfg["resblock_dilation_sizes"]],
+        "resblock_dilation_sizes": [
+            [int(d) for d in ds[: CONVS_PER_BLOCK[str(cfg["resblock"])]]]
+            for ds in cfg["resblock_dilation_sizes"]
+        ],  # fmt: skip
     }
     if str(cfg["resblock"]) == "2":
         vocoder: Any = HifiGanGenerator(HifiGanConfig(resblock="2", **shape))

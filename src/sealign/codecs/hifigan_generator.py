@@ -47,6 +47,23 @@ class HifiGanConfig:
     normalize_before: bool = False
 
     def __post_init__(self) -> None:
+        def positive(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+        def positives(v: Any) -> bool:
+            return isinstance(v, list) and bool(v) and all(positive(x) for x in v)
+
+        bad = [k for k in ("model_in_dim", "sampling_rate", "upsample_initial_channel")
+               if not positive(getattr(self, k))]  # fmt: skip
+        bad += [k for k in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes")
+                if not positives(getattr(self, k))]  # fmt: skip
+        dil = self.resblock_dilation_sizes
+        if not (isinstance(dil, list) and dil and all(positives(d) for d in dil)):
+            bad.append("resblock_dilation_sizes")
+        if bad:
+            raise ValueError(
+                f"not positive integers (or non-empty lists of them): {', '.join(bad)}"
+            )
         self.resblock = str(self.resblock)
         if self.resblock not in RESBLOCKS:
             raise ValueError(f"resblock must be one of {RESBLOCKS}, got {self.resblock!r}")
@@ -136,10 +153,13 @@ class HifiGanGenerator(nn.Module):
 
     @classmethod
     def from_folder(cls, directory: str | Path) -> HifiGanGenerator:
-        """The generator saved in ``directory`` by :meth:`save_pretrained`; a config that does
-        not describe a generator, or weights that do not fit it, raise ``ValueError``."""
+        """The generator saved in ``directory`` by :meth:`save_pretrained`. A config that does
+        not describe a generator (unknown keys included), or weights that do not fit it, raise
+        ``ValueError``; unreadable weights :class:`~sealign.codecs.base.CodecUnavailable`."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
+
+        from sealign.codecs.base import CodecUnavailable
 
         directory = Path(directory)
         try:
@@ -149,10 +169,13 @@ class HifiGanGenerator(nn.Module):
             raise ValueError(f"{directory / 'config.json'}: not a HiFi-GAN generator config "
                              f"({err})") from err  # fmt: skip
         model = cls(config)
+        weights = directory / "model.safetensors"
         try:
-            state = load_file(str(directory / "model.safetensors"))
-        except (OSError, SafetensorError) as err:
-            raise ValueError(f"{directory / 'model.safetensors'}: unreadable ({err})") from err
+            state = load_file(str(weights))
+        except (OSError, SafetensorError) as err:  # as transformers' loads report it
+            raise CodecUnavailable(f"{weights}: the generator's weights are unreadable ({err}); "
+                                   "write the folder again with sealign codec import-hifigan"
+                                   ) from err  # fmt: skip
         load_state_checked(model, state, directory / "model.safetensors")
         return model.eval()
 

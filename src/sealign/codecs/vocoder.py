@@ -5,8 +5,9 @@ its upsampling rates), ``decode_latent`` runs the vocoder. The vocoder is a ``tr
 :class:`~transformers.SpeechT5HifiGan` loaded from a LOCAL folder (``config.json`` plus
 ``model.safetensors`` or ``pytorch_model.bin``, as written by ``save_pretrained``), or a
 HiFi-GAN generator with residual blocks of type 2 (V3), which SpeechT5HifiGan cannot hold
-(:class:`~sealign.codecs.hifigan_generator.HifiGanGenerator`, ``model_type: hifigan``, written
-by ``sealign codec import-hifigan``); nothing is downloaded. An optional ``mel.json`` in the same folder overrides the analysis settings
+(:class:`~sealign.codecs.hifigan_generator.HifiGanGenerator`, ``model_type: hifigan``,
+``model.safetensors``, written by ``sealign codec import-hifigan``); nothing is downloaded.
+An optional ``mel.json`` in the same folder overrides the analysis settings
 (:class:`MelSettings`); keyword options to :meth:`MelVocoderCodec.load` (or ``?key=value`` in a
 ``mel_vocoder:DIR`` spec) override both.
 
@@ -102,21 +103,23 @@ def _check_folder(directory: Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise FileNotFoundError(
             f"mel vocoder folder not found: {directory} (expected a local SpeechT5HifiGan folder "
-            f"with {CONFIG_FILE} and {' or '.join(WEIGHT_FILES)}; nothing is downloaded)"
+            f"with {CONFIG_FILE} and {' or '.join(WEIGHT_FILES)}, or one written by sealign codec "
+            "import-hifigan; nothing is downloaded)"
         )
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.is_file():
         raise FileNotFoundError(
-            f"{directory}: missing {CONFIG_FILE} of the SpeechT5HifiGan vocoder"
-        )
-    if not any((directory / w).is_file() for w in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"{directory}: missing vocoder weights ({' or '.join(WEIGHT_FILES)})"
+            f"{directory}: missing {CONFIG_FILE} of the vocoder (SpeechT5HifiGan or HiFi-GAN)"
         )
     try:
         meta = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{cfg_path}: invalid JSON ({err})") from err
+    # sealign's own generator is written as safetensors only
+    weights = WEIGHT_FILES[:1] if isinstance(meta, dict) and meta.get("model_type") == "hifigan" \
+        else WEIGHT_FILES  # fmt: skip
+    if not any((directory / w).is_file() for w in weights):
+        raise FileNotFoundError(f"{directory}: missing vocoder weights ({' or '.join(weights)})")
     if not isinstance(meta, dict) or meta.get("model_type") not in MODEL_TYPES:
         got = meta.get("model_type") if isinstance(meta, dict) else None
         raise ValueError(
@@ -274,7 +277,8 @@ class MelVocoderCodec:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", **options: Any) -> MelVocoderCodec:
-        """Load a local SpeechT5HifiGan folder; ``options`` are :class:`MelSettings` fields
+        """Load a local SpeechT5HifiGan folder, or a HiFi-GAN generator folder written by
+        ``sealign codec import-hifigan``; ``options`` are :class:`MelSettings` fields
         (overriding the folder's ``mel.json``)."""
         directory = Path(directory)
         meta = _check_folder(directory)

@@ -34,8 +34,9 @@ IMPORT_DOC = """Import a HiFi-GAN generator trained with the original implementa
 a generator checkpoint such as generator_v1 and its training config.json) as a local folder
 with HiFi-GAN's own mel analysis (mel.json), used as mel_vocoder:DIR by the flow-matching
 family. Weight norms are folded into the weights. Residual blocks of type 1 (V1, V2) become a
-transformers SpeechT5HifiGan, type 2 (V3) sealign's own HiFi-GAN generator. With --manifest, the latents' mean and standard deviation are measured on its
-clean speech (each entry's reference, else its audio).
+transformers SpeechT5HifiGan, type 2 (V3) sealign's own HiFi-GAN generator. With --manifest,
+the latents' mean and standard deviation are measured on its clean speech (each entry's
+reference, else its audio).
 
 examples:
   sealign codec import-hifigan --checkpoint generator_v1 --config config_v1.json \\

@@ -39,8 +39,9 @@ FROZEN_ATTR = "_lora_frozen_modules"
 @dataclass
 class LoRAConfig:
     """``rank`` 0 trains every weight (no adapters). ``targets``: attribute names of the linear
-    or ungrouped 1-D convolution layers to adapt (``qkv``, ``proj``, ``mlp_in``, ``mlp_out`` are the built-in blocks'; a
-    wrapped model's own names otherwise, e.g. ``q_proj``). ``modules_to_save``: attribute names
+    or ungrouped 1-D convolution layers to adapt (``qkv``, ``proj``, ``mlp_in``, ``mlp_out`` are
+    the built-in blocks'; a wrapped model's own names otherwise, e.g. ``q_proj``).
+    ``modules_to_save``: attribute names
     of modules that train in full beside the adapters (PEFT's name), e.g. an output head or the
     FM's REPA projection ``repa_proj``."""
 
