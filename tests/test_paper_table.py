@@ -464,3 +464,26 @@ def test_results_json_is_strict_json_and_its_nulls_read_back_as_missing(tmp_path
     assert "| fm | **20.0** |" in lines  # a mean without a CI: no significance mark
     assert main(["plot", str(run), "--output", str(tmp_path / "plot")]) == 0
     assert (tmp_path / "plot" / "results.png").is_file()
+
+
+def test_table_deltas_print_each_systems_paired_difference_and_its_ci(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    noisy = rng.uniform(1.5, 2.5, 30)
+    gain = noisy + rng.normal(0.3, 0.1, 30)
+    wer_n, wer_o = rng.uniform(0.1, 0.4, 30), rng.uniform(0.1, 0.4, 30)
+    write_scores(tmp_path / "noisy", {"dnsmos_ovrl": list(noisy), "wer": list(wer_n)})
+    write_scores(tmp_path / "ours", {"dnsmos_ovrl": list(gain), "wer": list(wer_o)})
+    args = ["table", str(tmp_path / "noisy"), str(tmp_path / "ours"), "--format", "markdown"]
+    assert main([*args, "--deltas"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    d, w = paired_bootstrap_diff(noisy, gain), paired_bootstrap_diff(wer_n, wer_o)
+    assert lines[2] == f"| noisy | {noisy.mean():.2f} | {100 * wer_n.mean():.1f} |"
+    ovrl = f"**{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]**†"
+    wer = f"**{100 * w.mean:+.1f} [{100 * w.low:+.1f}, {100 * w.high:+.1f}]**"
+    assert lines[3] == f"| ours | {ovrl} | {wer} |"  # bold: the lower mean WER
+    assert w.low < 0 < w.high  # not significant: no mark
+    assert "Rows other than noisy: the difference from noisy" in lines[-1]
+    assert main([*args, "--deltas", "--format", "latex"]) == 0
+    assert f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]" in capsys.readouterr().out
+    assert main([*args, "--deltas", "--baseline", "none"]) == 2
+    assert "--deltas: no paired differences" in capsys.readouterr().err

@@ -19,6 +19,7 @@ examples:
   sealign table runs/eval --columns dnsmos,wer,spk_sim --output table.tex
   sealign table runs/eval_vbdmd runs/eval_urgent --columns vbdmd,lsd,mcd --ci --format markdown
   sealign table runs/score_ours runs/score_theirs runs/score_noisy --baseline score_noisy
+  sealign table runs/eval --columns dnsmos,wer --deltas      # Δ vs noisy [paired 95% CI]
   sealign table runs/eval --rows published.yaml --caption "DNS 2020 no-reverb test set."
   sealign table runs/eval --by degradation.tasks --manifest data/demo/test.jsonl
   sealign table runs/eval --by degradation.noise.snr_db@0,10 --manifest data/demo/test.jsonl
@@ -71,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rows", help="YAML list of published rows: {name, values: {column: v}}")
     p.add_argument("--ci", action="store_true", help="print each mean's 95%% CI half-width")
+    p.add_argument(
+        "--deltas",
+        action="store_true",
+        help="print each system's difference from the baseline with its paired 95%% CI "
+        "instead of its mean (the baseline and reference rows keep their means)",
+    )
     p.add_argument("--decimals", help="N for every column, or COLUMN=N,... ")
     p.add_argument("--label", action="append", default=[], help="COLUMN=header (repeatable)")
     p.add_argument(
@@ -547,7 +554,11 @@ def run(args: argparse.Namespace) -> int:
         if fmt is None:
             raise ValueError(f"--output {args.output}: give --format (suffix not one of "
                              f"{', '.join(FORMATS.values())})")  # fmt: skip
-    text = render_groups(tables, fmt, ci=args.ci, caption=args.caption, label=args.tex_label)
+    if args.deltas and not any(t.diffs for t in tables.values()):
+        raise ValueError("--deltas: no paired differences to print (no baseline in these runs; "
+                         "name one with --baseline)")  # fmt: skip
+    text = render_groups(tables, fmt, ci=args.ci, caption=args.caption, label=args.tex_label,
+                         deltas=args.deltas)  # fmt: skip
     if args.output:
         write_text(Path(args.output), text)
         log.info("wrote %s (%d table%s)", args.output, len(tables), "s" * (len(tables) > 1))

@@ -122,6 +122,22 @@ class PaperTable:
         )  # the t half-width (the range may cut one side)
         return f"{half * st.scale:.{st.decimals}f}"
 
+    def delta(self, system: str, column: str) -> str | None:
+        """``system − baseline`` and its paired CI as printed, e.g. ``+0.30 [+0.21, +0.39]``
+        (scaled and rounded like the column), or None without a paired difference."""
+        d = self.diffs.get(system, {}).get(column)
+        if not d or not d.get("n") or not math.isfinite(d.get("mean", math.nan)):
+            return None
+        st = self.style(column)
+
+        def signed(v: float) -> str:
+            text = f"{v * st.scale:+.{st.decimals}f}"
+            return text[1:] if float(text) == 0 else text  # no sign on a printed zero
+
+        if not (math.isfinite(d.get("low", math.nan)) and math.isfinite(d.get("high", math.nan))):
+            return signed(d["mean"])
+        return f"{signed(d['mean'])} [{signed(d['low'])}, {signed(d['high'])}]"
+
     def best(self, column: str) -> set[str]:
         """Rows whose printed value is the best of the column (reference rows excluded; none
         when every row prints the same)."""
@@ -162,10 +178,18 @@ class PaperTable:
         ]
         return [b for b in blocks if b]
 
-    def note(self) -> str:
-        """What bold and the marks mean, for a caption or a line under the table."""
+    def note(self, deltas: bool = False) -> str:
+        """What bold and the marks mean (and, with ``deltas``, what the cells are), for a
+        caption or a line under the table."""
         ref = ", ".join(sorted(self.reference & set(self.systems)))
         text = "Bold: best per column" + (f" (without {ref})." if ref else ".")
+        if deltas and self.baseline and self.diffs:
+            text = (
+                f"Rows other than {self.baseline}"
+                + (f" and {ref}" if ref else "")
+                + f": the difference from {self.baseline} with its paired 95% bootstrap CI;"
+                " bold: the best mean per column."
+            )
         if self.baseline and self.diffs:
             text += (
                 f" † / ‡: the paired 95% bootstrap CI of the difference from {self.baseline} "
@@ -229,10 +253,16 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def _cell(t: PaperTable, s: str, c: str, ci: bool, fmt: dict[str, str]) -> str:
+def _cell(
+    t: PaperTable, s: str, c: str, ci: bool, fmt: dict[str, str], deltas: bool = False
+) -> str:
     shown = t.shown(s, c)
     if shown is None:
         return fmt["missing"]
+    delta = t.delta(s, c) if deltas and s != t.baseline and s not in t.reference else None
+    if delta is not None:
+        ci = False  # the bracket is the difference's CI
+        shown = delta
     text = fmt["bold"].format(shown) if s in t.best(c) else shown
     sig = t.significance(s, c) if s != t.baseline and s not in t.reference else 0
     if sig:
@@ -280,11 +310,14 @@ def _labels(t: PaperTable, grouped: bool) -> list[str]:
 
 
 def to_latex(
-    t: PaperTable, ci: bool = False, caption: str | None = None, label: str | None = None
-) -> str:
-    """A ``table`` environment with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
+    t: PaperTable, ci: bool = False, caption: str | None = None, label: str | None = None,
+    deltas: bool = False,
+) -> str:  # fmt: skip
+    """A ``table`` environment with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``);
+    ``deltas``: the systems' cells are their paired differences from the baseline."""
     lines = [r"\begin{table}[t]", r"\centering"]
-    lines.append(r"\caption{" + (caption + " " if caption else "") + latex_escape(t.note()) + "}")
+    note = latex_escape(t.note(deltas))
+    lines.append(r"\caption{" + (caption + " " if caption else "") + note + "}")
     if label:
         lines.append(r"\label{" + label + "}")
     lines.append(r"\begin{tabular}{l" + "c" * len(t.columns) + "}")
@@ -309,14 +342,15 @@ def to_latex(
     for block in t.row_blocks():
         lines.append(r"\midrule")
         for s in block:
-            cells = [_cell(t, s, c, ci, _LATEX) for c in t.columns]
+            cells = [_cell(t, s, c, ci, _LATEX, deltas) for c in t.columns]
             lines.append(" & ".join([latex_escape(s), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(t: PaperTable, ci: bool = False) -> str:
-    """A Markdown table in the same layout, with the note under it."""
+def to_markdown(t: PaperTable, ci: bool = False, deltas: bool = False) -> str:
+    """A Markdown table in the same layout, with the note under it; ``deltas``: the systems'
+    cells are their paired differences from the baseline."""
 
     heads = [
         label + _arrow(t, c, " ↑", " ↓")
@@ -328,9 +362,9 @@ def to_markdown(t: PaperTable, ci: bool = False) -> str:
     ]
     for block in t.row_blocks():
         for s in block:
-            cells = [_cell(t, s, c, ci, _MARKDOWN) for c in t.columns]
+            cells = [_cell(t, s, c, ci, _MARKDOWN, deltas) for c in t.columns]
             lines.append("| " + s.replace("|", r"\|") + " | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + t.note() + "\n"
+    return "\n".join(lines) + "\n\n" + t.note(deltas) + "\n"
 
 
 def to_csv(t: PaperTable) -> str:
@@ -361,12 +395,12 @@ FORMATS = {"latex": ".tex", "markdown": ".md", "csv": ".csv"}
 
 
 def render(t: PaperTable, fmt: str, ci: bool = False, caption: str | None = None,
-           label: str | None = None) -> str:  # fmt: skip
-    """``t`` as ``latex``, ``markdown`` or ``csv``."""
+           label: str | None = None, deltas: bool = False) -> str:  # fmt: skip
+    """``t`` as ``latex``, ``markdown`` or ``csv`` (which always holds the differences)."""
     if fmt == "latex":
-        return to_latex(t, ci=ci, caption=caption, label=label)
+        return to_latex(t, ci=ci, caption=caption, label=label, deltas=deltas)
     if fmt == "markdown":
-        return to_markdown(t, ci=ci)
+        return to_markdown(t, ci=ci, deltas=deltas)
     if fmt == "csv":
         return to_csv(t)
     raise ValueError(f"table format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -374,13 +408,13 @@ def render(t: PaperTable, fmt: str, ci: bool = False, caption: str | None = None
 
 def render_groups(
     tables: dict[str, PaperTable], fmt: str, ci: bool = False, caption: str | None = None,
-    label: str | None = None,
+    label: str | None = None, deltas: bool = False,
 ) -> str:  # fmt: skip
     """Several tables (``{condition: table}``; one with the key ``""`` is a plain table): in
     LaTeX one ``table`` each (the condition ends its caption, the label gets ``:<k>``), in
     Markdown one section each, in CSV one file with a leading ``condition`` column."""
     if list(tables) == [""]:
-        return render(tables[""], fmt, ci=ci, caption=caption, label=label)
+        return render(tables[""], fmt, ci=ci, caption=caption, label=label, deltas=deltas)
     parts = []
     for k, (cond, t) in enumerate(tables.items()):
         n = max((c.get("n", 0) for s in t.systems for c in t.cells.get(s, {}).values()), default=0)
@@ -395,9 +429,10 @@ def render_groups(
             parts.append(buf.getvalue())
         elif fmt == "latex":
             cap = f"{caption} {title}." if caption else f"{title}."
-            parts.append(to_latex(t, ci=ci, caption=cap, label=f"{label}:{k}" if label else None))
+            parts.append(to_latex(t, ci=ci, caption=cap, label=f"{label}:{k}" if label else None,
+                                  deltas=deltas))  # fmt: skip
         else:
-            parts.append(f"### {title}\n\n" + render(t, fmt, ci=ci) + "\n")
+            parts.append(f"### {title}\n\n" + render(t, fmt, ci=ci, deltas=deltas) + "\n")
     return "".join(parts) if fmt == "csv" else "\n".join(parts)
 
 
