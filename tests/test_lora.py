@@ -263,5 +263,55 @@ def test_one_dimensional_convolutions_take_adapters():
         torch.testing.assert_close(conv(x), before)
     holder = torch.nn.Module()
     holder.add_module("dw", torch.nn.Conv1d(5, 5, 3, groups=5))
-    with pytest.raises(ValueError, match=r"dw: grouped convolutions take no adapters"):
+    with pytest.raises(ValueError, match=r"\(dw: grouped convolutions and Conv1d subclasses"):
         apply_lora(holder, LoRAConfig(rank=2, targets=["dw"]))
+    # code that reads a convolution's settings still finds them on the wrapped layer
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.dilation) == ((4,), (2,), (3,), (2,))
+    assert conv.in_channels == 3 and conv.padding_mode == "reflect"
+    with pytest.raises(AttributeError):
+        _ = conv.not_a_setting
+
+
+def test_layers_whose_merged_weight_cannot_be_written_are_refused_by_name():
+    class Causal(torch.nn.Conv1d):  # its own forward: the low-rank path would not repeat it
+        def forward(self, x):
+            return super().forward(torch.nn.functional.pad(x, (2, 0)))
+
+    holder = torch.nn.Module()
+    holder.add_module("causal", Causal(3, 3, 3))
+    holder.add_module("wn", torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 3)))
+    holder.add_module("lin", torch.nn.Linear(3, 3))
+    for name, why in (("causal", "Conv1d subclasses with their own forward"),
+                      ("wn", "weight-normalized layers take no adapters")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"\({name}: .*{why}"):
+            apply_lora(holder, LoRAConfig(rank=2, targets=[name]))
+    # a weight-normalized module may still train in full
+    assert apply_lora(holder, LoRAConfig(rank=2, targets=["lin"], modules_to_save=["wn"])) == 1
+
+
+def test_modules_trained_in_full_must_own_their_weights_and_their_copy_keeps_the_mode():
+    tied = torch.nn.Module()
+    tied.add_module("emb", torch.nn.Embedding(5, 3))
+    tied.add_module("head", torch.nn.Linear(3, 5, bias=False))
+    tied.add_module("mid", torch.nn.Linear(3, 3))
+    tied.head.weight = tied.emb.weight
+    with pytest.raises(ValueError, match="shares a parameter with emb .tied weights"):
+        apply_lora(tied, LoRAConfig(rank=2, targets=["mid"], modules_to_save=["head"]))
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.add_module("proj", torch.nn.Linear(4, 4))
+    model.add_module("post", torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(4)))
+    apply_lora(model, LoRAConfig(rank=2, targets=["proj"], modules_to_save=["post"]))
+    model.eval()
+    x = torch.randn(6, 4)
+    with adapters_off(model):
+        assert not model.post.training  # the copy follows the policy's mode
+        a, b = model.post(model.proj(x)), model.post(model.proj(x))
+        with adapters_off(model):  # nested: leaves the outer block's state
+            pass
+        assert (
+            not model.proj.enabled
+            and model.post is not model.__dict__["_lora_frozen_modules"][0][2]
+        )
+    torch.testing.assert_close(a, b)  # no dropout, no running statistics updated
+    assert model.proj.enabled and model.post is model.__dict__["_lora_frozen_modules"][0][2]

@@ -485,5 +485,8 @@ def test_table_deltas_print_each_systems_paired_difference_and_its_ci(tmp_path, 
     assert "Rows other than noisy: the difference from noisy" in lines[-1]
     assert main([*args, "--deltas", "--format", "latex"]) == 0
     assert f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]" in capsys.readouterr().out
+    (tmp_path / "pub.yaml").write_text("- name: GenSE (reported)\n  values: {dnsmos_ovrl: 3.43}\n")
+    assert main([*args, "--deltas", "--rows", str(tmp_path / "pub.yaml")]) == 0
+    assert "| GenSE (reported) | — | — |" in capsys.readouterr().out  # no paired difference
     assert main([*args, "--deltas", "--baseline", "none"]) == 2
     assert "--deltas: no paired differences" in capsys.readouterr().err

@@ -76,7 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--deltas",
         action="store_true",
         help="print each system's difference from the baseline with its paired 95%% CI "
-        "instead of its mean (the baseline and reference rows keep their means)",
+        "instead of its mean in Markdown and LaTeX (the baseline and reference rows keep "
+        "their means; rows not paired with the baseline, e.g. published ones, show none; CSV "
+        "always holds both)",
     )
     p.add_argument("--decimals", help="N for every column, or COLUMN=N,... ")
     p.add_argument("--label", action="append", default=[], help="COLUMN=header (repeatable)")

@@ -187,8 +187,8 @@ class PaperTable:
             text = (
                 f"Rows other than {self.baseline}"
                 + (f" and {ref}" if ref else "")
-                + f": the difference from {self.baseline} with its paired 95% bootstrap CI;"
-                " bold: the best mean per column."
+                + f": the difference from {self.baseline} with its paired 95% bootstrap CI"
+                " (none where a row is not paired with it); bold: the best mean per column."
             )
         if self.baseline and self.diffs:
             text += (
@@ -259,8 +259,10 @@ def _cell(
     shown = t.shown(s, c)
     if shown is None:
         return fmt["missing"]
-    delta = t.delta(s, c) if deltas and s != t.baseline and s not in t.reference else None
-    if delta is not None:
+    if deltas and s != t.baseline and s not in t.reference:
+        delta = t.delta(s, c)
+        if delta is None:  # published numbers, a system not paired with the baseline
+            return fmt["missing"]
         ci = False  # the bracket is the difference's CI
         shown = delta
     text = fmt["bold"].format(shown) if s in t.best(c) else shown

@@ -70,10 +70,25 @@ def _is_conv1d(module: nn.Module) -> bool:
 
 def _is_linear(module: nn.Module) -> bool:
     """A layer that takes adapters: linear (``nn.Linear``, GPT-2's ``Conv1D``) or an ungrouped
-    1-D convolution."""
+    1-D convolution whose class keeps ``nn.Conv1d``'s forward (the low-rank path repeats it)."""
     if isinstance(module, nn.Conv1d):
-        return module.groups == 1
+        return module.groups == 1 and type(module).forward is nn.Conv1d.forward
     return isinstance(module, nn.Linear) or _is_conv1d(module)
+
+
+def _reparametrized(module: nn.Module) -> bool:
+    """A weight computed from other parameters (weight norm, old or new style): its merged
+    state dict could not be written under the layer's own keys."""
+    from torch.nn.utils import parametrize
+
+    return parametrize.is_parametrized(module) or hasattr(module, "weight_g")
+
+
+# what a wrapped layer passes through from its base layer, for code that reads them
+BASE_ATTRIBUTES = frozenset({
+    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+    "padding_mode", "nf", "nx",
+})  # fmt: skip
 
 
 class LoRALinear(nn.Module):
@@ -85,8 +100,11 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Module, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
-        if isinstance(base, nn.Conv1d) and base.groups != 1:
-            raise ValueError("a grouped convolution cannot take LoRA adapters")
+        if isinstance(base, nn.Conv1d) and not _is_linear(base):
+            raise ValueError("a grouped convolution, or a Conv1d subclass with its own forward, "
+                             "cannot take LoRA adapters")  # fmt: skip
+        if _reparametrized(base):
+            raise ValueError("a weight-normalized (parametrized) layer cannot take LoRA adapters")
         self.base = base.requires_grad_(False)
         self.transposed = _is_conv1d(base)
         self.conv = isinstance(base, nn.Conv1d)
@@ -112,6 +130,14 @@ class LoRALinear(nn.Module):
     @property
     def bias(self) -> torch.Tensor | None:
         return self.base.bias  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in BASE_ATTRIBUTES and name != "base":
+                return getattr(super().__getattr__("base"), name)
+            raise
 
     @property
     def in_features(self) -> int:
@@ -152,26 +178,29 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
         raise ValueError("this policy already has LoRA adapters")
     found: list[tuple[nn.Module, str, nn.Module]] = []
     full: list[tuple[nn.Module, str, nn.Module]] = []
-    linear_names, child_names, grouped = set(), set(), set()
+    linear_names, child_names, refused = set(), set(), {}
     for parent in module.modules():
         for name, child in parent.named_children():
             child_names.add(name)
-            if isinstance(child, nn.Conv1d) and child.groups != 1:
-                grouped.add(name)
+            adaptable = _is_linear(child) and not _reparametrized(child)
+            if isinstance(child, nn.Conv1d) and not _is_linear(child):
+                refused[name] = "grouped convolutions and Conv1d subclasses with their own " \
+                    "forward take no adapters"  # fmt: skip
+            elif _is_linear(child) and not adaptable:
+                refused[name] = "weight-normalized layers take no adapters"
             if name in cfg.modules_to_save:
                 full.append((parent, name, child))
-            if _is_linear(child):
+            if adaptable:
                 linear_names.add(name)
                 if name in cfg.targets:
                     found.append((parent, name, child))
     unmatched = [t for t in cfg.targets if t not in linear_names]
     if unmatched:
-        why = [t for t in unmatched if t in grouped]
+        why = "".join(f" ({t}: {refused[t]})" for t in unmatched if t in refused)
         raise ValueError(
             f"lora.targets: {', '.join(unmatched)} name no linear or ungrouped 1-D convolution "
-            f"layer of this {type(module).__name__}"
-            + (f" ({', '.join(why)}: grouped convolutions take no adapters)" if why else "")
-            + f"; those it has are named {', '.join(sorted(linear_names)) or '(none)'}"
+            f"layer of this {type(module).__name__}{why}; those it has are named "
+            f"{', '.join(sorted(linear_names)) or '(none)'}"
         )
     unmatched = [t for t in cfg.modules_to_save if t not in child_names]
     if unmatched:
@@ -184,6 +213,7 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
         if any(id(sub) in targets for sub in m.modules()):
             raise ValueError("lora.modules_to_save: a module that trains in full cannot hold "
                              "adapted layers (lora.targets); name one or the other")  # fmt: skip
+    _refuse_shared(module, full)
     module.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     for parent, name, child in found:
@@ -195,26 +225,49 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
     return len(found)
 
 
+def _refuse_shared(module: nn.Module, full: list[tuple[nn.Module, str, nn.Module]]) -> None:
+    """A module trained in full must own its parameters: one tied to a layer outside it (an
+    output head sharing the embedding's weight) would train that layer too, and its frozen copy
+    would not be the base of that layer."""
+    inside = {id(p) for _, _, m in full for p in m.parameters()}
+    owners = {id(m) for _, _, m in full for m in m.modules()}
+    for name, sub in module.named_modules(remove_duplicate=False):
+        if id(sub) in owners:
+            continue
+        for p in sub.parameters(recurse=False):
+            if id(p) in inside:
+                raise ValueError(f"lora.modules_to_save: a module trained in full shares a "
+                                 f"parameter with {name or 'the model'} (tied weights); name "
+                                 "that module too, or neither")  # fmt: skip
+
+
 @contextmanager
 def adapters_off(module: nn.Module) -> Iterator[None]:
     """``module`` computes as its base inside the block: its adapted layers without their
     adapters, and each module trained in full (``modules_to_save``) swapped for the frozen copy
-    :func:`apply_lora` kept of it."""
+    :func:`apply_lora` kept of it, in the trained module's train / eval mode. Nested blocks leave
+    the state as they found it."""
     wrapped = [m for m in module.modules() if isinstance(m, LoRALinear)]
-    swapped: list[tuple[nn.Module, str, nn.Module, nn.Module]] = getattr(module, FROZEN_ATTR, [])
-    for m in wrapped:
-        m.enabled = False
-    for parent, name, trained, base in swapped:
-        p = next(trained.parameters(), None)
-        if p is not None:  # the policy may have moved since the copy was made
-            base.to(device=p.device, dtype=p.dtype)
-        setattr(parent, name, base)
+    frozen: list[tuple[nn.Module, str, nn.Module, nn.Module]] = getattr(module, FROZEN_ATTR, [])
+    enabled = [(m, m.enabled) for m in wrapped]
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
     try:
+        for m in wrapped:
+            m.enabled = False
+        for parent, name, trained, base in frozen:
+            if getattr(parent, name) is not trained:  # swapped already by an enclosing block
+                continue
+            p = next(trained.parameters(), None)
+            if p is not None:  # the policy may have moved since the copy was made
+                base.to(device=p.device, dtype=p.dtype)
+            base.train(trained.training)
+            setattr(parent, name, base)
+            swapped.append((parent, name, trained))
         yield
     finally:
-        for m in wrapped:
-            m.enabled = True
-        for parent, name, trained, _ in swapped:
+        for m, on in enabled:
+            m.enabled = on
+        for parent, name, trained in reversed(swapped):
             setattr(parent, name, trained)
 
 
