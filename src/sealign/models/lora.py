@@ -2,13 +2,13 @@
 
 :func:`apply_lora` replaces each linear layer (``nn.Linear``, or the transposed ``Conv1D`` of
 GPT-2 in ``transformers``) or ungrouped ``nn.Conv1d`` whose attribute name is in ``targets`` by
-a :class:`LoRALinear`: the
-frozen layer plus a trainable low-rank update ``(alpha / rank) · B A`` (``A`` random, ``B`` zero,
-so training starts from the unchanged policy), and freezes every other parameter except those of
-the modules named in ``modules_to_save``, which train in full (a frozen copy of each is kept
-for :func:`adapters_off`, so the base stays at hand without a second copy of the whole policy).
-A wrapped layer's ``weight`` is the merged matrix, so code that reads ``.weight``
-(the built-in policies' fast decoding weights) sees the adapted layer, and its ``state_dict``
+a :class:`LoRALinear`: the frozen layer plus a trainable low-rank update ``(alpha / rank) · B A``
+(``A`` random, ``B`` zero, so training starts from the unchanged policy), and freezes every
+other parameter except those of the modules named in ``modules_to_save``, which train in full
+(a frozen copy of each is kept for :func:`adapters_off`, so the base stays at hand without a
+second copy of the whole policy). A wrapped layer's ``weight`` is the merged matrix, so code
+that reads ``.weight`` (the built-in policies' fast decoding weights) sees the adapted layer,
+and its ``state_dict``
 holds the merged weight under the original key: ``policy.save`` writes a plain checkpoint that
 loads, evaluates and exports like any other. What trains, unmerged (:func:`adapter_state`: the
 adapters, and a learned temperature if there is one), is what a trainer checkpoint keeps to
@@ -41,9 +41,8 @@ class LoRAConfig:
     """``rank`` 0 trains every weight (no adapters). ``targets``: attribute names of the linear
     or ungrouped 1-D convolution layers to adapt (``qkv``, ``proj``, ``mlp_in``, ``mlp_out`` are
     the built-in blocks'; a wrapped model's own names otherwise, e.g. ``q_proj``).
-    ``modules_to_save``: attribute names
-    of modules that train in full beside the adapters (PEFT's name), e.g. an output head or the
-    FM's REPA projection ``repa_proj``."""
+    ``modules_to_save``: attribute names of modules that train in full beside the adapters
+    (PEFT's name), e.g. an output head or the FM's REPA projection ``repa_proj``."""
 
     rank: int = 0
     alpha: float = 16.0
@@ -161,7 +160,8 @@ class LoRALinear(nn.Module):
 
 
 def _merged_state(module: LoRALinear, state: dict[str, Any], prefix: str, _meta: Any) -> None:
-    """The state dict of a plain ``nn.Linear`` with the merged weight."""
+    """The state dict of the plain layer (``nn.Linear``, ``Conv1D``, ``nn.Conv1d``) with the
+    merged weight."""
     for key in ("base.weight", "base.bias", "lora_a", "lora_b"):
         state.pop(prefix + key, None)
     state[prefix + "weight"] = module.weight.detach()
@@ -171,8 +171,8 @@ def _merged_state(module: LoRALinear, state: dict[str, Any], prefix: str, _meta:
 
 def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
     """Wrap ``module``'s linear and ungrouped 1-D convolution layers named in ``cfg.targets``
-    (:class:`LoRALinear`), unfreeze the modules named in
-    ``cfg.modules_to_save`` and freeze everything else; returns how many layers were wrapped.
+    (:class:`LoRALinear`), unfreeze the modules named in ``cfg.modules_to_save`` (keeping a
+    frozen copy of each) and freeze everything else; returns how many layers were wrapped.
     ``seed`` draws the ``A`` matrices (the same on every data-parallel rank)."""
     if any(isinstance(m, LoRALinear) for m in module.modules()):
         raise ValueError("this policy already has LoRA adapters")
