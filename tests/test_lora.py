@@ -17,8 +17,10 @@ from sealign.models.lora import (
     adapter_state,
     adapters_off,
     apply_lora,
+    base_is_at_hand,
 )
 from sealign.models.registry import load_policy
+from sealign.train.sft import ModelConfig, base_view_reference
 from test_gspo import logged, overrides
 
 
@@ -289,19 +291,26 @@ def test_layers_whose_merged_weight_cannot_be_written_are_refused_by_name():
     assert apply_lora(holder, LoRAConfig(rank=2, targets=["lin"], modules_to_save=["wn"])) == 1
 
 
-def test_modules_trained_in_full_must_own_their_weights_and_their_copy_keeps_the_mode():
+def test_tied_modules_trained_in_full_load_the_reference_and_copies_keep_the_mode():
     tied = torch.nn.Module()
     tied.add_module("emb", torch.nn.Embedding(5, 3))
     tied.add_module("head", torch.nn.Linear(3, 5, bias=False))
     tied.add_module("mid", torch.nn.Linear(3, 3))
     tied.head.weight = tied.emb.weight
-    with pytest.raises(ValueError, match="shares a parameter with emb .tied weights"):
-        apply_lora(tied, LoRAConfig(rank=2, targets=["mid"], modules_to_save=["head"]))
+    cfg = LoRAConfig(rank=2, targets=["mid"], modules_to_save=["head"])
+    apply_lora(tied, cfg)
+    # the embedding trains with the head: swapping in the head's copy would not give the base,
+    # so a run loads the base as its reference instead
+    assert tied.emb.weight.requires_grad and not base_is_at_hand(tied)
+    model_cfg = ModelConfig(init_from="base", lora=cfg)
+    assert not base_view_reference(model_cfg, None, tied)
     torch.manual_seed(0)
     model = torch.nn.Module()
     model.add_module("proj", torch.nn.Linear(4, 4))
     model.add_module("post", torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(4)))
     apply_lora(model, LoRAConfig(rank=2, targets=["proj"], modules_to_save=["post"]))
+    assert base_is_at_hand(model)
+    assert base_view_reference(ModelConfig(init_from="base", lora=LoRAConfig(rank=2)), None, model)
     model.eval()
     x = torch.randn(6, 4)
     with adapters_off(model):

@@ -34,6 +34,7 @@ DEFAULT_TARGETS = ("qkv", "proj", "mlp_in", "mlp_out")  # the built-in transform
 # (parent, attribute, trained module, its frozen base copy) of each module trained in full, kept
 # on the wrapped root as a plain attribute: not a submodule, so not in its parameters or state
 FROZEN_ATTR = "_lora_frozen_modules"
+TIED_ATTR = "_lora_tied_outside"  # a layer outside the modules trained in full that shares theirs
 
 
 @dataclass
@@ -213,7 +214,7 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
         if any(id(sub) in targets for sub in m.modules()):
             raise ValueError("lora.modules_to_save: a module that trains in full cannot hold "
                              "adapted layers (lora.targets); name one or the other")  # fmt: skip
-    _refuse_shared(module, full)
+    object.__setattr__(module, TIED_ATTR, _shared_outside(module, full))
     module.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     for parent, name, child in found:
@@ -225,20 +226,22 @@ def apply_lora(module: nn.Module, cfg: LoRAConfig, seed: int = 0) -> int:
     return len(found)
 
 
-def _refuse_shared(module: nn.Module, full: list[tuple[nn.Module, str, nn.Module]]) -> None:
-    """A module trained in full must own its parameters: one tied to a layer outside it (an
-    output head sharing the embedding's weight) would train that layer too, and its frozen copy
-    would not be the base of that layer."""
+def _shared_outside(module: nn.Module, full: list[tuple[nn.Module, str, nn.Module]]) -> str | None:
+    """The name of a layer outside the modules trained in full that shares a parameter with
+    them (an output head tied to the embedding), or None. Such a layer trains with them, and
+    swapping in their frozen copies would leave it trained: the reference is then loaded."""
     inside = {id(p) for _, _, m in full for p in m.parameters()}
     owners = {id(m) for _, _, m in full for m in m.modules()}
     for name, sub in module.named_modules(remove_duplicate=False):
-        if id(sub) in owners:
-            continue
-        for p in sub.parameters(recurse=False):
-            if id(p) in inside:
-                raise ValueError(f"lora.modules_to_save: a module trained in full shares a "
-                                 f"parameter with {name or 'the model'} (tied weights); name "
-                                 "that module too, or neither")  # fmt: skip
+        if id(sub) not in owners and any(id(p) in inside for p in sub.parameters(recurse=False)):
+            return name or type(module).__name__
+    return None
+
+
+def base_is_at_hand(module: nn.Module) -> bool:
+    """Whether :func:`adapters_off` makes ``module`` its base: not when a module trained in full
+    shares weights with a layer outside it (tied weights), see :func:`apply_lora`."""
+    return getattr(module, TIED_ATTR, None) is None
 
 
 @contextmanager

@@ -515,7 +515,7 @@ def train_dpo(
         if cached is not None:
             ref_ll = cached
         else:
-            if base_view_reference(cfg.model, cfg.reference_model):
+            if base_view_reference(cfg.model, cfg.reference_model, policy):
                 module.eval()  # as a loaded reference computes (dropout off)
                 ref = BaseView(policy)  # type: ignore[assignment]  # the base, no second copy
             else:

@@ -737,7 +737,7 @@ def train_gspo(
     filters = {"top_k": cfg.sampling.top_k, "top_p": cfg.sampling.top_p}
     check_sample_options(policy, filters, "sampling.top_k / top_p (rollouts pass them)", False)
     ref: Policy | None = None
-    if cfg.beta > 0 and base_view_reference(cfg.model, cfg.reference_model):
+    if cfg.beta > 0 and base_view_reference(cfg.model, cfg.reference_model, policy):
         ref = BaseView(policy)  # type: ignore[assignment]  # the base, without a second copy
     elif cfg.beta > 0:
         # a fresh model: its initial weights, kept in the run, are the reference

@@ -232,11 +232,20 @@ def reference_config(model: ModelConfig, source: str) -> ModelConfig:
     return ModelConfig(init_from=source, config=dict(model.config) if same else {})
 
 
-def base_view_reference(model: ModelConfig, reference_model: str | None) -> bool:
-    """Whether a post-training run's reference is its policy with the adapters off
+def base_view_reference(model: ModelConfig, reference_model: str | None, policy: Any) -> bool:
+    """Whether a post-training run's reference is its ``policy`` with the adapters off
     (:class:`~sealign.models.lora.BaseView`, no second copy; the modules trained in full seen as
-    their frozen copies): with LoRA and no other reference model."""
-    return model.lora.enabled and not reference_model
+    their frozen copies): with LoRA, no other reference model, and no module trained in full
+    tied to a layer outside it (then the base is loaded, and the log says why)."""
+    from sealign.models.lora import TIED_ATTR, base_is_at_hand
+
+    if not model.lora.enabled or reference_model:
+        return False
+    if not base_is_at_hand(policy):
+        log.info("the reference is the base loaded again: a module in lora.modules_to_save "
+                 "shares weights with %s", getattr(policy, TIED_ATTR))  # fmt: skip
+        return False
+    return True
 
 
 def init_policy(cfg: ModelConfig, device: str | torch.device = "cpu") -> Policy:
